@@ -1,0 +1,31 @@
+//! OurTorrent's protocol core.
+//!
+//! What this crate does **not** do: it opens no socket, reads no file, reads
+//! no clock and allocates nothing. It is `#![no_std]`, uses no `alloc` and no
+//! `unsafe`. Every buffer is handed in by the caller or is a fixed-capacity
+//! [`heapless`] container, and every limit is a named constant or a parameter
+//! that yields a typed error when hit. Shells (`shell-std` on tokio,
+//! `shell-smoltcp` on smoltcp) own sockets, timers, files and threads.
+//!
+//! Protocol pieces are either codecs (`decode(&[u8])` borrowing from the
+//! input, `encode(.., &mut [u8])`) or sans-IO state machines driven with an
+//! explicit time argument.
+//!
+//! Modules:
+//! - [`bencode`]: one-pass, non-recursive, zero-copy decoder into a token
+//!   array; navigation; canonical encoder.
+//! - [`metainfo`]: `.torrent` files (BEP 3, 12, 27) with path validation.
+//! - [`magnet`]: magnet URIs (BEP 9).
+//! - [`id`], [`percent`]: info-hashes, peer ids, percent-encoding.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod bencode;
+pub mod id;
+pub mod magnet;
+pub mod metainfo;
+pub mod percent;
