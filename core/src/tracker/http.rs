@@ -1,0 +1,1 @@
+//! The HTTP tracker protocol (BEP 3, 7, 23, 48).
