@@ -2,7 +2,6 @@
 //! error and offset, limit edges, navigation, encoder, and properties.
 
 use super::*;
-use std::vec;
 use std::vec::Vec;
 
 fn dec(input: &[u8]) -> Result<usize, Error> {
