@@ -29,6 +29,8 @@
 extern crate std;
 
 pub mod bencode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `shell-std` binary: OurTorrent's desktop client, tracker and tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shell-std",
+    version,
+    about = "OurTorrent: BitTorrent client, tracker and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a .torrent file's data: name, size, pieces, info-hash, trackers, files.
+    Info {
+        /// The .torrent file.
+        torrent: PathBuf,
+        /// List every file (default: the first 1000).
+        #[arg(long)]
+        all_files: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Info { torrent, all_files } => shell_std::info::run(&torrent, all_files),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -202,6 +202,30 @@ fn err(kind: ErrorKind, offset: usize) -> Error {
     Error { kind, offset }
 }
 
+/// The innermost open container, kept in locals while it is open (its
+/// token holds the same fields only while a child container is open).
+#[derive(Clone, Copy)]
+struct Open {
+    /// Token index, or `NONE` at top level.
+    idx: u32,
+    dict: bool,
+    children: u32,
+    /// Dicts: token index of the last key, or `NONE`.
+    last_key: u32,
+    /// Dicts: payload range of the last key (cached for strict ordering).
+    key_start: usize,
+    key_end: usize,
+}
+
+const TOP: Open = Open {
+    idx: NONE,
+    dict: false,
+    children: 0,
+    last_key: NONE,
+    key_start: 0,
+    key_end: 0,
+};
+
 /// Decodes exactly one bencoded value spanning all of `input`.
 ///
 /// `tokens` receives one token per value; its length is the token limit.
@@ -219,108 +243,123 @@ pub fn decode<'a, 't>(
     let strict = opts.mode == Mode::Strict;
     let mut pos = 0usize;
     let mut count = 0usize;
-    // Innermost open container (index into `tokens`), chained through `next`
-    // while open. `NONE` at top level.
-    let mut open: u32 = NONE;
     let mut depth = 0usize;
-    // Per open dict, the last key's token index is kept in `end` while open
-    // (NONE if none yet); children count in `aux`.
+    // While a container is open, its token's `next` links to its parent,
+    // `aux` and `end` hold the parent's saved `children` and `last_key`.
+    let mut cur = TOP;
     loop {
         let Some(&byte) = input.get(pos) else {
             return Err(err(ErrorKind::UnexpectedEnd, pos));
         };
-
-        // Where are we: inside a dict expecting a key?
-        let in_dict_key = match tokens.get(open as usize) {
-            Some(t) if open != NONE => t.kind == TokenKind::Dict && t.aux % 2 == 0,
-            _ => false,
-        };
+        let want_key = cur.dict && cur.children % 2 == 0;
 
         if byte == b'e' {
-            let Some(parent) = tokens.get_mut(open as usize).filter(|_| open != NONE) else {
+            if cur.idx == NONE {
                 return Err(err(ErrorKind::UnexpectedByte(b'e'), pos));
-            };
-            if parent.kind == TokenKind::Dict && parent.aux % 2 == 1 {
+            }
+            if cur.dict && !want_key {
                 return Err(err(ErrorKind::MissingValue, pos));
             }
             pos += 1;
-            let grand = parent.next;
-            parent.end = pos as u32;
-            parent.next = count as u32;
-            if parent.kind == TokenKind::Dict {
-                parent.aux /= 2;
-            }
-            open = grand;
-            depth -= 1;
-        } else {
-            if count >= tokens.len() {
+            let Some(tok) = tokens.get_mut(cur.idx as usize) else {
                 return Err(err(ErrorKind::TokenLimit, pos));
-            }
-            if in_dict_key && !byte.is_ascii_digit() {
-                return Err(err(ErrorKind::KeyNotString, pos));
-            }
-            let start = pos;
+            };
+            let parent = tok.next;
+            tok.end = pos as u32;
+            tok.next = count as u32;
+            tok.aux = if cur.dict {
+                cur.children / 2
+            } else {
+                cur.children
+            };
+            depth -= 1;
+            cur = restore(tokens, parent);
+        } else {
             let idx = count;
-            let tok = match byte {
-                b'i' => {
-                    pos = scan_int(input, pos + 1)?;
-                    Token {
-                        kind: TokenKind::Int,
-                        start: start as u32,
-                        end: pos as u32,
-                        aux: 0,
-                        next: (idx + 1) as u32,
-                    }
-                }
+            let Some(slot) = tokens.get_mut(idx) else {
+                return Err(err(ErrorKind::TokenLimit, pos));
+            };
+            let start = pos;
+            match byte {
                 b'0'..=b'9' => {
                     let (payload, end) = scan_bytes(input, pos)?;
                     pos = end;
-                    Token {
+                    *slot = Token {
                         kind: TokenKind::Bytes,
                         start: start as u32,
                         end: end as u32,
                         aux: payload as u32,
                         next: (idx + 1) as u32,
+                    };
+                    if want_key {
+                        if strict && cur.last_key != NONE {
+                            let prev = input.get(cur.key_start..cur.key_end).unwrap_or_default();
+                            let key = input.get(payload..end).unwrap_or_default();
+                            match key.cmp(prev) {
+                                core::cmp::Ordering::Greater => {}
+                                core::cmp::Ordering::Equal => {
+                                    return Err(err(ErrorKind::DuplicateKey, start))
+                                }
+                                core::cmp::Ordering::Less => {
+                                    return Err(err(ErrorKind::UnsortedKey, start))
+                                }
+                            }
+                        }
+                        cur.last_key = idx as u32;
+                        cur.key_start = payload;
+                        cur.key_end = end;
                     }
+                    cur.children += 1;
+                    count += 1;
+                }
+                _ if want_key => return Err(err(ErrorKind::KeyNotString, pos)),
+                b'i' => {
+                    pos = scan_int(input, pos + 1)?;
+                    *slot = Token {
+                        kind: TokenKind::Int,
+                        start: start as u32,
+                        end: pos as u32,
+                        aux: 0,
+                        next: (idx + 1) as u32,
+                    };
+                    cur.children += 1;
+                    count += 1;
                 }
                 b'l' | b'd' => {
                     if depth >= max_depth {
                         return Err(err(ErrorKind::DepthLimit, pos));
                     }
                     pos += 1;
-                    Token {
-                        kind: if byte == b'l' {
-                            TokenKind::List
-                        } else {
+                    let dict = byte == b'd';
+                    *slot = Token {
+                        kind: if dict {
                             TokenKind::Dict
+                        } else {
+                            TokenKind::List
                         },
                         start: start as u32,
                         end: NONE,
                         aux: 0,
-                        next: open,
+                        next: cur.idx,
+                    };
+                    cur.children += 1;
+                    count += 1;
+                    // Save the parent's state in its token while we descend.
+                    if let Some(parent) = tokens.get_mut(cur.idx as usize) {
+                        parent.aux = cur.children;
+                        parent.end = cur.last_key;
                     }
+                    depth += 1;
+                    cur = Open {
+                        idx: idx as u32,
+                        dict,
+                        ..TOP
+                    };
                 }
                 other => return Err(err(ErrorKind::UnexpectedByte(other), pos)),
-            };
-            if let Some(slot) = tokens.get_mut(idx) {
-                *slot = tok;
-            }
-            count += 1;
-            if in_dict_key && strict {
-                check_key_order(input, tokens, open as usize, idx)?;
-            }
-            if let Some(parent) = tokens.get_mut(open as usize).filter(|_| open != NONE) {
-                if in_dict_key {
-                    parent.end = idx as u32;
-                }
-                parent.aux += 1;
-            }
-            if matches!(tok.kind, TokenKind::List | TokenKind::Dict) {
-                open = idx as u32;
-                depth += 1;
             }
         }
-        if open == NONE {
+        if cur.idx == NONE {
             break;
         }
     }
@@ -334,25 +373,26 @@ pub fn decode<'a, 't>(
     })
 }
 
-/// Strict mode: the key at token `key` must sort after the dict's previous key.
-fn check_key_order(input: &[u8], tokens: &[Token], dict: usize, key: usize) -> Result<(), Error> {
-    let (Some(d), Some(k)) = (tokens.get(dict), tokens.get(key)) else {
-        return Ok(());
+/// Reloads the state of the open container `idx` saved in its token.
+fn restore(tokens: &[Token], idx: u32) -> Open {
+    let Some(t) = tokens.get(idx as usize).filter(|_| idx != NONE) else {
+        return TOP;
     };
-    let prev = d.end;
-    if prev == NONE {
-        return Ok(());
-    }
-    let Some(p) = tokens.get(prev as usize) else {
-        return Ok(());
+    let mut o = Open {
+        idx,
+        dict: t.kind == TokenKind::Dict,
+        children: t.aux,
+        last_key: t.end,
+        ..TOP
     };
-    let pk = input.get(p.aux()..p.end as usize).unwrap_or_default();
-    let kk = input.get(k.aux()..k.end as usize).unwrap_or_default();
-    match kk.cmp(pk) {
-        core::cmp::Ordering::Greater => Ok(()),
-        core::cmp::Ordering::Equal => Err(err(ErrorKind::DuplicateKey, k.start as usize)),
-        core::cmp::Ordering::Less => Err(err(ErrorKind::UnsortedKey, k.start as usize)),
+    if let Some(k) = tokens
+        .get(o.last_key as usize)
+        .filter(|_| o.last_key != NONE)
+    {
+        o.key_start = k.aux();
+        o.key_end = k.end as usize;
     }
+    o
 }
 
 /// Scans `[-]digits e` starting after the `i`; returns the offset after `e`.

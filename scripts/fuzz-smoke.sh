@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target and runs each briefly (FUZZ_SECONDS, default
+# 20) from its checked-in seed corpus. New inputs go to a temporary folder,
+# so the checked-in corpus is never modified. Any crash fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${FUZZ_SECONDS:-20}
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+# ASan needs nightly; without a nightly toolchain fall back to no sanitizer.
+if rustup toolchain list | grep -q '^nightly'; then
+  fuzz=(cargo +nightly fuzz)
+  san=()
+else
+  fuzz=(cargo fuzz)
+  san=(--sanitizer none)
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"${fuzz[@]}" build "${san[@]}"
+targets=$("${fuzz[@]}" list)
+for t in $targets; do
+  dict=()
+  case "$t" in
+    bencode*|metainfo) dict=(-dict=fuzz/dict/bencode.dict) ;;
+    magnet) dict=(-dict=fuzz/dict/magnet.dict) ;;
+  esac
+  [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
+  mkdir -p "$work/$t"
+  echo "==> fuzz $t for ${secs}s"
+  rc=0
+  "${fuzz[@]}" run "${san[@]}" "$t" "$work/$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$secs" -print_final_stats=1 "${dict[@]}" >"$work/$t.log" 2>&1 || rc=$?
+  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|^#[0-9]+ +DONE' "$work/$t.log" || true
+  if [ "$rc" -ne 0 ]; then
+    tail -60 "$work/$t.log"
+    echo "fuzz target $t failed (exit $rc)"
+    exit 1
+  fi
+done
+echo "fuzz smoke: all targets ran ${secs}s without a crash"

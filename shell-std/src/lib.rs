@@ -1,0 +1,8 @@
+//! `shell-std`: OurTorrent's desktop shell around the sans-IO core.
+//!
+//! Subcommands live in their own modules; this crate owns files, sockets,
+//! threads and clocks, and hands bytes and times to `ourtorrent-core`.
+
+pub mod info;
+pub mod torrent;
+pub mod units;
