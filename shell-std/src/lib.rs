@@ -4,5 +4,7 @@
 //! threads and clocks, and hands bytes and times to `ourtorrent-core`.
 
 pub mod info;
+pub mod loadtest;
 pub mod torrent;
+pub mod tracker;
 pub mod units;

@@ -26,12 +26,32 @@ enum Cmd {
         #[arg(long)]
         all_files: bool,
     },
+    /// Run a UDP (BEP 15) and HTTP tracker that keeps its state in SQLite.
+    Tracker(shell_std::tracker::TrackerArgs),
+    /// Load-test a UDP (BEP 15) tracker: closed loop, responses/s and latency.
+    Loadtest(shell_std::loadtest::LoadtestArgs),
+}
+
+/// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Info { torrent, all_files } => shell_std::info::run(&torrent, all_files),
+        Cmd::Tracker(args) => {
+            init_logging();
+            shell_std::tracker::run(args)
+        }
+        Cmd::Loadtest(args) => shell_std::loadtest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

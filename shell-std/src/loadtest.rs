@@ -1,0 +1,508 @@
+//! `shell-std loadtest`: a closed-loop BEP 15 load generator usable against
+//! any UDP tracker (ours, opentracker, ...).
+//!
+//! Each of `--sockets` threads owns one UDP socket and keeps
+//! `--concurrency / --sockets` requests in flight: every response (or a
+//! timeout) frees its slot, which is refilled at once with a new request
+//! drawn from the `--mix` of connect/announce/scrape. Requests are built
+//! and responses parsed with the core's BEP 15 codec. Transaction ids carry
+//! the slot (low 16 bits) and a generation, so late replies to a timed-out
+//! request are counted as stale, not matched to its successor.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use comfy_table::{presets::UTF8_FULL, Table};
+use ourtorrent_core::id::{InfoHash, PeerId};
+use ourtorrent_core::tracker::udp::{
+    encode_scrape_request, AnnounceRequest, ConnectRequest, ConnectionId, Limits, Response,
+    TransactionId, UdpOptions,
+};
+use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
+use serde_json::json;
+
+/// `shell-std loadtest` options.
+#[derive(Args, Debug, Clone)]
+pub struct LoadtestArgs {
+    /// The tracker's UDP address.
+    #[arg(long, default_value = "127.0.0.1:6969")]
+    pub target: SocketAddr,
+    /// Seconds to run (bounded to 1 hour).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Requests in flight in total (closed loop).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// UDP sockets (one thread each).
+    #[arg(long, default_value_t = 1)]
+    pub sockets: usize,
+    /// Simulated torrents.
+    #[arg(long, default_value_t = 1000)]
+    pub torrents: usize,
+    /// Simulated peers (each announces to random torrents).
+    #[arg(long, default_value_t = 10_000)]
+    pub peers: usize,
+    /// Weights connect:announce:scrape.
+    #[arg(long, default_value = "1:8:1")]
+    pub mix: String,
+    /// Info-hashes per scrape request.
+    #[arg(long, default_value_t = 5)]
+    pub scrape_hashes: usize,
+    /// `num_want` of announces.
+    #[arg(long, default_value_t = 50)]
+    pub numwant: i32,
+    /// Milliseconds before an unanswered request counts as lost.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Seed of the info-hashes and choices (same seed → same hashes).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the info-hashes used, one hex line each (e.g. opentracker's
+    /// access.whitelist), then run (or only write, with --duration 0).
+    #[arg(long)]
+    pub write_whitelist: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The info-hashes a run with `seed` uses.
+pub fn info_hashes(seed: u64, n: usize) -> Vec<InfoHash> {
+    let mut r = Rng(seed ^ 0x6f75_7274_6f72_7265);
+    (0..n)
+        .map(|_| {
+            let mut h = [0u8; 20];
+            for c in h.chunks_mut(8) {
+                let v = r.next().to_le_bytes();
+                c.copy_from_slice(&v[..c.len()]);
+            }
+            InfoHash(h)
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Connect,
+    Announce,
+    Scrape,
+}
+
+const KINDS: [Kind; 3] = [Kind::Connect, Kind::Announce, Kind::Scrape];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Announce => "announce",
+            Kind::Scrape => "scrape",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Latencies in µs per kind.
+    lat: [Vec<u32>; 3],
+    error_replies: u64,
+    timeouts: u64,
+    stale: u64,
+    unparsable: u64,
+    send_errors: u64,
+    sent: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    kind: Kind,
+    gen: u16,
+    sent: Instant,
+    busy: bool,
+}
+
+struct Worker<'a> {
+    a: &'a LoadtestArgs,
+    hashes: &'a [InfoHash],
+    weights: [u32; 3],
+    sock: UdpSocket,
+    rng: Rng,
+    cid: Option<ConnectionId>,
+    cid_at: Instant,
+    slots: Vec<Slot>,
+    tally: Tally,
+    buf: [u8; 2048],
+}
+
+/// A connection id is used this long before a fresh connect is forced
+/// (BEP 15 ids live 2 minutes).
+const CID_REFRESH: Duration = Duration::from_secs(60);
+
+impl Worker<'_> {
+    fn pick(&mut self) -> Kind {
+        if self.cid.is_none() || self.cid_at.elapsed() > CID_REFRESH {
+            return Kind::Connect;
+        }
+        let total: u32 = self.weights.iter().sum();
+        let mut x = (self.rng.next() % u64::from(total.max(1))) as u32;
+        for k in KINDS {
+            let w = self.weights[k.idx()];
+            if x < w {
+                return k;
+            }
+            x -= w;
+        }
+        Kind::Announce
+    }
+
+    fn send(&mut self, i: usize) {
+        let kind = self.pick();
+        let gen = self.slots[i].gen.wrapping_add(1);
+        let tid = TransactionId((u32::from(gen) << 16) | i as u32);
+        let mut out = [0u8; 2048];
+        let cid = self.cid.unwrap_or(ConnectionId(0));
+        let n = match kind {
+            Kind::Connect => ConnectRequest {
+                transaction_id: tid,
+            }
+            .encode(&mut out),
+            Kind::Announce => {
+                let peer = self.rng.below(self.a.peers);
+                let ih = self.hashes[self.rng.below(self.hashes.len())];
+                let mut pid = *b"-OTLOAD-000000000000";
+                pid[8..].copy_from_slice(
+                    format!("{peer:012}")
+                        .as_bytes()
+                        .get(..12)
+                        .unwrap_or(b"000000000000"),
+                );
+                let left = if peer % 4 == 0 { 0 } else { 1 << 20 };
+                AnnounceRequest {
+                    connection_id: cid,
+                    transaction_id: tid,
+                    info_hash: ih,
+                    peer_id: PeerId(pid),
+                    downloaded: 0,
+                    left,
+                    uploaded: 0,
+                    event: AnnounceEvent::None,
+                    ip: std::net::Ipv4Addr::UNSPECIFIED,
+                    key: peer as u32,
+                    num_want: self.a.numwant,
+                    port: 1024 + (peer % 60_000) as u16,
+                    options: UdpOptions::EMPTY,
+                }
+                .encode(&mut out)
+            }
+            Kind::Scrape => {
+                let hs: Vec<InfoHash> = (0..self.a.scrape_hashes.max(1))
+                    .map(|_| self.hashes[self.rng.below(self.hashes.len())])
+                    .collect();
+                encode_scrape_request(cid, tid, &hs, &mut out)
+            }
+        };
+        let Ok(n) = n else {
+            self.tally.send_errors += 1;
+            return;
+        };
+        self.slots[i] = Slot {
+            kind,
+            gen,
+            sent: Instant::now(),
+            busy: true,
+        };
+        self.tally.sent += 1;
+        if self.sock.send_to(&out[..n], self.a.target).is_err() {
+            self.tally.send_errors += 1;
+        }
+    }
+
+    fn receive(&mut self, n: usize) {
+        let limits = Limits {
+            max_peers: 10_000,
+            ..Limits::default()
+        };
+        let family = AddressFamily::of(&self.a.target);
+        let Ok(resp) = Response::parse(&self.buf[..n], family, &limits) else {
+            self.tally.unparsable += 1;
+            return;
+        };
+        let tid = resp.transaction_id().0;
+        let (i, gen) = ((tid & 0xffff) as usize, (tid >> 16) as u16);
+        let Some(slot) = self.slots.get(i).copied() else {
+            self.tally.stale += 1;
+            return;
+        };
+        if !slot.busy || slot.gen != gen {
+            self.tally.stale += 1;
+            return;
+        }
+        let us = slot.sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        let ok = matches!(
+            (&resp, slot.kind),
+            (Response::Connect(_), Kind::Connect)
+                | (Response::Announce(_), Kind::Announce)
+                | (Response::Scrape(_), Kind::Scrape)
+        );
+        if let Response::Connect(c) = &resp {
+            self.cid = Some(c.connection_id);
+            self.cid_at = Instant::now();
+        }
+        if ok {
+            self.tally.lat[slot.kind.idx()].push(us);
+        } else {
+            // An error reply (e.g. opentracker's 8-byte refusal), or a reply
+            // of the wrong kind; a bad connection id is dropped silently by
+            // our tracker, so force a reconnect on any error.
+            self.tally.error_replies += 1;
+            if slot.kind != Kind::Connect {
+                self.cid = None;
+            }
+        }
+        self.slots[i].busy = false;
+        self.send(i);
+    }
+
+    fn run(mut self, until: Instant) -> Tally {
+        let timeout = Duration::from_millis(self.a.timeout_ms.max(1));
+        for i in 0..self.slots.len() {
+            // Until the first connect answers, only connects go out.
+            self.send(i);
+        }
+        let mut last_scan = Instant::now();
+        while Instant::now() < until {
+            match self.sock.recv_from(&mut self.buf) {
+                Ok((n, from)) if from == self.a.target => self.receive(n),
+                Ok(_) => self.tally.stale += 1,
+                Err(_) => {}
+            }
+            if last_scan.elapsed() >= Duration::from_millis(50) {
+                last_scan = Instant::now();
+                for i in 0..self.slots.len() {
+                    let s = self.slots[i];
+                    if s.busy && s.sent.elapsed() >= timeout {
+                        self.tally.timeouts += 1;
+                        if s.kind == Kind::Connect {
+                            self.cid = None;
+                        }
+                        self.slots[i].busy = false;
+                        self.send(i);
+                    }
+                }
+            }
+        }
+        self.tally
+    }
+}
+
+fn parse_mix(s: &str) -> Result<[u32; 3]> {
+    let v: Vec<u32> = s
+        .split(':')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--mix {s:?}: want C:A:S integers"))?;
+    let w: [u32; 3] = v
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--mix {s:?}: want three weights C:A:S"))?;
+    anyhow::ensure!(w.iter().sum::<u32>() > 0, "--mix: all weights zero");
+    Ok(w)
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the load test and prints the report.
+pub fn run(a: LoadtestArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.torrents > 0 && a.peers > 0,
+        "--torrents and --peers must be > 0"
+    );
+    anyhow::ensure!(
+        (1..=65_536).contains(&a.concurrency) && a.sockets >= 1 && a.sockets <= a.concurrency,
+        "--concurrency must be 1..=65536 and at least --sockets"
+    );
+    anyhow::ensure!(
+        (0.0..=3600.0).contains(&a.duration),
+        "--duration must be 0..=3600 seconds"
+    );
+    let weights = parse_mix(&a.mix)?;
+    let hashes = info_hashes(a.seed, a.torrents);
+    if let Some(path) = &a.write_whitelist {
+        let mut text = String::new();
+        for h in &hashes {
+            text.push_str(std::str::from_utf8(&h.to_hex()).unwrap_or_default());
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        if a.duration == 0.0 {
+            return Ok(());
+        }
+    }
+    let bind: SocketAddr = if a.target.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(a.duration);
+    let tallies: Vec<Tally> = std::thread::scope(|sc| -> Result<Vec<Tally>> {
+        let mut hs = Vec::new();
+        for s in 0..a.sockets {
+            let sock = UdpSocket::bind(bind)?;
+            sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+            let k = a.concurrency / a.sockets + usize::from(s < a.concurrency % a.sockets);
+            let w = Worker {
+                a: &a,
+                hashes: &hashes,
+                weights,
+                sock,
+                rng: Rng(a.seed.wrapping_mul(1000).wrapping_add(s as u64)),
+                cid: None,
+                cid_at: Instant::now(),
+                slots: vec![
+                    Slot {
+                        kind: Kind::Connect,
+                        gen: 0,
+                        sent: Instant::now(),
+                        busy: false
+                    };
+                    k
+                ],
+                tally: Tally::default(),
+                buf: [0u8; 2048],
+            };
+            hs.push(sc.spawn(move || w.run(until)));
+        }
+        Ok(hs.into_iter().filter_map(|h| h.join().ok()).collect())
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut t = Tally::default();
+    for x in tallies {
+        for k in 0..3 {
+            t.lat[k].extend_from_slice(&x.lat[k]);
+        }
+        t.error_replies += x.error_replies;
+        t.timeouts += x.timeouts;
+        t.stale += x.stale;
+        t.unparsable += x.unparsable;
+        t.send_errors += x.send_errors;
+        t.sent += x.sent;
+    }
+    report(&a, &mut t, elapsed);
+    Ok(())
+}
+
+fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64) {
+    let mut kinds = serde_json::Map::new();
+    let mut total = 0usize;
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL).set_header(vec![
+        "kind",
+        "responses",
+        "responses/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "max µs",
+    ]);
+    for k in KINDS {
+        let v = &mut t.lat[k.idx()];
+        v.sort_unstable();
+        total += v.len();
+        let rps = v.len() as f64 / elapsed;
+        let row = (
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99),
+            v.last().copied().unwrap_or(0),
+        );
+        table.add_row(vec![
+            k.name().to_string(),
+            v.len().to_string(),
+            format!("{rps:.0}"),
+            row.0.to_string(),
+            row.1.to_string(),
+            row.2.to_string(),
+            row.3.to_string(),
+        ]);
+        kinds.insert(
+            k.name().into(),
+            json!({"responses": v.len(), "per_second": rps,
+                   "p50_us": row.0, "p90_us": row.1, "p99_us": row.2, "max_us": row.3}),
+        );
+    }
+    let rps = total as f64 / elapsed;
+    if a.json {
+        let doc = json!({
+            "target": a.target.to_string(),
+            "seconds": elapsed,
+            "concurrency": a.concurrency,
+            "sockets": a.sockets,
+            "sent": t.sent,
+            "responses": total,
+            "responses_per_second": rps,
+            "kinds": kinds,
+            "errors": {
+                "error_replies": t.error_replies,
+                "timeouts": t.timeouts,
+                "stale": t.stale,
+                "unparsable": t.unparsable,
+                "send_errors": t.send_errors,
+            },
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "loadtest {} for {elapsed:.2}s, {} in flight over {} socket(s), mix {}",
+            a.target, a.concurrency, a.sockets, a.mix
+        );
+        println!("{table}");
+        println!(
+            "total: {total} responses, {rps:.0}/s; error replies {}, timeouts {}, stale {}, unparsable {}, send errors {}",
+            t.error_replies, t.timeouts, t.stale, t.unparsable, t.send_errors
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_and_percentiles() {
+        assert_eq!(parse_mix("1:8:1").unwrap(), [1, 8, 1]);
+        assert!(parse_mix("1:8").is_err());
+        assert!(parse_mix("0:0:0").is_err());
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!((pct(&v, 0.5), pct(&v, 0.99)), (51, 99));
+        assert_eq!(info_hashes(7, 3), info_hashes(7, 3));
+        assert_ne!(info_hashes(7, 3), info_hashes(8, 3));
+    }
+}

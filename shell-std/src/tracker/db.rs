@@ -1,0 +1,213 @@
+//! SQLite persistence (rusqlite, bundled SQLite, WAL): torrents with their
+//! completed counts and peers, written behind the hot path.
+//!
+//! The swarm marks what changed; every flush interval the shell drains that
+//! into a [`Batch`] and hands it to the writer thread, which writes it in
+//! one transaction. A `kill -9` therefore loses at most the changes of one
+//! flush interval (plus the batch in flight); WAL with
+//! `synchronous=NORMAL` keeps every committed transaction across a process
+//! crash.
+//!
+//! Schema:
+//! ```sql
+//! torrents(info_hash BLOB PRIMARY KEY, completed INTEGER)
+//! peers(info_hash BLOB, ip BLOB, port INTEGER, seeder INTEGER, last_seen INTEGER,
+//!       PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID
+//! ```
+//! `ip` is 4 or 16 bytes; `last_seen` is milliseconds since the Unix epoch.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use ourtorrent_core::id::InfoHash;
+use rusqlite::{params, Connection};
+
+use super::swarm::{Batch, Peer, Swarms};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS torrents (
+    info_hash BLOB PRIMARY KEY NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers (
+    info_hash BLOB NOT NULL,
+    ip BLOB NOT NULL,
+    port INTEGER NOT NULL,
+    seeder INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (info_hash, ip, port)
+) WITHOUT ROWID;
+";
+
+/// Opens (creating if needed) the database in WAL mode.
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "{}: journal_mode is {mode}, not WAL",
+        path.display()
+    );
+    conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn ip_from(b: &[u8]) -> Option<IpAddr> {
+    if let Ok(a) = <[u8; 4]>::try_from(b) {
+        Some(IpAddr::V4(Ipv4Addr::from(a)))
+    } else if let Ok(a) = <[u8; 16]>::try_from(b) {
+        Some(IpAddr::V6(Ipv6Addr::from(a)))
+    } else {
+        None
+    }
+}
+
+/// What [`load`] restored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Loaded {
+    /// Torrents with a completed count.
+    pub torrents: usize,
+    /// Peers still fresh.
+    pub peers: usize,
+    /// Rows skipped (expired, malformed or over a limit).
+    pub skipped: usize,
+}
+
+/// Loads torrents and the peers last seen at or after `cutoff` (ms).
+pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loaded> {
+    let mut out = Loaded::default();
+    let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (ih, completed) = row?;
+        match InfoHash::from_slice(&ih) {
+            Some(ih) if swarms.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32) => {
+                out.torrents += 1
+            }
+            _ => out.skipped += 1,
+        }
+    }
+    let mut st = conn.prepare("SELECT info_hash, ip, port, seeder, last_seen FROM peers")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (ih, ip, port, seeder, last_seen) = row?;
+        let last_seen = u64::try_from(last_seen).unwrap_or(0);
+        let (Some(ih), Some(ip), Ok(port)) =
+            (InfoHash::from_slice(&ih), ip_from(&ip), u16::try_from(port))
+        else {
+            out.skipped += 1;
+            continue;
+        };
+        let peer = Peer {
+            addr: SocketAddr::new(ip, port),
+            last_seen,
+            persisted: last_seen,
+            seeder,
+        };
+        if last_seen >= cutoff && swarms.load_peer(ih, peer) {
+            out.peers += 1;
+        } else {
+            out.skipped += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Writes one batch in one transaction.
+pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO peers (info_hash, ip, port, seeder, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (info_hash, ip, port) DO UPDATE SET seeder = ?4, last_seen = ?5",
+        )?;
+        for (ih, p) in &b.upsert {
+            up.execute(params![
+                &ih.as_bytes()[..],
+                ip_bytes(&p.addr.ip()),
+                p.addr.port(),
+                p.seeder,
+                i64::try_from(p.last_seen).unwrap_or(i64::MAX),
+            ])?;
+        }
+        let mut del =
+            tx.prepare_cached("DELETE FROM peers WHERE info_hash = ?1 AND ip = ?2 AND port = ?3")?;
+        for (ih, a) in &b.delete {
+            del.execute(params![&ih.as_bytes()[..], ip_bytes(&a.ip()), a.port()])?;
+        }
+        let mut t = tx.prepare_cached(
+            "INSERT INTO torrents (info_hash, completed) VALUES (?1, ?2)
+             ON CONFLICT (info_hash) DO UPDATE SET completed = ?2",
+        )?;
+        for (ih, c) in &b.torrents {
+            t.execute(params![&ih.as_bytes()[..], c])?;
+        }
+    }
+    tx.commit()
+}
+
+/// The writer thread: writes each batch it receives, in order, until the
+/// sender is dropped. A failed write is logged and counted, never fatal
+/// (the in-memory tracker keeps serving).
+pub struct Writer {
+    tx: Option<mpsc::Sender<Batch>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread; `on_error` is called for each failed batch.
+    pub fn spawn(mut conn: Connection, on_error: impl Fn(&str) + Send + 'static) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                for b in rx {
+                    if let Err(e) = write(&mut conn, &b) {
+                        on_error(&e.to_string());
+                    }
+                }
+                // Fold the WAL back into the main file on a clean stop.
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a batch (ignored if empty).
+    pub fn send(&self, b: Batch) {
+        if !b.is_empty() {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(b);
+            }
+        }
+    }
+
+    /// Waits for every queued batch to be written.
+    pub fn finish(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `shell-std tracker`: a UDP (BEP 15) and HTTP (BEP 3/23/7/48) tracker.
+//!
+//! Who does what:
+//! - the core decides every UDP protocol question: parsing, connection ids,
+//!   error replies, amplification bounds, encoding ([`Server`]);
+//! - this shell owns the sockets, the clock (ms since the Unix epoch, made
+//!   monotonic from `std::time::Instant`), the OS RNG (connection-id
+//!   secrets, rotated every [`SECRET_ROTATION_SECS`]), the swarms
+//!   ([`swarm`]) and SQLite ([`db`]).
+//!
+//! Threads: one blocking thread per UDP socket (the hot path: receive,
+//! lock the state, let the core triage, apply, encode, unlock, send), a
+//! tokio current-thread runtime for HTTP connections and the timers (flush,
+//! expiry sweep, secret rotation, request rate), and the SQLite writer
+//! thread. A SIGINT/SIGTERM stops the UDP threads, flushes every pending
+//! change and waits for the writer.
+
+pub mod db;
+pub mod http_proto;
+mod http_server;
+pub mod state;
+pub mod swarm;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ourtorrent_core::id::InfoHash;
+use ourtorrent_core::tracker::udp::server::{Server, MIN_ROTATION_SECS, SECRET_LEN};
+use ourtorrent_core::tracker::udp::Limits as UdpLimits;
+use tracing::{info, warn};
+
+use state::{Settings, State};
+use swarm::Swarms;
+
+/// How often the connection-id secret is replaced (the core keeps the
+/// previous one, so it must be at least [`MIN_ROTATION_SECS`]).
+pub const SECRET_ROTATION_SECS: u64 = 600;
+const _: () = assert!(SECRET_ROTATION_SECS >= MIN_ROTATION_SECS);
+
+/// Largest UDP datagram read; a longer one is dropped as oversized (no
+/// BEP 15 request is near this: a 74-hash scrape is 1496 bytes).
+pub const MAX_DATAGRAM: usize = 4096;
+
+/// `shell-std tracker` options.
+#[derive(Args, Debug, Clone)]
+pub struct TrackerArgs {
+    /// UDP (BEP 15) address; repeat for several (e.g. `--udp [::]:6969`).
+    #[arg(long, default_value = "0.0.0.0:6969")]
+    pub udp: Vec<SocketAddr>,
+    /// HTTP announce/scrape/stats address; repeat for several.
+    #[arg(long, default_value = "0.0.0.0:6969")]
+    pub http: Vec<SocketAddr>,
+    /// SQLite database (created if missing).
+    #[arg(long, default_value = "tracker.db")]
+    pub db: PathBuf,
+    /// Keep everything in memory (no SQLite), e.g. for benchmarks.
+    #[arg(long)]
+    pub no_db: bool,
+    /// Milliseconds between SQLite flushes.
+    #[arg(long, default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// Announce interval told to clients, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub interval: u32,
+    /// Seconds past the interval before a silent peer expires.
+    #[arg(long, default_value_t = 300)]
+    pub grace: u32,
+    /// Only track these info-hashes (file of hex lines; `#` comments).
+    #[arg(long)]
+    pub allow: Option<PathBuf>,
+    /// Most torrents tracked.
+    #[arg(long, default_value_t = swarm::DEFAULT_MAX_TORRENTS)]
+    pub max_torrents: usize,
+    /// Most peers stored per torrent.
+    #[arg(long, default_value_t = swarm::DEFAULT_MAX_PEERS_PER_TORRENT)]
+    pub max_peers: usize,
+    /// Peers returned when a client does not say (numwant absent or -1).
+    #[arg(long, default_value_t = 50)]
+    pub default_numwant: u32,
+    /// Most peers returned to one announce (UDP replies are further bounded
+    /// by the core's amplification limit).
+    #[arg(long, default_value_t = 200)]
+    pub max_numwant: u32,
+}
+
+/// Milliseconds since the Unix epoch, never going backwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: std::time::Instant,
+    start_unix_ms: u64,
+}
+
+impl Clock {
+    /// Anchored now.
+    pub fn new() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            start: std::time::Instant::now(),
+            start_unix_ms: unix,
+        }
+    }
+
+    /// Now, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.start_unix_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads an allow-list: one 40-digit hex info-hash per line.
+pub fn read_allow_list(path: &Path) -> Result<HashSet<InfoHash>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut set = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let ih = InfoHash::from_hex(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        set.insert(ih);
+    }
+    Ok(set)
+}
+
+fn secret() -> Result<[u8; SECRET_LEN]> {
+    let mut s = [0u8; SECRET_LEN];
+    getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    Ok(s)
+}
+
+/// Shared state behind one mutex (uncontended with one UDP socket).
+pub type Shared = Arc<Mutex<State>>;
+
+/// Locks the state, recovering from poisoning (a handler never panics,
+/// but a poisoned lock must not take the tracker down).
+pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut out = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
+                lock(&shared).stats.err("udp_recv_error");
+                tracing::debug!("udp recv: {e}");
+                continue;
+            }
+        };
+        let reply = {
+            let mut st = lock(&shared);
+            if n > MAX_DATAGRAM {
+                st.stats.total += 1;
+                st.stats.err("udp_oversized");
+                None
+            } else {
+                st.handle_udp(clock.now_ms(), from, &buf[..n], &mut out)
+            }
+        };
+        if let Some(len) = reply {
+            if sock.send_to(&out[..len], from).is_err() {
+                lock(&shared).stats.err("udp_send_error");
+            }
+        }
+    }
+}
+
+/// Runs the tracker until SIGINT/SIGTERM.
+pub fn run(args: TrackerArgs) -> Result<()> {
+    let clock = Clock::new();
+    let allow = args.allow.as_deref().map(read_allow_list).transpose()?;
+    let expiry_ms = (u64::from(args.interval) + u64::from(args.grace)) * 1000;
+    // A peer's row is rewritten when only its last-seen time changed at
+    // most this often; keep it under the grace so a restart never expires
+    // a live peer early.
+    let refresh_ms = (u64::from(args.grace) * 1000 / 2).clamp(100, 60_000);
+    let limits = swarm::Limits {
+        max_torrents: args.max_torrents,
+        max_peers_per_torrent: args.max_peers,
+    };
+    let mut swarms = Swarms::new(limits, refresh_ms);
+    let writer = if args.no_db {
+        swarms = swarms.without_persistence();
+        None
+    } else {
+        let conn = db::open(&args.db)?;
+        let cutoff = clock.now_ms().saturating_sub(expiry_ms);
+        let loaded = db::load(&conn, &mut swarms, cutoff)?;
+        info!(
+            torrents = loaded.torrents,
+            peers = loaded.peers,
+            skipped = loaded.skipped,
+            "loaded {}",
+            args.db.display()
+        );
+        Some(db::Writer::spawn(conn, |e| {
+            warn!("sqlite write failed: {e}")
+        })?)
+    };
+    let settings = Settings {
+        interval: args.interval,
+        default_numwant: args.default_numwant,
+        max_numwant: args.max_numwant,
+    };
+    let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
+    let server = Server::new(&secret()?, UdpLimits::default());
+    let shared: Shared = Arc::new(Mutex::new(State::new(
+        server, swarms, allow, settings, seed,
+    )));
+
+    let mut udp = Vec::new();
+    for a in &args.udp {
+        let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        udp.push(s);
+    }
+    let mut tcp = Vec::new();
+    for a in &args.http {
+        let l = std::net::TcpListener::bind(a).with_context(|| format!("bind http {a}"))?;
+        l.set_nonblocking(true)?;
+        tcp.push(l);
+    }
+    let udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let http_addrs: Vec<SocketAddr> = tcp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let db_desc = if args.no_db {
+        "none (memory only)".to_string()
+    } else {
+        args.db.display().to_string()
+    };
+    info!(
+        "tracker listening: udp {} http {} db {} interval {}s flush {}ms",
+        join(&udp_addrs),
+        join(&http_addrs),
+        db_desc,
+        args.interval,
+        args.flush_ms
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for s in udp {
+        let (sh, st) = (shared.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("udp".into())
+                .spawn(move || udp_loop(s, sh, clock, st))?,
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let flush_ms = args.flush_ms.max(1);
+    rt.block_on(async {
+        for l in tcp {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tokio::spawn(http_server::serve(l, shared.clone(), clock));
+        }
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut flush = tokio::time::interval(Duration::from_millis(flush_ms));
+        let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
+        let mut sweep = tokio::time::interval(Duration::from_millis(sweep_ms));
+        let mut rotate = tokio::time::interval(Duration::from_secs(SECRET_ROTATION_SECS));
+        rotate.tick().await; // the first tick is immediate
+        let mut rate = tokio::time::interval(Duration::from_secs(1));
+        let (mut last_total, mut last_at) = (0u64, std::time::Instant::now());
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+                _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+                _ = flush.tick() => {
+                    if let Some(w) = &writer {
+                        let batch = lock(&shared).swarms.take_batch();
+                        w.send(batch);
+                    }
+                }
+                _ = sweep.tick() => {
+                    let cutoff = clock.now_ms().saturating_sub(expiry_ms);
+                    let n = lock(&shared).swarms.expire(cutoff);
+                    if n > 0 {
+                        tracing::debug!(peers = n, "expired");
+                    }
+                }
+                _ = rotate.tick() => {
+                    match secret() {
+                        Ok(s) => lock(&shared).server.rotate_secret(&s),
+                        Err(e) => warn!("secret rotation skipped: {e}"),
+                    }
+                }
+                _ = rate.tick() => {
+                    let mut st = lock(&shared);
+                    let secs = last_at.elapsed().as_secs_f64().max(1e-3);
+                    st.stats.rate = (st.stats.total - last_total) as f64 / secs;
+                    last_total = st.stats.total;
+                    last_at = std::time::Instant::now();
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    drop(rt); // ends the HTTP tasks
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(w) = writer {
+        let batch = lock(&shared).swarms.take_batch();
+        let rows = batch.upsert.len() + batch.delete.len() + batch.torrents.len();
+        w.send(batch);
+        w.finish();
+        info!(rows, "final flush done; stopped");
+    } else {
+        info!("stopped");
+    }
+    Ok(())
+}
+
+fn join(a: &[SocketAddr]) -> String {
+    let v: Vec<String> = a.iter().map(ToString::to_string).collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
+}
