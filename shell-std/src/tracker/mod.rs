@@ -286,6 +286,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut flush = tokio::time::interval(Duration::from_millis(flush_ms));
+        flush.tick().await; // immediate: the first flush is one interval from now
         let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
         let mut sweep = tokio::time::interval(Duration::from_millis(sweep_ms));
         let mut rotate = tokio::time::interval(Duration::from_secs(SECRET_ROTATION_SECS));

@@ -1,0 +1,296 @@
+//! Helpers for the tracker's process tests: start `shell-std tracker` on
+//! free loopback ports (port 0, real ports read from its startup line),
+//! kill it on drop, and talk BEP 15 / HTTP to it with bounded timeouts.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ourtorrent_core::id::{InfoHash, PeerId};
+use ourtorrent_core::tracker::udp::{
+    encode_scrape_request, AnnounceRequest, ConnectRequest, ConnectionId, Limits, Response,
+    TorrentStats, TransactionId, UdpOptions,
+};
+use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
+
+/// Polls `f` every 20 ms until it returns `Some` or `secs` pass.
+pub fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `shell-std tracker`, killed (SIGKILL) on drop.
+pub struct Tracker {
+    pub child: Child,
+    pub udp: SocketAddr,
+    pub http: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Tracker {
+    /// Starts on `host` (e.g. "127.0.0.1" or "[::1]") with `args` after
+    /// the address flags; waits for the startup line.
+    pub fn start_on(host: &str, args: &[&str]) -> Tracker {
+        let any = format!("{host}:0");
+        let mut child = Command::new(BIN)
+            .args(["tracker", "--udp", &any, "--http", &any])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shell-std tracker");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[tracker] {line}");
+                if tx.send(line).is_err() {
+                    // Keep draining so the tracker never blocks on stderr.
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("tracker listening") => break l,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tracker did not report its addresses");
+                }
+            }
+        };
+        let word_after = |w: &str| -> SocketAddr {
+            let mut it = line.split_whitespace();
+            it.find(|x| *x == w);
+            it.next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no {w} address in {line:?}"))
+        };
+        Tracker {
+            udp: word_after("udp"),
+            http: word_after("http"),
+            child,
+            log: rx,
+        }
+    }
+
+    /// Starts on 127.0.0.1.
+    pub fn start(args: &[&str]) -> Tracker {
+        Self::start_on("127.0.0.1", args)
+    }
+
+    /// Starts with a database file and `--flush-ms`.
+    pub fn with_db(db: &Path, flush_ms: u64, extra: &[&str]) -> Tracker {
+        let flush = flush_ms.to_string();
+        let mut a = vec![
+            "--db",
+            db.to_str().expect("utf-8 path"),
+            "--flush-ms",
+            &flush,
+        ];
+        a.extend_from_slice(extra);
+        Self::start(&a)
+    }
+
+    /// Sends `sig` (e.g. "-TERM", "-KILL") and waits for the exit status.
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+        poll(20, "tracker exit", || self.child.try_wait().ok().flatten())
+    }
+
+    /// GET `target`; returns (status, body).
+    pub fn get(&self, target: &str) -> (u16, Vec<u8>) {
+        http_get(self.http, target)
+    }
+
+    /// `/stats` as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        let (s, body) = self.get("/stats");
+        assert_eq!(s, 200);
+        serde_json::from_slice(&body).expect("stats json")
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET with 5 s timeouts; returns (status, body).
+pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {target} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read reply");
+    split_response(&buf)
+}
+
+/// Splits a raw HTTP response into (status, body).
+pub fn split_response(buf: &[u8]) -> (u16, Vec<u8>) {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, buf[end + 4..].to_vec())
+}
+
+/// Percent-encodes every byte (simplest correct form for binary ids).
+pub fn pct(b: &[u8]) -> String {
+    b.iter().map(|x| format!("%{x:02X}")).collect()
+}
+
+pub fn ih(n: u8) -> InfoHash {
+    InfoHash([n; 20])
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A BEP 15 client socket.
+pub struct Udp {
+    pub sock: UdpSocket,
+    pub target: SocketAddr,
+    tid: u32,
+}
+
+impl Udp {
+    pub fn new(target: SocketAddr) -> Udp {
+        let bind = if target.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        };
+        let sock = UdpSocket::bind(bind).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        Udp {
+            sock,
+            target,
+            tid: 7,
+        }
+    }
+
+    pub fn next_tid(&mut self) -> TransactionId {
+        self.tid += 1;
+        TransactionId(self.tid)
+    }
+
+    /// Sends raw bytes; returns the raw reply, if one comes within 500 ms.
+    pub fn raw(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.sock.send_to(bytes, self.target).expect("send");
+        let mut buf = [0u8; 4096];
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, _)) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub fn parse(&self, reply: &[u8]) -> Response<'static> {
+        let leaked: &'static [u8] = Box::leak(reply.to_vec().into_boxed_slice());
+        Response::parse(leaked, AddressFamily::of(&self.target), &Limits::default())
+            .expect("parse reply")
+    }
+
+    pub fn connect(&mut self) -> ConnectionId {
+        let tid = self.next_tid();
+        let mut out = [0u8; 16];
+        let n = ConnectRequest {
+            transaction_id: tid,
+        }
+        .encode(&mut out)
+        .unwrap();
+        let r = self.raw(&out[..n]).expect("connect reply");
+        match self.parse(&r) {
+            Response::Connect(c) => {
+                assert_eq!(c.transaction_id, tid);
+                c.connection_id
+            }
+            other => panic!("not a connect reply: {other:?}"),
+        }
+    }
+
+    pub fn announce_bytes(
+        &mut self,
+        cid: ConnectionId,
+        ih: InfoHash,
+        port: u16,
+        left: u64,
+        event: AnnounceEvent,
+        num_want: i32,
+    ) -> Vec<u8> {
+        let tid = self.next_tid();
+        let mut out = [0u8; 128];
+        let n = AnnounceRequest {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hash: ih,
+            peer_id: PeerId([port as u8; 20]),
+            downloaded: 0,
+            left,
+            uploaded: 0,
+            event,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 1,
+            num_want,
+            port,
+            options: UdpOptions::EMPTY,
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[..n].to_vec()
+    }
+
+    /// Announces; returns the parsed reply (panics on no reply).
+    pub fn announce(
+        &mut self,
+        cid: ConnectionId,
+        ih: InfoHash,
+        port: u16,
+        left: u64,
+        event: AnnounceEvent,
+    ) -> Response<'static> {
+        let req = self.announce_bytes(cid, ih, port, left, event, -1);
+        let r = self.raw(&req).expect("announce reply");
+        self.parse(&r)
+    }
+
+    /// Scrapes; returns the stats per hash.
+    pub fn scrape(&mut self, cid: ConnectionId, hashes: &[InfoHash]) -> Vec<TorrentStats> {
+        let tid = self.next_tid();
+        let mut out = [0u8; 4096];
+        let n = encode_scrape_request(cid, tid, hashes, &mut out).unwrap();
+        let r = self.raw(&out[..n]).expect("scrape reply");
+        match self.parse(&r) {
+            Response::Scrape(s) => s.stats.iter().collect(),
+            other => panic!("not a scrape reply: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! `shell-std tracker` over real sockets on loopback: every BEP 15 message
+//! and error path, events, expiry, HTTP announce/scrape/stats, IPv6,
+//! allow-list, persistence across `kill -9` and SIGTERM, and the load
+//! generator against our tracker and opentracker.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use ourtorrent_core::tracker::udp::{ConnectionId, Response};
+use ourtorrent_core::tracker::AnnounceEvent;
+
+fn peers_of(r: &Response<'_>) -> Vec<SocketAddr> {
+    match r {
+        Response::Announce(a) => a.peers.iter().collect(),
+        other => panic!("not an announce reply: {other:?}"),
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn udp_connect_announce_scrape() {
+    let t = Tracker::start(&["--no-db", "--interval", "120"]);
+    let mut a = Udp::new(t.udp);
+    let mut b = Udp::new(t.udp);
+    let (ca, cb) = (a.connect(), b.connect());
+    assert_ne!(ca, cb, "connection ids are per client address");
+    let r = a.announce(ca, ih(1), 7001, 0, AnnounceEvent::Started);
+    match r {
+        Response::Announce(x) => {
+            assert_eq!((x.interval, x.seeders, x.leechers), (120, 1, 0));
+            assert!(x.peers.is_empty(), "the announcing peer is excluded");
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = b.announce(cb, ih(1), 7002, 100, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(7001)]);
+    let r = a.announce(ca, ih(1), 7001, 0, AnnounceEvent::None);
+    assert_eq!(peers_of(&r), vec![local(7002)]);
+    let s = a.scrape(ca, &[ih(1), ih(2)]);
+    assert_eq!(
+        (s[0].seeders, s[0].leechers, s[0].completed),
+        (1, 1, 0),
+        "known torrent"
+    );
+    assert_eq!((s[1].seeders, s[1].leechers), (0, 0), "unknown torrent");
+    let st = t.stats();
+    assert_eq!(st["requests"]["udp_connect"], 2);
+    assert_eq!(st["requests"]["udp_announce"], 3);
+    assert_eq!(st["requests"]["udp_scrape"], 1);
+    assert_eq!(
+        (st["peers"].as_u64(), st["seeders"].as_u64()),
+        (Some(2), Some(1))
+    );
+}
+
+#[test]
+fn udp_numwant_caps_the_reply() {
+    let t = Tracker::start(&["--no-db", "--max-numwant", "5"]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    for port in 8000..8020 {
+        u.announce(c, ih(3), port, 1, AnnounceEvent::None);
+    }
+    let req = u.announce_bytes(c, ih(3), 9000, 1, AnnounceEvent::None, 3);
+    assert_eq!(peers_of(&u.parse(&u.raw(&req).unwrap())).len(), 3);
+    let r = u.announce(c, ih(3), 9000, 1, AnnounceEvent::None); // numwant -1
+    assert_eq!(peers_of(&r).len(), 5, "capped by --max-numwant");
+}
+
+#[test]
+fn udp_error_paths() {
+    let t = Tracker::start(&["--no-db"]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+
+    // A connection id we never issued: no reply at all (amplification).
+    let bad = u.announce_bytes(ConnectionId(0x1234), ih(1), 1, 0, AnnounceEvent::None, -1);
+    assert_eq!(u.raw(&bad), None, "bad connection id must be dropped");
+    // Too short to carry a header: dropped.
+    assert_eq!(u.raw(&[0u8; 5]), None);
+    // Connect without the protocol id: dropped.
+    assert_eq!(u.raw(&[0u8; 16]), None);
+
+    let expect_error = |u: &mut Udp, req: &[u8], what: &str| {
+        let r = u.raw(req).unwrap_or_else(|| panic!("{what}: no reply"));
+        match u.parse(&r) {
+            Response::Error(e) => {
+                assert_eq!(&req[12..16], &e.transaction_id.0.to_be_bytes());
+                assert!(r.len() <= 4 * req.len(), "{what}: amplification");
+            }
+            other => panic!("{what}: not an error reply: {other:?}"),
+        }
+    };
+    // Truncated announce with a valid connection id: a BEP 15 error.
+    let good = u.announce_bytes(c, ih(1), 1, 0, AnnounceEvent::None, -1);
+    expect_error(&mut u, &good[..40], "truncated announce");
+    // Wrong action.
+    let mut wrong = good.clone();
+    wrong[8..12].copy_from_slice(&9u32.to_be_bytes());
+    expect_error(&mut u, &wrong, "unknown action");
+    // Unknown event.
+    let mut ev = good.clone();
+    ev[80..84].copy_from_slice(&7u32.to_be_bytes());
+    expect_error(&mut u, &ev, "unknown event");
+    // Too many scrape hashes (BEP 15's ~74).
+    let mut scrape = Vec::new();
+    scrape.extend_from_slice(&c.0.to_be_bytes());
+    scrape.extend_from_slice(&2u32.to_be_bytes());
+    scrape.extend_from_slice(&99u32.to_be_bytes());
+    scrape.extend_from_slice(&[1u8; 20 * 75]);
+    expect_error(&mut u, &scrape, "too many scrape hashes");
+    // Oversized datagram: dropped.
+    assert_eq!(u.raw(&vec![0u8; 5000]), None);
+    // Every length of garbage: the tracker survives and still answers.
+    for len in 0..120 {
+        let _ = u.sock.send_to(&vec![0xA5u8; len], t.udp);
+    }
+    let c2 = u.connect();
+    u.announce(c2, ih(1), 1, 0, AnnounceEvent::None);
+
+    let st = t.stats();
+    let e = &st["errors"];
+    assert!(e["udp_bad_connection_id"].as_u64() >= Some(1), "{st}");
+    assert!(e["udp_truncated"].as_u64() >= Some(1), "{st}");
+    assert!(e["udp_bad_protocol_id"].as_u64() >= Some(1), "{st}");
+    assert!(e["udp_malformed_replied"].as_u64() >= Some(4), "{st}");
+    assert_eq!(e["udp_oversized"], 1, "{st}");
+}
+
+#[test]
+fn udp_events_and_expiry() {
+    let t = Tracker::start(&["--no-db", "--interval", "1", "--grace", "0"]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    u.announce(c, ih(5), 6001, 10, AnnounceEvent::Started);
+    u.announce(c, ih(5), 6002, 10, AnnounceEvent::Started);
+    u.announce(c, ih(5), 6001, 0, AnnounceEvent::Completed);
+    let s = u.scrape(c, &[ih(5)]);
+    assert_eq!((s[0].seeders, s[0].leechers, s[0].completed), (1, 1, 1));
+    u.announce(c, ih(5), 6002, 10, AnnounceEvent::Stopped);
+    let s = u.scrape(c, &[ih(5)]);
+    assert_eq!((s[0].seeders, s[0].leechers), (1, 0), "stopped removes");
+    // Silent for interval + grace (1 s): the seeder expires, the
+    // completed count stays.
+    let s = poll(5, "expiry", || {
+        let s = u.scrape(c, &[ih(5)]);
+        (s[0].seeders == 0).then_some(s)
+    });
+    assert_eq!((s[0].leechers, s[0].completed), (0, 1));
+}
+
+#[test]
+fn http_announce_scrape_and_failures() {
+    let t = Tracker::start(&["--no-db", "--interval", "900"]);
+    let ann = |port: u16, left: u64, extra: &str| {
+        t.get(&format!(
+            "/announce?info_hash={}&peer_id=-OT0001-{port:012}&port={port}&uploaded=0&downloaded=0&left={left}{extra}",
+            pct(&ih(9).0)
+        ))
+    };
+    let (s, body) = ann(5001, 0, "&event=started&compact=1");
+    assert_eq!(s, 200);
+    assert!(contains(&body, b"8:intervali900e"), "{body:?}");
+    assert!(contains(&body, b"5:peers0:"), "own address excluded");
+    let (_, body) = ann(5002, 5, "&event=completed");
+    let mut compact = b"5:peers6:".to_vec();
+    compact.extend_from_slice(&[127, 0, 0, 1]);
+    compact.extend_from_slice(&5001u16.to_be_bytes());
+    assert!(
+        contains(&body, &compact),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(contains(
+        &body,
+        b"8:completei1e10:downloadedi1e10:incompletei1e"
+    ));
+    let (_, body) = ann(5003, 5, "&compact=0");
+    assert!(
+        contains(&body, b"2:ip9:127.0.0.14:porti"),
+        "dictionary model"
+    );
+
+    let (_, body) = t.get(&format!("/scrape?info_hash={}", pct(&ih(9).0)));
+    let mut want = b"d5:filesd20:".to_vec();
+    want.extend_from_slice(&ih(9).0);
+    want.extend_from_slice(b"d8:completei1e10:downloadedi1e10:incompletei2eeee");
+    assert_eq!(body, want);
+
+    for (target, reason) in [
+        (
+            "/announce?peer_id=-OT0001-000000000001&port=1",
+            "missing info_hash",
+        ),
+        (
+            "/announce?info_hash=%zz&port=1",
+            "malformed percent-encoding",
+        ),
+        ("/announce?info_hash=abc", "info_hash is not 20 bytes"),
+        ("/scrape", "full scrape"),
+    ] {
+        let (s, body) = t.get(target);
+        assert_eq!(s, 200);
+        assert!(contains(&body, b"14:failure reason"), "{target}");
+        assert!(contains(&body, reason.as_bytes()), "{target}");
+    }
+    assert_eq!(t.get("/nope").0, 404);
+
+    // Keep-alive: two requests on one connection, then garbage → 400.
+    let mut c = TcpStream::connect(t.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.write_all(format!("{req}{req}").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    poll(5, "two keep-alive replies", || {
+        let n = c.read(&mut buf).ok()?;
+        got.extend_from_slice(&buf[..n]);
+        (got.windows(8).filter(|w| w == b"HTTP/1.1").count() == 2).then_some(())
+    });
+    c.write_all(b"\x00\x01 nonsense\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.starts_with(b"HTTP/1.1 400"), "{rest:?}");
+    // An endless request head: 431, connection closed.
+    let mut c = TcpStream::connect(t.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000)).as_bytes());
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.starts_with(b"HTTP/1.1 431"), "{rest:?}");
+
+    let st = t.stats();
+    assert_eq!(st["requests"]["http_announce"], 3);
+    assert_eq!(st["requests"]["http_scrape"], 1);
+    assert_eq!(st["errors"]["http_bad_announce"], 3);
+    assert_eq!(st["errors"]["http_malformed"], 1);
+    assert_eq!(st["errors"]["http_request_too_large"], 1);
+    assert!(st["requests_per_second"].is_number());
+}
+
+#[test]
+fn allow_list_refuses_other_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, format!("# ok\n{}\n", "01".repeat(20))).unwrap();
+    let t = Tracker::start(&["--no-db", "--allow", allow.to_str().unwrap()]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    assert!(matches!(
+        u.announce(c, ih(1), 1, 0, AnnounceEvent::None),
+        Response::Announce(_)
+    ));
+    match u.announce(c, ih(2), 1, 0, AnnounceEvent::None) {
+        Response::Error(e) => assert_eq!(e.message, b"info-hash not allowed"),
+        other => panic!("{other:?}"),
+    }
+    let (_, body) = t.get(&format!(
+        "/announce?info_hash={}&peer_id=-OT0001-000000000001&port=1",
+        pct(&ih(2).0)
+    ));
+    assert!(contains(&body, b"not allowed"));
+    assert_eq!(t.stats()["errors"]["not_allowed"], 2);
+}
+
+#[test]
+fn ipv6_udp_and_http() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIP: no IPv6 loopback on this machine");
+        return;
+    }
+    let t = Tracker::start_on("[::1]", &["--no-db"]);
+    let mut a = Udp::new(t.udp);
+    let c = a.connect();
+    a.announce(c, ih(6), 4001, 0, AnnounceEvent::None);
+    let r = a.announce(c, ih(6), 4002, 0, AnnounceEvent::None);
+    let want: SocketAddr = "[::1]:4001".parse().unwrap();
+    assert_eq!(peers_of(&r), vec![want], "18-byte IPv6 peers");
+    let (_, body) = t.get(&format!(
+        "/announce?info_hash={}&peer_id=-OT0001-000000000003&port=4003&left=0",
+        pct(&ih(6).0)
+    ));
+    assert!(contains(&body, b"6:peers6"), "BEP 7 peers6: {body:?}");
+}
+
+fn db_rows(db: &std::path::Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+}
+
+/// Announces a seeder (completed) and a leecher on `ih(4)`.
+fn populate(t: &Tracker) {
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    u.announce(c, ih(4), 3001, 10, AnnounceEvent::Started);
+    u.announce(c, ih(4), 3001, 0, AnnounceEvent::Completed);
+    u.announce(c, ih(4), 3002, 10, AnnounceEvent::Started);
+}
+
+fn assert_restored(t: &Tracker) {
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    let s = u.scrape(c, &[ih(4)]);
+    assert_eq!((s[0].seeders, s[0].leechers, s[0].completed), (1, 1, 1));
+    let r = u.announce(c, ih(4), 3003, 10, AnnounceEvent::Started);
+    let mut peers = peers_of(&r);
+    peers.sort();
+    assert_eq!(peers, vec![local(3001), local(3002)]);
+}
+
+#[test]
+fn persistence_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut t = Tracker::with_db(&db, 100, &[]);
+    populate(&t);
+    // Wait for a flush to reach the file (read through SQLite, WAL aware).
+    poll(10, "flush", || {
+        (db_rows(&db, "SELECT count(*) FROM peers") == 2
+            && db_rows(&db, "SELECT completed FROM torrents") == 1)
+            .then_some(())
+    });
+    t.signal_and_wait("-KILL");
+    drop(t);
+    let t = Tracker::with_db(&db, 100, &[]);
+    assert_restored(&t);
+}
+
+#[test]
+fn persistence_graceful_sigterm_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    // A flush interval far beyond the test: only the SIGTERM flush writes.
+    let mut t = Tracker::with_db(&db, 600_000, &[]);
+    populate(&t);
+    assert_eq!(t.stats()["pending_db_rows"], 3, "nothing flushed yet");
+    let status = t.signal_and_wait("-TERM");
+    assert!(status.success(), "{status:?}");
+    drop(t);
+    assert_eq!(db_rows(&db, "SELECT count(*) FROM peers"), 2);
+    let t = Tracker::with_db(&db, 600_000, &[]);
+    assert_restored(&t);
+}
+
+fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {
+    let out = ourtorrent_tests::run(
+        Command::new(BIN)
+            .args(["loadtest", "--target", &target.to_string(), "--json"])
+            .args(["--duration", "2", "--concurrency", "16", "--torrents", "50"])
+            .args(extra),
+    );
+    serde_json::from_str(out.trim()).expect("loadtest json")
+}
+
+fn assert_clean_run(r: &serde_json::Value) {
+    for k in ["connect", "announce", "scrape"] {
+        assert!(
+            r["kinds"][k]["responses"].as_u64() > Some(0),
+            "no {k} responses: {r}"
+        );
+    }
+    for (k, v) in r["errors"].as_object().unwrap() {
+        assert_eq!(v, 0, "{k}: {r}");
+    }
+}
+
+#[test]
+fn loadtest_smoke_against_our_tracker() {
+    let t = Tracker::start(&["--no-db"]);
+    let r = loadtest(t.udp, &[]);
+    assert_clean_run(&r);
+    let st = t.stats();
+    assert!(
+        st["requests"]["udp_announce"].as_u64() >= r["kinds"]["announce"]["responses"].as_u64()
+    );
+    assert!(st["torrents"].as_u64() > Some(0));
+}
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// opentracker on 127.0.0.1:`port` (UDP and TCP), killed on drop.
+struct Opentracker(std::process::Child);
+
+impl Drop for Opentracker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn opentracker_loadtest_with_whitelist() {
+    let Some(ot) = ourtorrent_tests::require_tool("opentracker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wl = dir.path().join("whitelist");
+    // Same seed and torrent count as the run below → same info-hashes.
+    ourtorrent_tests::run(Command::new(BIN).args([
+        "loadtest",
+        "--torrents",
+        "50",
+        "--duration",
+        "0",
+        "--write-whitelist",
+        wl.to_str().unwrap(),
+    ]));
+    assert_eq!(std::fs::read_to_string(&wl).unwrap().lines().count(), 50);
+    let port = free_port();
+    let conf = dir.path().join("opentracker.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen.udp 127.0.0.1:{port}\nlisten.tcp 127.0.0.1:{port}\nlisten.udp.workers 1\naccess.whitelist {}\n",
+            wl.display()
+        ),
+    )
+    .unwrap();
+    let _ot = Opentracker(
+        Command::new(ot)
+            .arg("-f")
+            .arg(&conf)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn opentracker"),
+    );
+    let target = local(port);
+    // Ready when it answers a connect.
+    let mut u = Udp::new(target);
+    poll(10, "opentracker up", || {
+        let mut out = [0u8; 16];
+        let n = ourtorrent_core::tracker::udp::ConnectRequest {
+            transaction_id: u.next_tid(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        u.raw(&out[..n])
+    });
+    let r = loadtest(target, &[]);
+    assert_clean_run(&r);
+}

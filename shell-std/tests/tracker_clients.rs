@@ -1,0 +1,294 @@
+//! Real BitTorrent clients using our tracker on 127.0.0.1: a libtorrent
+//! seeder (python3-libtorrent, `tests/py/lt_swarm.py`) with an aria2c or a
+//! libtorrent leecher, over the tracker's UDP URL and then its HTTP URL.
+//! Each download must finish and verify, the seeder must see the leecher's
+//! client in its peer list, and the tracker must have counted both peers
+//! and the completion. Named after the third party: `cargo test aria2`,
+//! `cargo test libtorrent`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ourtorrent_tests::{require_libtorrent, require_tool, run, write_data};
+
+/// A child process killed on drop, its stdout lines sent to a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: &'static str,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {l}");
+                let _ = tx.send(l);
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            name,
+        }
+    }
+
+    /// Waits up to `secs` for a line satisfying `f`; returns it.
+    fn wait_line(&self, secs: u64, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if f(&l) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("{}: no expected line within {secs}s", self.name),
+            }
+        }
+    }
+
+    /// Collects lines already printed.
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        poll(secs, self.name, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A 3 MiB file and its torrent (256 KiB pieces) announcing to `url`.
+fn make_torrent(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
+    let mktorrent = require_tool("mktorrent").expect("checked by the caller");
+    let seed_dir = dir.join("seed");
+    let data = seed_dir.join("payload.bin");
+    write_data(&data, 3 << 20, 42);
+    let torrent = dir.join("payload.torrent");
+    run(Command::new(mktorrent)
+        .args(["-l", "18", "-a", url, "-o"])
+        .arg(&torrent)
+        .arg(&data));
+    (torrent, seed_dir)
+}
+
+fn lt_swarm() -> PathBuf {
+    ourtorrent_tests::repo_root().join("tests/py/lt_swarm.py")
+}
+
+#[derive(Clone, Copy)]
+enum Leecher {
+    Aria2,
+    Libtorrent,
+}
+
+fn swarm(leecher: Leecher, http: bool) {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    if require_tool("mktorrent").is_none() {
+        return;
+    }
+    let aria2 = match leecher {
+        Leecher::Aria2 => match require_tool("aria2c") {
+            Some(p) => Some(p),
+            None => return,
+        },
+        Leecher::Libtorrent => None,
+    };
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let url = if http {
+        format!("http://{}/announce", t.http)
+    } else {
+        format!("udp://{}/announce", t.udp)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, seed_dir) = make_torrent(dir.path(), &url);
+
+    let seeder = Proc::spawn(
+        "lt-seed",
+        Command::new(&py)
+            .arg(lt_swarm())
+            .args(["seed"])
+            .arg(&torrent)
+            .arg(&seed_dir)
+            .arg(free_tcp_port().to_string()),
+    );
+    seeder.wait_line(30, |l| l.starts_with("TRACKER_OK"));
+
+    let leech_dir = dir.path().join("leech");
+    std::fs::create_dir_all(&leech_dir).unwrap();
+    let (mut leech, client_tag) = match aria2 {
+        Some(aria2) => {
+            let dht = dir.path().join("dht.dat");
+            let p = Proc::spawn(
+                "aria2c",
+                Command::new(aria2)
+                    .arg(format!("--dir={}", leech_dir.display()))
+                    .args([
+                        "--interface=127.0.0.1",
+                        "--bt-enable-lpd=false",
+                        "--enable-peer-exchange=false",
+                        "--disable-ipv6=true",
+                        "--seed-time=0",
+                        "--enable-dht=true",
+                        "--enable-dht6=false",
+                        "--summary-interval=0",
+                        "--console-log-level=warn",
+                        "--check-integrity=true",
+                        "--bt-stop-timeout=60",
+                    ])
+                    .arg(format!("--dht-file-path={}", dht.display()))
+                    .arg(format!("--listen-port={}", free_tcp_port()))
+                    .arg(format!("--dht-listen-port={}", free_port_udp()))
+                    .arg(&torrent),
+            );
+            (p, "aria2")
+        }
+        None => {
+            let p = Proc::spawn(
+                "lt-leech",
+                Command::new(&py)
+                    .arg(lt_swarm())
+                    .args(["leech"])
+                    .arg(&torrent)
+                    .arg(&leech_dir)
+                    .arg(free_tcp_port().to_string()),
+            );
+            p.wait_line(60, |l| l == "DONE");
+            (p, "libtorrent")
+        }
+    };
+    let status = leech.wait_exit(90);
+    assert!(status.success(), "leecher failed: {status:?}");
+    assert_eq!(
+        std::fs::read(leech_dir.join("payload.bin")).unwrap(),
+        std::fs::read(seed_dir.join("payload.bin")).unwrap(),
+        "downloaded data differs"
+    );
+    // The seeder saw the leecher (by client name, from its handshake).
+    let mut seen = seeder.drain();
+    if !seen
+        .iter()
+        .any(|l| l.starts_with("PEER") && l.contains(client_tag))
+    {
+        seen.push(seeder.wait_line(10, |l| l.starts_with("PEER")));
+    }
+    let want = if client_tag == "aria2" {
+        "aria2"
+    } else {
+        "libtorrent"
+    };
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("PEER") && l.to_lowercase().contains(want)),
+        "seeder never saw a {want} peer: {seen:?}"
+    );
+    // The tracker saw both: two announcing peers (the leecher may already
+    // have said stopped), and one completion.
+    let st = t.stats();
+    let kind = if http {
+        "http_announce"
+    } else {
+        "udp_announce"
+    };
+    assert!(st["requests"][kind].as_u64() >= Some(2), "{st}");
+    let ih = ih_of(&torrent, &py);
+    let scrape = || t.get(&format!("/scrape?info_hash={}", pct(&ih))).1;
+    match leecher {
+        Leecher::Libtorrent => {
+            // libtorrent sends event=completed when its download finishes.
+            let body = poll(15, "completion counted by the tracker", || {
+                let body = scrape();
+                contains(&body, b"10:downloadedi1e").then_some(body)
+            });
+            assert!(
+                contains(&body, b"8:completei1e") || contains(&body, b"8:completei2e"),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Leecher::Aria2 => {
+            // aria2 with --seed-time=0 leaves at once: it announces started
+            // then stopped (no completed), so the tracker saw it come and go:
+            // three announces in all, the seeder still listed.
+            poll(15, "aria2's announces", || {
+                (t.stats()["requests"][kind].as_u64() >= Some(3)).then_some(())
+            });
+            let body = scrape();
+            assert!(
+                contains(&body, b"8:completei1e"),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    eprintln!("tracker stats: {}", t.stats());
+}
+
+fn free_port_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The torrent's info-hash, from libtorrent (a second opinion, not ours).
+fn ih_of(torrent: &Path, py: &Path) -> Vec<u8> {
+    let out = run(Command::new(py)
+        .arg(ourtorrent_tests::lt_script())
+        .arg("info")
+        .arg(torrent));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let hex = v["info_hash"].as_str().unwrap();
+    (0..20)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn aria2_leecher_libtorrent_seeder_udp_tracker() {
+    swarm(Leecher::Aria2, false);
+}
+
+#[test]
+fn aria2_leecher_libtorrent_seeder_http_tracker() {
+    swarm(Leecher::Aria2, true);
+}
+
+#[test]
+fn libtorrent_leecher_libtorrent_seeder_udp_tracker() {
+    swarm(Leecher::Libtorrent, false);
+}
+
+#[test]
+fn libtorrent_leecher_libtorrent_seeder_http_tracker() {
+    swarm(Leecher::Libtorrent, true);
+}
