@@ -191,3 +191,49 @@ mod tests {
         }
     }
 }
+
+/// A poor man's fuzzer until `fuzz/` exists: seeded mutations (byte
+/// replace, insert, delete) of valid messages fed to every helper.
+#[cfg(test)]
+mod mutation_smoke {
+    use super::*;
+
+    #[test]
+    fn mutated_seeds_round_trip() {
+        let seeds: [&[u8]; 6] = [
+            b"d8:completei3e10:incompletei5e8:intervali1800e12:min intervali60e5:peers12:\x0a\x00\x00\x01\x1a\xe1\xc0\xa8\x01\x02\x00\x506:peers618:\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1a\xe115:warning message4:hey!e",
+            b"d5:peersld2:ip8:10.0.0.17:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti6881eed2:ip11:example.org4:porti1eed4:porti2e2:ip3:::1ee8:intervali900ee",
+            b"d5:filesd20:\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01d8:completei1e10:downloadedi2e10:incompletei3eeee",
+            b"info_hash=%12%34Vx%9A%BC%DE%F0%12%34Vx%9A%BC%DE%F0%12%34Vx&peer_id=-OT0001-%00%01%02%03%04%05%06%07%08%09%0A%0B&port=6881&uploaded=0&downloaded=1024&left=4096&key=A1&event=started&numwant=50&compact=1",
+            &[0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 1, 0, 0, 0, 42, 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2,0,0,0,0,0,0,0,0,0,0,0,0,0,0, 2, 3, b'/', b'a', b'b', 1, 0],
+            &[0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        ];
+        let mut s = 0x1234_5678_u64;
+        let mut r = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for i in 0..20_000u32 {
+            let mut p = seeds[(i as usize) % seeds.len()].to_vec();
+            for _ in 0..(r() % 4 + 1) {
+                let op = r() % 3;
+                let len = p.len().max(1);
+                let at = (r() as usize) % len;
+                match op {
+                    0 if !p.is_empty() => p[at] = r() as u8,
+                    1 => p.insert(at.min(p.len()), r() as u8),
+                    _ if !p.is_empty() => {
+                        p.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            fuzz_udp_request(&p);
+            fuzz_udp_response(&p);
+            fuzz_http_response(&p);
+            fuzz_http_announce_query(&p);
+        }
+    }
+}
