@@ -19,9 +19,11 @@
 //! fixed layout, a connect request without the BEP 15 protocol id, unknown
 //! actions and events, scrape bodies that are not a whole number of hashes,
 //! peer lists and scrape replies that are not a whole number of entries,
-//! truncated BEP 41 options. Trailing bytes after a connect request or
-//! connect/announce fixed part are allowed (BEP 15: "Clients and trackers
-//! should not assume packets to be of a certain size").
+//! truncated BEP 41 options. Bytes after a connect request or a connect
+//! response are ignored (BEP 15: "Clients and trackers should not assume
+//! packets to be of a certain size"); bytes after an announce request's
+//! fixed part are BEP 41 options, and those after an EndOfOptions option
+//! are ignored. Unknown option types are skipped by their length byte.
 
 use core::fmt;
 

@@ -84,10 +84,13 @@ struct Hmac {
 }
 
 impl Hmac {
-    fn new(secret: &[u8; SECRET_LEN]) -> Self {
+    /// RFC 2104 with a key of at most one block (ours are [`SECRET_LEN`]
+    /// bytes; a longer key is cut to a block, never hashed, since no caller
+    /// passes one).
+    fn with_key(key: &[u8]) -> Self {
         let mut ipad = [0x36u8; BLOCK];
         let mut opad = [0x5cu8; BLOCK];
-        for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(secret) {
+        for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(key) {
             *i ^= k;
             *o ^= k;
         }
@@ -98,23 +101,33 @@ impl Hmac {
         Hmac { inner, outer }
     }
 
-    fn tag(&self, tick: u64, client: &SocketAddr) -> [u8; TAG_LEN] {
+    fn new(secret: &[u8; SECRET_LEN]) -> Self {
+        Hmac::with_key(secret)
+    }
+
+    /// HMAC-SHA1 of the concatenation of `parts`.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 20] {
         let mut h = self.inner.clone();
-        h.update(tick.to_be_bytes());
-        match client {
-            SocketAddr::V4(a) => {
-                h.update([4u8]);
-                h.update(a.ip().octets());
-            }
-            SocketAddr::V6(a) => {
-                h.update([6u8]);
-                h.update(a.ip().octets());
-            }
+        for p in parts {
+            h.update(p);
         }
-        h.update(client.port().to_be_bytes());
         let mut o = self.outer.clone();
         o.update(h.finalize());
-        let mac = o.finalize();
+        o.finalize().into()
+    }
+
+    /// The connection-id tag: `HMAC(tick ‖ family ‖ ip ‖ port)[..6]`.
+    fn tag(&self, tick: u64, client: &SocketAddr) -> [u8; TAG_LEN] {
+        let (family, ip) = match client {
+            SocketAddr::V4(a) => (4u8, a.ip().to_ipv6_mapped().octets()),
+            SocketAddr::V6(a) => (6u8, a.ip().octets()),
+        };
+        let mac = self.mac(&[
+            &tick.to_be_bytes(),
+            &[family],
+            &ip,
+            &client.port().to_be_bytes(),
+        ]);
         let mut tag = [0u8; TAG_LEN];
         for (t, m) in tag.iter_mut().zip(mac.iter()) {
             *t = *m;

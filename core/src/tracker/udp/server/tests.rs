@@ -21,6 +21,30 @@ fn a6() -> SocketAddr {
 /// An arbitrary, large "now" so that tick wrap-around is exercised too.
 const T0: u64 = 1_700_000_000_000;
 
+fn hex(b: &[u8]) -> std::string::String {
+    b.iter().map(|x| std::format!("{x:02x}")).collect()
+}
+
+#[test]
+fn hmac_sha1_matches_rfc2202() {
+    // RFC 2202, test cases 1, 2 and 6's shape (key of one block is the edge).
+    let h = Hmac::with_key(&[0x0b; 20]);
+    assert_eq!(
+        hex(&h.mac(&[b"Hi There"])),
+        "b617318655057264e28bc0b6fb378c8ef146be00"
+    );
+    let h = Hmac::with_key(b"Jefe");
+    assert_eq!(
+        hex(&h.mac(&[b"what do ya ", b"want for nothing?"])),
+        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+    );
+    let h = Hmac::with_key(&[0xaa; 20]);
+    assert_eq!(
+        hex(&h.mac(&[&[0xdd; 50]])),
+        "125d7342b9ac11cd91a39af48aa17b4f63f175d3"
+    );
+}
+
 #[test]
 fn lifetime_edges() {
     let ids = ConnectionIds::new(&K1);

@@ -1,1 +1,0 @@
-//! The HTTP tracker protocol (BEP 3, 7, 23, 48).
