@@ -7,7 +7,7 @@
 Prints, one a line, flushed:
   TRACKER_OK <url>          a tracker replied to an announce
   TRACKER_ERR <url> <msg>   a tracker announce failed
-  PEER <ip:port> <client>   a peer connected (first time seen)
+  PEER <ip:port> <client>   a peer connected (again once its client name is known)
   DONE                      (leech) every piece is downloaded and verified
 seed: seeds (seed_mode, no re-hash) until SIGTERM or --max-seconds (120).
 leech: exits 0 after DONE, 1 on timeout (--max-seconds, default 60).
@@ -74,9 +74,11 @@ def main():
                 print("TRACKER_ERR %s %s" % (a.url, a.message()), flush=True)
         for pi in h.get_peer_info():
             key = "%s:%d" % (pi.ip[0], pi.ip[1])
-            if key not in seen:
-                seen.add(key)
-                client = pi.client.decode("utf-8", "replace") if isinstance(pi.client, bytes) else pi.client
+            client = pi.client.decode("utf-8", "replace") if isinstance(pi.client, bytes) else pi.client
+            # The client name arrives with the handshake: report it again
+            # once it is known.
+            if (key, client) not in seen:
+                seen.add((key, client))
                 print("PEER %s %s" % (key, client), flush=True)
         if args.role == "leech" and not done and h.status().is_seeding:
             done = True

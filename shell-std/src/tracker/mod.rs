@@ -16,7 +16,6 @@
 //! change and waits for the writer.
 
 pub mod db;
-pub mod http_proto;
 mod http_server;
 pub mod state;
 pub mod swarm;

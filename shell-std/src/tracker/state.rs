@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
+use ourtorrent_core::tracker::http::{self, AnnounceResponse, Peers};
 use ourtorrent_core::tracker::udp::server::{error_reply, Decision, DropReason, Server, SwarmInfo};
 use ourtorrent_core::tracker::udp::{encode_scrape_response, ParseErrorKind, TorrentStats};
-use ourtorrent_core::tracker::AnnounceEvent;
+use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
 use serde_json::json;
 
-use super::http_proto::{self, ReplyCounts};
 use super::swarm::{Announce, AnnounceError, Swarms};
 
 /// Tunables of the handlers.
@@ -63,6 +63,20 @@ pub struct State {
     /// Tunables.
     pub settings: Settings,
     rng: u64,
+}
+
+/// Bencoded replies are served as `text/plain`, as trackers usually do.
+const BENCODE: &str = "text/plain";
+
+/// Most info-hashes in one HTTP scrape (as for UDP, BEP 15's ~74).
+pub const MAX_HTTP_SCRAPE_HASHES: usize = ourtorrent_core::tracker::udp::MAX_SCRAPE_HASHES;
+
+/// A BEP 3 failure reply (HTTP 200, `d14:failure reason...e`).
+fn failure(reason: &str) -> (u16, &'static str, Vec<u8>) {
+    let mut out = vec![0u8; 64 + reason.len()];
+    let n = http::encode_failure(reason.as_bytes(), &mut out).unwrap_or(0);
+    out.truncate(n);
+    (200, BENCODE, out)
 }
 
 fn drop_reason(r: &DropReason) -> &'static str {
@@ -217,7 +231,8 @@ impl State {
     }
 
     /// Handles `GET target` from `peer` at `now_ms`: (HTTP status,
-    /// content type, body).
+    /// content type, body). Queries are parsed and replies encoded by the
+    /// core's `tracker::http` codec; refusals are BEP 3 `failure reason`s.
     pub fn handle_http(
         &mut self,
         now_ms: u64,
@@ -226,77 +241,9 @@ impl State {
     ) -> (u16, &'static str, Vec<u8>) {
         self.stats.total += 1;
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        const BENCODE: &str = "text/plain";
         match path {
-            "/announce" => match http_proto::parse_announce(query) {
-                Err(why) => {
-                    self.stats.err("http_bad_announce");
-                    (200, BENCODE, http_proto::failure(why))
-                }
-                Ok(q) if !self.allowed(&q.info_hash) => {
-                    self.stats.err("not_allowed");
-                    (200, BENCODE, http_proto::failure("info-hash not allowed"))
-                }
-                Ok(q) => {
-                    let addr = SocketAddr::new(peer.ip(), q.port);
-                    let ann = Announce {
-                        info_hash: q.info_hash,
-                        addr,
-                        event: q.event,
-                        seeder: q.left == Some(0),
-                    };
-                    let counts = match self.swarms.announce(&ann, now_ms) {
-                        Ok(c) => c,
-                        Err(AnnounceError::TorrentLimit) => {
-                            self.stats.err("torrent_limit");
-                            return (200, BENCODE, http_proto::failure("tracker full"));
-                        }
-                    };
-                    let want = if q.event == AnnounceEvent::Stopped {
-                        0
-                    } else {
-                        self.numwant(q.numwant)
-                    };
-                    let start = self.next_rand();
-                    let c = ReplyCounts {
-                        interval: self.settings.interval,
-                        complete: counts.seeders,
-                        incomplete: counts.leechers,
-                        downloaded: counts.completed,
-                    };
-                    let peers = self
-                        .swarms
-                        .get(&q.info_hash)
-                        .into_iter()
-                        .flat_map(|t| t.sample(addr, start, want as usize));
-                    let body = http_proto::announce_reply(c, peers, q.compact);
-                    self.stats.req("http_announce");
-                    (200, BENCODE, body)
-                }
-            },
-            "/scrape" => match http_proto::parse_scrape(query) {
-                Err(why) => {
-                    self.stats.err("http_bad_scrape");
-                    (200, BENCODE, http_proto::failure(why))
-                }
-                Ok(hashes) => {
-                    let entries: Vec<_> = hashes
-                        .iter()
-                        .map(|ih| {
-                            let c = self.swarms.counts(ih);
-                            let r = ReplyCounts {
-                                interval: self.settings.interval,
-                                complete: c.seeders,
-                                incomplete: c.leechers,
-                                downloaded: c.completed,
-                            };
-                            (*ih, r)
-                        })
-                        .collect();
-                    self.stats.req("http_scrape");
-                    (200, BENCODE, http_proto::scrape_reply(&entries))
-                }
-            },
+            "/announce" => self.http_announce(now_ms, peer, query),
+            "/scrape" => self.http_scrape(query),
             "/stats" => {
                 self.stats.req("http_stats");
                 let body = self.stats_json().to_string().into_bytes();
@@ -305,6 +252,116 @@ impl State {
             _ => {
                 self.stats.err("http_not_found");
                 (404, "text/plain", b"not found\n".to_vec())
+            }
+        }
+    }
+
+    fn http_announce(
+        &mut self,
+        now_ms: u64,
+        peer: SocketAddr,
+        query: &str,
+    ) -> (u16, &'static str, Vec<u8>) {
+        let q = match http::parse_announce_query(query.as_bytes()) {
+            Ok(q) => q,
+            Err(e) => {
+                self.stats.err("http_bad_announce");
+                return failure(&e.to_string());
+            }
+        };
+        if !self.allowed(&q.info_hash) {
+            self.stats.err("not_allowed");
+            return failure("info-hash not allowed");
+        }
+        let addr = SocketAddr::new(peer.ip(), q.port);
+        let ann = Announce {
+            info_hash: q.info_hash,
+            addr,
+            event: q.event,
+            seeder: q.left == 0,
+        };
+        let counts = match self.swarms.announce(&ann, now_ms) {
+            Ok(c) => c,
+            Err(AnnounceError::TorrentLimit) => {
+                self.stats.err("torrent_limit");
+                return failure("tracker full");
+            }
+        };
+        let want = if q.event == AnnounceEvent::Stopped {
+            0
+        } else {
+            self.numwant(q.numwant) as usize
+        };
+        let start = self.next_rand();
+        // Always compact (BEP 23 lets a tracker answer compact even to
+        // `compact=0`; the core encodes only that model): IPv4 peers in
+        // `peers`, IPv6 peers in `peers6` (BEP 7).
+        let mut out = vec![0u8; 256 + want * 24];
+        let mut v4 = vec![0u8; want * AddressFamily::V4.peer_len()];
+        let mut v6 = vec![0u8; want * AddressFamily::V6.peer_len()];
+        let sample = || {
+            self.swarms
+                .get(&q.info_hash)
+                .into_iter()
+                .flat_map(|t| t.sample(addr, start, want))
+        };
+        let mut r = AnnounceResponse::new(self.settings.interval);
+        r.min_interval = Some((self.settings.interval / 2).max(1));
+        r.complete = Some(counts.seeders);
+        r.incomplete = Some(counts.leechers);
+        r.peers = Peers::Compact(http::compact_peers(sample(), AddressFamily::V4, &mut v4));
+        r.peers6 = http::compact_peers(sample(), AddressFamily::V6, &mut v6);
+        match http::encode_announce_response(&r, &mut out) {
+            Ok(n) => {
+                out.truncate(n);
+                self.stats.req("http_announce");
+                (200, BENCODE, out)
+            }
+            Err(_) => {
+                self.stats.err("http_encode");
+                failure("internal error")
+            }
+        }
+    }
+
+    fn http_scrape(&mut self, query: &str) -> (u16, &'static str, Vec<u8>) {
+        let mut buf = [InfoHash::default(); MAX_HTTP_SCRAPE_HASHES];
+        let hashes = match http::parse_scrape_query(query.as_bytes(), &mut buf) {
+            Ok([]) => {
+                self.stats.err("http_bad_scrape");
+                return failure("full scrape is not supported: give info_hash");
+            }
+            Ok(h) => h,
+            Err(e) => {
+                self.stats.err("http_bad_scrape");
+                return failure(&e.to_string());
+            }
+        };
+        let mut entries: Vec<(InfoHash, TorrentStats)> = hashes
+            .iter()
+            .map(|ih| {
+                let c = self.swarms.counts(ih);
+                let s = TorrentStats {
+                    seeders: c.seeders,
+                    completed: c.completed,
+                    leechers: c.leechers,
+                };
+                (*ih, s)
+            })
+            .collect();
+        // Bencode dict keys are unique: a hash asked twice is answered once.
+        entries.sort_unstable_by_key(|e| e.0);
+        entries.dedup_by_key(|e| e.0);
+        let mut out = vec![0u8; 64 + entries.len() * 100];
+        match http::encode_scrape_response(&mut entries, &mut out) {
+            Ok(n) => {
+                out.truncate(n);
+                self.stats.req("http_scrape");
+                (200, BENCODE, out)
+            }
+            Err(_) => {
+                self.stats.err("http_encode");
+                failure("internal error")
             }
         }
     }
