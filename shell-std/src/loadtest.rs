@@ -247,6 +247,17 @@ impl Worker<'_> {
         let family = AddressFamily::of(&self.a.target);
         let Ok(resp) = Response::parse(&self.buf[..n], family, &limits) else {
             self.tally.unparsable += 1;
+            // A reply we cannot parse but whose header names our request
+            // (e.g. opentracker's 8-byte refusal of a hash it does not
+            // track) still ends that request.
+            if let Some(tid) = self.buf.get(4..8) {
+                let tid = u32::from_be_bytes([tid[0], tid[1], tid[2], tid[3]]);
+                let (i, gen) = ((tid & 0xffff) as usize, (tid >> 16) as u16);
+                if n >= 8 && self.slots.get(i).is_some_and(|s| s.busy && s.gen == gen) {
+                    self.slots[i].busy = false;
+                    self.send(i);
+                }
+            }
             return;
         };
         let tid = resp.transaction_id().0;

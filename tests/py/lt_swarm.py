@@ -53,7 +53,9 @@ def main():
         "announce_to_all_trackers": True,
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification
-        | lt.alert.category_t.tracker_notification,
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.connect_notification,
     })
     p = lt.add_torrent_params()
     p.ti = lt.torrent_info(args.torrent)
@@ -72,6 +74,13 @@ def main():
                 print("TRACKER_OK %s peers=%d" % (a.url, a.num_peers), flush=True)
             elif isinstance(a, lt.tracker_error_alert):
                 print("TRACKER_ERR %s %s" % (a.url, a.message()), flush=True)
+            elif isinstance(a, (lt.peer_connect_alert, lt.incoming_connection_alert)):
+                # A connection may end before the next peer-list poll (two
+                # seeds disconnect at once): report it with client "?".
+                key = "%s:%d" % (a.endpoint[0], a.endpoint[1])
+                if (key, "?") not in seen:
+                    seen.add((key, "?"))
+                    print("PEER %s ?" % key, flush=True)
         for pi in h.get_peer_info():
             key = "%s:%d" % (pi.ip[0], pi.ip[1])
             client = pi.client.decode("utf-8", "replace") if isinstance(pi.client, bytes) else pi.client
