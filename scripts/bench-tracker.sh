@@ -6,16 +6,18 @@
 # each with the same load, the server pinned to one core and the load
 # generator to another (taskset). Prints responses/s, the server's CPU time
 # per response (from /proc/PID/stat: robust when other load shares the
-# machine) and the ratios.
+# machine) and the ratios. Rounds are interleaved (so load from elsewhere
+# hits all three alike) and the summary is the median of each server.
 #
-#   scripts/bench-tracker.sh            # 10 s per run
-#   DURATION=5 CONCURRENCY=128 MIX=1:8:1 scripts/bench-tracker.sh
+#   scripts/bench-tracker.sh            # 3 rounds of 10 s per server
+#   DURATION=5 ROUNDS=5 CONCURRENCY=128 MIX=1:8:1 scripts/bench-tracker.sh
 #
 # Needs: opentracker (apt-get install opentracker), taskset, python3, ss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-64}
 MIX=${MIX:-1:8:1}
 TORRENTS=${TORRENTS:-1000}
@@ -51,26 +53,28 @@ cpu_ticks() { # pid -> utime+stime in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-load() { # port name
-  local t0; t0=$(cpu_ticks "$server_pid")
+load() { # port name round
+  local t0 t1 out="$tmp/$2-$3.json"
+  t0=$(cpu_ticks "$server_pid")
   taskset -c "$GEN_CPU" "$BIN" loadtest --target "127.0.0.1:$1" --duration "$DURATION" \
     --concurrency "$CONCURRENCY" --mix "$MIX" --torrents "$TORRENTS" --peers "$PEERS" \
-    --json > "$tmp/$2.json"
-  local t1; t1=$(cpu_ticks "$server_pid")
-  python3 - "$tmp/$2.json" "$2" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'EOF'
+    --json > "$out"
+  t1=$(cpu_ticks "$server_pid")
+  python3 - "$out" "$2" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-cpu_s = int(sys.argv[3]) / int(sys.argv[4])
+path, name, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+r = json.load(open(path))
+cpu_s = ticks / hz
 r["server_cpu_seconds"] = cpu_s
 r["server_cpu_us_per_response"] = 1e6 * cpu_s / max(r["responses"], 1)
-json.dump(r, open(sys.argv[1], "w"))
-k = r["kinds"]
-print("%-14s %10.0f resp/s  (connect %.0f, announce %.0f, scrape %.0f; announce p50 %d us p99 %d us; timeouts %d, error or unparsable replies %d)" % (
-    sys.argv[2], r["responses_per_second"], k["connect"]["per_second"], k["announce"]["per_second"],
+json.dump(r, open(path, "w"))
+k, e = r["kinds"], r["errors"]
+print("%-12s %9.0f resp/s (connect %.0f, announce %.0f, scrape %.0f; announce p50 %d us, p99 %d us;"
+      " timeouts %d, error/unparsable replies %d); server CPU %.2f s = %.2f us/response" % (
+    name, r["responses_per_second"], k["connect"]["per_second"], k["announce"]["per_second"],
     k["scrape"]["per_second"], k["announce"]["p50_us"], k["announce"]["p99_us"],
-    r["errors"]["timeouts"], r["errors"]["error_replies"] + r["errors"]["unparsable"]))
-print("%-14s server CPU %.2f s = %.2f us per response" % ("", cpu_s, r["server_cpu_us_per_response"]))
-EOF
+    e["timeouts"], e["error_replies"] + e["unparsable"], cpu_s, r["server_cpu_us_per_response"]))
+PY
 }
 
 stop_server() {
@@ -79,47 +83,51 @@ stop_server() {
   server_pid=""
 }
 
-echo "loadtest: ${DURATION}s, ${CONCURRENCY} in flight, mix ${MIX}, ${TORRENTS} torrents, ${PEERS} peers; server on CPU ${SERVER_CPU}, generator on CPU ${GEN_CPU}"
+run_ours() { # name round extra-args...
+  local name=$1 round=$2 p
+  shift 2
+  p=$(free_port)
+  taskset -c "$SERVER_CPU" "$BIN" tracker --udp "127.0.0.1:$p" --http "127.0.0.1:$(free_port)" "$@" 2>"$tmp/$name.log" &
+  server_pid=$!
+  wait_udp "$p"
+  load "$p" "$name" "$round"
+  stop_server
+}
 
-# 1. ours, memory only
-p=$(free_port)
-taskset -c "$SERVER_CPU" "$BIN" tracker --udp "127.0.0.1:$p" --http "127.0.0.1:$(free_port)" --no-db 2>"$tmp/ours-nodb.log" &
-server_pid=$!
-wait_udp "$p"
-load "$p" ours-nodb
-stop_server
+run_opentracker() { # round
+  local p
+  p=$(free_port)
+  printf 'listen.udp 127.0.0.1:%s\nlisten.tcp 127.0.0.1:%s\nlisten.udp.workers 1\naccess.whitelist %s\n' \
+    "$p" "$(free_port)" "$tmp/whitelist" > "$tmp/opentracker.conf"
+  (cd "$tmp" && exec taskset -c "$SERVER_CPU" opentracker -f "$tmp/opentracker.conf" >/dev/null 2>&1) &
+  server_pid=$!
+  wait_udp "$p"
+  load "$p" opentracker "$1"
+  stop_server
+}
 
-# 2. ours, SQLite
-p=$(free_port)
-taskset -c "$SERVER_CPU" "$BIN" tracker --udp "127.0.0.1:$p" --http "127.0.0.1:$(free_port)" --db "$tmp/bench.db" 2>"$tmp/ours-db.log" &
-server_pid=$!
-wait_udp "$p"
-load "$p" ours-sqlite
-stop_server
-
-# 3. opentracker, one UDP worker, whitelist of the load test's hashes
+echo "loadtest: ${ROUNDS} rounds of ${DURATION}s, ${CONCURRENCY} in flight, mix ${MIX}, ${TORRENTS} torrents, ${PEERS} peers; server on CPU ${SERVER_CPU}, generator on CPU ${GEN_CPU}"
 "$BIN" loadtest --torrents "$TORRENTS" --duration 0 --write-whitelist "$tmp/whitelist"
-p=$(free_port)
-cat > "$tmp/opentracker.conf" <<EOF
-listen.udp 127.0.0.1:$p
-listen.tcp 127.0.0.1:$(free_port)
-listen.udp.workers 1
-access.whitelist $tmp/whitelist
-EOF
-(cd "$tmp" && exec taskset -c "$SERVER_CPU" opentracker -f "$tmp/opentracker.conf" >/dev/null 2>&1) &
-server_pid=$!
-wait_udp "$p"
-load "$p" opentracker
-stop_server
 
-python3 - "$tmp" <<'EOF'
-import json, sys
-d = sys.argv[1]
-j = {n: json.load(open("%s/%s.json" % (d, n))) for n in ("ours-nodb", "ours-sqlite", "opentracker")}
-r = {n: v["responses_per_second"] for n, v in j.items()}
-c = {n: v["server_cpu_us_per_response"] for n, v in j.items()}
+for r in $(seq "$ROUNDS"); do
+  run_ours ours-nodb "$r" --no-db
+  rm -f "$tmp"/bench.db*
+  run_ours ours-sqlite "$r" --db "$tmp/bench.db"
+  run_opentracker "$r"
+done
+
+python3 - "$tmp" "$ROUNDS" <<'PY'
+import json, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+names = ("ours-nodb", "ours-sqlite", "opentracker")
+j = {n: [json.load(open("%s/%s-%d.json" % (d, n, r))) for r in range(1, rounds + 1)] for n in names}
+r = {n: statistics.median(x["responses_per_second"] for x in v) for n, v in j.items()}
+c = {n: statistics.median(x["server_cpu_us_per_response"] for x in v) for n, v in j.items()}
+print("\nmedian of %d rounds:" % rounds)
+for n in names:
+    print("  %-12s %9.0f responses/s  %6.2f us server CPU per response" % (n, r[n], c[n]))
 print("responses/s ratio, ours --no-db / opentracker: %.2f" % (r["ours-nodb"] / r["opentracker"]))
 print("responses/s ratio, ours SQLite  / opentracker: %.2f" % (r["ours-sqlite"] / r["opentracker"]))
 print("server CPU per response, opentracker / ours --no-db: %.2f" % (c["opentracker"] / c["ours-nodb"]))
 print("server CPU per response, opentracker / ours SQLite:  %.2f" % (c["opentracker"] / c["ours-sqlite"]))
-EOF
+PY

@@ -42,7 +42,7 @@ pub struct LoadtestArgs {
     /// Simulated torrents.
     #[arg(long, default_value_t = 1000)]
     pub torrents: usize,
-    /// Simulated peers (each announces to random torrents).
+    /// Simulated peers (peer p is in torrent p mod --torrents).
     #[arg(long, default_value_t = 10_000)]
     pub peers: usize,
     /// Weights connect:announce:scrape.
@@ -189,8 +189,10 @@ impl Worker<'_> {
             }
             .encode(&mut out),
             Kind::Announce => {
+                // Peer p belongs to torrent p mod N and re-announces there,
+                // as real peers do: the swarms stay bounded by --peers.
                 let peer = self.rng.below(self.a.peers);
-                let ih = self.hashes[self.rng.below(self.hashes.len())];
+                let ih = self.hashes[peer % self.hashes.len()];
                 let mut pid = *b"-OTLOAD-000000000000";
                 pid[8..].copy_from_slice(
                     format!("{peer:012}")
