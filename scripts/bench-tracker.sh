@@ -70,10 +70,11 @@ r["server_cpu_us_per_response"] = 1e6 * cpu_s / max(r["responses"], 1)
 json.dump(r, open(path, "w"))
 k, e = r["kinds"], r["errors"]
 print("%-12s %9.0f resp/s (connect %.0f, announce %.0f, scrape %.0f; announce p50 %d us, p99 %d us;"
-      " timeouts %d, error/unparsable replies %d); server CPU %.2f s = %.2f us/response" % (
+      " timeouts %d, error/unparsable replies %d); server CPU %.2f s = %.2f us/response; generator CPU %.0f%%" % (
     name, r["responses_per_second"], k["connect"]["per_second"], k["announce"]["per_second"],
     k["scrape"]["per_second"], k["announce"]["p50_us"], k["announce"]["p99_us"],
-    e["timeouts"], e["error_replies"] + e["unparsable"], cpu_s, r["server_cpu_us_per_response"]))
+    e["timeouts"], e["error_replies"] + e["unparsable"], cpu_s, r["server_cpu_us_per_response"],
+    100.0 * (r.get("generator_cpu_seconds") or 0) / r["seconds"]))
 PY
 }
 

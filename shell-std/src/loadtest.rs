@@ -343,6 +343,18 @@ fn parse_mix(s: &str) -> Result<[u32; 3]> {
     Ok(w)
 }
 
+/// This process's user+system CPU seconds (Linux `/proc/self/stat`, at
+/// the usual 100 ticks per second), if readable.
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn pct(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -384,6 +396,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
         "[::]:0".parse()?
     };
     let start = Instant::now();
+    let cpu0 = own_cpu_seconds();
     let until = start + Duration::from_secs_f64(a.duration);
     let tallies: Vec<Tally> = std::thread::scope(|sc| -> Result<Vec<Tally>> {
         let mut hs = Vec::new();
@@ -416,6 +429,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
         Ok(hs.into_iter().filter_map(|h| h.join().ok()).collect())
     })?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = own_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let mut t = Tally::default();
     for x in tallies {
         for k in 0..3 {
@@ -428,11 +442,11 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
         t.send_errors += x.send_errors;
         t.sent += x.sent;
     }
-    report(&a, &mut t, elapsed);
+    report(&a, &mut t, elapsed, cpu);
     Ok(())
 }
 
-fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64) {
+fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64, cpu: Option<f64>) {
     let mut kinds = serde_json::Map::new();
     let mut total = 0usize;
     let mut table = Table::new();
@@ -481,6 +495,7 @@ fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64) {
             "sent": t.sent,
             "responses": total,
             "responses_per_second": rps,
+            "generator_cpu_seconds": cpu,
             "kinds": kinds,
             "errors": {
                 "error_replies": t.error_replies,
@@ -501,6 +516,12 @@ fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64) {
             "total: {total} responses, {rps:.0}/s; error replies {}, timeouts {}, stale {}, unparsable {}, send errors {}",
             t.error_replies, t.timeouts, t.stale, t.unparsable, t.send_errors
         );
+        if let Some(cpu) = cpu {
+            println!(
+                "generator CPU: {cpu:.2} s ({:.0}% of one core)",
+                100.0 * cpu / elapsed
+            );
+        }
     }
 }
 

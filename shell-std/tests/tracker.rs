@@ -123,6 +123,33 @@ fn udp_error_paths() {
     for len in 0..120 {
         let _ = u.sock.send_to(&vec![0xA5u8; len], t.udp);
     }
+    // Random bodies behind a valid header (our connection id, each action,
+    // random lengths): parsed to the end by the core, never a crash.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..600u32 {
+        let mut d = Vec::new();
+        d.extend_from_slice(&c.0.to_be_bytes());
+        d.extend_from_slice(&(i % 5).to_be_bytes());
+        d.extend_from_slice(&i.to_be_bytes());
+        let len = (rand() % 1600) as usize;
+        d.extend((0..len).map(|_| rand() as u8));
+        let _ = u.sock.send_to(&d, t.udp);
+    }
+    // Drain whatever replies came back, then check the tracker still works.
+    u.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut sink = [0u8; 4096];
+    while u.sock.recv_from(&mut sink).is_ok() {}
+    u.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let c2 = u.connect();
     u.announce(c2, ih(1), 1, 0, AnnounceEvent::None);
 
@@ -332,20 +359,30 @@ fn persistence_survives_kill_9() {
     assert_restored(&t);
 }
 
-#[test]
-fn persistence_graceful_sigterm_flushes() {
+/// Only the shutdown flush writes (the flush interval is far beyond the
+/// test): after `sig` the file holds everything.
+fn graceful_stop_flushes(sig: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    // A flush interval far beyond the test: only the SIGTERM flush writes.
     let mut t = Tracker::with_db(&db, 600_000, &[]);
     populate(&t);
     assert_eq!(t.stats()["pending_db_rows"], 3, "nothing flushed yet");
-    let status = t.signal_and_wait("-TERM");
+    let status = t.signal_and_wait(sig);
     assert!(status.success(), "{status:?}");
     drop(t);
     assert_eq!(db_rows(&db, "SELECT count(*) FROM peers"), 2);
     let t = Tracker::with_db(&db, 600_000, &[]);
     assert_restored(&t);
+}
+
+#[test]
+fn persistence_graceful_sigterm_flushes() {
+    graceful_stop_flushes("-TERM");
+}
+
+#[test]
+fn persistence_graceful_sigint_flushes() {
+    graceful_stop_flushes("-INT");
 }
 
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {

@@ -234,6 +234,20 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         server, swarms, allow, settings, seed,
     )));
 
+    // Signal handlers are installed before any socket serves, so a SIGINT
+    // or SIGTERM is always a graceful stop that flushes.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut sigint, mut sigterm) = {
+        let _enter = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+
     let mut udp = Vec::new();
     for a in &args.udp {
         let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
@@ -273,17 +287,12 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let flush_ms = args.flush_ms.max(1);
     rt.block_on(async {
         for l in tcp {
             let l = tokio::net::TcpListener::from_std(l)?;
             tokio::spawn(http_server::serve(l, shared.clone(), clock));
         }
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut flush = tokio::time::interval(Duration::from_millis(flush_ms));
         flush.tick().await; // immediate: the first flush is one interval from now
         let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
@@ -294,7 +303,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let (mut last_total, mut last_at) = (0u64, std::time::Instant::now());
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+                _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = flush.tick() => {
                     if let Some(w) = &writer {

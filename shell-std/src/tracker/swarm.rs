@@ -46,6 +46,11 @@ pub const PEER_INDEX_BYTES: usize = std::mem::size_of::<(SocketAddr, u32)>();
 /// Bytes of one torrent entry (without its peers).
 pub const TORRENT_ENTRY_BYTES: usize = std::mem::size_of::<(InfoHash, Torrent)>();
 
+// The module docs and the README quote these sizes.
+const _: () = assert!(PEER_ENTRY_BYTES <= 56);
+const _: () = assert!(PEER_INDEX_BYTES <= 36);
+const _: () = assert!(TORRENT_ENTRY_BYTES <= 128);
+
 /// One stored peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
