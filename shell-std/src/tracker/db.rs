@@ -18,7 +18,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
@@ -166,17 +167,23 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
 }
 
 /// The writer thread: writes each batch it receives, in order, until the
-/// sender is dropped. A failed write is logged and counted, never fatal
-/// (the in-memory tracker keeps serving).
+/// sender is dropped. A failed write is logged, never fatal (the in-memory
+/// tracker keeps serving). [`Writer::busy`] lets the shell hold the next
+/// batch back while one is being written: the swarm's dirty sets keep
+/// coalescing meanwhile, so memory stays bounded when SQLite is slower than
+/// the flush interval.
 pub struct Writer {
     tx: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Writer {
     /// Starts the thread; `on_error` is called for each failed batch.
     pub fn spawn(mut conn: Connection, on_error: impl Fn(&str) + Send + 'static) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Batch>();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let done = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -184,6 +191,7 @@ impl Writer {
                     if let Err(e) = write(&mut conn, &b) {
                         on_error(&e.to_string());
                     }
+                    done.fetch_sub(1, Ordering::AcqRel);
                 }
                 // Fold the WAL back into the main file on a clean stop.
                 let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
@@ -191,14 +199,23 @@ impl Writer {
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
+            in_flight,
         })
+    }
+
+    /// True while a batch is queued or being written.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Queues a batch (ignored if empty).
     pub fn send(&self, b: Batch) {
         if !b.is_empty() {
             if let Some(tx) = &self.tx {
-                let _ = tx.send(b);
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                if tx.send(b).is_err() {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
     }

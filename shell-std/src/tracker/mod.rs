@@ -306,7 +306,9 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = flush.tick() => {
-                    if let Some(w) = &writer {
+                    // One batch at a time: while SQLite is still writing the
+                    // previous one, changes keep coalescing in the swarm.
+                    if let Some(w) = writer.as_ref().filter(|w| !w.busy()) {
                         let batch = lock(&shared).swarms.take_batch();
                         w.send(batch);
                     }
