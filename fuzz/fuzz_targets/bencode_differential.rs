@@ -1,8 +1,9 @@
 #![no_main]
 //! Differential: our strict decoder accepts exactly what bendy (a canonical
-//! bencode decoder) accepts as one complete value.
+//! bencode decoder) accepts as one complete value whose integers fit i64.
 
-use bendy::decoding::{Decoder, Token as BToken};
+use bendy::decoding::Decoder;
+use bendy::state_tracker::Token as BToken;
 use ourtorrent_core::bencode::{decode, DecodeOptions, Token, MAX_DEPTH};
 
 /// bendy: exactly one top-level value, all tokens valid, all bytes used.
@@ -19,6 +20,9 @@ fn bendy_accepts(data: &[u8]) -> bool {
                 depth += 1;
             }
             BToken::End => depth -= 1,
+            // bendy leaves integer width to the caller; bencode values in
+            // BitTorrent are i64 (our documented limit).
+            BToken::Num(n) if n.parse::<i64>().is_err() => return false,
             BToken::String(_) | BToken::Num(_) => {
                 if depth == 0 {
                     roots += 1;
