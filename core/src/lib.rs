@@ -17,6 +17,10 @@
 //! - [`metainfo`]: `.torrent` files (BEP 3, 12, 27) with path validation.
 //! - [`magnet`]: magnet URIs (BEP 9).
 //! - [`id`], [`percent`]: info-hashes, peer ids, percent-encoding.
+//! - [`tracker`]: UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 48) tracker
+//!   protocols: codecs, stateless UDP server triage, sans-IO UDP client.
+//! - [`time`]: the millisecond `Instant` and `Duration` passed into state
+//!   machines.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,3 +35,5 @@ pub mod id;
 pub mod magnet;
 pub mod metainfo;
 pub mod percent;
+pub mod time;
+pub mod tracker;

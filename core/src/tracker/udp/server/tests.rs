@@ -1,0 +1,293 @@
+use super::*;
+use crate::id::{InfoHash, PeerId};
+use crate::tracker::udp::request::{encode_scrape_request, UdpOptions};
+use crate::tracker::udp::{ParseErrorKind, Response, MAX_SCRAPE_HASHES, PROTOCOL_ID};
+use crate::tracker::AnnounceEvent;
+use core::net::{Ipv4Addr, Ipv6Addr};
+use std::vec::Vec;
+
+const K1: [u8; SECRET_LEN] = [7; SECRET_LEN];
+const K2: [u8; SECRET_LEN] = [8; SECRET_LEN];
+const K3: [u8; SECRET_LEN] = [9; SECRET_LEN];
+
+fn a4() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(198, 51, 100, 7), 6881))
+}
+
+fn a6() -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7), 6881))
+}
+
+/// An arbitrary, large "now" so that tick wrap-around is exercised too.
+const T0: u64 = 1_700_000_000_000;
+
+fn hex(b: &[u8]) -> std::string::String {
+    b.iter().map(|x| std::format!("{x:02x}")).collect()
+}
+
+#[test]
+fn hmac_sha1_matches_rfc2202() {
+    // RFC 2202, test cases 1, 2 and 6's shape (key of one block is the edge).
+    let h = Hmac::with_key(&[0x0b; 20]);
+    assert_eq!(
+        hex(&h.mac(&[b"Hi There"])),
+        "b617318655057264e28bc0b6fb378c8ef146be00"
+    );
+    let h = Hmac::with_key(b"Jefe");
+    assert_eq!(
+        hex(&h.mac(&[b"what do ya ", b"want for nothing?"])),
+        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+    );
+    let h = Hmac::with_key(&[0xaa; 20]);
+    assert_eq!(
+        hex(&h.mac(&[&[0xdd; 50]])),
+        "125d7342b9ac11cd91a39af48aa17b4f63f175d3"
+    );
+}
+
+#[test]
+fn lifetime_edges() {
+    let ids = ConnectionIds::new(&K1);
+    for start in [T0, T0 + 14_999, 0, 5_000] {
+        let issued = Instant(start);
+        for addr in [a4(), a6()] {
+            let id = ids.issue(issued, &addr);
+            // Accepted for the whole 2 minutes (BEP 15), at 1 s steps.
+            for s in 0..=CONNECTION_ID_LIFETIME_SECS {
+                assert!(ids.validate(issued + crate::time::Duration::from_secs(s), &addr, id));
+            }
+            // Never after 135 s.
+            let late = Instant(start + 135_000);
+            assert!(!ids.validate(late, &addr, id));
+            // Not from the future: one tick earlier than its issue tick.
+            let early = Instant((start / 15_000 * 15_000).saturating_sub(1));
+            if start >= 15_000 {
+                assert!(!ids.validate(early, &addr, id));
+            }
+        }
+    }
+}
+
+#[test]
+fn bound_to_address_and_secret() {
+    let ids = ConnectionIds::new(&K1);
+    let now = Instant(T0);
+    let id = ids.issue(now, &a4());
+    let mut other_port = a4();
+    other_port.set_port(6882);
+    assert!(!ids.validate(now, &other_port, id));
+    assert!(!ids.validate(now, &a6(), id));
+    assert!(!ConnectionIds::new(&K2).validate(now, &a4(), id));
+    // Flipping any bit breaks it.
+    for bit in 0..64 {
+        assert!(
+            !ids.validate(now, &a4(), ConnectionId(id.0 ^ (1 << bit))),
+            "{bit}"
+        );
+    }
+    // The same inputs give the same id (stateless), different ticks differ.
+    assert_eq!(ids.issue(now, &a4()), id);
+    assert_ne!(ids.issue(Instant(T0 + 15_000), &a4()), id);
+    // The 64-bit wire value that a client sends back for an IPv4 id round trips.
+    assert!(ids.validate(
+        now,
+        &a4(),
+        ConnectionId(u64::from_be_bytes(id.0.to_be_bytes()))
+    ));
+}
+
+#[test]
+fn rotation_keeps_previous_only() {
+    let mut ids = ConnectionIds::new(&K1);
+    let now = Instant(T0);
+    let id = ids.issue(now, &a4());
+    ids.rotate(&K2);
+    assert!(ids.validate(now, &a4(), id));
+    let id2 = ids.issue(now, &a4());
+    assert_ne!(id, id2);
+    ids.rotate(&K3);
+    assert!(!ids.validate(now, &a4(), id));
+    assert!(ids.validate(now, &a4(), id2));
+}
+
+#[test]
+fn wrapped_tick_is_refused() {
+    let ids = ConnectionIds::new(&K1);
+    let id = ids.issue(Instant(T0), &a4());
+    // 2^16 ticks later the 16-bit tick matches again, but the MAC does not.
+    let later = Instant(T0 + 65_536 * 15_000);
+    assert!(!ids.validate(later, &a4(), id));
+}
+
+fn connect_req(tid: u32) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&PROTOCOL_ID.to_be_bytes());
+    p[12..].copy_from_slice(&tid.to_be_bytes());
+    p
+}
+
+fn announce_req(cid: ConnectionId, num_want: i32, pad: usize) -> Vec<u8> {
+    let req = AnnounceRequest {
+        connection_id: cid,
+        transaction_id: TransactionId(77),
+        info_hash: InfoHash([1; 20]),
+        peer_id: PeerId([2; 20]),
+        downloaded: 0,
+        left: 10,
+        uploaded: 0,
+        event: AnnounceEvent::Started,
+        ip: Ipv4Addr::UNSPECIFIED,
+        key: 5,
+        num_want,
+        port: 6881,
+        options: UdpOptions::EMPTY,
+    };
+    let mut out = [0u8; 98];
+    req.encode(&mut out).unwrap();
+    let mut v = out.to_vec();
+    v.extend(core::iter::repeat_n(1u8, pad)); // BEP 41 NOPs
+    v
+}
+
+fn server() -> Server {
+    Server::new(&K1, Limits::default())
+}
+
+#[test]
+fn triage() {
+    let s = server();
+    let now = Instant(T0);
+    let mut out = [0u8; 2000];
+    // Connect → 16-byte reply with a valid id.
+    let Decision::Connect(n) = s.handle(now, a4(), &connect_req(9), &mut out) else {
+        panic!()
+    };
+    assert_eq!(n, 16);
+    let Ok(Response::Connect(c)) =
+        Response::parse(&out[..n], AddressFamily::V4, &Limits::default())
+    else {
+        panic!()
+    };
+    assert_eq!(c.transaction_id, TransactionId(9));
+    let cid = c.connection_id;
+    // Announce with it → to process; from another address → dropped.
+    let ann = announce_req(cid, -1, 0);
+    assert!(matches!(s.handle(now, a4(), &ann, &mut out), Decision::Announce(a) if a.port == 6881));
+    assert_eq!(
+        s.handle(now, a6(), &ann, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
+    // Expired.
+    assert_eq!(
+        s.handle(Instant(T0 + 135_000), a4(), &ann, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
+    // Scrape.
+    let mut sc = [0u8; 100];
+    let n = encode_scrape_request(cid, TransactionId(3), &[InfoHash([4; 20])], &mut sc).unwrap();
+    assert!(
+        matches!(s.handle(now, a4(), &sc[..n], &mut out), Decision::Scrape(r) if r.info_hashes.len() == 1)
+    );
+    // Malformed with a valid id → a bounded error reply naming the problem.
+    let mut bad = ann.clone();
+    bad[83] = 9;
+    let Decision::Error(n) = s.handle(now, a4(), &bad, &mut out) else {
+        panic!()
+    };
+    assert!(n <= MAX_AMPLIFICATION * bad.len());
+    let Ok(Response::Error(e)) = Response::parse(&out[..n], AddressFamily::V4, &Limits::default())
+    else {
+        panic!()
+    };
+    assert_eq!(e.transaction_id, TransactionId(77));
+    assert_eq!(e.message, b"udp tracker: unknown event 9 at byte 80");
+    // Malformed with a bad id → nothing.
+    bad[0] ^= 1;
+    assert_eq!(
+        s.handle(now, a4(), &bad, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
+    // Too short / not the protocol → nothing.
+    assert_eq!(
+        s.handle(now, a4(), &[0; 15], &mut out),
+        Decision::Drop(DropReason::Malformed(crate::tracker::udp::ParseError::new(
+            ParseErrorKind::Truncated,
+            15
+        )))
+    );
+    assert!(matches!(
+        s.handle(now, a4(), &[0; 16], &mut out),
+        Decision::Drop(DropReason::Malformed(_))
+    ));
+    // Output too small.
+    assert_eq!(
+        s.handle(now, a4(), &connect_req(1), &mut out[..15]),
+        Decision::Drop(DropReason::OutputTooSmall)
+    );
+    // Too many scrape hashes with a valid id → error reply, smaller than the request.
+    let hs = [InfoHash([0; 20]); MAX_SCRAPE_HASHES + 1];
+    let n = encode_scrape_request(cid, TransactionId(3), &hs, &mut out).unwrap();
+    let req = out[..n].to_vec();
+    assert!(matches!(s.handle(now, a4(), &req, &mut out), Decision::Error(m) if m < n));
+}
+
+#[test]
+fn max_peers_bound() {
+    assert_eq!(max_peers_for_request(98, AddressFamily::V4), 62);
+    assert_eq!(max_peers_for_request(98, AddressFamily::V6), 20);
+    assert_eq!(max_peers_for_request(0, AddressFamily::V4), 0);
+    assert_eq!(
+        max_peers_for_request(usize::MAX, AddressFamily::V6),
+        (usize::MAX - 20) / 18
+    );
+}
+
+#[test]
+fn replies_never_exceed_amplification_bound() {
+    let s = server();
+    let now = Instant(T0);
+    let many: Vec<SocketAddr> = (0..2000u32)
+        .flat_map(|i| {
+            [
+                SocketAddr::from((Ipv4Addr::from(i), 1)),
+                SocketAddr::from((Ipv6Addr::from(u128::from(i)), 1)),
+            ]
+        })
+        .collect();
+    let mut out = [0u8; 20 + 18 * 2000];
+    for from in [a4(), a6()] {
+        let cid = s.connection_ids().issue(now, &from);
+        for pad in [0, 1, 50, 300] {
+            for want in [-1, 0, 10, 50, 1000, i32::MAX] {
+                let req = announce_req(cid, want, pad);
+                let Decision::Announce(a) = s.handle(now, from, &req, &mut out) else {
+                    panic!()
+                };
+                let n = s
+                    .announce_reply(
+                        &a,
+                        req.len(),
+                        &from,
+                        SwarmInfo::default(),
+                        many.iter().copied(),
+                        &mut out,
+                    )
+                    .unwrap();
+                assert!(n <= MAX_AMPLIFICATION * req.len(), "{pad} {want}");
+                let fam = AddressFamily::of(&from);
+                let peers = (n - 20) / fam.peer_len();
+                if let Ok(w) = usize::try_from(want) {
+                    assert!(peers <= w);
+                }
+                assert_eq!(
+                    peers,
+                    max_peers_for_request(req.len(), fam)
+                        .min(usize::try_from(want).unwrap_or(usize::MAX))
+                        .min(2000)
+                );
+            }
+        }
+        let n = error_reply(16, TransactionId(1), &[b'x'; 500], &mut out).unwrap();
+        assert_eq!(n, 64);
+    }
+}
