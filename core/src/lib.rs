@@ -17,6 +17,11 @@
 //! - [`metainfo`]: `.torrent` files (BEP 3, 12, 27) with path validation.
 //! - [`magnet`]: magnet URIs (BEP 9).
 //! - [`id`], [`percent`]: info-hashes, peer ids, percent-encoding.
+//! - [`wire`]: the peer-wire protocol (BEP 3, 6, 10): handshake, messages,
+//!   a streaming framer, the extension handshake.
+//! - [`pieces`]: bitfields, availability, the piece picker, block requests
+//!   and SHA-1 piece verification, in caller-provided storage.
+//! - [`time`]: the `Instant` (milliseconds) every state machine is given.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,3 +34,6 @@ pub mod id;
 pub mod magnet;
 pub mod metainfo;
 pub mod percent;
+pub mod pieces;
+pub mod time;
+pub mod wire;

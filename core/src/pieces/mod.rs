@@ -1,0 +1,1 @@
+//! Piece bookkeeping (placeholder).
