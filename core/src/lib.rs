@@ -21,6 +21,8 @@
 //!   a streaming framer, the extension handshake.
 //! - [`pieces`]: bitfields, availability, the piece picker, block requests
 //!   and SHA-1 piece verification, in caller-provided storage.
+//! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
+//!   keep-alives, timeouts, snubbing).
 //! - [`time`]: the `Instant` (milliseconds) every state machine is given.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod bencode;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
+pub mod peer;
 pub mod percent;
 pub mod pieces;
 pub mod time;
