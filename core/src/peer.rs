@@ -20,6 +20,13 @@
 //! The picker and our bitfield are shared by all sessions of a torrent, so
 //! the calls that need them take `&mut Picker`.
 //!
+//! Not handled here: the handshakes (the shell runs the framer's
+//! handshake-first state and the BEP 10 [`ExtensionHandshake`](crate::wire::ExtensionHandshake),
+//! and writes extended messages itself between `poll_transmit` outputs),
+//! BEP 6 allowed-fast and suggest (accepted and ignored; we neither request
+//! while choked nor send allowed-fast sets), and the choking algorithm
+//! (the shell decides and calls [`PeerSession::set_choking`]).
+//!
 //! # Limits and refusals (each ends the connection with a [`PeerError`])
 //! - a bitfield, have all or have none that is not the first message, or a
 //!   bitfield of the wrong size or with spare bits set;

@@ -484,6 +484,24 @@ fn hasher_incremental_equals_whole() {
 }
 
 #[test]
+fn errors_display() {
+    use std::string::ToString;
+    for e in [
+        PiecesError::StorageTooSmall { needed: 3 },
+        PiecesError::BadGeometry,
+        PiecesError::PieceOutOfRange(1),
+        PiecesError::PieceTooLarge { blocks: 65 },
+        PiecesError::CountMismatch,
+        PiecesError::NotInProgress(2),
+        PiecesError::BadBlock,
+        PiecesError::NotComplete(3),
+        PiecesError::TooMuchData,
+    ] {
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+#[test]
 fn xorshift_is_deterministic_and_nonzero() {
     let mut a = XorShift32::new(0);
     let mut b = XorShift32::new(0);

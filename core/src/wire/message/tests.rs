@@ -191,6 +191,30 @@ fn other_errors() {
 }
 
 #[test]
+fn every_id_and_short_length_agrees_with_framer() {
+    // Every id with every length 0..40: decode never panics, and the framer
+    // (given the whole message) says the same thing.
+    let mut buf = [0u8; 4 + 40];
+    for id in 0..=255u8 {
+        for len in 0..40u32 {
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            buf[4] = id;
+            let whole = &buf[..4 + len as usize];
+            let direct = Message::decode(whole);
+            let framed = Framer::new(DEFAULT_MAX_MESSAGE_LEN).parse(whole);
+            match (direct, framed) {
+                (Ok(m), Ok(Status::Complete((Frame::Message(f), n)))) => {
+                    assert_eq!(m, f);
+                    assert_eq!(n, whole.len());
+                }
+                (Err(e), Err(f)) => assert_eq!(e, f),
+                other => panic!("id {id} len {len}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn bitfield_check() {
     static EIGHT: [u8; 1] = [0xff];
     static NINE_OK: [u8; 2] = [0xff, 0x80];
