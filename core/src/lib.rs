@@ -19,6 +19,12 @@
 //! - [`id`], [`percent`]: info-hashes, peer ids, percent-encoding.
 //! - [`tracker`]: UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 48) tracker
 //!   protocols: codecs, stateless UDP server triage, sans-IO UDP client.
+//! - [`wire`]: the peer-wire protocol (BEP 3, 6, 10): handshake, messages,
+//!   a streaming framer, the extension handshake.
+//! - [`pieces`]: bitfields, availability, the piece picker, block requests
+//!   and SHA-1 piece verification, in caller-provided storage.
+//! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
+//!   keep-alives, timeouts, snubbing).
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
@@ -34,6 +40,9 @@ pub mod fuzzing;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
+pub mod peer;
 pub mod percent;
+pub mod pieces;
 pub mod time;
 pub mod tracker;
+pub mod wire;
