@@ -3,6 +3,15 @@
 //! re-encode and compare, and assert the limits; a failed `assert!` here is
 //! a finding. Not part of the supported API.
 
+pub use crate::tracker::fuzzing::{
+    fuzz_http_announce_query as http_announce_query, fuzz_http_response as http_tracker_response,
+    fuzz_udp_request as udp_tracker_request, fuzz_udp_response as udp_tracker_response,
+};
+pub use crate::wire::fuzzing::{
+    fuzz_extension_handshake as extension_handshake, fuzz_handshake as handshake,
+    fuzz_peer_wire as peer_wire,
+};
+
 use crate::bencode::{self, DecodeOptions, Encoder, ErrorKind, SliceWriter, Token};
 use crate::magnet::Magnet;
 use crate::metainfo::{Limits, Metainfo};

@@ -15,6 +15,13 @@ fn replay_fuzz_findings() {
         let target = name.split('-').next().unwrap();
         match target {
             "bencode" => ourtorrent_core::fuzzing::bencode(&data),
+            "udp_tracker_request" => ourtorrent_core::fuzzing::udp_tracker_request(&data),
+            "udp_tracker_response" => ourtorrent_core::fuzzing::udp_tracker_response(&data),
+            "http_tracker_response" => ourtorrent_core::fuzzing::http_tracker_response(&data),
+            "http_announce_query" => ourtorrent_core::fuzzing::http_announce_query(&data),
+            "peer_wire" => ourtorrent_core::fuzzing::peer_wire(&data),
+            "handshake" => ourtorrent_core::fuzzing::handshake(&data),
+            "extension_handshake" => ourtorrent_core::fuzzing::extension_handshake(&data),
             "metainfo" => ourtorrent_core::fuzzing::metainfo(&data),
             "magnet" => ourtorrent_core::fuzzing::magnet(&data),
             other => panic!("{name}: unknown fuzz target {other}"),

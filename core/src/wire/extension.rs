@@ -8,7 +8,7 @@
 //! unknown names in `m`, which are kept for the shell to look up.
 //!
 //! Decoding uses [`crate::bencode::decode`] in lenient mode (real clients
-//! send unsorted keys); repeated keys take the first value. Encoding uses the
+//! send unsorted keys); repeated keys take the first value; `m` comes out sorted by name. Encoding uses the
 //! core's canonical [`Encoder`].
 //!
 //! # Limits and refusals
@@ -167,6 +167,9 @@ impl<'a> ExtensionHandshake<'a> {
                             .push((name, id))
                             .map_err(|_| ExtensionError::TooManyExtensions)?;
                     }
+                    // Canonical order (by name) whatever order the peer sent,
+                    // so decode → encode → decode is the identity (fuzz finding).
+                    out.m.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 }
                 Field::V => {
                     out.v = Some(value.as_bytes().ok_or(ExtensionError::BadValue(Field::V))?)
@@ -250,6 +253,17 @@ mod tests {
     /// A libtorrent-like handshake with unsorted keys and an unknown key.
     static LT: &[u8] = b"d1:md11:ut_metadatai2e6:ut_pexi1ee1:pi6881e13:metadata_sizei31235e\
 4:reqqi500e11:upload_onlyi0e1:v16:libtorrent 2.0.86:yourip4:\x7f\x00\x00\x01e";
+
+    #[test]
+    fn m_is_sorted_by_name_whatever_the_input_order() {
+        // "utOpex" sorts before "ut_metadata" ('O' < '_'); lenient input order
+        // must not leak into the decoded value.
+        let h = ExtensionHandshake::decode(b"d1:md11:ut_metadatai1e6:utOpexi2eee").unwrap();
+        assert_eq!(
+            h.m.as_slice(),
+            &[(&b"utOpex"[..], 2), (&b"ut_metadata"[..], 1)]
+        );
+    }
 
     #[test]
     fn decodes_libtorrent_like() {
