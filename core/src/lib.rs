@@ -29,6 +29,17 @@
 //!   machines.
 #![no_std]
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect/panic/indexing outside
+// tests and the fuzz property helpers (which assert on purpose).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 #![warn(missing_docs)]
 
 #[cfg(test)]
@@ -36,6 +47,7 @@ extern crate std;
 
 pub mod bencode;
 #[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 pub mod fuzzing;
 pub mod id;
 pub mod magnet;

@@ -25,6 +25,7 @@ use core::fmt;
 pub mod extension;
 pub mod framer;
 #[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
