@@ -46,6 +46,7 @@
 extern crate std;
 
 pub mod bencode;
+mod codec;
 #[doc(hidden)]
 #[allow(
     clippy::unwrap_used,
