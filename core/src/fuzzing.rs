@@ -17,7 +17,8 @@ const FUZZ_MAX_LEN: usize = 1 << 16;
 /// differs only by key order; spans and limits hold.
 pub fn bencode(data: &[u8]) {
     let mut toks = [Token::EMPTY; FUZZ_TOKENS];
-    let strict = bencode::decode(data, &mut toks, DecodeOptions::default()).map(|d| d.tokens().len());
+    let strict =
+        bencode::decode(data, &mut toks, DecodeOptions::default()).map(|d| d.tokens().len());
     let mut toks2 = [Token::EMPTY; FUZZ_TOKENS];
     let lenient = bencode::decode(data, &mut toks2, DecodeOptions::lenient());
     match (&strict, &lenient) {
@@ -44,7 +45,10 @@ pub fn bencode(data: &[u8]) {
         assert_eq!(root.raw(), data);
         let mut out = [0u8; FUZZ_MAX_LEN];
         let mut e = Encoder::new(SliceWriter::new(&mut out));
-        assert!(e.value(root).is_ok(), "re-encoding a strict document failed");
+        assert!(
+            e.value(root).is_ok(),
+            "re-encoding a strict document failed"
+        );
         let Ok((w, n)) = e.finish() else {
             panic!("encoder unfinished")
         };
@@ -72,7 +76,10 @@ pub fn metainfo(data: &[u8]) {
         assert!(depth >= 1);
     }
     assert_eq!(total, m.total_length());
-    assert_eq!(m.piece_count() as u64, m.total_length().div_ceil(m.piece_length()));
+    assert_eq!(
+        m.piece_count() as u64,
+        m.total_length().div_ceil(m.piece_length())
+    );
     assert!(m.piece_hash(m.piece_count()).is_none());
 }
 
