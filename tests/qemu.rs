@@ -32,7 +32,8 @@ fn firmware() -> &'static Path {
         let dir = repo_root().join("shell-smoltcp/firmware");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--release", "--quiet"]).current_dir(&dir);
+        cmd.args(["build", "--release", "--quiet"])
+            .current_dir(&dir);
         // The outer `cargo test` sets variables that would leak into the
         // firmware's build (target dir, flags for the host, coverage).
         for (key, _) in std::env::vars_os() {
@@ -103,21 +104,29 @@ fn run_firmware(append: &str, host_port: Option<u16>) -> Run {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:6881"));
     }
     let mut cmd = Command::new("qemu-system-arm");
-    cmd.args(["-M", "mps2-an385", "-nographic", "-monitor", "none", "-serial", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-netdev", &netdev])
-        .args(["-net", "nic,netdev=n0,model=lan9118"])
-        .arg("-object")
-        .arg(format!(
-            "filter-dump,id=dump0,netdev=n0,file={}",
-            pcap_path.display()
-        ))
-        .arg("-kernel")
-        .arg(firmware())
-        .args(["-append", append])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "-M",
+        "mps2-an385",
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+    ])
+    .args(["-semihosting-config", "enable=on,target=native"])
+    .args(["-netdev", &netdev])
+    .args(["-net", "nic,netdev=n0,model=lan9118"])
+    .arg("-object")
+    .arg(format!(
+        "filter-dump,id=dump0,netdev=n0,file={}",
+        pcap_path.display()
+    ))
+    .arg("-kernel")
+    .arg(firmware())
+    .args(["-append", append])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let start = Instant::now();
     let mut qemu = Qemu(cmd.spawn().expect("spawn qemu-system-arm"));
     let mut pipe = qemu.0.stdout.take().expect("stdout");
@@ -171,6 +180,37 @@ fn guest_destinations(pcap: &[u8]) -> Vec<Ipv4Addr> {
         }
     }
     out
+}
+
+/// Flash and static RAM of a 32-bit little-endian ELF, from its section
+/// headers (ELF spec, "Sections"): flash is every allocated section with
+/// contents (`.vector_table`, `.text`, `.rodata`, and `.data`'s load image);
+/// static RAM is every allocated section placed in RAM (`.data`, `.bss`,
+/// `.uninit`). What `size` would call text + data and data + bss.
+fn elf_sizes(elf: &[u8]) -> (u64, u64) {
+    const SHT_PROGBITS: u32 = 1;
+    const SHF_ALLOC: u32 = 2;
+    const RAM_START: u32 = 0x2000_0000;
+    assert_eq!(&elf[..6], b"\x7fELF\x01\x01", "not a 32-bit LE ELF");
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let (shoff, shentsize, shnum) = (u32_at(0x20) as usize, u16_at(0x2e), u16_at(0x30));
+    let (mut flash, mut ram) = (0, 0);
+    for i in 0..shnum {
+        let h = shoff + i * shentsize;
+        let (kind, flags, addr, size) =
+            (u32_at(h + 4), u32_at(h + 8), u32_at(h + 12), u32_at(h + 20));
+        if flags & SHF_ALLOC == 0 {
+            continue;
+        }
+        if kind == SHT_PROGBITS {
+            flash += u64::from(size);
+        }
+        if addr >= RAM_START {
+            ram += u64::from(size);
+        }
+    }
+    (flash, ram)
 }
 
 /// A UDP echo on 127.0.0.1; counts the datagrams it echoed.
@@ -290,7 +330,11 @@ fn qemu_firmware_udp_tcp_and_inbound_echo() {
     assert_eq!(run.figure("serve: ok", "bytes"), Some(inbound.len() as u64));
     // The guest addressed nothing but the gateway.
     let dests = guest_destinations(&run.pcap);
-    assert!(dests.len() > 100, "only {} guest frames captured", dests.len());
+    assert!(
+        dests.len() > 100,
+        "only {} guest frames captured",
+        dests.len()
+    );
     let gateway = Ipv4Addr::new(10, 0, 2, 2);
     assert!(
         dests.iter().all(|d| *d == gateway),
@@ -298,6 +342,18 @@ fn qemu_firmware_udp_tcp_and_inbound_echo() {
         dests.iter().find(|d| **d != gateway)
     );
     assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+}
+
+#[test]
+fn qemu_firmware_fits_its_flash_and_ram_budget() {
+    if require_tool("qemu-system-arm").is_none() {
+        return;
+    }
+    let (flash, ram) = elf_sizes(&std::fs::read(firmware()).expect("read ELF"));
+    eprintln!("firmware: flash {flash} bytes, static RAM {ram} bytes");
+    assert!(flash > 16 * 1024, "implausibly small: {flash}");
+    assert!(flash <= 128 * 1024, "flash {flash} bytes > 128 KiB");
+    assert!(ram <= 96 * 1024, "static RAM {ram} bytes > 96 KiB");
 }
 
 #[test]
@@ -309,7 +365,8 @@ fn qemu_firmware_fails_fast_without_servers() {
     let run = run_firmware(&format!("tcp={} deadline_ms=5000", free_port()), None);
     assert_eq!(run.code, Some(1));
     assert!(
-        run.stdout.contains("result: FAILED: tcp: connection refused"),
+        run.stdout
+            .contains("result: FAILED: tcp: connection refused"),
         "{}",
         run.stdout
     );
@@ -321,7 +378,11 @@ fn qemu_firmware_fails_fast_without_servers() {
     drop(closed);
     let run = run_firmware(&format!("udp={port} deadline_ms=1500"), None);
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.contains("result: FAILED: udp: timed out"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("result: FAILED: udp: timed out"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.elapsed >= Duration::from_millis(1400) && run.elapsed < Duration::from_secs(6),
         "{:?}",
@@ -347,9 +408,17 @@ fn qemu_firmware_refuses_bad_configuration() {
 
     let run = run_firmware("udp=6969 speed=11", None);
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.contains("args: unknown key in `speed=11`"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("args: unknown key in `speed=11`"),
+        "{}",
+        run.stdout
+    );
 
     let run = run_firmware("udp=0", None);
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.contains("args: bad value in `udp=0`"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("args: bad value in `udp=0`"),
+        "{}",
+        run.stdout
+    );
 }

@@ -162,10 +162,7 @@ fn run() -> Result<(), Failure> {
     };
     if let Some(ih) = args.info_hash {
         let hex = ih.to_hex();
-        hprintln!(
-            "info_hash: {}",
-            core::str::from_utf8(&hex).unwrap_or("?")
-        );
+        hprintln!("info_hash: {}", core::str::from_utf8(&hex).unwrap_or("?"));
     }
     // Every remote is checked here, before any packet exists.
     let udp_remote = args
@@ -193,25 +190,35 @@ fn run() -> Result<(), Failure> {
         mac[4],
         mac[5]
     );
-    let slots = cortex_m::singleton!(: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS])
-        .ok_or(Failure::NoMemory)?;
+    let slots =
+        cortex_m::singleton!(: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS])
+            .ok_or(Failure::NoMemory)?;
     let config = NetConfig {
         mac,
         random_seed: 0x6f75_7274 ^ u64::from(cortex_m::peripheral::SYST::get_current()),
     };
-    let mut net: Net = Stack::new(nic, SysTickClock, &config, slots);
+    // In a static, like every other buffer, so that the ELF's static RAM
+    // is the firmware's whole memory budget but for the call stack.
+    let net: &'static mut Net =
+        cortex_m::singleton!(: Net = Stack::new(nic, SysTickClock, &config, slots))
+            .ok_or(Failure::NoMemory)?;
 
     if let Some(remote) = udp_remote {
-        udp_check(&mut net, remote, deadline)?;
+        udp_check(net, remote, deadline)?;
     }
     if let Some(remote) = tcp_remote {
-        tcp_check(&mut net, remote, args.kib, deadline)?;
+        tcp_check(net, remote, args.kib, deadline)?;
     }
     if args.serve {
-        serve(&mut net, deadline)?;
+        serve(net, deadline)?;
     }
     let c = net.device_mut().counters();
-    hprintln!("frames: rx={} tx={} rx_dropped={}", c.rx, c.tx, c.rx_dropped);
+    hprintln!(
+        "frames: rx={} tx={} rx_dropped={}",
+        c.rx,
+        c.tx,
+        c.rx_dropped
+    );
     hprintln!("uptime_ms: {}", net.now_ms());
     Ok(())
 }
@@ -222,8 +229,8 @@ fn udp_check(net: &mut Net, remote: Remote, deadline: u64) -> Result<(), Failure
     const STEP: &str = "udp";
     let bufs = cortex_m::singleton!(: UdpBuffers<UDP_PACKETS, UDP_BYTES> = UdpBuffers::new())
         .ok_or(Failure::NoMemory)?;
-    let socket = UdpSocket::bind(net, bufs, UDP_LOCAL_PORT, remote)
-        .map_err(|e| Failure::Net(STEP, e))?;
+    let socket =
+        UdpSocket::bind(net, bufs, UDP_LOCAL_PORT, remote).map_err(|e| Failure::Net(STEP, e))?;
     let mut exchange = UdpRequest::new(socket, UDP_RETRY);
     let request = *b"ourtorrent udp check 1";
     let mut answer = [0u8; 64];
@@ -234,7 +241,10 @@ fn udp_check(net: &mut Net, remote: Remote, deadline: u64) -> Result<(), Failure
         })
         .map_err(|e| Failure::Net(STEP, e))?;
     if answer[..n] != request[..] {
-        return Err(Failure::Mismatch(STEP, first_difference(&answer[..n], &request)));
+        return Err(Failure::Mismatch(
+            STEP,
+            first_difference(&answer[..n], &request),
+        ));
     }
     hprintln!(
         "udp: ok bytes={} sends={} ms={}",
@@ -320,8 +330,7 @@ fn serve(net: &mut Net, deadline: u64) -> Result<(), Failure> {
     const STEP: &str = "serve";
     let bufs = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
         .ok_or(Failure::NoMemory)?;
-    let mut stream =
-        TcpStream::listen(net, bufs, PEER_PORT).map_err(|e| Failure::Net(STEP, e))?;
+    let mut stream = TcpStream::listen(net, bufs, PEER_PORT).map_err(|e| Failure::Net(STEP, e))?;
     hprintln!("serve: listening port={}", PEER_PORT);
     net.block_until(deadline, |net, now| stream.poll_established(net, now))
         .map_err(|e| Failure::Net(STEP, e))?;
