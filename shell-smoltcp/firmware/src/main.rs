@@ -11,7 +11,7 @@
 //! failure, panic or fault. It never hangs: every step shares one deadline
 //! (`deadline_ms`), and the test harness keeps its own timeout too.
 //!
-//! Command line (QEMU `-append`): see [`cmdline::Args`].
+//! Command line (QEMU `-append`): see `shell_smoltcp::args::Args`.
 #![no_std]
 #![no_main]
 
@@ -151,9 +151,9 @@ fn run() -> Result<(), Failure> {
     core.SYST.enable_interrupt();
     core.SYST.enable_counter();
 
-    let mut line = [0u8; cmdline::CMDLINE_MAX];
+    let mut line = [0u8; shell_smoltcp::args::CMDLINE_MAX];
     let line = cmdline::read(&mut line);
-    let args = match cmdline::parse(line) {
+    let args = match shell_smoltcp::args::parse(line) {
         Ok(a) => a,
         Err(e) => {
             hprintln!("args: {}", e);
