@@ -391,6 +391,27 @@ fn qemu_firmware_fails_fast_without_servers() {
 }
 
 #[test]
+fn qemu_firmware_panic_and_fault_exit_with_failure() {
+    if require_tool("qemu-system-arm").is_none() {
+        return;
+    }
+    let run = run_firmware("crash=panic", None);
+    assert_eq!(run.code, Some(1), "a panic must not exit 0");
+    assert!(
+        run.stdout.contains("crash=panic asked for"),
+        "{}",
+        run.stdout
+    );
+    let run = run_firmware("crash=fault", None);
+    assert_eq!(run.code, Some(1), "a fault must not exit 0 or hang");
+    assert!(
+        run.stdout.contains("result: FAILED: hard fault at pc="),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn qemu_firmware_refuses_bad_configuration() {
     if require_tool("qemu-system-arm").is_none() {
         return;

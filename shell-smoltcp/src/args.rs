@@ -38,6 +38,18 @@ pub struct Args {
     /// `info_hash=HEX40`: the torrent to work on (parsed and reported; the
     /// BitTorrent job is not wired yet).
     pub info_hash: Option<InfoHash>,
+    /// `crash=panic|fault`: fail on purpose before any network work, to
+    /// test that a panic or a hard fault ends the run with a failure.
+    pub crash: Option<Crash>,
+}
+
+/// A deliberate failure (`crash=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// `crash=panic`: a Rust panic.
+    Panic,
+    /// `crash=fault`: an undefined instruction (a HardFault).
+    Fault,
 }
 
 impl Default for Args {
@@ -50,6 +62,7 @@ impl Default for Args {
             serve: false,
             deadline_ms: 20_000,
             info_hash: None,
+            crash: None,
         }
     }
 }
@@ -127,6 +140,14 @@ pub fn parse(line: &[u8]) -> Result<Args, ArgError<'_>> {
                 args.info_hash = Some(InfoHash::from_hex(value.as_bytes()).map_err(|_| bad)?);
                 6
             }
+            "crash" => {
+                args.crash = Some(match value {
+                    "panic" => Crash::Panic,
+                    "fault" => Crash::Fault,
+                    _ => return Err(bad),
+                });
+                7
+            }
             _ => return Err(ArgError::UnknownKey(word)),
         };
         if seen & (1 << bit) != 0 {
@@ -169,6 +190,8 @@ mod tests {
         assert_eq!((a.udp_port, a.tcp_port), (Some(6969), Some(6882)));
         assert_eq!((a.kib, a.serve, a.deadline_ms), (1024, true, 5000));
         assert_eq!(a.info_hash.unwrap().as_bytes()[..3], [0x01, 0x23, 0x45]);
+        assert_eq!(parse(b"crash=fault").unwrap().crash, Some(Crash::Fault));
+        assert_eq!(parse(b"crash=panic").unwrap().crash, Some(Crash::Panic));
         // Parsing accepts any address; `Remote::new` refuses it later.
         assert_eq!(
             parse(b"host=10.0.2.3").unwrap().host,
@@ -195,6 +218,7 @@ mod tests {
                 b"info_hash=zz23456789abcdef0123456789abcdef01234567",
                 "BadValue",
             ),
+            (b"crash=maybe", "BadValue"),
             (b"udp=\xff", "NotUtf8"),
         ];
         for (line, kind) in cases {

@@ -25,6 +25,7 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
+use shell_smoltcp::args::Crash;
 use shell_smoltcp::smoltcp::iface::SocketStorage;
 use shell_smoltcp::{
     nb, Clock, ConfigError, Error, NetConfig, Remote, Retry, Stack, TcpBuffers, TcpStream,
@@ -160,6 +161,13 @@ fn run() -> Result<(), Failure> {
             return Err(Failure::Args);
         }
     };
+    match args.crash {
+        Some(Crash::Panic) => panic!("crash=panic asked for"),
+        // A permanently undefined instruction: UsageFault, escalated to
+        // HardFault (ARMv7-M ARM B1.5.8), whose handler exits with failure.
+        Some(Crash::Fault) => cortex_m::asm::udf(),
+        None => {}
+    }
     if let Some(ih) = args.info_hash {
         let hex = ih.to_hex();
         hprintln!("info_hash: {}", core::str::from_utf8(&hex).unwrap_or("?"));
