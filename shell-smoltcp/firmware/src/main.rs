@@ -279,12 +279,17 @@ fn tcp_check(net: &mut Net, remote: Remote, kib: u32, deadline: u64) -> Result<(
     let mut sent = 0usize;
     let mut received = 0usize;
     let mut chunk = [0u8; 1024];
+    // The stream offset `chunk` was filled for (refilled only after a send).
+    let mut chunk_at = usize::MAX;
     let mut buf = [0u8; 2048];
     let mut failure = None;
     net.block_until(deadline, |net, now| {
         if sent < total {
             let n = (total - sent).min(chunk.len());
-            fill(&mut chunk[..n], sent);
+            if chunk_at != sent {
+                fill(&mut chunk[..n], sent);
+                chunk_at = sent;
+            }
             match stream.poll_send(net, now, &chunk[..n]) {
                 Ok(k) => sent += k,
                 Err(nb::Error::WouldBlock) => {}
