@@ -47,7 +47,12 @@ extern crate std;
 
 pub mod bencode;
 #[doc(hidden)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod fuzzing;
 pub mod id;
 pub mod magnet;

@@ -25,7 +25,12 @@ use core::fmt;
 pub mod extension;
 pub mod framer;
 #[doc(hidden)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
