@@ -401,6 +401,34 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_m_entries_are_refused() {
+        // Attack: an extension handshake whose `m` has 10 000 entries
+        // (hash-map growth / CPU in clients that store every name).
+        let mut p = std::vec::Vec::from(&b"d1:md"[..]);
+        for i in 0..10_000u32 {
+            let name = std::format!("x{i:05}");
+            p.extend_from_slice(std::format!("{}:{name}i1e", name.len()).as_bytes());
+        }
+        p.extend_from_slice(b"ee");
+        // The default token budget stops it inside `m`: 1 (root) + 1 (key)
+        // + 1 (m) + 2 per entry, so the 63rd entry's value is the 129th token.
+        let entry = 2 + 6 + 3; // "6:x00000i1e"
+        assert_eq!(
+            ExtensionHandshake::decode(&p),
+            Err(ExtensionError::Bencode(bencode::Error {
+                kind: ErrorKind::TokenLimit,
+                offset: 5 + 62 * entry + 8
+            }))
+        );
+        // With tokens for everything, the `m` bound refuses it.
+        let mut tokens = std::vec![Token::EMPTY; 20_010];
+        assert_eq!(
+            ExtensionHandshake::decode_with(&p, &mut tokens),
+            Err(ExtensionError::TooManyExtensions)
+        );
+    }
+
+    #[test]
     fn token_limit() {
         let mut tokens = [Token::EMPTY; 3];
         assert!(ExtensionHandshake::decode_with(b"d1:pi1ee", &mut tokens).is_ok());
