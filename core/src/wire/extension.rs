@@ -93,7 +93,8 @@ impl core::error::Error for ExtensionError {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExtensionHandshake<'a> {
     /// BEP 10 `m`: extension name → the id the sender wants to receive it
-    /// under (0 = disabled), in input order.
+    /// under (0 = disabled), sorted by name (decode sorts; the first of
+    /// repeated names is kept).
     pub m: heapless::Vec<(&'a [u8], u8), MAX_EXTENSIONS>,
     /// BEP 10 `v`: client name and version (UTF-8 by convention).
     pub v: Option<&'a [u8]>,
