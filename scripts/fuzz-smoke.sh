@@ -35,6 +35,8 @@ for t in $targets; do
   case "$t" in
     bencode*|metainfo) dict=(-dict=fuzz/dict/bencode.dict) ;;
     magnet) dict=(-dict=fuzz/dict/magnet.dict) ;;
+    udp_tracker_*) dict=(-dict=fuzz/dict/udp_tracker.dict) ;;
+    handshake|bitfield) dict=(-dict=fuzz/dict/peer_wire.dict) ;;
   esac
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   mkdir -p "$work/$t"
