@@ -19,21 +19,48 @@
 //! - [`id`], [`percent`]: info-hashes, peer ids, percent-encoding.
 //! - [`tracker`]: UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 48) tracker
 //!   protocols: codecs, stateless UDP server triage, sans-IO UDP client.
+//! - [`wire`]: the peer-wire protocol (BEP 3, 6, 10): handshake, messages,
+//!   a streaming framer, the extension handshake.
+//! - [`pieces`]: bitfields, availability, the piece picker, block requests
+//!   and SHA-1 piece verification, in caller-provided storage.
+//! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
+//!   keep-alives, timeouts, snubbing).
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect/panic/indexing outside
+// tests and the fuzz property helpers (which assert on purpose).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 #![warn(missing_docs)]
 
 #[cfg(test)]
 extern crate std;
 
 pub mod bencode;
+mod codec;
 #[doc(hidden)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod fuzzing;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
+pub mod peer;
 pub mod percent;
+pub mod pieces;
 pub mod time;
 pub mod tracker;
+pub mod wire;

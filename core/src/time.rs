@@ -41,6 +41,11 @@ impl Instant {
         self.0 / 1000
     }
 
+    /// `self` plus `ms` milliseconds (saturating).
+    pub const fn add_millis(self, ms: u64) -> Instant {
+        Instant(self.0.saturating_add(ms))
+    }
+
     /// `self - earlier`, or zero if `earlier` is later.
     pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration(self.0.saturating_sub(earlier.0))

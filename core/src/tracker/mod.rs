@@ -16,6 +16,12 @@ pub mod http;
 pub mod udp;
 
 #[doc(hidden)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 pub mod fuzzing;
 
 /// The `event` of an announce (BEP 3; numeric codes from BEP 15).

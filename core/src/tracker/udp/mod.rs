@@ -28,7 +28,6 @@
 use core::fmt;
 
 pub mod client;
-mod cursor;
 pub mod request;
 pub mod response;
 pub mod server;

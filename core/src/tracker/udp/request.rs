@@ -18,11 +18,11 @@
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::cursor::{Reader, Writer};
 use super::{
     Action, ConnectionId, EncodeError, Limits, ParseError, ParseErrorKind, TransactionId,
     ANNOUNCE_REQUEST_LEN, PROTOCOL_ID, SCRAPE_REQUEST_HEADER_LEN,
 };
+use crate::codec::{Reader, Writer};
 use crate::id::{InfoHash, PeerId, ID_LEN};
 use crate::tracker::AnnounceEvent;
 
@@ -289,7 +289,7 @@ pub fn encode_url_data(url: &[u8], out: &mut [u8]) -> Result<usize, EncodeError>
         w.u8(chunk.len() as u8);
         w.put(chunk);
     }
-    w.finish()
+    w.finish().map_err(|needed| EncodeError { needed })
 }
 
 fn header(w: &mut Writer<'_>, cid: ConnectionId, action: Action, tid: TransactionId) {
@@ -311,7 +311,7 @@ pub fn encode_scrape_request(
     for h in hashes {
         w.put(h.as_bytes());
     }
-    w.finish()
+    w.finish().map_err(|needed| EncodeError { needed })
 }
 
 impl<'a> Request<'a> {
@@ -442,7 +442,7 @@ impl<'a> Request<'a> {
                 w.put(s.info_hashes.as_bytes());
             }
         }
-        w.finish()
+        w.finish().map_err(|needed| EncodeError { needed })
     }
 
     /// The transaction id.

@@ -14,11 +14,11 @@
 
 use core::net::SocketAddr;
 
-use super::cursor::{Reader, Writer};
 use super::{
     Action, ConnectionId, EncodeError, Limits, ParseError, ParseErrorKind, TransactionId,
     ANNOUNCE_RESPONSE_HEADER_LEN, RESPONSE_HEADER_LEN, SCRAPE_STATS_LEN,
 };
+use crate::codec::{Reader, Writer};
 use crate::tracker::{write_compact_peer, AddressFamily, CompactPeers};
 
 /// A connect response.
@@ -232,7 +232,7 @@ impl<'a> Response<'a> {
                 w.put(e.message);
             }
         }
-        w.finish()
+        w.finish().map_err(|needed| EncodeError { needed })
     }
 }
 
@@ -268,7 +268,7 @@ pub fn encode_announce_response<I: IntoIterator<Item = SocketAddr>>(
             n += 1;
         }
     }
-    w.finish()
+    w.finish().map_err(|needed| EncodeError { needed })
 }
 
 /// Writes a scrape response; returns the length.
@@ -285,7 +285,7 @@ pub fn encode_scrape_response<I: IntoIterator<Item = TorrentStats>>(
         w.u32(s.completed);
         w.u32(s.leechers);
     }
-    w.finish()
+    w.finish().map_err(|needed| EncodeError { needed })
 }
 
 impl ErrorResponse<'_> {

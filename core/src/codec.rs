@@ -1,5 +1,6 @@
 //! Bounds-checked reader and writer over byte slices (rustls `codec.rs`
-//! style): every read either returns the bytes or `None`, never panics.
+//! style), shared by the fixed-layout codecs (BEP 15, peer wire): every read
+//! either returns the bytes or `None`, and no write ever panics.
 
 /// A read cursor.
 #[derive(Clone, Debug)]
@@ -101,10 +102,15 @@ impl<'a> Writer<'a> {
         self.put(&v.to_be_bytes());
     }
 
-    /// The written length, or the needed length as an error.
-    pub(crate) fn finish(self) -> Result<usize, super::EncodeError> {
+    /// Bytes written (or that would have been, on overflow).
+    pub(crate) fn written(&self) -> usize {
+        self.pos
+    }
+
+    /// The written length, or on overflow the needed length as the error.
+    pub(crate) fn finish(self) -> Result<usize, usize> {
         if self.overflow {
-            Err(super::EncodeError { needed: self.pos })
+            Err(self.pos)
         } else {
             Ok(self.pos)
         }

@@ -1,0 +1,406 @@
+//! OurTorrent's firmware for QEMU's mps2-an385 board (Cortex-M3, LAN9118
+//! Ethernet): the `shell-smoltcp` driver over the [`lan9118`] driver, timed
+//! by SysTick, reporting over semihosting.
+//!
+//! Until the BitTorrent job lands, its job is a network check against the
+//! host through QEMU's user-mode network (only `10.0.2.2` is ever
+//! addressed): a UDP request/response (with retransmission), a TCP echo of
+//! `kib` KiB verified byte by byte, and optionally serving one inbound TCP
+//! echo connection on port 6881. It prints one `key: value` line per
+//! figure and exits through semihosting with 0 on success and 1 on any
+//! failure, panic or fault. It never hangs: every step shares one deadline
+//! (`deadline_ms`), and the test harness keeps its own timeout too.
+//!
+//! Command line (QEMU `-append`): see `shell_smoltcp::args::Args`.
+#![no_std]
+#![no_main]
+
+mod cmdline;
+mod lan9118;
+
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::{debug, hprintln};
+use panic_semihosting as _;
+use shell_smoltcp::args::Crash;
+use shell_smoltcp::smoltcp::iface::SocketStorage;
+use shell_smoltcp::{
+    nb, Clock, ConfigError, Error, NetConfig, Remote, Retry, Stack, TcpBuffers, TcpStream,
+    UdpBuffers, UdpRequest, UdpSocket, PEER_PORT,
+};
+
+use crate::lan9118::{Lan9118, MPS2_LAN9118_BASE};
+
+/// The core clock of the AN385 FPGA image (and of QEMU's model): 25 MHz.
+const CORE_HZ: u32 = 25_000_000;
+/// SysTick reload for a 1 ms tick (ARMv7-M ARM B3.3: the counter wraps
+/// after RELOAD + 1 cycles).
+const SYSTICK_RELOAD: u32 = CORE_HZ / 1000 - 1;
+
+/// Socket slots: UDP, TCP out, TCP in, one spare.
+const SOCKETS: usize = 4;
+/// TCP windows: QEMU's LAN9118 buffers ~10.5 KB of frames; 8 KiB is safe.
+const TCP_RX: usize = 8 * 1024;
+const TCP_TX: usize = 8 * 1024;
+/// UDP: 2 datagrams of up to 1 KiB each way (BEP 15 packets are smaller).
+const UDP_PACKETS: usize = 2;
+const UDP_BYTES: usize = 2048;
+/// The UDP check's retransmission schedule: 250 ms doubling, 6 sends
+/// (about 16 s in all); the deadline cuts it shorter if it is shorter.
+const UDP_RETRY: Retry = Retry {
+    first_ms: 250,
+    doubling: true,
+    tries: 6,
+};
+/// The UDP check's local port.
+const UDP_LOCAL_PORT: u16 = 6881;
+
+/// Milliseconds since boot, counted by the SysTick handler.
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+#[exception]
+fn SysTick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The SysTick clock; idles with `wfi` until the next tick (or frame).
+struct SysTickClock;
+
+impl Clock for SysTickClock {
+    fn now_ms(&self) -> u64 {
+        u64::from(TICKS.load(Ordering::Relaxed))
+    }
+    fn idle(&self) {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    hprintln!("result: FAILED: hard fault at pc={:#010x}", frame.pc());
+    exit(false)
+}
+
+#[exception]
+unsafe fn DefaultHandler(irq: i16) {
+    hprintln!("result: FAILED: unexpected exception {}", irq);
+    exit(false)
+}
+
+fn exit(ok: bool) -> ! {
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    // Not reached under QEMU; a debugger without semihosting exit lands here.
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+type Net = Stack<'static, Lan9118, SysTickClock>;
+
+/// Why the run failed.
+enum Failure {
+    Args,
+    Remote(ConfigError),
+    Nic(lan9118::InitError),
+    Net(&'static str, Error),
+    Mismatch(&'static str, usize),
+    Eof(&'static str, usize),
+    NoMemory,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Args => f.write_str("bad command line"),
+            Failure::Remote(e) => write!(f, "config: {e}"),
+            Failure::Nic(e) => write!(f, "lan9118: {e:?}"),
+            Failure::Net(step, e) => write!(f, "{step}: {e}"),
+            Failure::Mismatch(step, at) => write!(f, "{step}: data differs at byte {at}"),
+            Failure::Eof(step, at) => write!(f, "{step}: stream ended at byte {at}"),
+            Failure::NoMemory => f.write_str("static buffers taken twice"),
+        }
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let ok = match run() {
+        Ok(()) => {
+            hprintln!("result: ok");
+            true
+        }
+        Err(e) => {
+            hprintln!("result: FAILED: {}", e);
+            false
+        }
+    };
+    exit(ok)
+}
+
+fn run() -> Result<(), Failure> {
+    let mut core = cortex_m::Peripherals::take().ok_or(Failure::NoMemory)?;
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(SYSTICK_RELOAD);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    let mut line = [0u8; shell_smoltcp::args::CMDLINE_MAX];
+    let line = cmdline::read(&mut line);
+    let args = match shell_smoltcp::args::parse(line) {
+        Ok(a) => a,
+        Err(e) => {
+            hprintln!("args: {}", e);
+            return Err(Failure::Args);
+        }
+    };
+    match args.crash {
+        Some(Crash::Panic) => panic!("crash=panic asked for"),
+        // A permanently undefined instruction: UsageFault, escalated to
+        // HardFault (ARMv7-M ARM B1.5.8), whose handler exits with failure.
+        Some(Crash::Fault) => cortex_m::asm::udf(),
+        None => {}
+    }
+    if let Some(ih) = args.info_hash {
+        let hex = ih.to_hex();
+        hprintln!("info_hash: {}", core::str::from_utf8(&hex).unwrap_or("?"));
+    }
+    // Every remote is checked here, before any packet exists.
+    let udp_remote = args
+        .udp_port
+        .map(|p| Remote::new(args.host, p))
+        .transpose()
+        .map_err(Failure::Remote)?;
+    let tcp_remote = args
+        .tcp_port
+        .map(|p| Remote::new(args.host, p))
+        .transpose()
+        .map_err(Failure::Remote)?;
+    let deadline = u64::from(args.deadline_ms);
+
+    // SAFETY: MPS2_LAN9118_BASE is the board's LAN9118 (AN385 memory map)
+    // and this is the only driver instance.
+    let nic = unsafe { Lan9118::new(MPS2_LAN9118_BASE) }.map_err(Failure::Nic)?;
+    let mac = nic.mac();
+    hprintln!(
+        "mac: {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    let slots =
+        cortex_m::singleton!(: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS])
+            .ok_or(Failure::NoMemory)?;
+    let config = NetConfig {
+        mac,
+        random_seed: 0x6f75_7274 ^ u64::from(cortex_m::peripheral::SYST::get_current()),
+    };
+    // In a static, like every other buffer, so that the ELF's static RAM
+    // is the firmware's whole memory budget but for the call stack.
+    let net: &'static mut Net =
+        cortex_m::singleton!(: Net = Stack::new(nic, SysTickClock, &config, slots))
+            .ok_or(Failure::NoMemory)?;
+
+    if let Some(remote) = udp_remote {
+        udp_check(net, remote, deadline)?;
+    }
+    if let Some(remote) = tcp_remote {
+        tcp_check(net, remote, args.kib, deadline)?;
+    }
+    if args.serve {
+        serve(net, deadline)?;
+    }
+    let c = net.device_mut().counters();
+    hprintln!(
+        "frames: rx={} tx={} rx_dropped={}",
+        c.rx,
+        c.tx,
+        c.rx_dropped
+    );
+    hprintln!("uptime_ms: {}", net.now_ms());
+    Ok(())
+}
+
+/// A request/response with retransmission: the answer must be the request
+/// (a UDP echo on the host).
+fn udp_check(net: &mut Net, remote: Remote, deadline: u64) -> Result<(), Failure> {
+    const STEP: &str = "udp";
+    let bufs = cortex_m::singleton!(: UdpBuffers<UDP_PACKETS, UDP_BYTES> = UdpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+    let socket =
+        UdpSocket::bind(net, bufs, UDP_LOCAL_PORT, remote).map_err(|e| Failure::Net(STEP, e))?;
+    let mut exchange = UdpRequest::new(socket, UDP_RETRY);
+    let request = *b"ourtorrent udp check 1";
+    let mut answer = [0u8; 64];
+    let start = net.now_ms();
+    let n = net
+        .block_until(deadline, |net, now| {
+            exchange.poll(net, now, &request, &mut answer)
+        })
+        .map_err(|e| Failure::Net(STEP, e))?;
+    if answer[..n] != request[..] {
+        return Err(Failure::Mismatch(
+            STEP,
+            first_difference(&answer[..n], &request),
+        ));
+    }
+    hprintln!(
+        "udp: ok bytes={} sends={} ms={}",
+        n,
+        exchange.sends(),
+        net.now_ms() - start
+    );
+    exchange.into_socket().release(net);
+    Ok(())
+}
+
+/// Sends `kib` KiB of a known pattern to a TCP echo and checks every byte
+/// that comes back.
+fn tcp_check(net: &mut Net, remote: Remote, kib: u32, deadline: u64) -> Result<(), Failure> {
+    const STEP: &str = "tcp";
+    let bufs = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+    let start = net.now_ms();
+    let mut stream = TcpStream::connect(net, bufs, remote).map_err(|e| Failure::Net(STEP, e))?;
+    net.block_until(deadline, |net, now| stream.poll_established(net, now))
+        .map_err(|e| Failure::Net(STEP, e))?;
+    let connected = net.now_ms();
+    let total = kib as usize * 1024;
+    let mut sent = 0usize;
+    let mut received = 0usize;
+    let mut chunk = [0u8; 1024];
+    // The stream offset `chunk` was filled for (refilled only after a send).
+    let mut chunk_at = usize::MAX;
+    let mut buf = [0u8; 2048];
+    let mut failure = None;
+    net.block_until(deadline, |net, now| {
+        if sent < total {
+            let n = (total - sent).min(chunk.len());
+            if chunk_at != sent {
+                fill(&mut chunk[..n], sent);
+                chunk_at = sent;
+            }
+            match stream.poll_send(net, now, &chunk[..n]) {
+                Ok(k) => sent += k,
+                Err(nb::Error::WouldBlock) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match stream.poll_recv(net, now, &mut buf) {
+            Ok(0) => {
+                failure = Some(Failure::Eof(STEP, received));
+                return Ok(());
+            }
+            Ok(n) => {
+                if let Some(at) = check(&buf[..n], received) {
+                    failure = Some(Failure::Mismatch(STEP, received + at));
+                    return Ok(());
+                }
+                received += n;
+            }
+            Err(nb::Error::WouldBlock) => {}
+            Err(e) => return Err(e),
+        }
+        if received >= total {
+            Ok(())
+        } else {
+            Err(nb::Error::WouldBlock)
+        }
+    })
+    .map_err(|e| Failure::Net(STEP, e))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let done = net.now_ms();
+    stream.close(net, done);
+    net.block_until(deadline, |net, now| stream.poll_closed(net, now))
+        .map_err(|e| Failure::Net(STEP, e))?;
+    let ms = (done - connected).max(1);
+    hprintln!(
+        "tcp: ok bytes={} connect_ms={} echo_ms={} kib_per_s={}",
+        received,
+        connected - start,
+        done - connected,
+        received as u64 * 1000 / 1024 / ms
+    );
+    stream.release(net);
+    Ok(())
+}
+
+/// Accepts one connection on port 6881 and echoes it until the remote
+/// closes (the shape of seeding to a host peer, later).
+fn serve(net: &mut Net, deadline: u64) -> Result<(), Failure> {
+    const STEP: &str = "serve";
+    let bufs = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+    let mut stream = TcpStream::listen(net, bufs, PEER_PORT).map_err(|e| Failure::Net(STEP, e))?;
+    hprintln!("serve: listening port={}", PEER_PORT);
+    net.block_until(deadline, |net, now| stream.poll_established(net, now))
+        .map_err(|e| Failure::Net(STEP, e))?;
+    let mut buf = [0u8; 1024];
+    let (mut have, mut echoed) = (0usize, 0usize);
+    let mut total = 0usize;
+    net.block_until(deadline, |net, now| {
+        if echoed < have {
+            match stream.poll_send(net, now, &buf[echoed..have]) {
+                Ok(k) => echoed += k,
+                Err(nb::Error::WouldBlock) => {}
+                Err(e) => return Err(e),
+            }
+            return Err(nb::Error::WouldBlock);
+        }
+        match stream.poll_recv(net, now, &mut buf)? {
+            0 => Ok(()),
+            n => {
+                (have, echoed) = (n, 0);
+                total += n;
+                Err(nb::Error::WouldBlock)
+            }
+        }
+    })
+    .map_err(|e| Failure::Net(STEP, e))?;
+    net.block_until(deadline, |net, now| stream.poll_flush(net, now))
+        .map_err(|e| Failure::Net(STEP, e))?;
+    let now = net.now_ms();
+    stream.close(net, now);
+    net.block_until(deadline, |net, now| stream.poll_closed(net, now))
+        .map_err(|e| Failure::Net(STEP, e))?;
+    hprintln!("serve: ok bytes={}", total);
+    stream.release(net);
+    Ok(())
+}
+
+/// The test pattern's byte at stream offset `at`.
+fn pattern_byte(at: usize) -> u8 {
+    (at as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]
+}
+
+fn fill(out: &mut [u8], offset: usize) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = pattern_byte(offset + i);
+    }
+}
+
+/// Index of the first byte of `got` that is not the pattern at `offset`.
+fn check(got: &[u8], offset: usize) -> Option<usize> {
+    got.iter()
+        .enumerate()
+        .position(|(i, b)| *b != pattern_byte(offset + i))
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}

@@ -1,0 +1,233 @@
+//! The firmware's arguments: QEMU's `-append "…"` text (which the firmware
+//! reads with the semihosting `SYS_GET_CMDLINE` call), parsed as
+//! `key=value` words into [`Args`]. Here rather than in the firmware so
+//! that it is tested on the host.
+//!
+//! Limits: at most [`CMDLINE_MAX`] bytes; unknown keys, repeated keys, bad
+//! values and words without `=` are errors (a typo must not silently fall
+//! back to a default). QEMU puts the kernel's file name first
+//! (`semihosting_arg_fallback`); a first word without `=` is skipped.
+
+use core::fmt;
+use core::net::Ipv4Addr;
+
+use ourtorrent_core::id::InfoHash;
+
+use crate::config::GATEWAY;
+
+/// Longest command line the firmware reads.
+pub const CMDLINE_MAX: usize = 512;
+
+/// What the firmware was asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Args {
+    /// `host=A.B.C.D`: the host to talk to (must be `10.0.2.2`; anything
+    /// else is refused when the remotes are made).
+    pub host: Ipv4Addr,
+    /// `udp=PORT`: UDP request/response check against this port.
+    pub udp_port: Option<u16>,
+    /// `tcp=PORT`: TCP echo check against this port.
+    pub tcp_port: Option<u16>,
+    /// `kib=N`: KiB sent in the TCP echo check (default 64, at most 65536).
+    pub kib: u32,
+    /// `serve=1`: after the outbound checks, accept one connection on
+    /// port 6881 and echo it until the remote closes.
+    pub serve: bool,
+    /// `deadline_ms=N`: the whole run's deadline (default 20 000).
+    pub deadline_ms: u32,
+    /// `info_hash=HEX40`: the torrent to work on (parsed and reported; the
+    /// BitTorrent job is not wired yet).
+    pub info_hash: Option<InfoHash>,
+    /// `crash=panic|fault`: fail on purpose before any network work, to
+    /// test that a panic or a hard fault ends the run with a failure.
+    pub crash: Option<Crash>,
+}
+
+/// A deliberate failure (`crash=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// `crash=panic`: a Rust panic.
+    Panic,
+    /// `crash=fault`: an undefined instruction (a HardFault).
+    Fault,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            host: GATEWAY,
+            udp_port: None,
+            tcp_port: None,
+            kib: 64,
+            serve: false,
+            deadline_ms: 20_000,
+            info_hash: None,
+            crash: None,
+        }
+    }
+}
+
+/// Why the command line was refused, with the offending word.
+#[derive(Debug, Clone, Copy)]
+pub enum ArgError<'a> {
+    /// Not valid UTF-8.
+    NotUtf8,
+    /// A word without `=`.
+    NoEquals(&'a str),
+    /// A key this firmware does not know.
+    UnknownKey(&'a str),
+    /// The same key twice.
+    Repeated(&'a str),
+    /// A value that does not parse or is out of range.
+    BadValue(&'a str),
+}
+
+impl fmt::Display for ArgError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgError::NotUtf8 => f.write_str("command line is not UTF-8"),
+            ArgError::NoEquals(w) => write!(f, "`{w}` is not key=value"),
+            ArgError::UnknownKey(w) => write!(f, "unknown key in `{w}`"),
+            ArgError::Repeated(w) => write!(f, "repeated key in `{w}`"),
+            ArgError::BadValue(w) => write!(f, "bad value in `{w}`"),
+        }
+    }
+}
+
+/// Parses the command line.
+pub fn parse(line: &[u8]) -> Result<Args, ArgError<'_>> {
+    let line = core::str::from_utf8(line).map_err(|_| ArgError::NotUtf8)?;
+    let mut args = Args::default();
+    let mut seen = 0u8;
+    for (i, word) in line.split_ascii_whitespace().enumerate() {
+        let Some((key, value)) = word.split_once('=') else {
+            if i == 0 {
+                continue; // the kernel's file name
+            }
+            return Err(ArgError::NoEquals(word));
+        };
+        let bad = ArgError::BadValue(word);
+        let bit = match key {
+            "host" => {
+                args.host = value.parse().map_err(|_| bad)?;
+                0
+            }
+            "udp" => {
+                args.udp_port = Some(port(value).ok_or(bad)?);
+                1
+            }
+            "tcp" => {
+                args.tcp_port = Some(port(value).ok_or(bad)?);
+                2
+            }
+            "kib" => {
+                args.kib = value.parse().ok().filter(|k| *k <= 65_536).ok_or(bad)?;
+                3
+            }
+            "serve" => {
+                args.serve = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(bad),
+                };
+                4
+            }
+            "deadline_ms" => {
+                args.deadline_ms = value.parse().ok().filter(|d| *d > 0).ok_or(bad)?;
+                5
+            }
+            "info_hash" => {
+                args.info_hash = Some(InfoHash::from_hex(value.as_bytes()).map_err(|_| bad)?);
+                6
+            }
+            "crash" => {
+                args.crash = Some(match value {
+                    "panic" => Crash::Panic,
+                    "fault" => Crash::Fault,
+                    _ => return Err(bad),
+                });
+                7
+            }
+            _ => return Err(ArgError::UnknownKey(word)),
+        };
+        if seen & (1 << bit) != 0 {
+            return Err(ArgError::Repeated(word));
+        }
+        seen |= 1 << bit;
+    }
+    Ok(args)
+}
+
+fn port(value: &str) -> Option<u16> {
+    value.parse().ok().filter(|p| *p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn defaults_and_the_kernel_name() {
+        let a = parse(b"/path/to/ourtorrent-firmware").unwrap();
+        assert_eq!(a.host, GATEWAY);
+        assert_eq!(
+            (a.udp_port, a.tcp_port, a.kib, a.serve),
+            (None, None, 64, false)
+        );
+        assert_eq!(a.deadline_ms, 20_000);
+        assert!(parse(b"").is_ok());
+    }
+
+    #[test]
+    fn every_key() {
+        let a = parse(
+            b"fw udp=6969 tcp=6882 kib=1024 serve=1 deadline_ms=5000 host=10.0.2.2 \
+              info_hash=0123456789ABCDEF0123456789abcdef01234567",
+        )
+        .unwrap();
+        assert_eq!((a.udp_port, a.tcp_port), (Some(6969), Some(6882)));
+        assert_eq!((a.kib, a.serve, a.deadline_ms), (1024, true, 5000));
+        assert_eq!(a.info_hash.unwrap().as_bytes()[..3], [0x01, 0x23, 0x45]);
+        assert_eq!(parse(b"crash=fault").unwrap().crash, Some(Crash::Fault));
+        assert_eq!(parse(b"crash=panic").unwrap().crash, Some(Crash::Panic));
+        // Parsing accepts any address; `Remote::new` refuses it later.
+        assert_eq!(
+            parse(b"host=10.0.2.3").unwrap().host,
+            Ipv4Addr::new(10, 0, 2, 3)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"fw udp", "NoEquals"),
+            (b"udp=1 oops", "NoEquals"),
+            (b"speed=11", "UnknownKey"),
+            (b"udp=1 udp=2", "Repeated"),
+            (b"udp=0", "BadValue"),
+            (b"udp=65536", "BadValue"),
+            (b"tcp=-1", "BadValue"),
+            (b"kib=65537", "BadValue"),
+            (b"serve=yes", "BadValue"),
+            (b"deadline_ms=0", "BadValue"),
+            (b"host=10.0.2", "BadValue"),
+            (b"info_hash=0123", "BadValue"),
+            (
+                b"info_hash=zz23456789abcdef0123456789abcdef01234567",
+                "BadValue",
+            ),
+            (b"crash=maybe", "BadValue"),
+            (b"udp=\xff", "NotUtf8"),
+        ];
+        for (line, kind) in cases {
+            let err = parse(line).unwrap_err();
+            assert!(
+                format!("{err:?}").starts_with(kind),
+                "{:?}: {err:?}",
+                core::str::from_utf8(line)
+            );
+        }
+    }
+}
