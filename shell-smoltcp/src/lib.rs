@@ -41,6 +41,7 @@
 pub mod args;
 mod config;
 mod error;
+pub mod job;
 mod stack;
 mod tcp;
 mod udp;
