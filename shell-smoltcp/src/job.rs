@@ -232,7 +232,9 @@ pub struct Report {
     pub download_ms: u64,
     /// Bytes uploaded while seeding.
     pub uploaded: u64,
-    /// Whether a leecher reported every piece while we seeded.
+    /// Whether a leecher got every piece while we seeded: it said so with
+    /// have messages, or it was sent every block and then hung up (a
+    /// finished libtorrent may close before its last haves go out).
     pub leecher_complete: bool,
 }
 
@@ -367,6 +369,7 @@ where
         data: bufs.data,
         frame: bufs.frame,
         frame_owner: None,
+        served: [0; MAX_PIECES],
         report,
     };
     let mut tcp_bufs = bufs.tcp.map(Some);
@@ -537,6 +540,8 @@ struct Ctx<'c, 'b> {
     frame: &'b mut [u8; FRAME_BUF_LEN],
     /// The connection assembling a message in `frame`.
     frame_owner: Option<u8>,
+    /// Bytes of each piece uploaded to the current leecher.
+    served: [u32; MAX_PIECES],
     report: Report,
 }
 
@@ -549,6 +554,8 @@ struct Actions {
     haves: heapless::Vec<u32, 8>,
     /// Peers that sent a bad piece: disconnect them.
     bans: heapless::Vec<PeerKey, 8>,
+    /// Pieces that failed verification (for the log).
+    rejected: heapless::Vec<u32, 4>,
 }
 
 fn apply(
@@ -557,6 +564,9 @@ fn apply(
     picker: &JobPicker<'_>,
     log: &mut impl Write,
 ) {
+    for p in actions.rejected.iter() {
+        let _ = writeln!(log, "piece: {p} rejected: SHA-1 mismatch, data discarded");
+    }
     for conn in conns.iter_mut() {
         let Some(s) = conn.session.as_mut() else {
             continue;
@@ -1030,6 +1040,9 @@ impl<'s> Conn<'s> {
                     self.uploads.pop_front();
                     self.upload_at = 0;
                     ctx.report.uploaded += u64::from(r.length);
+                    if let Some(n) = ctx.served.get_mut(r.index as usize) {
+                        *n = n.saturating_add(r.length);
+                    }
                 }
                 continue;
             }
@@ -1072,6 +1085,7 @@ fn verify(
             }
             Ok(Verdict::Failed { contributors }) => {
                 report.rejected += 1;
+                let _ = actions.rejected.push(index);
                 for k in contributors {
                     let _ = actions.bans.push(k);
                 }
@@ -1125,6 +1139,7 @@ fn seed<'a, 's, D: Device, C: Clock, const RX: usize, const TX: usize>(
             };
             leechers += 1;
             served_before = ctx.report.uploaded;
+            ctx.served = [0; MAX_PIECES];
             conn.start(PeerKey(1000 + leechers), 0, &mut bits[..], now, false);
         }
         let mut actions = Actions::default();
@@ -1148,6 +1163,18 @@ fn seed<'a, 's, D: Device, C: Clock, const RX: usize, const TX: usize>(
         if let Err(why) = stepped {
             if conn.phase == Phase::Running {
                 let _ = writeln!(log, "seed: leecher closed: {why}");
+            }
+            // A leecher that finishes may hang up before its last have
+            // messages: it is complete too if it was sent every block.
+            let geo = picker.geometry();
+            let all_sent = (0..geo.piece_count()).all(|i| {
+                ctx.served.get(i as usize).copied().unwrap_or(0)
+                    >= geo.piece_size(i).unwrap_or(u32::MAX)
+            });
+            if matches!(why, Closed::Eof) && all_sent && !done {
+                let _ = writeln!(log, "seed: leecher was sent every piece and hung up");
+                ctx.report.leecher_complete = true;
+                done = true;
             }
             conn.reset(stack, now, picker, ctx, 0);
             return if done {
