@@ -35,6 +35,8 @@ for t in $targets; do
   case "$t" in
     bencode*|metainfo) dict=(-dict=fuzz/dict/bencode.dict) ;;
     magnet) dict=(-dict=fuzz/dict/magnet.dict) ;;
+    udp_tracker_*) dict=(-dict=fuzz/dict/udp_tracker.dict) ;;
+    handshake|bitfield) dict=(-dict=fuzz/dict/peer_wire.dict) ;;
   esac
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   mkdir -p "$work/$t"
@@ -42,8 +44,9 @@ for t in $targets; do
   rc=0
   "${fuzz[@]}" run "${san[@]}" "$t" "$work/$t" "fuzz/corpus/$t" -- \
     -max_total_time="$secs" -print_final_stats=1 "${dict[@]}" >"$work/$t.log" 2>&1 || rc=$?
-  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|^#[0-9]+ +DONE' "$work/$t.log" || true
-  grep -E '^#[0-9]+ +(DONE|pulse)' "$work/$t.log" | tail -1 || true
+  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$work/$t.log" || true
+  # The final line has coverage (cov) and features (ft).
+  grep -E '^#[0-9]+[[:space:]]+DONE' "$work/$t.log" | tail -1 || true
   if [ "$rc" -ne 0 ]; then
     tail -60 "$work/$t.log"
     echo "fuzz target $t failed (exit $rc)"

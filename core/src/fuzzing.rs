@@ -112,3 +112,102 @@ pub fn magnet(data: &[u8]) {
         assert!(s.len() >= 8 + 9 + 32);
     }
 }
+
+/// UDP tracker server triage (BEP 15): whatever arrives, no reply without a
+/// connection id we issued to that address (except a connect response), and
+/// no reply larger than [`MAX_AMPLIFICATION`] × the request. The first byte
+/// picks the address family and whether to splice a valid connection id into
+/// the datagram, so the fuzzer also reaches the paths after validation.
+pub fn udp_tracker_server(data: &[u8]) {
+    use crate::time::Instant;
+    use crate::tracker::udp::server::{Decision, DropReason, Server, SwarmInfo, MAX_AMPLIFICATION};
+    use crate::tracker::udp::{
+        encode_scrape_response, ConnectionId, Limits as UdpLimits, TorrentStats,
+    };
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let ip = if head & 1 == 1 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let from = SocketAddr::new(ip, 6881);
+    let now = Instant::from_secs(10_000);
+    let server = Server::new(&[7u8; 32], UdpLimits::default());
+    let mut dgram = [0u8; 2048];
+    let len = rest.len().min(dgram.len());
+    dgram[..len].copy_from_slice(&rest[..len]);
+    if head & 2 == 2 && len >= 8 {
+        let id = server.connection_ids().issue(now, &from);
+        dgram[..8].copy_from_slice(&id.0.to_be_bytes());
+    }
+    let dgram = &dgram[..len];
+    let id_valid = dgram
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| {
+            server
+                .connection_ids()
+                .validate(now, &from, ConnectionId(u64::from_be_bytes(b)))
+        })
+        .unwrap_or(false);
+    let bound = MAX_AMPLIFICATION * len;
+    let mut out = [0u8; 8192];
+    match server.handle(now, from, dgram, &mut out) {
+        Decision::Connect(n) => assert!(n == 16 && n <= bound),
+        Decision::Error(n) => assert!(id_valid && n <= bound, "error reply {n} to {len} bytes"),
+        Decision::Announce(a) => {
+            assert!(id_valid);
+            let peers = (0..5000u32).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(i)), 1));
+            let swarm = SwarmInfo {
+                interval: 1800,
+                leechers: 1,
+                seeders: 1,
+            };
+            let mut reply = [0u8; 8192];
+            let n = server.announce_reply(&a, len, &from, swarm, peers, &mut reply);
+            assert!(
+                matches!(n, Ok(n) if n <= bound),
+                "announce reply {n:?} to {len} bytes"
+            );
+        }
+        Decision::Scrape(s) => {
+            assert!(id_valid);
+            assert!(s.info_hashes.len() <= server.limits().max_scrape_hashes);
+            let stats = (0..s.info_hashes.len()).map(|_| TorrentStats::default());
+            let n = encode_scrape_response(s.transaction_id, stats, &mut out);
+            assert!(matches!(n, Ok(n) if n <= bound));
+        }
+        Decision::Drop(DropReason::BadConnectionId) => assert!(!id_valid),
+        Decision::Drop(_) => {}
+    }
+}
+
+/// Bitfield messages (BEP 3): accepted exactly when the length is
+/// ceil(pieces / 8) and the spare bits are zero; the view never reports a
+/// piece beyond `pieces`. The first 3 bytes give the piece count.
+pub fn bitfield(data: &[u8]) {
+    use crate::pieces::Bitfield;
+    use crate::wire::check_bitfield;
+    let Some((head, payload)) = data.split_first_chunk::<3>() else {
+        return;
+    };
+    let pieces = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+    let want_len = (pieces as usize).div_ceil(8);
+    let spare_clear = match payload.last() {
+        Some(&last) if pieces % 8 != 0 => last & (0xff >> (pieces % 8)) == 0,
+        _ => true,
+    };
+    let ok = check_bitfield(payload, pieces).is_ok();
+    assert_eq!(ok, payload.len() == want_len && spare_clear);
+    if let Ok(bf) = Bitfield::from_message(payload, pieces) {
+        assert!(ok);
+        assert!(bf.count() <= pieces);
+        assert!(!bf.get(pieces));
+        let set = payload.iter().map(|b| b.count_ones()).sum::<u32>();
+        assert_eq!(bf.count(), set);
+    }
+}

@@ -294,6 +294,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn thousand_tr_parameters_refused_at_the_first_extra() {
+        // Attack: a magnet link with 1000 trackers (client-side DoS, or a
+        // client turned into an announce flood). Refused at the value of the
+        // 17th `tr`, never stored, never silently truncated.
+        let mut uri = std::format!("magnet:?xt=urn:btih:{HEX}");
+        let mut at = 0;
+        for i in 0..1000 {
+            if i == MAX_TRACKERS {
+                at = uri.len() + "&tr=".len();
+            }
+            uri += &std::format!("&tr=udp%3A%2F%2Ft{i}.example%3A6969");
+        }
+        assert_eq!(
+            parse(&uri).unwrap_err(),
+            Error {
+                kind: ErrorKind::TooManyTrackers,
+                offset: at
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_escape_in_a_value() {
+        // Attack: `%4` at the very end (one hex digit, then end of input):
+        // an out-of-bounds read in naive decoders.
+        let uri = std::format!("magnet:?xt=urn:btih:{HEX}&dn=ab%4");
+        let at = uri.len() - 2;
+        assert_eq!(
+            parse(&uri).unwrap_err(),
+            Error {
+                kind: ErrorKind::BadEscape,
+                offset: at
+            }
+        );
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;

@@ -134,6 +134,31 @@ mod tests {
     }
 
     #[test]
+    fn truncated_escape_percent4() {
+        // Attack: `%` followed by fewer than two hex digits at the end of
+        // the input (naive decoders read past the end).
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            decode(b"%4", &mut buf, false),
+            Err(PercentError::BadEscape(0))
+        );
+        assert_eq!(
+            decode(b"%", &mut buf, false),
+            Err(PercentError::BadEscape(0))
+        );
+        assert_eq!(
+            decode(b"abc%4", &mut buf, true),
+            Err(PercentError::BadEscape(3))
+        );
+        assert_eq!(
+            decode(b"%4g", &mut buf, false),
+            Err(PercentError::BadEscape(0))
+        );
+        // The bytes before the bad escape were decoded, nothing more.
+        assert_eq!(&buf[..3], b"abc");
+    }
+
+    #[test]
     fn round_trip_all_bytes() {
         let all: std::vec::Vec<u8> = (0..=255).collect();
         let enc = format!("{}", Encoded(&all));

@@ -84,6 +84,39 @@ fn structure_errors() {
 }
 
 #[test]
+fn string_length_at_the_u32_boundary_is_refused() {
+    // Attack: a 32-bit length that wraps (libtorrent/transmission-style
+    // length overflow). 2^32 does not fit the u32 offsets at all; 2^32 - 1
+    // fits the type but not the input. Neither allocates or wraps.
+    bad(b"4294967296:", ErrorKind::LengthOverflow, 0);
+    bad(b"4294967296:abc", ErrorKind::LengthOverflow, 0);
+    bad(b"4294967295:a", ErrorKind::LengthOverflow, 0);
+    bad(b"l4294967296:e", ErrorKind::LengthOverflow, 1);
+    // A length one past what is left, inside a container.
+    bad(b"l3:ae", ErrorKind::LengthOverflow, 1);
+}
+
+#[test]
+fn token_exhaustion_on_a_huge_flat_list() {
+    // Attack: 100k tiny values to exhaust a decoder's node storage. The
+    // caller's token slice is the bound: refused at the 65th value.
+    let mut input = Vec::with_capacity(2 + 3 * 100_000);
+    input.push(b'l');
+    for _ in 0..100_000 {
+        input.extend_from_slice(b"i0e");
+    }
+    input.push(b'e');
+    let mut toks = [Token::EMPTY; 64];
+    assert_eq!(
+        decode(&input, &mut toks, DecodeOptions::default()).unwrap_err(),
+        Error {
+            kind: ErrorKind::TokenLimit,
+            offset: 1 + 63 * 3
+        }
+    );
+}
+
+#[test]
 fn key_order_strict_and_lenient() {
     bad(b"d3:fooi1e3:bari2ee", ErrorKind::UnsortedKey, 9);
     bad(b"d3:fooi1e3:fooi2ee", ErrorKind::DuplicateKey, 9);

@@ -12,9 +12,17 @@
 //! - exactly one of `length` (single file) or `files` (multi file); file
 //!   lengths non-negative, their sum without overflow;
 //! - every path component (and the name) non-empty, valid UTF-8, not `.` or
-//!   `..`, without `/`, `\` or NUL, not a Windows drive (`C:`), at most
+//!   `..` (nor only dots and spaces), without `/`, `\`, NUL or control
+//!   characters, not a Windows drive (`C:`), at most
 //!   [`MAX_COMPONENT_LEN`] bytes; at most `limits.max_path_depth` components;
 //! - at most `limits.max_files` files.
+//!
+//! - no key the parser reads repeated within one dict (lenient decoding
+//!   would otherwise let two parsers see different torrents under one
+//!   info-hash).
+//!
+//! Windows device names (`CON`, `NUL.txt`) are not refused here: they are
+//! a property of one file system, for a Windows shell to sanitise.
 //!
 //! Every error names the field and the byte offset of the offending value.
 
@@ -80,6 +88,8 @@ pub enum PathError {
     NotUtf8,
     /// Longer than [`MAX_COMPONENT_LEN`].
     TooLong,
+    /// A control character (0x01–0x1f, 0x7f).
+    Control,
 }
 
 /// What was wrong with the torrent.
@@ -115,6 +125,8 @@ pub enum ErrorKind {
     TooManyFiles,
     /// A BEP 52 v2-only torrent (no v1 `pieces`).
     V2Only,
+    /// A key the parser reads appears twice in one dict.
+    DuplicateKey(&'static str),
 }
 
 /// A metainfo error: what, and the byte offset of the offending value.
@@ -136,6 +148,7 @@ impl fmt::Display for PathError {
             PathError::Drive => "path component is a drive letter",
             PathError::NotUtf8 => "path component is not UTF-8",
             PathError::TooLong => "path component too long",
+            PathError::Control => "path component contains a control character",
         })
     }
 }
@@ -162,6 +175,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::PathTooDeep => f.write_str("file path too deep"),
             ErrorKind::TooManyFiles => f.write_str("too many files"),
             ErrorKind::V2Only => f.write_str("v2-only torrent (BEP 52) is not supported"),
+            ErrorKind::DuplicateKey(key) => write!(f, "'{key}' appears twice"),
         }
     }
 }
@@ -189,14 +203,23 @@ pub fn check_component(c: &[u8]) -> Result<&str, PathError> {
     if c.len() > MAX_COMPONENT_LEN {
         return Err(PathError::TooLong);
     }
-    if c == b"." || c == b".." {
-        return Err(PathError::Dots);
+    // `.`, `..`, and names of only dots and spaces: Windows strips trailing
+    // dots and spaces, so `.. ` or `...` would resolve like `..`.
+    if c.iter().all(|&b| b == b'.' || b == b' ') {
+        return Err(if c.contains(&b'.') {
+            PathError::Dots
+        } else {
+            PathError::Empty
+        });
     }
     if c.iter().any(|&b| b == b'/' || b == b'\\') {
         return Err(PathError::Separator);
     }
     if c.contains(&0) {
         return Err(PathError::Nul);
+    }
+    if c.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(PathError::Control);
     }
     if let [d, b':', ..] = c {
         if d.is_ascii_alphabetic() {
@@ -232,8 +255,24 @@ pub struct Metainfo<'a, 't> {
     creation_date: Option<i64>,
 }
 
+/// Looks up `key` in dict `d`, refusing a repeated key: lenient decoding
+/// accepts repeats, and parsers that take the last value would otherwise see
+/// a different torrent under the same info-hash. Linear in the dict size.
+fn field<'a, 't>(d: &Value<'a, 't>, key: &'static str) -> Result<Option<Value<'a, 't>>, Error> {
+    let mut found = None;
+    for (k, v) in d.as_dict().into_iter().flatten() {
+        if k == key.as_bytes() {
+            if found.is_some() {
+                return err(ErrorKind::DuplicateKey(key), &v);
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
 fn opt_str<'a>(d: &Value<'a, '_>, key: &'static str) -> Result<Option<&'a str>, Error> {
-    match d.get(key.as_bytes()) {
+    match field(d, key)? {
         None => Ok(None),
         Some(v) => match v.as_bytes() {
             None => err(ErrorKind::WrongType(key), &v),
@@ -246,8 +285,7 @@ fn opt_str<'a>(d: &Value<'a, '_>, key: &'static str) -> Result<Option<&'a str>, 
 }
 
 fn req<'a, 't>(d: &Value<'a, 't>, key: &'static str) -> Result<Value<'a, 't>, Error> {
-    d.get(key.as_bytes())
-        .map_or_else(|| err(ErrorKind::Missing(key), d), Ok)
+    field(d, key)?.map_or_else(|| err(ErrorKind::Missing(key), d), Ok)
 }
 
 fn int(v: &Value<'_, '_>, key: &'static str) -> Result<i64, Error> {
@@ -363,9 +401,9 @@ impl<'a, 't> Metainfo<'a, 't> {
             return err(ErrorKind::BadPieceLength, &pl_v);
         }
 
-        let pieces_v = match info.get(b"pieces") {
+        let pieces_v = match field(&info, "pieces")? {
             Some(v) => v,
-            None if info.get(b"file tree").is_some() => return err(ErrorKind::V2Only, &info),
+            None if field(&info, "file tree")?.is_some() => return err(ErrorKind::V2Only, &info),
             None => return err(ErrorKind::Missing("pieces"), &info),
         };
         let pieces = pieces_v
@@ -375,18 +413,19 @@ impl<'a, 't> Metainfo<'a, 't> {
             return err(ErrorKind::PiecesNotMultipleOf20, &pieces_v);
         }
 
-        let (layout, total_length, file_count) = match (info.get(b"length"), info.get(b"files")) {
-            (Some(l), None) => {
-                let n = int(&l, "length")?;
-                let n = u64::try_from(n).or_else(|_| err(ErrorKind::NegativeLength, &l))?;
-                (Layout::Single(n), n, 1)
-            }
-            (None, Some(files)) => {
-                let (total, count) = check_files(&files, limits)?;
-                (Layout::Multi(files), total, count)
-            }
-            _ => return err(ErrorKind::AmbiguousLayout, &info),
-        };
+        let (layout, total_length, file_count) =
+            match (field(&info, "length")?, field(&info, "files")?) {
+                (Some(l), None) => {
+                    let n = int(&l, "length")?;
+                    let n = u64::try_from(n).or_else(|_| err(ErrorKind::NegativeLength, &l))?;
+                    (Layout::Single(n), n, 1)
+                }
+                (None, Some(files)) => {
+                    let (total, count) = check_files(&files, limits)?;
+                    (Layout::Multi(files), total, count)
+                }
+                _ => return err(ErrorKind::AmbiguousLayout, &info),
+            };
 
         // BEP 3: one 20-byte hash per piece; the last piece may be shorter.
         let expected = total_length.div_ceil(piece_length);
@@ -395,19 +434,19 @@ impl<'a, 't> Metainfo<'a, 't> {
         }
 
         // BEP 27: "private=1" in the info dict.
-        let private = match info.get(b"private") {
+        let private = match field(&info, "private")? {
             None => false,
             Some(v) => int(&v, "private")? == 1,
         };
 
-        let announce_list = match root.get(b"announce-list") {
+        let announce_list = match field(&root, "announce-list")? {
             None => None,
             Some(v) => {
                 check_announce_list(&v)?;
                 Some(v)
             }
         };
-        let creation_date = match root.get(b"creation date") {
+        let creation_date = match field(&root, "creation date")? {
             None => None,
             Some(v) => Some(int(&v, "creation date")?),
         };
@@ -597,7 +636,7 @@ fn check_files(files: &Value<'_, '_>, limits: &Limits) -> Result<(u64, usize), E
         total = total
             .checked_add(n)
             .map_or_else(|| err(ErrorKind::LengthOverflow, &l), Ok)?;
-        if let Some(a) = f.get(b"attr") {
+        if let Some(a) = field(&f, "attr")? {
             if a.as_bytes().is_none() {
                 return err(ErrorKind::WrongType("attr"), &a);
             }

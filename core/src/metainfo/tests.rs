@@ -192,6 +192,13 @@ fn path_refusals() {
         ("3:a\\b", PathError::Separator),
         ("3:a\0b", PathError::Nul),
         ("2:C:", PathError::Drive),
+        ("3:...", PathError::Dots),
+        ("3:.. ", PathError::Dots),
+        ("2:. ", PathError::Dots),
+        ("1: ", PathError::Empty),
+        ("3:a\u{1}b", PathError::Control),
+        ("3:a\u{7f}b", PathError::Control),
+        ("1:\n", PathError::Control),
     ];
     for (comp, want) in cases {
         let files = format!("d6:lengthi1e4:pathl1:a{comp}ee");
@@ -228,6 +235,35 @@ fn path_refusals() {
         kind(&multi("d6:lengthi1e4:pathlee", 1024, 1)),
         ErrorKind::EmptyPath
     );
+}
+
+#[test]
+fn repeated_keys_that_change_meaning_are_refused() {
+    // First-wins would see 1 byte, last-wins 99999 bytes, same info-hash.
+    let t = format!(
+        "d4:infod6:lengthi1e6:lengthi99999e4:name1:x12:piece lengthi1024e6:pieces{}ee",
+        pieces(1)
+    );
+    assert_eq!(
+        parse(t.as_bytes()).unwrap_err(),
+        Error {
+            kind: ErrorKind::DuplicateKey("length"),
+            offset: 27
+        }
+    );
+    let t = multi("d6:lengthi1e4:pathl1:ae4:pathl2:..ee", 1024, 1);
+    assert_eq!(kind(&t), ErrorKind::DuplicateKey("path"));
+    let t = format!(
+        "d4:infod6:lengthi1e4:name1:x12:piece lengthi1024e6:pieces{}e4:infodee",
+        pieces(1)
+    );
+    assert_eq!(kind(t.as_bytes()), ErrorKind::DuplicateKey("info"));
+    // Keys we do not read may repeat (lenient, as real torrents need).
+    let t = format!(
+        "d4:infod1:zi1e1:zi2e6:lengthi1e4:name1:x12:piece lengthi1024e6:pieces{}ee",
+        pieces(1)
+    );
+    assert!(parse(t.as_bytes()).is_ok());
 }
 
 #[test]

@@ -93,7 +93,8 @@ impl core::error::Error for ExtensionError {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExtensionHandshake<'a> {
     /// BEP 10 `m`: extension name → the id the sender wants to receive it
-    /// under (0 = disabled), in input order.
+    /// under (0 = disabled), sorted by name (decode sorts; the first of
+    /// repeated names is kept).
     pub m: heapless::Vec<(&'a [u8], u8), MAX_EXTENSIONS>,
     /// BEP 10 `v`: client name and version (UTF-8 by convention).
     pub v: Option<&'a [u8]>,
@@ -396,6 +397,34 @@ mod tests {
         let n = dict(MAX_EXTENSIONS + 1, &mut buf);
         assert_eq!(
             ExtensionHandshake::decode(&buf[..n]),
+            Err(ExtensionError::TooManyExtensions)
+        );
+    }
+
+    #[test]
+    fn ten_thousand_m_entries_are_refused() {
+        // Attack: an extension handshake whose `m` has 10 000 entries
+        // (hash-map growth / CPU in clients that store every name).
+        let mut p = std::vec::Vec::from(&b"d1:md"[..]);
+        for i in 0..10_000u32 {
+            let name = std::format!("x{i:05}");
+            p.extend_from_slice(std::format!("{}:{name}i1e", name.len()).as_bytes());
+        }
+        p.extend_from_slice(b"ee");
+        // The default token budget stops it inside `m`: 1 (root) + 1 (key)
+        // + 1 (m) + 2 per entry, so the 63rd entry's value is the 129th token.
+        let entry = 2 + 6 + 3; // "6:x00000i1e"
+        assert_eq!(
+            ExtensionHandshake::decode(&p),
+            Err(ExtensionError::Bencode(bencode::Error {
+                kind: ErrorKind::TokenLimit,
+                offset: 5 + 62 * entry + 8
+            }))
+        );
+        // With tokens for everything, the `m` bound refuses it.
+        let mut tokens = std::vec![Token::EMPTY; 20_010];
+        assert_eq!(
+            ExtensionHandshake::decode_with(&p, &mut tokens),
             Err(ExtensionError::TooManyExtensions)
         );
     }

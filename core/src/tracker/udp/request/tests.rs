@@ -268,6 +268,26 @@ fn scrape_vectors_and_limits() {
 }
 
 #[test]
+fn scrape_with_1000_hashes_is_refused_at_the_limit() {
+    // Attack: a 20 016-byte scrape naming 1000 torrents (tracker CPU and
+    // reply-size abuse). Refused at the first hash past MAX_SCRAPE_HASHES;
+    // the id is still echoed so the server can decide (see server tests).
+    let p = scrape(1000);
+    assert_eq!(p.len(), 16 + 20 * 1000);
+    assert_eq!(
+        Request::parse(&p, &lim()),
+        Err(RequestError::Sendable {
+            connection_id: ConnectionId(0x0102030405060708),
+            transaction_id: TransactionId(42),
+            error: ParseError::new(
+                ParseErrorKind::TooManyInfoHashes,
+                16 + 20 * MAX_SCRAPE_HASHES
+            ),
+        })
+    );
+}
+
+#[test]
 fn every_prefix_plus_noise_never_panics() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = || {

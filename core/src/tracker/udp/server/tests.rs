@@ -291,3 +291,81 @@ fn replies_never_exceed_amplification_bound() {
         assert_eq!(n, 64);
     }
 }
+
+#[test]
+fn spoofed_connect_flood_is_stateless_and_bad_ids_get_no_reply() {
+    // Attack: UDP reflection with spoofed sources (BEP 15 "UDP connections
+    // / spoofing"; cf. Adamsky et al., USENIX WOOT 2015, on reflective DDoS
+    // through BitTorrent's UDP protocols): a connect flood. The
+    // server keeps no per-client state (`handle` takes `&self`), answers a
+    // connect with exactly as many bytes as it received, and anything else
+    // only with an id issued to that very address.
+    let s = server();
+    let now = Instant(T0);
+    let mut out = [0u8; 64];
+    let mut ids = Vec::new();
+    for i in 0..10_000u32 {
+        let from = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | i), 6881));
+        let req = connect_req(i);
+        let Decision::Connect(n) = s.handle(now, from, &req, &mut out) else {
+            panic!("connect {i} not answered")
+        };
+        assert_eq!(n, req.len());
+        if i < 2 {
+            let Ok(Response::Connect(c)) =
+                Response::parse(&out[..n], AddressFamily::V4, &Limits::default())
+            else {
+                panic!()
+            };
+            ids.push((from, c.connection_id));
+        }
+    }
+    // An id issued to one spoofed address does not work from another.
+    let (a, id_a) = ids[0];
+    let (b, _) = ids[1];
+    let ann = announce_req(id_a, -1, 0);
+    assert!(matches!(
+        s.handle(now, a, &ann, &mut out),
+        Decision::Announce(_)
+    ));
+    assert_eq!(
+        s.handle(now, b, &ann, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
+    // Malformed requests with a guessed id: no error reply at all.
+    for guess in [0u64, 1, PROTOCOL_ID, u64::MAX, id_a.0 ^ 1] {
+        let mut bad = announce_req(ConnectionId(guess), -1, 0);
+        bad[83] = 9; // unknown event
+        assert_eq!(
+            s.handle(now, a, &bad, &mut out),
+            Decision::Drop(DropReason::BadConnectionId)
+        );
+    }
+}
+
+#[test]
+fn scrape_with_1000_hashes_gets_a_small_reply_or_none() {
+    // Attack: a 1000-hash scrape. With a valid id: an error reply far
+    // smaller than the request; with a bad (spoofed) id: nothing.
+    let s = server();
+    let now = Instant(T0);
+    let cid = s.connection_ids().issue(now, &a4());
+    let hs = [InfoHash([3; 20]); 1000];
+    let mut req = [0u8; 16 + 20 * 1000];
+    let n = encode_scrape_request(cid, TransactionId(5), &hs, &mut req).unwrap();
+    assert_eq!(n, req.len());
+    let mut out = [0u8; 256];
+    let Decision::Error(m) = s.handle(now, a4(), &req, &mut out) else {
+        panic!()
+    };
+    assert!(m <= 8 + 64 && m < n);
+    let Ok(Response::Error(e)) = Response::parse(&out[..m], AddressFamily::V4, &Limits::default())
+    else {
+        panic!()
+    };
+    assert_eq!(e.transaction_id, TransactionId(5));
+    assert_eq!(
+        s.handle(now, a6(), &req, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
+}
