@@ -97,6 +97,16 @@ impl Run {
 /// Runs the firmware with `append` as its command line, and `hostfwd` from
 /// 127.0.0.1:`host_port` to the guest's 6881 if given.
 fn run_firmware(append: &str, host_port: Option<u16>) -> Run {
+    run_firmware_with(append, host_port, None)
+}
+
+/// A callback run (once, on the reader thread) when the firmware prints a
+/// line starting with the given prefix.
+type Trigger = (&'static str, Box<dyn FnOnce() + Send>);
+
+/// [`run_firmware`], calling `trigger` when its line appears (e.g. start a
+/// leecher once the firmware listens).
+fn run_firmware_with(append: &str, host_port: Option<u16>, trigger: Option<Trigger>) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap_path = dir.path().join("lan9118.pcap");
     let mut netdev = String::from("user,id=n0");
@@ -131,8 +141,20 @@ fn run_firmware(append: &str, host_port: Option<u16>) -> Run {
     let mut qemu = Qemu(cmd.spawn().expect("spawn qemu-system-arm"));
     let mut pipe = qemu.0.stdout.take().expect("stdout");
     let reader = thread::spawn(move || {
+        use std::io::BufRead;
         let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
+        let mut trigger = trigger;
+        let mut lines = std::io::BufReader::new(&mut pipe);
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            if trigger.as_ref().is_some_and(|(p, _)| line.starts_with(p)) {
+                if let Some((_, f)) = trigger.take() {
+                    f();
+                }
+            }
+            s.push_str(&line);
+            line.clear();
+        }
         s
     });
     let code = loop {
@@ -791,26 +813,40 @@ fn qemu_bittorrent_job_opentracker_libtorrent_seeder_and_leecher() {
         "the libtorrent seeder never got a tracker reply"
     );
     let fwd = free_port();
-    let mut leecher = lt_peer(
-        &py,
-        &[
-            "leech",
-            nt.to_str().unwrap(),
-            leech_dir.to_str().unwrap(),
-            &free_port().to_string(),
-            "--connect",
-            &fwd.to_string(),
-            "--max-seconds",
-            "40",
-        ],
-    );
-    let run = run_firmware(
+    // The leecher starts once the firmware listens (QEMU's hostfwd accepts
+    // and drops connections before that, and libtorrent backs off from a
+    // peer that failed).
+    let leecher_slot: Arc<std::sync::Mutex<Option<Proc>>> = Arc::default();
+    let start_leecher = {
+        let (py, slot) = (py.clone(), leecher_slot.clone());
+        let args: Vec<String> = vec![
+            "leech".into(),
+            nt.to_str().unwrap().into(),
+            leech_dir.to_str().unwrap().into(),
+            free_port().to_string(),
+            "--connect".into(),
+            fwd.to_string(),
+            "--max-seconds".into(),
+            "30".into(),
+        ];
+        Box::new(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            *slot.lock().unwrap() = Some(lt_peer(&py, &args));
+        })
+    };
+    let run = run_firmware_with(
         &format!(
             "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
              pieces={pieces} port={fwd} seed_ms=15000 deadline_ms=25000"
         ),
         Some(fwd),
+        Some(("seed: listening", start_leecher)),
     );
+    let mut leecher = leecher_slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the firmware never listened for a leecher");
     assert_eq!(run.code, Some(0), "firmware failed");
     assert!(run.stdout.contains("result: ok"));
     assert!(run.stdout.contains("announce: ok event=started"));

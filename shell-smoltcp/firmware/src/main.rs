@@ -158,9 +158,41 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Bytes of stack painted at boot to measure the run's high-water mark.
+const STACK_PAINT: usize = 64 * 1024;
+const PAINT: u32 = 0xA5A5_A5A5;
+
+/// Paints the `STACK_PAINT` bytes below the current stack pointer (less a
+/// margin for this frame); returns the top the mark is measured from.
+fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = sp - STACK_PAINT;
+    let mut at = bottom;
+    while at < sp - 256 {
+        // SAFETY: RAM below the stack pointer is unused (4 MiB of RAM,
+        // statics at its start, the stack at its end growing down).
+        unsafe { core::ptr::write_volatile(at as *mut u32, PAINT) };
+        at += 4;
+    }
+    sp
+}
+
+/// Bytes of stack used below `top` since [`paint_stack`].
+fn stack_used(top: usize) -> usize {
+    let mut at = top - STACK_PAINT;
+    // SAFETY: the same painted region, read back.
+    while at < top && unsafe { core::ptr::read_volatile(at as *const u32) } == PAINT {
+        at += 4;
+    }
+    top - at
+}
+
 #[entry]
 fn main() -> ! {
-    let code = match run() {
+    let top = paint_stack();
+    let result = run();
+    hprintln!("stack_used: {}", stack_used(top));
+    let code = match result {
         Ok(()) => {
             hprintln!("result: ok");
             0
