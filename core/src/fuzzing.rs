@@ -115,7 +115,8 @@ pub fn magnet(data: &[u8]) {
 
 /// UDP tracker server triage (BEP 15): whatever arrives, no reply without a
 /// connection id we issued to that address (except a connect response), and
-/// no reply larger than [`MAX_AMPLIFICATION`] × the request. The first byte
+/// no reply larger than [`MAX_AMPLIFICATION`](crate::tracker::udp::server::MAX_AMPLIFICATION)
+/// × the request. The first byte
 /// picks the address family and whether to splice a valid connection id into
 /// the datagram, so the fuzzer also reaches the paths after validation.
 pub fn udp_tracker_server(data: &[u8]) {
