@@ -318,34 +318,17 @@ where
         port: cfg.announce_port,
     };
     let start = stack.now_ms();
-    let result = announce(stack, &mut udp, &mut client, params, deadline)?;
+    let found = announce(stack, &mut udp, &mut client, params, deadline, log)?;
     let _ = writeln!(
         log,
         "announce: ok event=started peers={} seeders={} leechers={} ms={}",
-        result.peers.len(),
-        result.seeders,
-        result.leechers,
+        found.tracker_peers,
+        found.seeders,
+        found.leechers,
         stack.now_ms() - start
     );
-    report.tracker_peers = result.peers.len();
-    let mut candidates = [0u16; MAX_PEER_ATTEMPTS];
-    let mut n_candidates = 0;
-    for p in result.peers.iter() {
-        let reachable = match p.ip() {
-            IpAddr::V4(a) => a.is_loopback() || a == Ipv4Addr::from(GATEWAY.octets()),
-            IpAddr::V6(a) => a.is_loopback(),
-        };
-        let port = p.port();
-        if !reachable || port == cfg.announce_port || port == 0 {
-            let _ = writeln!(log, "peer: skipped {p}");
-            continue;
-        }
-        if n_candidates < MAX_PEER_ATTEMPTS && !candidates[..n_candidates].contains(&port) {
-            candidates[n_candidates] = port;
-            n_candidates += 1;
-        }
-    }
-    drop(result);
+    report.tracker_peers = found.tracker_peers;
+    let (candidates, n_candidates) = (found.candidates, found.n_candidates);
 
     // Shared piece state.
     let mut have_bits = [0u8; BITS_LEN];
@@ -467,7 +450,7 @@ where
     params.downloaded = total;
     params.left = 0;
     let start = stack.now_ms();
-    announce(stack, &mut udp, &mut client, params, deadline)?;
+    announce(stack, &mut udp, &mut client, params, deadline, log)?;
     let _ = writeln!(
         log,
         "announce: ok event=completed ms={}",
@@ -491,8 +474,60 @@ where
     Ok(ctx.report)
 }
 
-/// One announce through the core's client session, to the end.
+/// What an announce found: the peers worth trying (their ports at the
+/// gateway), and the tracker's counts.
+struct Found {
+    tracker_peers: usize,
+    seeders: u32,
+    leechers: u32,
+    candidates: [u16; MAX_PEER_ATTEMPTS],
+    n_candidates: usize,
+}
+
+/// One announce through the core's client session, to the end. Kept out
+/// of line: the core's reply holds up to 128 peers (about 4 KiB), which
+/// need not stay on the stack during the download.
+#[inline(never)]
 fn announce<D: Device, C: Clock, T: ourtorrent_core::tracker::udp::client::TransactionIds>(
+    stack: &mut Stack<'_, D, C>,
+    udp: &mut UdpSocket,
+    client: &mut Client<T>,
+    params: AnnounceParams,
+    deadline: u64,
+    log: &mut impl Write,
+) -> Result<Found, JobError> {
+    let result = announce_exchange(stack, udp, client, params, deadline)?;
+    let mut found = Found {
+        tracker_peers: result.peers.len(),
+        seeders: result.seeders,
+        leechers: result.leechers,
+        candidates: [0; MAX_PEER_ATTEMPTS],
+        n_candidates: 0,
+    };
+    for p in result.peers.iter() {
+        let reachable = match p.ip() {
+            IpAddr::V4(a) => a.is_loopback() || a == Ipv4Addr::from(GATEWAY.octets()),
+            IpAddr::V6(a) => a.is_loopback(),
+        };
+        let port = p.port();
+        if !reachable || port == params.port || port == 0 {
+            let _ = writeln!(log, "peer: skipped {p}");
+            continue;
+        }
+        let n = found.n_candidates;
+        if n < MAX_PEER_ATTEMPTS && !found.candidates[..n].contains(&port) {
+            found.candidates[n] = port;
+            found.n_candidates += 1;
+        }
+    }
+    Ok(found)
+}
+
+fn announce_exchange<
+    D: Device,
+    C: Clock,
+    T: ourtorrent_core::tracker::udp::client::TransactionIds,
+>(
     stack: &mut Stack<'_, D, C>,
     udp: &mut UdpSocket,
     client: &mut Client<T>,

@@ -208,14 +208,21 @@ fn main() -> ! {
     exit(code)
 }
 
-fn run() -> Result<(), Failure> {
-    let mut core = cortex_m::Peripherals::take().ok_or(Failure::NoMemory)?;
-    core.SYST.set_clock_source(SystClkSource::Core);
-    core.SYST.set_reload(SYSTICK_RELOAD);
-    core.SYST.clear_current();
-    core.SYST.enable_interrupt();
-    core.SYST.enable_counter();
+/// What the command line asks for, checked, with nothing borrowed from
+/// the command line itself.
+struct Plan {
+    torrent: Option<TorrentConfig>,
+    udp_remote: Option<Remote>,
+    tcp_remote: Option<Remote>,
+    kib: u32,
+    serve: bool,
+    deadline: u64,
+}
 
+/// Reads and checks the command line. Out of line, so that its 4 KiB
+/// buffer is off the stack before the network work starts.
+#[inline(never)]
+fn read_plan() -> Result<Plan, Failure> {
     let mut line = [0u8; shell_smoltcp::args::CMDLINE_MAX];
     let line = cmdline::read(&mut line);
     let args = match shell_smoltcp::args::parse(line) {
@@ -262,7 +269,32 @@ fn run() -> Result<(), Failure> {
         .map(|p| Remote::new(args.host, p))
         .transpose()
         .map_err(Failure::Remote)?;
-    let deadline = u64::from(args.deadline_ms);
+    Ok(Plan {
+        torrent,
+        udp_remote,
+        tcp_remote,
+        kib: args.kib,
+        serve: args.serve,
+        deadline: u64::from(args.deadline_ms),
+    })
+}
+
+fn run() -> Result<(), Failure> {
+    let mut core = cortex_m::Peripherals::take().ok_or(Failure::NoMemory)?;
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(SYSTICK_RELOAD);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    let Plan {
+        torrent,
+        udp_remote,
+        tcp_remote,
+        kib,
+        serve: inbound,
+        deadline,
+    } = read_plan()?;
 
     // SAFETY: MPS2_LAN9118_BASE is the board's LAN9118 (AN385 memory map)
     // and this is the only driver instance.
@@ -327,9 +359,9 @@ fn run() -> Result<(), Failure> {
             udp_check(net, udp_bufs, remote, deadline)?;
         }
         if let Some(remote) = tcp_remote {
-            tcp_check(net, tcp0, remote, args.kib, deadline)?;
+            tcp_check(net, tcp0, remote, kib, deadline)?;
         }
-        if args.serve {
+        if inbound {
             serve(net, tcp1, deadline)?;
         }
     }
