@@ -1240,3 +1240,67 @@ fn seed<'a, 's, D: Device, C: Clock, const RX: usize, const TX: usize>(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::args::parse;
+    use std::format;
+
+    const H: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn config(rest: &str) -> Result<TorrentConfig, LimitError> {
+        let line = format!("fw tracker=6969 info_hash={H} {rest}");
+        TorrentConfig::from_args(&parse(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_torrent_within_the_limits() {
+        let c = config(&format!("length=65536 piece_len=16384 pieces={H}{H}{H}{H}")).unwrap();
+        assert_eq!(c.geometry.piece_count(), 4);
+        assert_eq!(c.hashes[3][..2], [0x01, 0x23]);
+        assert_eq!(c.tracker.port(), 6969);
+        // The last piece may be short.
+        let c = config(&format!("length=20000 piece_len=16384 pieces={H}{H}")).unwrap();
+        assert_eq!(c.geometry.piece_size(1), Some(20000 - 16384));
+    }
+
+    #[test]
+    fn torrents_beyond_the_limits_are_refused() {
+        let cases = [
+            (
+                format!("length=65537 piece_len=16384 pieces={H}"),
+                LimitError::TorrentTooLong(65537),
+            ),
+            (
+                format!("length=65536 piece_len=131072 pieces={H}"),
+                LimitError::PieceTooLong(131072),
+            ),
+            (
+                format!("length=65536 piece_len=512 pieces={H}"),
+                LimitError::TooManyPieces(128),
+            ),
+            (
+                format!("length=65536 piece_len=16384 pieces={H}"),
+                LimitError::HashCount {
+                    pieces: 4,
+                    hashes: 1,
+                },
+            ),
+            (
+                "length=65536 piece_len=16384".into(),
+                LimitError::Missing("pieces"),
+            ),
+        ];
+        for (rest, want) in cases {
+            assert_eq!(config(&rest).unwrap_err(), want, "{rest}");
+        }
+        let line =
+            format!("tracker=6969 host=10.0.2.3 info_hash={H} length=1 piece_len=1 pieces={H}");
+        assert_eq!(
+            TorrentConfig::from_args(&parse(line.as_bytes()).unwrap()).unwrap_err(),
+            LimitError::Tracker(ConfigError::NotGateway)
+        );
+    }
+}
