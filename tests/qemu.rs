@@ -793,12 +793,17 @@ enum TrackerKind {
 }
 
 /// The workspace's `shell-std` binary (built by `cargo test` for its own
-/// tests), if it has the `tracker` subcommand.
+/// tests), or the one named by `OURTORRENT_SHELL_STD`, if it has the
+/// `tracker` subcommand.
 fn shell_std_with_tracker() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let bin = std::env::var_os("OURTORRENT_SHELL_STD")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let bin = target.join("debug/shell-std");
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"))
+                .join("debug/shell-std")
+        });
     let ok = Command::new(&bin)
         .args(["tracker", "--help"])
         .output()
