@@ -16,11 +16,11 @@ use ourtorrent_core::id::InfoHash;
 use crate::config::GATEWAY;
 
 /// Longest command line the firmware reads.
-pub const CMDLINE_MAX: usize = 512;
+pub const CMDLINE_MAX: usize = 4096;
 
 /// What the firmware was asked to do.
 #[derive(Debug, Clone, Copy)]
-pub struct Args {
+pub struct Args<'a> {
     /// `host=A.B.C.D`: the host to talk to (must be `10.0.2.2`; anything
     /// else is refused when the remotes are made).
     pub host: Ipv4Addr,
@@ -35,9 +35,26 @@ pub struct Args {
     pub serve: bool,
     /// `deadline_ms=N`: the whole run's deadline (default 20 000).
     pub deadline_ms: u32,
-    /// `info_hash=HEX40`: the torrent to work on (parsed and reported; the
-    /// BitTorrent job is not wired yet).
+    /// `info_hash=HEX40`: the torrent to download and seed.
     pub info_hash: Option<InfoHash>,
+    /// `tracker=PORT`: the BEP 15 (UDP) tracker at `host:PORT`. Giving it
+    /// runs the BitTorrent job instead of the network check.
+    pub tracker_port: Option<u16>,
+    /// `length=N`: the torrent's total length in bytes.
+    pub length: Option<u64>,
+    /// `piece_len=N`: the torrent's piece length in bytes.
+    pub piece_len: Option<u32>,
+    /// `pieces=HEX`: the SHA-1 of every piece, 40 hex digits each,
+    /// concatenated in piece order (checked by
+    /// [`crate::job::TorrentConfig::from_args`]).
+    pub pieces_hex: Option<&'a str>,
+    /// `port=N`: the port announced to the tracker (default 6881; use the
+    /// host port QEMU forwards to the guest's 6881). Tracker peers on this
+    /// port are taken to be this node itself and skipped.
+    pub announce_port: u16,
+    /// `seed_ms=N`: how long to seed after the download (default 10 000;
+    /// 0: no seeding). Seeding ends earlier once a leecher has everything.
+    pub seed_ms: u32,
     /// `crash=panic|fault`: fail on purpose before any network work, to
     /// test that a panic or a hard fault ends the run with a failure.
     pub crash: Option<Crash>,
@@ -52,7 +69,7 @@ pub enum Crash {
     Fault,
 }
 
-impl Default for Args {
+impl Default for Args<'_> {
     fn default() -> Self {
         Args {
             host: GATEWAY,
@@ -62,6 +79,12 @@ impl Default for Args {
             serve: false,
             deadline_ms: 20_000,
             info_hash: None,
+            tracker_port: None,
+            length: None,
+            piece_len: None,
+            pieces_hex: None,
+            announce_port: crate::config::PEER_PORT,
+            seed_ms: 10_000,
             crash: None,
         }
     }
@@ -95,10 +118,10 @@ impl fmt::Display for ArgError<'_> {
 }
 
 /// Parses the command line.
-pub fn parse(line: &[u8]) -> Result<Args, ArgError<'_>> {
+pub fn parse(line: &[u8]) -> Result<Args<'_>, ArgError<'_>> {
     let line = core::str::from_utf8(line).map_err(|_| ArgError::NotUtf8)?;
     let mut args = Args::default();
-    let mut seen = 0u8;
+    let mut seen = 0u32;
     for (i, word) in line.split_ascii_whitespace().enumerate() {
         let Some((key, value)) = word.split_once('=') else {
             if i == 0 {
@@ -148,6 +171,36 @@ pub fn parse(line: &[u8]) -> Result<Args, ArgError<'_>> {
                 });
                 7
             }
+            "tracker" => {
+                args.tracker_port = Some(port(value).ok_or(bad)?);
+                8
+            }
+            "length" => {
+                args.length = Some(value.parse().ok().filter(|n| *n > 0).ok_or(bad)?);
+                9
+            }
+            "piece_len" => {
+                args.piece_len = Some(value.parse().ok().filter(|n| *n > 0).ok_or(bad)?);
+                10
+            }
+            "pieces" => {
+                let hex = value.len() % 40 == 0
+                    && !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_hexdigit());
+                if !hex {
+                    return Err(bad);
+                }
+                args.pieces_hex = Some(value);
+                11
+            }
+            "port" => {
+                args.announce_port = port(value).ok_or(bad)?;
+                12
+            }
+            "seed_ms" => {
+                args.seed_ms = value.parse().map_err(|_| bad)?;
+                13
+            }
             _ => return Err(ArgError::UnknownKey(word)),
         };
         if seen & (1 << bit) != 0 {
@@ -190,6 +243,14 @@ mod tests {
         assert_eq!((a.udp_port, a.tcp_port), (Some(6969), Some(6882)));
         assert_eq!((a.kib, a.serve, a.deadline_ms), (1024, true, 5000));
         assert_eq!(a.info_hash.unwrap().as_bytes()[..3], [0x01, 0x23, 0x45]);
+        let h = "0123456789abcdef0123456789abcdef01234567";
+        let line =
+            format!("tracker=6969 length=65536 piece_len=16384 pieces={h}{h} port=5555 seed_ms=0");
+        let a = parse(line.as_bytes()).unwrap();
+        assert_eq!(a.tracker_port, Some(6969));
+        assert_eq!((a.length, a.piece_len), (Some(65536), Some(16384)));
+        assert_eq!(a.pieces_hex.map(str::len), Some(80));
+        assert_eq!((a.announce_port, a.seed_ms), (5555, 0));
         assert_eq!(parse(b"crash=fault").unwrap().crash, Some(Crash::Fault));
         assert_eq!(parse(b"crash=panic").unwrap().crash, Some(Crash::Panic));
         // Parsing accepts any address; `Remote::new` refuses it later.
@@ -219,6 +280,16 @@ mod tests {
                 "BadValue",
             ),
             (b"crash=maybe", "BadValue"),
+            (b"length=0", "BadValue"),
+            (b"piece_len=x", "BadValue"),
+            (b"pieces=0123", "BadValue"),
+            (b"pieces=", "BadValue"),
+            (
+                b"pieces=zz23456789abcdef0123456789abcdef01234567",
+                "BadValue",
+            ),
+            (b"tracker=0", "BadValue"),
+            (b"seed_ms=-1", "BadValue"),
             (b"udp=\xff", "NotUtf8"),
         ];
         for (line, kind) in cases {

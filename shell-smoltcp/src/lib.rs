@@ -33,7 +33,13 @@
 //!   (fixed or doubling interval, bounded tries), answers from anyone but
 //!   the remote dropped.
 //! - [`TcpStream`]: a TCP connection, active (connect to the gateway) or
-//!   passive (listen on a port, e.g. [`PEER_PORT`] for seeding).
+//!   passive (listen on a port, e.g. [`PEER_PORT`] for seeding); its socket
+//!   can be reused for the next connection (`reconnect`, `relisten`).
+//!
+//! On top of them, [`job`] is the firmware's BitTorrent job: announce,
+//! download and verify a small torrent into RAM, announce `completed`,
+//! seed — all protocol logic from the core, with every limit a named
+//! constant there.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,6 +47,7 @@
 pub mod args;
 mod config;
 mod error;
+pub mod job;
 mod stack;
 mod tcp;
 mod udp;

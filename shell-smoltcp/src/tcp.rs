@@ -102,6 +102,44 @@ impl TcpStream {
         })
     }
 
+    /// Reuses this stream's socket (and its buffers) for a new connection
+    /// to `remote`, once the old one is over: after [`TcpStream::abort`],
+    /// or when it was reset, refused or closed. A socket is a static buffer
+    /// pair on a microcontroller; reusing it is how a firmware tries one
+    /// peer after another without a buffer per attempt.
+    pub fn reconnect<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        remote: Remote,
+    ) -> Result<(), Error> {
+        let local_port = stack.ephemeral_port();
+        let (socket, cx) = stack.socket_and_context::<tcp::Socket>(self.handle);
+        if socket.is_open() {
+            return Err(Error::InvalidState);
+        }
+        socket
+            .connect(cx, remote.endpoint(), local_port)
+            .map_err(|_| Error::Bind)?;
+        self.closing = false;
+        Ok(())
+    }
+
+    /// Reuses this stream's socket to listen on `port` for one connection,
+    /// once the old connection is over (see [`TcpStream::reconnect`]).
+    pub fn relisten<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        port: u16,
+    ) -> Result<(), Error> {
+        let socket = stack.socket::<tcp::Socket>(self.handle);
+        if socket.is_open() {
+            return Err(Error::InvalidState);
+        }
+        socket.listen(port).map_err(|_| Error::Bind)?;
+        self.closing = false;
+        Ok(())
+    }
+
     /// The smoltcp state (for reports and tests).
     pub fn state<D: Device, C: Clock>(&self, stack: &mut Stack<'_, D, C>) -> State {
         stack.socket::<tcp::Socket>(self.handle).state()

@@ -2,14 +2,21 @@
 //! Ethernet): the `shell-smoltcp` driver over the [`lan9118`] driver, timed
 //! by SysTick, reporting over semihosting.
 //!
-//! Until the BitTorrent job lands, its job is a network check against the
-//! host through QEMU's user-mode network (only `10.0.2.2` is ever
-//! addressed): a UDP request/response (with retransmission), a TCP echo of
-//! `kib` KiB verified byte by byte, and optionally serving one inbound TCP
-//! echo connection on port 6881. It prints one `key: value` line per
-//! figure and exits through semihosting with 0 on success and 1 on any
-//! failure, panic or fault. It never hangs: every step shares one deadline
-//! (`deadline_ms`), and the test harness keeps its own timeout too.
+//! With `tracker=PORT` it runs the BitTorrent job (`shell_smoltcp::job`):
+//! announce to the BEP 15 tracker at `10.0.2.2:PORT`, download the torrent
+//! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into RAM
+//! from the peers the tracker returns, verify every piece, announce
+//! `completed`, and seed on port 6881 (forwarded from the host). Without
+//! it, a network check against the host: a UDP request/response (with
+//! retransmission), a TCP echo of `kib` KiB verified byte by byte, and
+//! optionally serving one inbound TCP echo connection on port 6881. Only
+//! `10.0.2.2` is ever addressed.
+//!
+//! It prints one `key: value` line per figure and exits through
+//! semihosting with 0 on success, 1 on any failure, panic or fault, and 2
+//! when the command line is refused (a bad value or a torrent beyond the
+//! limits). It never hangs: every step shares one deadline (`deadline_ms`),
+//! and the test harness keeps its own timeout too.
 //!
 //! Command line (QEMU `-append`): see `shell_smoltcp::args::Args`.
 #![no_std]
@@ -26,6 +33,9 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use shell_smoltcp::args::Crash;
+use shell_smoltcp::job::{
+    self, JobBuffers, TorrentConfig, FRAME_BUF_LEN, MAX_PEERS, MAX_TORRENT_LEN,
+};
 use shell_smoltcp::smoltcp::iface::SocketStorage;
 use shell_smoltcp::{
     nb, Clock, ConfigError, Error, NetConfig, Remote, Retry, Stack, TcpBuffers, TcpStream,
@@ -40,14 +50,19 @@ const CORE_HZ: u32 = 25_000_000;
 /// after RELOAD + 1 cycles).
 const SYSTICK_RELOAD: u32 = CORE_HZ / 1000 - 1;
 
-/// Socket slots: UDP, TCP out, TCP in, one spare.
-const SOCKETS: usize = 4;
-/// TCP windows: QEMU's LAN9118 buffers ~10.5 KB of frames; 8 KiB is safe.
-const TCP_RX: usize = 8 * 1024;
-const TCP_TX: usize = 8 * 1024;
-/// UDP: 2 datagrams of up to 1 KiB each way (BEP 15 packets are smaller).
-const UDP_PACKETS: usize = 2;
-const UDP_BYTES: usize = 2048;
+/// Socket slots: UDP and one TCP socket per peer connection.
+const SOCKETS: usize = 1 + MAX_PEERS;
+/// TCP windows. Static RAM is the budget (96 KiB): 64 KiB of torrent data
+/// and a 16 KiB frame buffer leave room for small windows only. The
+/// network check uses the same two sockets.
+const TCP_RX: usize = 3 * 1024;
+const TCP_TX: usize = 2 * 1024;
+/// UDP: 1 datagram of up to 512 bytes each way (a BEP 15 announce is 98
+/// bytes, its reply 20 + 6 per peer: `NUM_WANT` = 16 peers fit).
+const UDP_PACKETS: usize = 1;
+const UDP_BYTES: usize = 512;
+/// Exit code for a refused command line.
+const EXIT_CONFIG: u32 = 2;
 /// The UDP check's retransmission schedule: 250 ms doubling, 6 sends
 /// (about 16 s in all); the deadline cuts it shorter if it is shorter.
 const UDP_RETRY: Retry = Retry {
@@ -81,21 +96,31 @@ impl Clock for SysTickClock {
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     hprintln!("result: FAILED: hard fault at pc={:#010x}", frame.pc());
-    exit(false)
+    exit(1)
 }
 
 #[exception]
 unsafe fn DefaultHandler(irq: i16) {
     hprintln!("result: FAILED: unexpected exception {}", irq);
-    exit(false)
+    exit(1)
 }
 
-fn exit(ok: bool) -> ! {
-    debug::exit(if ok {
-        debug::EXIT_SUCCESS
+/// Ends the run with `code` as QEMU's exit status.
+fn exit(code: u32) -> ! {
+    if code == 0 {
+        debug::exit(debug::EXIT_SUCCESS);
     } else {
-        debug::EXIT_FAILURE
-    });
+        // SYS_EXIT_EXTENDED (0x20) takes {reason, subcode}; for
+        // ADP_Stopped_ApplicationExit QEMU exits with the subcode (ARM
+        // semihosting spec §6.7; QEMU semihosting/arm-compat-semi.c).
+        let block = [0x20026usize, code as usize];
+        // SAFETY: the block is live and two words long for the call.
+        unsafe {
+            cortex_m_semihosting::syscall1(0x20, block.as_ptr() as usize);
+        }
+        // A debugger without the extended call: a plain failure.
+        debug::exit(debug::EXIT_FAILURE);
+    }
     // Not reached under QEMU; a debugger without semihosting exit lands here.
     loop {
         cortex_m::asm::wfi();
@@ -107,6 +132,8 @@ type Net = Stack<'static, Lan9118, SysTickClock>;
 /// Why the run failed.
 enum Failure {
     Args,
+    Limits(job::LimitError),
+    Job(job::JobError),
     Remote(ConfigError),
     Nic(lan9118::InitError),
     Net(&'static str, Error),
@@ -119,6 +146,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Args => f.write_str("bad command line"),
+            Failure::Limits(e) => write!(f, "config: {e}"),
+            Failure::Job(e) => write!(f, "{e}"),
             Failure::Remote(e) => write!(f, "config: {e}"),
             Failure::Nic(e) => write!(f, "lan9118: {e:?}"),
             Failure::Net(step, e) => write!(f, "{step}: {e}"),
@@ -129,29 +158,71 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Bytes of stack painted at boot to measure the run's high-water mark.
+const STACK_PAINT: usize = 64 * 1024;
+const PAINT: u32 = 0xA5A5_A5A5;
+
+/// Paints the `STACK_PAINT` bytes below the current stack pointer (less a
+/// margin for this frame); returns the top the mark is measured from.
+fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let bottom = sp - STACK_PAINT;
+    let mut at = bottom;
+    while at < sp - 256 {
+        // SAFETY: RAM below the stack pointer is unused (4 MiB of RAM,
+        // statics at its start, the stack at its end growing down).
+        unsafe { core::ptr::write_volatile(at as *mut u32, PAINT) };
+        at += 4;
+    }
+    sp
+}
+
+/// Bytes of stack used below `top` since [`paint_stack`].
+fn stack_used(top: usize) -> usize {
+    let mut at = top - STACK_PAINT;
+    // SAFETY: the same painted region, read back.
+    while at < top && unsafe { core::ptr::read_volatile(at as *const u32) } == PAINT {
+        at += 4;
+    }
+    top - at
+}
+
 #[entry]
 fn main() -> ! {
-    let ok = match run() {
+    let top = paint_stack();
+    let result = run();
+    hprintln!("stack_used: {}", stack_used(top));
+    let code = match result {
         Ok(()) => {
             hprintln!("result: ok");
-            true
+            0
         }
         Err(e) => {
             hprintln!("result: FAILED: {}", e);
-            false
+            match e {
+                Failure::Args | Failure::Limits(_) | Failure::Remote(_) => EXIT_CONFIG,
+                _ => 1,
+            }
         }
     };
-    exit(ok)
+    exit(code)
 }
 
-fn run() -> Result<(), Failure> {
-    let mut core = cortex_m::Peripherals::take().ok_or(Failure::NoMemory)?;
-    core.SYST.set_clock_source(SystClkSource::Core);
-    core.SYST.set_reload(SYSTICK_RELOAD);
-    core.SYST.clear_current();
-    core.SYST.enable_interrupt();
-    core.SYST.enable_counter();
+/// What the command line asks for, checked, with nothing borrowed from
+/// the command line itself.
+struct Plan {
+    torrent: Option<TorrentConfig>,
+    udp_remote: Option<Remote>,
+    tcp_remote: Option<Remote>,
+    kib: u32,
+    serve: bool,
+    deadline: u64,
+}
 
+/// Reads and checks the command line. Out of line, so that its 4 KiB
+/// buffer is off the stack before the network work starts.
+#[inline(never)]
+fn read_plan() -> Result<Plan, Failure> {
     let mut line = [0u8; shell_smoltcp::args::CMDLINE_MAX];
     let line = cmdline::read(&mut line);
     let args = match shell_smoltcp::args::parse(line) {
@@ -172,6 +243,21 @@ fn run() -> Result<(), Failure> {
         let hex = ih.to_hex();
         hprintln!("info_hash: {}", core::str::from_utf8(&hex).unwrap_or("?"));
     }
+    // The BitTorrent job's torrent, checked against its limits before any
+    // packet exists.
+    let torrent = match args.tracker_port {
+        Some(_) => Some(TorrentConfig::from_args(&args).map_err(Failure::Limits)?),
+        None => None,
+    };
+    if let Some(t) = &torrent {
+        hprintln!(
+            "torrent: length={} piece_len={} pieces={} tracker_port={}",
+            t.geometry.total_len(),
+            t.geometry.piece_len(),
+            t.geometry.piece_count(),
+            t.tracker.port()
+        );
+    }
     // Every remote is checked here, before any packet exists.
     let udp_remote = args
         .udp_port
@@ -183,7 +269,32 @@ fn run() -> Result<(), Failure> {
         .map(|p| Remote::new(args.host, p))
         .transpose()
         .map_err(Failure::Remote)?;
-    let deadline = u64::from(args.deadline_ms);
+    Ok(Plan {
+        torrent,
+        udp_remote,
+        tcp_remote,
+        kib: args.kib,
+        serve: args.serve,
+        deadline: u64::from(args.deadline_ms),
+    })
+}
+
+fn run() -> Result<(), Failure> {
+    let mut core = cortex_m::Peripherals::take().ok_or(Failure::NoMemory)?;
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(SYSTICK_RELOAD);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    let Plan {
+        torrent,
+        udp_remote,
+        tcp_remote,
+        kib,
+        serve: inbound,
+        deadline,
+    } = read_plan()?;
 
     // SAFETY: MPS2_LAN9118_BASE is the board's LAN9118 (AN385 memory map)
     // and this is the only driver instance.
@@ -211,14 +322,48 @@ fn run() -> Result<(), Failure> {
         cortex_m::singleton!(: Net = Stack::new(nic, SysTickClock, &config, slots))
             .ok_or(Failure::NoMemory)?;
 
-    if let Some(remote) = udp_remote {
-        udp_check(net, remote, deadline)?;
-    }
-    if let Some(remote) = tcp_remote {
-        tcp_check(net, remote, args.kib, deadline)?;
-    }
-    if args.serve {
-        serve(net, deadline)?;
+    // Every buffer is static: these are the whole memory of the run.
+    let udp_bufs = cortex_m::singleton!(: UdpBuffers<UDP_PACKETS, UDP_BYTES> = UdpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+    let tcp0 = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+    let tcp1 = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
+        .ok_or(Failure::NoMemory)?;
+
+    if let Some(torrent) = &torrent {
+        let data = cortex_m::singleton!(: [u8; MAX_TORRENT_LEN] = [0; MAX_TORRENT_LEN])
+            .ok_or(Failure::NoMemory)?;
+        let frame = cortex_m::singleton!(: [u8; FRAME_BUF_LEN] = [0; FRAME_BUF_LEN])
+            .ok_or(Failure::NoMemory)?;
+        let bufs = JobBuffers {
+            udp: udp_bufs,
+            tcp: [tcp0, tcp1],
+            data,
+            frame,
+        };
+        let seed = config.random_seed as u32;
+        let report =
+            job::run(net, bufs, torrent, deadline, seed, &mut Log).map_err(Failure::Job)?;
+        hprintln!(
+            "report: bytes={} verified={} rejected={} peers={} download_ms={} uploaded={} leecher_complete={}",
+            report.bytes,
+            report.verified,
+            report.rejected,
+            report.peers_used,
+            report.download_ms,
+            report.uploaded,
+            u8::from(report.leecher_complete)
+        );
+    } else {
+        if let Some(remote) = udp_remote {
+            udp_check(net, udp_bufs, remote, deadline)?;
+        }
+        if let Some(remote) = tcp_remote {
+            tcp_check(net, tcp0, remote, kib, deadline)?;
+        }
+        if inbound {
+            serve(net, tcp1, deadline)?;
+        }
     }
     let c = net.device_mut().counters();
     hprintln!(
@@ -233,10 +378,13 @@ fn run() -> Result<(), Failure> {
 
 /// A request/response with retransmission: the answer must be the request
 /// (a UDP echo on the host).
-fn udp_check(net: &mut Net, remote: Remote, deadline: u64) -> Result<(), Failure> {
+fn udp_check(
+    net: &mut Net,
+    bufs: &'static mut UdpBuffers<UDP_PACKETS, UDP_BYTES>,
+    remote: Remote,
+    deadline: u64,
+) -> Result<(), Failure> {
     const STEP: &str = "udp";
-    let bufs = cortex_m::singleton!(: UdpBuffers<UDP_PACKETS, UDP_BYTES> = UdpBuffers::new())
-        .ok_or(Failure::NoMemory)?;
     let socket =
         UdpSocket::bind(net, bufs, UDP_LOCAL_PORT, remote).map_err(|e| Failure::Net(STEP, e))?;
     let mut exchange = UdpRequest::new(socket, UDP_RETRY);
@@ -266,10 +414,14 @@ fn udp_check(net: &mut Net, remote: Remote, deadline: u64) -> Result<(), Failure
 
 /// Sends `kib` KiB of a known pattern to a TCP echo and checks every byte
 /// that comes back.
-fn tcp_check(net: &mut Net, remote: Remote, kib: u32, deadline: u64) -> Result<(), Failure> {
+fn tcp_check(
+    net: &mut Net,
+    bufs: &'static mut TcpBuffers<TCP_RX, TCP_TX>,
+    remote: Remote,
+    kib: u32,
+    deadline: u64,
+) -> Result<(), Failure> {
     const STEP: &str = "tcp";
-    let bufs = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
-        .ok_or(Failure::NoMemory)?;
     let start = net.now_ms();
     let mut stream = TcpStream::connect(net, bufs, remote).map_err(|e| Failure::Net(STEP, e))?;
     net.block_until(deadline, |net, now| stream.poll_established(net, now))
@@ -339,10 +491,12 @@ fn tcp_check(net: &mut Net, remote: Remote, kib: u32, deadline: u64) -> Result<(
 
 /// Accepts one connection on port 6881 and echoes it until the remote
 /// closes (the shape of seeding to a host peer, later).
-fn serve(net: &mut Net, deadline: u64) -> Result<(), Failure> {
+fn serve(
+    net: &mut Net,
+    bufs: &'static mut TcpBuffers<TCP_RX, TCP_TX>,
+    deadline: u64,
+) -> Result<(), Failure> {
     const STEP: &str = "serve";
-    let bufs = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
-        .ok_or(Failure::NoMemory)?;
     let mut stream = TcpStream::listen(net, bufs, PEER_PORT).map_err(|e| Failure::Net(STEP, e))?;
     hprintln!("serve: listening port={}", PEER_PORT);
     net.block_until(deadline, |net, now| stream.poll_established(net, now))
@@ -378,6 +532,16 @@ fn serve(net: &mut Net, deadline: u64) -> Result<(), Failure> {
     hprintln!("serve: ok bytes={}", total);
     stream.release(net);
     Ok(())
+}
+
+/// The job's progress lines, to the semihosting console.
+struct Log;
+
+impl fmt::Write for Log {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        cortex_m_semihosting::hprint!("{}", s);
+        Ok(())
+    }
 }
 
 /// The test pattern's byte at stream offset `at`.
