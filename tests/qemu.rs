@@ -772,16 +772,14 @@ fn qemu_bittorrent_job_opentracker_libtorrent_seeder_and_leecher() {
     bittorrent_job(TrackerKind::Opentracker);
 }
 
-/// The same job with our own tracker (`shell-std tracker`), once it is on
-/// this branch: until then the test notes the skip and passes.
+/// The same job with our own tracker (`shell-std tracker`).
 #[test]
 fn qemu_bittorrent_job_shell_std_tracker_libtorrent_seeder_and_leecher() {
     if require_tool("qemu-system-arm").is_none() {
         return;
     }
     let Some(bin) = shell_std_with_tracker() else {
-        eprintln!("SKIP: this build's shell-std has no `tracker` subcommand yet");
-        return;
+        panic!("target/debug/shell-std with a `tracker` subcommand not found: run `cargo test --workspace` (it builds shell-std) or set OURTORRENT_SHELL_STD");
     };
     bittorrent_job(TrackerKind::ShellStd(bin));
 }
