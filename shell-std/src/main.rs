@@ -26,12 +26,21 @@ enum Cmd {
         #[arg(long)]
         all_files: bool,
     },
+    /// BitTorrent client: download or seed a torrent.
+    Client {
+        #[command(subcommand)]
+        cmd: shell_std::client::ClientCmd,
+    },
+    /// Make a .torrent from a file or a folder.
+    Create(shell_std::create::CreateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Info { torrent, all_files } => shell_std::info::run(&torrent, all_files),
+        Cmd::Client { cmd } => shell_std::client::run(cmd),
+        Cmd::Create(a) => shell_std::create::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
