@@ -295,8 +295,18 @@ async fn main_loop<const P: usize, const B: usize>(
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(swarm::acceptor(ctx.clone(), listener));
     tokio::spawn(swarm::connector(ctx.clone(), rx));
-    for p in &plan.common.peers {
-        let _ = tx.send(*p).await;
+    // Direct peers: retried every few seconds while not connected (the
+    // connector skips connected and banned addresses).
+    {
+        let (peers, tx) = (plan.common.peers.clone(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                for p in &peers {
+                    let _ = tx.try_send(*p);
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        });
     }
     {
         let c = ctx.clone();

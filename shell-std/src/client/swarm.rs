@@ -223,7 +223,10 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
                     self.complete.store(true, Relaxed);
                     self.done.notify_one();
                 } else if self.max_pieces.is_some_and(|m| n >= m) {
-                    self.done.notify_one();
+                    // Debug aid for resume tests: stop dead, like a crash
+                    // (blocks in flight stay on disk unverified).
+                    println!("stopped after {n} pieces (--max-pieces)");
+                    std::process::exit(0);
                 }
             }
             Verdict::Failed { .. } => {
