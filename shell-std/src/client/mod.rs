@@ -39,8 +39,8 @@ pub enum ClientCmd {
     Download {
         /// The .torrent file.
         torrent: PathBuf,
-        /// Output folder: a multi-file torrent lands in DIR/<name>/…, a
-        /// single file at DIR/<name>.
+        /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
+        /// single file at `DIR/NAME`.
         #[arg(long, short, default_value = ".")]
         out: PathBuf,
         /// Stop seeding once uploaded ≥ R × the torrent's size.
