@@ -497,7 +497,7 @@ async fn run_peer<const P: usize, const B: usize>(
                             finished.push(request.index);
                         }
                     }
-                    Handled::Request(r) if reqs.len() < MAX_PEER_REQUESTS && !reqs.contains(&r) => {
+                    Handled::Request(r) if reqs.len() < MAX_PEER_REQUESTS => {
                         reqs.push_back(r);
                     }
                     Handled::Cancel(r) => reqs.retain(|x| *x != r),
