@@ -658,9 +658,16 @@ fn make_torrent(
     (ih, pieces)
 }
 
-/// A libtorrent peer (tests/py/lt_peer.py).
+/// A libtorrent peer (tests/py/lt_swarm.py). Seeders say READY once a
+/// tracker replied (the firmware finds them through the tracker).
 fn lt_peer(py: &Path, args: &[&str]) -> Proc {
-    let script = repo_root().join("tests/py/lt_peer.py");
+    let script = repo_root().join("tests/py/lt_swarm.py");
+    let mut args: Vec<&str> = args.to_vec();
+    if args.first() == Some(&"seed") {
+        args.extend(["--ready-on", "tracker"]);
+    } else {
+        args.push("--no-trackers");
+    }
     Proc::spawn(
         &format!("lt_peer {}", args[0]),
         Command::new(py).arg(script).args(args),

@@ -359,7 +359,15 @@ impl<'s> PeerSession<'s> {
         msg: Message<'a>,
     ) -> Result<Handled<'a>, PeerError> {
         self.last_recv = now;
-        let first = core::mem::replace(&mut self.first_message, false);
+        // BEP 10: the extension handshake is sent "immediately after the
+        // standard bittorrent handshake", so it may come before the bitfield
+        // (libtorrent and aria2 do this): it does not end the first-message
+        // window of BEP 3 / BEP 6.
+        let first = if matches!(msg, Message::Extended { .. }) {
+            self.first_message
+        } else {
+            core::mem::replace(&mut self.first_message, false)
+        };
         let pieces = self.peer_has.len();
         match msg {
             Message::KeepAlive => {}

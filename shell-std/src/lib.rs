@@ -3,6 +3,8 @@
 //! Subcommands live in their own modules; this crate owns files, sockets,
 //! threads and clocks, and hands bytes and times to `ourtorrent-core`.
 
+pub mod client;
+pub mod create;
 pub mod info;
 pub mod loadtest;
 pub mod torrent;

@@ -30,6 +30,13 @@ enum Cmd {
     Tracker(shell_std::tracker::TrackerArgs),
     /// Load-test a UDP (BEP 15) tracker: closed loop, responses/s and latency.
     Loadtest(shell_std::loadtest::LoadtestArgs),
+    /// BitTorrent client: download or seed a torrent.
+    Client {
+        #[command(subcommand)]
+        cmd: shell_std::client::ClientCmd,
+    },
+    /// Make a .torrent from a file or a folder.
+    Create(shell_std::create::CreateArgs),
 }
 
 /// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
             shell_std::tracker::run(args)
         }
         Cmd::Loadtest(args) => shell_std::loadtest::run(args),
+        Cmd::Client { cmd } => shell_std::client::run(cmd),
+        Cmd::Create(a) => shell_std::create::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

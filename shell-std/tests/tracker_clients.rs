@@ -181,7 +181,7 @@ fn swarm(leecher: Leecher, http: bool) {
                     .arg(&leech_dir)
                     .arg(free_tcp_port().to_string()),
             );
-            p.wait_line(60, |l| l == "DONE");
+            p.wait_line(60, |l| l.starts_with("DONE"));
             (p, "libtorrent")
         }
     };

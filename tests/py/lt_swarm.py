@@ -1,20 +1,33 @@
 #!/usr/bin/python3
-"""A libtorrent peer on 127.0.0.1 for the tracker tests (run by the Rust tests).
+"""A libtorrent peer on 127.0.0.1 for OurTorrent's end-to-end tests and
+benchmarks (tracker, client and QEMU tests all drive this one script).
 
-  lt_swarm.py seed  TORRENT SAVE_DIR PORT [--max-seconds N]
-  lt_swarm.py leech TORRENT SAVE_DIR PORT [--max-seconds N]
+  lt_swarm.py seed  TORRENT SAVE_DIR PORT [options]
+  lt_swarm.py leech TORRENT SAVE_DIR PORT [options]
+
+Options:
+  --connect [IP:]PORT  add a peer directly (handle.connect_peer), retried
+                       every 0.5 s until connected (QEMU's hostfwd accepts
+                       before the guest listens); IP defaults to 127.0.0.1
+  --no-trackers        ignore the torrent's trackers (only --connect peers)
+  --ready-on listen|tracker
+                       seed: print "READY port=P" once listening (default)
+                       or once a tracker replied
+  --max-seconds N      seed: stop after N s (default 300);
+                       leech: give up after N s (default 120)
 
 Prints, one a line, flushed:
-  TRACKER_OK <url>          a tracker replied to an announce
+  READY port=P              (seed) see --ready-on
+  TRACKER_OK <url> peers=N  a tracker replied to an announce
   TRACKER_ERR <url> <msg>   a tracker announce failed
-  PEER <ip:port> <client>   a peer connected (again once its client name is known)
-  DONE                      (leech) every piece is downloaded and verified
-seed: seeds (seed_mode, no re-hash) until SIGTERM or --max-seconds (120).
-leech: exits 0 after DONE, 1 on timeout (--max-seconds, default 60).
+  PEER <ip:port> <client>   a peer connected (again once its name is known)
+  DONE bytes=N seconds=S MiB/s=R   (leech) complete and verified; exit 0
+  TIMEOUT progress=P        (leech) gave up; exit 1
+Seeds (seed_mode, no re-hash) until SIGTERM/SIGINT or --max-seconds.
 
-Settings for an all-127.0.0.1 swarm: loopback listen/outgoing interfaces,
-no DHT/LSD/UPnP/NAT-PMP, several connections per IP, TCP only (uTP on
-loopback is very slow), announce to every tracker of every tier.
+Settings for an all-127.0.0.1 swarm (/work/shared/PEERS.md): loopback
+listen/outgoing interfaces, no DHT/LSD/UPnP/NAT-PMP, several connections per
+IP, TCP only (uTP on loopback is ~10x slower), announce to every tracker.
 Must run under Debian's /usr/bin/python3 (python3-libtorrent).
 """
 import argparse
@@ -25,22 +38,9 @@ import time
 import libtorrent as lt
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["seed", "leech"])
-    ap.add_argument("torrent")
-    ap.add_argument("save_dir")
-    ap.add_argument("port", type=int)
-    ap.add_argument("--max-seconds", type=float, default=None)
-    args = ap.parse_args()
-    max_s = args.max_seconds or (120 if args.role == "seed" else 60)
-
-    stop = {"flag": False}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.__setitem__("flag", True))
-
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:%d" % args.port,
+def session(port):
+    return lt.session({
+        "listen_interfaces": "127.0.0.1:%d" % port,
         "outgoing_interfaces": "127.0.0.1",
         "enable_dht": False,
         "enable_lsd": False,
@@ -57,47 +57,91 @@ def main():
         | lt.alert.category_t.peer_notification
         | lt.alert.category_t.connect_notification,
     })
-    p = lt.add_torrent_params()
-    p.ti = lt.torrent_info(args.torrent)
-    p.save_path = args.save_dir
-    if args.role == "seed":
-        p.flags |= lt.torrent_flags.seed_mode
-    h = ses.add_torrent(p)
 
-    seen = set()
-    done = False
+
+def peer_addr(s):
+    ip, _, port = s.rpartition(":")
+    return (ip or "127.0.0.1", int(port))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=["seed", "leech"])
+    ap.add_argument("torrent")
+    ap.add_argument("save_dir")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--connect", action="append", default=[])
+    ap.add_argument("--no-trackers", action="store_true")
+    ap.add_argument("--ready-on", choices=["listen", "tracker"], default="listen")
+    ap.add_argument("--max-seconds", type=float, default=None)
+    a = ap.parse_args()
+    limit = a.max_seconds or (300 if a.role == "seed" else 120)
+    stop = {"flag": False}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.__setitem__("flag", True))
+
+    ses = session(a.port)
+    p = lt.add_torrent_params()
+    p.ti = lt.torrent_info(a.torrent)
+    p.save_path = a.save_dir
+    if a.role == "seed":
+        p.flags |= lt.torrent_flags.seed_mode
     t0 = time.monotonic()
-    while not stop["flag"] and time.monotonic() - t0 < max_s:
-        time.sleep(0.05)
-        for a in ses.pop_alerts():
-            if isinstance(a, lt.tracker_reply_alert):
-                print("TRACKER_OK %s peers=%d" % (a.url, a.num_peers), flush=True)
-            elif isinstance(a, lt.tracker_error_alert):
-                print("TRACKER_ERR %s %s" % (a.url, a.message()), flush=True)
-            elif isinstance(a, (lt.peer_connect_alert, lt.incoming_connection_alert)):
-                # A connection may end before the next peer-list poll (two
-                # seeds disconnect at once): report it with client "?".
-                key = "%s:%d" % (a.endpoint[0], a.endpoint[1])
+    h = ses.add_torrent(p)
+    if a.no_trackers:
+        h.replace_trackers([])
+    total = p.ti.total_size()
+    peers = [peer_addr(c) for c in a.connect]
+
+    ready = False
+    seen = set()
+    last_connect = 0.0
+    while not stop["flag"] and time.monotonic() - t0 < limit:
+        time.sleep(0.01)
+        now = time.monotonic()
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.tracker_reply_alert):
+                print("TRACKER_OK %s peers=%d" % (al.url, al.num_peers), flush=True)
+                if a.role == "seed" and a.ready_on == "tracker" and not ready:
+                    ready = True
+                    print("READY port=%d" % ses.listen_port(), flush=True)
+            elif isinstance(al, lt.tracker_error_alert):
+                print("TRACKER_ERR %s %s" % (al.url, al.message()), flush=True)
+            elif isinstance(al, (lt.peer_connect_alert, lt.incoming_connection_alert)):
+                # A connection may end before the next peer-list poll.
+                key = "%s:%d" % (al.endpoint[0], al.endpoint[1])
                 if (key, "?") not in seen:
                     seen.add((key, "?"))
                     print("PEER %s ?" % key, flush=True)
         for pi in h.get_peer_info():
             key = "%s:%d" % (pi.ip[0], pi.ip[1])
             client = pi.client.decode("utf-8", "replace") if isinstance(pi.client, bytes) else pi.client
-            # The client name arrives with the handshake: report it again
-            # once it is known.
-            if (key, client) not in seen:
+            if (key, client) not in seen:  # the name arrives with the handshake
                 seen.add((key, client))
                 print("PEER %s %s" % (key, client), flush=True)
-        if args.role == "leech" and not done and h.status().is_seeding:
-            done = True
-            print("DONE", flush=True)
-            # Let the tracker hear "completed" before leaving.
-            h.force_reannounce()
+        s = h.status()
+        if peers and s.num_peers < len(peers) and now - last_connect > 0.5:
+            last_connect = now
+            for peer in peers:
+                h.connect_peer(peer)
+        if a.role == "seed":
+            if a.ready_on == "listen" and not ready and ses.listen_port():
+                ready = True
+                print("READY port=%d" % ses.listen_port(), flush=True)
+        elif s.is_seeding:
+            dt = max(now - t0, 1e-6)
+            print("DONE bytes=%d seconds=%.3f MiB/s=%.1f" % (total, dt, total / dt / 2**20),
+                  flush=True)
+            # Let the last have messages and the tracker's "completed" go out.
+            if not a.no_trackers:
+                h.force_reannounce()
             time.sleep(0.5)
+            ses.pause()
             return 0
-    if args.role == "leech":
-        return 0 if done else 1
+    ses.pause()
+    if a.role == "leech":
+        print("TIMEOUT progress=%.3f" % h.status().progress, flush=True)
+        return 1
     return 0
 
 

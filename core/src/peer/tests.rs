@@ -315,6 +315,14 @@ fn refusals() {
         feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0xf0]),
         Err(PeerError::BitfieldNotFirst)
     );
+    // BEP 10: an extension handshake may precede the bitfield / have all.
+    let mut s = session(1, false);
+    feed(&mut s, &mut p, &[0, 0, 0, 4, 20, 0, b'd', b'e']).unwrap();
+    feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0xf0]).unwrap();
+    assert_eq!(s.peer_has().count(), 4);
+    let mut s = session(1, true);
+    feed(&mut s, &mut p, &[0, 0, 0, 4, 20, 0, b'd', b'e']).unwrap();
+    feed(&mut s, &mut p, &[0, 0, 0, 1, 0x0e]).unwrap();
     // Bitfield with a spare bit, or the wrong size.
     let mut s = session(1, false);
     assert_eq!(

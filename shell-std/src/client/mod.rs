@@ -1,0 +1,485 @@
+//! `shell-std client download|seed`: a BitTorrent client on tokio around
+//! the core's picker, peer sessions and tracker codecs.
+//!
+//! - [`meta`]: what the client keeps of the torrent;
+//! - [`storage`]: files, safe paths, positional I/O, resume verification;
+//! - [`swarm`]: the shared picker and one task per peer connection;
+//! - [`announce`]: HTTP and UDP trackers;
+//! - [`ui`]: tables and the progress bar.
+
+pub mod announce;
+pub mod meta;
+pub mod storage;
+pub mod swarm;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use ourtorrent_core::id::PeerId;
+use ourtorrent_core::pieces::{Availability, Bitfield, Geometry, Picker, PickerConfig};
+use ourtorrent_core::tracker::AnnounceEvent;
+use tokio::sync::mpsc;
+
+use crate::torrent::TorrentFile;
+use announce::{Announce, Statuses, TrackerStatus};
+use meta::Info;
+use storage::Storage;
+use swarm::Ctx;
+
+/// `client` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Download a torrent into `--out DIR`, then seed it.
+    Download {
+        /// The .torrent file.
+        torrent: PathBuf,
+        /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
+        /// single file at `DIR/NAME`.
+        #[arg(long, short, default_value = ".")]
+        out: PathBuf,
+        /// Stop seeding once uploaded ≥ R × the torrent's size.
+        #[arg(long, value_name = "R")]
+        seed_ratio: Option<f64>,
+        /// Exit as soon as the download is complete.
+        #[arg(long)]
+        no_seed: bool,
+        /// Debug: stop after fetching N pieces (to test resuming).
+        #[arg(long, value_name = "N", hide = true)]
+        max_pieces: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Seed existing data.
+    Seed {
+        /// The .torrent file.
+        torrent: PathBuf,
+        /// The data: the file of a single-file torrent, or the top folder
+        /// of a multi-file one.
+        #[arg(long)]
+        data: PathBuf,
+        /// Trust the data: skip hashing it first.
+        #[arg(long)]
+        skip_verify: bool,
+        /// Stop once uploaded ≥ R × the torrent's size.
+        #[arg(long, value_name = "R")]
+        seed_ratio: Option<f64>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options shared by `download` and `seed`.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Connect to this peer directly (repeatable), besides the trackers.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Listen for peers on this address.
+    #[arg(long, default_value = "0.0.0.0:6881")]
+    pub listen: SocketAddr,
+    /// Most peer connections at once.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
+    /// No tables, no progress bar: only summary lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+struct Plan {
+    info: Info,
+    root: PathBuf,
+    download: bool,
+    skip_verify: bool,
+    seed_ratio: Option<f64>,
+    no_seed: bool,
+    max_pieces: Option<u32>,
+    common: Common,
+}
+
+/// Runs a `client` subcommand.
+pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let (torrent, plan_of): (PathBuf, Box<dyn FnOnce(Info) -> anyhow::Result<Plan>>) = match cmd {
+        ClientCmd::Download {
+            torrent,
+            out,
+            seed_ratio,
+            no_seed,
+            max_pieces,
+            common,
+        } => (
+            torrent,
+            Box::new(move |info: Info| {
+                let name = info.name.clone();
+                let root = out.join(storage_name(&name)?);
+                Ok(Plan {
+                    info,
+                    root,
+                    download: true,
+                    skip_verify: false,
+                    seed_ratio,
+                    no_seed,
+                    max_pieces,
+                    common,
+                })
+            }),
+        ),
+        ClientCmd::Seed {
+            torrent,
+            data,
+            skip_verify,
+            seed_ratio,
+            common,
+        } => (
+            torrent,
+            Box::new(move |info: Info| {
+                Ok(Plan {
+                    info,
+                    root: data,
+                    download: false,
+                    skip_verify,
+                    seed_ratio,
+                    no_seed: false,
+                    max_pieces: None,
+                    common,
+                })
+            }),
+        ),
+    };
+    let mut tf = TorrentFile::read(&torrent)?;
+    let m = tf
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
+    let info = Info::from_metainfo(&m);
+    let plan = plan_of(info)?;
+    if !plan.common.quiet {
+        print!("{}", crate::info::render(&m, false));
+    }
+    drop(tf);
+    // The picker keeps its bookkeeping inline (up to a few MiB): build it
+    // on a thread with room for it, then run the runtime there.
+    std::thread::Builder::new()
+        .name("client".into())
+        .stack_size(64 << 20)
+        .spawn(move || start(plan))
+        .context("spawn")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+}
+
+/// The torrent's name as one safe path component.
+fn storage_name(name: &str) -> anyhow::Result<&str> {
+    let mut c = Path::new(name).components();
+    match (c.next(), c.next()) {
+        (Some(std::path::Component::Normal(_)), None) if !name.contains(['/', '\\', '\0']) => {
+            Ok(name)
+        }
+        _ => bail!("refused: unsafe torrent name {name:?}"),
+    }
+}
+
+fn start(plan: Plan) -> anyhow::Result<()> {
+    let blocks = plan.info.piece_len.div_ceil(16 << 10);
+    if blocks <= 64 {
+        start_with::<256, 64>(plan)
+    } else if blocks <= 1024 {
+        start_with::<32, 1024>(plan)
+    } else {
+        bail!(
+            "pieces of {} bytes are larger than the 16 MiB this client handles",
+            plan.info.piece_len
+        )
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    u32::from_ne_bytes(b)
+}
+
+fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> {
+    let info = plan.info.clone();
+    if plan.download {
+        if let Some(parent) = plan.root.parent() {
+            if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+            }
+        }
+    }
+    // Check every path before creating anything.
+    Storage::paths(&info, &plan.root)?;
+    let storage = Storage::open(&info, &plan.root, plan.download)?;
+    let n = info.pieces();
+    let have = if plan.skip_verify {
+        vec![true; n as usize]
+    } else {
+        storage.verify_all(&info, 2, !plan.download)
+    };
+    let on_disk = have.iter().filter(|&&h| h).count();
+    println!("resumed: {on_disk} of {n} pieces verified on disk");
+    if !plan.download && on_disk != n as usize {
+        bail!(
+            "{}: only {on_disk} of {n} pieces match the torrent; refusing to seed",
+            plan.root.display()
+        );
+    }
+    let geo =
+        Geometry::new(info.total, info.piece_len as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // One torrent per process: the picker's storage lives as long as it.
+    let have_bytes: &'static mut [u8] = vec![0u8; (n as usize).div_ceil(8)].leak();
+    let avail: &'static mut [u16] = vec![0u16; n as usize].leak();
+    let mut bits = Bitfield::new(have_bytes, n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut verified = 0u64;
+    for (i, _) in have.iter().enumerate().filter(|(_, h)| **h) {
+        let _ = bits.set(i as u32);
+        verified += storage.piece_range(i as u32).1 as u64;
+    }
+    let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = PickerConfig {
+        max_in_flight: swarm::PIPELINE,
+        ..PickerConfig::default()
+    };
+    let picker: Picker<'static, P, B> =
+        Picker::new(geo, bits, avail, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut id = *b"-OT0100-000000000000";
+    let _ = getrandom::fill(&mut id[8..]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(plan.common.listen))
+        .or_else(|_| {
+            let mut a = plan.common.listen;
+            a.set_port(0);
+            rt.block_on(tokio::net::TcpListener::bind(a))
+        })
+        .context("listen")?;
+    let listen = listener.local_addr()?;
+    let ctx = Arc::new(Ctx::new(
+        picker,
+        storage,
+        info,
+        PeerId(id),
+        plan.max_pieces,
+        plan.common.max_peers,
+        listen,
+        verified,
+    ));
+    let r = rt.block_on(main_loop(ctx, listener, plan));
+    rt.shutdown_timeout(Duration::from_millis(500));
+    r
+}
+
+async fn main_loop<const P: usize, const B: usize>(
+    ctx: Arc<Ctx<P, B>>,
+    listener: tokio::net::TcpListener,
+    plan: Plan,
+) -> anyhow::Result<()> {
+    let quiet = plan.common.quiet;
+    tracing::info!(listen = %ctx.listen, "listening");
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(swarm::acceptor(ctx.clone(), listener));
+    tokio::spawn(swarm::connector(ctx.clone(), rx));
+    // Direct peers: retried every few seconds while not connected (the
+    // connector skips connected and banned addresses).
+    {
+        let (peers, tx) = (plan.common.peers.clone(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                for p in &peers {
+                    let _ = tx.try_send(*p);
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        });
+    }
+    {
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                c.tick();
+            }
+        });
+    }
+    let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
+    let key = random_u32();
+    if !plan.common.no_trackers {
+        for (i, (tier, url)) in ctx.info.trackers.iter().enumerate() {
+            statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(TrackerStatus {
+                    tier: *tier,
+                    url: url.clone(),
+                    status: "connecting".into(),
+                    reply: None,
+                });
+            tokio::spawn(tracker_task(
+                ctx.clone(),
+                i,
+                statuses.clone(),
+                tx.clone(),
+                key,
+            ));
+        }
+    }
+    let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
+    let t0 = std::time::Instant::now();
+    let start_verified = ctx.stats.verified.load(Relaxed);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    if !ctx.complete.load(Relaxed) {
+        loop {
+            tokio::select! {
+                _ = ctx.done.notified() => {}
+                _ = &mut ctrl_c => { interrupted = true; break }
+            }
+            if ctx.complete.load(Relaxed) {
+                break;
+            }
+            let n = ctx.stats.fetched_pieces.load(Relaxed);
+            if ctx.max_pieces.is_some_and(|m| n >= m) {
+                bar.finish();
+                println!("stopped after {n} pieces (--max-pieces)");
+                return Ok(());
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let bytes = ctx.stats.verified.load(Relaxed) - start_verified;
+        bar.finish();
+        if !interrupted {
+            println!(
+                "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s), {} hash failures, {} peers banned",
+                ctx.stats.fetched_pieces.load(Relaxed),
+                bytes,
+                secs,
+                bytes as f64 / secs.max(1e-9) / (1 << 20) as f64,
+                ctx.stats.hash_failures.load(Relaxed),
+                ctx.stats.banned.load(Relaxed),
+            );
+            println!("complete: {}", ctx.storage.root.display());
+        }
+    } else if plan.download {
+        println!("complete: {} (already on disk)", ctx.storage.root.display());
+    }
+    if !interrupted && !plan.no_seed {
+        if !quiet {
+            println!(
+                "seeding on {} (Ctrl-C to stop{})",
+                ctx.listen,
+                plan.seed_ratio
+                    .map(|r| format!(", or at ratio {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        println!("seeding: listening on {}", ctx.listen);
+        let mut bar = ui::Progress::seeding(ctx.clone(), quiet);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if let Some(r) = plan.seed_ratio {
+                let up = ctx.stats.uploaded.load(Relaxed) as f64;
+                if up >= r * ctx.info.total as f64 {
+                    break;
+                }
+            }
+        }
+        bar.finish();
+    }
+    println!("uploaded: {} bytes", ctx.stats.uploaded.load(Relaxed));
+    // BEP 3: tell the trackers we leave (best effort, bounded).
+    if !plan.common.no_trackers {
+        let a = announce_params(&ctx, AnnounceEvent::Stopped, key);
+        let stops = ctx.info.trackers.iter().map(|(_, url)| {
+            let url = url.clone();
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(3), announce::announce(&url, &a))
+                    .await;
+            }
+        });
+        let handles: Vec<_> = stops.map(tokio::spawn).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+    Ok(())
+}
+
+fn announce_params<const P: usize, const B: usize>(
+    ctx: &Ctx<P, B>,
+    event: AnnounceEvent,
+    key: u32,
+) -> Announce {
+    Announce {
+        info_hash: ctx.info.info_hash,
+        peer_id: ctx.peer_id,
+        port: ctx.listen.port(),
+        uploaded: ctx.stats.uploaded.load(Relaxed),
+        downloaded: ctx.stats.downloaded.load(Relaxed),
+        left: ctx.info.total - ctx.stats.verified.load(Relaxed).min(ctx.info.total),
+        event,
+        key,
+    }
+}
+
+async fn tracker_task<const P: usize, const B: usize>(
+    ctx: Arc<Ctx<P, B>>,
+    idx: usize,
+    statuses: Statuses,
+    tx: mpsc::Sender<SocketAddr>,
+    key: u32,
+) {
+    let url = ctx.info.trackers[idx].1.clone();
+    let mut event = AnnounceEvent::Started;
+    let mut told_complete = ctx.complete.load(Relaxed);
+    loop {
+        let a = announce_params(&ctx, event, key);
+        let r = announce::announce(&url, &a).await;
+        let interval = match r {
+            Ok(reply) => {
+                for p in &reply.peers {
+                    let _ = tx.try_send(*p);
+                }
+                let interval = reply.interval.clamp(30, 3600);
+                let mut s = statuses.lock().unwrap_or_else(|e| e.into_inner());
+                s[idx].status = "ok".into();
+                s[idx].reply = Some(reply);
+                interval
+            }
+            Err(e) => {
+                tracing::warn!(%url, "announce: {e:#}");
+                statuses.lock().unwrap_or_else(|e| e.into_inner())[idx].status = format!("{e:#}");
+                60
+            }
+        };
+        event = AnnounceEvent::None;
+        let until = tokio::time::Instant::now() + Duration::from_secs(u64::from(interval));
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !told_complete && ctx.complete.load(Relaxed) {
+                told_complete = true;
+                event = AnnounceEvent::Completed;
+                break;
+            }
+        }
+    }
+}

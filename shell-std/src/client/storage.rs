@@ -1,0 +1,261 @@
+//! The torrent's bytes on disk: a flat byte range mapped onto files, read
+//! and written with positional I/O (`read_at` / `write_at`), so any number
+//! of peer tasks share the open files without seeking.
+//!
+//! Paths come only from the core's validated metainfo (no `..`, no
+//! absolute paths, no separators or NUL in a component) and are checked
+//! again here: every path is built under the root, each component must be
+//! one plain name, and a component that already exists as a symlink is
+//! refused, so nothing outside the output folder is ever opened.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ourtorrent_core::pieces::PieceHasher;
+
+use super::meta::Info;
+
+/// One file of the torrent, placed in the byte stream.
+struct Slot {
+    offset: u64,
+    len: u64,
+    /// `None` for a BEP 47 padding file: reads as zeros, writes are dropped.
+    file: Option<File>,
+    /// The file existed (with data) before we opened it: its pieces are
+    /// worth verifying on resume.
+    existed: bool,
+}
+
+/// The open files of one torrent.
+pub struct Storage {
+    slots: Vec<Slot>,
+    total: u64,
+    piece_len: u64,
+    /// Where the data lives (the file, or the top folder).
+    pub root: PathBuf,
+}
+
+/// Checks that `c` is exactly one plain path component.
+fn plain(c: &str) -> anyhow::Result<&str> {
+    let mut it = Path::new(c).components();
+    match (it.next(), it.next()) {
+        (Some(Component::Normal(_)), None) if !c.contains(['/', '\\', '\0']) => Ok(c),
+        _ => bail!("unsafe path component {c:?} in the torrent"),
+    }
+}
+
+/// Refuses `p` if it exists as a symlink.
+fn not_symlink(p: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!(
+                "{}: is a symlink; refusing to write through it",
+                p.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Storage {
+    /// The path of every file under `root` (the data itself: the file of a
+    /// single-file torrent or the top folder of a multi-file one), checked.
+    pub fn paths(info: &Info, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(info.files.len());
+        for f in &info.files {
+            let mut p = root.to_path_buf();
+            if info.multi_file {
+                for c in &f.path {
+                    p.push(plain(c)?);
+                }
+            }
+            if !p.starts_with(root) {
+                bail!("{}: escapes the output folder", p.display());
+            }
+            if !f.padding && !seen.insert(p.clone()) {
+                bail!("{}: listed twice in the torrent", p.display());
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Opens (creating folders and files, pre-allocated to their length
+    /// when `create`) every file of the torrent under `root`.
+    pub fn open(info: &Info, root: &Path, create: bool) -> anyhow::Result<Storage> {
+        let paths = Self::paths(info, root)?;
+        let base = if info.multi_file {
+            root.to_path_buf()
+        } else {
+            root.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let mut slots = Vec::new();
+        for (f, p) in info.files.iter().zip(&paths) {
+            if f.padding {
+                slots.push(Slot {
+                    offset: f.offset,
+                    len: f.len,
+                    file: None,
+                    existed: false,
+                });
+                continue;
+            }
+            // Check (and make) each folder from the root down.
+            let mut dir = base.clone();
+            if info.multi_file {
+                not_symlink(&dir)?;
+                if create && !dir.exists() {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+                }
+                for c in &f.path[..f.path.len().saturating_sub(1)] {
+                    dir.push(c);
+                    not_symlink(&dir)?;
+                    if create && !dir.exists() {
+                        std::fs::create_dir(&dir).with_context(|| format!("{}", dir.display()))?;
+                    }
+                }
+            }
+            not_symlink(p)?;
+            let existed = std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+            let file = if create {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)
+                    .with_context(|| format!("{}", p.display()))?;
+                if file.metadata()?.len() < f.len {
+                    file.set_len(f.len)
+                        .with_context(|| format!("{}: pre-allocate", p.display()))?;
+                }
+                file
+            } else {
+                let file = File::open(p).with_context(|| format!("{}", p.display()))?;
+                let len = file.metadata()?.len();
+                if len != f.len {
+                    bail!("{}: {len} bytes, the torrent says {}", p.display(), f.len);
+                }
+                file
+            };
+            if f.len > 0 {
+                slots.push(Slot {
+                    offset: f.offset,
+                    len: f.len,
+                    file: Some(file),
+                    existed,
+                });
+            }
+        }
+        slots.retain(|s| s.len > 0);
+        Ok(Storage {
+            slots,
+            total: info.total,
+            piece_len: info.piece_len,
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn each<F>(&self, mut off: u64, len: usize, mut f: F) -> io::Result<()>
+    where
+        F: FnMut(&Slot, u64, std::ops::Range<usize>) -> io::Result<()>,
+    {
+        if off + len as u64 > self.total {
+            return Err(io::Error::other("access past the end of the torrent"));
+        }
+        let mut done = 0usize;
+        let mut i = self.slots.partition_point(|s| s.offset + s.len <= off);
+        while done < len {
+            let s = self
+                .slots
+                .get(i)
+                .ok_or_else(|| io::Error::other("no file at offset"))?;
+            let in_file = off - s.offset;
+            let n = ((s.len - in_file) as usize).min(len - done);
+            f(s, in_file, done..done + n)?;
+            done += n;
+            off += n as u64;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at torrent offset `off`.
+    pub fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
+        self.each(off, data.len(), |s, at, r| match &s.file {
+            Some(f) => f.write_all_at(&data[r], at),
+            None => Ok(()),
+        })
+    }
+
+    /// Reads `buf.len()` bytes at torrent offset `off`.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.each(off, buf.len(), |s, at, r| match &s.file {
+            Some(f) => f.read_exact_at(&mut buf[r], at),
+            None => {
+                buf[r].fill(0);
+                Ok(())
+            }
+        })
+    }
+
+    /// Byte range of piece `i`.
+    pub fn piece_range(&self, i: u32) -> (u64, usize) {
+        let start = u64::from(i) * self.piece_len;
+        (start, (self.total - start).min(self.piece_len) as usize)
+    }
+
+    /// True if some file holding piece `i` existed before we opened it.
+    fn worth_checking(&self, i: u32) -> bool {
+        let (start, len) = self.piece_range(i);
+        let end = start + len as u64;
+        self.slots
+            .iter()
+            .any(|s| s.existed && s.offset < end && start < s.offset + s.len)
+    }
+
+    /// Verifies every piece that may be on disk with up to `threads`
+    /// threads; returns the pieces whose SHA-1 matches. Pieces lying only
+    /// in files we just created are skipped (they are zeros).
+    pub fn verify_all(&self, info: &Info, threads: usize, all: bool) -> Vec<bool> {
+        let n = info.pieces();
+        let threads = threads.max(1);
+        let mut ok = vec![false; n as usize];
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut buf = vec![0u8; self.piece_len as usize];
+                        let mut good = Vec::new();
+                        for i in (t as u32..n).step_by(threads) {
+                            if !all && !self.worth_checking(i) {
+                                continue;
+                            }
+                            let (off, len) = self.piece_range(i);
+                            if self.read_at(off, &mut buf[..len]).is_err() {
+                                continue;
+                            }
+                            let mut h = PieceHasher::new();
+                            h.update(&buf[..len]);
+                            if h.finish() == info.hashes[i as usize] {
+                                good.push(i);
+                            }
+                        }
+                        good
+                    })
+                })
+                .collect();
+            for h in handles {
+                for i in h.join().unwrap_or_default() {
+                    ok[i as usize] = true;
+                }
+            }
+        });
+        ok
+    }
+}

@@ -1,0 +1,128 @@
+//! What the user sees: the tracker table (status, interval, seeders,
+//! leechers, peers) once the first announces are in, and an `indicatif`
+//! progress bar with speed, ETA, peers and seeds. Nothing with `--quiet`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::announce::{Statuses, TrackerStatus};
+use super::swarm::Ctx;
+
+/// The tracker table.
+pub fn tracker_table(rows: &[TrackerStatus]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "Tier", "Tracker", "Status", "Interval", "Seeders", "Leechers", "Peers",
+    ]);
+    let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    for r in rows {
+        let rep = r.reply.as_ref();
+        t.add_row([
+            r.tier.to_string(),
+            r.url.clone(),
+            r.status.clone(),
+            rep.map(|x| format!("{} s", x.interval))
+                .unwrap_or_else(|| "-".into()),
+            opt(rep.and_then(|x| x.seeders)),
+            opt(rep.and_then(|x| x.leechers)),
+            rep.map(|x| x.peers.len().to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    format!("{t}")
+}
+
+/// A running progress bar (hidden when quiet or not a terminal).
+pub struct Progress {
+    bar: ProgressBar,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Download progress: verified bytes, speed, ETA, peers and seeds.
+    pub fn start<const P: usize, const B: usize>(
+        ctx: Arc<Ctx<P, B>>,
+        statuses: Statuses,
+        quiet: bool,
+    ) -> Progress {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::with_draw_target(Some(ctx.info.total), ProgressDrawTarget::stderr())
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let t0 = tokio::time::Instant::now();
+            let mut table_shown = quiet;
+            loop {
+                b.set_position(ctx.stats.verified.load(Relaxed));
+                b.set_message(format!(
+                    "peers {} seeds {}",
+                    ctx.stats.peers.load(Relaxed),
+                    ctx.stats.seeds.load(Relaxed)
+                ));
+                if !table_shown {
+                    let rows = statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let answered = rows.iter().all(|r| r.status != "connecting");
+                    if answered || t0.elapsed() > Duration::from_secs(5) {
+                        table_shown = true;
+                        if !rows.is_empty() {
+                            b.println(tracker_table(&rows));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress {
+            bar,
+            task: Some(task),
+        }
+    }
+
+    /// Seeding: uploaded bytes, upload speed, peers.
+    pub fn seeding<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, quiet: bool) -> Progress {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} seeding: uploaded {binary_bytes} {binary_bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                b.set_position(ctx.stats.uploaded.load(Relaxed));
+                b.set_message(format!("peers {}", ctx.stats.peers.load(Relaxed)));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress {
+            bar,
+            task: Some(task),
+        }
+    }
+
+    /// Stops updating and clears the bar.
+    pub fn finish(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}

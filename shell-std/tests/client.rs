@@ -1,0 +1,511 @@
+//! End-to-end tests of `shell-std client` and `shell-std create` against
+//! real third-party peers on 127.0.0.1 (python3-libtorrent, aria2c) and a
+//! scripted bad peer. Test names carry the third party's name, so
+//! `cargo test libtorrent` / `cargo test aria2` run exactly those.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ourtorrent_tests::{make_tree, repo_root, require_libtorrent, require_tool, run, write_data};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
+
+/// A child process killed when dropped, with its stdout lines on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits (bounded) for a line starting with `prefix`.
+    fn wait_for(&self, prefix: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Runs a bounded command; returns (success, stdout, stderr).
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(_st) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            return (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} timed out after {timeout:?}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Makes `dir/tree` (a small multi-file tree plus a larger file) and a
+/// torrent of it with `piece` bytes per piece; returns (torrent, tree).
+fn fixture(dir: &Path, piece: u32) -> (PathBuf, PathBuf) {
+    let tree = dir.join("src/tree");
+    make_tree(&tree);
+    write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
+    let torrent = dir.join("t.torrent");
+    run(Command::new(BIN)
+        .args(["create"])
+        .arg(&tree)
+        .args([
+            "--tracker",
+            "http://127.0.0.1:9/announce",
+            "--piece-length",
+            &piece.to_string(),
+            "-o",
+        ])
+        .arg(&torrent));
+    (torrent, tree)
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut n = 0;
+    for rel in [
+        "a.bin",
+        "sub/b.bin",
+        "sub/deeper/c.txt",
+        "empty-not.bin",
+        "sub/big.bin",
+    ] {
+        let x = std::fs::read(a.join(rel)).expect("read source");
+        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(x == y, "{rel} differs");
+        n += 1;
+    }
+    assert_eq!(n, 5);
+}
+
+fn lt_seeder(py: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
+    let p = Proc::spawn(
+        Command::new(py)
+            .arg(repo_root().join("tests/py/lt_swarm.py"))
+            .arg("seed")
+            .arg(torrent)
+            .arg(save)
+            .arg(port.to_string())
+            .args(["--max-seconds", "90"]),
+    );
+    p.wait_for("READY", Duration::from_secs(20));
+    p
+}
+
+fn download(torrent: &Path, out: &Path, peers: &[u16], extra: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", "download"])
+        .arg(torrent)
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-trackers",
+            "--no-seed",
+            "--quiet",
+        ])
+        .args(extra);
+    for p in peers {
+        cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+    }
+    run_bounded(&mut cmd, Duration::from_secs(60))
+}
+
+/// "NAME: 12 ..." → 12.
+fn number_after(out: &str, prefix: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line:?}"))
+}
+
+#[test]
+fn libtorrent_seeder_to_our_client() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let port = free_port();
+    let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
+    let out = d.path().join("out");
+    let (ok, so, se) = download(&torrent, &out, &[port], &[]);
+    assert!(ok, "download failed:\n{so}\n{se}");
+    assert!(so.contains("resumed: 0 of"), "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+#[test]
+fn libtorrent_leecher_from_our_seeder() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let port = free_port();
+    let seed = Proc::spawn(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&tree)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+            ]),
+    );
+    let l = seed.wait_for("resumed:", Duration::from_secs(20));
+    assert!(l.starts_with("resumed: 51 of 51"), "{l}");
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let save = d.path().join("lt");
+    std::fs::create_dir_all(&save).unwrap();
+    let (ok, so, se) = run_bounded(
+        Command::new(&py)
+            .arg(repo_root().join("tests/py/lt_swarm.py"))
+            .arg("leech")
+            .arg(&torrent)
+            .arg(&save)
+            .arg(free_port().to_string())
+            .args([
+                "--connect",
+                &format!("127.0.0.1:{port}"),
+                "--max-seconds",
+                "45",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        ok && so.contains("DONE"),
+        "libtorrent leech failed:\n{so}\n{se}"
+    );
+    assert_same_tree(&tree, &save.join("tree"));
+}
+
+#[test]
+fn aria2_seeder_to_our_client() {
+    let Some(aria2) = require_tool("aria2c") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let port = free_port();
+    let _seed = Proc::spawn(
+        Command::new(aria2)
+            .arg(format!("--dir={}", d.path().join("src").display()))
+            .args([
+                "--interface=127.0.0.1",
+                &format!("--listen-port={port}"),
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--disable-ipv6=true",
+                "--enable-dht=false",
+                "--bt-seed-unverified=true",
+                "--seed-ratio=0.0",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+            ])
+            .arg(&torrent),
+    );
+    // aria2 listens once it has loaded the torrent.
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "aria2c did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = d.path().join("out");
+    let (ok, so, se) = download(&torrent, &out, &[port], &[]);
+    assert!(ok, "download from aria2 failed:\n{so}\n{se}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+#[test]
+fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 16 << 10);
+    let port = free_port();
+    let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
+    let out = d.path().join("out");
+    let (ok, so, se) = download(&torrent, &out, &[port], &["--max-pieces", "20"]);
+    assert!(ok && so.contains("stopped after"), "{so}\n{se}");
+    let (ok, so, se) = download(&torrent, &out, &[port], &[]);
+    assert!(ok, "resume failed:\n{so}\n{se}");
+    let on_disk = number_after(&so, "resumed:");
+    let total: u64 = so
+        .lines()
+        .find(|l| l.starts_with("resumed:"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|w| w.parse().ok())
+        .expect("total pieces");
+    let fetched = number_after(&so, "downloaded:");
+    assert!(on_disk >= 20, "{so}");
+    assert_eq!(
+        on_disk + fetched,
+        total,
+        "pieces on disk were fetched again:\n{so}"
+    );
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+fn bad_peer_case(mode: &str) {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let info: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
+        .arg(repo_root().join("tests/py/lt_torrent.py"))
+        .arg("info")
+        .arg(&torrent)))
+    .unwrap();
+    let bad_port = free_port();
+    let bad = Proc::spawn(
+        Command::new("python3")
+            .arg(repo_root().join("tests/py/bad_peer.py"))
+            .arg(mode)
+            .arg(bad_port.to_string())
+            .arg(info["info_hash"].as_str().unwrap())
+            .arg(info["num_pieces"].to_string()),
+    );
+    bad.wait_for("READY", Duration::from_secs(10));
+    let port = free_port();
+    let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
+    let out = d.path().join("out");
+    let (ok, so, se) = download(&torrent, &out, &[bad_port, port], &[]);
+    assert!(ok, "download failed:\n{so}\n{se}");
+    let banned = so
+        .lines()
+        .find(|l| l.starts_with("downloaded:"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with("peers banned")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .expect("summary");
+    assert!(banned >= 1, "the bad peer was not banned:\n{so}\n{se}");
+    assert!(se.contains("127.0.0.1:") && se.contains("banned"), "{se}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+#[test]
+fn libtorrent_with_bad_peer_sending_corrupt_pieces() {
+    bad_peer_case("corrupt");
+}
+
+#[test]
+fn libtorrent_with_bad_peer_sending_oversized_message() {
+    bad_peer_case("oversized");
+}
+
+#[test]
+fn libtorrent_with_bad_peer_sending_wrong_bitfield() {
+    bad_peer_case("bitfield");
+}
+
+/// A torrent whose file path tries to leave the output folder.
+fn evil_torrent(path: &[&[u8]], name: &[u8]) -> Vec<u8> {
+    let mut b = b"d4:infod5:filesld6:lengthi5e4:pathl".to_vec();
+    for c in path {
+        b.extend_from_slice(format!("{}:", c.len()).as_bytes());
+        b.extend_from_slice(c);
+    }
+    b.extend_from_slice(b"eee4:name");
+    b.extend_from_slice(format!("{}:", name.len()).as_bytes());
+    b.extend_from_slice(name);
+    b.extend_from_slice(b"12:piece lengthi16384e6:pieces20:");
+    b.extend_from_slice(&[7u8; 20]);
+    b.extend_from_slice(b"ee");
+    b
+}
+
+#[test]
+fn traversal_and_absolute_paths_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for (i, (path, name)) in [
+        (&[&b".."[..], b"evil"][..], &b"t"[..]),
+        (&[&b"/etc"[..], b"passwd"][..], &b"t"[..]),
+        (&[&b"x"[..]][..], &b".."[..]),
+        (&[&b"x"[..]][..], &b"/tmp"[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = d.path().join(format!("evil{i}.torrent"));
+        std::fs::write(&t, evil_torrent(path, name)).unwrap();
+        let out = d.path().join(format!("out{i}"));
+        std::fs::create_dir(&out).unwrap();
+        let (ok, so, se) = run_bounded(
+            Command::new(BIN)
+                .args(["client", "download"])
+                .arg(&t)
+                .arg("--out")
+                .arg(&out)
+                .args(["--listen", "127.0.0.1:0", "--quiet", "--no-seed"]),
+            Duration::from_secs(20),
+        );
+        assert!(!ok, "accepted {path:?}:\n{so}");
+        assert_eq!(se.trim().lines().count(), 1, "not one line: {se}");
+        assert!(se.starts_with("error:") && se.contains("refused"), "{se}");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "wrote something"
+        );
+    }
+}
+
+#[test]
+fn symlinked_folder_on_disk_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _) = fixture(d.path(), 32 << 10);
+    let out = d.path().join("out");
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir_all(out.join("tree")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("tree/sub")).unwrap();
+    let (ok, _, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download"])
+            .arg(&torrent)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--no-seed",
+                "--no-trackers",
+            ]),
+        Duration::from_secs(20),
+    );
+    assert!(!ok && se.contains("symlink"), "{se}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn create_then_info_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _) = fixture(d.path(), 32 << 10);
+    let out = run(Command::new(BIN).arg("info").arg(&torrent));
+    for want in [
+        "tree",
+        "sub/deeper/c.txt",
+        "http://127.0.0.1:9/announce",
+        "32.00 KiB",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    // Deterministic with --no-date: same bytes twice.
+    let a = d.path().join("a.torrent");
+    let b = d.path().join("b.torrent");
+    for t in [&a, &b] {
+        run(Command::new(BIN)
+            .arg("create")
+            .arg(d.path().join("src/tree"))
+            .args(["--no-date", "-o"])
+            .arg(t));
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn libtorrent_agrees_with_created_info_hash() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("src/tree");
+    make_tree(&tree);
+    for (args, single) in [(vec!["--private"], false), (vec![], true)] {
+        let src = if single {
+            tree.join("a.bin")
+        } else {
+            tree.clone()
+        };
+        let t = d.path().join("x.torrent");
+        let made = run(Command::new(BIN)
+            .arg("create")
+            .arg(&src)
+            .args([
+                "-t",
+                "udp://127.0.0.1:9/announce",
+                "-t",
+                "http://127.0.0.1:9/announce",
+            ])
+            .args(&args)
+            .arg("-o")
+            .arg(&t));
+        let ours = made.trim().rsplit(' ').next().unwrap().to_string();
+        let lt: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
+            .arg(repo_root().join("tests/py/lt_torrent.py"))
+            .arg("info")
+            .arg(&t)))
+        .unwrap();
+        assert_eq!(lt["info_hash"].as_str().unwrap(), ours);
+        assert_eq!(lt["private"].as_bool().unwrap(), !single);
+        assert_eq!(lt["trackers"].as_array().unwrap().len(), 2);
+    }
+}
