@@ -647,15 +647,7 @@ fn make_torrent(
     let info: serde_json::Value = serde_json::from_str(&info).expect("info JSON");
     let ih = info["info_hash"].as_str().expect("info_hash").to_string();
     let data = std::fs::read(&blob).unwrap();
-    let mut pieces = String::new();
-    for chunk in data.chunks(piece_len as usize) {
-        let mut h = ourtorrent_core::pieces::PieceHasher::new();
-        h.update(chunk);
-        for b in h.finish() {
-            pieces.push_str(&format!("{b:02x}"));
-        }
-    }
-    (ih, pieces)
+    (ih, piece_hashes(&data, piece_len))
 }
 
 /// A libtorrent peer (tests/py/lt_swarm.py). Seeders say READY once a
@@ -789,6 +781,213 @@ fn qemu_bittorrent_job_shell_std_tracker_libtorrent_seeder_and_leecher() {
         panic!("target/debug/shell-std with a `tracker` subcommand not found: run `cargo test --workspace` (it builds shell-std) or set OURTORRENT_SHELL_STD");
     };
     bittorrent_job(TrackerKind::ShellStd(bin));
+}
+
+/// The job with our own stack on the host: `shell-std tracker`, `shell-std
+/// client seed` as the only seeder (announcing its listen port to the
+/// tracker), then `shell-std client download` leeching the data back from
+/// the firmware through `hostfwd`.
+#[test]
+fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
+    if require_tool("qemu-system-arm").is_none() {
+        return;
+    }
+    let Some(bin) = shell_std_with_client() else {
+        panic!("target/debug/shell-std with `tracker`, `create` and `client` subcommands not found: run `cargo build -p shell-std` (or `cargo test --workspace`) or set OURTORRENT_SHELL_STD");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tracker_port = free_udp_port();
+    let t = dir.path().join("t.torrent");
+    let data_dir = dir.path().join("data");
+    let blob = data_dir.join("blob.bin");
+    ourtorrent_tests::write_data(&blob, TORRENT_LEN, 42);
+    let (ih, pieces) = shell_std_create(&bin, &blob, &t, PIECE_LEN, tracker_port);
+    let (_tracker, tracker_port) = shell_std_tracker_on(&bin, dir.path(), &ih, tracker_port);
+    let ih_bytes: [u8; 20] = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
+        .unwrap()
+        .0;
+    // Our seeder: announces `started` (left=0, its listen port) to the
+    // torrent's tracker; the firmware maps 127.0.0.1:PORT to 10.0.2.2:PORT.
+    let seed_port = free_port();
+    let mut seeder = Proc::spawn(
+        "shell-std client seed",
+        Command::new(&bin)
+            .args(["client", "seed"])
+            .arg(&t)
+            .arg("--data")
+            .arg(&blob)
+            .args(["--listen", &format!("127.0.0.1:{seed_port}"), "--quiet"]),
+    );
+    assert!(
+        seeder
+            .wait_line("seeding: listening on", Duration::from_secs(15))
+            .is_some(),
+        "our seeder never started seeding"
+    );
+    wait_for_seeders(tracker_port, &ih_bytes, 1);
+    let fwd = free_port();
+    let leech_dir = dir.path().join("leech");
+    // The leecher starts once the firmware listens (QEMU's hostfwd accepts
+    // and drops connections before that).
+    let leecher_slot: Arc<std::sync::Mutex<Option<Proc>>> = Arc::default();
+    let start_leecher = {
+        let (bin, slot, t, out) = (
+            bin.clone(),
+            leecher_slot.clone(),
+            t.clone(),
+            leech_dir.clone(),
+        );
+        Box::new(move || {
+            *slot.lock().unwrap() = Some(Proc::spawn(
+                "shell-std client download",
+                Command::new(&bin)
+                    .args(["client", "download"])
+                    .arg(&t)
+                    .arg("--out")
+                    .arg(&out)
+                    .args(["--peer", &format!("127.0.0.1:{fwd}")])
+                    .args(["--listen", "127.0.0.1:0"])
+                    .args(["--no-trackers", "--no-seed", "--quiet"]),
+            ));
+        })
+    };
+    let run = run_firmware_with(
+        &format!(
+            "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
+             pieces={pieces} port={fwd} seed_ms=15000 deadline_ms=25000"
+        ),
+        Some(fwd),
+        Some(("seed: listening", start_leecher)),
+    );
+    let mut leecher = leecher_slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the firmware never listened for a leecher");
+    assert_eq!(run.code, Some(0), "firmware failed");
+    assert!(run.stdout.contains("result: ok"));
+    assert!(run.stdout.contains("announce: ok event=started"));
+    assert!(run.stdout.contains("announce: ok event=completed"));
+    assert!(
+        run.stdout
+            .contains(&format!("peer: 10.0.2.2:{seed_port} handshake ok")),
+        "the firmware did not reach our seeder:\n{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.figure("download: ok", "bytes"),
+        Some(TORRENT_LEN as u64)
+    );
+    assert_eq!(run.figure("download: ok", "verified"), Some(4));
+    assert_eq!(run.figure("download: ok", "rejected"), Some(0));
+    assert_eq!(run.figure("seed: ok", "leecher_complete"), Some(1));
+    assert!(run.figure("seed: ok", "uploaded").unwrap() >= TORRENT_LEN as u64);
+    eprintln!(
+        "firmware from our seeder: {} ms; our leecher from the firmware: {:?}",
+        run.figure("download: ok", "ms").unwrap_or(0),
+        leecher.wait_line("downloaded:", Duration::from_secs(10))
+    );
+    // Our leecher got every byte from the firmware (its only peer).
+    assert!(
+        leecher
+            .wait_line("complete:", Duration::from_secs(10))
+            .is_some(),
+        "our leecher did not finish"
+    );
+    let got = std::fs::read(leech_dir.join("blob.bin")).expect("leeched file");
+    let want = std::fs::read(&blob).unwrap();
+    assert!(got == want, "leeched data differs");
+    assert_only_gateway(&run);
+    assert!(run.elapsed < Duration::from_secs(25), "{:?}", run.elapsed);
+}
+
+/// [`shell_std_with_tracker`], if that binary also has `create` and
+/// `client`.
+fn shell_std_with_client() -> Option<PathBuf> {
+    let bin = shell_std_with_tracker()?;
+    let has = |args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    (has(&["create", "--help"]) && has(&["client", "seed", "--help"])).then_some(bin)
+}
+
+/// `shell-std create` of the single file `blob` into `torrent`, announcing
+/// to `udp://127.0.0.1:TRACKER/announce`. Returns (info-hash hex, piece
+/// hashes hex).
+fn shell_std_create(
+    bin: &Path,
+    blob: &Path,
+    torrent: &Path,
+    piece_len: u32,
+    tracker: u16,
+) -> (String, String) {
+    let out = ourtorrent_tests::run(
+        Command::new(bin)
+            .arg("create")
+            .arg(blob)
+            .args(["--tracker", &format!("udp://127.0.0.1:{tracker}/announce")])
+            .args(["--piece-length", &piece_len.to_string(), "--no-date", "-o"])
+            .arg(torrent),
+    );
+    let ih = out
+        .split("info-hash ")
+        .nth(1)
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| panic!("no info-hash in `{out}`"));
+    assert_eq!(ih.len(), 40, "{out}");
+    let data = std::fs::read(blob).unwrap();
+    (ih, piece_hashes(&data, piece_len))
+}
+
+/// SHA-1 of every piece, 40 hex digits each, in order.
+fn piece_hashes(data: &[u8], piece_len: u32) -> String {
+    let mut pieces = String::new();
+    for chunk in data.chunks(piece_len as usize) {
+        let mut h = ourtorrent_core::pieces::PieceHasher::new();
+        h.update(chunk);
+        for b in h.finish() {
+            pieces.push_str(&format!("{b:02x}"));
+        }
+    }
+    pieces
+}
+
+/// Waits until the UDP tracker on `port` counts at least `n` seeders of
+/// `info_hash` (BEP 15 scrape, hand-encoded).
+fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.connect(("127.0.0.1", port)).unwrap();
+    let mut last = None;
+    for _ in 0..100 {
+        let mut req = Vec::new();
+        req.extend_from_slice(&0x0417_2710_1980u64.to_be_bytes());
+        req.extend_from_slice(&0u32.to_be_bytes());
+        req.extend_from_slice(&21u32.to_be_bytes());
+        let mut buf = [0u8; 512];
+        if s.send(&req).is_ok() && matches!(s.recv(&mut buf), Ok(16)) {
+            let mut sc = Vec::new();
+            sc.extend_from_slice(&buf[8..16]); // connection id
+            sc.extend_from_slice(&2u32.to_be_bytes()); // scrape
+            sc.extend_from_slice(&22u32.to_be_bytes());
+            sc.extend_from_slice(info_hash);
+            if s.send(&sc).is_ok() {
+                if let Ok(20) = s.recv(&mut buf) {
+                    let seeders = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+                    last = Some(seeders);
+                    if buf[3] == 2 && seeders >= n {
+                        return;
+                    }
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the tracker on {port} never counted {n} seeders (last scrape: {last:?})");
 }
 
 /// Which tracker the job test runs against.
