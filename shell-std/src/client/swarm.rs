@@ -38,6 +38,9 @@ use super::storage::Storage;
 pub const READ_BUF: usize = 256 << 10;
 /// Stop filling the output buffer (uploads) past this many bytes.
 pub const OUT_HIGH_WATER: usize = 256 << 10;
+/// Bytes of blocks served per wake-up before checking the socket for
+/// input and the timers again.
+pub const SERVE_BUDGET: usize = 4 << 20;
 /// Requests from one peer waiting to be served.
 pub const MAX_PEER_REQUESTS: usize = 1024;
 /// Addresses remembered (to skip repeats), bounded.
@@ -597,32 +600,50 @@ async fn run_peer<const P: usize, const B: usize>(
             ext_pending = false;
         }
         first = false;
-        // 4. Serve requests: header + data read straight into `out`.
-        while out.len() - out_pos < OUT_HIGH_WATER {
-            let Some(r) = reqs.pop_front() else { break };
-            let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
-                continue;
-            };
-            let at = out.len();
-            out.extend_from_slice(&hdr);
-            out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
-            let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
-            if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
-                tracing::error!("read: {e}");
-                out.truncate(at);
+        // 4. Serve requests: header + data read straight into `out`, and
+        // keep serving while the socket takes everything (up to
+        // SERVE_BUDGET per wake-up, so reads and timers are not starved).
+        let mut budget = SERVE_BUDGET;
+        let mut stop = None;
+        let mut read_failed = false;
+        loop {
+            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 {
+                let Some(r) = reqs.pop_front() else { break };
+                let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
+                    continue;
+                };
+                let at = out.len();
+                out.extend_from_slice(&hdr);
+                out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
+                let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
+                if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
+                    tracing::error!("read: {e}");
+                    out.truncate(at);
+                    read_failed = true;
+                    break;
+                }
+                budget = budget.saturating_sub(r.length as usize);
+                ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
+            }
+            if let Err(e) = flush(stream, &out, &mut out_pos) {
+                stop = Some(e);
+            }
+            if out_pos == out.len() {
+                out.clear();
+                out_pos = 0;
+            } else if out_pos > OUT_HIGH_WATER {
+                out.drain(..out_pos);
+                out_pos = 0;
+            }
+            // Stop when the socket is full (wait for writable), nothing is
+            // left, the budget is spent (the loop comes straight back: the
+            // socket is still writable) or on an error.
+            if stop.is_some() || read_failed || !out.is_empty() || reqs.is_empty() || budget == 0 {
                 break;
             }
-            ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
         }
-        if let Err(e) = flush(stream, &out, &mut out_pos) {
+        if let Some(e) = stop {
             break e;
-        }
-        if out_pos == out.len() {
-            out.clear();
-            out_pos = 0;
-        } else if out_pos > OUT_HIGH_WATER {
-            out.drain(..out_pos);
-            out_pos = 0;
         }
 
         // 5. Wait for the socket, a wake-up or the timer (≤ 1 s).
@@ -631,7 +652,9 @@ async fn run_peer<const P: usize, const B: usize>(
             deadline = now.add_millis(1000);
         }
         let sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
-        let want_write = out_pos < out.len();
+        // Queued requests count as output: with the socket still writable
+        // `writable()` is ready at once and the loop serves the next batch.
+        let want_write = out_pos < out.len() || !reqs.is_empty();
         let want_read = filled < rbuf.len();
         tokio::select! {
             r = stream.readable(), if want_read => {
