@@ -2,14 +2,16 @@
 //! peer connection driving a core [`PeerSession`].
 //!
 //! A peer task owns its socket, a reusable read buffer (the framer parses
-//! messages in place; blocks are written to disk straight from it) and an
+//! messages in place; blocks are written to disk straight from it, on a
+//! blocking thread while the task reads into a second buffer) and an
 //! output buffer (control messages and requests from `poll_transmit`,
 //! blocks we upload read straight into it). It waits on socket readiness,
 //! its wake-up [`Notify`] (new pieces to announce, cancels, bans) and the
 //! session's timer. The mutex is held only to run the core's state
 //! machines, never across an await or a disk access.
 //!
-//! Bounds: read buffer [`READ_BUF`] (plus one message), output high-water
+//! Bounds: read buffer [`READ_BUF`] (plus one message; two of them while
+//! downloading), output high-water
 //! [`OUT_HIGH_WATER`], queued requests from a peer [`MAX_PEER_REQUESTS`]
 //! (extra ones are dropped, or rejected under BEP 6), connections
 //! `max_peers` (a semaphore), known addresses [`MAX_KNOWN`].
@@ -441,6 +443,12 @@ async fn run_peer<const P: usize, const B: usize>(
     let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
     let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
     let mut writes: Vec<(u64, usize, usize)> = Vec::new();
+    // Blocks being written: the read buffer they sit in, handed back with
+    // the (emptied) write list when done. `spare` is the second buffer.
+    type Written = (Vec<u8>, Vec<(u64, usize, usize)>, std::io::Result<()>);
+    let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
+    let mut spare: Option<Vec<u8>> = None;
+    let mut spare_writes: Vec<(u64, usize, usize)> = Vec::new();
     let mut finished: Vec<u32> = Vec::new();
     let mut ext_pending = ext;
     let mut first = true;
@@ -516,18 +524,61 @@ async fn run_peer<const P: usize, const B: usize>(
                 pos += n;
             }
         }
-        // 2. Store the blocks (positional writes straight from the buffer).
-        for (off, start, len) in writes.drain(..) {
-            ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
-            if let Err(e) = ctx.storage.write_at(off, &rbuf[start..start + len]) {
-                tracing::error!("write: {e}");
-                err.get_or_insert(closed(e));
+        // 2. Store the blocks: positional writes straight from the buffer,
+        // on a blocking thread while this task reads (and hashes) the next
+        // batch into the other buffer. One batch in flight per peer, so
+        // writes stay in order; a piece is verified only once its blocks
+        // from this batch are on disk.
+        if writes.is_empty() {
+            rbuf.copy_within(pos..filled, 0);
+            filled -= pos;
+            for index in finished.drain(..) {
+                tokio::spawn(finish_piece(ctx.clone(), index));
             }
-        }
-        rbuf.copy_within(pos..filled, 0);
-        filled -= pos;
-        for index in finished.drain(..) {
-            tokio::spawn(finish_piece(ctx.clone(), index));
+        } else {
+            let mut next = match pending.take() {
+                Some(h) => match h.await {
+                    Ok((buf, w, res)) => {
+                        spare_writes = w;
+                        if let Err(e) = res {
+                            tracing::error!("write: {e}");
+                            err.get_or_insert(closed(e));
+                        }
+                        buf
+                    }
+                    Err(e) => break closed(e),
+                },
+                None => spare.take().unwrap_or_else(|| vec![0u8; rbuf.len()]),
+            };
+            next[..filled - pos].copy_from_slice(&rbuf[pos..filled]);
+            let full = std::mem::replace(&mut rbuf, next);
+            filled -= pos;
+            let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
+            let done = std::mem::take(&mut finished);
+            for &(_, _, len) in &batch {
+                ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
+            }
+            let c = ctx.clone();
+            let rt = tokio::runtime::Handle::current();
+            pending = Some(tokio::task::spawn_blocking(move || {
+                let mut res = Ok(());
+                for &(off, start, len) in &batch {
+                    if let Err(e) = c.storage.write_at(off, &full[start..start + len]) {
+                        res = Err(e);
+                        break;
+                    }
+                }
+                // After a failed write the connection ends; its pieces are
+                // not verified (the data is not all on disk).
+                if res.is_ok() {
+                    for index in done {
+                        rt.spawn(finish_piece(c.clone(), index));
+                    }
+                }
+                let mut batch = batch;
+                batch.clear();
+                (full, batch, res)
+            }));
         }
         if let Some(e) = err {
             break e;
