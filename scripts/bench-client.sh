@@ -39,10 +39,16 @@ OT_PORT=$(port)
 HASH=$("$BIN" info "$W/t.torrent" | awk '/Info-hash/ {print $4}')
 
 echo "==> opentracker on 127.0.0.1:$OT_PORT (whitelist $HASH)"
-echo "$HASH" > "$W/whitelist"
+# Run as root, opentracker chroots (to `/` unless told with -d) and drops to
+# `nobody` before it reads the whitelist: give it a world-readable folder of
+# its own ($W is mode 0700) as its chroot, and a path relative to it.
+OT=$W/ot
+mkdir -m 755 "$OT"
+echo "$HASH" > "$OT/whitelist"
+chmod 644 "$OT/whitelist"
 printf 'listen.tcp 127.0.0.1:%s\nlisten.udp 127.0.0.1:%s\naccess.whitelist %s\n' \
-  "$OT_PORT" "$OT_PORT" whitelist > "$W/ot.conf"  # relative: it chroots to $W as root
-(cd "$W" && exec opentracker -f "$W/ot.conf") >"$W/ot.log" 2>&1 &
+  "$OT_PORT" "$OT_PORT" whitelist > "$OT/ot.conf"
+(cd "$OT" && exec opentracker -d "$OT" -f ot.conf) >"$W/ot.log" 2>&1 &
 pids+=($!)
 
 LT_PORT=$(port)

@@ -2,14 +2,16 @@
 //! peer connection driving a core [`PeerSession`].
 //!
 //! A peer task owns its socket, a reusable read buffer (the framer parses
-//! messages in place; blocks are written to disk straight from it) and an
+//! messages in place; blocks are written to disk straight from it, on a
+//! blocking thread while the task reads into a second buffer) and an
 //! output buffer (control messages and requests from `poll_transmit`,
 //! blocks we upload read straight into it). It waits on socket readiness,
 //! its wake-up [`Notify`] (new pieces to announce, cancels, bans) and the
 //! session's timer. The mutex is held only to run the core's state
 //! machines, never across an await or a disk access.
 //!
-//! Bounds: read buffer [`READ_BUF`] (plus one message), output high-water
+//! Bounds: read buffer [`READ_BUF`] (plus one message; two of them while
+//! downloading), output high-water
 //! [`OUT_HIGH_WATER`], queued requests from a peer [`MAX_PEER_REQUESTS`]
 //! (extra ones are dropped, or rejected under BEP 6), connections
 //! `max_peers` (a semaphore), known addresses [`MAX_KNOWN`].
@@ -38,6 +40,9 @@ use super::storage::Storage;
 pub const READ_BUF: usize = 256 << 10;
 /// Stop filling the output buffer (uploads) past this many bytes.
 pub const OUT_HIGH_WATER: usize = 256 << 10;
+/// Bytes of blocks served per wake-up before checking the socket for
+/// input and the timers again.
+pub const SERVE_BUDGET: usize = 4 << 20;
 /// Requests from one peer waiting to be served.
 pub const MAX_PEER_REQUESTS: usize = 1024;
 /// Addresses remembered (to skip repeats), bounded.
@@ -438,6 +443,12 @@ async fn run_peer<const P: usize, const B: usize>(
     let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
     let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
     let mut writes: Vec<(u64, usize, usize)> = Vec::new();
+    // Blocks being written: the read buffer they sit in, handed back with
+    // the (emptied) write list when done. `spare` is the second buffer.
+    type Written = (Vec<u8>, Vec<(u64, usize, usize)>, std::io::Result<()>);
+    let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
+    let mut spare: Option<Vec<u8>> = None;
+    let mut spare_writes: Vec<(u64, usize, usize)> = Vec::new();
     let mut finished: Vec<u32> = Vec::new();
     let mut ext_pending = ext;
     let mut first = true;
@@ -513,18 +524,61 @@ async fn run_peer<const P: usize, const B: usize>(
                 pos += n;
             }
         }
-        // 2. Store the blocks (positional writes straight from the buffer).
-        for (off, start, len) in writes.drain(..) {
-            ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
-            if let Err(e) = ctx.storage.write_at(off, &rbuf[start..start + len]) {
-                tracing::error!("write: {e}");
-                err.get_or_insert(closed(e));
+        // 2. Store the blocks: positional writes straight from the buffer,
+        // on a blocking thread while this task reads (and hashes) the next
+        // batch into the other buffer. One batch in flight per peer, so
+        // writes stay in order; a piece is verified only once its blocks
+        // from this batch are on disk.
+        if writes.is_empty() {
+            rbuf.copy_within(pos..filled, 0);
+            filled -= pos;
+            for index in finished.drain(..) {
+                tokio::spawn(finish_piece(ctx.clone(), index));
             }
-        }
-        rbuf.copy_within(pos..filled, 0);
-        filled -= pos;
-        for index in finished.drain(..) {
-            tokio::spawn(finish_piece(ctx.clone(), index));
+        } else {
+            let mut next = match pending.take() {
+                Some(h) => match h.await {
+                    Ok((buf, w, res)) => {
+                        spare_writes = w;
+                        if let Err(e) = res {
+                            tracing::error!("write: {e}");
+                            err.get_or_insert(closed(e));
+                        }
+                        buf
+                    }
+                    Err(e) => break closed(e),
+                },
+                None => spare.take().unwrap_or_else(|| vec![0u8; rbuf.len()]),
+            };
+            next[..filled - pos].copy_from_slice(&rbuf[pos..filled]);
+            let full = std::mem::replace(&mut rbuf, next);
+            filled -= pos;
+            let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
+            let done = std::mem::take(&mut finished);
+            for &(_, _, len) in &batch {
+                ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
+            }
+            let c = ctx.clone();
+            let rt = tokio::runtime::Handle::current();
+            pending = Some(tokio::task::spawn_blocking(move || {
+                let mut res = Ok(());
+                for &(off, start, len) in &batch {
+                    if let Err(e) = c.storage.write_at(off, &full[start..start + len]) {
+                        res = Err(e);
+                        break;
+                    }
+                }
+                // After a failed write the connection ends; its pieces are
+                // not verified (the data is not all on disk).
+                if res.is_ok() {
+                    for index in done {
+                        rt.spawn(finish_piece(c.clone(), index));
+                    }
+                }
+                let mut batch = batch;
+                batch.clear();
+                (full, batch, res)
+            }));
         }
         if let Some(e) = err {
             break e;
@@ -597,32 +651,50 @@ async fn run_peer<const P: usize, const B: usize>(
             ext_pending = false;
         }
         first = false;
-        // 4. Serve requests: header + data read straight into `out`.
-        while out.len() - out_pos < OUT_HIGH_WATER {
-            let Some(r) = reqs.pop_front() else { break };
-            let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
-                continue;
-            };
-            let at = out.len();
-            out.extend_from_slice(&hdr);
-            out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
-            let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
-            if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
-                tracing::error!("read: {e}");
-                out.truncate(at);
+        // 4. Serve requests: header + data read straight into `out`, and
+        // keep serving while the socket takes everything (up to
+        // SERVE_BUDGET per wake-up, so reads and timers are not starved).
+        let mut budget = SERVE_BUDGET;
+        let mut stop = None;
+        let mut read_failed = false;
+        loop {
+            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 {
+                let Some(r) = reqs.pop_front() else { break };
+                let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
+                    continue;
+                };
+                let at = out.len();
+                out.extend_from_slice(&hdr);
+                out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
+                let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
+                if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
+                    tracing::error!("read: {e}");
+                    out.truncate(at);
+                    read_failed = true;
+                    break;
+                }
+                budget = budget.saturating_sub(r.length as usize);
+                ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
+            }
+            if let Err(e) = flush(stream, &out, &mut out_pos) {
+                stop = Some(e);
+            }
+            if out_pos == out.len() {
+                out.clear();
+                out_pos = 0;
+            } else if out_pos > OUT_HIGH_WATER {
+                out.drain(..out_pos);
+                out_pos = 0;
+            }
+            // Stop when the socket is full (wait for writable), nothing is
+            // left, the budget is spent (the loop comes straight back: the
+            // socket is still writable) or on an error.
+            if stop.is_some() || read_failed || !out.is_empty() || reqs.is_empty() || budget == 0 {
                 break;
             }
-            ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
         }
-        if let Err(e) = flush(stream, &out, &mut out_pos) {
+        if let Some(e) = stop {
             break e;
-        }
-        if out_pos == out.len() {
-            out.clear();
-            out_pos = 0;
-        } else if out_pos > OUT_HIGH_WATER {
-            out.drain(..out_pos);
-            out_pos = 0;
         }
 
         // 5. Wait for the socket, a wake-up or the timer (≤ 1 s).
@@ -631,7 +703,9 @@ async fn run_peer<const P: usize, const B: usize>(
             deadline = now.add_millis(1000);
         }
         let sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
-        let want_write = out_pos < out.len();
+        // Queued requests count as output: with the socket still writable
+        // `writable()` is ready at once and the loop serves the next batch.
+        let want_write = out_pos < out.len() || !reqs.is_empty();
         let want_read = filled < rbuf.len();
         tokio::select! {
             r = stream.readable(), if want_read => {
