@@ -207,8 +207,10 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
         }
     }
 
-    fn piece_verdict(&self, index: u32, v: Verdict<B>) {
-        let mut g = self.lock();
+    /// Acts on a verdict while still holding the lock `verify` ran under, so
+    /// that counts and completion are updated in the order pieces passed (a
+    /// second lock would let a later piece complete the torrent first).
+    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared<P, B>>, index: u32, v: Verdict<B>) {
         let who = g.contrib.remove(&index).unwrap_or_default();
         match v {
             Verdict::Passed => {
@@ -262,33 +264,38 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
 /// blocking thread.
 async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index: u32) {
     let expected = ctx.info.hashes[index as usize];
-    let v = ctx.lock().picker.verify(index, &expected);
-    match v {
-        Ok(Verdict::NeedsData { from }) => {
-            let c = ctx.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                let (off, len) = c.storage.piece_range(index);
-                let mut buf = vec![0u8; len - from as usize];
-                c.storage.read_at(off + u64::from(from), &mut buf)?;
-                // Hash outside the lock, feed the picker only the digest
-                // input it still lacks (one call, under the lock).
-                let mut g = c.lock();
-                g.picker
-                    .hash_data(index, &buf)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                g.picker
-                    .verify(index, &expected)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-            .await;
-            match r {
-                Ok(Ok(v)) => ctx.piece_verdict(index, v),
-                Ok(Err(e)) => tracing::error!(index, "verify: {e}"),
-                Err(e) => tracing::error!(index, "verify task: {e}"),
-            }
+    // A block (not a statement) so no lock guard lives across the await.
+    let from = {
+        let mut g = ctx.lock();
+        match g.picker.verify(index, &expected) {
+            Ok(Verdict::NeedsData { from }) => from,
+            Ok(v) => return ctx.piece_verdict(g, index, v),
+            Err(e) => return tracing::debug!(index, "verify: {e}"),
         }
-        Ok(v) => ctx.piece_verdict(index, v),
-        Err(e) => tracing::debug!(index, "verify: {e}"),
+    };
+    let c = ctx.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let (off, len) = c.storage.piece_range(index);
+        let mut buf = vec![0u8; len - from as usize];
+        c.storage.read_at(off + u64::from(from), &mut buf)?;
+        // Hash outside the lock, feed the picker only the digest
+        // input it still lacks (one call, under the lock).
+        let mut g = c.lock();
+        g.picker
+            .hash_data(index, &buf)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let v = g
+            .picker
+            .verify(index, &expected)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        c.piece_verdict(g, index, v);
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(index, "verify: {e}"),
+        Err(e) => tracing::error!(index, "verify task: {e}"),
     }
 }
 
