@@ -25,6 +25,7 @@
 //!   and SHA-1 piece verification, in caller-provided storage.
 //! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
 //!   keep-alives, timeouts, snubbing).
+//! - [`choker`]: whom we upload to — tit-for-tat with one optimistic slot.
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
@@ -46,6 +47,7 @@
 extern crate std;
 
 pub mod bencode;
+pub mod choker;
 mod codec;
 #[doc(hidden)]
 #[allow(

@@ -322,6 +322,17 @@ impl<'s> PeerSession<'s> {
         self.update_interest(picker)
     }
 
+    /// Refuses a request the shell will not serve, e.g. one queued before we
+    /// choked the peer. BEP 6: with the fast extension a choke no longer
+    /// discards requests, so each is rejected; without it this is a no-op
+    /// (BEP 3: the choke itself discards them).
+    pub fn reject(&mut self, req: BlockRequest) -> Result<(), PeerError> {
+        if self.fast {
+            self.push(Out::Reject(req))?;
+        }
+        Ok(())
+    }
+
     /// Cancel a request (end-game: another peer delivered the block).
     pub fn cancel(&mut self, req: BlockRequest) -> Result<(), PeerError> {
         self.push(Out::Cancel(req))

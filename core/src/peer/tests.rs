@@ -306,6 +306,38 @@ fn requests_while_choking() {
 }
 
 #[test]
+fn reject_after_choking_is_sent_only_with_fast() {
+    let req = BlockRequest {
+        index: 1,
+        begin: 16384,
+        length: 16384,
+    };
+    for fast in [false, true] {
+        let mut p = picker(true);
+        let mut s = session(1, fast);
+        let mut buf = [0u8; 64];
+        s.poll_transmit(T0, &mut p, &mut buf);
+        s.reject(req).unwrap();
+        let n = s.poll_transmit(T0, &mut p, &mut buf);
+        if fast {
+            // BEP 6: reject request (0x10) index 1, begin 16384, length 16384.
+            assert_eq!(
+                &buf[..n],
+                &[0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0]
+            );
+        } else {
+            assert_eq!(n, 0);
+        }
+    }
+    // The control queue is bounded: rejects past it are refused.
+    let mut s = session(1, true);
+    for _ in 0..OUT_QUEUE_LEN - 1 {
+        s.reject(req).unwrap();
+    }
+    assert_eq!(s.reject(req), Err(PeerError::QueueFull));
+}
+
+#[test]
 fn refusals() {
     let mut p = picker(true);
     // Bitfield after another message.

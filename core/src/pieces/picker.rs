@@ -527,6 +527,20 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         Ok(Verdict::Failed { contributors })
     }
 
+    /// Gives up a piece in progress without blaming anyone (e.g. the shell
+    /// could not store its blocks): its requests are forgotten and it will
+    /// be picked and downloaded again. Returns false if it was not in
+    /// progress.
+    pub fn abandon(&mut self, index: u32) -> bool {
+        match self.active.iter().position(|a| a.index == index) {
+            Some(slot) => {
+                self.active.swap_remove(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops requests older than the timeout, calling `timed_out` for each
     /// (the shell may cancel it and count it against the peer). The blocks
     /// become free for [`Self::pick`] again.

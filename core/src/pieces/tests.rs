@@ -229,6 +229,30 @@ fn one_piece_two_blocks<'s>(h: &'s mut [u8; 1], a: &'s mut [u16; 1]) -> Picker<'
 }
 
 #[test]
+fn abandoned_piece_is_picked_again_without_blame() {
+    let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
+    let mut p = one_piece_two_blocks(&mut h, &mut a);
+    let peer = all_of(1);
+    let r0 = p.pick(T0, A, &peer).unwrap();
+    p.pick(T0, A, &peer).unwrap();
+    p.on_block(A, 0, 0, &[1u8; 16384]).unwrap();
+    assert!(p.abandon(0));
+    assert!(!p.abandon(0), "no longer in progress");
+    assert_eq!(p.in_flight(A), 0);
+    assert_eq!(p.in_progress().count(), 0);
+    // A block of the abandoned piece is no longer accepted ...
+    assert_eq!(
+        p.on_block(A, 0, 16384, &[2u8; 20_000 - 16384]),
+        Err(PiecesError::NotInProgress(0))
+    );
+    // ... and the piece starts over from its first block.
+    let again = p.pick(T0, B_, &peer).unwrap();
+    assert_eq!(again.request, r0.request);
+    assert!(!again.duplicate);
+    assert!(!p.have().get(0));
+}
+
+#[test]
 fn end_game_duplicates_bounded_and_cancelled() {
     let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
     let mut p = one_piece_two_blocks(&mut h, &mut a);
