@@ -8,28 +8,33 @@
 //! what we upload to the peer (BEP 3: a seed "uses its upload rate rather
 //! than its download rate"). Peers ranked above the last slot but not
 //! interested are unchoked without taking a slot, so they can start at once
-//! when they become interested (BEP 3). Peers snubbing us get no regular
-//! slot.
+//! when they become interested; when one does, the worst-ranked regular
+//! peer is choked (BEP 3). Peers snubbing us get no regular slot.
 //!
-//! One optimistic slot on top: a random choked, interested peer is
-//! unchoked for [`ChokerConfig::optimistic_ms`] (BEP 3: thirty seconds)
-//! whatever its rate, so newcomers get a first piece to trade and better
-//! partners are found. Peers connected for less than
-//! [`ChokerConfig::new_peer_ms`] are [`NEW_PEER_WEIGHT`] times as likely
-//! to be chosen (as in the original client).
+//! One optimistic slot on top: a choked, interested peer is unchoked for
+//! [`ChokerConfig::optimistic_ms`] (BEP 3: thirty seconds) whatever its
+//! rate, so newcomers get a first piece to trade and better partners are
+//! found. The slot rotates through the waiting peers: it goes to the one
+//! never unchoked (newcomers first, as BEP 3 intends), or else choked the
+//! longest — so with `n` peers waiting each gets a turn within `n` terms
+//! (the original client drew at random, weighting new peers three times;
+//! libtorrent also picks the longest-waiting peer).
 //!
-//! Between two rechokes, [`Choker::update`] only fills free slots — a peer
-//! that becomes interested while a slot is idle does not wait up to ten
-//! seconds — and replaces an optimistic peer that left or lost interest; it
-//! never chokes anyone.
+//! Between two rechokes, [`Choker::update`] fills free slots — a peer that
+//! becomes interested while a slot is idle does not wait up to ten seconds
+//! — replaces an optimistic peer that left or lost interest, and chokes
+//! only to bring the interested regular peers back to `slots` (above).
+//! So after every update at most `slots` interested peers hold regular
+//! slots, plus the optimistic one.
 //!
 //! Sans-IO and allocation-free: the shell keeps per-peer rates and passes a
-//! slice of [`Candidate`]s (reordered in place); the choker keeps only the
-//! optimistic peer's key, two deadlines and a PRNG. Limits: rates are
-//! `u64` bytes per second; ties are broken by current state (already
-//! unchoked first, so equal peers do not flap) and then by key.
+//! slice of [`Candidate`]s (reordered in place, with `unchoked` and
+//! `last_unchoked` updated for it to keep); the choker keeps only the
+//! optimistic peer's key and two deadlines. Limits: rates are `u64` bytes
+//! per second; ties are broken by current state (already unchoked first,
+//! so equal peers do not flap) and then by key.
 
-use crate::pieces::{PeerKey, XorShift32};
+use crate::pieces::PeerKey;
 use crate::time::Instant;
 
 /// Regular upload slots (the original client's default: four).
@@ -38,10 +43,6 @@ pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
 pub const DEFAULT_RECHOKE_MS: u64 = 10_000;
 /// BEP 3: the optimistic unchoke "rotates every 30 seconds".
 pub const DEFAULT_OPTIMISTIC_MS: u64 = 30_000;
-/// Peers connected for less than this count as new for the optimistic draw.
-pub const DEFAULT_NEW_PEER_MS: u64 = 60_000;
-/// New peers are this many times as likely to get the optimistic slot.
-pub const NEW_PEER_WEIGHT: u64 = 3;
 
 /// Choker parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +53,6 @@ pub struct ChokerConfig {
     pub rechoke_ms: u64,
     /// How long one peer holds the optimistic slot.
     pub optimistic_ms: u64,
-    /// Age under which a peer is "new" for the optimistic draw.
-    pub new_peer_ms: u64,
 }
 
 impl Default for ChokerConfig {
@@ -62,7 +61,6 @@ impl Default for ChokerConfig {
             slots: DEFAULT_UPLOAD_SLOTS,
             rechoke_ms: DEFAULT_RECHOKE_MS,
             optimistic_ms: DEFAULT_OPTIMISTIC_MS,
-            new_peer_ms: DEFAULT_NEW_PEER_MS,
         }
     }
 }
@@ -84,6 +82,10 @@ pub struct Candidate {
     pub connected_at: Instant,
     /// In: the peer is unchoked now. Out: the peer should be unchoked.
     pub unchoked: bool,
+    /// In/out: when the peer was last unchoked while interested (`None`:
+    /// never); set to the update's time for every such peer. Keep it for
+    /// the next call.
+    pub last_unchoked: Option<Instant>,
 }
 
 impl Candidate {
@@ -97,6 +99,7 @@ impl Candidate {
             up_rate: 0,
             connected_at: now,
             unchoked: false,
+            last_unchoked: None,
         }
     }
 }
@@ -106,7 +109,7 @@ impl Candidate {
 pub enum Update {
     /// A full rechoke: the shell may reset its rate windows.
     Rechoked,
-    /// Only free slots were filled; nobody was choked.
+    /// Between rechokes: free slots filled, excess regular peers choked.
     Filled,
 }
 
@@ -117,19 +120,16 @@ pub struct Choker {
     next_rechoke: Option<Instant>,
     optimistic: Option<PeerKey>,
     optimistic_until: Instant,
-    rng: XorShift32,
 }
 
 impl Choker {
-    /// A choker; the first [`Self::update`] is a full rechoke. `seed` feeds
-    /// the optimistic draw.
-    pub fn new(cfg: ChokerConfig, seed: u32) -> Self {
+    /// A choker; the first [`Self::update`] is a full rechoke.
+    pub fn new(cfg: ChokerConfig) -> Self {
         Choker {
             cfg,
             next_rechoke: None,
             optimistic: None,
             optimistic_until: Instant::from_millis(0),
-            rng: XorShift32::new(seed),
         }
     }
 
@@ -149,7 +149,7 @@ impl Choker {
     }
 
     /// Decides who is unchoked: a full rechoke when one is due, otherwise
-    /// only fills free slots. Call it at [`Self::poll_timeout`] and
+    /// fills free slots (see the module docs). Call it at [`Self::poll_timeout`] and
     /// whenever a peer connects, leaves or changes interest. `seeding` is
     /// true once we have every piece. Sets each candidate's `unchoked`;
     /// `peers` is reordered.
@@ -185,12 +185,19 @@ impl Choker {
             if !opt_alive {
                 self.optimistic = None;
             }
-            // Nobody is choked between rechokes; the optimistic peer does
-            // not count against the regular slots.
-            let mut used = peers
-                .iter()
-                .filter(|c| c.unchoked && c.interested && self.optimistic != Some(c.key))
-                .count();
+            // Keep the interested regular peers within the slots: an
+            // unchoked peer that became interested pushes out the
+            // worst-ranked one (BEP 3). The optimistic peer is not counted.
+            let mut used = 0usize;
+            for c in peers.iter_mut() {
+                if c.unchoked && c.interested && self.optimistic != Some(c.key) {
+                    if used < self.cfg.slots {
+                        used += 1;
+                    } else {
+                        c.unchoked = false;
+                    }
+                }
+            }
             for c in peers.iter_mut() {
                 if used >= self.cfg.slots {
                     break;
@@ -202,12 +209,15 @@ impl Choker {
             }
         }
         if self.optimistic.is_none() {
-            self.optimistic = self.draw(now, peers);
+            self.optimistic = longest_waiting(peers);
             self.optimistic_until = now.add_millis(self.cfg.optimistic_ms);
         }
-        if let Some(k) = self.optimistic {
-            for c in peers.iter_mut().filter(|c| c.key == k) {
+        for c in peers.iter_mut() {
+            if self.optimistic == Some(c.key) {
                 c.unchoked = true;
+            }
+            if c.unchoked && c.interested {
+                c.last_unchoked = Some(now);
             }
         }
         if full {
@@ -216,33 +226,20 @@ impl Choker {
             Update::Filled
         }
     }
+}
 
-    /// A random choked, interested peer; new peers weigh more.
-    fn draw(&mut self, now: Instant, peers: &[Candidate]) -> Option<PeerKey> {
-        let new_ms = self.cfg.new_peer_ms;
-        let weight = |c: &Candidate| {
-            if c.unchoked || !c.interested {
-                0
-            } else if now.saturating_duration_since(c.connected_at).millis() < new_ms {
-                NEW_PEER_WEIGHT
-            } else {
-                1
-            }
-        };
-        let total: u64 = peers.iter().map(weight).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut r = self.rng.below(u32::try_from(total).unwrap_or(u32::MAX)) as u64;
-        for c in peers {
-            let w = weight(c);
-            if r < w {
-                return Some(c.key);
-            }
-            r -= w;
-        }
-        None
-    }
+/// The choked, interested peer that has waited longest for an unchoke:
+/// never unchoked first (earliest connected first), then the one unchoked
+/// longest ago; ties by key.
+fn longest_waiting(peers: &[Candidate]) -> Option<PeerKey> {
+    peers
+        .iter()
+        .filter(|c| c.interested && !c.unchoked)
+        .min_by_key(|c| match c.last_unchoked {
+            None => (false, c.connected_at, c.key),
+            Some(t) => (true, t, c.key),
+        })
+        .map(|c| c.key)
 }
 
 #[cfg(test)]

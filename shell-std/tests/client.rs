@@ -24,7 +24,6 @@ impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let out = child.stdout.take().expect("stdout");
@@ -242,6 +241,100 @@ fn libtorrent_leecher_from_our_seeder() {
         "libtorrent leech failed:\n{so}\n{se}"
     );
     assert_same_tree(&tree, &save.join("tree"));
+}
+
+/// Our seeder with one regular upload slot (plus the optimistic one) and
+/// three rate-limited libtorrent leechers that only know the seeder: all
+/// three complete and see our unchokes, and the seeder's choker log shows
+/// it choking interested leechers while they download (tit-for-tat and the
+/// rotating optimistic slot; a seeder that unchokes every interested peer
+/// never does). The seeder's log is the witness because a choke reaches a
+/// rate-limited leecher only after the blocks already queued before it, so
+/// a leecher may not see a short choke at all.
+#[test]
+fn libtorrent_leechers_share_our_seeders_upload_slots() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let port = free_port();
+    let log = d.path().join("seed.log");
+    let seed = Proc::spawn(
+        Command::new(BIN)
+            .env("RUST_LOG", "warn,ourtorrent::choke=debug")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .args(["client", "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&tree)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+                "--upload-slots",
+                "1",
+                // Rechoke every second, rotate the optimistic slot every 3 s.
+                "--rechoke-ms",
+                "1000",
+            ]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let leechers: Vec<_> = (0..3)
+        .map(|i| {
+            let save = d.path().join(format!("lt{i}"));
+            std::fs::create_dir_all(&save).unwrap();
+            let mut cmd = Command::new(&py);
+            cmd.arg(repo_root().join("tests/py/lt_swarm.py"))
+                .arg("leech")
+                .arg(&torrent)
+                .arg(&save)
+                .arg(free_port().to_string())
+                .args([
+                    "--connect",
+                    &format!("127.0.0.1:{port}"),
+                    "--no-trackers",
+                    // ~1.6 MB each at 150 kB/s: about 11 s unchoked.
+                    "--download-limit",
+                    "150000",
+                    "--report-choke",
+                    "--max-seconds",
+                    "100",
+                ]);
+            (
+                save,
+                std::thread::spawn(move || run_bounded(&mut cmd, Duration::from_secs(120))),
+            )
+        })
+        .collect();
+    for (save, h) in leechers {
+        let (ok, so, se) = h.join().unwrap();
+        assert!(
+            ok && so.contains("DONE"),
+            "libtorrent leech failed:\n{so}\n{se}"
+        );
+        assert_same_tree(&tree, &save.join("tree"));
+        assert!(so.contains("UNCHOKED "), "never unchoked:\n{so}");
+    }
+    drop(seed);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let decisions: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("ourtorrent::choke: ").map(|x| x.1))
+        .collect();
+    // Interested peers choked: rotations of the optimistic slot and
+    // tit-for-tat swaps, several over the ~15 s the three need.
+    let choked = decisions
+        .iter()
+        .filter(|d| d.starts_with("choke ") && d.contains("(interested true"))
+        .count();
+    assert!(choked >= 2, "{choked} chokes of interested peers:\n{log}");
+    let optimistic = decisions
+        .iter()
+        .filter(|d| d.starts_with("unchoke ") && d.ends_with(", optimistic)"))
+        .count();
+    assert!(optimistic >= 2, "{optimistic} optimistic unchokes:\n{log}");
 }
 
 #[test]

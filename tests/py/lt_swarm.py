@@ -15,12 +15,17 @@ Options:
                        or once a tracker replied
   --max-seconds N      seed: stop after N s (default 300);
                        leech: give up after N s (default 120)
+  --download-limit B   cap this torrent's download at B bytes/s
+                       (torrent-level, so it applies on loopback too)
+  --report-choke       print every change of a peer choking us
 
 Prints, one a line, flushed:
   READY port=P              (seed) see --ready-on
   TRACKER_OK <url> peers=N  a tracker replied to an announce
   TRACKER_ERR <url> <msg>   a tracker announce failed
   PEER <ip:port> <client>   a peer connected (again once its name is known)
+  CHOKED <ip:port> t=T      (--report-choke) the peer choked us; T is wall
+  UNCHOKED <ip:port> t=T    clock seconds (comparable across processes)
   DONE bytes=N seconds=S MiB/s=R   (leech) complete and verified; exit 0
   TIMEOUT progress=P        (leech) gave up; exit 1
 Seeds (seed_mode, no re-hash) until SIGTERM/SIGINT or --max-seconds.
@@ -74,6 +79,8 @@ def main():
     ap.add_argument("--no-trackers", action="store_true")
     ap.add_argument("--ready-on", choices=["listen", "tracker"], default="listen")
     ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--download-limit", type=int, default=0)
+    ap.add_argument("--report-choke", action="store_true")
     a = ap.parse_args()
     limit = a.max_seconds or (300 if a.role == "seed" else 120)
     stop = {"flag": False}
@@ -90,6 +97,9 @@ def main():
     h = ses.add_torrent(p)
     if a.no_trackers:
         h.replace_trackers([])
+    if a.download_limit:
+        h.set_download_limit(a.download_limit)
+    choked_by = {}
     total = p.ti.total_size()
     peers = [peer_addr(c) for c in a.connect]
 
@@ -119,6 +129,12 @@ def main():
             if (key, client) not in seen:  # the name arrives with the handshake
                 seen.add((key, client))
                 print("PEER %s %s" % (key, client), flush=True)
+            if a.report_choke:
+                c = bool(pi.flags & lt.peer_info.remote_choked)
+                if choked_by.get(key, True) != c:
+                    print("%s %s t=%.3f" % ("CHOKED" if c else "UNCHOKED", key, time.time()),
+                          flush=True)
+                choked_by[key] = c
         s = h.status()
         if peers and s.num_peers < len(peers) and now - last_connect > 0.5:
             last_connect = now

@@ -30,12 +30,12 @@ fn unchoked(ps: &[Candidate]) -> Vec<u16> {
     v
 }
 
-/// A clock past the "new peer" window so the draw is uniform.
-const LATE: u64 = 10 * DEFAULT_NEW_PEER_MS;
+/// Some time after the peers connected.
+const LATE: u64 = 600_000;
 
 #[test]
 fn fewer_interested_than_slots_all_unchoked_no_optimistic() {
-    let mut ch = Choker::new(ChokerConfig::default(), 1);
+    let mut ch = Choker::new(ChokerConfig::default());
     let mut ps = peers(&[5, 0, 9]);
     assert_eq!(ch.update(at(LATE), false, &mut ps), Update::Rechoked);
     assert_eq!(unchoked(&ps), [0, 1, 2]);
@@ -46,7 +46,7 @@ fn fewer_interested_than_slots_all_unchoked_no_optimistic() {
 
 #[test]
 fn tit_for_tat_best_uploaders_plus_one_optimistic() {
-    let mut ch = Choker::new(ChokerConfig::default(), 7);
+    let mut ch = Choker::new(ChokerConfig::default());
     // Rates: peers 2, 4, 6, 7 are the four best.
     let mut ps = peers(&[10, 20, 900, 30, 800, 40, 700, 600]);
     ch.update(at(LATE), false, &mut ps);
@@ -62,13 +62,10 @@ fn tit_for_tat_best_uploaders_plus_one_optimistic() {
 
 #[test]
 fn seeding_ranks_by_upload_rate() {
-    let mut ch = Choker::new(
-        ChokerConfig {
-            slots: 2,
-            ..ChokerConfig::default()
-        },
-        3,
-    );
+    let mut ch = Choker::new(ChokerConfig {
+        slots: 2,
+        ..ChokerConfig::default()
+    });
     let mut ps = peers(&[900, 800, 0, 0, 0]);
     for (c, up) in ps.iter_mut().zip([0, 0, 50, 70, 60]) {
         c.up_rate = up;
@@ -86,13 +83,10 @@ fn seeding_ranks_by_upload_rate() {
 
 #[test]
 fn faster_uninterested_peers_unchoked_without_taking_a_slot() {
-    let mut ch = Choker::new(
-        ChokerConfig {
-            slots: 2,
-            ..ChokerConfig::default()
-        },
-        5,
-    );
+    let mut ch = Choker::new(ChokerConfig {
+        slots: 2,
+        ..ChokerConfig::default()
+    });
     let mut ps = peers(&[100, 90, 80, 70, 60, 50]);
     ps[0].interested = false; // fastest, not interested
     ps[4].interested = false; // below the cutoff, not interested
@@ -109,13 +103,10 @@ fn faster_uninterested_peers_unchoked_without_taking_a_slot() {
 
 #[test]
 fn snubbed_peers_get_no_regular_slot() {
-    let mut ch = Choker::new(
-        ChokerConfig {
-            slots: 1,
-            ..ChokerConfig::default()
-        },
-        9,
-    );
+    let mut ch = Choker::new(ChokerConfig {
+        slots: 1,
+        ..ChokerConfig::default()
+    });
     let mut ps = peers(&[1000, 10]);
     ps[0].snubbed = true;
     ch.update(at(LATE), false, &mut ps);
@@ -126,13 +117,10 @@ fn snubbed_peers_get_no_regular_slot() {
 
 #[test]
 fn zero_slots_leaves_only_the_optimistic_peer() {
-    let mut ch = Choker::new(
-        ChokerConfig {
-            slots: 0,
-            ..ChokerConfig::default()
-        },
-        11,
-    );
+    let mut ch = Choker::new(ChokerConfig {
+        slots: 0,
+        ..ChokerConfig::default()
+    });
     let mut ps = peers(&[3, 2, 1]);
     ch.update(at(LATE), false, &mut ps);
     let opt = ch.optimistic().expect("optimistic");
@@ -141,7 +129,7 @@ fn zero_slots_leaves_only_the_optimistic_peer() {
 
 #[test]
 fn no_peers_and_no_interest() {
-    let mut ch = Choker::new(ChokerConfig::default(), 1);
+    let mut ch = Choker::new(ChokerConfig::default());
     assert_eq!(ch.update(at(0), false, &mut []), Update::Rechoked);
     assert_eq!(ch.optimistic(), None);
     let mut ps = peers(&[1, 2]);
@@ -160,7 +148,7 @@ fn between_rechokes_only_fills_free_slots() {
         slots: 2,
         ..ChokerConfig::default()
     };
-    let mut ch = Choker::new(cfg, 13);
+    let mut ch = Choker::new(cfg);
     let mut ps = peers(&[50]);
     ch.update(at(LATE), false, &mut ps);
     assert_eq!(unchoked(&ps), [0]);
@@ -200,12 +188,35 @@ fn between_rechokes_only_fills_free_slots() {
 }
 
 #[test]
+fn uninterested_peer_turning_interested_pushes_out_the_worst() {
+    let cfg = ChokerConfig {
+        slots: 2,
+        ..ChokerConfig::default()
+    };
+    let mut ch = Choker::new(cfg);
+    // Peer 0 is fast but not interested: unchoked without a slot; 1 and 2
+    // take the slots; 3 is the optimistic one.
+    let mut ps = peers(&[900, 50, 40, 30]);
+    ps[0].interested = false;
+    ch.update(at(LATE), false, &mut ps);
+    assert_eq!(ch.optimistic(), Some(PeerKey(3)));
+    assert_eq!(unchoked(&ps), [0, 1, 2, 3]);
+    // Peer 0 becomes interested: the slowest regular peer (2) is choked at
+    // once, not at the next rechoke.
+    for c in ps.iter_mut().filter(|c| c.key.0 == 0) {
+        c.interested = true;
+    }
+    assert_eq!(ch.update(at(LATE + 1000), false, &mut ps), Update::Filled);
+    assert_eq!(unchoked(&ps), [0, 1, 3]);
+}
+
+#[test]
 fn optimistic_peer_that_leaves_or_loses_interest_is_replaced() {
     let cfg = ChokerConfig {
         slots: 1,
         ..ChokerConfig::default()
     };
-    let mut ch = Choker::new(cfg, 17);
+    let mut ch = Choker::new(cfg);
     let mut ps = peers(&[100, 0, 0]);
     ch.update(at(LATE), false, &mut ps);
     let first = ch.optimistic().expect("optimistic");
@@ -224,61 +235,72 @@ fn optimistic_peer_that_leaves_or_loses_interest_is_replaced() {
 }
 
 #[test]
-fn optimistic_slot_rotates_at_its_term_and_reaches_every_peer() {
+fn optimistic_slot_rotates_through_every_waiting_peer() {
     let cfg = ChokerConfig {
         slots: 1,
         ..ChokerConfig::default()
     };
-    let mut ch = Choker::new(cfg, 21);
+    let mut ch = Choker::new(cfg);
     let mut ps = peers(&[1000, 0, 0, 0, 0]);
     let mut now = LATE;
     ch.update(at(now), false, &mut ps);
-    let mut seen = HashMap::new();
-    let mut last = ch.optimistic();
-    let mut changes = 0;
+    let mut order = vec![ch.optimistic().expect("optimistic").0];
     for _ in 0..300 {
         now += DEFAULT_RECHOKE_MS;
         ch.update(at(now), false, &mut ps);
-        let o = ch.optimistic().expect("optimistic");
-        *seen.entry(o.0).or_insert(0u32) += 1;
-        if Some(o) != last {
-            changes += 1;
+        let o = ch.optimistic().expect("optimistic").0;
+        if Some(&o) != order.last() {
+            order.push(o);
         }
-        last = Some(o);
         // The regular slot never moves: peer 0 is the only fast one.
         assert!(ps.iter().any(|c| c.key.0 == 0 && c.unchoked));
         assert_eq!(ps.iter().filter(|c| c.unchoked).count(), 2);
     }
-    // Terms are 30 s, rechokes 10 s: the slot is re-drawn every third
-    // rechoke (a redraw may pick the same peer again).
-    assert!((50..=100).contains(&changes), "{changes} changes");
-    assert_eq!(seen.len(), 4, "every choked peer had a turn: {seen:?}");
-    assert!(!seen.contains_key(&0));
+    // Terms are 30 s, rechokes 10 s: a new peer every third rechoke, in
+    // round-robin order (the one choked longest next).
+    assert_eq!(order.len(), 101, "{order:?}");
+    assert_eq!(&order[..4], &[1, 2, 3, 4]);
+    for w in order.windows(5) {
+        assert_eq!(w[0], w[4], "round robin: {order:?}");
+    }
 }
 
 #[test]
-fn new_peers_are_three_times_as_likely_to_be_drawn() {
-    // One new and one old peer compete for the optimistic slot; no
-    // regular slots, fresh choker each time.
+fn optimistic_slot_goes_to_newcomers_first_then_the_longest_choked() {
     let cfg = ChokerConfig {
         slots: 0,
         ..ChokerConfig::default()
     };
-    let now = LATE;
-    let mut new_wins = 0;
-    let trials = 4000;
-    for seed in 1..=trials {
-        let mut ch = Choker::new(cfg, seed);
-        let mut ps = peers(&[0, 0]);
-        ps[1].connected_at = at(now - 1000);
-        ch.update(at(now), false, &mut ps);
-        if ch.optimistic() == Some(PeerKey(1)) {
-            new_wins += 1;
-        }
-    }
-    // Expected 3/4 of the draws.
-    let share = new_wins as f64 / trials as f64;
-    assert!((0.70..0.80).contains(&share), "new peer won {share}");
+    let mut ch = Choker::new(cfg);
+    let mut ps = peers(&[0, 0, 0]);
+    // Peer 0 was unchoked long ago, peer 1 recently; peer 2 never, and it
+    // connected last.
+    ps[0].last_unchoked = Some(at(1000));
+    ps[1].last_unchoked = Some(at(5000));
+    ps[2].connected_at = at(LATE - 10);
+    ch.update(at(LATE), false, &mut ps);
+    assert_eq!(ch.optimistic(), Some(PeerKey(2)));
+    // Its term over, the slot moves to the peer choked longest.
+    let t = LATE + DEFAULT_OPTIMISTIC_MS;
+    ch.update(at(t), false, &mut ps);
+    assert_eq!(ch.optimistic(), Some(PeerKey(0)));
+    let c2 = ps.iter().find(|c| c.key.0 == 2).unwrap();
+    assert_eq!(
+        c2.last_unchoked,
+        Some(at(LATE)),
+        "stamped while it held the slot"
+    );
+    assert!(!c2.unchoked);
+    ch.update(at(t + DEFAULT_OPTIMISTIC_MS), false, &mut ps);
+    assert_eq!(ch.optimistic(), Some(PeerKey(1)));
+    // Among peers never unchoked, the earliest connected goes first.
+    let mut ch = Choker::new(cfg);
+    let mut ps = peers(&[0, 0, 0]);
+    ps[0].connected_at = at(300);
+    ps[1].connected_at = at(100);
+    ps[2].connected_at = at(200);
+    ch.update(at(LATE), false, &mut ps);
+    assert_eq!(ch.optimistic(), Some(PeerKey(1)));
 }
 
 #[test]
@@ -287,7 +309,7 @@ fn equal_rates_keep_current_unchokes() {
         slots: 2,
         ..ChokerConfig::default()
     };
-    let mut ch = Choker::new(cfg, 23);
+    let mut ch = Choker::new(cfg);
     let mut ps = peers(&[0, 0, 0, 0]);
     ps[3].unchoked = true;
     ps[2].unchoked = true;
@@ -302,7 +324,8 @@ proptest! {
     /// Whatever the peers and the call times: at most `slots` interested
     /// peers besides the optimistic one are unchoked, the optimistic peer is
     /// interested and unchoked, no snubbed peer holds a regular slot after a
-    /// rechoke, and between rechokes nobody is choked.
+    /// rechoke, and between rechokes a peer is choked only to keep the
+    /// slots at `slots`.
     #[test]
     fn invariants(
         slots in 0usize..6,
@@ -311,12 +334,11 @@ proptest! {
             1..20,
         ),
         seeding in any::<bool>(),
-        seed in any::<u32>(),
     ) {
         let cfg = ChokerConfig { slots, ..ChokerConfig::default() };
-        let mut ch = Choker::new(cfg, seed);
+        let mut ch = Choker::new(cfg);
         let mut now = 0u64;
-        let mut state: HashMap<u16, bool> = HashMap::new();
+        let mut state: HashMap<u16, (bool, Option<Instant>)> = HashMap::new();
         for (dt, spec) in steps {
             now += dt;
             let mut ps: Vec<Candidate> = spec
@@ -329,7 +351,8 @@ proptest! {
                     down_rate: d,
                     up_rate: u,
                     connected_at: at(0),
-                    unchoked: state.get(&(i as u16)).copied().unwrap_or(false),
+                    unchoked: state.get(&(i as u16)).is_some_and(|s| s.0),
+                    last_unchoked: state.get(&(i as u16)).and_then(|s| s.1),
                 })
                 .collect();
             let before: HashMap<u16, bool> = ps.iter().map(|c| (c.key.0, c.unchoked)).collect();
@@ -343,14 +366,19 @@ proptest! {
                 .iter()
                 .filter(|c| c.unchoked && c.interested && Some(c.key) != opt)
                 .count();
+            prop_assert!(regular <= slots);
             match r {
                 Update::Rechoked => {
-                    prop_assert!(regular <= slots);
                     prop_assert!(ps.iter().all(|c| !c.unchoked || !c.snubbed || Some(c.key) == opt));
                 }
                 Update::Filled => {
+                    // Between rechokes only interested peers are choked,
+                    // and only to keep the slots full, not emptier.
                     for c in &ps {
-                        prop_assert!(!before[&c.key.0] || c.unchoked, "choked between rechokes");
+                        if before[&c.key.0] && !c.unchoked {
+                            prop_assert!(c.interested);
+                            prop_assert_eq!(regular, slots);
+                        }
                     }
                 }
             }
@@ -358,7 +386,13 @@ proptest! {
             if ps.iter().any(|c| !c.unchoked && c.interested && !c.snubbed) {
                 prop_assert!(opt.is_some());
             }
-            state = ps.iter().map(|c| (c.key.0, c.unchoked)).collect();
+            // Unchoked interested peers are stamped with this update's time.
+            for c in &ps {
+                if c.unchoked && c.interested {
+                    prop_assert_eq!(c.last_unchoked, Some(at(now)));
+                }
+            }
+            state = ps.iter().map(|c| (c.key.0, (c.unchoked, c.last_unchoked))).collect();
         }
     }
 }

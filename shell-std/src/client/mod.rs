@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use ourtorrent_core::choker::{ChokerConfig, DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::pieces::{Availability, Bitfield, Geometry, Picker, PickerConfig};
 use ourtorrent_core::tracker::AnnounceEvent;
@@ -89,6 +90,14 @@ pub struct Common {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// Upload slots: the peers we upload to fastest (seeding) or that
+    /// upload to us fastest (downloading), rechosen every 10 s; one more
+    /// optimistic slot rotates every 30 s (BEP 3).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UPLOAD_SLOTS)]
+    pub upload_slots: usize,
+    /// Test aid: rechoke every MS milliseconds (optimistic slot: 3×).
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECHOKE_MS, hide = true)]
+    pub rechoke_ms: u64,
     /// No tables, no progress bar: only summary lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -109,9 +118,11 @@ struct Plan {
 pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only on a terminal: log files stay plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let (torrent, plan_of): (PathBuf, Box<dyn FnOnce(Info) -> anyhow::Result<Plan>>) = match cmd {
         ClientCmd::Download {
@@ -279,6 +290,11 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
         plan.common.max_peers,
         listen,
         verified,
+        ChokerConfig {
+            slots: plan.common.upload_slots,
+            rechoke_ms: plan.common.rechoke_ms,
+            optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
+        },
     ));
     let r = rt.block_on(main_loop(ctx, listener, plan));
     rt.shutdown_timeout(Duration::from_millis(500));

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
 use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, Verdict};
@@ -78,6 +79,25 @@ struct PeerCtl {
     notify: Arc<Notify>,
     cancels: Vec<BlockRequest>,
     kill: bool,
+    /// The choker's decision, applied by the peer task.
+    unchoke: bool,
+    /// The peer is interested in us / snubs us (as its task last saw).
+    interested: bool,
+    snubbed: bool,
+    connected_at: Instant,
+    /// Kept for the choker (whose optimistic slot goes to the longest waiting).
+    last_unchoked: Option<Instant>,
+    /// Payload bytes from / to the peer since the last full rechoke.
+    down: u64,
+    up: u64,
+}
+
+/// Blocks of a piece queued for writing, and whether all its blocks are
+/// in: the piece is verified only once both say so.
+#[derive(Default)]
+struct Unwritten {
+    blocks: u32,
+    complete: bool,
 }
 
 /// State behind the mutex.
@@ -94,6 +114,61 @@ pub struct Shared<const P: usize, const B: usize> {
     record: HashMap<SocketAddr, (u32, u32)>,
     /// Contributors of pieces in progress (for the record above).
     contrib: HashMap<u32, Vec<SocketAddr>>,
+    /// Pieces with blocks not yet on disk.
+    unwritten: HashMap<u32, Unwritten>,
+    /// Who we upload to.
+    choker: Choker,
+    /// A peer came, left or changed interest: fill free slots.
+    choke_dirty: bool,
+    /// Start of the current rate window (the last full rechoke).
+    rate_since: Instant,
+}
+
+impl<const P: usize, const B: usize> Shared<P, B> {
+    /// Runs the choker if a rechoke is due or peers changed, and tells the
+    /// peer tasks whose state flips.
+    fn rechoke(&mut self, now: Instant) {
+        let due = self.choker.poll_timeout().is_none_or(|t| now >= t);
+        if !due && !self.choke_dirty {
+            return;
+        }
+        self.choke_dirty = false;
+        let ms = now
+            .saturating_duration_since(self.rate_since)
+            .millis()
+            .max(1);
+        let mut cands: Vec<Candidate> = self
+            .peers
+            .iter()
+            .map(|(&key, c)| Candidate {
+                key,
+                interested: c.interested,
+                snubbed: c.snubbed,
+                down_rate: c.down.saturating_mul(1000) / ms,
+                up_rate: c.up.saturating_mul(1000) / ms,
+                connected_at: c.connected_at,
+                unchoked: c.unchoke,
+                last_unchoked: c.last_unchoked,
+            })
+            .collect();
+        let seeding = self.picker.is_complete();
+        if self.choker.update(now, seeding, &mut cands) == Update::Rechoked {
+            self.rate_since = now;
+            for c in self.peers.values_mut() {
+                c.down = 0;
+                c.up = 0;
+            }
+        }
+        for cand in cands {
+            if let Some(c) = self.peers.get_mut(&cand.key) {
+                c.last_unchoked = cand.last_unchoked;
+                if c.unchoke != cand.unchoked {
+                    c.unchoke = cand.unchoked;
+                    c.notify.notify_one();
+                }
+            }
+        }
+    }
 }
 
 /// Everything a peer task needs.
@@ -134,6 +209,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
         max_peers: usize,
         listen: SocketAddr,
         verified: u64,
+        choker: ChokerConfig,
     ) -> Self {
         let complete = picker.is_complete();
         let stats = Stats::default();
@@ -148,6 +224,10 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
                 connected: HashSet::new(),
                 record: HashMap::new(),
                 contrib: HashMap::new(),
+                unwritten: HashMap::new(),
+                choker: Choker::new(choker),
+                choke_dirty: false,
+                rate_since: Instant::from_millis(0),
             }),
             storage,
             info,
@@ -191,10 +271,12 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
         }
     }
 
-    /// Request timeouts: free the blocks and tell the peers to cancel.
+    /// Request timeouts (free the blocks and tell the peers to cancel) and
+    /// rechokes when due.
     pub fn tick(&self) {
         let now = self.now();
         let mut g = self.lock();
+        g.rechoke(now);
         let mut dead = Vec::new();
         g.picker.handle_timeout(now, |k, r| dead.push((k, r)));
         for (k, r) in dead {
@@ -205,6 +287,32 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
                 c.notify.notify_one();
             }
         }
+    }
+
+    /// A batch of blocks is on disk (`ok`) or failed to write: returns the
+    /// pieces now ready to verify. A piece with a block that could not be
+    /// stored is abandoned (fetched again from scratch, nobody blamed).
+    fn written(&self, batch: &[(u32, u64, usize, usize)], ok: bool) -> Vec<u32> {
+        let mut g = self.lock();
+        let mut ready = Vec::new();
+        for &(index, ..) in batch {
+            if !ok {
+                if g.unwritten.remove(&index).is_some() {
+                    g.picker.abandon(index);
+                    g.contrib.remove(&index);
+                    tracing::warn!(index, "piece abandoned: its data could not be stored");
+                }
+                continue;
+            }
+            if let Some(u) = g.unwritten.get_mut(&index) {
+                u.blocks = u.blocks.saturating_sub(1);
+                if u.blocks == 0 && u.complete {
+                    g.unwritten.remove(&index);
+                    ready.push(index);
+                }
+            }
+        }
+        ready
     }
 
     /// Acts on a verdict while still holding the lock `verify` ran under, so
@@ -430,6 +538,13 @@ async fn run_peer<const P: usize, const B: usize>(
                 notify: notify.clone(),
                 cancels: Vec::new(),
                 kill: false,
+                unchoke: false,
+                interested: false,
+                snubbed: false,
+                connected_at: ctx.now(),
+                last_unchoked: None,
+                down: 0,
+                up: 0,
             },
         );
         (PeerKey(k), g.completed.len())
@@ -449,14 +564,16 @@ async fn run_peer<const P: usize, const B: usize>(
     };
     let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
     let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
-    let mut writes: Vec<(u64, usize, usize)> = Vec::new();
+    // Blocks to store: (piece, file offset, start in the read buffer, len).
+    let mut writes: Vec<(u32, u64, usize, usize)> = Vec::new();
     // Blocks being written: the read buffer they sit in, handed back with
     // the (emptied) write list when done. `spare` is the second buffer.
-    type Written = (Vec<u8>, Vec<(u64, usize, usize)>, std::io::Result<()>);
+    type Written = (Vec<u8>, Vec<(u32, u64, usize, usize)>, std::io::Result<()>);
     let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
     let mut spare: Option<Vec<u8>> = None;
-    let mut spare_writes: Vec<(u64, usize, usize)> = Vec::new();
-    let mut finished: Vec<u32> = Vec::new();
+    let mut spare_writes: Vec<(u32, u64, usize, usize)> = Vec::new();
+    // Payload bytes from / to this peer not yet added to its rate window.
+    let (mut down_acc, mut up_acc) = (0u64, 0u64);
     let mut ext_pending = ext;
     let mut first = true;
     let end = loop {
@@ -499,20 +616,22 @@ async fn run_peer<const P: usize, const B: usize>(
                             let start = data.as_ptr() as usize - rbuf.as_ptr() as usize;
                             let off = u64::from(request.index) * ctx.info.piece_len
                                 + u64::from(request.begin);
-                            writes.push((off, start, data.len()));
+                            writes.push((request.index, off, start, data.len()));
+                            down_acc += data.len() as u64;
                             let who = g.contrib.entry(request.index).or_default();
                             if !who.contains(&addr) {
                                 who.push(addr);
                             }
+                            let u = g.unwritten.entry(request.index).or_default();
+                            u.blocks += 1;
+                            // Verified once every block (from any peer) is on disk.
+                            u.complete |= received.piece_complete;
                         }
                         for k in received.cancel {
                             if let Some(c) = g.peers.get_mut(&k) {
                                 c.cancels.push(request);
                                 c.notify.notify_one();
                             }
-                        }
-                        if received.piece_complete {
-                            finished.push(request.index);
                         }
                     }
                     Handled::Request(r) if reqs.len() < MAX_PEER_REQUESTS => {
@@ -534,14 +653,11 @@ async fn run_peer<const P: usize, const B: usize>(
         // 2. Store the blocks: positional writes straight from the buffer,
         // on a blocking thread while this task reads (and hashes) the next
         // batch into the other buffer. One batch in flight per peer, so
-        // writes stay in order; a piece is verified only once its blocks
-        // from this batch are on disk.
+        // writes stay in order; a piece is verified once all its blocks,
+        // from every peer, are on disk (`Shared::unwritten`).
         if writes.is_empty() {
             rbuf.copy_within(pos..filled, 0);
             filled -= pos;
-            for index in finished.drain(..) {
-                tokio::spawn(finish_piece(ctx.clone(), index));
-            }
         } else {
             let mut next = match pending.take() {
                 Some(h) => match h.await {
@@ -561,26 +677,22 @@ async fn run_peer<const P: usize, const B: usize>(
             let full = std::mem::replace(&mut rbuf, next);
             filled -= pos;
             let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
-            let done = std::mem::take(&mut finished);
-            for &(_, _, len) in &batch {
+            for &(_, _, _, len) in &batch {
                 ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
             }
             let c = ctx.clone();
             let rt = tokio::runtime::Handle::current();
             pending = Some(tokio::task::spawn_blocking(move || {
                 let mut res = Ok(());
-                for &(off, start, len) in &batch {
+                for &(_, off, start, len) in &batch {
                     if let Err(e) = c.storage.write_at(off, &full[start..start + len]) {
                         res = Err(e);
                         break;
                     }
                 }
-                // After a failed write the connection ends; its pieces are
-                // not verified (the data is not all on disk).
-                if res.is_ok() {
-                    for index in done {
-                        rt.spawn(finish_piece(c.clone(), index));
-                    }
+                let ready = c.written(&batch, res.is_ok());
+                for index in ready {
+                    rt.spawn(finish_piece(c.clone(), index));
                 }
                 let mut batch = batch;
                 batch.clear();
@@ -606,15 +718,45 @@ async fn run_peer<const P: usize, const B: usize>(
             for r in cancels {
                 let _ = session.cancel(r);
             }
+            // Choking: feed the choker this peer's state and rates, apply
+            // its decision (it reruns now if the interest changed).
+            c.down += std::mem::take(&mut down_acc);
+            c.up += std::mem::take(&mut up_acc);
+            let (interested, snubbed) = (session.peer_interested(), session.is_snubbed());
+            if (interested, snubbed) != (c.interested, c.snubbed) {
+                (c.interested, c.snubbed) = (interested, snubbed);
+                g.choke_dirty = true;
+            }
+            g.rechoke(now);
+            let unchoke = g.peers.get(&key).is_some_and(|c| c.unchoke);
+            if unchoke == session.am_choking() {
+                // The test of the choker reads these lines.
+                let opt = g.choker.optimistic() == Some(key);
+                tracing::debug!(
+                    target: "ourtorrent::choke",
+                    "{} {addr} (interested {interested}{})",
+                    if unchoke { "unchoke" } else { "choke" },
+                    if opt { ", optimistic" } else { "" }
+                );
+            }
+            let _ = session.set_choking(!unchoke);
+            if !unchoke {
+                // Requests queued before the choke: BEP 6 rejects each
+                // (as many as the control queue takes now, the rest on the
+                // next rounds), BEP 3 drops them.
+                while let Some(&r) = reqs.front() {
+                    if session.reject(r).is_err() {
+                        break;
+                    }
+                    reqs.pop_front();
+                }
+            }
             while let Some(&i) = g.completed.get(have_cursor) {
                 have_cursor += 1;
                 if session.send_have(&g.picker, i).is_err() {
                     break;
                 }
             }
-            // Upload slots: everyone interested is unchoked (bounded by
-            // the connection limit); no tit-for-tat yet.
-            let _ = session.set_choking(!session.peer_interested());
             if out.len() - out_pos < OUT_HIGH_WATER {
                 let n = session.poll_transmit(now, &mut g.picker, &mut tmp);
                 out.extend_from_slice(&tmp[..n]);
@@ -665,7 +807,7 @@ async fn run_peer<const P: usize, const B: usize>(
         let mut stop = None;
         let mut read_failed = false;
         loop {
-            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 {
+            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 && !session.am_choking() {
                 let Some(r) = reqs.pop_front() else { break };
                 let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
                     continue;
@@ -681,6 +823,7 @@ async fn run_peer<const P: usize, const B: usize>(
                     break;
                 }
                 budget = budget.saturating_sub(r.length as usize);
+                up_acc += u64::from(r.length);
                 ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
             }
             if let Err(e) = flush(stream, &out, &mut out_pos) {
@@ -733,6 +876,9 @@ async fn run_peer<const P: usize, const B: usize>(
     let mut g = ctx.lock();
     g.peers.remove(&key);
     g.picker.peer_gone(key, session.peer_has());
+    // Its slot may go to another peer.
+    g.choke_dirty = true;
+    g.rechoke(ctx.now());
     end
 }
 
