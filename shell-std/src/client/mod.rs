@@ -12,6 +12,7 @@ pub mod meta;
 pub mod storage;
 pub mod swarm;
 pub mod ui;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

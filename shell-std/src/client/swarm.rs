@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::meta::Info;
 use super::storage::Storage;
+use super::writes::{Next, PendingWrites};
 
 /// Socket reads go into a buffer this large (plus one whole message).
 pub const READ_BUF: usize = 256 << 10;
@@ -92,14 +93,6 @@ struct PeerCtl {
     up: u64,
 }
 
-/// Blocks of a piece queued for writing, and whether all its blocks are
-/// in: the piece is verified only once both say so.
-#[derive(Default)]
-struct Unwritten {
-    blocks: u32,
-    complete: bool,
-}
-
 /// State behind the mutex.
 pub struct Shared<const P: usize, const B: usize> {
     /// The core's picker (owns our bitfield and availability).
@@ -115,7 +108,7 @@ pub struct Shared<const P: usize, const B: usize> {
     /// Contributors of pieces in progress (for the record above).
     contrib: HashMap<u32, Vec<SocketAddr>>,
     /// Pieces with blocks not yet on disk.
-    unwritten: HashMap<u32, Unwritten>,
+    unwritten: PendingWrites,
     /// Who we upload to.
     choker: Choker,
     /// A peer came, left or changed interest: fill free slots.
@@ -224,7 +217,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
                 connected: HashSet::new(),
                 record: HashMap::new(),
                 contrib: HashMap::new(),
-                unwritten: HashMap::new(),
+                unwritten: PendingWrites::default(),
                 choker: Choker::new(choker),
                 choke_dirty: false,
                 rate_since: Instant::from_millis(0),
@@ -289,26 +282,21 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
         }
     }
 
-    /// A batch of blocks is on disk (`ok`) or failed to write: returns the
-    /// pieces now ready to verify. A piece with a block that could not be
-    /// stored is abandoned (fetched again from scratch, nobody blamed).
-    fn written(&self, batch: &[(u32, u64, usize, usize)], ok: bool) -> Vec<u32> {
+    /// A batch of blocks: the first `written` are on disk, the rest failed
+    /// (or were not tried after a failure). Returns the pieces now ready to
+    /// verify; a piece with a block that could not be stored is abandoned
+    /// (fetched again from scratch, nobody blamed).
+    fn written(&self, batch: &[(u32, u64, usize, usize)], written: usize) -> Vec<u32> {
         let mut g = self.lock();
         let mut ready = Vec::new();
-        for &(index, ..) in batch {
-            if !ok {
-                if g.unwritten.remove(&index).is_some() {
+        for (i, &(index, ..)) in batch.iter().enumerate() {
+            match g.unwritten.done(index, i < written) {
+                Next::Wait => {}
+                Next::Verify => ready.push(index),
+                Next::Abandon => {
                     g.picker.abandon(index);
                     g.contrib.remove(&index);
                     tracing::warn!(index, "piece abandoned: its data could not be stored");
-                }
-                continue;
-            }
-            if let Some(u) = g.unwritten.get_mut(&index) {
-                u.blocks = u.blocks.saturating_sub(1);
-                if u.blocks == 0 && u.complete {
-                    g.unwritten.remove(&index);
-                    ready.push(index);
                 }
             }
         }
@@ -622,10 +610,8 @@ async fn run_peer<const P: usize, const B: usize>(
                             if !who.contains(&addr) {
                                 who.push(addr);
                             }
-                            let u = g.unwritten.entry(request.index).or_default();
-                            u.blocks += 1;
                             // Verified once every block (from any peer) is on disk.
-                            u.complete |= received.piece_complete;
+                            g.unwritten.queued(request.index, received.piece_complete);
                         }
                         for k in received.cancel {
                             if let Some(c) = g.peers.get_mut(&k) {
@@ -684,13 +670,15 @@ async fn run_peer<const P: usize, const B: usize>(
             let rt = tokio::runtime::Handle::current();
             pending = Some(tokio::task::spawn_blocking(move || {
                 let mut res = Ok(());
+                let mut n = 0;
                 for &(_, off, start, len) in &batch {
                     if let Err(e) = c.storage.write_at(off, &full[start..start + len]) {
                         res = Err(e);
                         break;
                     }
+                    n += 1;
                 }
-                let ready = c.written(&batch, res.is_ok());
+                let ready = c.written(&batch, n);
                 for index in ready {
                     rt.spawn(finish_piece(c.clone(), index));
                 }
