@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ourtorrent_core::bencode::Token;
-use ourtorrent_core::id::{InfoHash, PeerId};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::tracker::http::{AnnounceQuery, AnnounceResponse};
 use ourtorrent_core::tracker::udp::client::{
     AnnounceParams, Client, ClientConfig, Event, TRANSMIT_BUF_LEN,
 };
-use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
+use ourtorrent_core::tracker::AddressFamily;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -29,26 +28,9 @@ pub const MAX_HTTP_REPLY: usize = 1 << 20;
 /// Time allowed for one announce.
 pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What we tell a tracker.
-#[derive(Clone, Copy, Debug)]
-pub struct Announce {
-    /// The torrent.
-    pub info_hash: InfoHash,
-    /// Us.
-    pub peer_id: PeerId,
-    /// Our listen port.
-    pub port: u16,
-    /// Bytes uploaded.
-    pub uploaded: u64,
-    /// Bytes downloaded.
-    pub downloaded: u64,
-    /// Bytes left.
-    pub left: u64,
-    /// The event.
-    pub event: AnnounceEvent,
-    /// Our tracker key.
-    pub key: u32,
-}
+/// What we tell a tracker: the core's BEP 15 parameters, also used for
+/// HTTP (`num_want` negative: the tracker's default).
+pub type Announce = AnnounceParams;
 
 /// A tracker's answer.
 #[derive(Clone, Debug, Default)]
@@ -126,7 +108,7 @@ async fn http(url: &str, a: &Announce) -> anyhow::Result<Reply> {
         left: a.left,
         event: a.event,
         compact: true,
-        numwant: Some(50),
+        numwant: u32::try_from(a.num_want).ok(),
         key: None,
     };
     let mut query = String::new();
@@ -221,22 +203,7 @@ async fn udp(url: &str, a: &Announce) -> anyhow::Result<Reply> {
     });
     let epoch = std::time::Instant::now();
     let now = || Instant::from_millis(epoch.elapsed().as_millis() as u64);
-    client
-        .announce(
-            now(),
-            AnnounceParams {
-                info_hash: a.info_hash,
-                peer_id: a.peer_id,
-                downloaded: a.downloaded,
-                left: a.left,
-                uploaded: a.uploaded,
-                event: a.event,
-                key: a.key,
-                num_want: 50,
-                port: a.port,
-            },
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+    client.announce(now(), *a).map_err(|e| anyhow!("{e}"))?;
     let mut tx = [0u8; TRANSMIT_BUF_LEN];
     let mut rx = vec![0u8; 2048];
     loop {

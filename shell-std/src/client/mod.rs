@@ -441,6 +441,9 @@ async fn main_loop<const P: usize, const B: usize>(
     Ok(())
 }
 
+/// Peers asked of each tracker per announce.
+const NUM_WANT: i32 = 50;
+
 fn announce_params<const P: usize, const B: usize>(
     ctx: &Ctx<P, B>,
     event: AnnounceEvent,
@@ -455,6 +458,7 @@ fn announce_params<const P: usize, const B: usize>(
         left: ctx.info.total - ctx.stats.verified.load(Relaxed).min(ctx.info.total),
         event,
         key,
+        num_want: NUM_WANT,
     }
 }
 
