@@ -1,6 +1,7 @@
 //! Real BitTorrent clients using our tracker on 127.0.0.1: a libtorrent
-//! seeder (python3-libtorrent, `tests/py/lt_swarm.py`) with an aria2c or a
-//! libtorrent leecher, over the tracker's UDP URL and then its HTTP URL.
+//! seeder (python3-libtorrent, `tests/py/lt_swarm.py`) with an aria2c, a
+//! libtorrent or our own client as the leecher (ours finds the seeder only
+//! through the tracker), over the tracker's UDP URL and then its HTTP URL.
 //! Each download must finish and verify, the seeder must see the leecher's
 //! client in its peer list, and the tracker must have counted both peers
 //! and the completion. Named after the third party: `cargo test aria2`,
@@ -106,6 +107,8 @@ fn lt_swarm() -> PathBuf {
 enum Leecher {
     Aria2,
     Libtorrent,
+    /// Our own client, finding the seeder through the tracker only.
+    Ours,
 }
 
 fn swarm(leecher: Leecher, http: bool) {
@@ -120,7 +123,7 @@ fn swarm(leecher: Leecher, http: bool) {
             Some(p) => Some(p),
             None => return,
         },
-        Leecher::Libtorrent => None,
+        Leecher::Libtorrent | Leecher::Ours => None,
     };
     let t = Tracker::start(&["--no-db", "--interval", "60"]);
     let url = if http {
@@ -171,6 +174,18 @@ fn swarm(leecher: Leecher, http: bool) {
             );
             (p, "aria2")
         }
+        None if matches!(leecher, Leecher::Ours) => {
+            let p = Proc::spawn(
+                "ours",
+                Command::new(env!("CARGO_BIN_EXE_shell-std"))
+                    .args(["client", "download"])
+                    .arg(&torrent)
+                    .arg("--out")
+                    .arg(&leech_dir)
+                    .args(["--listen", "127.0.0.1:0", "--no-seed", "--quiet"]),
+            );
+            (p, "ourtorrent")
+        }
         None => {
             let p = Proc::spawn(
                 "lt-leech",
@@ -193,11 +208,7 @@ fn swarm(leecher: Leecher, http: bool) {
         "downloaded data differs"
     );
     // The seeder saw the leecher (by client name, from its handshake).
-    let want = if client_tag == "aria2" {
-        "aria2"
-    } else {
-        "libtorrent"
-    };
+    let want = client_tag;
     let is_leecher = |l: &str| l.starts_with("PEER") && l.to_lowercase().contains(want);
     let lines = seeder.drain();
     if !lines.iter().any(|l| is_leecher(l)) {
@@ -221,8 +232,10 @@ fn swarm(leecher: Leecher, http: bool) {
     let ih = ih_of(&torrent, &py);
     let scrape = || t.get(&format!("/scrape?info_hash={}", pct(&ih))).1;
     match leecher {
-        Leecher::Libtorrent => {
-            // libtorrent sends event=completed when its download finishes.
+        Leecher::Libtorrent | Leecher::Ours => {
+            // libtorrent sends event=completed when its download finishes;
+            // ours too, even when it leaves at once (--no-seed), before
+            // stopped.
             let body = poll(15, "completion counted by the tracker", || {
                 let body = scrape();
                 contains(&body, b"10:downloadedi1e").then_some(body)
@@ -270,6 +283,16 @@ fn ih_of(torrent: &Path, py: &Path) -> Vec<u8> {
     (0..20)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
         .collect()
+}
+
+#[test]
+fn our_client_leecher_libtorrent_seeder_udp_tracker() {
+    swarm(Leecher::Ours, false);
+}
+
+#[test]
+fn our_client_leecher_libtorrent_seeder_http_tracker() {
+    swarm(Leecher::Ours, true);
 }
 
 #[test]

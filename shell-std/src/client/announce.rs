@@ -56,6 +56,9 @@ pub struct TrackerStatus {
     pub status: String,
     /// Last reply.
     pub reply: Option<Reply>,
+    /// The tracker knows we have everything: we started complete, or it
+    /// acknowledged our `completed` announce.
+    pub told_complete: bool,
 }
 
 /// Announces once to `url`.

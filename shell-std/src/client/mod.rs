@@ -346,6 +346,7 @@ async fn main_loop<const P: usize, const B: usize>(
                     url: url.clone(),
                     status: "connecting".into(),
                     reply: None,
+                    told_complete: ctx.complete.load(Relaxed),
                 });
             tokio::spawn(tracker_task(
                 ctx.clone(),
@@ -423,14 +424,27 @@ async fn main_loop<const P: usize, const B: usize>(
         bar.finish();
     }
     println!("uploaded: {} bytes", ctx.stats.uploaded.load(Relaxed));
-    // BEP 3: tell the trackers we leave (best effort, bounded).
+    // BEP 3: tell the trackers we leave (best effort, bounded), after
+    // `completed` if the download finished since the last announce (e.g.
+    // with --no-seed), so that they count the completion.
     if !plan.common.no_trackers {
+        let untold: Vec<bool> = statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| !s.told_complete && ctx.complete.load(Relaxed))
+            .collect();
+        let done = announce_params(&ctx, AnnounceEvent::Completed, key);
         let a = announce_params(&ctx, AnnounceEvent::Stopped, key);
-        let stops = ctx.info.trackers.iter().map(|(_, url)| {
+        let stops = ctx.info.trackers.iter().enumerate().map(|(i, (_, url))| {
             let url = url.clone();
+            let completed = untold.get(i).copied().unwrap_or(false);
             async move {
-                let _ = tokio::time::timeout(Duration::from_secs(3), announce::announce(&url, &a))
-                    .await;
+                let limit = Duration::from_secs(3);
+                if completed {
+                    let _ = tokio::time::timeout(limit, announce::announce(&url, &done)).await;
+                }
+                let _ = tokio::time::timeout(limit, announce::announce(&url, &a)).await;
             }
         });
         let handles: Vec<_> = stops.map(tokio::spawn).collect();
@@ -484,6 +498,7 @@ async fn tracker_task<const P: usize, const B: usize>(
                 let mut s = statuses.lock().unwrap_or_else(|e| e.into_inner());
                 s[idx].status = "ok".into();
                 s[idx].reply = Some(reply);
+                s[idx].told_complete |= event == AnnounceEvent::Completed;
                 interval
             }
             Err(e) => {
