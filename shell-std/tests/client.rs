@@ -133,6 +133,10 @@ fn assert_same_tree(a: &Path, b: &Path) {
 }
 
 fn lt_seeder(py: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
+    lt_seeder_with(py, torrent, save, port, &[])
+}
+
+fn lt_seeder_with(py: &Path, torrent: &Path, save: &Path, port: u16, extra: &[&str]) -> Proc {
     let p = Proc::spawn(
         Command::new(py)
             .arg(repo_root().join("tests/py/lt_swarm.py"))
@@ -140,7 +144,8 @@ fn lt_seeder(py: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
             .arg(torrent)
             .arg(save)
             .arg(port.to_string())
-            .args(["--max-seconds", "90"]),
+            .args(["--max-seconds", "90"])
+            .args(extra),
     );
     p.wait_for("READY", Duration::from_secs(20));
     p
@@ -382,7 +387,10 @@ fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10);
     let port = free_port();
-    let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
+    // A slow seeder (~1.6 MB at 500 kB/s): the first run stops after 20 of
+    // 101 pieces, long before the rest could arrive.
+    let src = d.path().join("src");
+    let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "500000"]);
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, &[port], &["--max-pieces", "20"]);
     assert!(ok && so.contains("stopped after"), "{so}\n{se}");

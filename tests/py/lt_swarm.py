@@ -17,6 +17,7 @@ Options:
                        leech: give up after N s (default 120)
   --download-limit B   cap this torrent's download at B bytes/s
                        (torrent-level, so it applies on loopback too)
+  --upload-limit B     cap this torrent's upload at B bytes/s (likewise)
   --report-choke       print every change of a peer choking us
 
 Prints, one a line, flushed:
@@ -80,6 +81,7 @@ def main():
     ap.add_argument("--ready-on", choices=["listen", "tracker"], default="listen")
     ap.add_argument("--max-seconds", type=float, default=None)
     ap.add_argument("--download-limit", type=int, default=0)
+    ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--report-choke", action="store_true")
     a = ap.parse_args()
     limit = a.max_seconds or (300 if a.role == "seed" else 120)
@@ -99,6 +101,8 @@ def main():
         h.replace_trackers([])
     if a.download_limit:
         h.set_download_limit(a.download_limit)
+    if a.upload_limit:
+        h.set_upload_limit(a.upload_limit)
     choked_by = {}
     total = p.ti.total_size()
     peers = [peer_addr(c) for c in a.connect]

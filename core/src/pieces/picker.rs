@@ -37,6 +37,10 @@ pub struct PickerConfig {
     pub max_in_flight: usize,
     /// Request timeout in milliseconds.
     pub request_timeout_ms: u64,
+    /// Hash blocks that arrive in order as they come (no re-read of the
+    /// piece to verify it). Off, the shell hashes whole pieces itself,
+    /// e.g. on other threads, and calls [`Picker::verify_digest`].
+    pub hash_blocks: bool,
 }
 
 impl Default for PickerConfig {
@@ -47,6 +51,7 @@ impl Default for PickerConfig {
             end_game: true,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            hash_blocks: true,
         }
     }
 }
@@ -466,7 +471,7 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
             }
         }
         block.requested.clear();
-        if begin == a.hashed {
+        if self.cfg.hash_blocks && begin == a.hashed {
             a.sha.update(data);
             a.hashed += expect.length;
         }
@@ -512,8 +517,46 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
             return Ok(Verdict::NeedsData { from: a.hashed });
         }
         let a = self.active.swap_remove(slot);
-        let digest: [u8; 20] = a.sha.finalize().into();
-        if &digest == expected {
+        let digest: [u8; 20] = a.sha.clone().finalize().into();
+        self.conclude(a, &digest, expected)
+    }
+
+    /// Checks a complete piece by a SHA-1 `digest` of its bytes computed by
+    /// the shell (which read the piece back, off any lock), against
+    /// `expected` from the metainfo. The picker's own hashing state is
+    /// ignored.
+    pub fn verify_digest(
+        &mut self,
+        index: u32,
+        digest: &[u8; 20],
+        expected: &[u8; 20],
+    ) -> Result<Verdict<B>, PiecesError> {
+        let slot = self
+            .active
+            .iter()
+            .position(|a| a.index == index)
+            .ok_or(PiecesError::NotInProgress(index))?;
+        let a = self
+            .active
+            .get(slot)
+            .ok_or(PiecesError::NotInProgress(index))?;
+        if a.received as usize != a.blocks.len() {
+            return Err(PiecesError::NotComplete(index));
+        }
+        let a = self.active.swap_remove(slot);
+        self.conclude(a, digest, expected)
+    }
+
+    /// Ends a complete piece: into our bitfield if `digest` matches, else
+    /// reset, reporting who sent its blocks.
+    fn conclude(
+        &mut self,
+        a: Active<B>,
+        digest: &[u8; 20],
+        expected: &[u8; 20],
+    ) -> Result<Verdict<B>, PiecesError> {
+        let index = a.index;
+        if digest == expected {
             self.have.set(index)?;
             return Ok(Verdict::Passed);
         }

@@ -253,6 +253,60 @@ fn abandoned_piece_is_picked_again_without_blame() {
 }
 
 #[test]
+fn digest_from_the_shell_when_blocks_are_not_hashed() {
+    let g = Geometry::new(20_000, 32768).unwrap();
+    let peer = all_of(1);
+    let data0 = [7u8; 16384];
+    let data1 = [9u8; 20_000 - 16384];
+    let mut whole = Vec::from(&data0[..]);
+    whole.extend_from_slice(&data1);
+    for good in [true, false] {
+        let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
+        let cfg = PickerConfig {
+            hash_blocks: false,
+            ..PickerConfig::default()
+        };
+        let mut p: Picker<'_, 2, 2> = Picker::new(
+            g,
+            Bitfield::new(&mut h[..], 1).unwrap(),
+            Availability::new(&mut a, 1).unwrap(),
+            cfg,
+            3,
+        )
+        .unwrap();
+        p.pick(T0, A, &peer).unwrap();
+        p.pick(T0, A, &peer).unwrap();
+        p.on_block(A, 0, 0, &data0).unwrap();
+        let digest = sha(&whole);
+        assert_eq!(
+            p.verify_digest(0, &digest, &digest),
+            Err(PiecesError::NotComplete(0))
+        );
+        assert!(p.on_block(B_, 0, 16384, &data1).unwrap().piece_complete);
+        // Nothing was hashed on arrival: the whole piece is needed.
+        assert_eq!(p.verify(0, &digest), Ok(Verdict::NeedsData { from: 0 }));
+        let expected = if good { digest } else { [0u8; 20] };
+        let v = p.verify_digest(0, &digest, &expected).unwrap();
+        if good {
+            assert_eq!(v, Verdict::Passed);
+            assert!(p.have().get(0));
+            assert_eq!(
+                p.verify_digest(0, &digest, &digest),
+                Err(PiecesError::NotInProgress(0))
+            );
+        } else {
+            let Verdict::Failed { contributors } = v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(contributors.as_slice(), &[A, B_]);
+            assert!(!p.have().get(0));
+            // Reset: picked again from the first block.
+            assert_eq!(p.pick(T0, A, &peer).unwrap().request.begin, 0);
+        }
+    }
+}
+
+#[test]
 fn end_game_duplicates_bounded_and_cancelled() {
     let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
     let mut p = one_piece_two_blocks(&mut h, &mut a);

@@ -25,7 +25,7 @@ use std::time::Duration;
 use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, Verdict};
+use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, PieceHasher, Verdict};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::wire::{
     max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
@@ -45,6 +45,8 @@ pub const OUT_HIGH_WATER: usize = 256 << 10;
 /// Bytes of blocks served per wake-up before checking the socket for
 /// input and the timers again.
 pub const SERVE_BUDGET: usize = 4 << 20;
+/// Pieces are read back for hashing in reads of this size.
+pub const HASH_CHUNK: usize = 256 << 10;
 /// Requests from one peer waiting to be served.
 pub const MAX_PEER_REQUESTS: usize = 1024;
 /// Addresses remembered (to skip repeats), bounded.
@@ -186,6 +188,8 @@ pub struct Ctx<const P: usize, const B: usize> {
     pub max_pieces: Option<u32>,
     /// Bounds connections.
     pub conns: Arc<Semaphore>,
+    /// Bounds pieces being hashed at once (one per CPU).
+    pub hashers: Arc<Semaphore>,
     /// Our listen address (to skip ourselves in tracker replies).
     pub listen: SocketAddr,
 }
@@ -231,6 +235,9 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
             complete: AtomicBool::new(complete),
             max_pieces,
             conns: Arc::new(Semaphore::new(max_peers)),
+            hashers: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             listen,
         }
     }
@@ -355,34 +362,32 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
     }
 }
 
-/// Verifies a piece whose blocks are all in: the core hashed in-order
-/// blocks as they came; the rest is read back from disk and hashed on a
-/// blocking thread.
+/// Verifies a piece whose blocks are all on disk: reads it back (from the
+/// page cache, in [`HASH_CHUNK`] reads) and hashes it on a blocking thread,
+/// at most [`Ctx::hashers`] pieces at once, then takes the lock only to
+/// hand the digest to the picker.
 async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index: u32) {
-    let expected = ctx.info.hashes[index as usize];
-    // A block (not a statement) so no lock guard lives across the await.
-    let from = {
-        let mut g = ctx.lock();
-        match g.picker.verify(index, &expected) {
-            Ok(Verdict::NeedsData { from }) => from,
-            Ok(v) => return ctx.piece_verdict(g, index, v),
-            Err(e) => return tracing::debug!(index, "verify: {e}"),
-        }
+    let Ok(_permit) = ctx.hashers.clone().acquire_owned().await else {
+        return;
     };
     let c = ctx.clone();
     let r = tokio::task::spawn_blocking(move || {
-        let (off, len) = c.storage.piece_range(index);
-        let mut buf = vec![0u8; len - from as usize];
-        c.storage.read_at(off + u64::from(from), &mut buf)?;
-        // Hash outside the lock, feed the picker only the digest
-        // input it still lacks (one call, under the lock).
+        let (mut off, len) = c.storage.piece_range(index);
+        let end = off + len as u64;
+        let mut buf = vec![0u8; HASH_CHUNK.min(len)];
+        let mut h = PieceHasher::new();
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            c.storage.read_at(off, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        let digest = h.finish();
+        let expected = c.info.hashes[index as usize];
         let mut g = c.lock();
-        g.picker
-            .hash_data(index, &buf)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let v = g
             .picker
-            .verify(index, &expected)
+            .verify_digest(index, &digest, &expected)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         c.piece_verdict(g, index, v);
         Ok::<(), std::io::Error>(())
