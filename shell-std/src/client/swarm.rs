@@ -362,11 +362,23 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
     }
 }
 
-/// Verifies a piece whose blocks are all on disk: reads it back (from the
-/// page cache, in [`HASH_CHUNK`] reads) and hashes it on a blocking thread,
-/// at most [`Ctx::hashers`] pieces at once, then takes the lock only to
-/// hand the digest to the picker.
+/// Verifies a piece whose blocks are all on disk. The picker hashed the
+/// blocks that came in order as they arrived (cheapest with one fast peer:
+/// no re-read); if some came out of order, the piece is read back (from
+/// the page cache, in [`HASH_CHUNK`] reads) and hashed whole on a blocking
+/// thread, at most [`Ctx::hashers`] pieces at once, and the lock is taken
+/// only to hand the digest to the picker.
 async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index: u32) {
+    let expected = ctx.info.hashes[index as usize];
+    // A block (not a statement) so no lock guard lives across the await.
+    {
+        let mut g = ctx.lock();
+        match g.picker.verify(index, &expected) {
+            Ok(Verdict::NeedsData { .. }) => {}
+            Ok(v) => return ctx.piece_verdict(g, index, v),
+            Err(e) => return tracing::debug!(index, "verify: {e}"),
+        }
+    }
     let Ok(_permit) = ctx.hashers.clone().acquire_owned().await else {
         return;
     };
@@ -383,7 +395,6 @@ async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index
             off += n as u64;
         }
         let digest = h.finish();
-        let expected = c.info.hashes[index as usize];
         let mut g = c.lock();
         let v = g
             .picker
