@@ -451,6 +451,67 @@ fn bad_peer_case(mode: &str) {
     assert_same_tree(&tree, &out.join("tree"));
 }
 
+/// A seeder that answers each batch of requests last-first: blocks of a
+/// piece arrive out of order, so the picker cannot hash them on arrival and
+/// the client reads the piece back and hashes it off the lock (the debug
+/// log line is the witness that this path ran); the file is identical.
+#[test]
+fn out_of_order_blocks_are_verified_by_reading_the_piece_back() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("src/blob.bin");
+    write_data(&data, 1_000_000, 5);
+    let torrent = d.path().join("t.torrent");
+    let piece = 64u32 << 10;
+    run(Command::new(BIN)
+        .args(["create"])
+        .arg(&data)
+        .args([
+            "--tracker",
+            "http://127.0.0.1:9/announce",
+            "--piece-length",
+            &piece.to_string(),
+            "-o",
+        ])
+        .arg(&torrent));
+    let info = run(Command::new(BIN).arg("info").arg(&torrent));
+    let ih = info
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.len() == 40))
+        .expect("info-hash in `info` output")
+        .to_string();
+    let pieces = 1_000_000u32.div_ceil(piece);
+    let port = free_port();
+    let peer = Proc::spawn(
+        Command::new("python3")
+            .arg(repo_root().join("tests/py/bad_peer.py"))
+            .args(["reverse", &port.to_string(), &ih, &pieces.to_string()])
+            .arg(&data)
+            .arg(piece.to_string()),
+    );
+    peer.wait_for("READY", Duration::from_secs(10));
+    let out = d.path().join("out");
+    let mut cmd = Command::new(BIN);
+    cmd.env("RUST_LOG", "warn,shell_std::client::swarm=debug")
+        .args(["client", "download"])
+        .arg(&torrent)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-trackers",
+            "--no-seed",
+            "--quiet",
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+        ]);
+    let (ok, so, se) = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert!(ok, "download failed:\n{so}\n{se}");
+    assert!(so.contains("0 hash failures"), "{so}");
+    assert!(se.contains("blocks came out of order"), "{se}");
+    assert!(std::fs::read(out.join("blob.bin")).unwrap() == std::fs::read(&data).unwrap());
+}
+
 #[test]
 fn libtorrent_with_bad_peer_sending_corrupt_pieces() {
     bad_peer_case("corrupt");

@@ -382,6 +382,7 @@ async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index
     let Ok(_permit) = ctx.hashers.clone().acquire_owned().await else {
         return;
     };
+    tracing::debug!(index, "blocks came out of order: hashing the whole piece");
     let c = ctx.clone();
     let r = tokio::task::spawn_blocking(move || {
         let (mut off, len) = c.storage.piece_range(index);
