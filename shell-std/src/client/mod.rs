@@ -264,6 +264,8 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
     let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = PickerConfig {
         max_in_flight: swarm::PIPELINE,
+        // Pieces are hashed on the writing threads (`writes::PieceHashes`).
+        hash_blocks: false,
         ..PickerConfig::default()
     };
     let picker: Picker<'static, P, B> =

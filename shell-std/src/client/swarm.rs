@@ -25,7 +25,7 @@ use std::time::Duration;
 use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, PieceHasher, Verdict};
+use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, Verdict};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::wire::{
     max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::meta::Info;
 use super::storage::Storage;
-use super::writes::{Next, PendingWrites};
+use super::writes::{Next, Partial, PendingWrites, PieceHashes};
 
 /// Socket reads go into a buffer this large (plus one whole message).
 pub const READ_BUF: usize = 256 << 10;
@@ -188,8 +188,8 @@ pub struct Ctx<const P: usize, const B: usize> {
     pub max_pieces: Option<u32>,
     /// Bounds connections.
     pub conns: Arc<Semaphore>,
-    /// Bounds pieces being hashed at once (one per CPU).
-    pub hashers: Arc<Semaphore>,
+    /// SHA-1 of pieces in progress, computed as their blocks are written.
+    pub hashes: PieceHashes,
     /// Our listen address (to skip ourselves in tracker replies).
     pub listen: SocketAddr,
 }
@@ -235,9 +235,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
             complete: AtomicBool::new(complete),
             max_pieces,
             conns: Arc::new(Semaphore::new(max_peers)),
-            hashers: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            hashes: PieceHashes::default(),
             listen,
         }
     }
@@ -301,6 +299,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
                 Next::Wait => {}
                 Next::Verify => ready.push(index),
                 Next::Abandon => {
+                    self.hashes.take(index);
                     g.picker.abandon(index);
                     g.contrib.remove(&index);
                     tracing::warn!(index, "piece abandoned: its data could not be stored");
@@ -308,6 +307,41 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
             }
         }
         ready
+    }
+
+    /// Verifies a piece whose blocks are all on disk (called on a writing
+    /// thread). Its blocks were hashed in order as they were written; if
+    /// some came out of order, the rest of the piece is read back (from the
+    /// page cache, in [`HASH_CHUNK`] reads) and hashed. The lock is taken
+    /// only to hand the digest to the picker.
+    fn verify_piece(&self, index: u32) -> std::io::Result<()> {
+        let Partial { mut hasher, next } = self.hashes.take(index);
+        let (start, len) = self.storage.piece_range(index);
+        if (next as usize) < len {
+            tracing::debug!(
+                index,
+                next,
+                "blocks came out of order: hashing the rest from disk"
+            );
+            let mut off = start + u64::from(next);
+            let end = start + len as u64;
+            let mut buf = vec![0u8; HASH_CHUNK.min(len)];
+            while off < end {
+                let n = ((end - off) as usize).min(buf.len());
+                self.storage.read_at(off, &mut buf[..n])?;
+                hasher.update(&buf[..n]);
+                off += n as u64;
+            }
+        }
+        let digest = hasher.finish();
+        let expected = self.info.hashes[index as usize];
+        let mut g = self.lock();
+        let v = g
+            .picker
+            .verify_digest(index, &digest, &expected)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.piece_verdict(g, index, v);
+        Ok(())
     }
 
     /// Acts on a verdict while still holding the lock `verify` ran under, so
@@ -359,56 +393,6 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
             }
             Verdict::NeedsData { .. } => {}
         }
-    }
-}
-
-/// Verifies a piece whose blocks are all on disk. The picker hashed the
-/// blocks that came in order as they arrived (cheapest with one fast peer:
-/// no re-read); if some came out of order, the piece is read back (from
-/// the page cache, in [`HASH_CHUNK`] reads) and hashed whole on a blocking
-/// thread, at most [`Ctx::hashers`] pieces at once, and the lock is taken
-/// only to hand the digest to the picker.
-async fn finish_piece<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, index: u32) {
-    let expected = ctx.info.hashes[index as usize];
-    // A block (not a statement) so no lock guard lives across the await.
-    {
-        let mut g = ctx.lock();
-        match g.picker.verify(index, &expected) {
-            Ok(Verdict::NeedsData { .. }) => {}
-            Ok(v) => return ctx.piece_verdict(g, index, v),
-            Err(e) => return tracing::debug!(index, "verify: {e}"),
-        }
-    }
-    let Ok(_permit) = ctx.hashers.clone().acquire_owned().await else {
-        return;
-    };
-    tracing::debug!(index, "blocks came out of order: hashing the whole piece");
-    let c = ctx.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        let (mut off, len) = c.storage.piece_range(index);
-        let end = off + len as u64;
-        let mut buf = vec![0u8; HASH_CHUNK.min(len)];
-        let mut h = PieceHasher::new();
-        while off < end {
-            let n = ((end - off) as usize).min(buf.len());
-            c.storage.read_at(off, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            off += n as u64;
-        }
-        let digest = h.finish();
-        let mut g = c.lock();
-        let v = g
-            .picker
-            .verify_digest(index, &digest, &expected)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        c.piece_verdict(g, index, v);
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(index, "verify: {e}"),
-        Err(e) => tracing::error!(index, "verify task: {e}"),
     }
 }
 
@@ -684,20 +668,25 @@ async fn run_peer<const P: usize, const B: usize>(
                 ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
             }
             let c = ctx.clone();
-            let rt = tokio::runtime::Handle::current();
             pending = Some(tokio::task::spawn_blocking(move || {
                 let mut res = Ok(());
                 let mut n = 0;
-                for &(_, off, start, len) in &batch {
-                    if let Err(e) = c.storage.write_at(off, &full[start..start + len]) {
+                for &(index, off, start, len) in &batch {
+                    let data = &full[start..start + len];
+                    if let Err(e) = c.storage.write_at(off, data) {
                         res = Err(e);
                         break;
                     }
+                    // SHA-1 here, overlapped with the task reading the
+                    // next batch, not under the shared lock.
+                    let begin = off - u64::from(index) * c.info.piece_len;
+                    c.hashes.written(index, begin as u32, data);
                     n += 1;
                 }
-                let ready = c.written(&batch, n);
-                for index in ready {
-                    rt.spawn(finish_piece(c.clone(), index));
+                for index in c.written(&batch, n) {
+                    if let Err(e) = c.verify_piece(index) {
+                        tracing::error!(index, "verify: {e}");
+                    }
                 }
                 let mut batch = batch;
                 batch.clear();

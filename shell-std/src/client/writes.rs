@@ -1,13 +1,22 @@
-//! Which pieces have blocks still on their way to disk.
+//! Pieces on their way to disk: which have blocks not yet written, and
+//! their SHA-1 computed as the blocks are written.
 //!
 //! Blocks of one piece may come from several peers, and each peer task
 //! writes its blocks on its own blocking thread. A piece may be verified
-//! (read back and hashed) only once every block of it — from every peer —
-//! is on disk, and a piece with a block that failed to write must be
-//! fetched again, but only after its other writes have drained (so no
+//! only once every block of it — from every peer — is on disk
+//! ([`PendingWrites`]), and a piece with a block that failed to write must
+//! be fetched again, but only after its other writes have drained (so no
 //! stale write lands in the new attempt's count).
+//!
+//! [`PieceHashes`] hashes each piece on the writing threads, block by block
+//! in order, so neither the reading tasks nor the shared lock pay for
+//! SHA-1; blocks that come out of order stop the in-order hash, and the
+//! rest of the piece is then read back from disk at verification.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ourtorrent_core::pieces::PieceHasher;
 
 #[derive(Default)]
 struct Piece {
@@ -79,9 +88,96 @@ impl PendingWrites {
     }
 }
 
+/// A piece's SHA-1 over its first `next` bytes.
+#[derive(Default)]
+pub struct Partial {
+    /// The hash so far.
+    pub hasher: PieceHasher,
+    /// Bytes of the piece hashed, from its start.
+    pub next: u32,
+}
+
+/// In-order SHA-1 of pieces being written, one lock per piece (two peers'
+/// writers contend only when they write the same piece).
+#[derive(Default)]
+pub struct PieceHashes {
+    pieces: Mutex<HashMap<u32, Arc<Mutex<Partial>>>>,
+}
+
+impl PieceHashes {
+    fn state(&self, index: u32) -> Arc<Mutex<Partial>> {
+        let mut m = self.pieces.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(index).or_default().clone()
+    }
+
+    /// `data`, at offset `begin` of piece `index`, is on disk: hash it if
+    /// it continues the piece's in-order hash (else it is left for the
+    /// read-back at verification).
+    pub fn written(&self, index: u32, begin: u32, data: &[u8]) {
+        let s = self.state(index);
+        let mut p = s.lock().unwrap_or_else(|e| e.into_inner());
+        if p.next == begin {
+            p.hasher.update(data);
+            p.next += data.len() as u32;
+        }
+    }
+
+    /// The piece's hash so far (a fresh one if none), forgetting it: call
+    /// once its writes have drained, to verify or abandon it.
+    pub fn take(&self, index: u32) -> Partial {
+        let s = self
+            .pieces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&index);
+        match s {
+            Some(s) => std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Partial::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sha(data: &[u8]) -> [u8; 20] {
+        let mut h = PieceHasher::new();
+        h.update(data);
+        h.finish()
+    }
+
+    #[test]
+    fn in_order_blocks_are_hashed_as_written() {
+        let h = PieceHashes::default();
+        let piece: Vec<u8> = (0..48u32).map(|i| i as u8).collect();
+        h.written(2, 0, &piece[..16]);
+        h.written(2, 16, &piece[16..32]);
+        h.written(2, 32, &piece[32..]);
+        let p = h.take(2);
+        assert_eq!(p.next, 48);
+        assert_eq!(p.hasher.finish(), sha(&piece));
+        // Taken: a new attempt starts from scratch.
+        assert_eq!(h.take(2).next, 0);
+    }
+
+    #[test]
+    fn out_of_order_blocks_stop_the_in_order_hash() {
+        let h = PieceHashes::default();
+        let piece = [7u8; 48];
+        h.written(5, 0, &piece[..16]);
+        h.written(5, 32, &piece[32..]); // a gap: not hashed
+        h.written(5, 16, &piece[16..32]); // fills it: hashed
+        let p = h.take(5);
+        assert_eq!(p.next, 32, "the block after the gap must be read back");
+        let mut rest = p.hasher;
+        rest.update(&piece[32..]);
+        assert_eq!(rest.finish(), sha(&piece));
+        // A piece whose first block came last hashes nothing in order.
+        h.written(6, 16, &piece[16..32]);
+        h.written(6, 0, &piece[..16]);
+        assert_eq!(h.take(6).next, 16);
+    }
 
     #[test]
     fn verified_only_when_every_peers_blocks_are_written() {
