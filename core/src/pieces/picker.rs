@@ -499,20 +499,27 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         Ok(())
     }
 
-    /// Checks a complete piece against its SHA-1 from the metainfo.
-    pub fn verify(&mut self, index: u32, expected: &[u8; 20]) -> Result<Verdict<B>, PiecesError> {
-        let slot = self
+    /// The slot of piece `index` if all its blocks are in.
+    fn complete_slot(&self, index: u32) -> Result<usize, PiecesError> {
+        let (slot, a) = self
             .active
             .iter()
-            .position(|a| a.index == index)
-            .ok_or(PiecesError::NotInProgress(index))?;
-        let a = self
-            .active
-            .get(slot)
+            .enumerate()
+            .find(|(_, a)| a.index == index)
             .ok_or(PiecesError::NotInProgress(index))?;
         if a.received as usize != a.blocks.len() {
             return Err(PiecesError::NotComplete(index));
         }
+        Ok(slot)
+    }
+
+    /// Checks a complete piece against its SHA-1 from the metainfo.
+    pub fn verify(&mut self, index: u32, expected: &[u8; 20]) -> Result<Verdict<B>, PiecesError> {
+        let slot = self.complete_slot(index)?;
+        let a = self
+            .active
+            .get(slot)
+            .ok_or(PiecesError::NotInProgress(index))?;
         if a.hashed < a.size {
             return Ok(Verdict::NeedsData { from: a.hashed });
         }
@@ -522,27 +529,16 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     }
 
     /// Checks a complete piece by a SHA-1 `digest` of its bytes computed by
-    /// the shell (which read the piece back, off any lock), against
-    /// `expected` from the metainfo. The picker's own hashing state is
-    /// ignored.
+    /// the shell (e.g. on the threads that write it to disk, off any lock),
+    /// against `expected` from the metainfo. The picker's own hashing state
+    /// is ignored.
     pub fn verify_digest(
         &mut self,
         index: u32,
         digest: &[u8; 20],
         expected: &[u8; 20],
     ) -> Result<Verdict<B>, PiecesError> {
-        let slot = self
-            .active
-            .iter()
-            .position(|a| a.index == index)
-            .ok_or(PiecesError::NotInProgress(index))?;
-        let a = self
-            .active
-            .get(slot)
-            .ok_or(PiecesError::NotInProgress(index))?;
-        if a.received as usize != a.blocks.len() {
-            return Err(PiecesError::NotComplete(index));
-        }
+        let slot = self.complete_slot(index)?;
         let a = self.active.swap_remove(slot);
         self.conclude(a, digest, expected)
     }
