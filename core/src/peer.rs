@@ -25,7 +25,9 @@
 //! and writes extended messages itself between `poll_transmit` outputs),
 //! BEP 6 allowed-fast and suggest (accepted and ignored; we neither request
 //! while choked nor send allowed-fast sets), and the choking algorithm
-//! (the shell decides and calls [`PeerSession::set_choking`]).
+//! (the shell runs the [`Choker`](crate::choker::Choker) over all its
+//! sessions and calls [`PeerSession::set_choking`] and
+//! [`PeerSession::reject`]).
 //!
 //! # Limits and refusals (each ends the connection with a [`PeerError`])
 //! - a bitfield, have all or have none that is not the first message, or a
