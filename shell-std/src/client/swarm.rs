@@ -102,6 +102,16 @@ struct PeerCtl {
     up: u64,
 }
 
+/// A received block to store: its piece, its offset in the piece, and
+/// where its bytes sit in the read buffer.
+#[derive(Clone, Copy)]
+struct BlockWrite {
+    index: u32,
+    begin: u32,
+    start: usize,
+    len: usize,
+}
+
 /// State behind the mutex.
 pub struct Shared<const P: usize, const B: usize> {
     /// The core's picker (owns our bitfield and availability).
@@ -298,10 +308,10 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
     /// (or were not tried after a failure). Returns the pieces now ready to
     /// verify; a piece with a block that could not be stored is abandoned
     /// (fetched again from scratch, nobody blamed).
-    fn written(&self, batch: &[(u32, u64, usize, usize)], written: usize) -> Vec<u32> {
+    fn written(&self, batch: &[BlockWrite], written: usize) -> Vec<u32> {
         let mut g = self.lock();
         let mut ready = Vec::new();
-        for (i, &(index, ..)) in batch.iter().enumerate() {
+        for (i, &BlockWrite { index, .. }) in batch.iter().enumerate() {
             match g.unwritten.done(index, i < written) {
                 Next::Wait => {}
                 Next::Verify => ready.push(index),
@@ -351,7 +361,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
         Ok(())
     }
 
-    /// Acts on a verdict while still holding the lock `verify` ran under, so
+    /// Acts on a verdict while still holding the lock `verify_digest` ran under, so
     /// that counts and completion are updated in the order pieces passed (a
     /// second lock would let a later piece complete the torrent first).
     fn piece_verdict(&self, mut g: MutexGuard<'_, Shared<P, B>>, index: u32, v: Verdict<B>) {
@@ -560,14 +570,13 @@ async fn run_peer<const P: usize, const B: usize>(
     };
     let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
     let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
-    // Blocks to store: (piece, file offset, start in the read buffer, len).
-    let mut writes: Vec<(u32, u64, usize, usize)> = Vec::new();
+    let mut writes: Vec<BlockWrite> = Vec::new();
     // Blocks being written: the read buffer they sit in, handed back with
     // the (emptied) write list when done. `spare` is the second buffer.
-    type Written = (Vec<u8>, Vec<(u32, u64, usize, usize)>, std::io::Result<()>);
+    type Written = (Vec<u8>, Vec<BlockWrite>, std::io::Result<()>);
     let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
     let mut spare: Option<Vec<u8>> = None;
-    let mut spare_writes: Vec<(u32, u64, usize, usize)> = Vec::new();
+    let mut spare_writes: Vec<BlockWrite> = Vec::new();
     // Payload bytes from / to this peer not yet added to its rate window.
     let (mut down_acc, mut up_acc) = (0u64, 0u64);
     let mut ext_pending = ext;
@@ -609,10 +618,12 @@ async fn run_peer<const P: usize, const B: usize>(
                         received,
                     } => {
                         if !received.duplicate {
-                            let start = data.as_ptr() as usize - rbuf.as_ptr() as usize;
-                            let off = u64::from(request.index) * ctx.info.piece_len
-                                + u64::from(request.begin);
-                            writes.push((request.index, off, start, data.len()));
+                            writes.push(BlockWrite {
+                                index: request.index,
+                                begin: request.begin,
+                                start: data.as_ptr() as usize - rbuf.as_ptr() as usize,
+                                len: data.len(),
+                            });
                             down_acc += data.len() as u64;
                             let who = g.contrib.entry(request.index).or_default();
                             if !who.contains(&addr) {
@@ -644,8 +655,8 @@ async fn run_peer<const P: usize, const B: usize>(
                 pos += n;
             }
         }
-        // 2. Store the blocks: positional writes straight from the buffer,
-        // on a blocking thread while this task reads (and hashes) the next
+        // 2. Store the blocks: positional writes straight from the buffer
+        // (and SHA-1) on a blocking thread while this task reads the next
         // batch into the other buffer. One batch in flight per peer, so
         // writes stay in order; a piece is verified once all its blocks,
         // from every peer, are on disk (`Shared::unwritten`).
@@ -671,23 +682,29 @@ async fn run_peer<const P: usize, const B: usize>(
             let full = std::mem::replace(&mut rbuf, next);
             filled -= pos;
             let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
-            for &(_, _, _, len) in &batch {
+            for &BlockWrite { len, .. } in &batch {
                 ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
             }
             let c = ctx.clone();
             pending = Some(tokio::task::spawn_blocking(move || {
                 let mut res = Ok(());
                 let mut n = 0;
-                for &(index, off, start, len) in &batch {
+                for &BlockWrite {
+                    index,
+                    begin,
+                    start,
+                    len,
+                } in &batch
+                {
                     let data = &full[start..start + len];
+                    let off = u64::from(index) * c.info.piece_len + u64::from(begin);
                     if let Err(e) = c.storage.write_at(off, data) {
                         res = Err(e);
                         break;
                     }
                     // SHA-1 here, overlapped with the task reading the
                     // next batch, not under the shared lock.
-                    let begin = off - u64::from(index) * c.info.piece_len;
-                    c.hashes.written(index, begin as u32, data);
+                    c.hashes.written(index, begin, data);
                     n += 1;
                 }
                 for index in c.written(&batch, n) {
