@@ -30,8 +30,9 @@
 //! [`PeerSession::reject`]).
 //!
 //! # Limits and refusals (each ends the connection with a [`PeerError`])
-//! - a bitfield, have all or have none that is not the first message, or a
-//!   bitfield of the wrong size or with spare bits set;
+//! - a bitfield of the wrong size or with spare bits set (a bitfield, have
+//!   all or have none after other messages is taken as an update, not an
+//!   error);
 //! - a piece index out of range in have;
 //! - a request longer than [`PeerConfig::max_request_len`] (BEP 3: 16 KiB);
 //! - BEP 6 messages when the fast extension was not negotiated;
@@ -42,7 +43,7 @@ use core::fmt;
 
 use crate::pieces::{Bitfield, BlockRequest, PeerKey, Picker, Received};
 use crate::time::Instant;
-use crate::wire::{Message, WireError, BLOCK_LEN};
+use crate::wire::{check_bitfield, Message, WireError, BLOCK_LEN};
 
 /// Control messages waiting for [`PeerSession::poll_transmit`].
 pub const OUT_QUEUE_LEN: usize = 64;
@@ -91,8 +92,6 @@ impl Default for PeerConfig {
 pub enum PeerError {
     /// A malformed bitfield.
     Wire(WireError),
-    /// BEP 3 / BEP 6: bitfield, have all or have none after other messages.
-    BitfieldNotFirst,
     /// A piece index at or past the piece count.
     PieceOutOfRange(u32),
     /// A request longer than the configured maximum.
@@ -111,7 +110,6 @@ impl fmt::Display for PeerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             PeerError::Wire(e) => write!(f, "peer: {e}"),
-            PeerError::BitfieldNotFirst => f.write_str("peer: bitfield not the first message"),
             PeerError::PieceOutOfRange(i) => write!(f, "peer: piece {i} out of range"),
             PeerError::RequestTooLarge(n) => write!(f, "peer: request of {n} bytes too large"),
             PeerError::FastNotNegotiated(id) => {
@@ -428,10 +426,15 @@ impl<'s> PeerSession<'s> {
                     }
                 }
             }
-            // BEP 3: "bitfield is only ever sent as the first message".
+            // BEP 3: "bitfield is only ever sent as the first message". A
+            // later one (aria2 sends one in place of many haves) or a later
+            // BEP 6 have all / have none is taken as an update of what the
+            // peer has, as libtorrent does: the old pieces leave the
+            // swarm's availability and the new ones enter it.
             Message::Bitfield(bits) => {
+                check_bitfield(bits, pieces).map_err(PeerError::Wire)?;
                 if !first {
-                    return Err(PeerError::BitfieldNotFirst);
+                    picker.peer_forgets(&self.peer_has);
                 }
                 self.peer_has
                     .copy_from_message(bits)
@@ -439,16 +442,17 @@ impl<'s> PeerSession<'s> {
                 picker.peer_has_bitfield(&self.peer_has);
                 self.update_interest(picker)?;
             }
-            // BEP 6: have all / have none replace the bitfield.
             Message::HaveAll | Message::HaveNone => {
                 self.need_fast(if msg == Message::HaveAll { 0x0E } else { 0x0F })?;
                 if !first {
-                    return Err(PeerError::BitfieldNotFirst);
+                    picker.peer_forgets(&self.peer_has);
                 }
                 if msg == Message::HaveAll {
                     self.peer_has.set_all();
-                    picker.peer_has_bitfield(&self.peer_has);
+                } else {
+                    self.peer_has.clear_all();
                 }
+                picker.peer_has_bitfield(&self.peer_has);
                 self.update_interest(picker)?;
             }
             Message::Request {

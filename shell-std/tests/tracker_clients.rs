@@ -314,3 +314,64 @@ fn libtorrent_leecher_libtorrent_seeder_udp_tracker() {
 fn libtorrent_leecher_libtorrent_seeder_http_tracker() {
     swarm(Leecher::Libtorrent, true);
 }
+
+/// Our seeder and an aria2c leecher that finds it through our HTTP tracker.
+/// aria2 sends a bitfield in the middle of the session (in place of many
+/// haves); a seeder that calls that a protocol error drops it and the
+/// download stalls. Must finish byte-identical.
+#[test]
+fn aria2_leecher_from_our_seeder_http_tracker() {
+    let Some(aria2) = require_tool("aria2c") else {
+        return;
+    };
+    if require_tool("mktorrent").is_none() {
+        return;
+    }
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, seed_dir) = make_torrent(dir.path(), &format!("http://{}/announce", t.http));
+    let seeder = Proc::spawn(
+        "ours-seed",
+        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(["client", "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(seed_dir.join("payload.bin"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", free_tcp_port()),
+                "--quiet",
+            ]),
+    );
+    seeder.wait_line(30, |l| l.starts_with("seeding:"));
+    poll(15, "the seeder's announce", || {
+        (t.stats()["requests"]["http_announce"].as_u64() >= Some(1)).then_some(())
+    });
+    let leech_dir = dir.path().join("leech");
+    std::fs::create_dir_all(&leech_dir).unwrap();
+    let mut leech = Proc::spawn(
+        "aria2c",
+        Command::new(aria2)
+            .arg(format!("--dir={}", leech_dir.display()))
+            .args([
+                "--interface=127.0.0.1",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--disable-ipv6=true",
+                "--seed-time=0",
+                "--enable-dht=false",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "--bt-stop-timeout=30",
+            ])
+            .arg(format!("--listen-port={}", free_tcp_port()))
+            .arg(&torrent),
+    );
+    let status = leech.wait_exit(60);
+    assert!(status.success(), "aria2c failed: {status:?}");
+    assert_eq!(
+        std::fs::read(leech_dir.join("payload.bin")).unwrap(),
+        std::fs::read(seed_dir.join("payload.bin")).unwrap(),
+        "downloaded data differs"
+    );
+}

@@ -337,16 +337,42 @@ fn reject_after_choking_is_sent_only_with_fast() {
     assert_eq!(s.reject(req), Err(PeerError::QueueFull));
 }
 
+/// aria2 sends a bitfield mid-session in place of many haves: it updates
+/// what the peer has (and the swarm's availability), as in libtorrent.
+#[test]
+fn a_later_bitfield_or_have_all_is_an_update() {
+    let mut p = picker(false);
+    let mut s = session(1, true);
+    // have 1, then interested, then a bitfield of pieces 0 and 2.
+    feed(&mut s, &mut p, &[0, 0, 0, 5, 4, 0, 0, 0, 1]).unwrap();
+    feed(&mut s, &mut p, &[0, 0, 0, 1, 2]).unwrap();
+    feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0xa0]).unwrap();
+    let avail = |p: &TestPicker| (0..4).map(|i| p.availability().get(i)).collect::<Vec<_>>();
+    assert_eq!(avail(&p), [1, 0, 1, 0]);
+    assert!(s.peer_has().get(0) && !s.peer_has().get(1) && s.peer_has().get(2));
+    assert!(s.am_interested());
+    // A malformed late bitfield is refused and changes nothing.
+    assert_eq!(
+        feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0xa8]),
+        Err(PeerError::Wire(WireError::BitfieldSpareBits))
+    );
+    assert_eq!(avail(&p), [1, 0, 1, 0]);
+    // Have all, then have none (BEP 6), later in the session.
+    feed(&mut s, &mut p, &[0, 0, 0, 1, 0x0e]).unwrap();
+    assert_eq!(avail(&p), [1, 1, 1, 1]);
+    assert_eq!(s.peer_has().count(), 4);
+    feed(&mut s, &mut p, &[0, 0, 0, 1, 0x0f]).unwrap();
+    assert_eq!(avail(&p), [0, 0, 0, 0]);
+    assert_eq!(s.peer_has().count(), 0);
+    // Leaving after updates leaves no count behind.
+    feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0x30]).unwrap();
+    p.peer_gone(s.key(), s.peer_has());
+    assert_eq!(avail(&p), [0, 0, 0, 0]);
+}
+
 #[test]
 fn refusals() {
     let mut p = picker(true);
-    // Bitfield after another message.
-    let mut s = session(1, false);
-    feed(&mut s, &mut p, &[0, 0, 0, 1, 2]).unwrap();
-    assert_eq!(
-        feed(&mut s, &mut p, &[0, 0, 0, 2, 5, 0xf0]),
-        Err(PeerError::BitfieldNotFirst)
-    );
     // BEP 10: an extension handshake may precede the bitfield / have all.
     let mut s = session(1, false);
     feed(&mut s, &mut p, &[0, 0, 0, 4, 20, 0, b'd', b'e']).unwrap();
@@ -393,13 +419,6 @@ fn refusals() {
             Err(PeerError::FastNotNegotiated(id))
         );
     }
-    // Have all after the first message.
-    let mut s = session(1, true);
-    feed(&mut s, &mut p, &[0, 0, 0, 1, 2]).unwrap();
-    assert_eq!(
-        feed(&mut s, &mut p, &[0, 0, 0, 1, 0x0e]),
-        Err(PeerError::BitfieldNotFirst)
-    );
     // Request length: 16 KiB accepted (ignored while choked), one more refused.
     let mut s = session(1, false);
     feed(

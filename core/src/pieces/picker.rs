@@ -237,6 +237,12 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         self.avail.add_peer(has);
     }
 
+    /// A peer's earlier announcement is replaced (a later bitfield, have all
+    /// or have none): its old pieces no longer count; its requests stand.
+    pub fn peer_forgets<S: AsRef<[u8]>>(&mut self, had: &Bitfield<S>) {
+        self.avail.remove_peer(had);
+    }
+
     /// A peer left: its pieces no longer count and its requests are dropped.
     pub fn peer_gone<S: AsRef<[u8]>>(&mut self, peer: PeerKey, has: &Bitfield<S>) {
         self.avail.remove_peer(has);
