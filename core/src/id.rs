@@ -85,6 +85,27 @@ id_type!(
     PeerId
 );
 
+/// Our peer-id prefix (BEP 20, Azureus style: `-`, client code `OT`, four
+/// version digits, `-`), one for every shell.
+pub const CLIENT_PREFIX: [u8; 8] = *b"-OT0100-";
+
+impl PeerId {
+    /// A fresh peer id: [`CLIENT_PREFIX`] then 12 random bytes drawn from
+    /// `next_u32` (the shell's random source; the core has none).
+    pub fn generate(mut next_u32: impl FnMut() -> u32) -> PeerId {
+        let mut id = [0u8; ID_LEN];
+        let (prefix, tail) = id.split_at_mut(CLIENT_PREFIX.len());
+        prefix.copy_from_slice(&CLIENT_PREFIX);
+        for chunk in tail.chunks_mut(4) {
+            let r = next_u32().to_be_bytes();
+            for (d, s) in chunk.iter_mut().zip(r) {
+                *d = s;
+            }
+        }
+        PeerId(id)
+    }
+}
+
 fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -160,6 +181,26 @@ mod tests {
     use super::*;
 
     const HEX: &[u8] = b"c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+    #[test]
+    fn generated_peer_ids_carry_the_prefix_and_the_random_tail() {
+        let mut n = 0x0102_0304u32;
+        let id = PeerId::generate(|| {
+            n = n.wrapping_add(0x1111_1111);
+            n
+        });
+        assert_eq!(&id.0[..8], b"-OT0100-");
+        assert_eq!(
+            &id.0[8..],
+            &[0x12, 0x13, 0x14, 0x15, 0x23, 0x24, 0x25, 0x26, 0x34, 0x35, 0x36, 0x37]
+        );
+        let mut k = 0u32;
+        let other = PeerId::generate(|| {
+            k += 1;
+            k
+        });
+        assert_ne!(id, other);
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -293,10 +293,7 @@ where
     C: Clock,
 {
     let mut rng = XorShift32::new(boot_seed);
-    let mut peer_id = PeerId(*b"-OT0001-000000000000");
-    for b in peer_id.0[8..].iter_mut() {
-        *b = b'0' + rng.below(10) as u8;
-    }
+    let peer_id = PeerId::generate(|| rng.next_u32());
     let mut report = Report::default();
     let geo = cfg.geometry;
     let total = geo.total_len();
@@ -304,7 +301,9 @@ where
     let udp_port = stack.ephemeral_port();
     let mut udp = UdpSocket::bind(stack, bufs.udp, udp_port, cfg.tracker)
         .map_err(|e| JobError::Net("udp", e))?;
-    let mut tids = rng;
+    // Transaction ids from a stream of their own: a copy of `rng` would
+    // make the first one equal the tracker `key` drawn next.
+    let mut tids = XorShift32::new(rng.next_u32());
     let mut client = Client::new(ClientConfig::default(), move || tids.next_u32());
     let mut params = AnnounceParams {
         info_hash: cfg.info_hash,

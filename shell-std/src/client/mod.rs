@@ -270,8 +270,7 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
     };
     let picker: Picker<'static, P, B> =
         Picker::new(geo, bits, avail, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut id = *b"-OT0100-000000000000";
-    let _ = getrandom::fill(&mut id[8..]);
+    let id = PeerId::generate(random_u32);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -288,7 +287,7 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
         picker,
         storage,
         info,
-        PeerId(id),
+        id,
         plan.max_pieces,
         plan.common.max_peers,
         listen,

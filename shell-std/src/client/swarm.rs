@@ -21,7 +21,7 @@
 //! downloading), output high-water
 //! [`OUT_HIGH_WATER`], queued requests from a peer [`MAX_PEER_REQUESTS`]
 //! (extra ones are dropped, or rejected under BEP 6), connections
-//! `max_peers` (a semaphore), known addresses [`MAX_KNOWN`].
+//! `max_peers` (a semaphore).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -56,8 +56,6 @@ pub const SERVE_BUDGET: usize = 4 << 20;
 pub const HASH_CHUNK: usize = 256 << 10;
 /// Requests from one peer waiting to be served.
 pub const MAX_PEER_REQUESTS: usize = 1024;
-/// Addresses remembered (to skip repeats), bounded.
-pub const MAX_KNOWN: usize = 4096;
 /// Requests in flight per peer (our pipeline; lowered by the peer's `reqq`).
 pub const PIPELINE: usize = 128;
 /// What we advertise as our `reqq` (BEP 10).
@@ -639,8 +637,15 @@ async fn run_peer<const P: usize, const B: usize>(
                             }
                         }
                     }
-                    Handled::Request(r) if reqs.len() < MAX_PEER_REQUESTS => {
-                        reqs.push_back(r);
+                    Handled::Request(r) => {
+                        if reqs.len() < MAX_PEER_REQUESTS {
+                            reqs.push_back(r);
+                        } else if session.reject(r).is_err() {
+                            // BEP 6 rejects past our advertised `reqq` fill
+                            // the control queue: a peer that keeps asking
+                            // beyond it is dropped.
+                            return End::Protocol("too many requests past our reqq".into());
+                        }
                     }
                     Handled::Cancel(r) => reqs.retain(|x| *x != r),
                     Handled::Extended { id: 0, payload } => {
@@ -918,7 +923,6 @@ pub async fn connector<const P: usize, const B: usize>(
     ctx: Arc<Ctx<P, B>>,
     mut rx: mpsc::Receiver<SocketAddr>,
 ) {
-    let mut known = HashSet::new();
     while let Some(addr) = rx.recv().await {
         if addr == ctx.listen
             || (addr.port() == ctx.listen.port()
@@ -928,10 +932,6 @@ pub async fn connector<const P: usize, const B: usize>(
         {
             continue;
         }
-        if known.len() >= MAX_KNOWN {
-            known.clear();
-        }
-        known.insert(addr);
         let Ok(permit) = ctx.conns.clone().acquire_owned().await else {
             return;
         };
