@@ -671,3 +671,96 @@ fn libtorrent_agrees_with_created_info_hash() {
         assert_eq!(lt["trackers"].as_array().unwrap().len(), 2);
     }
 }
+
+/// Runs `shell-std ARGS` with `dir` replaced by an empty tmpfs of `size`
+/// (a private mount namespace: `unshare -m`, root in CI), bounded.
+fn in_small_fs(dir: &Path, size: &str, args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let unshare = require_tool("unshare").expect("util-linux unshare");
+    run_bounded(
+        Command::new(unshare)
+            .args(["-m", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size} none \"$0\" && exec \"$@\""
+            ))
+            .arg(dir)
+            .arg(BIN)
+            .args(args),
+        Duration::from_secs(60),
+    )
+}
+
+/// A download into a folder whose file system cannot hold it is refused
+/// before the first byte, with the sizes in the message.
+#[test]
+fn download_that_cannot_fit_is_refused_before_the_first_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _tree) = fixture(d.path(), 32 << 10);
+    let out = d.path().join("small");
+    let (ok, so, se) = in_small_fs(
+        &out,
+        "512k",
+        &[
+            "client".as_ref(),
+            "download".as_ref(),
+            torrent.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--no-trackers".as_ref(),
+            "--quiet".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+    );
+    assert!(!ok, "a download that cannot fit succeeded:\n{so}\n{se}");
+    assert!(
+        se.contains("not enough free space") && se.contains("more bytes"),
+        "{se}"
+    );
+    assert!(!so.contains("resumed:"), "files were opened first:\n{so}");
+}
+
+/// A disk that fills during the download (the free-space check skipped)
+/// stops the torrent with one line naming the file and the cause, and a
+/// non-zero exit, instead of running on with no progress.
+#[test]
+fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _tree) = fixture(d.path(), 32 << 10);
+    let port = free_port();
+    let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
+    let out = d.path().join("small");
+    let peer = format!("127.0.0.1:{port}");
+    let (ok, so, se) = in_small_fs(
+        &out,
+        "512k",
+        &[
+            "client".as_ref(),
+            "download".as_ref(),
+            torrent.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--no-trackers".as_ref(),
+            "--no-seed".as_ref(),
+            "--quiet".as_ref(),
+            "--skip-space-check".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--peer".as_ref(),
+            peer.as_ref(),
+        ],
+    );
+    assert!(!ok, "a download onto a full disk succeeded:\n{so}\n{se}");
+    let line = se
+        .lines()
+        .find(|l| l.starts_with("error: storage failed: write "))
+        .unwrap_or_else(|| panic!("no storage error line:\n{se}"));
+    assert!(
+        line.contains(&out.join("tree").display().to_string())
+            && line.contains("No space left on device"),
+        "{line}"
+    );
+}

@@ -54,6 +54,10 @@ pub enum ClientCmd {
         /// Debug: stop after fetching N pieces (to test resuming).
         #[arg(long, value_name = "N", hide = true)]
         max_pieces: Option<u32>,
+        /// Test aid: skip the free-space check (to test a disk that fills
+        /// during the download).
+        #[arg(long, hide = true)]
+        skip_space_check: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -112,6 +116,7 @@ struct Plan {
     seed_ratio: Option<f64>,
     no_seed: bool,
     max_pieces: Option<u32>,
+    skip_space_check: bool,
     common: Common,
 }
 
@@ -132,6 +137,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             seed_ratio,
             no_seed,
             max_pieces,
+            skip_space_check,
             common,
         } => (
             torrent,
@@ -146,6 +152,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     seed_ratio,
                     no_seed,
                     max_pieces,
+                    skip_space_check,
                     common,
                 })
             }),
@@ -167,6 +174,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     seed_ratio,
                     no_seed: false,
                     max_pieces: None,
+                    skip_space_check: true,
                     common,
                 })
             }),
@@ -233,8 +241,11 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
             }
         }
     }
-    // Check every path before creating anything.
+    // Check every path, and the free space, before creating anything.
     Storage::paths(&info, &plan.root)?;
+    if plan.download && !plan.skip_space_check {
+        Storage::check_space(&info, &plan.root)?;
+    }
     let storage = Storage::open(&info, &plan.root, plan.download)?;
     let n = info.pieces();
     let have = if plan.skip_verify {
@@ -364,6 +375,7 @@ async fn main_loop<const P: usize, const B: usize>(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
+    let mut failed = None;
     if !ctx.complete.load(Relaxed) {
         loop {
             tokio::select! {
@@ -371,6 +383,10 @@ async fn main_loop<const P: usize, const B: usize>(
                 _ = &mut ctrl_c => { interrupted = true; break }
             }
             if ctx.complete.load(Relaxed) {
+                break;
+            }
+            if let Some(why) = ctx.failure() {
+                failed = Some(why);
                 break;
             }
             let n = ctx.stats.fetched_pieces.load(Relaxed);
@@ -383,7 +399,7 @@ async fn main_loop<const P: usize, const B: usize>(
         let secs = t0.elapsed().as_secs_f64();
         let bytes = ctx.stats.verified.load(Relaxed) - start_verified;
         bar.finish();
-        if !interrupted {
+        if !interrupted && failed.is_none() {
             println!(
                 "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s), {} hash failures, {} peers banned",
                 ctx.stats.fetched_pieces.load(Relaxed),
@@ -398,7 +414,7 @@ async fn main_loop<const P: usize, const B: usize>(
     } else if plan.download {
         println!("complete: {} (already on disk)", ctx.storage.root.display());
     }
-    if !interrupted && !plan.no_seed {
+    if !interrupted && failed.is_none() && !plan.no_seed {
         if !quiet {
             println!(
                 "seeding on {} (Ctrl-C to stop{})",
@@ -452,6 +468,13 @@ async fn main_loop<const P: usize, const B: usize>(
         for h in handles {
             let _ = h.await;
         }
+    }
+    if let Some(why) = failed {
+        bail!(
+            "storage failed: {why} ({} of {} pieces verified; free space and run the same command to resume)",
+            ctx.picker_have(),
+            ctx.info.pieces()
+        );
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ struct Slot {
     /// The file existed (with data) before we opened it: its pieces are
     /// worth verifying on resume.
     existed: bool,
+    /// Where it is, for error messages.
+    path: PathBuf,
 }
 
 /// The open files of one torrent.
@@ -102,6 +104,7 @@ impl Storage {
                     len: f.len,
                     file: None,
                     existed: false,
+                    path: p.clone(),
                 });
                 continue;
             }
@@ -149,6 +152,7 @@ impl Storage {
                     len: f.len,
                     file: Some(file),
                     existed,
+                    path: p.clone(),
                 });
             }
         }
@@ -185,12 +189,58 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes `data` at torrent offset `off`.
+    /// Writes `data` at torrent offset `off`. An error names the file.
     pub fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
         self.each(off, data.len(), |s, at, r| match &s.file {
-            Some(f) => f.write_all_at(&data[r], at),
+            Some(f) => f
+                .write_all_at(&data[r], at)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", s.path.display()))),
             None => Ok(()),
         })
+    }
+
+    /// Bytes the files still need on disk: their lengths less what is
+    /// already allocated to them (files are created sparse, so an existing
+    /// file of the right length may still need its space).
+    pub fn space_needed(info: &Info, paths: &[PathBuf]) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        info.files
+            .iter()
+            .zip(paths)
+            .filter(|(f, _)| !f.padding)
+            .map(|(f, p)| {
+                let have = std::fs::metadata(p).map_or(0, |m| m.blocks() * 512);
+                f.len.saturating_sub(have)
+            })
+            .sum()
+    }
+
+    /// Refuses, before the first byte, a download that cannot fit in the
+    /// free space of the file system that will hold `root`.
+    pub fn check_space(info: &Info, root: &Path) -> anyhow::Result<()> {
+        let paths = Self::paths(info, root)?;
+        let needed = Self::space_needed(info, &paths);
+        // The nearest folder that exists is on the file system files will
+        // be created on.
+        let mut dir = root;
+        while !dir.is_dir() {
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p,
+                _ => {
+                    dir = Path::new(".");
+                    break;
+                }
+            }
+        }
+        let st = rustix::fs::statvfs(dir).with_context(|| format!("{}: statvfs", dir.display()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if needed > free {
+            bail!(
+                "{}: not enough free space: the torrent needs {needed} more bytes, {free} are free there",
+                dir.display()
+            );
+        }
+        Ok(())
     }
 
     /// Reads `buf.len()` bytes at torrent offset `off`.

@@ -207,6 +207,9 @@ pub struct Ctx<const P: usize, const B: usize> {
     pub hashes: PieceHashes,
     /// Our listen address (to skip ourselves in tracker replies).
     pub listen: SocketAddr,
+    /// Set when the torrent's storage failed (a write error naming the
+    /// file and the cause): the download stops, `done` wakes the main task.
+    pub failed: Mutex<Option<String>>,
 }
 
 impl<const P: usize, const B: usize> Ctx<P, B> {
@@ -252,7 +255,32 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
             conns: Arc::new(Semaphore::new(max_peers)),
             hashes: PieceHashes::default(),
             listen,
+            failed: Mutex::new(None),
         }
+    }
+
+    /// The storage failed: the first cause is kept and the main task woken.
+    pub fn fail(&self, why: String) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            tracing::error!("{why}");
+            *f = Some(why);
+        }
+        drop(f);
+        self.done.notify_one();
+    }
+
+    /// Pieces verified.
+    pub fn picker_have(&self) -> u32 {
+        self.lock().picker.have().count()
+    }
+
+    /// Why the storage failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The core's clock.
@@ -674,7 +702,9 @@ async fn run_peer<const P: usize, const B: usize>(
                     Ok((buf, w, res)) => {
                         spare_writes = w;
                         if let Err(e) = res {
-                            tracing::error!("write: {e}");
+                            // A disk that fails (full, gone, read-only)
+                            // fails the torrent, not just this peer.
+                            ctx.fail(format!("write {e}"));
                             err.get_or_insert(closed(e));
                         }
                         buf
