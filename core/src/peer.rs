@@ -41,7 +41,7 @@
 
 use core::fmt;
 
-use crate::pieces::{Bitfield, BlockRequest, PeerKey, Picker, Received};
+use crate::pieces::{Bitfield, BlockRequest, PeerKey, Picker, PickerStorage, Received};
 use crate::time::Instant;
 use crate::wire::{check_bitfield, Message, WireError, BLOCK_LEN};
 
@@ -190,14 +190,15 @@ enum Out {
     Reject(BlockRequest),
 }
 
-/// One connection's state. `'s` is the caller's storage for the peer's
-/// bitfield.
+/// One connection's state. `S` is the caller's storage for the peer's
+/// bitfield (`&mut [u8]`, `Box<[u8]>`, …), handed back by
+/// [`PeerSession::into_storage`].
 #[derive(Debug)]
-pub struct PeerSession<'s> {
+pub struct PeerSession<S> {
     key: PeerKey,
     cfg: PeerConfig,
     fast: bool,
-    peer_has: Bitfield<&'s mut [u8]>,
+    peer_has: Bitfield<S>,
     am_choking: bool,
     am_interested: bool,
     peer_choking: bool,
@@ -212,14 +213,14 @@ pub struct PeerSession<'s> {
     events: heapless::Deque<Event, EVENT_QUEUE_LEN>,
 }
 
-impl<'s> PeerSession<'s> {
+impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
     /// A session right after the handshakes. `fast` is true when both sides
     /// set the BEP 6 bit. Our bitfield (or BEP 6 have all / have none) is
     /// queued as the first message. `peer_bits` must hold ceil(pieces / 8)
     /// bytes.
     pub fn new(
         key: PeerKey,
-        peer_bits: &'s mut [u8],
+        peer_bits: S,
         pieces: u32,
         fast: bool,
         cfg: PeerConfig,
@@ -256,8 +257,14 @@ impl<'s> PeerSession<'s> {
     }
 
     /// The peer's pieces.
-    pub fn peer_has(&self) -> &Bitfield<&'s mut [u8]> {
+    pub fn peer_has(&self) -> &Bitfield<S> {
         &self.peer_has
+    }
+
+    /// Ends the session, handing the bitfield storage back (e.g. to reuse
+    /// it for the next connection).
+    pub fn into_storage(self) -> S {
+        self.peer_has.into_storage()
     }
 
     /// We are choking the peer.
@@ -313,9 +320,9 @@ impl<'s> PeerSession<'s> {
     }
 
     /// We completed piece `index`: tell the peer, and re-check interest.
-    pub fn send_have<const P: usize, const B: usize>(
+    pub fn send_have<M: PickerStorage>(
         &mut self,
-        picker: &Picker<'_, P, B>,
+        picker: &Picker<M>,
         index: u32,
     ) -> Result<(), PeerError> {
         self.push(Out::Have(index))?;
@@ -338,10 +345,7 @@ impl<'s> PeerSession<'s> {
         self.push(Out::Cancel(req))
     }
 
-    fn update_interest<const P: usize, const B: usize>(
-        &mut self,
-        picker: &Picker<'_, P, B>,
-    ) -> Result<(), PeerError> {
+    fn update_interest<M: PickerStorage>(&mut self, picker: &Picker<M>) -> Result<(), PeerError> {
         let want = self.peer_has.iter_set().any(|i| !picker.have().get(i));
         if want != self.am_interested {
             self.am_interested = want;
@@ -363,10 +367,10 @@ impl<'s> PeerSession<'s> {
     }
 
     /// Handles one message from the peer.
-    pub fn handle_message<'a, const P: usize, const B: usize>(
+    pub fn handle_message<'a, M: PickerStorage>(
         &mut self,
         now: Instant,
-        picker: &mut Picker<'_, P, B>,
+        picker: &mut Picker<M>,
         msg: Message<'a>,
     ) -> Result<Handled<'a>, PeerError> {
         self.last_recv = now;
@@ -554,10 +558,10 @@ impl<'s> PeerSession<'s> {
     /// the bytes written; 0 when there is nothing to send. Queued control
     /// messages go first, then new requests from the picker, then a
     /// keep-alive if we have been silent for the keep-alive interval.
-    pub fn poll_transmit<const P: usize, const B: usize>(
+    pub fn poll_transmit<M: PickerStorage>(
         &mut self,
         now: Instant,
-        picker: &mut Picker<'_, P, B>,
+        picker: &mut Picker<M>,
         buf: &mut [u8],
     ) -> usize {
         let mut n = 0usize;
@@ -628,10 +632,7 @@ impl<'s> PeerSession<'s> {
     }
 
     /// When [`Self::handle_timeout`] should next be called.
-    pub fn poll_timeout<const P: usize, const B: usize>(
-        &self,
-        picker: &Picker<'_, P, B>,
-    ) -> Instant {
+    pub fn poll_timeout<M: PickerStorage>(&self, picker: &Picker<M>) -> Instant {
         let mut t = self
             .last_send
             .add_millis(self.cfg.keepalive_ms)
@@ -644,10 +645,10 @@ impl<'s> PeerSession<'s> {
 
     /// Time passed: detects inactivity (an error: close the connection)
     /// and snubbing. Keep-alives come out of the next `poll_transmit`.
-    pub fn handle_timeout<const P: usize, const B: usize>(
+    pub fn handle_timeout<M: PickerStorage>(
         &mut self,
         now: Instant,
-        picker: &Picker<'_, P, B>,
+        picker: &Picker<M>,
     ) -> Result<(), PeerError> {
         if now.saturating_duration_since(self.last_recv).millis() >= self.cfg.inactivity_timeout_ms
         {

@@ -13,9 +13,10 @@
 //! # Limits (each refused up front by [`TorrentConfig::from_args`])
 //! - [`MAX_TORRENT_LEN`] bytes of data, held in one caller buffer;
 //! - [`MAX_PIECES`] pieces, of at most [`MAX_PIECE_LEN`] bytes;
-//! - [`MAX_PEERS`] connections at once, [`MAX_PEER_ATTEMPTS`] peers tried
-//!   in all (a peer that fails or sends a bad piece frees its connection
-//!   for the next one);
+//! - [`MAX_PEERS`] connections at once (each slot keeps one peer bitfield,
+//!   reused connection after connection), [`MAX_PEER_ATTEMPTS`] tracker
+//!   peers kept to try (a peer that fails or sends a bad piece frees its
+//!   connection for the next one);
 //! - blocks of [`BLOCK_LEN`] (16 KiB), at most [`PIPELINE`] requests in
 //!   flight per peer.
 //!
@@ -36,10 +37,10 @@ use core::fmt::{self, Write};
 use core::net::{IpAddr, Ipv4Addr};
 
 use ourtorrent_core::id::{InfoHash, PeerId};
-use ourtorrent_core::peer::{Event as PeerEvent, Handled, PeerConfig, PeerSession};
+use ourtorrent_core::peer::{Event as PeerEvent, Handled, PeerConfig, PeerError, PeerSession};
 use ourtorrent_core::pieces::{
-    Availability, Bitfield, BlockRequest, Geometry, PeerKey, Picker, PickerConfig, Verdict,
-    XorShift32,
+    Availability, Bitfield, BlockRequest, BlockSlot, Geometry, PeerKey, Picker, PickerConfig,
+    PickerParts, PiecesError, SliceStorage, Slot, Verdict, XorShift32,
 };
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::tracker::udp::client::{
@@ -245,6 +246,8 @@ pub enum JobError {
     Net(&'static str, Error),
     /// The tracker answered with an error, or not at all.
     Tracker(&'static str),
+    /// The piece bookkeeping refused the torrent's geometry or its storage.
+    Pieces(PiecesError),
     /// No usable peer is left and pieces are missing.
     NoPeers {
         /// Pieces verified so far.
@@ -264,6 +267,7 @@ impl fmt::Display for JobError {
         match *self {
             JobError::Net(step, e) => write!(f, "{step}: {e}"),
             JobError::Tracker(e) => write!(f, "tracker: {e}"),
+            JobError::Pieces(e) => write!(f, "pieces: {e}"),
             JobError::NoPeers { verified, rejected } => write!(
                 f,
                 "no usable peer left (verified={verified} rejected={rejected})"
@@ -275,7 +279,7 @@ impl fmt::Display for JobError {
     }
 }
 
-type JobPicker<'s> = Picker<'s, IN_PROGRESS, MAX_BLOCKS_PER_PIECE>;
+type JobPicker<'s> = Picker<SliceStorage<'s>>;
 
 /// Runs the job: announce, download, verify, announce completed, seed.
 /// Progress lines go to `log`. `boot_seed` varies the peer id and transaction
@@ -333,17 +337,26 @@ where
     let mut have_bits = [0u8; BITS_LEN];
     let mut avail = [0u16; MAX_PIECES];
     let pieces = geo.piece_count();
-    let have = Bitfield::new(&mut have_bits[..], pieces).map_err(|_| JobError::Tracker("bug"))?;
-    let avail = Availability::new(&mut avail[..], pieces).map_err(|_| JobError::Tracker("bug"))?;
+    let have = Bitfield::new(&mut have_bits[..], pieces).map_err(JobError::Pieces)?;
+    let avail = Availability::new(&mut avail[..], pieces).map_err(JobError::Pieces)?;
+    let mut slots: [Slot; IN_PROGRESS] = core::array::from_fn(|_| Slot::default());
+    let mut blocks: [BlockSlot; IN_PROGRESS * MAX_BLOCKS_PER_PIECE] =
+        core::array::from_fn(|_| BlockSlot::default());
     let pcfg = PickerConfig {
         max_in_flight: PIPELINE,
         request_timeout_ms: REQUEST_TIMEOUT_MS,
         ..PickerConfig::default()
     };
-    let mut picker = JobPicker::new(geo, have, avail, pcfg, rng.next_u32())
-        .map_err(|_| JobError::Tracker("bug"))?;
-    let mut bit_pool = [[0u8; BITS_LEN]; MAX_PEER_ATTEMPTS];
-    let mut bit_pool = bit_pool.iter_mut();
+    let parts = PickerParts {
+        have,
+        avail,
+        slots: &mut slots[..],
+        blocks: &mut blocks[..],
+    };
+    let mut picker = JobPicker::new(geo, parts, pcfg, rng.next_u32()).map_err(JobError::Pieces)?;
+    // One peer bitfield per connection slot, handed back by each session
+    // that ends (`PeerSession::into_storage`) for the next one.
+    let mut bit_slots = [[0u8; BITS_LEN]; MAX_PEERS];
 
     let mut ctx = Ctx {
         cfg,
@@ -355,7 +368,9 @@ where
         report,
     };
     let mut tcp_bufs = bufs.tcp.map(Some);
-    let mut conns: [Conn<'_>; MAX_PEERS] = core::array::from_fn(|_| Conn::new());
+    let mut bit_slots = bit_slots.iter_mut();
+    let mut conns: [Conn<'_>; MAX_PEERS] =
+        core::array::from_fn(|_| Conn::new(bit_slots.next().map(|b| &mut b[..])));
     let mut next = 0usize;
     let mut next_key = 0u16;
     let dl_start = stack.now_ms();
@@ -379,10 +394,7 @@ where
                 if opened.is_err() {
                     continue;
                 }
-                let Some(bits) = bit_pool.next() else {
-                    continue;
-                };
-                conn.start(PeerKey(next_key), port, &mut bits[..], now, true);
+                conn.start(PeerKey(next_key), port, now, true);
                 next_key += 1;
                 let _ = writeln!(log, "peer: connecting 10.0.2.2:{port}");
             }
@@ -465,7 +477,6 @@ where
             tcp_bufs[0].take(),
             &mut picker,
             &mut ctx,
-            &mut bit_pool,
             seed_deadline,
             log,
         )?;
@@ -657,7 +668,7 @@ struct Conn<'s> {
     banned: bool,
     bits: Option<&'s mut [u8]>,
     framer: Framer,
-    session: Option<PeerSession<'s>>,
+    session: Option<PeerSession<&'s mut [u8]>>,
     rx: Rx,
     out: [u8; OUT_LEN],
     out_len: usize,
@@ -701,7 +712,8 @@ impl fmt::Display for Closed {
 }
 
 impl<'s> Conn<'s> {
-    fn new() -> Self {
+    /// A connection slot with its peer bitfield storage.
+    fn new(bits: Option<&'s mut [u8]>) -> Self {
         Conn {
             stream: None,
             phase: Phase::Idle,
@@ -710,7 +722,7 @@ impl<'s> Conn<'s> {
             outbound: true,
             opened_at: 0,
             banned: false,
-            bits: None,
+            bits,
             framer: Framer::with_handshake(FRAME_BUF_LEN),
             session: None,
             rx: Rx {
@@ -732,16 +744,17 @@ impl<'s> Conn<'s> {
     }
 
     /// A new connection on this slot (the socket is opening already).
-    fn start(&mut self, key: PeerKey, port: u16, bits: &'s mut [u8], now: u64, outbound: bool) {
+    fn start(&mut self, key: PeerKey, port: u16, now: u64, outbound: bool) {
         self.phase = Phase::Opening;
         self.key = key;
         self.port = port;
         self.outbound = outbound;
         self.opened_at = now;
         self.banned = false;
-        self.bits = Some(bits);
+        if let Some(session) = self.session.take() {
+            self.bits = Some(session.into_storage());
+        }
         self.framer = Framer::with_handshake(FRAME_BUF_LEN);
-        self.session = None;
         self.rx.have = 0;
         self.rx.need = 0;
         self.rx.body = false;
@@ -768,6 +781,7 @@ impl<'s> Conn<'s> {
         }
         if let Some(session) = self.session.take() {
             picker.peer_gone(self.key, session.peer_has());
+            self.bits = Some(session.into_storage());
         }
         if ctx.frame_owner == Some(me) {
             ctx.frame_owner = None;
@@ -953,7 +967,10 @@ impl<'s> Conn<'s> {
                 if !self.outbound {
                     self.queue_handshake(ctx.cfg.info_hash, ctx.peer_id);
                 }
-                let bits = self.bits.take().ok_or(Closed::OurSelf)?;
+                let bits = self
+                    .bits
+                    .take()
+                    .ok_or(Closed::Peer(PeerError::StorageTooSmall(BITS_LEN)))?;
                 let pcfg = PeerConfig {
                     pipeline: PIPELINE,
                     snub_timeout_ms: REQUEST_TIMEOUT_MS,
@@ -1117,7 +1134,7 @@ fn verify(
                 let _ = actions.haves.push(index);
                 return;
             }
-            Ok(Verdict::Failed { contributors }) => {
+            Ok(Verdict::Failed { contributors, .. }) => {
                 report.rejected += 1;
                 let _ = actions.rejected.push(index);
                 for k in contributors {
@@ -1149,7 +1166,6 @@ fn seed<'a, 's, D: Device, C: Clock, const RX: usize, const TX: usize>(
     mut tcp_buf: Option<&'a mut TcpBuffers<RX, TX>>,
     picker: &mut JobPicker<'_>,
     ctx: &mut Ctx<'_, '_>,
-    bit_pool: &mut core::slice::IterMut<'s, [u8; BITS_LEN]>,
     deadline: u64,
     log: &mut impl Write,
 ) -> Result<(), JobError> {
@@ -1168,13 +1184,10 @@ fn seed<'a, 's, D: Device, C: Clock, const RX: usize, const TX: usize>(
                 (None, Some(b)) => conn.stream = Some(TcpStream::listen(stack, b, PEER_PORT)?),
                 (None, None) => return Err(nb::Error::Other(Error::NoSocketSlot)),
             }
-            let Some(bits) = bit_pool.next() else {
-                return Err(nb::Error::Other(Error::NoSocketSlot));
-            };
             leechers += 1;
             served_before = ctx.report.uploaded;
             ctx.served = [0; MAX_PIECES];
-            conn.start(PeerKey(1000 + leechers), 0, &mut bits[..], now, false);
+            conn.start(PeerKey(1000 + leechers), 0, now, false);
         }
         let mut actions = Actions::default();
         let stepped = conn.step(stack, now, picker, ctx, 0, &mut actions);

@@ -13,7 +13,7 @@ const T0: Instant = Instant(5_000);
 const TOTAL: u64 = 150_000;
 const PIECE: u32 = 40_000; // 4 pieces, 3 blocks each, last piece 30 000 bytes
 
-type TestPicker = Picker<'static, 4, 4>;
+type TestPicker = crate::pieces::testutil::TestPicker<'static>;
 
 fn leak<T: Clone>(v: T, n: usize) -> &'static mut [T] {
     Box::leak(vec![v; n].into_boxed_slice())
@@ -26,17 +26,18 @@ fn picker(seed: bool) -> TestPicker {
     if seed {
         have.set_all();
     }
-    Picker::new(
+    crate::pieces::testutil::new_picker(
         g,
         have,
         Availability::new(leak(0u16, n as usize), n).unwrap(),
+        4,
         PickerConfig::default(),
         42,
     )
     .unwrap()
 }
 
-fn session(key: u16, fast: bool) -> PeerSession<'static> {
+fn session(key: u16, fast: bool) -> PeerSession<&'static mut [u8]> {
     PeerSession::new(
         PeerKey(key),
         leak(0u8, 1),
@@ -53,7 +54,7 @@ fn content() -> Vec<u8> {
 }
 
 struct Side {
-    s: PeerSession<'static>,
+    s: PeerSession<&'static mut [u8]>,
     p: TestPicker,
     framer: Framer,
     inbox: Vec<u8>,
@@ -186,7 +187,11 @@ fn leecher_downloads_everything_from_seeder() {
     }
 }
 
-fn feed(s: &mut PeerSession<'static>, p: &mut TestPicker, bytes: &[u8]) -> Result<(), PeerError> {
+fn feed(
+    s: &mut PeerSession<&'static mut [u8]>,
+    p: &mut TestPicker,
+    bytes: &[u8],
+) -> Result<(), PeerError> {
     let m = Message::decode(bytes).unwrap();
     s.handle_message(T0, p, m).map(|_| ())
 }

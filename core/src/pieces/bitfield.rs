@@ -32,6 +32,11 @@ impl<S: AsRef<[u8]>> Bitfield<S> {
         self.pieces
     }
 
+    /// Hands the storage back.
+    pub fn into_storage(self) -> S {
+        self.bits
+    }
+
     /// True for a zero-piece bitfield.
     pub fn is_empty(&self) -> bool {
         self.pieces == 0
@@ -148,61 +153,85 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> Bitfield<S> {
 }
 
 /// Per-piece count of connected peers that have the piece, over the
-/// caller's `u16` slice (saturating at `u16::MAX`).
+/// caller's `u16` storage `S` (saturating at `u16::MAX`).
 #[derive(Debug)]
-pub struct Availability<'a> {
-    counts: &'a mut [u16],
+pub struct Availability<S> {
+    counts: S,
+    pieces: u32,
 }
 
-impl<'a> Availability<'a> {
+impl<S: AsRef<[u16]> + AsMut<[u16]>> Availability<S> {
     /// Zeroed counts for `pieces` pieces over `storage` (at least `pieces` long).
-    pub fn new(storage: &'a mut [u16], pieces: u32) -> Result<Self, PiecesError> {
+    pub fn new(mut storage: S, pieces: u32) -> Result<Self, PiecesError> {
         let needed = pieces as usize;
-        let counts = storage
+        storage
+            .as_mut()
             .get_mut(..needed)
-            .ok_or(PiecesError::StorageTooSmall { needed })?;
-        counts.fill(0);
-        Ok(Availability { counts })
+            .ok_or(PiecesError::StorageTooSmall { needed })?
+            .fill(0);
+        Ok(Availability {
+            counts: storage,
+            pieces,
+        })
+    }
+
+    /// Hands the storage back.
+    pub fn into_storage(self) -> S {
+        self.counts
+    }
+
+    fn counts(&self) -> &[u16] {
+        self.counts
+            .as_ref()
+            .get(..self.pieces as usize)
+            .unwrap_or_default()
+    }
+
+    fn counts_mut(&mut self) -> &mut [u16] {
+        self.counts
+            .as_mut()
+            .get_mut(..self.pieces as usize)
+            .unwrap_or_default()
     }
 
     /// Number of pieces.
     pub fn len(&self) -> u32 {
-        self.counts.len() as u32
+        self.pieces
     }
 
     /// True for zero pieces.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.pieces == 0
     }
 
     /// Peers known to have piece `i` (0 out of range).
     pub fn get(&self, i: u32) -> u16 {
-        self.counts.get(i as usize).copied().unwrap_or(0)
+        self.counts().get(i as usize).copied().unwrap_or(0)
     }
 
     /// A peer announced piece `i` (BEP 3 have).
     pub fn add_piece(&mut self, i: u32) {
-        if let Some(c) = self.counts.get_mut(i as usize) {
+        if let Some(c) = self.counts_mut().get_mut(i as usize) {
             *c = c.saturating_add(1);
         }
     }
 
     /// Undo [`Self::add_piece`].
     pub fn remove_piece(&mut self, i: u32) {
-        if let Some(c) = self.counts.get_mut(i as usize) {
+        if let Some(c) = self.counts_mut().get_mut(i as usize) {
             *c = c.saturating_sub(1);
         }
     }
 
     /// A peer with these pieces arrived (bitfield, or BEP 6 have all).
-    pub fn add_peer<S: AsRef<[u8]>>(&mut self, has: &Bitfield<S>) {
+    pub fn add_peer<B: AsRef<[u8]>>(&mut self, has: &Bitfield<B>) {
         for i in has.iter_set() {
             self.add_piece(i);
         }
     }
 
     /// A peer with these pieces left.
-    pub fn remove_peer<S: AsRef<[u8]>>(&mut self, has: &Bitfield<S>) {
+    pub fn remove_peer<B: AsRef<[u8]>>(&mut self, has: &Bitfield<B>) {
         for i in has.iter_set() {
             self.remove_piece(i);
         }

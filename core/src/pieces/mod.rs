@@ -12,10 +12,12 @@
 //! - [`PieceHasher`]: SHA-1 of one piece fed block by block.
 //!
 //! # Limits
-//! - pieces in progress at once: the picker's const parameter `P`;
-//! - blocks per piece: its const parameter `B` (a piece of `L` bytes needs
-//!   ceil(L / 16 KiB) blocks; 64 blocks = 1 MiB pieces), refused at
-//!   construction if too small ([`PiecesError::PieceTooLarge`]);
+//! - pieces in progress at once: the length of the picker's slot storage
+//!   (and of its block storage, [`Picker::blocks_needed`]: a piece of `L`
+//!   bytes needs ceil(L / 16 KiB) block slots; 64 = 1 MiB pieces), all
+//!   caller storage ([`PickerStorage`]); too little for one piece is refused
+//!   at construction ([`PiecesError::StorageTooSmall`]);
+//! - senders named for a bad piece: [`MAX_CONTRIBUTORS`];
 //! - requests in flight per peer: [`PickerConfig::max_in_flight`] (default
 //!   [`DEFAULT_MAX_IN_FLIGHT`]);
 //! - requests for one block at once (end-game duplicates):
@@ -30,8 +32,9 @@ mod verify;
 pub use crate::wire::BLOCK_LEN;
 pub use bitfield::{Availability, Bitfield};
 pub use picker::{
-    Pick, Picker, PickerConfig, Received, Verdict, XorShift32, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_RANDOM_FIRST, DEFAULT_REQUEST_TIMEOUT_MS, MAX_REQUESTERS_PER_BLOCK,
+    BlockSlot, Pick, Picker, PickerConfig, PickerParts, PickerStorage, Received, SliceStorage,
+    Slot, Verdict, XorShift32, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RANDOM_FIRST,
+    DEFAULT_REQUEST_TIMEOUT_MS, MAX_CONTRIBUTORS, MAX_REQUESTERS_PER_BLOCK,
 };
 pub use verify::{verify_piece, PieceHasher};
 
@@ -47,11 +50,6 @@ pub enum PiecesError {
     BadGeometry,
     /// A piece index at or past the piece count.
     PieceOutOfRange(u32),
-    /// A piece has more blocks than the picker's `B` parameter.
-    PieceTooLarge {
-        /// Blocks per piece needed.
-        blocks: u32,
-    },
     /// Bitfield and picker disagree on the piece count.
     CountMismatch,
     /// A block for a piece that is not in progress.
@@ -72,9 +70,6 @@ impl fmt::Display for PiecesError {
             }
             PiecesError::BadGeometry => f.write_str("bad torrent geometry"),
             PiecesError::PieceOutOfRange(i) => write!(f, "piece {i} out of range"),
-            PiecesError::PieceTooLarge { blocks } => {
-                write!(f, "piece has {blocks} blocks, more than the picker holds")
-            }
             PiecesError::CountMismatch => f.write_str("piece count mismatch"),
             PiecesError::NotInProgress(i) => write!(f, "piece {i} is not in progress"),
             PiecesError::BadBlock => f.write_str("block offset or length does not fit the piece"),
@@ -174,3 +169,45 @@ impl Geometry {
 
 #[cfg(test)]
 mod tests;
+
+/// Test storage: borrowed bitfield and counts, slots and blocks in `Vec`s.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    pub(crate) struct TestStorage<'s>(core::marker::PhantomData<&'s mut ()>);
+
+    impl<'s> PickerStorage for TestStorage<'s> {
+        type Have = &'s mut [u8];
+        type Counts = &'s mut [u16];
+        type Slots = Vec<Slot>;
+        type Blocks = Vec<BlockSlot>;
+    }
+
+    pub(crate) type TestPicker<'s> = Picker<TestStorage<'s>>;
+
+    /// A picker with room for `slots` pieces in progress.
+    pub(crate) fn new_picker<'s>(
+        geo: Geometry,
+        have: Bitfield<&'s mut [u8]>,
+        avail: Availability<&'s mut [u16]>,
+        slots: usize,
+        cfg: PickerConfig,
+        seed: u32,
+    ) -> Result<TestPicker<'s>, PiecesError> {
+        let blocks = TestPicker::blocks_needed(&geo, slots);
+        Picker::new(
+            geo,
+            PickerParts {
+                have,
+                avail,
+                slots: vec![Slot::default(); slots],
+                blocks: vec![BlockSlot::default(); blocks],
+            },
+            cfg,
+            seed,
+        )
+    }
+}

@@ -107,16 +107,23 @@ pub struct Received {
     pub piece_complete: bool,
 }
 
+/// Most distinct peers [`Verdict::Failed`] names: the senders of a bad
+/// piece beyond this many (a piece has at most one per block) are not
+/// named, and `more` says so.
+pub const MAX_CONTRIBUTORS: usize = 16;
+
 /// Outcome of [`Picker::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict<const B: usize> {
+pub enum Verdict {
     /// The hash matched; the piece is now in our bitfield (send have).
     Passed,
     /// The hash failed; the piece was reset and will be downloaded again.
     /// These peers sent its blocks (the shell may ban them).
     Failed {
-        /// Distinct peers that sent blocks of the piece.
-        contributors: heapless::Vec<PeerKey, B>,
+        /// Distinct peers that sent blocks of the piece, in block order.
+        contributors: heapless::Vec<PeerKey, MAX_CONTRIBUTORS>,
+        /// More peers sent blocks than `contributors` holds.
+        more: bool,
     },
     /// Blocks arrived out of order, so the picker could not hash them as
     /// they came: feed the piece's bytes from `from` on with
@@ -127,79 +134,212 @@ pub enum Verdict<const B: usize> {
     },
 }
 
-#[derive(Clone, Debug)]
-struct Block {
+/// One block of a piece in progress (an element of the caller's block
+/// storage; [`Picker::blocks_needed`] of them).
+#[derive(Clone, Debug, Default)]
+pub struct BlockSlot {
     /// Who sent it, once received.
     from: Option<PeerKey>,
     /// Outstanding requests: peer and send time.
     requested: heapless::Vec<(PeerKey, Instant), MAX_REQUESTERS_PER_BLOCK>,
 }
 
-#[derive(Clone, Debug)]
-struct Active<const B: usize> {
+impl BlockSlot {
+    fn is_free(&self) -> bool {
+        self.from.is_none() && self.requested.is_empty()
+    }
+}
+
+/// One piece in progress (an element of the caller's slot storage: its
+/// length bounds the pieces in progress at once).
+#[derive(Clone, Debug, Default)]
+pub struct Slot {
+    used: bool,
     index: u32,
     size: u32,
-    blocks: heapless::Vec<Block, B>,
+    blocks: u32,
     received: u32,
     sha: Sha1,
     /// Bytes hashed from the start of the piece.
     hashed: u32,
 }
 
-impl<const B: usize> Active<B> {
-    fn has_free(&self) -> bool {
-        self.blocks
-            .iter()
-            .any(|b| b.from.is_none() && b.requested.is_empty())
-    }
+/// The four buffers a [`Picker`] keeps its state in, chosen by the caller:
+/// `&mut [T]` in the firmware ([`SliceStorage`]), `Box<[T]>` in a std
+/// shell. The picker never allocates; it hands them back with
+/// [`Picker::into_parts`].
+pub trait PickerStorage {
+    /// Our bitfield's bytes (ceil(pieces / 8)).
+    type Have: AsRef<[u8]> + AsMut<[u8]>;
+    /// Availability counts (one per piece).
+    type Counts: AsRef<[u16]> + AsMut<[u16]>;
+    /// Pieces in progress (its length bounds them).
+    type Slots: AsRef<[Slot]> + AsMut<[Slot]>;
+    /// Blocks of the pieces in progress ([`Picker::blocks_needed`]).
+    type Blocks: AsRef<[BlockSlot]> + AsMut<[BlockSlot]>;
+}
+
+/// [`PickerStorage`] over borrowed slices.
+#[derive(Debug)]
+pub struct SliceStorage<'s>(core::marker::PhantomData<&'s mut ()>);
+
+impl<'s> PickerStorage for SliceStorage<'s> {
+    type Have = &'s mut [u8];
+    type Counts = &'s mut [u16];
+    type Slots = &'s mut [Slot];
+    type Blocks = &'s mut [BlockSlot];
+}
+
+/// What a [`Picker`] is built from and hands back.
+#[derive(Debug)]
+pub struct PickerParts<M: PickerStorage> {
+    /// Our pieces (already-verified pieces may be set).
+    pub have: Bitfield<M::Have>,
+    /// Availability counts.
+    pub avail: Availability<M::Counts>,
+    /// Piece slots.
+    pub slots: M::Slots,
+    /// Block slots.
+    pub blocks: M::Blocks,
 }
 
 /// Chooses blocks to request and tracks them until their piece verifies.
 ///
-/// `P` bounds the pieces in progress at once, `B` the blocks per piece.
-/// The picker owns our bitfield (`have`) and the swarm's availability, both
-/// in caller storage. Drive it with:
+/// The slot storage bounds the pieces in progress at once; each slot owns
+/// [`Geometry::max_blocks_per_piece`] consecutive block slots. The picker
+/// owns our bitfield (`have`) and the swarm's availability. All four are
+/// caller storage ([`PickerStorage`]). Drive it with:
 /// - [`Self::peer_has`], [`Self::peer_has_bitfield`], [`Self::peer_gone`]
 ///   as peers announce pieces or leave;
 /// - [`Self::pick`] while a peer is unchoked and below its in-flight bound;
 /// - [`Self::on_block`] for each block received, then [`Self::verify`];
 /// - [`Self::on_reject`] / [`Self::peer_choked`] when requests die;
 /// - [`Self::handle_timeout`] at [`Self::poll_timeout`].
-#[derive(Debug)]
-pub struct Picker<'s, const P: usize, const B: usize> {
+pub struct Picker<M: PickerStorage> {
     geo: Geometry,
-    have: Bitfield<&'s mut [u8]>,
-    avail: Availability<'s>,
-    active: heapless::Vec<Active<B>, P>,
+    have: Bitfield<M::Have>,
+    avail: Availability<M::Counts>,
+    slots: M::Slots,
+    blocks: M::Blocks,
+    /// Usable slots: min(slot storage, block storage / blocks per piece).
+    cap: usize,
+    /// Block slots per piece slot.
+    per: usize,
     cfg: PickerConfig,
     rng: XorShift32,
 }
 
-impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
-    /// A picker for `geo`, with our pieces in `have` (already-verified
-    /// pieces may be set) and availability counts in `avail`.
+impl<M: PickerStorage> core::fmt::Debug for Picker<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Picker")
+            .field("geo", &self.geo)
+            .field("have", &self.have.count())
+            .field("slots", &self.cap)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The blocks of slot `slot` (its piece's block count of them).
+fn slot_blocks(blocks: &[BlockSlot], per: usize, slot: usize, n: u32) -> &[BlockSlot] {
+    let start = slot * per;
+    blocks.get(start..start + n as usize).unwrap_or_default()
+}
+
+fn slot_blocks_mut(blocks: &mut [BlockSlot], per: usize, slot: usize, n: u32) -> &mut [BlockSlot] {
+    let start = slot * per;
+    blocks
+        .get_mut(start..start + n as usize)
+        .unwrap_or_default()
+}
+
+impl<M: PickerStorage> Picker<M> {
+    /// Block slots needed for `slots` pieces in progress of `geo`.
+    pub fn blocks_needed(geo: &Geometry, slots: usize) -> usize {
+        slots.saturating_mul(geo.max_blocks_per_piece() as usize)
+    }
+
+    /// A picker for `geo` over `parts`: our pieces in `parts.have`
+    /// (already-verified pieces may be set), availability counts in
+    /// `parts.avail`, and room for pieces in progress in `parts.slots` and
+    /// `parts.blocks` (at least one piece's worth).
     pub fn new(
         geo: Geometry,
-        have: Bitfield<&'s mut [u8]>,
-        avail: Availability<'s>,
+        parts: PickerParts<M>,
         cfg: PickerConfig,
         seed: u32,
     ) -> Result<Self, PiecesError> {
+        let PickerParts {
+            have,
+            avail,
+            mut slots,
+            mut blocks,
+        } = parts;
         if have.len() != geo.piece_count() || avail.len() != geo.piece_count() {
             return Err(PiecesError::CountMismatch);
         }
-        let blocks = geo.max_blocks_per_piece();
-        if blocks as usize > B {
-            return Err(PiecesError::PieceTooLarge { blocks });
+        let per = geo.max_blocks_per_piece() as usize;
+        let cap = slots.as_ref().len().min(blocks.as_ref().len() / per.max(1));
+        if cap == 0 {
+            return Err(PiecesError::StorageTooSmall { needed: per });
+        }
+        for s in slots.as_mut().iter_mut() {
+            s.used = false;
+        }
+        for b in blocks.as_mut().iter_mut() {
+            *b = BlockSlot::default();
         }
         Ok(Picker {
             geo,
             have,
             avail,
-            active: heapless::Vec::new(),
+            slots,
+            blocks,
+            cap,
+            per,
             cfg,
             rng: XorShift32::new(seed),
         })
+    }
+
+    /// Hands the caller's storage back.
+    pub fn into_parts(self) -> PickerParts<M> {
+        PickerParts {
+            have: self.have,
+            avail: self.avail,
+            slots: self.slots,
+            blocks: self.blocks,
+        }
+    }
+
+    /// Pieces that can be in progress at once.
+    pub fn slot_capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn active(&self) -> impl Iterator<Item = (usize, &Slot)> + '_ {
+        self.slots
+            .as_ref()
+            .iter()
+            .take(self.cap)
+            .enumerate()
+            .filter(|(_, s)| s.used)
+    }
+
+    fn active_count(&self) -> usize {
+        self.active().count()
+    }
+
+    fn find(&self, index: u32) -> Option<usize> {
+        self.active()
+            .find(|(_, s)| s.index == index)
+            .map(|(i, _)| i)
+    }
+
+    fn slot_has_free(&self, slot: usize, s: &Slot) -> bool {
+        slot_blocks(self.blocks.as_ref(), self.per, slot, s.blocks)
+            .iter()
+            .any(BlockSlot::is_free)
     }
 
     /// The torrent's geometry.
@@ -208,12 +348,12 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     }
 
     /// Our verified pieces.
-    pub fn have(&self) -> &Bitfield<&'s mut [u8]> {
+    pub fn have(&self) -> &Bitfield<M::Have> {
         &self.have
     }
 
     /// Swarm availability.
-    pub fn availability(&self) -> &Availability<'s> {
+    pub fn availability(&self) -> &Availability<M::Counts> {
         &self.avail
     }
 
@@ -224,7 +364,7 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
 
     /// Pieces in progress.
     pub fn in_progress(&self) -> impl Iterator<Item = u32> + '_ {
-        self.active.iter().map(|a| a.index)
+        self.active().map(|(_, s)| s.index)
     }
 
     /// A peer announced piece `i` (BEP 3 have).
@@ -252,9 +392,13 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     /// A peer choked us (without BEP 6, that discards its queue): drop all
     /// its requests so the blocks can go to others.
     pub fn peer_choked(&mut self, peer: PeerKey) {
-        for a in self.active.iter_mut() {
-            for b in a.blocks.iter_mut() {
-                b.requested.retain(|(p, _)| *p != peer);
+        let (per, cap) = (self.per, self.cap);
+        let blocks = self.blocks.as_mut();
+        for (slot, s) in self.slots.as_ref().iter().take(cap).enumerate() {
+            if s.used {
+                for b in slot_blocks_mut(blocks, per, slot, s.blocks) {
+                    b.requested.retain(|(p, _)| *p != peer);
+                }
             }
         }
     }
@@ -266,19 +410,20 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         }
     }
 
-    fn block_mut(&mut self, req: BlockRequest) -> Option<&mut Block> {
-        let a = self.active.iter_mut().find(|a| a.index == req.index)?;
+    fn block_mut(&mut self, req: BlockRequest) -> Option<&mut BlockSlot> {
+        let slot = self.find(req.index)?;
+        let n = self.slots.as_ref().get(slot)?.blocks;
         if req.begin % BLOCK_LEN != 0 {
             return None;
         }
-        a.blocks.get_mut((req.begin / BLOCK_LEN) as usize)
+        slot_blocks_mut(self.blocks.as_mut(), self.per, slot, n)
+            .get_mut((req.begin / BLOCK_LEN) as usize)
     }
 
     /// Requests in flight to `peer`.
     pub fn in_flight(&self, peer: PeerKey) -> usize {
-        self.active
-            .iter()
-            .flat_map(|a| a.blocks.iter())
+        self.active()
+            .flat_map(|(slot, s)| slot_blocks(self.blocks.as_ref(), self.per, slot, s.blocks))
             .filter(|b| b.from.is_none() && b.requested.iter().any(|(p, _)| *p == peer))
             .count()
     }
@@ -287,13 +432,13 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     pub fn is_end_game(&self) -> bool {
         let missing = self.geo.piece_count().saturating_sub(self.have.count());
         missing > 0
-            && missing as usize == self.active.len()
-            && !self.active.iter().any(|a| a.has_free())
+            && missing as usize == self.active_count()
+            && !self.active().any(|(slot, s)| self.slot_has_free(slot, s))
     }
 
     /// The next block to request from `peer`, which has the pieces in
     /// `peer_has`, or `None` (nothing useful, in-flight bound reached, or
-    /// all `P` piece slots busy). The request is recorded as sent at `now`.
+    /// every piece slot busy). The request is recorded as sent at `now`.
     pub fn pick<S: AsRef<[u8]>>(
         &mut self,
         now: Instant,
@@ -305,9 +450,9 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         }
         // Rarest in-progress piece with a free block that the peer has.
         let mut best_active: Option<(usize, u16)> = None;
-        for (slot, a) in self.active.iter().enumerate() {
-            if peer_has.get(a.index) && a.has_free() {
-                let n = self.avail.get(a.index);
+        for (slot, s) in self.active() {
+            if peer_has.get(s.index) && self.slot_has_free(slot, s) {
+                let n = self.avail.get(s.index);
                 if best_active.is_none_or(|(_, m)| n < m) {
                     best_active = Some((slot, n));
                 }
@@ -324,30 +469,30 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         if let (true, Some((slot, _))) = (take_active, best_active) {
             return self.request_free(now, peer, slot);
         }
-        if !self.active.is_full() {
+        let free = self
+            .slots
+            .as_ref()
+            .iter()
+            .take(self.cap)
+            .position(|s| !s.used);
+        if let Some(slot) = free {
             if let Some(i) = self.best_new(peer_has, true) {
                 let size = self.geo.piece_size(i)?;
                 let count = size.div_ceil(BLOCK_LEN);
-                let mut blocks = heapless::Vec::new();
-                for _ in 0..count {
-                    blocks
-                        .push(Block {
-                            from: None,
-                            requested: heapless::Vec::new(),
-                        })
-                        .ok()?;
+                for b in slot_blocks_mut(self.blocks.as_mut(), self.per, slot, count) {
+                    *b = BlockSlot::default();
                 }
-                self.active
-                    .push(Active {
-                        index: i,
-                        size,
-                        blocks,
-                        received: 0,
-                        sha: Sha1::new(),
-                        hashed: 0,
-                    })
-                    .ok()?;
-                return self.request_free(now, peer, self.active.len() - 1);
+                let s = self.slots.as_mut().get_mut(slot)?;
+                *s = Slot {
+                    used: true,
+                    index: i,
+                    size,
+                    blocks: count,
+                    received: 0,
+                    sha: Sha1::new(),
+                    hashed: 0,
+                };
+                return self.request_free(now, peer, slot);
             }
         }
         if self.cfg.end_game && self.is_end_game() {
@@ -364,7 +509,7 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         let mut best: Option<(u32, u16)> = None;
         let mut ties = 0u32;
         for i in peer_has.iter_set() {
-            if self.have.get(i) || self.active.iter().any(|a| a.index == i) {
+            if self.have.get(i) || self.find(i).is_some() {
                 continue;
             }
             let n = if random { 0 } else { self.avail.get(i) };
@@ -387,14 +532,14 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     }
 
     fn request_free(&mut self, now: Instant, peer: PeerKey, slot: usize) -> Option<Pick> {
-        let a = self.active.get_mut(slot)?;
-        let (b, block) = a
-            .blocks
+        let s = self.slots.as_ref().get(slot)?;
+        let (index, n) = (s.index, s.blocks);
+        let (b, block) = slot_blocks_mut(self.blocks.as_mut(), self.per, slot, n)
             .iter_mut()
             .enumerate()
-            .find(|(_, b)| b.from.is_none() && b.requested.is_empty())?;
+            .find(|(_, b)| b.is_free())?;
         block.requested.push((peer, now)).ok()?;
-        let request = self.geo.block(a.index, b as u32)?;
+        let request = self.geo.block(index, b as u32)?;
         Some(Pick {
             request,
             duplicate: false,
@@ -409,11 +554,12 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     ) -> Option<Pick> {
         // The block with the fewest requesters, oldest request first.
         let mut best: Option<(usize, usize, usize, Instant)> = None;
-        for (slot, a) in self.active.iter().enumerate() {
-            if !peer_has.get(a.index) {
+        for (slot, s) in self.active() {
+            if !peer_has.get(s.index) {
                 continue;
             }
-            for (bi, b) in a.blocks.iter().enumerate() {
+            let blocks = slot_blocks(self.blocks.as_ref(), self.per, slot, s.blocks);
+            for (bi, b) in blocks.iter().enumerate() {
                 if b.from.is_some()
                     || b.requested.is_full()
                     || b.requested.iter().any(|(p, _)| *p == peer)
@@ -428,9 +574,14 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
             }
         }
         let (slot, bi, _, _) = best?;
-        let a = self.active.get_mut(slot)?;
-        a.blocks.get_mut(bi)?.requested.push((peer, now)).ok()?;
-        let request = self.geo.block(a.index, bi as u32)?;
+        let s = self.slots.as_ref().get(slot)?;
+        let (index, n) = (s.index, s.blocks);
+        slot_blocks_mut(self.blocks.as_mut(), self.per, slot, n)
+            .get_mut(bi)?
+            .requested
+            .push((peer, now))
+            .ok()?;
+        let request = self.geo.block(index, bi as u32)?;
         Some(Pick {
             request,
             duplicate: true,
@@ -448,17 +599,18 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         data: &[u8],
     ) -> Result<Received, PiecesError> {
         let expect = self.geo.block(index, begin / BLOCK_LEN);
-        let a = self
-            .active
-            .iter_mut()
-            .find(|a| a.index == index)
-            .ok_or(PiecesError::NotInProgress(index))?;
+        let slot = self.find(index).ok_or(PiecesError::NotInProgress(index))?;
         let expect = expect.ok_or(PiecesError::BadBlock)?;
         if begin % BLOCK_LEN != 0 || data.len() != expect.length as usize {
             return Err(PiecesError::BadBlock);
         }
-        let block = a
-            .blocks
+        let (per, hash_blocks) = (self.per, self.cfg.hash_blocks);
+        let s = self
+            .slots
+            .as_mut()
+            .get_mut(slot)
+            .ok_or(PiecesError::NotInProgress(index))?;
+        let block = slot_blocks_mut(self.blocks.as_mut(), per, slot, s.blocks)
             .get_mut((begin / BLOCK_LEN) as usize)
             .ok_or(PiecesError::BadBlock)?;
         let mut out = Received {
@@ -477,61 +629,62 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
             }
         }
         block.requested.clear();
-        if self.cfg.hash_blocks && begin == a.hashed {
-            a.sha.update(data);
-            a.hashed += expect.length;
+        if hash_blocks && begin == s.hashed {
+            s.sha.update(data);
+            s.hashed += expect.length;
         }
-        a.received += 1;
-        out.piece_complete = a.received as usize == a.blocks.len();
+        s.received += 1;
+        out.piece_complete = s.received == s.blocks;
         Ok(out)
     }
 
     /// Feeds piece bytes the picker could not hash as they arrived
     /// ([`Verdict::NeedsData`]); `data` continues at the offset it gave.
     pub fn hash_data(&mut self, index: u32, data: &[u8]) -> Result<(), PiecesError> {
-        let a = self
-            .active
-            .iter_mut()
-            .find(|a| a.index == index)
+        let slot = self.find(index).ok_or(PiecesError::NotInProgress(index))?;
+        let s = self
+            .slots
+            .as_mut()
+            .get_mut(slot)
             .ok_or(PiecesError::NotInProgress(index))?;
         let n = u32::try_from(data.len()).map_err(|_| PiecesError::TooMuchData)?;
-        let end = a
+        let end = s
             .hashed
             .checked_add(n)
-            .filter(|&e| e <= a.size)
+            .filter(|&e| e <= s.size)
             .ok_or(PiecesError::TooMuchData)?;
-        a.sha.update(data);
-        a.hashed = end;
+        s.sha.update(data);
+        s.hashed = end;
         Ok(())
     }
 
     /// The slot of piece `index` if all its blocks are in.
     fn complete_slot(&self, index: u32) -> Result<usize, PiecesError> {
-        let (slot, a) = self
-            .active
-            .iter()
-            .enumerate()
-            .find(|(_, a)| a.index == index)
+        let slot = self.find(index).ok_or(PiecesError::NotInProgress(index))?;
+        let s = self
+            .slots
+            .as_ref()
+            .get(slot)
             .ok_or(PiecesError::NotInProgress(index))?;
-        if a.received as usize != a.blocks.len() {
+        if s.received != s.blocks {
             return Err(PiecesError::NotComplete(index));
         }
         Ok(slot)
     }
 
     /// Checks a complete piece against its SHA-1 from the metainfo.
-    pub fn verify(&mut self, index: u32, expected: &[u8; 20]) -> Result<Verdict<B>, PiecesError> {
+    pub fn verify(&mut self, index: u32, expected: &[u8; 20]) -> Result<Verdict, PiecesError> {
         let slot = self.complete_slot(index)?;
-        let a = self
-            .active
+        let s = self
+            .slots
+            .as_ref()
             .get(slot)
             .ok_or(PiecesError::NotInProgress(index))?;
-        if a.hashed < a.size {
-            return Ok(Verdict::NeedsData { from: a.hashed });
+        if s.hashed < s.size {
+            return Ok(Verdict::NeedsData { from: s.hashed });
         }
-        let a = self.active.swap_remove(slot);
-        let digest: [u8; 20] = a.sha.clone().finalize().into();
-        self.conclude(a, &digest, expected)
+        let digest: [u8; 20] = s.sha.clone().finalize().into();
+        self.conclude(slot, &digest, expected)
     }
 
     /// Checks a complete piece by a SHA-1 `digest` of its bytes computed by
@@ -543,33 +696,41 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         index: u32,
         digest: &[u8; 20],
         expected: &[u8; 20],
-    ) -> Result<Verdict<B>, PiecesError> {
+    ) -> Result<Verdict, PiecesError> {
         let slot = self.complete_slot(index)?;
-        let a = self.active.swap_remove(slot);
-        self.conclude(a, digest, expected)
+        self.conclude(slot, digest, expected)
     }
 
-    /// Ends a complete piece: into our bitfield if `digest` matches, else
-    /// reset, reporting who sent its blocks.
+    /// Ends a complete piece and frees its slot: into our bitfield if
+    /// `digest` matches, else reset, reporting who sent its blocks.
     fn conclude(
         &mut self,
-        a: Active<B>,
+        slot: usize,
         digest: &[u8; 20],
         expected: &[u8; 20],
-    ) -> Result<Verdict<B>, PiecesError> {
-        let index = a.index;
+    ) -> Result<Verdict, PiecesError> {
+        let s = self
+            .slots
+            .as_mut()
+            .get_mut(slot)
+            .ok_or(PiecesError::BadBlock)?;
+        s.used = false;
+        let (index, n) = (s.index, s.blocks);
         if digest == expected {
             self.have.set(index)?;
             return Ok(Verdict::Passed);
         }
         let mut contributors = heapless::Vec::new();
-        for p in a.blocks.iter().filter_map(|b| b.from) {
-            if !contributors.contains(&p) {
-                // At most B blocks, so at most B distinct peers.
-                let _ = contributors.push(p);
+        let mut more = false;
+        for p in slot_blocks(self.blocks.as_ref(), self.per, slot, n)
+            .iter()
+            .filter_map(|b| b.from)
+        {
+            if !contributors.contains(&p) && contributors.push(p).is_err() {
+                more = true;
             }
         }
-        Ok(Verdict::Failed { contributors })
+        Ok(Verdict::Failed { contributors, more })
     }
 
     /// Gives up a piece in progress without blaming anyone (e.g. the shell
@@ -577,9 +738,12 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
     /// be picked and downloaded again. Returns false if it was not in
     /// progress.
     pub fn abandon(&mut self, index: u32) -> bool {
-        match self.active.iter().position(|a| a.index == index) {
-            Some(slot) => {
-                self.active.swap_remove(slot);
+        match self
+            .find(index)
+            .and_then(|slot| self.slots.as_mut().get_mut(slot))
+        {
+            Some(s) => {
+                s.used = false;
                 true
             }
             None => false,
@@ -595,13 +759,20 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
         mut timed_out: impl FnMut(PeerKey, BlockRequest),
     ) {
         let timeout = self.cfg.request_timeout_ms;
-        for a in self.active.iter_mut() {
-            for (bi, b) in a.blocks.iter_mut().enumerate() {
-                let geo = &self.geo;
+        let (per, cap, geo) = (self.per, self.cap, self.geo);
+        let blocks = self.blocks.as_mut();
+        for (slot, s) in self.slots.as_ref().iter().take(cap).enumerate() {
+            if !s.used {
+                continue;
+            }
+            for (bi, b) in slot_blocks_mut(blocks, per, slot, s.blocks)
+                .iter_mut()
+                .enumerate()
+            {
                 b.requested.retain(|&(p, t)| {
                     let alive = now.saturating_duration_since(t).millis() < timeout;
                     if !alive {
-                        if let Some(r) = geo.block(a.index, bi as u32) {
+                        if let Some(r) = geo.block(s.index, bi as u32) {
                             timed_out(p, r);
                         }
                     }
@@ -613,9 +784,8 @@ impl<'s, const P: usize, const B: usize> Picker<'s, P, B> {
 
     /// When the next request times out, if any is in flight.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.active
-            .iter()
-            .flat_map(|a| a.blocks.iter())
+        self.active()
+            .flat_map(|(slot, s)| slot_blocks(self.blocks.as_ref(), self.per, slot, s.blocks))
             .flat_map(|b| b.requested.iter())
             .map(|&(_, t)| t.add_millis(self.cfg.request_timeout_ms))
             .min()

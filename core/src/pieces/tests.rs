@@ -1,5 +1,6 @@
 //! Geometry, bitfield, availability and picker behaviour tests.
 
+use super::testutil::{new_picker, TestPicker};
 use super::*;
 use crate::time::Instant;
 use crate::wire::WireError;
@@ -130,10 +131,11 @@ fn rarest_first() {
         random_first: 0,
         ..Default::default()
     };
-    let mut p: Picker<'_, 4, 1> = Picker::new(
+    let mut p: TestPicker<'_> = new_picker(
         g,
         Bitfield::new(&mut h[..], 4).unwrap(),
-        Availability::new(&mut a, 4).unwrap(),
+        Availability::new(&mut a[..], 4).unwrap(),
+        4,
         cfg,
         7,
     )
@@ -159,10 +161,11 @@ fn random_first_pieces() {
     let mut firsts = Vec::new();
     for seed in 1..20 {
         let (mut h, mut a) = ([0u8; 2], [0u16; 16]);
-        let mut p: Picker<'_, 4, 1> = Picker::new(
+        let mut p: TestPicker<'_> = new_picker(
             g,
             Bitfield::new(&mut h[..], 16).unwrap(),
-            Availability::new(&mut a, 16).unwrap(),
+            Availability::new(&mut a[..], 16).unwrap(),
+            4,
             PickerConfig::default(),
             seed,
         )
@@ -194,10 +197,11 @@ fn strict_priority_and_in_flight_bound() {
         max_in_flight: 6,
         ..Default::default()
     };
-    let mut p: Picker<'_, 2, 4> = Picker::new(
+    let mut p: TestPicker<'_> = new_picker(
         g,
         Bitfield::new(&mut h[..], 2).unwrap(),
-        Availability::new(&mut a, 2).unwrap(),
+        Availability::new(&mut a[..], 2).unwrap(),
+        2,
         cfg,
         1,
     )
@@ -216,12 +220,13 @@ fn strict_priority_and_in_flight_bound() {
     assert_eq!(p.in_flight(B_), 0);
 }
 
-fn one_piece_two_blocks<'s>(h: &'s mut [u8; 1], a: &'s mut [u16; 1]) -> Picker<'s, 2, 2> {
+fn one_piece_two_blocks<'s>(h: &'s mut [u8; 1], a: &'s mut [u16; 1]) -> TestPicker<'s> {
     let g = Geometry::new(20_000, 32768).unwrap();
-    Picker::new(
+    new_picker(
         g,
         Bitfield::new(&mut h[..], 1).unwrap(),
-        Availability::new(a, 1).unwrap(),
+        Availability::new(&mut a[..], 1).unwrap(),
+        2,
         PickerConfig::default(),
         3,
     )
@@ -266,10 +271,11 @@ fn digest_from_the_shell_when_blocks_are_not_hashed() {
             hash_blocks: false,
             ..PickerConfig::default()
         };
-        let mut p: Picker<'_, 2, 2> = Picker::new(
+        let mut p: TestPicker<'_> = new_picker(
             g,
             Bitfield::new(&mut h[..], 1).unwrap(),
-            Availability::new(&mut a, 1).unwrap(),
+            Availability::new(&mut a[..], 1).unwrap(),
+            2,
             cfg,
             3,
         )
@@ -295,7 +301,7 @@ fn digest_from_the_shell_when_blocks_are_not_hashed() {
                 Err(PiecesError::NotInProgress(0))
             );
         } else {
-            let Verdict::Failed { contributors } = v else {
+            let Verdict::Failed { contributors, .. } = v else {
                 panic!("{v:?}")
             };
             assert_eq!(contributors.as_slice(), &[A, B_]);
@@ -416,7 +422,10 @@ fn bad_piece_reports_contributors_and_resets() {
     assert_eq!(p.verify(0, &[0u8; 20]), Err(PiecesError::NotComplete(0)));
     p.on_block(B_, 0, 16384, &[2u8; 20_000 - 16384]).unwrap();
     match p.verify(0, &[0u8; 20]).unwrap() {
-        Verdict::Failed { contributors } => assert_eq!(contributors.as_slice(), &[A, B_]),
+        Verdict::Failed { contributors, more } => {
+            assert_eq!(contributors.as_slice(), &[A, B_]);
+            assert!(!more);
+        }
         v => panic!("{v:?}"),
     }
     assert!(!p.have().get(0));
@@ -485,36 +494,58 @@ fn on_block_refusals() {
 
 #[test]
 fn construction_limits() {
-    // 64 blocks per piece fits B = 64; 64 blocks + 1 byte does not.
+    // Storage for one 1 MiB piece in progress: 64 block slots. 63 is too
+    // little; any piece length fits storage sized by `blocks_needed`.
     let ok = Geometry::new(1 << 20, 1 << 20).unwrap();
-    let big = Geometry::new((1 << 20) + 1, (1 << 20) + 1).unwrap();
+    let big = Geometry::new(16 << 20, 16 << 20).unwrap();
+    assert_eq!(TestPicker::blocks_needed(&ok, 1), 64);
+    assert_eq!(TestPicker::blocks_needed(&big, 2), 2048);
     let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
-    assert!(Picker::<'_, 1, 64>::new(
+    let p = new_picker(
         ok,
         Bitfield::new(&mut h[..], 1).unwrap(),
-        Availability::new(&mut a, 1).unwrap(),
+        Availability::new(&mut a[..], 1).unwrap(),
+        1,
+        PickerConfig::default(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(p.slot_capacity(), 1);
+    let parts = p.into_parts();
+    assert_eq!((parts.slots.len(), parts.blocks.len()), (1, 64));
+    let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
+    let short = Picker::new(
+        ok,
+        PickerParts::<super::testutil::TestStorage<'_>> {
+            have: Bitfield::new(&mut h[..], 1).unwrap(),
+            avail: Availability::new(&mut a[..], 1).unwrap(),
+            slots: std::vec![Slot::default(); 4],
+            blocks: std::vec![BlockSlot::default(); 63],
+        },
+        PickerConfig::default(),
+        0,
+    );
+    assert_eq!(
+        short.map(|_| ()),
+        Err(PiecesError::StorageTooSmall { needed: 64 })
+    );
+    let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
+    assert!(new_picker(
+        big,
+        Bitfield::new(&mut h[..], 1).unwrap(),
+        Availability::new(&mut a[..], 1).unwrap(),
+        2,
         PickerConfig::default(),
         0
     )
     .is_ok());
-    let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
-    assert_eq!(
-        Picker::<'_, 1, 64>::new(
-            big,
-            Bitfield::new(&mut h[..], 1).unwrap(),
-            Availability::new(&mut a, 1).unwrap(),
-            PickerConfig::default(),
-            0
-        )
-        .map(|_| ()),
-        Err(PiecesError::PieceTooLarge { blocks: 65 })
-    );
     let (mut h, mut a) = ([0u8; 1], [0u16; 2]);
     assert_eq!(
-        Picker::<'_, 1, 64>::new(
+        new_picker(
             ok,
             Bitfield::new(&mut h[..], 2).unwrap(),
-            Availability::new(&mut a, 2).unwrap(),
+            Availability::new(&mut a[..], 2).unwrap(),
+            1,
             PickerConfig::default(),
             0
         )
@@ -528,10 +559,11 @@ fn piece_slots_bound_new_pieces() {
     // P = 1: a second piece cannot start while the first is in progress.
     let g = small_geo(2);
     let (mut h, mut a) = ([0u8; 1], [0u16; 2]);
-    let mut p: Picker<'_, 1, 1> = Picker::new(
+    let mut p: TestPicker<'_> = new_picker(
         g,
         Bitfield::new(&mut h[..], 2).unwrap(),
-        Availability::new(&mut a, 2).unwrap(),
+        Availability::new(&mut a[..], 2).unwrap(),
+        1,
         PickerConfig::default(),
         9,
     )
@@ -568,7 +600,6 @@ fn errors_display() {
         PiecesError::StorageTooSmall { needed: 3 },
         PiecesError::BadGeometry,
         PiecesError::PieceOutOfRange(1),
-        PiecesError::PieceTooLarge { blocks: 65 },
         PiecesError::CountMismatch,
         PiecesError::NotInProgress(2),
         PiecesError::BadBlock,
@@ -639,7 +670,7 @@ mod prop {
 
     /// Delivers `req` from `peer` (peer 3 corrupts its data); verifies
     /// completed pieces. A failed piece must name the corrupting peer.
-    fn deliver(w: &World, p: &mut Picker<'_, 3, 3>, peer: PeerKey, req: BlockRequest) {
+    fn deliver(w: &World, p: &mut TestPicker<'_>, peer: PeerKey, req: BlockRequest) {
         let whole = piece_bytes(&w.g, req.index);
         let mut data = whole[req.begin as usize..(req.begin + req.length) as usize].to_vec();
         if peer == BAD {
@@ -658,7 +689,7 @@ mod prop {
                 p.hash_data(req.index, &whole[from as usize..]).unwrap();
                 v = p.verify(req.index, expected).unwrap();
             }
-            if let Verdict::Failed { contributors } = v {
+            if let Verdict::Failed { contributors, .. } = v {
                 assert!(contributors.contains(&BAD), "{contributors:?}");
             }
         }
@@ -672,10 +703,11 @@ mod prop {
             let n = g.piece_count();
             let (mut h, mut a) = ([0u8; 1], [0u16; 5]);
             let cfg = PickerConfig { max_in_flight: 4, ..Default::default() };
-            let mut p: Picker<'_, 3, 3> = Picker::new(
+            let mut p: TestPicker<'_> = new_picker(
                 g,
                 Bitfield::new(&mut h[..], n).unwrap(),
-                Availability::new(&mut a, n).unwrap(),
+                Availability::new(&mut a[..], n).unwrap(),
+                3,
                 cfg,
                 seed,
             ).unwrap();
@@ -732,4 +764,36 @@ mod prop {
             }
         }
     }
+}
+
+#[test]
+fn a_bad_piece_names_at_most_max_contributors_and_says_there_were_more() {
+    let blocks = MAX_CONTRIBUTORS as u32 + 1;
+    let g = Geometry::new(u64::from(blocks) * 16384, blocks * 16384).unwrap();
+    let (mut h, mut a) = ([0u8; 1], [0u16; 1]);
+    let mut p = new_picker(
+        g,
+        Bitfield::new(&mut h[..], 1).unwrap(),
+        Availability::new(&mut a[..], 1).unwrap(),
+        1,
+        PickerConfig {
+            max_in_flight: 1,
+            ..PickerConfig::default()
+        },
+        5,
+    )
+    .unwrap();
+    let all = all_of(1);
+    // Each block from another peer.
+    for k in 0..blocks {
+        let r = p.pick(T0, PeerKey(k as u16), &all).unwrap().request;
+        p.on_block(PeerKey(k as u16), 0, r.begin, &[1u8; 16384])
+            .unwrap();
+    }
+    let Ok(Verdict::Failed { contributors, more }) = p.verify(0, &[0u8; 20]) else {
+        panic!("expected a failed verdict");
+    };
+    assert_eq!(contributors.len(), MAX_CONTRIBUTORS);
+    assert!(more);
+    assert_eq!(contributors[0], PeerKey(0));
 }

@@ -24,7 +24,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use ourtorrent_core::choker::{ChokerConfig, DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
-use ourtorrent_core::pieces::{Availability, Bitfield, Geometry, Picker, PickerConfig};
+use ourtorrent_core::pieces::{
+    Availability, Bitfield, BlockSlot, Geometry, PickerConfig, PickerParts, Slot,
+};
 use ourtorrent_core::tracker::AnnounceEvent;
 use tokio::sync::mpsc;
 
@@ -32,7 +34,7 @@ use crate::torrent::TorrentFile;
 use announce::{Announce, Statuses, TrackerStatus};
 use meta::Info;
 use storage::Storage;
-use swarm::Ctx;
+use swarm::{Ctx, StdPicker};
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
@@ -190,15 +192,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
         print!("{}", crate::info::render(&m, false));
     }
     drop(tf);
-    // The picker keeps its bookkeeping inline (up to a few MiB): build it
-    // on a thread with room for it, then run the runtime there.
-    std::thread::Builder::new()
-        .name("client".into())
-        .stack_size(64 << 20)
-        .spawn(move || start(plan))
-        .context("spawn")?
-        .join()
-        .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+    start(plan)
 }
 
 /// The torrent's name as one safe path component.
@@ -212,19 +206,15 @@ fn storage_name(name: &str) -> anyhow::Result<&str> {
     }
 }
 
-fn start(plan: Plan) -> anyhow::Result<()> {
-    let blocks = plan.info.piece_len.div_ceil(16 << 10);
-    if blocks <= 64 {
-        start_with::<256, 64>(plan)
-    } else if blocks <= 1024 {
-        start_with::<32, 1024>(plan)
-    } else {
-        bail!(
-            "pieces of {} bytes are larger than the 16 MiB this client handles",
-            plan.info.piece_len
-        )
-    }
-}
+/// Largest piece this client handles (a piece is read whole to verify it).
+pub const MAX_PIECE_LEN: u64 = 16 << 20;
+/// Bytes of pieces in progress at once (slots = this / piece length,
+/// within [`MIN_SLOTS`]..=[`MAX_SLOTS`]).
+pub const IN_PROGRESS_BYTES: u64 = 256 << 20;
+/// Fewest pieces in progress at once.
+pub const MIN_SLOTS: u64 = 32;
+/// Most pieces in progress at once.
+pub const MAX_SLOTS: u64 = 256;
 
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
@@ -232,8 +222,15 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> {
+fn start(plan: Plan) -> anyhow::Result<()> {
     let info = plan.info.clone();
+    if info.piece_len > MAX_PIECE_LEN {
+        bail!(
+            "pieces of {} bytes are larger than the {} MiB this client handles",
+            info.piece_len,
+            MAX_PIECE_LEN >> 20
+        );
+    }
     if plan.download {
         if let Some(parent) = plan.root.parent() {
             if !parent.as_os_str().is_empty() && !parent.is_dir() {
@@ -263,9 +260,9 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
     }
     let geo =
         Geometry::new(info.total, info.piece_len as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // One torrent per process: the picker's storage lives as long as it.
-    let have_bytes: &'static mut [u8] = vec![0u8; (n as usize).div_ceil(8)].leak();
-    let avail: &'static mut [u16] = vec![0u16; n as usize].leak();
+    // The picker's storage: boxed slices owned by the picker.
+    let have_bytes = vec![0u8; (n as usize).div_ceil(8)].into_boxed_slice();
+    let avail = vec![0u16; n as usize].into_boxed_slice();
     let mut bits = Bitfield::new(have_bytes, n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut verified = 0u64;
     for (i, _) in have.iter().enumerate().filter(|(_, h)| **h) {
@@ -279,8 +276,16 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
         hash_blocks: false,
         ..PickerConfig::default()
     };
-    let picker: Picker<'static, P, B> =
-        Picker::new(geo, bits, avail, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let slots = (IN_PROGRESS_BYTES / info.piece_len.max(1)).clamp(MIN_SLOTS, MAX_SLOTS) as usize;
+    let parts = PickerParts {
+        have: bits,
+        avail,
+        slots: vec![Slot::default(); slots].into_boxed_slice(),
+        blocks: vec![BlockSlot::default(); StdPicker::blocks_needed(&geo, slots)]
+            .into_boxed_slice(),
+    };
+    let picker =
+        StdPicker::new(geo, parts, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = PeerId::generate(random_u32);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -314,8 +319,8 @@ fn start_with<const P: usize, const B: usize>(plan: Plan) -> anyhow::Result<()> 
     r
 }
 
-async fn main_loop<const P: usize, const B: usize>(
-    ctx: Arc<Ctx<P, B>>,
+async fn main_loop(
+    ctx: Arc<Ctx>,
     listener: tokio::net::TcpListener,
     plan: Plan,
 ) -> anyhow::Result<()> {
@@ -482,11 +487,7 @@ async fn main_loop<const P: usize, const B: usize>(
 /// Peers asked of each tracker per announce.
 const NUM_WANT: i32 = 50;
 
-fn announce_params<const P: usize, const B: usize>(
-    ctx: &Ctx<P, B>,
-    event: AnnounceEvent,
-    key: u32,
-) -> Announce {
+fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
     Announce {
         info_hash: ctx.info.info_hash,
         peer_id: ctx.peer_id,
@@ -500,8 +501,8 @@ fn announce_params<const P: usize, const B: usize>(
     }
 }
 
-async fn tracker_task<const P: usize, const B: usize>(
-    ctx: Arc<Ctx<P, B>>,
+async fn tracker_task(
+    ctx: Arc<Ctx>,
     idx: usize,
     statuses: Statuses,
     tx: mpsc::Sender<SocketAddr>,

@@ -32,7 +32,9 @@ use std::time::Duration;
 use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{BlockRequest, PeerKey, Picker, Verdict};
+use ourtorrent_core::pieces::{
+    BlockRequest, BlockSlot, PeerKey, Picker, PickerStorage, Slot, Verdict,
+};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::wire::{
     max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
@@ -110,10 +112,24 @@ struct BlockWrite {
     len: usize,
 }
 
+/// The picker's storage in this shell: boxed slices it owns, sized when
+/// the torrent starts (no leak, no const generics).
+pub struct Heap;
+
+impl PickerStorage for Heap {
+    type Have = Box<[u8]>;
+    type Counts = Box<[u16]>;
+    type Slots = Box<[Slot]>;
+    type Blocks = Box<[BlockSlot]>;
+}
+
+/// The picker of one torrent.
+pub type StdPicker = Picker<Heap>;
+
 /// State behind the mutex.
-pub struct Shared<const P: usize, const B: usize> {
+pub struct Shared {
     /// The core's picker (owns our bitfield and availability).
-    pub picker: Picker<'static, P, B>,
+    pub picker: StdPicker,
     /// Pieces verified this session, in order: peer tasks announce them.
     completed: Vec<u32>,
     peers: HashMap<PeerKey, PeerCtl>,
@@ -134,7 +150,7 @@ pub struct Shared<const P: usize, const B: usize> {
     rate_since: Instant,
 }
 
-impl<const P: usize, const B: usize> Shared<P, B> {
+impl Shared {
     /// Runs the choker if a rechoke is due or peers changed, and tells the
     /// peer tasks whose state flips.
     fn rechoke(&mut self, now: Instant) {
@@ -182,9 +198,9 @@ impl<const P: usize, const B: usize> Shared<P, B> {
 }
 
 /// Everything a peer task needs.
-pub struct Ctx<const P: usize, const B: usize> {
+pub struct Ctx {
     /// Shared state.
-    pub shared: Mutex<Shared<P, B>>,
+    pub shared: Mutex<Shared>,
     /// Files.
     pub storage: Storage,
     /// The torrent.
@@ -212,11 +228,11 @@ pub struct Ctx<const P: usize, const B: usize> {
     pub failed: Mutex<Option<String>>,
 }
 
-impl<const P: usize, const B: usize> Ctx<P, B> {
+impl Ctx {
     /// A context over a picker already told which pieces we have.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        picker: Picker<'static, P, B>,
+        picker: StdPicker,
         storage: Storage,
         info: Info,
         peer_id: PeerId,
@@ -290,7 +306,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
 
     /// Locks the shared state (a poisoned lock is still usable: the state
     /// machines never panic mid-update).
-    pub fn lock(&self) -> MutexGuard<'_, Shared<P, B>> {
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -390,7 +406,7 @@ impl<const P: usize, const B: usize> Ctx<P, B> {
     /// Acts on a verdict while still holding the lock `verify_digest` ran under, so
     /// that counts and completion are updated in the order pieces passed (a
     /// second lock would let a later piece complete the torrent first).
-    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared<P, B>>, index: u32, v: Verdict<B>) {
+    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared>, index: u32, v: Verdict) {
         let who = g.contrib.remove(&index).unwrap_or_default();
         match v {
             Verdict::Passed => {
@@ -449,8 +465,8 @@ enum End {
 
 /// Runs one connection (outgoing or accepted) until it ends; bans peers
 /// that break the protocol.
-pub async fn peer_task<const P: usize, const B: usize>(
-    ctx: Arc<Ctx<P, B>>,
+pub async fn peer_task(
+    ctx: Arc<Ctx>,
     stream: TcpStream,
     addr: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -491,8 +507,8 @@ fn try_fill(stream: &TcpStream, buf: &mut [u8], filled: &mut usize) -> Result<bo
     Ok(true)
 }
 
-async fn run_peer<const P: usize, const B: usize>(
-    ctx: &Arc<Ctx<P, B>>,
+async fn run_peer(
+    ctx: &Arc<Ctx>,
     stream: &TcpStream,
     addr: SocketAddr,
     seed_flag: &mut bool,
@@ -949,10 +965,7 @@ fn flush(stream: &TcpStream, out: &[u8], pos: &mut usize) -> Result<(), End> {
 }
 
 /// Connects to candidate addresses as connection slots free up.
-pub async fn connector<const P: usize, const B: usize>(
-    ctx: Arc<Ctx<P, B>>,
-    mut rx: mpsc::Receiver<SocketAddr>,
-) {
+pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
     while let Some(addr) = rx.recv().await {
         if addr == ctx.listen
             || (addr.port() == ctx.listen.port()
@@ -977,10 +990,7 @@ pub async fn connector<const P: usize, const B: usize>(
 }
 
 /// Accepts incoming connections while slots are free.
-pub async fn acceptor<const P: usize, const B: usize>(
-    ctx: Arc<Ctx<P, B>>,
-    listener: tokio::net::TcpListener,
-) {
+pub async fn acceptor(ctx: Arc<Ctx>, listener: tokio::net::TcpListener) {
     loop {
         let Ok((s, addr)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -44,11 +44,7 @@ pub struct Progress {
 
 impl Progress {
     /// Download progress: verified bytes, speed, ETA, peers and seeds.
-    pub fn start<const P: usize, const B: usize>(
-        ctx: Arc<Ctx<P, B>>,
-        statuses: Statuses,
-        quiet: bool,
-    ) -> Progress {
+    pub fn start(ctx: Arc<Ctx>, statuses: Statuses, quiet: bool) -> Progress {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -92,7 +88,7 @@ impl Progress {
     }
 
     /// Seeding: uploaded bytes, upload speed, peers.
-    pub fn seeding<const P: usize, const B: usize>(ctx: Arc<Ctx<P, B>>, quiet: bool) -> Progress {
+    pub fn seeding(ctx: Arc<Ctx>, quiet: bool) -> Progress {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
