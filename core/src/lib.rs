@@ -26,6 +26,8 @@
 //! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
 //!   keep-alives, timeouts, snubbing).
 //! - [`choker`]: whom we upload to — tit-for-tat with one optimistic slot.
+//! - [`torrent`]: one torrent's shared state above its peer sessions —
+//!   picker, choker, verify → ban policy, fan-out of haves and cancels.
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
@@ -64,5 +66,6 @@ pub mod peer;
 pub mod percent;
 pub mod pieces;
 pub mod time;
+pub mod torrent;
 pub mod tracker;
 pub mod wire;

@@ -145,6 +145,16 @@ impl Geometry {
         Some(rest.min(u64::from(self.piece_len)) as u32)
     }
 
+    /// Byte offset in the torrent of `begin` within piece `index` (`None`
+    /// past the piece's end).
+    pub fn offset(&self, index: u32, begin: u32) -> Option<u64> {
+        let size = self.piece_size(index)?;
+        if begin >= size {
+            return None;
+        }
+        Some(u64::from(index) * u64::from(self.piece_len) + u64::from(begin))
+    }
+
     /// Blocks in piece `index`.
     pub fn block_count(&self, index: u32) -> Option<u32> {
         self.piece_size(index).map(|s| s.div_ceil(BLOCK_LEN))

@@ -720,6 +720,11 @@ impl<M: PickerStorage> Picker<M> {
             self.have.set(index)?;
             return Ok(Verdict::Passed);
         }
+        let (contributors, more) = self.senders(slot, n);
+        Ok(Verdict::Failed { contributors, more })
+    }
+
+    fn senders(&self, slot: usize, n: u32) -> (heapless::Vec<PeerKey, MAX_CONTRIBUTORS>, bool) {
         let mut contributors = heapless::Vec::new();
         let mut more = false;
         for p in slot_blocks(self.blocks.as_ref(), self.per, slot, n)
@@ -730,7 +735,19 @@ impl<M: PickerStorage> Picker<M> {
                 more = true;
             }
         }
-        Ok(Verdict::Failed { contributors, more })
+        (contributors, more)
+    }
+
+    /// Distinct peers that sent blocks of piece `index` so far, in block
+    /// order (at most [`MAX_CONTRIBUTORS`]; true if there were more), or
+    /// `None` if the piece is not in progress.
+    pub fn contributors(
+        &self,
+        index: u32,
+    ) -> Option<(heapless::Vec<PeerKey, MAX_CONTRIBUTORS>, bool)> {
+        let slot = self.find(index)?;
+        let n = self.slots.as_ref().get(slot)?.blocks;
+        Some(self.senders(slot, n))
     }
 
     /// Gives up a piece in progress without blaming anyone (e.g. the shell
