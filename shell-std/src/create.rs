@@ -36,8 +36,9 @@ pub const MAX_PIECE_LENGTH: u64 = 256 << 20;
 pub struct CreateArgs {
     /// A file (single-file torrent) or a folder (multi-file torrent).
     pub path: PathBuf,
-    /// Tracker URL: udp://host:port[/path], http[s]://host[:port][/path]
-    /// (repeatable; each one is its own BEP 12 tier).
+    /// Tracker URL: udp://host:port/path, http://host:port/path or
+    /// https://… (path optional; http and https ports default to 80 and
+    /// 443). Repeatable; each one is its own BEP 12 tier.
     #[arg(long = "tracker", short = 't', value_name = "URL")]
     pub trackers: Vec<String>,
     /// Where to write the .torrent (its folder must exist).

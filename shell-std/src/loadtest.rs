@@ -33,8 +33,9 @@ use serde_json::json;
 /// `shell-std loadtest` options.
 #[derive(Args, Debug, Clone)]
 pub struct LoadtestArgs {
-    /// The tracker: host:port, [IPv6]:port or udp://host:port (a host name
-    /// is resolved once; its first IPv4 address is used if it has one).
+    /// The tracker: host:port, udp://host:port, or an IPv6 address in
+    /// brackets and a port (a host name is resolved once; its first IPv4
+    /// address is used if it has one).
     #[arg(long, default_value = "127.0.0.1:6969")]
     pub target: String,
     /// Seconds to run (bounded to 1 hour).
