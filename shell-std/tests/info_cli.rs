@@ -202,3 +202,27 @@ fn info_magnet_link_round_trips_through_the_core_parser() {
     assert_eq!(m.display_name, Some(name));
     assert_eq!(&m.trackers[..], &trackers[..2]);
 }
+
+#[test]
+fn info_magnet_link_keeps_at_most_the_core_parsers_tracker_limit() {
+    use ourtorrent_core::magnet::{Magnet, MAX_TRACKERS};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("blob.bin");
+    ourtorrent_tests::write_data(&src, 1000, 2);
+    let t = dir.path().join("many.torrent");
+    let urls: Vec<String> = (0..=MAX_TRACKERS)
+        .map(|i| format!("udp://127.0.0.1:{}", 7000 + i))
+        .collect();
+    let mut cmd = shell_std();
+    cmd.arg("create").arg(&src).arg("-o").arg(&t);
+    for u in &urls {
+        cmd.args(["-t", u]);
+    }
+    run(&mut cmd);
+    let v = info_json(&t);
+    assert_eq!(v["trackers"].as_array().unwrap().len(), MAX_TRACKERS + 1);
+    let link = v["magnet"].as_str().unwrap();
+    let mut buf = [0u8; 2048];
+    let m = Magnet::parse(link, &mut buf).unwrap();
+    assert_eq!(&m.trackers[..], &urls[..MAX_TRACKERS]);
+}
