@@ -1,9 +1,15 @@
-//! `shell-std info FILE.torrent`: prints a torrent's data as tables.
+//! `shell-std info FILE.torrent`: prints a torrent's data as tables and its
+//! magnet link, or (`--json`) as one JSON object for scripts.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use ourtorrent_core::bencode::{self, DecodeOptions, Token};
+use ourtorrent_core::magnet::MAX_TRACKERS;
 use ourtorrent_core::metainfo::Metainfo;
+use ourtorrent_core::percent::Encoded;
+use serde_json::json;
 
 use crate::torrent::TorrentFile;
 use crate::units;
@@ -11,14 +17,100 @@ use crate::units;
 /// Most files listed before the table is cut (the count is still shown).
 pub const MAX_LISTED_FILES: usize = 1000;
 
-/// Runs the subcommand: prints the tables to stdout.
-pub fn run(path: &Path, all_files: bool) -> anyhow::Result<()> {
+/// Runs the subcommand: prints the tables and the magnet link (or the JSON
+/// object) to stdout.
+pub fn run(path: &Path, all_files: bool, as_json: bool) -> anyhow::Result<()> {
     let mut tf = TorrentFile::read(path)?;
     let m = tf
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    print!("{}", render(&m, all_files));
+    if as_json {
+        println!("{:#}", json_value(&m));
+    } else {
+        print!("{}", render(&m, all_files));
+        println!("Magnet: {}", magnet(&m));
+    }
     Ok(())
+}
+
+/// The torrent's magnet link (BEP 9): `xt=urn:btih:` with the hex
+/// info-hash, `dn` the name, one `tr` per distinct tracker in tier order
+/// (at most the core parser's [`MAX_TRACKERS`], so the link reads back);
+/// values percent-encoded (RFC 3986 unreserved bytes left as they are).
+pub fn magnet(m: &Metainfo<'_, '_>) -> String {
+    let mut s = format!("magnet:?xt=urn:btih:{}", m.info_hash());
+    let _ = write!(s, "&dn={}", Encoded(m.name().as_bytes()));
+    let mut seen: Vec<&str> = Vec::new();
+    for (_, url) in m.trackers() {
+        if seen.len() < MAX_TRACKERS && !seen.contains(&url) {
+            seen.push(url);
+            let _ = write!(s, "&tr={}", Encoded(url.as_bytes()));
+        }
+    }
+    s
+}
+
+/// Path of a file as it lands on disk, relative to the download folder
+/// (`name/…` for a multi-file torrent, `name` for a single file).
+fn file_path(m: &Metainfo<'_, '_>, f: &ourtorrent_core::metainfo::File<'_, '_>) -> String {
+    let mut path = if m.is_multi_file() {
+        format!("{}/", m.name())
+    } else {
+        String::new()
+    };
+    path += &f.path().collect::<Vec<_>>().join("/");
+    path
+}
+
+/// The info dictionary's `source` tag, if any (not read by the core's
+/// metainfo: decoded here from the exact info bytes).
+fn source(m: &Metainfo<'_, '_>) -> Option<String> {
+    let info = m.info_bytes();
+    let mut toks = vec![Token::EMPTY; info.len() / 2 + 1];
+    let doc = bencode::decode(info, &mut toks, DecodeOptions::lenient()).ok()?;
+    let v = doc.root()?.get(b"source")?.as_str()?.to_string();
+    Some(v)
+}
+
+/// Everything `info` shows, as one JSON object: `name`, `info_hash` (hex),
+/// `piece_length`, `pieces`, `total_size`, `private`, `files` (`path`,
+/// `length`, `padding`), `trackers` (`tier`, `url`), `magnet`, and when
+/// present `comment`, `created_by`, `creation_date` and `source`.
+pub fn json_value(m: &Metainfo<'_, '_>) -> serde_json::Value {
+    let files: Vec<_> = m
+        .files()
+        .map(|f| json!({"path": file_path(m, &f), "length": f.length, "padding": f.is_padding()}))
+        .collect();
+    let trackers: Vec<_> = m
+        .trackers()
+        .map(|(tier, url)| json!({"tier": tier, "url": url}))
+        .collect();
+    let mut v = json!({
+        "name": m.name(),
+        "info_hash": m.info_hash().to_string(),
+        "piece_length": m.piece_length(),
+        "pieces": m.piece_count(),
+        "total_size": m.total_length(),
+        "private": m.is_private(),
+        "files": files,
+        "trackers": trackers,
+        "magnet": magnet(m),
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(c) = m.comment() {
+            obj.insert("comment".into(), c.into());
+        }
+        if let Some(c) = m.created_by() {
+            obj.insert("created_by".into(), c.into());
+        }
+        if let Some(d) = m.creation_date() {
+            obj.insert("creation_date".into(), d.into());
+        }
+        if let Some(src) = source(m) {
+            obj.insert("source".into(), src.into());
+        }
+    }
+    v
 }
 
 /// The tables as text: torrent data, trackers, files.
@@ -87,12 +179,7 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
         MAX_LISTED_FILES
     };
     for (i, f) in m.files().enumerate().take(limit) {
-        let mut path = if m.is_multi_file() {
-            format!("{}/", m.name())
-        } else {
-            String::new()
-        };
-        path += &f.path().collect::<Vec<_>>().join("/");
+        let mut path = file_path(m, &f);
         if f.is_padding() {
             path += " (padding)";
         }

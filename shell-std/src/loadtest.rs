@@ -8,8 +8,14 @@
 //! and responses parsed with the core's BEP 15 codec. Transaction ids carry
 //! the slot (low 16 bits) and a generation, so late replies to a timed-out
 //! request are counted as stale, not matched to its successor.
+//!
+//! At the end, every fake peer that was announced gets a `stopped` announce
+//! (BEP 15 event 3), so the target's swarms and database are left as they
+//! were found; `--no-stop` leaves them there (for a `--no-db` tracker, or to
+//! measure a loaded tracker again). A run that gets no reply at all fails
+//! with a message instead of printing a table of zeros.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,9 +33,11 @@ use serde_json::json;
 /// `shell-std loadtest` options.
 #[derive(Args, Debug, Clone)]
 pub struct LoadtestArgs {
-    /// The tracker's UDP address.
+    /// The tracker: host:port, udp://host:port, or an IPv6 address in
+    /// brackets and a port (a host name is resolved once; its first IPv4
+    /// address is used if it has one).
     #[arg(long, default_value = "127.0.0.1:6969")]
-    pub target: SocketAddr,
+    pub target: String,
     /// Seconds to run (bounded to 1 hour).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -67,6 +75,70 @@ pub struct LoadtestArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Leave the fake peers in the target's swarms (and its database) at
+    /// the end instead of sending each a `stopped` announce.
+    #[arg(long)]
+    pub no_stop: bool,
+}
+
+/// Resolves `--target`: `udp://host:port[/…]` (checked by the core's URL
+/// parser), `host:port` or `[v6]:port`; prefers an IPv4 address.
+pub fn resolve_target(target: &str) -> Result<SocketAddr> {
+    use ourtorrent_core::tracker::url::{Scheme, TrackerUrl};
+    let addrs: Vec<SocketAddr> = if target.contains("://") {
+        let u =
+            TrackerUrl::parse(target).map_err(|e| anyhow::anyhow!("--target {target:?}: {e}"))?;
+        anyhow::ensure!(
+            u.scheme == Scheme::Udp,
+            "--target {target:?}: the load test speaks UDP (BEP 15); want udp://host:port"
+        );
+        (u.host, u.port).to_socket_addrs()
+    } else {
+        target.to_socket_addrs()
+    }
+    .with_context(|| format!("--target {target:?} (want host:port)"))?
+    .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("--target {target:?}: no address"))
+}
+
+/// The announce of fake peer `peer`: it belongs to torrent `peer mod N`,
+/// with a peer id, port and key derived from its number, so a later
+/// announce (e.g. `stopped`) names the same peer.
+fn fake_announce(
+    hashes: &[InfoHash],
+    peer: usize,
+    connection_id: ConnectionId,
+    transaction_id: TransactionId,
+    event: AnnounceEvent,
+    num_want: i32,
+) -> AnnounceRequest<'static> {
+    let mut pid = *b"-OTLOAD-000000000000";
+    pid[8..].copy_from_slice(
+        format!("{peer:012}")
+            .as_bytes()
+            .get(..12)
+            .unwrap_or(b"000000000000"),
+    );
+    AnnounceRequest {
+        connection_id,
+        transaction_id,
+        info_hash: hashes[peer % hashes.len()],
+        peer_id: PeerId(pid),
+        downloaded: 0,
+        left: if peer % 4 == 0 { 0 } else { 1 << 20 },
+        uploaded: 0,
+        event,
+        ip: std::net::Ipv4Addr::UNSPECIFIED,
+        key: peer as u32,
+        num_want,
+        port: 1024 + (peer % 60_000) as u16,
+        options: UdpOptions::EMPTY,
+    }
 }
 
 struct Rng(u64);
@@ -145,6 +217,9 @@ struct Slot {
 
 struct Worker<'a> {
     a: &'a LoadtestArgs,
+    target: SocketAddr,
+    /// Bit p set: fake peer p was announced (and gets `stopped` at the end).
+    announced: Vec<u64>,
     hashes: &'a [InfoHash],
     weights: [u32; 3],
     sock: UdpSocket,
@@ -192,30 +267,15 @@ impl Worker<'_> {
                 // Peer p belongs to torrent p mod N and re-announces there,
                 // as real peers do: the swarms stay bounded by --peers.
                 let peer = self.rng.below(self.a.peers);
-                let ih = self.hashes[peer % self.hashes.len()];
-                let mut pid = *b"-OTLOAD-000000000000";
-                pid[8..].copy_from_slice(
-                    format!("{peer:012}")
-                        .as_bytes()
-                        .get(..12)
-                        .unwrap_or(b"000000000000"),
-                );
-                let left = if peer % 4 == 0 { 0 } else { 1 << 20 };
-                AnnounceRequest {
-                    connection_id: cid,
-                    transaction_id: tid,
-                    info_hash: ih,
-                    peer_id: PeerId(pid),
-                    downloaded: 0,
-                    left,
-                    uploaded: 0,
-                    event: AnnounceEvent::None,
-                    ip: std::net::Ipv4Addr::UNSPECIFIED,
-                    key: peer as u32,
-                    num_want: self.a.numwant,
-                    port: 1024 + (peer % 60_000) as u16,
-                    options: UdpOptions::EMPTY,
-                }
+                self.announced[peer / 64] |= 1 << (peer % 64);
+                fake_announce(
+                    self.hashes,
+                    peer,
+                    cid,
+                    tid,
+                    AnnounceEvent::None,
+                    self.a.numwant,
+                )
                 .encode(&mut out)
             }
             Kind::Scrape => {
@@ -236,7 +296,7 @@ impl Worker<'_> {
             busy: true,
         };
         self.tally.sent += 1;
-        if self.sock.send_to(&out[..n], self.a.target).is_err() {
+        if self.sock.send_to(&out[..n], self.target).is_err() {
             self.tally.send_errors += 1;
         }
     }
@@ -246,7 +306,7 @@ impl Worker<'_> {
             max_peers: 10_000,
             ..Limits::default()
         };
-        let family = AddressFamily::of(&self.a.target);
+        let family = AddressFamily::of(&self.target);
         let Ok(resp) = Response::parse(&self.buf[..n], family, &limits) else {
             self.tally.unparsable += 1;
             // A reply we cannot parse but whose header names our request
@@ -298,7 +358,7 @@ impl Worker<'_> {
         self.send(i);
     }
 
-    fn run(mut self, until: Instant) -> Tally {
+    fn run(mut self, until: Instant) -> (Tally, Vec<u64>) {
         let timeout = Duration::from_millis(self.a.timeout_ms.max(1));
         for i in 0..self.slots.len() {
             // Until the first connect answers, only connects go out.
@@ -307,7 +367,7 @@ impl Worker<'_> {
         let mut last_scan = Instant::now();
         while Instant::now() < until {
             match self.sock.recv_from(&mut self.buf) {
-                Ok((n, from)) if from == self.a.target => self.receive(n),
+                Ok((n, from)) if from == self.target => self.receive(n),
                 Ok(_) => self.tally.stale += 1,
                 Err(_) => {}
             }
@@ -326,8 +386,116 @@ impl Worker<'_> {
                 }
             }
         }
-        self.tally
+        (self.tally, self.announced)
     }
+}
+
+/// What the `stopped` round did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stopped {
+    /// Fake peers sent a `stopped` announce.
+    sent: u64,
+    /// Announce replies received to them.
+    acknowledged: u64,
+}
+
+/// Most `stopped` announces in flight at once.
+const STOP_WINDOW: usize = 256;
+
+/// Sends a `stopped` announce for every peer set in `announced`, a window
+/// of [`STOP_WINDOW`] at a time; a window with no reply for `--timeout-ms`
+/// is given up (the tracker will expire those peers itself).
+fn stop_peers(
+    a: &LoadtestArgs,
+    target: SocketAddr,
+    hashes: &[InfoHash],
+    announced: &[u64],
+    sock: &UdpSocket,
+) -> Result<Stopped> {
+    let timeout = Duration::from_millis(a.timeout_ms.max(1));
+    let family = AddressFamily::of(&target);
+    let limits = Limits::default();
+    let mut done = Stopped::default();
+    let mut buf = [0u8; 2048];
+    // Transaction ids with the top bit set: never those of the main loop's
+    // slots, so late replies to it are ignored here.
+    let mut tid = 0x8000_0000u32;
+    let connect = |tid: &mut u32| -> Result<Option<ConnectionId>> {
+        let (mut out, mut buf) = ([0u8; 16], [0u8; 2048]);
+        for _ in 0..3 {
+            *tid += 1;
+            let n = ConnectRequest {
+                transaction_id: TransactionId(*tid),
+            }
+            .encode(&mut out)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            sock.send_to(&out[..n], target)?;
+            let until = Instant::now() + timeout;
+            while Instant::now() < until {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let (true, Ok(Response::Connect(c))) =
+                        (from == target, Response::parse(&buf[..n], family, &limits))
+                    {
+                        if c.transaction_id.0 == *tid {
+                            return Ok(Some(c.connection_id));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    };
+    let Some(mut cid) = connect(&mut tid)? else {
+        return Ok(done);
+    };
+    let mut cid_at = Instant::now();
+    let peers = (0..announced.len() * 64).filter(|p| announced[p / 64] & (1 << (p % 64)) != 0);
+    let mut in_flight = 0usize;
+    let mut last_reply = Instant::now();
+    let mut peers = peers.peekable();
+    while peers.peek().is_some() || in_flight > 0 {
+        if cid_at.elapsed() > CID_REFRESH {
+            match connect(&mut tid)? {
+                Some(c) => (cid, cid_at) = (c, Instant::now()),
+                None => break,
+            }
+        }
+        while in_flight < STOP_WINDOW {
+            let Some(p) = peers.next() else { break };
+            tid += 1;
+            let mut req = [0u8; 256];
+            let n = fake_announce(
+                hashes,
+                p,
+                cid,
+                TransactionId(tid),
+                AnnounceEvent::Stopped,
+                0,
+            )
+            .encode(&mut req)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if sock.send_to(&req[..n], target).is_ok() {
+                done.sent += 1;
+                in_flight += 1;
+            }
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == target => {
+                last_reply = Instant::now();
+                in_flight = in_flight.saturating_sub(1);
+                if let Ok(Response::Announce(_)) = Response::parse(&buf[..n], family, &limits) {
+                    done.acknowledged += 1;
+                }
+            }
+            _ if last_reply.elapsed() >= timeout => {
+                // Lost: move on.
+                in_flight = 0;
+                last_reply = Instant::now();
+            }
+            _ => {}
+        }
+    }
+    Ok(done)
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 3]> {
@@ -365,6 +533,7 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
 
 /// Runs the load test and prints the report.
 pub fn run(a: LoadtestArgs) -> Result<()> {
+    let target = resolve_target(&a.target)?;
     anyhow::ensure!(
         a.torrents > 0 && a.peers > 0,
         "--torrents and --peers must be > 0"
@@ -390,7 +559,7 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let bind: SocketAddr = if a.target.is_ipv4() {
+    let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
@@ -398,7 +567,8 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
     let start = Instant::now();
     let cpu0 = own_cpu_seconds();
     let until = start + Duration::from_secs_f64(a.duration);
-    let tallies: Vec<Tally> = std::thread::scope(|sc| -> Result<Vec<Tally>> {
+    let words = a.peers.div_ceil(64);
+    let results = std::thread::scope(|sc| -> Result<Vec<(Tally, Vec<u64>)>> {
         let mut hs = Vec::new();
         for s in 0..a.sockets {
             let sock = UdpSocket::bind(bind)?;
@@ -406,6 +576,8 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
             let k = a.concurrency / a.sockets + usize::from(s < a.concurrency % a.sockets);
             let w = Worker {
                 a: &a,
+                target,
+                announced: vec![0; words],
                 hashes: &hashes,
                 weights,
                 sock,
@@ -431,7 +603,11 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = own_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let mut t = Tally::default();
-    for x in tallies {
+    let mut announced = vec![0u64; words];
+    for (x, seen) in results {
+        for (w, s) in announced.iter_mut().zip(seen) {
+            *w |= s;
+        }
         for k in 0..3 {
             t.lat[k].extend_from_slice(&x.lat[k]);
         }
@@ -442,11 +618,35 @@ pub fn run(a: LoadtestArgs) -> Result<()> {
         t.send_errors += x.send_errors;
         t.sent += x.sent;
     }
-    report(&a, &mut t, elapsed, cpu);
+    let replies = t.lat.iter().map(Vec::len).sum::<usize>() as u64 + t.error_replies;
+    let stopped = if a.no_stop || replies == 0 {
+        None
+    } else {
+        let sock = UdpSocket::bind(bind)?;
+        sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+        Some(stop_peers(&a, target, &hashes, &announced, &sock)?)
+    };
+    if replies == 0 && t.unparsable == 0 {
+        if a.json {
+            report(&a, target, &mut t, elapsed, cpu, stopped);
+        }
+        anyhow::bail!(
+            "no replies from {target} in {elapsed:.1} s ({} requests sent): is a UDP tracker listening there?",
+            t.sent
+        );
+    }
+    report(&a, target, &mut t, elapsed, cpu, stopped);
     Ok(())
 }
 
-fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64, cpu: Option<f64>) {
+fn report(
+    a: &LoadtestArgs,
+    target: SocketAddr,
+    t: &mut Tally,
+    elapsed: f64,
+    cpu: Option<f64>,
+    stopped: Option<Stopped>,
+) {
     let mut kinds = serde_json::Map::new();
     let mut total = 0usize;
     let mut table = Table::new();
@@ -488,7 +688,8 @@ fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64, cpu: Option<f64>) {
     let rps = total as f64 / elapsed;
     if a.json {
         let doc = json!({
-            "target": a.target.to_string(),
+            "target": target.to_string(),
+            "stopped": stopped.map(|s| json!({"sent": s.sent, "acknowledged": s.acknowledged})),
             "seconds": elapsed,
             "concurrency": a.concurrency,
             "sockets": a.sockets,
@@ -508,7 +709,7 @@ fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64, cpu: Option<f64>) {
         println!("{doc}");
     } else {
         println!(
-            "loadtest {} for {elapsed:.2}s, {} in flight over {} socket(s), mix {}",
+            "loadtest {} ({target}) for {elapsed:.2}s, {} in flight over {} socket(s), mix {}",
             a.target, a.concurrency, a.sockets, a.mix
         );
         println!("{table}");
@@ -521,6 +722,13 @@ fn report(a: &LoadtestArgs, t: &mut Tally, elapsed: f64, cpu: Option<f64>) {
                 "generator CPU: {cpu:.2} s ({:.0}% of one core)",
                 100.0 * cpu / elapsed
             );
+        }
+        match stopped {
+            Some(s) => println!(
+                "stopped: {} fake peers sent `stopped`, {} acknowledged",
+                s.sent, s.acknowledged
+            ),
+            None => println!("fake peers left in the target's swarms (--no-stop)"),
         }
     }
 }

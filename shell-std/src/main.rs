@@ -18,13 +18,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print a .torrent file's data: name, size, pieces, info-hash, trackers, files.
+    /// Print a .torrent file's data (name, size, pieces, info-hash, trackers, files) and its magnet link.
     Info {
         /// The .torrent file.
         torrent: PathBuf,
         /// List every file (default: the first 1000).
         #[arg(long)]
         all_files: bool,
+        /// Print one JSON object (name, info_hash, piece_length, pieces,
+        /// total_size, private, files, trackers, magnet, ...) instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a UDP (BEP 15) and HTTP tracker that keeps its state in SQLite.
     Tracker(shell_std::tracker::TrackerArgs),
@@ -53,7 +57,11 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Info { torrent, all_files } => shell_std::info::run(&torrent, all_files),
+        Cmd::Info {
+            torrent,
+            all_files,
+            json,
+        } => shell_std::info::run(&torrent, all_files, json),
         Cmd::Tracker(args) => {
             init_logging();
             shell_std::tracker::run(args)

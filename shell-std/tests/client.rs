@@ -656,6 +656,7 @@ fn libtorrent_agrees_with_created_info_hash() {
                 "udp://127.0.0.1:9/announce",
                 "-t",
                 "http://127.0.0.1:9/announce",
+                "--force", // the second round writes over the first
             ])
             .args(&args)
             .arg("-o")

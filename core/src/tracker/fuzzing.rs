@@ -237,3 +237,40 @@ mod mutation_smoke {
         }
     }
 }
+
+/// Tracker URLs (UTF-8 inputs only): no panic; an error's offset is inside
+/// the input; an accepted URL has a non-empty host of at most
+/// `MAX_HOST_LEN` bytes, a port in 1..=65535 (explicit for UDP), a path that
+/// is empty or starts with `/` or `?`, displays back as the input (scheme
+/// lower-cased) and re-parses to the same value.
+pub fn fuzz_tracker_url(data: &[u8]) {
+    use super::url::{Scheme, TrackerUrl, MAX_HOST_LEN, MAX_URL_LEN};
+    use core::fmt::Write;
+    let Ok(s) = core::str::from_utf8(data) else {
+        return;
+    };
+    let u = match TrackerUrl::parse(s) {
+        Ok(u) => u,
+        Err(e) => {
+            assert!(e.offset <= s.len(), "offset {} past {}", e.offset, s.len());
+            return;
+        }
+    };
+    assert!(!u.host.is_empty() && u.host.len() <= MAX_HOST_LEN);
+    assert!(u.port != 0);
+    assert!(u.port_explicit || u.scheme != Scheme::Udp);
+    assert!(u.path.is_empty() || u.path.starts_with(['/', '?']));
+    let mut shown: heapless::String<MAX_URL_LEN> = heapless::String::new();
+    assert!(
+        write!(shown, "{u}").is_ok(),
+        "display longer than the input"
+    );
+    let (scheme, rest) = s.split_once("://").unwrap();
+    assert!(scheme.eq_ignore_ascii_case(u.scheme.as_str()));
+    assert_eq!(
+        shown.strip_prefix(u.scheme.as_str()),
+        Some(&s[scheme.len()..])
+    );
+    assert_eq!(shown.get(scheme.len() + 3..), Some(rest), "display differs");
+    assert_eq!(TrackerUrl::parse(&shown), Ok(u), "re-parse differs");
+}

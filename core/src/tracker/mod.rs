@@ -6,6 +6,8 @@
 //! - [`http`]: the HTTP tracker protocol (BEP 3, compact peers BEP 23, IPv6
 //!   peers BEP 7, scrape BEP 48): query strings both ways and bencoded
 //!   responses both ways.
+//! - [`url`]: tracker URLs (`udp://`, `http://`, `https://`) parsed and
+//!   checked, with a typed error for each slip.
 //!
 //! Nothing here opens a socket or reads a clock; limits are named constants
 //! or parameters and every refusal is a typed error.
@@ -14,6 +16,7 @@ use core::fmt;
 
 pub mod http;
 pub mod udp;
+pub mod url;
 
 #[doc(hidden)]
 #[allow(
