@@ -15,6 +15,15 @@
 //!       PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID
 //! ```
 //! `ip` is 4 or 16 bytes; `last_seen` is milliseconds since the Unix epoch.
+//!
+//! ```sql
+//! meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID
+//! ```
+//! holds the BEP 15 connection-id secrets ([`Secrets`]: `udp_secret`,
+//! `udp_secret_previous`, `udp_secret_rotated_at`), so ids handed out before
+//! a restart stay valid after it. Whoever can read the file can mint ids for
+//! any address until the next rotation: keep it private (as the tracker does
+//! its peers' addresses).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -25,6 +34,8 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use ourtorrent_core::id::InfoHash;
 use rusqlite::{params, Connection};
+
+use ourtorrent_core::tracker::udp::server::SECRET_LEN;
 
 use super::swarm::{Batch, Peer, Swarms};
 
@@ -40,6 +51,10 @@ CREATE TABLE IF NOT EXISTS peers (
     seeder INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (info_hash, ip, port)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -133,6 +148,76 @@ pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loade
     Ok(out)
 }
 
+/// The UDP connection-id secrets as kept across restarts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secrets {
+    /// The secret ids are issued with.
+    pub current: [u8; SECRET_LEN],
+    /// The one before, still accepted.
+    pub previous: Option<[u8; SECRET_LEN]>,
+    /// When `current` became current (ms since the Unix epoch).
+    pub rotated_at: u64,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets {{ rotated_at: {}, .. }}", self.rotated_at)
+    }
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    let mut st = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = st.query([key])?;
+    Ok(match rows.next()? {
+        Some(r) => Some(r.get::<_, Vec<u8>>(0)?),
+        None => None,
+    })
+}
+
+/// The stored secrets, if any (a malformed row counts as none).
+pub fn load_secrets(conn: &Connection) -> Result<Option<Secrets>> {
+    let Some(current) = meta_get(conn, "udp_secret")?.and_then(|v| v.try_into().ok()) else {
+        return Ok(None);
+    };
+    let previous = meta_get(conn, "udp_secret_previous")?.and_then(|v| v.try_into().ok());
+    let rotated_at = meta_get(conn, "udp_secret_rotated_at")?
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_be_bytes);
+    Ok(Some(Secrets {
+        current,
+        previous,
+        rotated_at,
+    }))
+}
+
+fn put_secrets(conn: &Connection, s: &Secrets) -> rusqlite::Result<()> {
+    let mut put = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = ?2",
+    )?;
+    put.execute(params!["udp_secret", &s.current[..]])?;
+    match &s.previous {
+        Some(p) => {
+            put.execute(params!["udp_secret_previous", &p[..]])?;
+        }
+        None => {
+            conn.execute("DELETE FROM meta WHERE key = 'udp_secret_previous'", [])?;
+        }
+    }
+    put.execute(params![
+        "udp_secret_rotated_at",
+        &s.rotated_at.to_be_bytes()[..]
+    ])?;
+    Ok(())
+}
+
+/// Stores the secrets (at start, before the writer owns the connection).
+pub fn save_secrets(conn: &mut Connection, s: &Secrets) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    put_secrets(&tx, s)?;
+    tx.commit()
+}
+
 /// Writes one batch in one transaction.
 pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -161,6 +246,9 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
         )?;
         for (ih, c) in &b.torrents {
             t.execute(params![&ih.as_bytes()[..], c])?;
+        }
+        if let Some(s) = &b.secrets {
+            put_secrets(&tx, s)?;
         }
     }
     tx.commit()
@@ -226,5 +314,40 @@ impl Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_rotate_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), None);
+        let first = Secrets {
+            current: [1; SECRET_LEN],
+            previous: None,
+            rotated_at: 5,
+        };
+        save_secrets(&mut conn, &first).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), Some(first));
+        let second = Secrets {
+            current: [2; SECRET_LEN],
+            previous: Some([1; SECRET_LEN]),
+            rotated_at: 600_005,
+        };
+        let b = Batch {
+            secrets: Some(second),
+            ..Default::default()
+        };
+        assert!(!b.is_empty());
+        write(&mut conn, &b).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), Some(second));
+        // A malformed secret row reads as none (a fresh secret is made).
+        conn.execute("UPDATE meta SET value = x'00' WHERE key = 'udp_secret'", [])
+            .unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), None);
     }
 }

@@ -5,7 +5,8 @@
 //!   error replies, amplification bounds, encoding ([`Server`]);
 //! - this shell owns the sockets, the clock (ms since the Unix epoch, made
 //!   monotonic from `std::time::Instant`), the OS RNG (connection-id
-//!   secrets, rotated every [`SECRET_ROTATION_SECS`]), the swarms
+//!   secrets, rotated every [`SECRET_ROTATION_SECS`] and kept in SQLite so
+//!   a restart does not invalidate the ids clients hold), the swarms
 //!   ([`swarm`]) and SQLite ([`db`]).
 //!
 //! Threads: one blocking thread per UDP socket (the hot path: receive,
@@ -30,7 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use ourtorrent_core::id::InfoHash;
-use ourtorrent_core::tracker::udp::server::{Server, MIN_ROTATION_SECS, SECRET_LEN};
+use ourtorrent_core::tracker::udp::server::{ConnectionIds, Server, MIN_ROTATION_SECS, SECRET_LEN};
 use ourtorrent_core::tracker::udp::Limits as UdpLimits;
 use tracing::{info, warn};
 
@@ -141,6 +142,43 @@ fn secret() -> Result<[u8; SECRET_LEN]> {
     Ok(s)
 }
 
+/// The connection-id secrets at start: those kept in the database when
+/// there are some (ids handed out before a restart stay valid), else a
+/// fresh one, stored at once.
+fn initial_secrets(conn: Option<&mut rusqlite::Connection>, now_ms: u64) -> Result<db::Secrets> {
+    if let Some(c) = &conn {
+        if let Some(s) = db::load_secrets(c)? {
+            return Ok(s);
+        }
+    }
+    let s = db::Secrets {
+        current: secret()?,
+        previous: None,
+        rotated_at: now_ms,
+    };
+    if let Some(c) = conn {
+        db::save_secrets(c, &s)?;
+    }
+    Ok(s)
+}
+
+fn ids_of(s: &db::Secrets) -> ConnectionIds {
+    match &s.previous {
+        Some(p) => ConnectionIds::with_previous(&s.current, p),
+        None => ConnectionIds::new(&s.current),
+    }
+}
+
+/// Time until the next rotation of secrets made current at `rotated_at`
+/// (ms): the rest of [`SECRET_ROTATION_SECS`], never less than
+/// [`MIN_ROTATION_SECS`] - a clock set back or a restart right after a
+/// rotation must not rotate twice within an id's lifetime.
+fn next_rotation(rotated_at: u64, now_ms: u64) -> Duration {
+    let age = now_ms.saturating_sub(rotated_at);
+    let left = (SECRET_ROTATION_SECS * 1000).saturating_sub(age);
+    Duration::from_millis(left.clamp(MIN_ROTATION_SECS * 1000, SECRET_ROTATION_SECS * 1000))
+}
+
 /// Shared state behind one mutex (uncontended with one UDP socket).
 pub type Shared = Arc<Mutex<State>>;
 
@@ -205,11 +243,14 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         max_peers_per_torrent: args.max_peers,
     };
     let mut swarms = Swarms::new(limits, refresh_ms);
+    let mut secrets;
     let writer = if args.no_db {
         swarms = swarms.without_persistence();
+        secrets = initial_secrets(None, clock.now_ms())?;
         None
     } else {
-        let conn = db::open(&args.db)?;
+        let mut conn = db::open(&args.db)?;
+        secrets = initial_secrets(Some(&mut conn), clock.now_ms())?;
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
         let loaded = db::load(&conn, &mut swarms, cutoff)?;
         info!(
@@ -229,7 +270,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         max_numwant: args.max_numwant,
     };
     let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
-    let server = Server::new(&secret()?, UdpLimits::default());
+    let server = Server::with_ids(ids_of(&secrets), UdpLimits::default());
     let shared: Shared = Arc::new(Mutex::new(State::new(
         server, swarms, allow, settings, seed,
     )));
@@ -297,8 +338,11 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         flush.tick().await; // immediate: the first flush is one interval from now
         let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
         let mut sweep = tokio::time::interval(Duration::from_millis(sweep_ms));
-        let mut rotate = tokio::time::interval(Duration::from_secs(SECRET_ROTATION_SECS));
-        rotate.tick().await; // the first tick is immediate
+        let first = next_rotation(secrets.rotated_at, clock.now_ms());
+        let mut rotate = tokio::time::interval_at(
+            tokio::time::Instant::now() + first,
+            Duration::from_secs(SECRET_ROTATION_SECS),
+        );
         let mut rate = tokio::time::interval(Duration::from_secs(1));
         let (mut last_total, mut last_at) = (0u64, std::time::Instant::now());
         loop {
@@ -322,7 +366,20 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 }
                 _ = rotate.tick() => {
                     match secret() {
-                        Ok(s) => lock(&shared).server.rotate_secret(&s),
+                        Ok(s) => {
+                            lock(&shared).server.rotate_secret(&s);
+                            secrets = db::Secrets {
+                                current: s,
+                                previous: Some(secrets.current),
+                                rotated_at: clock.now_ms(),
+                            };
+                            if let Some(w) = &writer {
+                                w.send(swarm::Batch {
+                                    secrets: Some(secrets),
+                                    ..Default::default()
+                                });
+                            }
+                        }
                         Err(e) => warn!("secret rotation skipped: {e}"),
                     }
                 }
@@ -360,5 +417,25 @@ fn join(a: &[SocketAddr]) -> String {
         "-".into()
     } else {
         v.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_schedule_resumes_and_never_rotates_too_soon() {
+        let full = Duration::from_secs(SECRET_ROTATION_SECS);
+        let min = Duration::from_secs(MIN_ROTATION_SECS);
+        assert_eq!(next_rotation(1_000, 1_000), full);
+        // A restart 100 s after a rotation: the rest of the period.
+        assert_eq!(next_rotation(0, 100_000), full - Duration::from_secs(100));
+        // Right before the period ends, or long after it: not before the
+        // ids issued under the restored secret may have expired.
+        assert_eq!(next_rotation(0, SECRET_ROTATION_SECS * 1000 - 1), min);
+        assert_eq!(next_rotation(0, u64::MAX), min);
+        // A clock set back: never longer than a period.
+        assert_eq!(next_rotation(u64::MAX, 0), full);
     }
 }

@@ -194,12 +194,17 @@ pub struct Batch {
     pub delete: Vec<(InfoHash, SocketAddr)>,
     /// Completed counts to upsert.
     pub torrents: Vec<(InfoHash, u32)>,
+    /// New connection-id secrets to keep (after a rotation).
+    pub secrets: Option<super::db::Secrets>,
 }
 
 impl Batch {
     /// True if there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty() && self.delete.is_empty() && self.torrents.is_empty()
+        self.upsert.is_empty()
+            && self.delete.is_empty()
+            && self.torrents.is_empty()
+            && self.secrets.is_none()
     }
 }
 
