@@ -125,7 +125,9 @@ fn udp_numwant_caps_the_reply() {
 
 #[test]
 fn udp_error_paths() {
-    let t = Tracker::start(&["--no-db"]);
+    // Hundreds of bad datagrams from one source: lift the per-source limit
+    // (tested in `udp_garbage_flood_...`) so each one reaches the parser.
+    let t = Tracker::start(&["--no-db", "--bad-burst", "100000"]);
     let mut u = Udp::new(t.udp);
     let c = u.connect();
 
@@ -208,6 +210,104 @@ fn udp_error_paths() {
     assert!(e["udp_bad_protocol_id"].as_u64() >= Some(1), "{st}");
     assert!(e["udp_malformed_replied"].as_u64() >= Some(4), "{st}");
     assert_eq!(e["udp_oversized"], 1, "{st}");
+}
+
+#[test]
+fn udp_garbage_flood_from_one_source_does_not_starve_a_good_client() {
+    // The flood comes from 127.0.0.2 (loopback too: a second source needs a
+    // second address), the well-behaved client from 127.0.0.1.
+    let t = Tracker::start(&[
+        "--no-db",
+        "--bad-burst",
+        "50",
+        "--bad-per-sec",
+        "10",
+        "--ban-after",
+        "500",
+        "--ban-secs",
+        "60",
+    ]);
+    let flooder = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let flood = {
+        let target = t.udp;
+        let mut fake = Udp::new(target);
+        let bad_id = fake.announce_bytes(ConnectionId(7), ih(1), 1, 0, AnnounceEvent::None, -1);
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            // Bounded: 30k datagrams, or 20 s.
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while sent < 30_000 && std::time::Instant::now() < end {
+                let d: &[u8] = if sent % 2 == 0 { &bad_id } else { &[0xA5; 40] };
+                if flooder.send_to(d, target).is_ok() {
+                    sent += 1;
+                }
+            }
+            (flooder, sent)
+        })
+    };
+    let mut u = Udp::new(t.udp);
+    let (mut answered, mut rounds) = (0, 0u16);
+    // Announce for as long as the flood lasts (at least 40 rounds).
+    while rounds < 40 || !flood.is_finished() {
+        let i = rounds;
+        rounds += 1;
+        // Up to 3 tries each (a datagram may be lost to a full socket
+        // buffer under the flood, as on any network).
+        let ok = (0..3).any(|_| {
+            let mut out = [0u8; 16];
+            let n = ourtorrent_core::tracker::udp::ConnectRequest {
+                transaction_id: u.next_tid(),
+            }
+            .encode(&mut out)
+            .unwrap();
+            let Some(r) = u.raw(&out[..n]) else {
+                return false;
+            };
+            let Response::Connect(c) = u.parse(&r) else {
+                return false;
+            };
+            let req =
+                u.announce_bytes(c.connection_id, ih(2), 5000 + i, 1, AnnounceEvent::None, -1);
+            u.raw(&req)
+                .is_some_and(|r| matches!(u.parse(&r), Response::Announce(_)))
+        });
+        answered += usize::from(ok);
+    }
+    let (flooder, sent) = flood.join().unwrap();
+    assert_eq!(answered, usize::from(rounds), "flood of {sent} datagrams");
+    let st = t.stats();
+    eprintln!("flood: {sent} datagrams; tracker: {st}");
+    let e = &st["errors"];
+    assert!(e["udp_throttled"].as_u64() > Some(0), "{st}");
+    assert!(e["udp_ignored_source"].as_u64() > Some(0), "{st}");
+    assert_eq!(st["abuse"]["bans"], 1, "{st}");
+    // Only the flood's first 50 bad datagrams (the burst) and the refill
+    // reached the parser.
+    let parsed_bad =
+        e["udp_bad_connection_id"].as_u64().unwrap_or(0) + e["udp_truncated"].as_u64().unwrap_or(0);
+    assert!(parsed_bad < 100, "{st}");
+    // The flooder is now ignored even with a well-formed connect; the good
+    // client is not.
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let connect = {
+        let mut out = [0u8; 16];
+        let n = ourtorrent_core::tracker::udp::ConnectRequest {
+            transaction_id: u.next_tid(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[..n].to_vec()
+    };
+    flooder.send_to(&connect, t.udp).unwrap();
+    let mut sink = [0u8; 64];
+    let mut replies = 0;
+    while flooder.recv_from(&mut sink).is_ok() {
+        replies += 1;
+    }
+    assert_eq!(replies, 0, "an ignored source gets no reply");
+    u.connect();
 }
 
 #[test]

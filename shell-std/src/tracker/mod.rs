@@ -16,6 +16,7 @@
 //! thread. A SIGINT/SIGTERM stops the UDP threads, flushes every pending
 //! change and waits for the writer.
 
+pub mod abuse;
 pub mod db;
 mod http_server;
 pub mod state;
@@ -87,6 +88,22 @@ pub struct TrackerArgs {
     /// by the core's amplification limit).
     #[arg(long, default_value_t = 200)]
     pub max_numwant: u32,
+    /// Bad UDP datagrams (bad connection id, garbage) a source may send at
+    /// once before it is throttled (a source: an IPv4 address or IPv6 /64).
+    #[arg(long, default_value_t = abuse::DEFAULT_BURST)]
+    pub bad_burst: u32,
+    /// Bad UDP datagrams per second a source may send in the long run.
+    #[arg(long, default_value_t = abuse::DEFAULT_PER_SEC)]
+    pub bad_per_sec: u32,
+    /// Datagrams dropped from a throttled source before it is ignored.
+    #[arg(long, default_value_t = abuse::DEFAULT_BAN_AFTER)]
+    pub ban_after: u32,
+    /// Seconds an ignored source stays ignored.
+    #[arg(long, default_value_t = abuse::DEFAULT_BAN_SECS)]
+    pub ban_secs: u32,
+    /// Most misbehaving sources tracked at once.
+    #[arg(long, default_value_t = abuse::DEFAULT_MAX_SOURCES)]
+    pub max_sources: usize,
 }
 
 /// Milliseconds since the Unix epoch, never going backwards.
@@ -211,16 +228,7 @@ fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>
                 continue;
             }
         };
-        let reply = {
-            let mut st = lock(&shared);
-            if n > MAX_DATAGRAM {
-                st.stats.total += 1;
-                st.stats.err("udp_oversized");
-                None
-            } else {
-                st.handle_udp(clock.now_ms(), from, &buf[..n], &mut out)
-            }
-        };
+        let reply = lock(&shared).handle_udp(clock.now_ms(), from, &buf[..n], &mut out);
         if let Some(len) = reply {
             if sock.send_to(&out[..len], from).is_err() {
                 lock(&shared).stats.err("udp_send_error");
@@ -271,8 +279,15 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     };
     let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
     let server = Server::with_ids(ids_of(&secrets), UdpLimits::default());
+    let abuse = abuse::Abuse::new(abuse::Limits {
+        burst: args.bad_burst,
+        per_sec: args.bad_per_sec,
+        ban_after: args.ban_after,
+        ban_secs: args.ban_secs,
+        max_sources: args.max_sources,
+    });
     let shared: Shared = Arc::new(Mutex::new(State::new(
-        server, swarms, allow, settings, seed,
+        server, swarms, allow, settings, abuse, seed,
     )));
 
     // Signal handlers are installed before any socket serves, so a SIGINT
@@ -385,6 +400,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 }
                 _ = rate.tick() => {
                     let mut st = lock(&shared);
+                    st.abuse.prune(clock.now_ms());
                     let secs = last_at.elapsed().as_secs_f64().max(1e-3);
                     st.stats.rate = (st.stats.total - last_total) as f64 / secs;
                     last_total = st.stats.total;

@@ -13,7 +13,9 @@ use ourtorrent_core::tracker::udp::{encode_scrape_response, ParseErrorKind, Torr
 use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
 use serde_json::json;
 
+use super::abuse::{Abuse, Verdict};
 use super::swarm::{Announce, AnnounceError, Swarms};
+use super::MAX_DATAGRAM;
 
 /// Tunables of the handlers.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +64,8 @@ pub struct State {
     pub allow: Option<HashSet<InfoHash>>,
     /// Tunables.
     pub settings: Settings,
+    /// Per-source limits on bad UDP datagrams.
+    pub abuse: Abuse,
     rng: u64,
 }
 
@@ -98,6 +102,7 @@ impl State {
         swarms: Swarms,
         allow: Option<HashSet<InfoHash>>,
         settings: Settings,
+        abuse: Abuse,
         seed: u64,
     ) -> Self {
         State {
@@ -106,6 +111,7 @@ impl State {
             stats: Stats::default(),
             allow,
             settings,
+            abuse,
             rng: seed | 1,
         }
     }
@@ -131,7 +137,8 @@ impl State {
     }
 
     /// Handles one UDP datagram at `now_ms` (ms since the Unix epoch);
-    /// returns the length of the reply written into `out`, if any.
+    /// returns the length of the reply written into `out`, if any. A
+    /// datagram longer than [`MAX_DATAGRAM`] is dropped as oversized.
     pub fn handle_udp(
         &mut self,
         now_ms: u64,
@@ -140,6 +147,22 @@ impl State {
         out: &mut [u8],
     ) -> Option<usize> {
         self.stats.total += 1;
+        match self.abuse.check(from.ip(), now_ms) {
+            Verdict::Pass => {}
+            Verdict::Throttled => {
+                self.stats.err("udp_throttled");
+                return None;
+            }
+            Verdict::Ignored => {
+                self.stats.err("udp_ignored_source");
+                return None;
+            }
+        }
+        if datagram.len() > MAX_DATAGRAM {
+            self.stats.err("udp_oversized");
+            self.abuse.bad(from.ip(), now_ms);
+            return None;
+        }
         match self.server.handle(Instant(now_ms), from, datagram, out) {
             Decision::Connect(n) => {
                 self.stats.req("udp_connect");
@@ -147,10 +170,14 @@ impl State {
             }
             Decision::Error(n) => {
                 self.stats.err("udp_malformed_replied");
+                self.abuse.bad(from.ip(), now_ms);
                 Some(n)
             }
             Decision::Drop(r) => {
                 self.stats.err(drop_reason(&r));
+                if r != DropReason::OutputTooSmall {
+                    self.abuse.bad(from.ip(), now_ms);
+                }
                 None
             }
             Decision::Announce(a) => {
@@ -379,6 +406,13 @@ impl State {
             "requests_total": self.stats.total,
             "requests_per_second": self.stats.rate,
             "peer_limit_hits": s.peer_limit_hits,
+            "abuse": {
+                "sources": self.abuse.len(),
+                "throttled": self.abuse.throttled,
+                "ignored": self.abuse.ignored,
+                "bans": self.abuse.bans,
+                "untracked": self.abuse.untracked,
+            },
             "pending_db_rows": s.dirty_count(),
         })
     }
