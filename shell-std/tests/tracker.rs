@@ -420,6 +420,87 @@ fn http_announce_scrape_and_failures() {
 }
 
 #[test]
+fn http_slowloris_of_1500_connections_does_not_block_honest_announces() {
+    // The attack: 1,500 connections from one address (127.0.0.1, as the
+    // honest client) that send a partial request line and then a byte a
+    // second, reopened when the tracker closes them.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = Tracker::start(&["--no-db"]);
+    let addr = t.http;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<Option<TcpStream>> = (0..1500).map(|_| None).collect();
+            let (mut opened, mut rounds) = (0u64, 0u32);
+            // Bounded: 30 rounds of about a second.
+            while !stop.load(Ordering::Relaxed) && rounds < 30 {
+                let round_start = std::time::Instant::now();
+                for c in conns.iter_mut() {
+                    match c {
+                        None => {
+                            if let Ok(mut s) =
+                                TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                            {
+                                let _ = s.write_all(b"GET /announce?info_hash=");
+                                s.set_nonblocking(true).unwrap();
+                                *c = Some(s);
+                                opened += 1;
+                            }
+                        }
+                        Some(s) => {
+                            let mut b = [0u8; 64];
+                            let closed = matches!(s.read(&mut b), Ok(0))
+                                || s.write_all(b"a")
+                                    .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock);
+                            if closed {
+                                *c = None;
+                            }
+                        }
+                    }
+                }
+                if rounds == 0 {
+                    let _ = ready_tx.send(());
+                }
+                rounds += 1;
+                while round_start.elapsed() < Duration::from_secs(1)
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            opened
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("attacker opened its connections");
+    let mut worst = Duration::ZERO;
+    for i in 0..10u16 {
+        let start = std::time::Instant::now();
+        let (s, body) = t.get(&format!(
+            "/announce?info_hash={}&peer_id=-OT0001-{i:012}&port={}&left=0",
+            pct(&ih(21).0),
+            6000 + i
+        ));
+        let took = start.elapsed();
+        assert_eq!(s, 200);
+        assert!(contains(&body, b"8:interval"), "{body:?}");
+        assert!(took < Duration::from_secs(1), "announce {i} took {took:?}");
+        worst = worst.max(took);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = attacker.join().unwrap();
+    let st = t.stats();
+    eprintln!("slowloris: {opened} connections opened; slowest honest announce {worst:?}; {st}");
+    assert_eq!(st["requests"]["http_announce"], 10, "{st}");
+    assert!(st["errors"]["http_evicted"].as_u64() > Some(0), "{st}");
+    assert!(opened >= 1500, "{opened}");
+}
+
+#[test]
 fn allow_list_refuses_other_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let allow = dir.path().join("allow.txt");
