@@ -614,6 +614,86 @@ fn persistence_graceful_sigint_flushes() {
     graceful_stop_flushes("-INT");
 }
 
+#[test]
+fn database_in_use_by_another_tracker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracker.db");
+    let mut first = Tracker::with_db(&db, 100, &[]);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tracker",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("run a second tracker");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let want = format!(
+        "{} is in use by another tracker (pid {})",
+        db.display(),
+        first.child.id()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("tracker listening"), "{err}");
+    // The first one is untouched; once it is gone (even by kill -9) the
+    // database is free.
+    populate(&first);
+    poll(10, "flush", || {
+        (db_rows(&db, "SELECT count(*) FROM torrents") == 1).then_some(())
+    });
+    first.signal_and_wait("-KILL");
+    drop(first);
+    let second = Tracker::with_db(&db, 100, &[]);
+    assert_eq!(second.stats()["torrents"], 1);
+}
+
+#[test]
+fn only_udp_given_serves_no_http_and_only_http_serves_no_udp() {
+    let t = Tracker::start_exactly(&["--no-db", "--udp", "127.0.0.1:0"]);
+    assert_eq!(t.http.port(), 0, "no http address reported");
+    poll(5, "sockets visible", || (t.sockets().1 == 1).then_some(()));
+    assert_eq!(t.sockets(), (0, 1), "UDP only: no TCP listener at all");
+    let mut u = Udp::new(t.udp);
+    u.connect();
+    drop(t);
+    let t = Tracker::start_exactly(&["--no-db", "--http", "127.0.0.1:0"]);
+    assert_eq!(t.udp.port(), 0);
+    assert_eq!(t.sockets(), (1, 0), "HTTP only: no UDP socket");
+    assert_eq!(t.get("/stats").0, 200);
+}
+
+#[test]
+fn nothing_to_serve_is_refused() {
+    let out = std::process::Command::new(BIN)
+        .args(["tracker", "--no-db", "--no-udp", "--no-http"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to serve"));
+}
+
+#[test]
+fn stats_has_version_uptime_rss_completed_and_access() {
+    let t = Tracker::start(&["--no-db"]);
+    populate(&t);
+    let st = t.stats();
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert!(st["uptime_secs"].is_u64(), "{st}");
+    assert!(st["rss_bytes"].as_u64() > Some(1 << 20), "{st}");
+    assert_eq!(st["completed_total"], 1, "{st}");
+    assert_eq!(st["access"]["stats_from"][0], "127.0.0.0/8", "{st}");
+    assert!(st["access"]["allow_list"].is_null());
+    // Only listed prefixes may read it.
+    let t = Tracker::start(&["--no-db", "--stats-from", "10.0.0.0/8"]);
+    let (s, _) = t.get("/stats");
+    assert_eq!(s, 403);
+}
+
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {
     let out = ourtorrent_tests::run(
         Command::new(BIN)

@@ -58,6 +58,55 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 ";
 
+/// The lock held on a database for the life of a tracker: an exclusive
+/// `flock` on `DB.lock` (beside the database), which holds the owner's pid.
+/// The kernel drops it when the process ends, even by `kill -9`, so it is
+/// never stale.
+#[derive(Debug)]
+pub struct DbLock {
+    _file: std::fs::File,
+}
+
+/// The lock file of database `db`: `db` with `.lock` appended.
+pub fn lock_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    p.into()
+}
+
+/// Takes the lock on `db`, or says which tracker holds it: "tracker.db is
+/// in use by another tracker (pid N)". Two trackers on one file would keep
+/// two diverging swarms and overwrite each other's rows.
+pub fn lock(db: &Path) -> Result<DbLock> {
+    use std::io::{Read, Seek, Write};
+    let path = lock_path(db);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{}", std::process::id())?;
+            Ok(DbLock { _file: f })
+        }
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            let pid = match text.trim() {
+                "" => "unknown".to_string(),
+                p => p.to_string(),
+            };
+            anyhow::bail!("{} is in use by another tracker (pid {pid})", db.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
 /// Opens (creating if needed) the database in WAL mode.
 pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -349,5 +398,25 @@ mod tests {
         conn.execute("UPDATE meta SET value = x'00' WHERE key = 'udp_secret'", [])
             .unwrap();
         assert_eq!(load_secrets(&conn).unwrap(), None);
+    }
+
+    #[test]
+    fn lock_is_exclusive_names_the_holder_and_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracker.db");
+        let held = lock(&db).unwrap();
+        // flock locks belong to the open file: a second open in the same
+        // process conflicts as another process would.
+        let err = lock(&db).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{} is in use by another tracker (pid {})",
+                db.display(),
+                std::process::id()
+            )
+        );
+        drop(held);
+        let _again = lock(&db).unwrap();
     }
 }

@@ -52,11 +52,23 @@ pub const MAX_DATAGRAM: usize = 4096;
 #[derive(Args, Debug, Clone)]
 pub struct TrackerArgs {
     /// UDP (BEP 15) address; repeat for several (e.g. `--udp [::]:6969`).
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    /// With neither `--udp` nor `--http`, both serve on 0.0.0.0:6969; once
+    /// either is given, each protocol listens only where asked.
+    #[arg(long)]
     pub udp: Vec<SocketAddr>,
     /// HTTP announce/scrape/stats address; repeat for several.
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    #[arg(long)]
     pub http: Vec<SocketAddr>,
+    /// Serve no UDP.
+    #[arg(long, conflicts_with = "udp")]
+    pub no_udp: bool,
+    /// Serve no HTTP.
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
+    /// Who may read `/stats`: an address or prefix (`10.0.0.0/8`, `::1`,
+    /// `0.0.0.0/0` for anyone); repeat for several. Default: loopback only.
+    #[arg(long, value_name = "PREFIX")]
+    pub stats_from: Vec<state::Prefix>,
     /// SQLite database (created if missing).
     #[arg(long, default_value = "tracker.db")]
     pub db: PathBuf,
@@ -104,6 +116,35 @@ pub struct TrackerArgs {
     /// Most misbehaving sources tracked at once.
     #[arg(long, default_value_t = abuse::DEFAULT_MAX_SOURCES)]
     pub max_sources: usize,
+}
+
+/// Where both protocols listen when neither `--udp` nor `--http` is given.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    6969,
+));
+
+/// The (UDP, HTTP) addresses to serve: both on [`DEFAULT_ADDR`] when
+/// neither flag is given, else each only where asked; `--no-udp` /
+/// `--no-http` switch one off.
+pub fn listen_addrs(args: &TrackerArgs) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let explicit = !args.udp.is_empty() || !args.http.is_empty();
+    let pick = |given: &[SocketAddr], off: bool| {
+        if off {
+            Vec::new()
+        } else if given.is_empty() && !explicit {
+            vec![DEFAULT_ADDR]
+        } else {
+            given.to_vec()
+        }
+    };
+    let udp = pick(&args.udp, args.no_udp);
+    let http = pick(&args.http, args.no_http);
+    anyhow::ensure!(
+        !udp.is_empty() || !http.is_empty(),
+        "nothing to serve: --no-udp and --no-http leave no listener"
+    );
+    Ok((udp, http))
 }
 
 /// Milliseconds since the Unix epoch, never going backwards.
@@ -240,6 +281,7 @@ fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>
 /// Runs the tracker until SIGINT/SIGTERM.
 pub fn run(args: TrackerArgs) -> Result<()> {
     let clock = Clock::new();
+    let (udp_addrs, http_addrs) = listen_addrs(&args)?;
     let allow = args.allow.as_deref().map(read_allow_list).transpose()?;
     let expiry_ms = (u64::from(args.interval) + u64::from(args.grace)) * 1000;
     // A peer's row is rewritten when only its last-seen time changed at
@@ -257,6 +299,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         secrets = initial_secrets(None, clock.now_ms())?;
         None
     } else {
+        let db_lock = db::lock(&args.db)?;
         let mut conn = db::open(&args.db)?;
         secrets = initial_secrets(Some(&mut conn), clock.now_ms())?;
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
@@ -268,9 +311,15 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             "loaded {}",
             args.db.display()
         );
-        Some(db::Writer::spawn(conn, |e| {
-            warn!("sqlite write failed: {e}")
-        })?)
+        Some((
+            db::Writer::spawn(conn, |e| warn!("sqlite write failed: {e}"))?,
+            db_lock,
+        ))
+    };
+    // The lock is held until the writer has finished (end of `run`).
+    let (writer, _db_lock) = match writer {
+        Some((w, l)) => (Some(w), Some(l)),
+        None => (None, None),
     };
     let settings = Settings {
         interval: args.interval,
@@ -286,9 +335,11 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         ban_secs: args.ban_secs,
         max_sources: args.max_sources,
     });
-    let shared: Shared = Arc::new(Mutex::new(State::new(
-        server, swarms, allow, settings, abuse, seed,
-    )));
+    let mut state = State::new(server, swarms, allow, settings, abuse, seed);
+    if !args.stats_from.is_empty() {
+        state.stats_from = args.stats_from.clone();
+    }
+    let shared: Shared = Arc::new(Mutex::new(state));
 
     // Signal handlers are installed before any socket serves, so a SIGINT
     // or SIGTERM is always a graceful stop that flushes.
@@ -305,13 +356,13 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     };
 
     let mut udp = Vec::new();
-    for a in &args.udp {
+    for a in &udp_addrs {
         let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         udp.push(s);
     }
     let mut tcp = Vec::new();
-    for a in &args.http {
+    for a in &http_addrs {
         let l = std::net::TcpListener::bind(a).with_context(|| format!("bind http {a}"))?;
         l.set_nonblocking(true)?;
         tcp.push(l);

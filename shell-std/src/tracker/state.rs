@@ -3,7 +3,7 @@
 //! core's [`Server`]; this module applies them to the swarm and counts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
@@ -52,6 +52,73 @@ impl Stats {
     }
 }
 
+/// An address prefix (`10.0.0.0/8`, `::1`, `0.0.0.0/0`) for `--stats-from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// True if `ip` is inside (a v4-mapped v6 address counts as its v4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// 127.0.0.0/8 and ::1: who may read `/stats` by default.
+    pub fn loopback() -> Vec<Prefix> {
+        vec![
+            Prefix {
+                addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+                len: 8,
+            },
+            Prefix {
+                addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                len: 128,
+            },
+        ]
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() {
+            max
+        } else {
+            l.parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("`/{l}`: prefix length must be 0..={max}"))?
+        };
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
 /// Everything the handlers share.
 pub struct State {
     /// The core's stateless UDP triage.
@@ -66,6 +133,10 @@ pub struct State {
     pub settings: Settings,
     /// Per-source limits on bad UDP datagrams.
     pub abuse: Abuse,
+    /// Who may read `/stats` (`--stats-from`).
+    pub stats_from: Vec<Prefix>,
+    /// When the tracker started.
+    pub started: std::time::Instant,
     rng: u64,
 }
 
@@ -112,6 +183,8 @@ impl State {
             allow,
             settings,
             abuse,
+            stats_from: Prefix::loopback(),
+            started: std::time::Instant::now(),
             rng: seed | 1,
         }
     }
@@ -271,6 +344,14 @@ impl State {
         match path {
             "/announce" => self.http_announce(now_ms, peer, query),
             "/scrape" => self.http_scrape(query),
+            "/stats" if !self.stats_from.iter().any(|p| p.contains(peer.ip())) => {
+                self.stats.err("http_stats_forbidden");
+                (
+                    403,
+                    "text/plain",
+                    b"forbidden (see --stats-from)\n".to_vec(),
+                )
+            }
             "/stats" => {
                 self.stats.req("http_stats");
                 let body = self.stats_json().to_string().into_bytes();
@@ -397,6 +478,14 @@ impl State {
     pub fn stats_json(&self) -> serde_json::Value {
         let s = &self.swarms;
         json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "rss_bytes": rss_bytes(),
+            "completed_total": s.completed_total(),
+            "access": {
+                "stats_from": self.stats_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "allow_list": self.allow.as_ref().map(HashSet::len),
+            },
             "torrents": s.torrent_count(),
             "peers": s.peer_count(),
             "seeders": s.seeder_count(),
@@ -415,5 +504,45 @@ impl State {
             },
             "pending_db_rows": s.dirty_count(),
         })
+    }
+}
+
+/// This process's resident set size in bytes (`VmRSS` of
+/// `/proc/self/status`), if known.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_match_at_their_edges() {
+        let p: Prefix = "10.1.0.0/16".parse().unwrap();
+        assert!(p.contains("10.1.255.255".parse().unwrap()));
+        assert!(!p.contains("10.2.0.0".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped");
+        let any: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("203.0.113.9".parse().unwrap()));
+        assert!(
+            !any.contains("::2".parse().unwrap()),
+            "v4 prefix, v6 address"
+        );
+        let one: Prefix = "2001:db8::1".parse().unwrap();
+        assert_eq!(one.to_string(), "2001:db8::1/128");
+        assert!(one.contains("2001:db8::1".parse().unwrap()));
+        assert!(!one.contains("2001:db8::2".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("::/129".parse::<Prefix>().is_err());
+        assert!("::/128".parse::<Prefix>().is_ok());
+        assert!("host/8".parse::<Prefix>().is_err());
+        let lo = Prefix::loopback();
+        assert!(lo.iter().any(|p| p.contains("127.0.0.2".parse().unwrap())));
+        assert!(lo.iter().any(|p| p.contains("::1".parse().unwrap())));
+        assert!(!lo.iter().any(|p| p.contains("192.0.2.1".parse().unwrap())));
     }
 }

@@ -183,6 +183,8 @@ pub struct Swarms {
     persist: bool,
     /// Peers not stored because their torrent was full.
     pub peer_limit_hits: u64,
+    /// Sum of every torrent's completed count.
+    completed_total: u64,
 }
 
 /// Rows for the SQLite writer.
@@ -222,6 +224,7 @@ impl Swarms {
             refresh_ms,
             persist: true,
             peer_limit_hits: 0,
+            completed_total: 0,
         }
     }
 
@@ -244,6 +247,11 @@ impl Swarms {
     /// Seeders stored.
     pub fn seeder_count(&self) -> usize {
         self.seeders
+    }
+
+    /// Completed announces over all torrents (kept across restarts).
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total
     }
 
     /// A torrent.
@@ -290,6 +298,7 @@ impl Swarms {
         let t = self.torrents.entry(a.info_hash).or_default();
         if a.event == AnnounceEvent::Completed {
             t.completed = t.completed.saturating_add(1);
+            self.completed_total += 1;
             if self.persist {
                 self.dirty_torrents.insert(a.info_hash);
             }
@@ -378,7 +387,9 @@ impl Swarms {
         if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.limits.max_torrents {
             return false;
         }
-        self.torrents.entry(ih).or_default().completed = completed;
+        let t = self.torrents.entry(ih).or_default();
+        self.completed_total = self.completed_total - u64::from(t.completed) + u64::from(completed);
+        t.completed = completed;
         true
     }
 
@@ -467,6 +478,7 @@ mod tests {
             .announce(&ann(1, 1, AnnounceEvent::Completed, true), 1)
             .unwrap();
         assert_eq!((c.seeders, c.leechers, c.completed), (2, 0, 1));
+        assert_eq!(s.completed_total(), 1);
         s.announce(&ann(1, 3, AnnounceEvent::None, false), 1)
             .unwrap();
         s.announce(&ann(1, 4, AnnounceEvent::None, false), 1)
@@ -507,5 +519,19 @@ mod tests {
         assert_eq!(b.delete, vec![(ih(1), addr(1))]);
         assert_eq!(s.expire(10_000), 1);
         assert_eq!(s.torrent_count(), 0);
+    }
+
+    #[test]
+    fn completed_total_sums_loaded_and_new_completions() {
+        let mut s = swarms();
+        assert!(s.load_torrent(ih(1), 5));
+        assert!(s.load_torrent(ih(2), 7));
+        assert_eq!(s.completed_total(), 12);
+        s.announce(&ann(2, 1, AnnounceEvent::Completed, true), 0)
+            .unwrap();
+        assert_eq!(s.completed_total(), 13);
+        // A torrent over the limit is not loaded and not counted.
+        assert!(!s.load_torrent(ih(3), 100));
+        assert_eq!(s.completed_total(), 13);
     }
 }
