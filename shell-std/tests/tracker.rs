@@ -688,10 +688,91 @@ fn stats_has_version_uptime_rss_completed_and_access() {
     assert_eq!(st["completed_total"], 1, "{st}");
     assert_eq!(st["access"]["stats_from"][0], "127.0.0.0/8", "{st}");
     assert!(st["access"]["allow_list"].is_null());
-    // Only listed prefixes may read it.
+    // Only listed prefixes may read it (and /metrics).
     let t = Tracker::start(&["--no-db", "--stats-from", "10.0.0.0/8"]);
-    let (s, _) = t.get("/stats");
-    assert_eq!(s, 403);
+    assert_eq!(t.get("/stats").0, 403);
+    assert_eq!(t.get("/metrics").0, 403);
+}
+
+/// Parses Prometheus text: (series with labels → value), checking each
+/// sample follows a `# TYPE` line of its family.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut w = rest.split(' ');
+            let name = w.next().unwrap();
+            let kind = w.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no # TYPE before {line}");
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(out.insert(series.to_string(), v).is_none(), "dup {line}");
+    }
+    out
+}
+
+#[test]
+fn metrics_in_prometheus_text_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let t = Tracker::with_db(&db, 50, &[]);
+    populate(&t);
+    let _ = t.get("/announce?info_hash=x"); // one bad announce
+    let m = poll(10, "a flush", || {
+        let (s, body) = t.get("/metrics");
+        assert_eq!(s, 200);
+        let m = parse_metrics(&String::from_utf8(body).unwrap());
+        (m.get("ourtorrent_tracker_flush_duration_seconds_count") >= Some(&1.0)).then_some(m)
+    });
+    let g = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k}: {m:?}"));
+    let p = "ourtorrent_tracker_";
+    assert_eq!(g(&format!("{p}torrents")), 1.0);
+    assert_eq!(g(&format!("{p}peers")), 2.0);
+    assert_eq!(g(&format!("{p}seeders")), 1.0);
+    assert_eq!(g(&format!("{p}leechers")), 1.0);
+    assert_eq!(g(&format!("{p}completed_total")), 1.0);
+    assert_eq!(
+        g(&format!("{p}requests_total{{kind=\"udp_announce\"}}")),
+        3.0
+    );
+    assert_eq!(
+        g(&format!("{p}errors_total{{reason=\"http_bad_announce\"}}")),
+        1.0
+    );
+    assert!(g(&format!("{p}db_size_bytes")) > 0.0);
+    assert!(g(&format!("{p}resident_memory_bytes")) > 0.0);
+    assert!(g(&format!("{p}flush_rows_total")) >= 3.0);
+    // Histogram buckets are cumulative and end at +Inf = count.
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{p}flush_duration_seconds_bucket")))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(buckets.len(), 9);
+    assert_eq!(
+        g(&format!("{p}flush_duration_seconds_bucket{{le=\"+Inf\"}}")),
+        g(&format!("{p}flush_duration_seconds_count"))
+    );
+    let le_1ms = g(&format!("{p}flush_duration_seconds_bucket{{le=\"0.001\"}}"));
+    assert!(buckets.iter().all(|b| *b >= le_1ms));
 }
 
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {

@@ -27,7 +27,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -303,6 +303,81 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Upper bounds, in seconds, of the flush-latency histogram's buckets.
+pub const FLUSH_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.01, 0.025, 0.1, 0.25, 1.0, 5.0];
+
+/// How long the writer's transactions take (a histogram over
+/// [`FLUSH_BUCKETS`]), updated by the writer thread, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct FlushLatency {
+    /// Count per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; FLUSH_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+    rows: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`FlushLatency`] for reporting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlushSnapshot {
+    /// Cumulative counts, one per bucket of [`FLUSH_BUCKETS`] then `+Inf`.
+    pub cumulative: Vec<u64>,
+    /// Total seconds spent writing.
+    pub sum_secs: f64,
+    /// Rows written.
+    pub rows: u64,
+    /// Batches that failed.
+    pub failed: u64,
+}
+
+impl FlushLatency {
+    /// Records one transaction of `rows` rows that took `d`.
+    pub fn record(&self, d: std::time::Duration, rows: usize, ok: bool) {
+        let secs = d.as_secs_f64();
+        let i = FLUSH_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(FLUSH_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        if ok {
+            self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> FlushSnapshot {
+        let mut acc = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        FlushSnapshot {
+            cumulative,
+            sum_secs: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            rows: self.rows.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Bytes the database takes on disk (the file and its WAL).
+pub fn size_on_disk(db: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    len(db) + len(Path::new(&wal))
+}
+
 /// The writer thread: writes each batch it receives, in order, until the
 /// sender is dropped. A failed write is logged, never fatal (the in-memory
 /// tracker keeps serving). [`Writer::busy`] lets the shell hold the next
@@ -313,6 +388,7 @@ pub struct Writer {
     tx: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
     in_flight: Arc<AtomicUsize>,
+    latency: Arc<FlushLatency>,
 }
 
 impl Writer {
@@ -321,11 +397,17 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Batch>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
+        let latency = Arc::new(FlushLatency::default());
+        let lat = latency.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 for b in rx {
-                    if let Err(e) = write(&mut conn, &b) {
+                    let start = std::time::Instant::now();
+                    let result = write(&mut conn, &b);
+                    let rows = b.upsert.len() + b.delete.len() + b.torrents.len();
+                    lat.record(start.elapsed(), rows, result.is_ok());
+                    if let Err(e) = result {
                         on_error(&e.to_string());
                     }
                     done.fetch_sub(1, Ordering::AcqRel);
@@ -337,7 +419,13 @@ impl Writer {
             tx: Some(tx),
             thread: Some(thread),
             in_flight,
+            latency,
         })
+    }
+
+    /// The flush-latency figures this writer keeps.
+    pub fn latency(&self) -> Arc<FlushLatency> {
+        self.latency.clone()
     }
 
     /// True while a batch is queued or being written.
@@ -398,6 +486,19 @@ mod tests {
         conn.execute("UPDATE meta SET value = x'00' WHERE key = 'udp_secret'", [])
             .unwrap();
         assert_eq!(load_secrets(&conn).unwrap(), None);
+    }
+
+    #[test]
+    fn flush_latency_buckets_at_their_edges() {
+        use std::time::Duration;
+        let l = FlushLatency::default();
+        l.record(Duration::from_micros(1000), 3, true); // = 1 ms: first bucket
+        l.record(Duration::from_micros(1001), 2, true); // just above: second
+        l.record(Duration::from_secs(6), 1, false); // beyond 5 s: +Inf
+        let s = l.snapshot();
+        assert_eq!(s.cumulative, vec![1, 2, 2, 2, 2, 2, 2, 2, 3]);
+        assert_eq!((s.rows, s.failed), (5, 1));
+        assert!((s.sum_secs - 6.002001).abs() < 1e-9);
     }
 
     #[test]

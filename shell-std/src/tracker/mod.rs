@@ -339,6 +339,10 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     if !args.stats_from.is_empty() {
         state.stats_from = args.stats_from.clone();
     }
+    if let Some(w) = &writer {
+        state.flush = Some(w.latency());
+        state.db_path = Some(args.db.clone());
+    }
     let shared: Shared = Arc::new(Mutex::new(state));
 
     // Signal handlers are installed before any socket serves, so a SIGINT

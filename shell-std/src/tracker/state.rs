@@ -14,6 +14,7 @@ use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
 use serde_json::json;
 
 use super::abuse::{Abuse, Verdict};
+use super::db::{self, FlushLatency, FLUSH_BUCKETS};
 use super::swarm::{Announce, AnnounceError, Swarms};
 use super::MAX_DATAGRAM;
 
@@ -137,6 +138,10 @@ pub struct State {
     pub stats_from: Vec<Prefix>,
     /// When the tracker started.
     pub started: std::time::Instant,
+    /// The database file, if any (for its size in `/metrics`).
+    pub db_path: Option<std::path::PathBuf>,
+    /// The SQLite writer's flush latencies, if any.
+    pub flush: Option<std::sync::Arc<FlushLatency>>,
     rng: u64,
 }
 
@@ -185,6 +190,8 @@ impl State {
             abuse,
             stats_from: Prefix::loopback(),
             started: std::time::Instant::now(),
+            db_path: None,
+            flush: None,
             rng: seed | 1,
         }
     }
@@ -344,12 +351,20 @@ impl State {
         match path {
             "/announce" => self.http_announce(now_ms, peer, query),
             "/scrape" => self.http_scrape(query),
-            "/stats" if !self.stats_from.iter().any(|p| p.contains(peer.ip())) => {
+            "/stats" | "/metrics" if !self.stats_from.iter().any(|p| p.contains(peer.ip())) => {
                 self.stats.err("http_stats_forbidden");
                 (
                     403,
                     "text/plain",
                     b"forbidden (see --stats-from)\n".to_vec(),
+                )
+            }
+            "/metrics" => {
+                self.stats.req("http_metrics");
+                (
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.metrics_text().into_bytes(),
                 )
             }
             "/stats" => {
@@ -472,6 +487,150 @@ impl State {
                 failure("internal error")
             }
         }
+    }
+
+    /// The `/metrics` document: Prometheus text exposition format 0.0.4
+    /// (written by hand: a few `# TYPE` lines and samples need no crate).
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        const P: &str = "ourtorrent_tracker";
+        let mut o = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            let _ = writeln!(o, "# HELP {P}_{name} {help}");
+            let _ = writeln!(o, "# TYPE {P}_{name} {kind}");
+            for (suffix_labels, value) in samples {
+                let _ = writeln!(o, "{P}_{name}{suffix_labels} {value}");
+            }
+        };
+        let one = |v: String| vec![(String::new(), v)];
+        let s = &self.swarms;
+        metric(
+            "build_info",
+            "gauge",
+            "Version of the tracker.",
+            &[(
+                format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+                "1".into(),
+            )],
+        );
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            &one(self.started.elapsed().as_secs().to_string()),
+        );
+        if let Some(rss) = rss_bytes() {
+            metric(
+                "resident_memory_bytes",
+                "gauge",
+                "Resident set size.",
+                &one(rss.to_string()),
+            );
+        }
+        metric(
+            "received_total",
+            "counter",
+            "Requests received (UDP datagrams and HTTP requests), answered or not.",
+            &one(self.stats.total.to_string()),
+        );
+        let by = |label: &str, m: &BTreeMap<&'static str, u64>| -> Vec<(String, String)> {
+            m.iter()
+                .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v.to_string()))
+                .collect()
+        };
+        metric(
+            "requests_total",
+            "counter",
+            "Requests answered, by kind.",
+            &by("kind", &self.stats.requests),
+        );
+        metric(
+            "errors_total",
+            "counter",
+            "Errors and drops, by reason.",
+            &by("reason", &self.stats.errors),
+        );
+        for (name, help, v) in [
+            ("torrents", "Torrents tracked.", s.torrent_count()),
+            ("peers", "Peers stored.", s.peer_count()),
+            ("seeders", "Seeders stored.", s.seeder_count()),
+            (
+                "leechers",
+                "Leechers stored.",
+                s.peer_count() - s.seeder_count(),
+            ),
+            (
+                "pending_db_rows",
+                "Changed rows waiting for the SQLite writer.",
+                s.dirty_count(),
+            ),
+            (
+                "abuse_sources",
+                "Misbehaving UDP sources tracked.",
+                self.abuse.len(),
+            ),
+        ] {
+            metric(name, "gauge", help, &one(v.to_string()));
+        }
+        for (name, help, v) in [
+            (
+                "completed_total",
+                "Completed announces over all torrents.",
+                s.completed_total(),
+            ),
+            (
+                "peer_limit_hits_total",
+                "Peers not stored because their torrent was full.",
+                s.peer_limit_hits,
+            ),
+            (
+                "abuse_bans_total",
+                "Times a UDP source became ignored.",
+                self.abuse.bans,
+            ),
+        ] {
+            metric(name, "counter", help, &one(v.to_string()));
+        }
+        if let Some(f) = &self.flush {
+            let snap = f.snapshot();
+            let mut samples: Vec<(String, String)> = FLUSH_BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(std::iter::once("+Inf".to_string()))
+                .zip(&snap.cumulative)
+                .map(|(le, n)| (format!("_bucket{{le=\"{le}\"}}"), n.to_string()))
+                .collect();
+            let count = snap.cumulative.last().copied().unwrap_or(0);
+            samples.push(("_sum".into(), snap.sum_secs.to_string()));
+            samples.push(("_count".into(), count.to_string()));
+            metric(
+                "flush_duration_seconds",
+                "histogram",
+                "Duration of the SQLite writer's transactions.",
+                &samples,
+            );
+            metric(
+                "flush_rows_total",
+                "counter",
+                "Rows written to SQLite.",
+                &one(snap.rows.to_string()),
+            );
+            metric(
+                "flush_failures_total",
+                "counter",
+                "SQLite transactions that failed.",
+                &one(snap.failed.to_string()),
+            );
+        }
+        if let Some(p) = &self.db_path {
+            metric(
+                "db_size_bytes",
+                "gauge",
+                "Size of the SQLite database and its WAL.",
+                &one(db::size_on_disk(p).to_string()),
+            );
+        }
+        o
     }
 
     /// The `/stats` document.
