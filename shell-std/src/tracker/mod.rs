@@ -12,7 +12,7 @@
 //! Threads: one blocking thread per UDP socket (the hot path: receive,
 //! lock the state, let the core triage, apply, encode, unlock, send), a
 //! tokio current-thread runtime for HTTP connections and the timers (flush,
-//! expiry sweep, secret rotation, request rate), and the SQLite writer
+//! incremental expiry steps, secret rotation, request rate), and the SQLite writer
 //! thread. A SIGINT/SIGTERM stops the UDP threads, flushes every pending
 //! change and waits for the writer.
 
@@ -43,6 +43,13 @@ use swarm::Swarms;
 /// previous one, so it must be at least [`MIN_ROTATION_SECS`]).
 pub const SECRET_ROTATION_SECS: u64 = 600;
 const _: () = assert!(SECRET_ROTATION_SECS >= MIN_ROTATION_SECS);
+
+/// Milliseconds between two expiry steps.
+pub const EXPIRY_TICK_MS: u64 = 100;
+/// Most peers one expiry step looks at, under the state lock (well under a
+/// millisecond). A round over 2M peers takes 10 s; a silent peer goes at
+/// most one round after its deadline.
+pub const EXPIRY_PEERS_PER_TICK: usize = 20_000;
 
 /// Largest UDP datagram read; a longer one is dropped as oversized (no
 /// BEP 15 request is near this: a 74-hash scrape is 1496 bytes).
@@ -406,8 +413,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         }
         let mut flush = tokio::time::interval(Duration::from_millis(flush_ms));
         flush.tick().await; // immediate: the first flush is one interval from now
-        let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
-        let mut sweep = tokio::time::interval(Duration::from_millis(sweep_ms));
+        let mut sweep = tokio::time::interval(Duration::from_millis(EXPIRY_TICK_MS));
         let first = next_rotation(secrets.rotated_at, clock.now_ms());
         let mut rotate = tokio::time::interval_at(
             tokio::time::Instant::now() + first,
@@ -429,9 +435,9 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 }
                 _ = sweep.tick() => {
                     let cutoff = clock.now_ms().saturating_sub(expiry_ms);
-                    let n = lock(&shared).swarms.expire(cutoff);
-                    if n > 0 {
-                        tracing::debug!(peers = n, "expired");
+                    let st = lock(&shared).swarms.expire_step(cutoff, EXPIRY_PEERS_PER_TICK);
+                    if st.removed > 0 {
+                        tracing::debug!(peers = st.removed, "expired");
                     }
                 }
                 _ = rotate.tick() => {
