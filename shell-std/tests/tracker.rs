@@ -654,7 +654,7 @@ fn database_in_use_by_another_tracker_is_refused() {
 
 #[test]
 fn only_udp_given_serves_no_http_and_only_http_serves_no_udp() {
-    let t = Tracker::start_exactly(&["--no-db", "--udp", "127.0.0.1:0"]);
+    let t = Tracker::start_exactly(&["--no-db", "--workers", "1", "--udp", "127.0.0.1:0"]);
     assert_eq!(t.http.port(), 0, "no http address reported");
     poll(5, "sockets visible", || (t.sockets().1 == 1).then_some(()));
     assert_eq!(t.sockets(), (0, 1), "UDP only: no TCP listener at all");
@@ -773,6 +773,76 @@ fn metrics_in_prometheus_text_format() {
     );
     let le_1ms = g(&format!("{p}flush_duration_seconds_bucket{{le=\"0.001\"}}"));
     assert!(buckets.iter().all(|b| *b >= le_1ms));
+}
+
+#[test]
+fn udp_workers_answer_one_swarm_consistently() {
+    let t = Tracker::start(&["--no-db", "--workers", "4"]);
+    poll(5, "4 worker sockets", || (t.sockets().1 == 4).then_some(()));
+    // 16 client sockets (16 source ports): the kernel spreads them over the
+    // 4 SO_REUSEPORT sockets. One connection id serves them all (same IP).
+    let mut clients: Vec<Udp> = (0..16).map(|_| Udp::new(t.udp)).collect();
+    let c = clients[0].connect();
+    for (i, u) in clients.iter_mut().enumerate() {
+        u.announce(c, ih(31), 9100 + i as u16, 1, AnnounceEvent::Started);
+    }
+    // Every client sees the 15 others, whichever worker stored them and
+    // whichever answers now.
+    for (i, u) in clients.iter_mut().enumerate() {
+        let me = 9100 + i as u16;
+        let mut got = peers_of(&u.announce(c, ih(31), me, 1, AnnounceEvent::None));
+        got.sort();
+        let want: Vec<SocketAddr> = (9100..9116).filter(|p| *p != me).map(local).collect();
+        assert_eq!(got, want, "client {i}");
+    }
+    let st = t.stats();
+    let workers = st["workers"].as_array().expect("per-worker counts");
+    assert_eq!(workers.len(), 4, "{st}");
+    let busy = workers
+        .iter()
+        .filter(|w| w["udp_announce"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 2, "announces went through {busy} worker(s): {st}");
+    assert_eq!(st["requests"]["udp_announce"], 32, "{st}");
+}
+
+#[test]
+fn persistence_with_workers_survives_kill_9_and_a_new_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut t = Tracker::with_db(&db, 100, &["--workers", "3"]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    // 12 torrents over 3 shards: a completed seeder and a leecher each.
+    for k in 0..12u8 {
+        u.announce(c, ih(40 + k), 3001, 0, AnnounceEvent::Completed);
+        u.announce(c, ih(40 + k), 3002, 10, AnnounceEvent::Started);
+    }
+    poll(10, "flush", || {
+        (db_rows(&db, "SELECT count(*) FROM peers") == 24
+            && db_rows(&db, "SELECT sum(completed) FROM torrents") == 12)
+            .then_some(())
+    });
+    t.signal_and_wait("-KILL");
+    drop(t);
+    let t = Tracker::with_db(&db, 100, &["--workers", "2"]);
+    let st = t.stats();
+    assert_eq!(
+        (
+            &st["torrents"],
+            &st["peers"],
+            &st["seeders"],
+            &st["completed_total"]
+        ),
+        (&12.into(), &24.into(), &12.into(), &12.into()),
+        "{st}"
+    );
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    let hashes: Vec<_> = (0..12u8).map(|k| ih(40 + k)).collect();
+    for s in u.scrape(c, &hashes) {
+        assert_eq!((s.seeders, s.leechers, s.completed), (1, 1, 1));
+    }
 }
 
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {

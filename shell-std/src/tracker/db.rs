@@ -37,7 +37,7 @@ use rusqlite::{params, Connection};
 
 use ourtorrent_core::tracker::udp::server::SECRET_LEN;
 
-use super::swarm::{Batch, Peer, Swarms};
+use super::swarm::{shard_of, Batch, Peer, Swarms};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS torrents (
@@ -149,15 +149,21 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
-/// Loads torrents and the peers last seen at or after `cutoff` (ms).
-pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loaded> {
+/// Loads torrents and the peers last seen at or after `cutoff` (ms) into
+/// `shards` (each torrent into its [`shard_of`]).
+pub fn load(conn: &Connection, shards: &mut [Swarms], cutoff: u64) -> Result<Loaded> {
+    let n = shards.len();
     let mut out = Loaded::default();
     let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
     let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (ih, completed) = row?;
         match InfoHash::from_slice(&ih) {
-            Some(ih) if swarms.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32) => {
+            Some(ih)
+                if shards.get_mut(shard_of(&ih, n)).is_some_and(|s| {
+                    s.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32)
+                }) =>
+            {
                 out.torrents += 1
             }
             _ => out.skipped += 1,
@@ -188,7 +194,11 @@ pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loade
             persisted: last_seen,
             seeder,
         };
-        if last_seen >= cutoff && swarms.load_peer(ih, peer) {
+        if last_seen >= cutoff
+            && shards
+                .get_mut(shard_of(&ih, n))
+                .is_some_and(|s| s.load_peer(ih, peer))
+        {
             out.peers += 1;
         } else {
             out.skipped += 1;

@@ -338,7 +338,7 @@ async fn connection(
             lock(shared).stats.err("http_bad_method");
             (405, "text/plain", b"only GET\n".to_vec())
         } else {
-            lock(shared).handle_http(clock.now_ms(), peer, &head.target)
+            shared.handle_http(clock.now_ms(), peer, &head.target)
         };
         let keep = head.keep_alive && status == 200;
         // The reply is bounded by the deadline too (a reader that never

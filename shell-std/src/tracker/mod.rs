@@ -9,12 +9,18 @@
 //!   a restart does not invalidate the ids clients hold), the swarms
 //!   ([`swarm`]) and SQLite ([`db`]).
 //!
-//! Threads: one blocking thread per UDP socket (the hot path: receive,
-//! lock the state, let the core triage, apply, encode, unlock, send), a
-//! tokio current-thread runtime for HTTP connections and the timers (flush,
-//! incremental expiry steps, secret rotation, request rate), and the SQLite writer
-//! thread. A SIGINT/SIGTERM stops the UDP threads, flushes every pending
-//! change and waits for the writer.
+//! Threads: `--workers N` blocking threads per `--udp` address, each with
+//! its own `SO_REUSEPORT` socket and front state (the hot path: receive,
+//! lock its front, let the core triage, lock the torrent's shard, apply,
+//! encode, unlock, send; see [`state`] for the locks), a tokio
+//! current-thread runtime for HTTP connections and the timers (flush,
+//! incremental expiry steps, secret rotation, request rate), and the SQLite
+//! writer thread, which stays behind every worker. A SIGINT/SIGTERM stops
+//! the UDP threads, flushes every pending change and waits for the writer.
+//!
+//! With several workers, per-source limits ([`abuse`]) are kept per worker
+//! (the kernel sends one source port to one socket), and `--max-torrents` is
+//! split evenly among the shards.
 
 pub mod abuse;
 pub mod db;
@@ -26,7 +32,7 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -36,7 +42,7 @@ use ourtorrent_core::tracker::udp::server::{ConnectionIds, Server, MIN_ROTATION_
 use ourtorrent_core::tracker::udp::Limits as UdpLimits;
 use tracing::{info, warn};
 
-use state::{Settings, State};
+use state::{Settings, Shards, State, Tracker};
 use swarm::Swarms;
 
 /// How often the connection-id secret is replaced (the core keeps the
@@ -120,9 +126,14 @@ pub struct TrackerArgs {
     /// Seconds an ignored source stays ignored.
     #[arg(long, default_value_t = abuse::DEFAULT_BAN_SECS)]
     pub ban_secs: u32,
-    /// Most misbehaving sources tracked at once.
+    /// Most misbehaving sources tracked at once (per worker).
     #[arg(long, default_value_t = abuse::DEFAULT_MAX_SOURCES)]
     pub max_sources: usize,
+    /// UDP worker threads, each with its own socket per `--udp` address
+    /// (`SO_REUSEPORT`); the swarms are sharded by info-hash among as many
+    /// locks. Default: the number of cores.
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// Where both protocols listen when neither `--udp` nor `--http` is given.
@@ -152,6 +163,11 @@ pub fn listen_addrs(args: &TrackerArgs) -> Result<(Vec<SocketAddr>, Vec<SocketAd
         "nothing to serve: --no-udp and --no-http leave no listener"
     );
     Ok((udp, http))
+}
+
+/// The default `--workers`: the number of cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Milliseconds since the Unix epoch, never going backwards.
@@ -245,15 +261,33 @@ fn next_rotation(rotated_at: u64, now_ms: u64) -> Duration {
 }
 
 /// Shared state behind one mutex (uncontended with one UDP socket).
-pub type Shared = Arc<Mutex<State>>;
+pub type Shared = Arc<Tracker>;
 
-/// Locks the state, recovering from poisoning (a handler never panics,
-/// but a poisoned lock must not take the tracker down).
+/// Locks the HTTP front, recovering from poisoning (a handler never
+/// panics, but a poisoned lock must not take the tracker down).
 pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
+    s.front(s.http_front())
 }
 
-fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>) {
+/// A UDP socket bound to `addr`, with `SO_REUSEPORT` when several workers
+/// share the address (the kernel spreads datagrams over their sockets by
+/// source address and port).
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
+    use rustix::net::{bind, socket, sockopt, AddressFamily, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = socket(family, SocketType::DGRAM, None)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    bind(&fd, &addr)?;
+    Ok(UdpSocket::from(fd))
+}
+
+fn udp_loop(sock: UdpSocket, shared: Shared, front: usize, clock: Clock, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -271,15 +305,17 @@ fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>
             }
             Err(e) => {
                 // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
-                lock(&shared).stats.err("udp_recv_error");
+                shared.front(front).stats.err("udp_recv_error");
                 tracing::debug!("udp recv: {e}");
                 continue;
             }
         };
-        let reply = lock(&shared).handle_udp(clock.now_ms(), from, &buf[..n], &mut out);
+        let reply = shared
+            .front(front)
+            .handle_udp(clock.now_ms(), from, &buf[..n], &mut out);
         if let Some(len) = reply {
             if sock.send_to(&out[..len], from).is_err() {
-                lock(&shared).stats.err("udp_send_error");
+                shared.front(front).stats.err("udp_send_error");
             }
         }
     }
@@ -295,14 +331,24 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     // most this often; keep it under the grace so a restart never expires
     // a live peer early.
     let refresh_ms = (u64::from(args.grace) * 1000 / 2).clamp(100, 60_000);
+    let workers = args.workers.unwrap_or_else(default_workers).max(1);
+    // One shard per worker; --max-torrents is split among them.
     let limits = swarm::Limits {
-        max_torrents: args.max_torrents,
+        max_torrents: args.max_torrents.div_ceil(workers),
         max_peers_per_torrent: args.max_peers,
     };
-    let mut swarms = Swarms::new(limits, refresh_ms);
+    let mut swarms: Vec<Swarms> = (0..workers)
+        .map(|_| {
+            let s = Swarms::new(limits, refresh_ms);
+            if args.no_db {
+                s.without_persistence()
+            } else {
+                s
+            }
+        })
+        .collect();
     let mut secrets;
     let writer = if args.no_db {
-        swarms = swarms.without_persistence();
         secrets = initial_secrets(None, clock.now_ms())?;
         None
     } else {
@@ -335,22 +381,39 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     };
     let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
     let server = Server::with_ids(ids_of(&secrets), UdpLimits::default());
-    let abuse = abuse::Abuse::new(abuse::Limits {
+    let abuse_limits = abuse::Limits {
         burst: args.bad_burst,
         per_sec: args.bad_per_sec,
         ban_after: args.ban_after,
         ban_secs: args.ban_secs,
         max_sources: args.max_sources,
-    });
-    let mut state = State::new(server, swarms, allow, settings, abuse, seed);
+    };
+    let shards = Arc::new(Shards::new(swarms));
+    let allow = allow.map(Arc::new);
+    let udp_fronts = udp_addrs.len() * workers;
+    let mut tracker = Tracker::new(
+        shards.clone(),
+        udp_fronts,
+        allow.as_ref().map(|a| a.len()),
+        |i| {
+            State::new(
+                server.clone(),
+                shards.clone(),
+                allow.clone(),
+                settings,
+                abuse::Abuse::new(abuse_limits),
+                seed.wrapping_add(i as u64),
+            )
+        },
+    );
     if !args.stats_from.is_empty() {
-        state.stats_from = args.stats_from.clone();
+        tracker.stats_from = args.stats_from.clone();
     }
     if let Some(w) = &writer {
-        state.flush = Some(w.latency());
-        state.db_path = Some(args.db.clone());
+        tracker.flush = Some(w.latency());
+        tracker.db_path = Some(args.db.clone());
     }
-    let shared: Shared = Arc::new(Mutex::new(state));
+    let shared: Shared = Arc::new(tracker);
 
     // Signal handlers are installed before any socket serves, so a SIGINT
     // or SIGTERM is always a graceful stop that flushes.
@@ -368,9 +431,17 @@ pub fn run(args: TrackerArgs) -> Result<()> {
 
     let mut udp = Vec::new();
     for a in &udp_addrs {
-        let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
+        // The first socket may ask for port 0; the others join its port.
+        let first = bind_udp(*a, workers > 1).with_context(|| format!("bind udp {a}"))?;
+        let bound = first.local_addr()?;
+        udp.push(first);
+        for _ in 1..workers {
+            let s = bind_udp(bound, true).with_context(|| format!("bind udp {bound}"))?;
+            udp.push(s);
+        }
+    }
+    for s in &udp {
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
-        udp.push(s);
     }
     let mut tcp = Vec::new();
     for a in &http_addrs {
@@ -378,7 +449,8 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         l.set_nonblocking(true)?;
         tcp.push(l);
     }
-    let udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let mut udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    udp_addrs.dedup();
     let http_addrs: Vec<SocketAddr> = tcp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let db_desc = if args.no_db {
         "none (memory only)".to_string()
@@ -386,22 +458,23 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         args.db.display().to_string()
     };
     info!(
-        "tracker listening: udp {} http {} db {} interval {}s flush {}ms",
+        "tracker listening: udp {} http {} db {} interval {}s flush {}ms workers {}",
         join(&udp_addrs),
         join(&http_addrs),
         db_desc,
         args.interval,
-        args.flush_ms
+        args.flush_ms,
+        workers
     );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    for s in udp {
+    for (front, s) in udp.into_iter().enumerate() {
         let (sh, st) = (shared.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
-                .name("udp".into())
-                .spawn(move || udp_loop(s, sh, clock, st))?,
+                .name(format!("udp-{front}"))
+                .spawn(move || udp_loop(s, sh, front, clock, st))?,
         );
     }
 
@@ -429,13 +502,12 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                     // One batch at a time: while SQLite is still writing the
                     // previous one, changes keep coalescing in the swarm.
                     if let Some(w) = writer.as_ref().filter(|w| !w.busy()) {
-                        let batch = lock(&shared).swarms.take_batch();
-                        w.send(batch);
+                        w.send(shared.take_batch());
                     }
                 }
                 _ = sweep.tick() => {
                     let cutoff = clock.now_ms().saturating_sub(expiry_ms);
-                    let st = lock(&shared).swarms.expire_step(cutoff, EXPIRY_PEERS_PER_TICK);
+                    let st = shared.expire_step(cutoff, EXPIRY_PEERS_PER_TICK);
                     if st.removed > 0 {
                         tracing::debug!(peers = st.removed, "expired");
                     }
@@ -443,7 +515,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 _ = rotate.tick() => {
                     match secret() {
                         Ok(s) => {
-                            lock(&shared).server.rotate_secret(&s);
+                            shared.rotate_secret(&s);
                             secrets = db::Secrets {
                                 current: s,
                                 previous: Some(secrets.current),
@@ -460,11 +532,11 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                     }
                 }
                 _ = rate.tick() => {
-                    let mut st = lock(&shared);
-                    st.abuse.prune(clock.now_ms());
+                    shared.prune_abuse(clock.now_ms());
+                    let total = shared.total();
                     let secs = last_at.elapsed().as_secs_f64().max(1e-3);
-                    st.stats.rate = (st.stats.total - last_total) as f64 / secs;
-                    last_total = st.stats.total;
+                    shared.set_rate(total.saturating_sub(last_total) as f64 / secs);
+                    last_total = total;
                     last_at = std::time::Instant::now();
                 }
             }
@@ -477,7 +549,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let _ = t.join();
     }
     if let Some(w) = writer {
-        let batch = lock(&shared).swarms.take_batch();
+        let batch = shared.take_batch();
         let rows = batch.upsert.len() + batch.delete.len() + batch.torrents.len();
         w.send(batch);
         w.finish();

@@ -1,9 +1,17 @@
 //! The tracker's shared state and the two request handlers (one UDP
 //! datagram, one HTTP GET). The protocol decisions for UDP come from the
 //! core's [`Server`]; this module applies them to the swarm and counts.
+//!
+//! Locks: the swarms are sharded by info-hash ([`Shards`], one mutex per
+//! shard); each UDP worker and the HTTP side has its own front [`State`]
+//! (connection-id server, counters, per-source limits) behind its own
+//! mutex, so workers meet only on a shard. A request holds its front and
+//! then one shard at a time; `/stats` and `/metrics` ([`Tracker`]) lock one
+//! front or shard at a time and sum.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
@@ -15,7 +23,7 @@ use serde_json::json;
 
 use super::abuse::{Abuse, Verdict};
 use super::db::{self, FlushLatency, FLUSH_BUCKETS};
-use super::swarm::{Announce, AnnounceError, Swarms};
+use super::swarm::{shard_of, Announce, AnnounceError, Batch, ExpiryStep, Swarms};
 use super::MAX_DATAGRAM;
 
 /// Tunables of the handlers.
@@ -38,8 +46,6 @@ pub struct Stats {
     pub errors: BTreeMap<&'static str, u64>,
     /// All requests received (answered or not).
     pub total: u64,
-    /// Requests per second over the last rate tick.
-    pub rate: f64,
 }
 
 impl Stats {
@@ -120,28 +126,62 @@ impl std::fmt::Display for Prefix {
     }
 }
 
-/// Everything the handlers share.
+/// The swarms, sharded by info-hash ([`shard_of`]), one lock per shard.
+#[derive(Debug)]
+pub struct Shards {
+    shards: Vec<Mutex<Swarms>>,
+}
+
+impl Shards {
+    /// From one [`Swarms`] per shard (at least one).
+    pub fn new(shards: Vec<Swarms>) -> Self {
+        Shards {
+            shards: shards.into_iter().map(Mutex::new).collect(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// True if there is no shard (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Locks shard `i` (recovering from poisoning).
+    pub fn lock_index(&self, i: usize) -> Option<MutexGuard<'_, Swarms>> {
+        self.shards
+            .get(i)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Locks the shard of `ih`.
+    pub fn lock(&self, ih: &InfoHash) -> MutexGuard<'_, Swarms> {
+        let i = shard_of(ih, self.shards.len());
+        let m = self.shards.get(i).or(self.shards.first());
+        match m {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            None => unreachable!("Shards::new is never given zero shards"),
+        }
+    }
+}
+
+/// One front's handlers state: a UDP worker's or the HTTP side's.
 pub struct State {
     /// The core's stateless UDP triage.
     pub server: Server,
-    /// Swarms.
-    pub swarms: Swarms,
+    /// Swarms (shared by all fronts).
+    pub swarms: Arc<Shards>,
     /// Counters.
     pub stats: Stats,
     /// Allowed info-hashes, if restricted.
-    pub allow: Option<HashSet<InfoHash>>,
+    pub allow: Option<Arc<HashSet<InfoHash>>>,
     /// Tunables.
     pub settings: Settings,
     /// Per-source limits on bad UDP datagrams.
     pub abuse: Abuse,
-    /// Who may read `/stats` (`--stats-from`).
-    pub stats_from: Vec<Prefix>,
-    /// When the tracker started.
-    pub started: std::time::Instant,
-    /// The database file, if any (for its size in `/metrics`).
-    pub db_path: Option<std::path::PathBuf>,
-    /// The SQLite writer's flush latencies, if any.
-    pub flush: Option<std::sync::Arc<FlushLatency>>,
     rng: u64,
 }
 
@@ -175,8 +215,8 @@ impl State {
     /// New state; `seed` starts the sampling PRNG.
     pub fn new(
         server: Server,
-        swarms: Swarms,
-        allow: Option<HashSet<InfoHash>>,
+        swarms: Arc<Shards>,
+        allow: Option<Arc<HashSet<InfoHash>>>,
         settings: Settings,
         abuse: Abuse,
         seed: u64,
@@ -188,10 +228,6 @@ impl State {
             allow,
             settings,
             abuse,
-            stats_from: Prefix::loopback(),
-            started: std::time::Instant::now(),
-            db_path: None,
-            flush: None,
             rng: seed | 1,
         }
     }
@@ -275,12 +311,6 @@ impl State {
                     event: a.event,
                     seeder: a.left == 0,
                 };
-                let counts = match self.swarms.announce(&ann, now_ms) {
-                    Ok(c) => c,
-                    Err(AnnounceError::TorrentLimit) => {
-                        return refuse(self, "torrent_limit", b"tracker full", out);
-                    }
-                };
                 let want = if a.event == AnnounceEvent::Stopped {
                     0
                 } else {
@@ -289,20 +319,28 @@ impl State {
                 let mut req = a;
                 req.num_want = i32::try_from(want).unwrap_or(i32::MAX);
                 let start = self.next_rand();
+                let mut sw = self.swarms.lock(&a.info_hash);
+                let counts = match sw.announce(&ann, now_ms) {
+                    Ok(c) => c,
+                    Err(AnnounceError::TorrentLimit) => {
+                        drop(sw);
+                        return refuse(self, "torrent_limit", b"tracker full", out);
+                    }
+                };
                 let info = SwarmInfo {
                     interval: self.settings.interval,
                     leechers: counts.leechers,
                     seeders: counts.seeders,
                 };
-                let peers = self
-                    .swarms
+                let peers = sw
                     .get(&a.info_hash)
                     .into_iter()
                     .flat_map(|t| t.sample(addr, start, want as usize));
-                match self
-                    .server
-                    .announce_reply(&req, datagram.len(), &from, info, peers, out)
-                {
+                let reply =
+                    self.server
+                        .announce_reply(&req, datagram.len(), &from, info, peers, out);
+                drop(sw);
+                match reply {
                     Ok(n) => {
                         self.stats.req("udp_announce");
                         Some(n)
@@ -316,7 +354,7 @@ impl State {
             Decision::Scrape(s) => {
                 let swarms = &self.swarms;
                 let stats = s.info_hashes.iter().map(|ih| {
-                    let c = swarms.counts(&ih);
+                    let c = swarms.lock(&ih).counts(&ih);
                     TorrentStats {
                         seeders: c.seeders,
                         completed: c.completed,
@@ -351,27 +389,6 @@ impl State {
         match path {
             "/announce" => self.http_announce(now_ms, peer, query),
             "/scrape" => self.http_scrape(query),
-            "/stats" | "/metrics" if !self.stats_from.iter().any(|p| p.contains(peer.ip())) => {
-                self.stats.err("http_stats_forbidden");
-                (
-                    403,
-                    "text/plain",
-                    b"forbidden (see --stats-from)\n".to_vec(),
-                )
-            }
-            "/metrics" => {
-                self.stats.req("http_metrics");
-                (
-                    200,
-                    "text/plain; version=0.0.4",
-                    self.metrics_text().into_bytes(),
-                )
-            }
-            "/stats" => {
-                self.stats.req("http_stats");
-                let body = self.stats_json().to_string().into_bytes();
-                (200, "application/json", body)
-            }
             _ => {
                 self.stats.err("http_not_found");
                 (404, "text/plain", b"not found\n".to_vec())
@@ -403,19 +420,21 @@ impl State {
             event: q.event,
             seeder: q.left == 0,
         };
-        let counts = match self.swarms.announce(&ann, now_ms) {
-            Ok(c) => c,
-            Err(AnnounceError::TorrentLimit) => {
-                self.stats.err("torrent_limit");
-                return failure("tracker full");
-            }
-        };
         let want = if q.event == AnnounceEvent::Stopped {
             0
         } else {
             self.numwant(q.numwant) as usize
         };
         let start = self.next_rand();
+        let sw = self.swarms.clone();
+        let mut sw = sw.lock(&q.info_hash);
+        let counts = match sw.announce(&ann, now_ms) {
+            Ok(c) => c,
+            Err(AnnounceError::TorrentLimit) => {
+                self.stats.err("torrent_limit");
+                return failure("tracker full");
+            }
+        };
         // Always compact (BEP 23 lets a tracker answer compact even to
         // `compact=0`; the core encodes only that model): IPv4 peers in
         // `peers`, IPv6 peers in `peers6` (BEP 7).
@@ -423,8 +442,7 @@ impl State {
         let mut v4 = vec![0u8; want * AddressFamily::V4.peer_len()];
         let mut v6 = vec![0u8; want * AddressFamily::V6.peer_len()];
         let sample = || {
-            self.swarms
-                .get(&q.info_hash)
+            sw.get(&q.info_hash)
                 .into_iter()
                 .flat_map(|t| t.sample(addr, start, want))
         };
@@ -434,7 +452,9 @@ impl State {
         r.incomplete = Some(counts.leechers);
         r.peers = Peers::Compact(http::compact_peers(sample(), AddressFamily::V4, &mut v4));
         r.peers6 = http::compact_peers(sample(), AddressFamily::V6, &mut v6);
-        match http::encode_announce_response(&r, &mut out) {
+        let encoded = http::encode_announce_response(&r, &mut out);
+        drop(sw);
+        match encoded {
             Ok(n) => {
                 out.truncate(n);
                 self.stats.req("http_announce");
@@ -463,7 +483,7 @@ impl State {
         let mut entries: Vec<(InfoHash, TorrentStats)> = hashes
             .iter()
             .map(|ih| {
-                let c = self.swarms.counts(ih);
+                let c = self.swarms.lock(ih).counts(ih);
                 let s = TorrentStats {
                     seeders: c.seeders,
                     completed: c.completed,
@@ -488,6 +508,269 @@ impl State {
             }
         }
     }
+}
+
+/// Summed figures of every shard.
+#[derive(Debug, Default)]
+pub struct SwarmTotals {
+    torrents: usize,
+    peers: usize,
+    seeders: usize,
+    dirty: usize,
+    /// Peers not stored because their torrent was full.
+    pub peer_limit_hits: u64,
+    completed_total: u64,
+}
+
+impl SwarmTotals {
+    fn add(&mut self, s: &Swarms) {
+        self.torrents += s.torrent_count();
+        self.peers += s.peer_count();
+        self.seeders += s.seeder_count();
+        self.dirty += s.dirty_count();
+        self.peer_limit_hits += s.peer_limit_hits;
+        self.completed_total += s.completed_total();
+    }
+
+    /// Torrents tracked.
+    pub fn torrent_count(&self) -> usize {
+        self.torrents
+    }
+
+    /// Peers stored.
+    pub fn peer_count(&self) -> usize {
+        self.peers
+    }
+
+    /// Seeders stored.
+    pub fn seeder_count(&self) -> usize {
+        self.seeders
+    }
+
+    /// Rows waiting for the writer.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty
+    }
+
+    /// Completed announces over all torrents.
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total
+    }
+}
+
+/// Summed per-source-limit figures of every front.
+#[derive(Debug, Default)]
+pub struct AbuseTotals {
+    sources: usize,
+    throttled: u64,
+    ignored: u64,
+    bans: u64,
+    untracked: u64,
+}
+
+/// Every figure of `/stats` and `/metrics`, summed over fronts and shards.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    stats: Stats,
+    abuse: AbuseTotals,
+    swarms: SwarmTotals,
+    /// Requests answered by each UDP worker, by kind.
+    workers: Vec<BTreeMap<&'static str, u64>>,
+}
+
+/// The whole tracker: one front per UDP worker socket, then the HTTP
+/// front (last), over the shared shards.
+pub struct Tracker {
+    fronts: Vec<Mutex<State>>,
+    /// The swarms.
+    pub shards: Arc<Shards>,
+    /// Who may read `/stats` and `/metrics` (`--stats-from`).
+    pub stats_from: Vec<Prefix>,
+    /// When the tracker started.
+    pub started: std::time::Instant,
+    /// The database file, if any (for its size in `/metrics`).
+    pub db_path: Option<std::path::PathBuf>,
+    /// The SQLite writer's flush latencies, if any.
+    pub flush: Option<Arc<FlushLatency>>,
+    allow_len: Option<usize>,
+    rate: Mutex<f64>,
+}
+
+impl Tracker {
+    /// `udp_fronts` front states for the UDP workers and one for HTTP,
+    /// made by `front(i)`.
+    pub fn new(
+        shards: Arc<Shards>,
+        udp_fronts: usize,
+        allow_len: Option<usize>,
+        mut front: impl FnMut(usize) -> State,
+    ) -> Self {
+        Tracker {
+            fronts: (0..=udp_fronts).map(|i| Mutex::new(front(i))).collect(),
+            shards,
+            stats_from: Prefix::loopback(),
+            started: std::time::Instant::now(),
+            db_path: None,
+            flush: None,
+            allow_len,
+            rate: Mutex::new(0.0),
+        }
+    }
+
+    /// Number of fronts (UDP workers + 1).
+    pub fn fronts(&self) -> usize {
+        self.fronts.len()
+    }
+
+    /// Locks front `i` (the last one, [`Tracker::http_front`], serves HTTP).
+    pub fn front(&self, i: usize) -> MutexGuard<'_, State> {
+        let m = self.fronts.get(i).or(self.fronts.last());
+        match m {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            None => unreachable!("Tracker::new makes at least the HTTP front"),
+        }
+    }
+
+    /// Index of the HTTP front.
+    pub fn http_front(&self) -> usize {
+        self.fronts.len().saturating_sub(1)
+    }
+
+    /// Handles `GET target` from `peer` at `now_ms`: `/stats` and
+    /// `/metrics` here (they read every front and shard), the rest on the
+    /// HTTP front ([`State::handle_http`]).
+    pub fn handle_http(
+        &self,
+        now_ms: u64,
+        peer: SocketAddr,
+        target: &str,
+    ) -> (u16, &'static str, Vec<u8>) {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let kind = match path {
+            "/stats" => "http_stats",
+            "/metrics" => "http_metrics",
+            _ => {
+                return self
+                    .front(self.http_front())
+                    .handle_http(now_ms, peer, target)
+            }
+        };
+        {
+            let mut f = self.front(self.http_front());
+            f.stats.total += 1;
+            if !self.stats_from.iter().any(|p| p.contains(peer.ip())) {
+                f.stats.err("http_stats_forbidden");
+                return (
+                    403,
+                    "text/plain",
+                    b"forbidden (see --stats-from)\n".to_vec(),
+                );
+            }
+            f.stats.req(kind);
+        }
+        if kind == "http_stats" {
+            (
+                200,
+                "application/json",
+                self.stats_json().to_string().into_bytes(),
+            )
+        } else {
+            (
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics_text().into_bytes(),
+            )
+        }
+    }
+
+    /// Sums every front and shard, one lock at a time.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for i in 0..self.fronts.len() {
+            let f = self.front(i);
+            for (k, v) in &f.stats.requests {
+                *snap.stats.requests.entry(k).or_default() += v;
+            }
+            for (k, v) in &f.stats.errors {
+                *snap.stats.errors.entry(k).or_default() += v;
+            }
+            snap.stats.total += f.stats.total;
+            snap.abuse.sources += f.abuse.len();
+            snap.abuse.throttled += f.abuse.throttled;
+            snap.abuse.ignored += f.abuse.ignored;
+            snap.abuse.bans += f.abuse.bans;
+            snap.abuse.untracked += f.abuse.untracked;
+            if i != self.http_front() {
+                snap.workers.push(f.stats.requests.clone());
+            }
+        }
+        for i in 0..self.shards.len() {
+            if let Some(s) = self.shards.lock_index(i) {
+                snap.swarms.add(&s);
+            }
+        }
+        snap
+    }
+
+    /// Requests received by every front.
+    pub fn total(&self) -> u64 {
+        (0..self.fronts.len())
+            .map(|i| self.front(i).stats.total)
+            .sum()
+    }
+
+    /// Requests per second over the last rate tick.
+    pub fn rate(&self) -> f64 {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the request rate.
+    pub fn set_rate(&self, r: f64) {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// Drains every shard's changes into one batch, a shard at a time.
+    pub fn take_batch(&self) -> Batch {
+        let mut b = Batch::default();
+        for i in 0..self.shards.len() {
+            if let Some(mut s) = self.shards.lock_index(i) {
+                let part = s.take_batch();
+                b.upsert.extend(part.upsert);
+                b.delete.extend(part.delete);
+                b.torrents.extend(part.torrents);
+            }
+        }
+        b
+    }
+
+    /// One expiry step on every shard, `budget` peers split among them.
+    pub fn expire_step(&self, cutoff: u64, budget: usize) -> ExpiryStep {
+        let per = (budget / self.shards.len().max(1)).max(1);
+        let mut all = ExpiryStep::default();
+        for i in 0..self.shards.len() {
+            if let Some(mut s) = self.shards.lock_index(i) {
+                let st = s.expire_step(cutoff, per);
+                all.removed += st.removed;
+                all.checked += st.checked;
+                all.wrapped |= st.wrapped;
+            }
+        }
+        all
+    }
+
+    /// Rotates the connection-id secret of every front.
+    pub fn rotate_secret(&self, secret: &[u8; ourtorrent_core::tracker::udp::server::SECRET_LEN]) {
+        for i in 0..self.fronts.len() {
+            self.front(i).server.rotate_secret(secret);
+        }
+    }
+
+    /// Forgets idle sources in every front's per-source table.
+    pub fn prune_abuse(&self, now_ms: u64) {
+        for i in 0..self.fronts.len() {
+            self.front(i).abuse.prune(now_ms);
+        }
+    }
 
     /// The `/metrics` document: Prometheus text exposition format 0.0.4
     /// (written by hand: a few `# TYPE` lines and samples need no crate).
@@ -503,7 +786,8 @@ impl State {
             }
         };
         let one = |v: String| vec![(String::new(), v)];
-        let s = &self.swarms;
+        let snap = self.snapshot();
+        let s = &snap.swarms;
         metric(
             "build_info",
             "gauge",
@@ -531,7 +815,7 @@ impl State {
             "received_total",
             "counter",
             "Requests received (UDP datagrams and HTTP requests), answered or not.",
-            &one(self.stats.total.to_string()),
+            &one(snap.stats.total.to_string()),
         );
         let by = |label: &str, m: &BTreeMap<&'static str, u64>| -> Vec<(String, String)> {
             m.iter()
@@ -542,13 +826,13 @@ impl State {
             "requests_total",
             "counter",
             "Requests answered, by kind.",
-            &by("kind", &self.stats.requests),
+            &by("kind", &snap.stats.requests),
         );
         metric(
             "errors_total",
             "counter",
             "Errors and drops, by reason.",
-            &by("reason", &self.stats.errors),
+            &by("reason", &snap.stats.errors),
         );
         for (name, help, v) in [
             ("torrents", "Torrents tracked.", s.torrent_count()),
@@ -567,7 +851,7 @@ impl State {
             (
                 "abuse_sources",
                 "Misbehaving UDP sources tracked.",
-                self.abuse.len(),
+                snap.abuse.sources,
             ),
         ] {
             metric(name, "gauge", help, &one(v.to_string()));
@@ -586,7 +870,7 @@ impl State {
             (
                 "abuse_bans_total",
                 "Times a UDP source became ignored.",
-                self.abuse.bans,
+                snap.abuse.bans,
             ),
         ] {
             metric(name, "counter", help, &one(v.to_string()));
@@ -635,7 +919,8 @@ impl State {
 
     /// The `/stats` document.
     pub fn stats_json(&self) -> serde_json::Value {
-        let s = &self.swarms;
+        let snap = self.snapshot();
+        let s = &snap.swarms;
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -643,25 +928,27 @@ impl State {
             "completed_total": s.completed_total(),
             "access": {
                 "stats_from": self.stats_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "allow_list": self.allow.as_ref().map(HashSet::len),
+                "allow_list": self.allow_len,
             },
             "torrents": s.torrent_count(),
             "peers": s.peer_count(),
             "seeders": s.seeder_count(),
             "leechers": s.peer_count() - s.seeder_count(),
-            "requests": self.stats.requests,
-            "errors": self.stats.errors,
-            "requests_total": self.stats.total,
-            "requests_per_second": self.stats.rate,
+            "requests": snap.stats.requests,
+            "errors": snap.stats.errors,
+            "requests_total": snap.stats.total,
+            "requests_per_second": self.rate(),
             "peer_limit_hits": s.peer_limit_hits,
             "abuse": {
-                "sources": self.abuse.len(),
-                "throttled": self.abuse.throttled,
-                "ignored": self.abuse.ignored,
-                "bans": self.abuse.bans,
-                "untracked": self.abuse.untracked,
+                "sources": snap.abuse.sources,
+                "throttled": snap.abuse.throttled,
+                "ignored": snap.abuse.ignored,
+                "bans": snap.abuse.bans,
+                "untracked": snap.abuse.untracked,
             },
             "pending_db_rows": s.dirty_count(),
+            "workers": snap.workers,
+            "shards": self.shards.len(),
         })
     }
 }

@@ -33,6 +33,14 @@ use std::net::SocketAddr;
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::tracker::AnnounceEvent;
 
+/// The shard of `ih` among `n` (info-hashes are SHA-1 digests, so their
+/// first bytes spread torrents evenly).
+pub fn shard_of(ih: &InfoHash, n: usize) -> usize {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&ih.0[..8]);
+    (u64::from_le_bytes(b) % n.max(1) as u64) as usize
+}
+
 /// Named memory limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
