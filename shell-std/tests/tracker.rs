@@ -807,6 +807,37 @@ fn udp_workers_answer_one_swarm_consistently() {
 }
 
 #[test]
+fn udp_port_of_a_running_tracker_is_refused_even_with_workers() {
+    // SO_REUSEPORT alone would let a second tracker join the first's port
+    // and take part of its traffic.
+    let t = Tracker::start(&["--no-db", "--workers", "2"]);
+    let mut second = Command::new(BIN)
+        .args(["tracker", "--no-db", "--workers", "2"])
+        .args(["--http", "127.0.0.1:0", "--udp", &t.udp.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = (0..250).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        second.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second tracker started on {}", t.udp);
+    }
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!exited.unwrap().success(), "{err}");
+    assert!(err.contains(&format!("bind udp {}", t.udp)), "{err}");
+}
+
+#[test]
 fn persistence_with_workers_survives_kill_9_and_a_new_worker_count() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");

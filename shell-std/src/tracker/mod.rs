@@ -431,6 +431,11 @@ pub fn run(args: TrackerArgs) -> Result<()> {
 
     let mut udp = Vec::new();
     for a in &udp_addrs {
+        // SO_REUSEPORT would let us join another process's group on a busy
+        // port (same user): check it is free first.
+        if workers > 1 && a.port() != 0 {
+            drop(UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?);
+        }
         // The first socket may ask for port 0; the others join its port.
         let first = bind_udp(*a, workers > 1).with_context(|| format!("bind udp {a}"))?;
         let bound = first.local_addr()?;
