@@ -251,13 +251,13 @@ fn ids_of(s: &db::Secrets) -> ConnectionIds {
 }
 
 /// Time until the next rotation of secrets made current at `rotated_at`
-/// (ms): the rest of [`SECRET_ROTATION_SECS`], never less than
-/// [`MIN_ROTATION_SECS`] - a clock set back or a restart right after a
-/// rotation must not rotate twice within an id's lifetime.
+/// (ms): the rest of [`SECRET_ROTATION_SECS`], zero (rotate at start) when
+/// it is over. Rotations stay a full period apart across restarts, so
+/// never closer than [`MIN_ROTATION_SECS`]; a secret restored after a long
+/// stop is replaced at once (its predecessor's ids have long expired).
 fn next_rotation(rotated_at: u64, now_ms: u64) -> Duration {
     let age = now_ms.saturating_sub(rotated_at);
-    let left = (SECRET_ROTATION_SECS * 1000).saturating_sub(age);
-    Duration::from_millis(left.clamp(MIN_ROTATION_SECS * 1000, SECRET_ROTATION_SECS * 1000))
+    Duration::from_millis((SECRET_ROTATION_SECS * 1000).saturating_sub(age))
 }
 
 /// Shared state behind one mutex (uncontended with one UDP socket).
@@ -579,17 +579,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rotation_schedule_resumes_and_never_rotates_too_soon() {
+    fn rotation_schedule_resumes_across_restarts() {
         let full = Duration::from_secs(SECRET_ROTATION_SECS);
-        let min = Duration::from_secs(MIN_ROTATION_SECS);
         assert_eq!(next_rotation(1_000, 1_000), full);
         // A restart 100 s after a rotation: the rest of the period.
         assert_eq!(next_rotation(0, 100_000), full - Duration::from_secs(100));
-        // Right before the period ends, or long after it: not before the
-        // ids issued under the restored secret may have expired.
-        assert_eq!(next_rotation(0, SECRET_ROTATION_SECS * 1000 - 1), min);
-        assert_eq!(next_rotation(0, u64::MAX), min);
-        // A clock set back: never longer than a period.
+        // At the period's edge and long after it: at once.
+        assert_eq!(
+            next_rotation(0, SECRET_ROTATION_SECS * 1000 - 1),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            next_rotation(0, SECRET_ROTATION_SECS * 1000),
+            Duration::ZERO
+        );
+        assert_eq!(next_rotation(0, u64::MAX), Duration::ZERO);
+        // A clock set back: a full period.
         assert_eq!(next_rotation(u64::MAX, 0), full);
     }
 }
