@@ -143,7 +143,7 @@ pub fn udp_tracker_server(data: &[u8]) {
     let len = rest.len().min(dgram.len());
     dgram[..len].copy_from_slice(&rest[..len]);
     if head & 2 == 2 && len >= 8 {
-        let id = server.connection_ids().issue(now, &from);
+        let id = server.connection_ids().issue(now, from.ip());
         dgram[..8].copy_from_slice(&id.0.to_be_bytes());
     }
     let dgram = &dgram[..len];
@@ -153,7 +153,7 @@ pub fn udp_tracker_server(data: &[u8]) {
         .map(|b| {
             server
                 .connection_ids()
-                .validate(now, &from, ConnectionId(u64::from_be_bytes(b)))
+                .validate(now, from.ip(), ConnectionId(u64::from_be_bytes(b)))
         })
         .unwrap_or(false);
     let bound = MAX_AMPLIFICATION * len;

@@ -31,7 +31,11 @@ fn udp_connect_announce_scrape() {
     let mut a = Udp::new(t.udp);
     let mut b = Udp::new(t.udp);
     let (ca, cb) = (a.connect(), b.connect());
-    assert_ne!(ca, cb, "connection ids are per client address");
+    // Ids are per client IP (and 15 s tick): both sockets are 127.0.0.1,
+    // so unless a tick boundary fell between the two connects they match.
+    if ca != cb {
+        assert_eq!(a.connect(), b.connect(), "connection ids are per IP");
+    }
     let r = a.announce(ca, ih(1), 7001, 0, AnnounceEvent::Started);
     match r {
         Response::Announce(x) => {
@@ -52,13 +56,57 @@ fn udp_connect_announce_scrape() {
     );
     assert_eq!((s[1].seeders, s[1].leechers), (0, 0), "unknown torrent");
     let st = t.stats();
-    assert_eq!(st["requests"]["udp_connect"], 2);
+    assert!(st["requests"]["udp_connect"].as_u64() >= Some(2));
     assert_eq!(st["requests"]["udp_announce"], 3);
     assert_eq!(st["requests"]["udp_scrape"], 1);
     assert_eq!(
         (st["peers"].as_u64(), st["seeders"].as_u64()),
         (Some(2), Some(1))
     );
+}
+
+#[test]
+fn udp_connection_id_from_one_port_works_from_another_port() {
+    // BEP 15 ids prove the client receives at its IP; clients share one id
+    // across their sockets (libtorrent across sessions, load generators).
+    let t = Tracker::start(&["--no-db"]);
+    let mut a = Udp::new(t.udp);
+    let mut b = Udp::new(t.udp);
+    assert_ne!(a.sock.local_addr().unwrap(), b.sock.local_addr().unwrap());
+    let c = a.connect();
+    a.announce(c, ih(11), 7101, 0, AnnounceEvent::Started);
+    let r = b.announce(c, ih(11), 7102, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(7101)]);
+    assert_eq!(b.scrape(c, &[ih(11)])[0].leechers, 1);
+    let st = t.stats();
+    assert!(st["errors"]["udp_bad_connection_id"].is_null(), "{st}");
+}
+
+#[test]
+fn udp_connection_id_survives_a_restart() {
+    // The secret is kept in the database: an id issued before a kill -9
+    // is accepted after the restart (on another port, same IP).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut t = Tracker::with_db(&db, 100, &[]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    t.signal_and_wait("-KILL");
+    drop(t);
+    let t = Tracker::with_db(&db, 100, &[]);
+    let mut u2 = Udp::new(t.udp);
+    assert!(matches!(
+        u2.announce(c, ih(12), 7201, 0, AnnounceEvent::Started),
+        Response::Announce(_)
+    ));
+    // A database-less tracker has a fresh secret each run: the old id is
+    // dropped (so the test above can fail).
+    drop(t);
+    let t = Tracker::start(&["--no-db"]);
+    u.target = t.udp;
+    let req = u.announce_bytes(c, ih(12), 7201, 0, AnnounceEvent::Started, -1);
+    assert_eq!(u.raw(&req), None);
+    assert_eq!(t.stats()["errors"]["udp_bad_connection_id"], 1);
 }
 
 #[test]
@@ -77,7 +125,9 @@ fn udp_numwant_caps_the_reply() {
 
 #[test]
 fn udp_error_paths() {
-    let t = Tracker::start(&["--no-db"]);
+    // Hundreds of bad datagrams from one source: lift the per-source limit
+    // (tested in `udp_garbage_flood_...`) so each one reaches the parser.
+    let t = Tracker::start(&["--no-db", "--bad-burst", "100000"]);
     let mut u = Udp::new(t.udp);
     let c = u.connect();
 
@@ -160,6 +210,104 @@ fn udp_error_paths() {
     assert!(e["udp_bad_protocol_id"].as_u64() >= Some(1), "{st}");
     assert!(e["udp_malformed_replied"].as_u64() >= Some(4), "{st}");
     assert_eq!(e["udp_oversized"], 1, "{st}");
+}
+
+#[test]
+fn udp_garbage_flood_from_one_source_does_not_starve_a_good_client() {
+    // The flood comes from 127.0.0.2 (loopback too: a second source needs a
+    // second address), the well-behaved client from 127.0.0.1.
+    let t = Tracker::start(&[
+        "--no-db",
+        "--bad-burst",
+        "50",
+        "--bad-per-sec",
+        "10",
+        "--ban-after",
+        "500",
+        "--ban-secs",
+        "60",
+    ]);
+    let flooder = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let flood = {
+        let target = t.udp;
+        let mut fake = Udp::new(target);
+        let bad_id = fake.announce_bytes(ConnectionId(7), ih(1), 1, 0, AnnounceEvent::None, -1);
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            // Bounded: 30k datagrams, or 20 s.
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while sent < 30_000 && std::time::Instant::now() < end {
+                let d: &[u8] = if sent % 2 == 0 { &bad_id } else { &[0xA5; 40] };
+                if flooder.send_to(d, target).is_ok() {
+                    sent += 1;
+                }
+            }
+            (flooder, sent)
+        })
+    };
+    let mut u = Udp::new(t.udp);
+    let (mut answered, mut rounds) = (0, 0u16);
+    // Announce for as long as the flood lasts (at least 40 rounds).
+    while rounds < 40 || !flood.is_finished() {
+        let i = rounds;
+        rounds += 1;
+        // Up to 3 tries each (a datagram may be lost to a full socket
+        // buffer under the flood, as on any network).
+        let ok = (0..3).any(|_| {
+            let mut out = [0u8; 16];
+            let n = ourtorrent_core::tracker::udp::ConnectRequest {
+                transaction_id: u.next_tid(),
+            }
+            .encode(&mut out)
+            .unwrap();
+            let Some(r) = u.raw(&out[..n]) else {
+                return false;
+            };
+            let Response::Connect(c) = u.parse(&r) else {
+                return false;
+            };
+            let req =
+                u.announce_bytes(c.connection_id, ih(2), 5000 + i, 1, AnnounceEvent::None, -1);
+            u.raw(&req)
+                .is_some_and(|r| matches!(u.parse(&r), Response::Announce(_)))
+        });
+        answered += usize::from(ok);
+    }
+    let (flooder, sent) = flood.join().unwrap();
+    assert_eq!(answered, usize::from(rounds), "flood of {sent} datagrams");
+    let st = t.stats();
+    eprintln!("flood: {sent} datagrams; tracker: {st}");
+    let e = &st["errors"];
+    assert!(e["udp_throttled"].as_u64() > Some(0), "{st}");
+    assert!(e["udp_ignored_source"].as_u64() > Some(0), "{st}");
+    assert_eq!(st["abuse"]["bans"], 1, "{st}");
+    // Only the flood's first 50 bad datagrams (the burst) and the refill
+    // reached the parser.
+    let parsed_bad =
+        e["udp_bad_connection_id"].as_u64().unwrap_or(0) + e["udp_truncated"].as_u64().unwrap_or(0);
+    assert!(parsed_bad < 100, "{st}");
+    // The flooder is now ignored even with a well-formed connect; the good
+    // client is not.
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let connect = {
+        let mut out = [0u8; 16];
+        let n = ourtorrent_core::tracker::udp::ConnectRequest {
+            transaction_id: u.next_tid(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[..n].to_vec()
+    };
+    flooder.send_to(&connect, t.udp).unwrap();
+    let mut sink = [0u8; 64];
+    let mut replies = 0;
+    while flooder.recv_from(&mut sink).is_ok() {
+        replies += 1;
+    }
+    assert_eq!(replies, 0, "an ignored source gets no reply");
+    u.connect();
 }
 
 #[test]
@@ -269,6 +417,87 @@ fn http_announce_scrape_and_failures() {
     assert_eq!(st["errors"]["http_malformed"], 1);
     assert_eq!(st["errors"]["http_request_too_large"], 1);
     assert!(st["requests_per_second"].is_number());
+}
+
+#[test]
+fn http_slowloris_of_1500_connections_does_not_block_honest_announces() {
+    // The attack: 1,500 connections from one address (127.0.0.1, as the
+    // honest client) that send a partial request line and then a byte a
+    // second, reopened when the tracker closes them.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = Tracker::start(&["--no-db"]);
+    let addr = t.http;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<Option<TcpStream>> = (0..1500).map(|_| None).collect();
+            let (mut opened, mut rounds) = (0u64, 0u32);
+            // Bounded: 30 rounds of about a second.
+            while !stop.load(Ordering::Relaxed) && rounds < 30 {
+                let round_start = std::time::Instant::now();
+                for c in conns.iter_mut() {
+                    match c {
+                        None => {
+                            if let Ok(mut s) =
+                                TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                            {
+                                let _ = s.write_all(b"GET /announce?info_hash=");
+                                s.set_nonblocking(true).unwrap();
+                                *c = Some(s);
+                                opened += 1;
+                            }
+                        }
+                        Some(s) => {
+                            let mut b = [0u8; 64];
+                            let closed = matches!(s.read(&mut b), Ok(0))
+                                || s.write_all(b"a")
+                                    .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock);
+                            if closed {
+                                *c = None;
+                            }
+                        }
+                    }
+                }
+                if rounds == 0 {
+                    let _ = ready_tx.send(());
+                }
+                rounds += 1;
+                while round_start.elapsed() < Duration::from_secs(1)
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            opened
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("attacker opened its connections");
+    let mut worst = Duration::ZERO;
+    for i in 0..10u16 {
+        let start = std::time::Instant::now();
+        let (s, body) = t.get(&format!(
+            "/announce?info_hash={}&peer_id=-OT0001-{i:012}&port={}&left=0",
+            pct(&ih(21).0),
+            6000 + i
+        ));
+        let took = start.elapsed();
+        assert_eq!(s, 200);
+        assert!(contains(&body, b"8:interval"), "{body:?}");
+        assert!(took < Duration::from_secs(1), "announce {i} took {took:?}");
+        worst = worst.max(took);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = attacker.join().unwrap();
+    let st = t.stats();
+    eprintln!("slowloris: {opened} connections opened; slowest honest announce {worst:?}; {st}");
+    assert_eq!(st["requests"]["http_announce"], 10, "{st}");
+    assert!(st["errors"]["http_evicted"].as_u64() > Some(0), "{st}");
+    assert!(opened >= 1500, "{opened}");
 }
 
 #[test]
@@ -383,6 +612,268 @@ fn persistence_graceful_sigterm_flushes() {
 #[test]
 fn persistence_graceful_sigint_flushes() {
     graceful_stop_flushes("-INT");
+}
+
+#[test]
+fn database_in_use_by_another_tracker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracker.db");
+    let mut first = Tracker::with_db(&db, 100, &[]);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tracker",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("run a second tracker");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let want = format!(
+        "{} is in use by another tracker (pid {})",
+        db.display(),
+        first.child.id()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("tracker listening"), "{err}");
+    // The first one is untouched; once it is gone (even by kill -9) the
+    // database is free.
+    populate(&first);
+    poll(10, "flush", || {
+        (db_rows(&db, "SELECT count(*) FROM torrents") == 1).then_some(())
+    });
+    first.signal_and_wait("-KILL");
+    drop(first);
+    let second = Tracker::with_db(&db, 100, &[]);
+    assert_eq!(second.stats()["torrents"], 1);
+}
+
+#[test]
+fn only_udp_given_serves_no_http_and_only_http_serves_no_udp() {
+    let t = Tracker::start_exactly(&["--no-db", "--workers", "1", "--udp", "127.0.0.1:0"]);
+    assert_eq!(t.http.port(), 0, "no http address reported");
+    poll(5, "sockets visible", || (t.sockets().1 == 1).then_some(()));
+    assert_eq!(t.sockets(), (0, 1), "UDP only: no TCP listener at all");
+    let mut u = Udp::new(t.udp);
+    u.connect();
+    drop(t);
+    let t = Tracker::start_exactly(&["--no-db", "--http", "127.0.0.1:0"]);
+    assert_eq!(t.udp.port(), 0);
+    assert_eq!(t.sockets(), (1, 0), "HTTP only: no UDP socket");
+    assert_eq!(t.get("/stats").0, 200);
+}
+
+#[test]
+fn nothing_to_serve_is_refused() {
+    let out = std::process::Command::new(BIN)
+        .args(["tracker", "--no-db", "--no-udp", "--no-http"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to serve"));
+}
+
+#[test]
+fn stats_has_version_uptime_rss_completed_and_access() {
+    let t = Tracker::start(&["--no-db"]);
+    populate(&t);
+    let st = t.stats();
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert!(st["uptime_secs"].is_u64(), "{st}");
+    assert!(st["rss_bytes"].as_u64() > Some(1 << 20), "{st}");
+    assert_eq!(st["completed_total"], 1, "{st}");
+    assert_eq!(st["access"]["stats_from"][0], "127.0.0.0/8", "{st}");
+    assert!(st["access"]["allow_list"].is_null());
+    // Only listed prefixes may read it (and /metrics).
+    let t = Tracker::start(&["--no-db", "--stats-from", "10.0.0.0/8"]);
+    assert_eq!(t.get("/stats").0, 403);
+    assert_eq!(t.get("/metrics").0, 403);
+}
+
+/// Parses Prometheus text: (series with labels → value), checking each
+/// sample follows a `# TYPE` line of its family.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut w = rest.split(' ');
+            let name = w.next().unwrap();
+            let kind = w.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no # TYPE before {line}");
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(out.insert(series.to_string(), v).is_none(), "dup {line}");
+    }
+    out
+}
+
+#[test]
+fn metrics_in_prometheus_text_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let t = Tracker::with_db(&db, 50, &[]);
+    populate(&t);
+    let _ = t.get("/announce?info_hash=x"); // one bad announce
+    let m = poll(10, "a flush", || {
+        let (s, body) = t.get("/metrics");
+        assert_eq!(s, 200);
+        let m = parse_metrics(&String::from_utf8(body).unwrap());
+        (m.get("ourtorrent_tracker_flush_duration_seconds_count") >= Some(&1.0)).then_some(m)
+    });
+    let g = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k}: {m:?}"));
+    let p = "ourtorrent_tracker_";
+    assert_eq!(g(&format!("{p}torrents")), 1.0);
+    assert_eq!(g(&format!("{p}peers")), 2.0);
+    assert_eq!(g(&format!("{p}seeders")), 1.0);
+    assert_eq!(g(&format!("{p}leechers")), 1.0);
+    assert_eq!(g(&format!("{p}completed_total")), 1.0);
+    assert_eq!(
+        g(&format!("{p}requests_total{{kind=\"udp_announce\"}}")),
+        3.0
+    );
+    assert_eq!(
+        g(&format!("{p}errors_total{{reason=\"http_bad_announce\"}}")),
+        1.0
+    );
+    assert!(g(&format!("{p}db_size_bytes")) > 0.0);
+    assert!(g(&format!("{p}resident_memory_bytes")) > 0.0);
+    assert!(g(&format!("{p}flush_rows_total")) >= 3.0);
+    // Histogram buckets are cumulative and end at +Inf = count.
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{p}flush_duration_seconds_bucket")))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(buckets.len(), 9);
+    assert_eq!(
+        g(&format!("{p}flush_duration_seconds_bucket{{le=\"+Inf\"}}")),
+        g(&format!("{p}flush_duration_seconds_count"))
+    );
+    let le_1ms = g(&format!("{p}flush_duration_seconds_bucket{{le=\"0.001\"}}"));
+    assert!(buckets.iter().all(|b| *b >= le_1ms));
+}
+
+#[test]
+fn udp_workers_answer_one_swarm_consistently() {
+    let t = Tracker::start(&["--no-db", "--workers", "4"]);
+    poll(5, "4 worker sockets", || (t.sockets().1 == 4).then_some(()));
+    // 16 client sockets (16 source ports): the kernel spreads them over the
+    // 4 SO_REUSEPORT sockets. One connection id serves them all (same IP).
+    let mut clients: Vec<Udp> = (0..16).map(|_| Udp::new(t.udp)).collect();
+    let c = clients[0].connect();
+    for (i, u) in clients.iter_mut().enumerate() {
+        u.announce(c, ih(31), 9100 + i as u16, 1, AnnounceEvent::Started);
+    }
+    // Every client sees the 15 others, whichever worker stored them and
+    // whichever answers now.
+    for (i, u) in clients.iter_mut().enumerate() {
+        let me = 9100 + i as u16;
+        let mut got = peers_of(&u.announce(c, ih(31), me, 1, AnnounceEvent::None));
+        got.sort();
+        let want: Vec<SocketAddr> = (9100..9116).filter(|p| *p != me).map(local).collect();
+        assert_eq!(got, want, "client {i}");
+    }
+    let st = t.stats();
+    let workers = st["workers"].as_array().expect("per-worker counts");
+    assert_eq!(workers.len(), 4, "{st}");
+    let busy = workers
+        .iter()
+        .filter(|w| w["udp_announce"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 2, "announces went through {busy} worker(s): {st}");
+    assert_eq!(st["requests"]["udp_announce"], 32, "{st}");
+}
+
+#[test]
+fn udp_port_of_a_running_tracker_is_refused_even_with_workers() {
+    // SO_REUSEPORT alone would let a second tracker join the first's port
+    // and take part of its traffic.
+    let t = Tracker::start(&["--no-db", "--workers", "2"]);
+    let mut second = Command::new(BIN)
+        .args(["tracker", "--no-db", "--workers", "2"])
+        .args(["--http", "127.0.0.1:0", "--udp", &t.udp.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = (0..250).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        second.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second tracker started on {}", t.udp);
+    }
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!exited.unwrap().success(), "{err}");
+    assert!(err.contains(&format!("bind udp {}", t.udp)), "{err}");
+}
+
+#[test]
+fn persistence_with_workers_survives_kill_9_and_a_new_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut t = Tracker::with_db(&db, 100, &["--workers", "3"]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    // 12 torrents over 3 shards: a completed seeder and a leecher each.
+    for k in 0..12u8 {
+        u.announce(c, ih(40 + k), 3001, 0, AnnounceEvent::Completed);
+        u.announce(c, ih(40 + k), 3002, 10, AnnounceEvent::Started);
+    }
+    poll(10, "flush", || {
+        (db_rows(&db, "SELECT count(*) FROM peers") == 24
+            && db_rows(&db, "SELECT sum(completed) FROM torrents") == 12)
+            .then_some(())
+    });
+    t.signal_and_wait("-KILL");
+    drop(t);
+    let t = Tracker::with_db(&db, 100, &["--workers", "2"]);
+    let st = t.stats();
+    assert_eq!(
+        (
+            &st["torrents"],
+            &st["peers"],
+            &st["seeders"],
+            &st["completed_total"]
+        ),
+        (&12.into(), &24.into(), &12.into(), &12.into()),
+        "{st}"
+    );
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    let hashes: Vec<_> = (0..12u8).map(|k| ih(40 + k)).collect();
+    for s in u.scrape(c, &hashes) {
+        assert_eq!((s.seeders, s.leechers, s.completed), (1, 1, 1));
+    }
 }
 
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {

@@ -374,4 +374,90 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
         std::fs::read(seed_dir.join("payload.bin")).unwrap(),
         "downloaded data differs"
     );
+
+/// Two libtorrent sessions in one process, on one torrent, announcing to
+/// `udp://` `tracker`: libtorrent shares one BEP 15 connection id across
+/// every session of a process, so the second session sends the first
+/// one's id from its own port. Prints `S<i> peers=<n>` per tracker reply,
+/// `S<i> error <msg>` per tracker error; exits 0 once both sessions got a
+/// reply listing a peer, 1 after 40 s.
+const LT_TWO_SESSIONS: &str = r#"
+import os, sys, time
+import libtorrent as lt
+tracker, d = sys.argv[1], sys.argv[2]
+data = os.path.join(d, "x.bin")
+with open(data, "wb") as f:
+    f.write(os.urandom(64 * 1024))
+fs = lt.file_storage()
+lt.add_files(fs, data)
+ct = lt.create_torrent(fs, 16 * 1024, flags=lt.create_torrent.v1_only)
+ct.add_tracker(tracker)
+lt.set_piece_hashes(ct, d)
+ti = lt.torrent_info(lt.bencode(ct.generate()))
+sessions, handles = [], []
+for i in range(2):
+    s = lt.session({
+        "listen_interfaces": "127.0.0.1:0",
+        "outgoing_interfaces": "127.0.0.1",
+        "enable_dht": False, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.tracker_notification,
+    })
+    p = lt.add_torrent_params()
+    p.ti = ti
+    p.save_path = d if i == 0 else os.path.join(d, "leech")
+    if i == 0:
+        p.flags |= lt.torrent_flags.seed_mode
+    sessions.append(s)
+    handles.append(s.add_torrent(p))
+got = [False, False]
+t0 = time.monotonic()
+last = 0.0
+while not all(got) and time.monotonic() - t0 < 40:
+    time.sleep(0.05)
+    for i, s in enumerate(sessions):
+        for a in s.pop_alerts():
+            if isinstance(a, lt.tracker_reply_alert):
+                print("S%d peers=%d" % (i, a.num_peers), flush=True)
+                got[i] = got[i] or a.num_peers > 0
+            elif isinstance(a, lt.tracker_error_alert):
+                print("S%d error %s" % (i, a.message()), flush=True)
+    now = time.monotonic()
+    if now - last > 1.0:
+        last = now
+        for i, h in enumerate(handles):
+            if not got[i]:
+                h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+print("BOTH" if all(got) else "TIMEOUT", flush=True)
+sys.exit(0 if all(got) else 1)
+"#;
+
+#[test]
+fn libtorrent_two_sessions_in_one_process_both_get_peers_udp_tracker() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("udp://{}/announce", t.udp);
+    let mut p = Proc::spawn(
+        "lt-two-sessions",
+        Command::new(py)
+            .args(["-c", LT_TWO_SESSIONS, &url])
+            .arg(dir.path()),
+    );
+    let status = p.wait_exit(60);
+    let lines = p.drain();
+    assert!(
+        status.success(),
+        "both sessions must get peers from our UDP tracker: {lines:?}\n{}",
+        t.stats()
+    );
+    assert!(lines.iter().any(|l| l == "BOTH"), "{lines:?}");
+    let st = t.stats();
+    assert_eq!(st["peers"], 2, "{st}");
+    assert!(st["errors"]["udp_bad_connection_id"].is_null(), "{st}");
 }

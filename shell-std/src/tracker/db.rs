@@ -15,10 +15,19 @@
 //!       PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID
 //! ```
 //! `ip` is 4 or 16 bytes; `last_seen` is milliseconds since the Unix epoch.
+//!
+//! ```sql
+//! meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID
+//! ```
+//! holds the BEP 15 connection-id secrets ([`Secrets`]: `udp_secret`,
+//! `udp_secret_previous`, `udp_secret_rotated_at`), so ids handed out before
+//! a restart stay valid after it. Whoever can read the file can mint ids for
+//! any address until the next rotation: keep it private (as the tracker does
+//! its peers' addresses).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -26,7 +35,9 @@ use anyhow::{Context, Result};
 use ourtorrent_core::id::InfoHash;
 use rusqlite::{params, Connection};
 
-use super::swarm::{Batch, Peer, Swarms};
+use ourtorrent_core::tracker::udp::server::SECRET_LEN;
+
+use super::swarm::{shard_of, Batch, Peer, Swarms};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS torrents (
@@ -41,7 +52,60 @@ CREATE TABLE IF NOT EXISTS peers (
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (info_hash, ip, port)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// The lock held on a database for the life of a tracker: an exclusive
+/// `flock` on `DB.lock` (beside the database), which holds the owner's pid.
+/// The kernel drops it when the process ends, even by `kill -9`, so it is
+/// never stale.
+#[derive(Debug)]
+pub struct DbLock {
+    _file: std::fs::File,
+}
+
+/// The lock file of database `db`: `db` with `.lock` appended.
+pub fn lock_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    p.into()
+}
+
+/// Takes the lock on `db`, or says which tracker holds it: "tracker.db is
+/// in use by another tracker (pid N)". Two trackers on one file would keep
+/// two diverging swarms and overwrite each other's rows.
+pub fn lock(db: &Path) -> Result<DbLock> {
+    use std::io::{Read, Seek, Write};
+    let path = lock_path(db);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{}", std::process::id())?;
+            Ok(DbLock { _file: f })
+        }
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            let pid = match text.trim() {
+                "" => "unknown".to_string(),
+                p => p.to_string(),
+            };
+            anyhow::bail!("{} is in use by another tracker (pid {pid})", db.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+}
 
 /// Opens (creating if needed) the database in WAL mode.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -85,15 +149,21 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
-/// Loads torrents and the peers last seen at or after `cutoff` (ms).
-pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loaded> {
+/// Loads torrents and the peers last seen at or after `cutoff` (ms) into
+/// `shards` (each torrent into its [`shard_of`]).
+pub fn load(conn: &Connection, shards: &mut [Swarms], cutoff: u64) -> Result<Loaded> {
+    let n = shards.len();
     let mut out = Loaded::default();
     let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
     let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (ih, completed) = row?;
         match InfoHash::from_slice(&ih) {
-            Some(ih) if swarms.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32) => {
+            Some(ih)
+                if shards.get_mut(shard_of(&ih, n)).is_some_and(|s| {
+                    s.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32)
+                }) =>
+            {
                 out.torrents += 1
             }
             _ => out.skipped += 1,
@@ -124,13 +194,87 @@ pub fn load(conn: &Connection, swarms: &mut Swarms, cutoff: u64) -> Result<Loade
             persisted: last_seen,
             seeder,
         };
-        if last_seen >= cutoff && swarms.load_peer(ih, peer) {
+        if last_seen >= cutoff
+            && shards
+                .get_mut(shard_of(&ih, n))
+                .is_some_and(|s| s.load_peer(ih, peer))
+        {
             out.peers += 1;
         } else {
             out.skipped += 1;
         }
     }
     Ok(out)
+}
+
+/// The UDP connection-id secrets as kept across restarts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secrets {
+    /// The secret ids are issued with.
+    pub current: [u8; SECRET_LEN],
+    /// The one before, still accepted.
+    pub previous: Option<[u8; SECRET_LEN]>,
+    /// When `current` became current (ms since the Unix epoch).
+    pub rotated_at: u64,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets {{ rotated_at: {}, .. }}", self.rotated_at)
+    }
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    let mut st = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = st.query([key])?;
+    Ok(match rows.next()? {
+        Some(r) => Some(r.get::<_, Vec<u8>>(0)?),
+        None => None,
+    })
+}
+
+/// The stored secrets, if any (a malformed row counts as none).
+pub fn load_secrets(conn: &Connection) -> Result<Option<Secrets>> {
+    let Some(current) = meta_get(conn, "udp_secret")?.and_then(|v| v.try_into().ok()) else {
+        return Ok(None);
+    };
+    let previous = meta_get(conn, "udp_secret_previous")?.and_then(|v| v.try_into().ok());
+    let rotated_at = meta_get(conn, "udp_secret_rotated_at")?
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_be_bytes);
+    Ok(Some(Secrets {
+        current,
+        previous,
+        rotated_at,
+    }))
+}
+
+fn put_secrets(conn: &Connection, s: &Secrets) -> rusqlite::Result<()> {
+    let mut put = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = ?2",
+    )?;
+    put.execute(params!["udp_secret", &s.current[..]])?;
+    match &s.previous {
+        Some(p) => {
+            put.execute(params!["udp_secret_previous", &p[..]])?;
+        }
+        None => {
+            conn.execute("DELETE FROM meta WHERE key = 'udp_secret_previous'", [])?;
+        }
+    }
+    put.execute(params![
+        "udp_secret_rotated_at",
+        &s.rotated_at.to_be_bytes()[..]
+    ])?;
+    Ok(())
+}
+
+/// Stores the secrets (at start, before the writer owns the connection).
+pub fn save_secrets(conn: &mut Connection, s: &Secrets) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    put_secrets(&tx, s)?;
+    tx.commit()
 }
 
 /// Writes one batch in one transaction.
@@ -162,8 +306,86 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
         for (ih, c) in &b.torrents {
             t.execute(params![&ih.as_bytes()[..], c])?;
         }
+        if let Some(s) = &b.secrets {
+            put_secrets(&tx, s)?;
+        }
     }
     tx.commit()
+}
+
+/// Upper bounds, in seconds, of the flush-latency histogram's buckets.
+pub const FLUSH_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.01, 0.025, 0.1, 0.25, 1.0, 5.0];
+
+/// How long the writer's transactions take (a histogram over
+/// [`FLUSH_BUCKETS`]), updated by the writer thread, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct FlushLatency {
+    /// Count per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; FLUSH_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+    rows: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`FlushLatency`] for reporting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlushSnapshot {
+    /// Cumulative counts, one per bucket of [`FLUSH_BUCKETS`] then `+Inf`.
+    pub cumulative: Vec<u64>,
+    /// Total seconds spent writing.
+    pub sum_secs: f64,
+    /// Rows written.
+    pub rows: u64,
+    /// Batches that failed.
+    pub failed: u64,
+}
+
+impl FlushLatency {
+    /// Records one transaction of `rows` rows that took `d`.
+    pub fn record(&self, d: std::time::Duration, rows: usize, ok: bool) {
+        let secs = d.as_secs_f64();
+        let i = FLUSH_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(FLUSH_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        if ok {
+            self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> FlushSnapshot {
+        let mut acc = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        FlushSnapshot {
+            cumulative,
+            sum_secs: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            rows: self.rows.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Bytes the database takes on disk (the file and its WAL).
+pub fn size_on_disk(db: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    len(db) + len(Path::new(&wal))
 }
 
 /// The writer thread: writes each batch it receives, in order, until the
@@ -176,6 +398,7 @@ pub struct Writer {
     tx: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
     in_flight: Arc<AtomicUsize>,
+    latency: Arc<FlushLatency>,
 }
 
 impl Writer {
@@ -184,11 +407,17 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Batch>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
+        let latency = Arc::new(FlushLatency::default());
+        let lat = latency.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 for b in rx {
-                    if let Err(e) = write(&mut conn, &b) {
+                    let start = std::time::Instant::now();
+                    let result = write(&mut conn, &b);
+                    let rows = b.upsert.len() + b.delete.len() + b.torrents.len();
+                    lat.record(start.elapsed(), rows, result.is_ok());
+                    if let Err(e) = result {
                         on_error(&e.to_string());
                     }
                     done.fetch_sub(1, Ordering::AcqRel);
@@ -200,7 +429,13 @@ impl Writer {
             tx: Some(tx),
             thread: Some(thread),
             in_flight,
+            latency,
         })
+    }
+
+    /// The flush-latency figures this writer keeps.
+    pub fn latency(&self) -> Arc<FlushLatency> {
+        self.latency.clone()
     }
 
     /// True while a batch is queued or being written.
@@ -226,5 +461,73 @@ impl Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_rotate_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), None);
+        let first = Secrets {
+            current: [1; SECRET_LEN],
+            previous: None,
+            rotated_at: 5,
+        };
+        save_secrets(&mut conn, &first).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), Some(first));
+        let second = Secrets {
+            current: [2; SECRET_LEN],
+            previous: Some([1; SECRET_LEN]),
+            rotated_at: 600_005,
+        };
+        let b = Batch {
+            secrets: Some(second),
+            ..Default::default()
+        };
+        assert!(!b.is_empty());
+        write(&mut conn, &b).unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), Some(second));
+        // A malformed secret row reads as none (a fresh secret is made).
+        conn.execute("UPDATE meta SET value = x'00' WHERE key = 'udp_secret'", [])
+            .unwrap();
+        assert_eq!(load_secrets(&conn).unwrap(), None);
+    }
+
+    #[test]
+    fn flush_latency_buckets_at_their_edges() {
+        use std::time::Duration;
+        let l = FlushLatency::default();
+        l.record(Duration::from_micros(1000), 3, true); // = 1 ms: first bucket
+        l.record(Duration::from_micros(1001), 2, true); // just above: second
+        l.record(Duration::from_secs(6), 1, false); // beyond 5 s: +Inf
+        let s = l.snapshot();
+        assert_eq!(s.cumulative, vec![1, 2, 2, 2, 2, 2, 2, 2, 3]);
+        assert_eq!((s.rows, s.failed), (5, 1));
+        assert!((s.sum_secs - 6.002001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lock_is_exclusive_names_the_holder_and_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracker.db");
+        let held = lock(&db).unwrap();
+        // flock locks belong to the open file: a second open in the same
+        // process conflicts as another process would.
+        let err = lock(&db).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{} is in use by another tracker (pid {})",
+                db.display(),
+                std::process::id()
+            )
+        );
+        drop(held);
+        let _again = lock(&db).unwrap();
     }
 }

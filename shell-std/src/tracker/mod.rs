@@ -5,16 +5,24 @@
 //!   error replies, amplification bounds, encoding ([`Server`]);
 //! - this shell owns the sockets, the clock (ms since the Unix epoch, made
 //!   monotonic from `std::time::Instant`), the OS RNG (connection-id
-//!   secrets, rotated every [`SECRET_ROTATION_SECS`]), the swarms
+//!   secrets, rotated every [`SECRET_ROTATION_SECS`] and kept in SQLite so
+//!   a restart does not invalidate the ids clients hold), the swarms
 //!   ([`swarm`]) and SQLite ([`db`]).
 //!
-//! Threads: one blocking thread per UDP socket (the hot path: receive,
-//! lock the state, let the core triage, apply, encode, unlock, send), a
-//! tokio current-thread runtime for HTTP connections and the timers (flush,
-//! expiry sweep, secret rotation, request rate), and the SQLite writer
-//! thread. A SIGINT/SIGTERM stops the UDP threads, flushes every pending
-//! change and waits for the writer.
+//! Threads: `--workers N` blocking threads per `--udp` address, each with
+//! its own `SO_REUSEPORT` socket and front state (the hot path: receive,
+//! lock its front, let the core triage, lock the torrent's shard, apply,
+//! encode, unlock, send; see [`state`] for the locks), a tokio
+//! current-thread runtime for HTTP connections and the timers (flush,
+//! incremental expiry steps, secret rotation, request rate), and the SQLite
+//! writer thread, which stays behind every worker. A SIGINT/SIGTERM stops
+//! the UDP threads, flushes every pending change and waits for the writer.
+//!
+//! With several workers, per-source limits ([`abuse`]) are kept per worker
+//! (the kernel sends one source port to one socket), and `--max-torrents` is
+//! split evenly among the shards.
 
+pub mod abuse;
 pub mod db;
 mod http_server;
 pub mod state;
@@ -24,23 +32,30 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ourtorrent_core::id::InfoHash;
-use ourtorrent_core::tracker::udp::server::{Server, MIN_ROTATION_SECS, SECRET_LEN};
+use ourtorrent_core::tracker::udp::server::{ConnectionIds, Server, MIN_ROTATION_SECS, SECRET_LEN};
 use ourtorrent_core::tracker::udp::Limits as UdpLimits;
 use tracing::{info, warn};
 
-use state::{Settings, State};
+use state::{Settings, Shards, State, Tracker};
 use swarm::Swarms;
 
 /// How often the connection-id secret is replaced (the core keeps the
 /// previous one, so it must be at least [`MIN_ROTATION_SECS`]).
 pub const SECRET_ROTATION_SECS: u64 = 600;
 const _: () = assert!(SECRET_ROTATION_SECS >= MIN_ROTATION_SECS);
+
+/// Milliseconds between two expiry steps.
+pub const EXPIRY_TICK_MS: u64 = 100;
+/// Most peers one expiry step looks at, under the state lock (well under a
+/// millisecond). A round over 2M peers takes 10 s; a silent peer goes at
+/// most one round after its deadline.
+pub const EXPIRY_PEERS_PER_TICK: usize = 20_000;
 
 /// Largest UDP datagram read; a longer one is dropped as oversized (no
 /// BEP 15 request is near this: a 74-hash scrape is 1496 bytes).
@@ -50,11 +65,23 @@ pub const MAX_DATAGRAM: usize = 4096;
 #[derive(Args, Debug, Clone)]
 pub struct TrackerArgs {
     /// UDP (BEP 15) address; repeat for several (e.g. `--udp [::]:6969`).
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    /// With neither `--udp` nor `--http`, both serve on 0.0.0.0:6969; once
+    /// either is given, each protocol listens only where asked.
+    #[arg(long)]
     pub udp: Vec<SocketAddr>,
     /// HTTP announce/scrape/stats address; repeat for several.
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    #[arg(long)]
     pub http: Vec<SocketAddr>,
+    /// Serve no UDP.
+    #[arg(long, conflicts_with = "udp")]
+    pub no_udp: bool,
+    /// Serve no HTTP.
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
+    /// Who may read `/stats`: an address or prefix (`10.0.0.0/8`, `::1`,
+    /// `0.0.0.0/0` for anyone); repeat for several. Default: loopback only.
+    #[arg(long, value_name = "PREFIX")]
+    pub stats_from: Vec<state::Prefix>,
     /// SQLite database (created if missing).
     #[arg(long, default_value = "tracker.db")]
     pub db: PathBuf,
@@ -86,6 +113,61 @@ pub struct TrackerArgs {
     /// by the core's amplification limit).
     #[arg(long, default_value_t = 200)]
     pub max_numwant: u32,
+    /// Bad UDP datagrams (bad connection id, garbage) a source may send at
+    /// once before it is throttled (a source: an IPv4 address or IPv6 /64).
+    #[arg(long, default_value_t = abuse::DEFAULT_BURST)]
+    pub bad_burst: u32,
+    /// Bad UDP datagrams per second a source may send in the long run.
+    #[arg(long, default_value_t = abuse::DEFAULT_PER_SEC)]
+    pub bad_per_sec: u32,
+    /// Datagrams dropped from a throttled source before it is ignored.
+    #[arg(long, default_value_t = abuse::DEFAULT_BAN_AFTER)]
+    pub ban_after: u32,
+    /// Seconds an ignored source stays ignored.
+    #[arg(long, default_value_t = abuse::DEFAULT_BAN_SECS)]
+    pub ban_secs: u32,
+    /// Most misbehaving sources tracked at once (per worker).
+    #[arg(long, default_value_t = abuse::DEFAULT_MAX_SOURCES)]
+    pub max_sources: usize,
+    /// UDP worker threads, each with its own socket per `--udp` address
+    /// (`SO_REUSEPORT`); the swarms are sharded by info-hash among as many
+    /// locks. Default: the number of cores.
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// Where both protocols listen when neither `--udp` nor `--http` is given.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    6969,
+));
+
+/// The (UDP, HTTP) addresses to serve: both on [`DEFAULT_ADDR`] when
+/// neither flag is given, else each only where asked; `--no-udp` /
+/// `--no-http` switch one off.
+pub fn listen_addrs(args: &TrackerArgs) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let explicit = !args.udp.is_empty() || !args.http.is_empty();
+    let pick = |given: &[SocketAddr], off: bool| {
+        if off {
+            Vec::new()
+        } else if given.is_empty() && !explicit {
+            vec![DEFAULT_ADDR]
+        } else {
+            given.to_vec()
+        }
+    };
+    let udp = pick(&args.udp, args.no_udp);
+    let http = pick(&args.http, args.no_http);
+    anyhow::ensure!(
+        !udp.is_empty() || !http.is_empty(),
+        "nothing to serve: --no-udp and --no-http leave no listener"
+    );
+    Ok((udp, http))
+}
+
+/// The default `--workers`: the number of cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Milliseconds since the Unix epoch, never going backwards.
@@ -141,16 +223,71 @@ fn secret() -> Result<[u8; SECRET_LEN]> {
     Ok(s)
 }
 
-/// Shared state behind one mutex (uncontended with one UDP socket).
-pub type Shared = Arc<Mutex<State>>;
-
-/// Locks the state, recovering from poisoning (a handler never panics,
-/// but a poisoned lock must not take the tracker down).
-pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
+/// The connection-id secrets at start: those kept in the database when
+/// there are some (ids handed out before a restart stay valid), else a
+/// fresh one, stored at once.
+fn initial_secrets(conn: Option<&mut rusqlite::Connection>, now_ms: u64) -> Result<db::Secrets> {
+    if let Some(c) = &conn {
+        if let Some(s) = db::load_secrets(c)? {
+            return Ok(s);
+        }
+    }
+    let s = db::Secrets {
+        current: secret()?,
+        previous: None,
+        rotated_at: now_ms,
+    };
+    if let Some(c) = conn {
+        db::save_secrets(c, &s)?;
+    }
+    Ok(s)
 }
 
-fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>) {
+fn ids_of(s: &db::Secrets) -> ConnectionIds {
+    match &s.previous {
+        Some(p) => ConnectionIds::with_previous(&s.current, p),
+        None => ConnectionIds::new(&s.current),
+    }
+}
+
+/// Time until the next rotation of secrets made current at `rotated_at`
+/// (ms): the rest of [`SECRET_ROTATION_SECS`], zero (rotate at start) when
+/// it is over. Rotations stay a full period apart across restarts, so
+/// never closer than [`MIN_ROTATION_SECS`]; a secret restored after a long
+/// stop is replaced at once (its predecessor's ids have long expired).
+fn next_rotation(rotated_at: u64, now_ms: u64) -> Duration {
+    let age = now_ms.saturating_sub(rotated_at);
+    Duration::from_millis((SECRET_ROTATION_SECS * 1000).saturating_sub(age))
+}
+
+/// Shared state behind one mutex (uncontended with one UDP socket).
+pub type Shared = Arc<Tracker>;
+
+/// Locks the HTTP front, recovering from poisoning (a handler never
+/// panics, but a poisoned lock must not take the tracker down).
+pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.front(s.http_front())
+}
+
+/// A UDP socket bound to `addr`, with `SO_REUSEPORT` when several workers
+/// share the address (the kernel spreads datagrams over their sockets by
+/// source address and port).
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
+    use rustix::net::{bind, socket, sockopt, AddressFamily, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = socket(family, SocketType::DGRAM, None)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    bind(&fd, &addr)?;
+    Ok(UdpSocket::from(fd))
+}
+
+fn udp_loop(sock: UdpSocket, shared: Shared, front: usize, clock: Clock, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -168,24 +305,17 @@ fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>
             }
             Err(e) => {
                 // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
-                lock(&shared).stats.err("udp_recv_error");
+                shared.front(front).stats.err("udp_recv_error");
                 tracing::debug!("udp recv: {e}");
                 continue;
             }
         };
-        let reply = {
-            let mut st = lock(&shared);
-            if n > MAX_DATAGRAM {
-                st.stats.total += 1;
-                st.stats.err("udp_oversized");
-                None
-            } else {
-                st.handle_udp(clock.now_ms(), from, &buf[..n], &mut out)
-            }
-        };
+        let reply = shared
+            .front(front)
+            .handle_udp(clock.now_ms(), from, &buf[..n], &mut out);
         if let Some(len) = reply {
             if sock.send_to(&out[..len], from).is_err() {
-                lock(&shared).stats.err("udp_send_error");
+                shared.front(front).stats.err("udp_send_error");
             }
         }
     }
@@ -194,22 +324,37 @@ fn udp_loop(sock: UdpSocket, shared: Shared, clock: Clock, stop: Arc<AtomicBool>
 /// Runs the tracker until SIGINT/SIGTERM.
 pub fn run(args: TrackerArgs) -> Result<()> {
     let clock = Clock::new();
+    let (udp_addrs, http_addrs) = listen_addrs(&args)?;
     let allow = args.allow.as_deref().map(read_allow_list).transpose()?;
     let expiry_ms = (u64::from(args.interval) + u64::from(args.grace)) * 1000;
     // A peer's row is rewritten when only its last-seen time changed at
     // most this often; keep it under the grace so a restart never expires
     // a live peer early.
     let refresh_ms = (u64::from(args.grace) * 1000 / 2).clamp(100, 60_000);
+    let workers = args.workers.unwrap_or_else(default_workers).max(1);
+    // One shard per worker; --max-torrents is split among them.
     let limits = swarm::Limits {
-        max_torrents: args.max_torrents,
+        max_torrents: args.max_torrents.div_ceil(workers),
         max_peers_per_torrent: args.max_peers,
     };
-    let mut swarms = Swarms::new(limits, refresh_ms);
+    let mut swarms: Vec<Swarms> = (0..workers)
+        .map(|_| {
+            let s = Swarms::new(limits, refresh_ms);
+            if args.no_db {
+                s.without_persistence()
+            } else {
+                s
+            }
+        })
+        .collect();
+    let mut secrets;
     let writer = if args.no_db {
-        swarms = swarms.without_persistence();
+        secrets = initial_secrets(None, clock.now_ms())?;
         None
     } else {
-        let conn = db::open(&args.db)?;
+        let db_lock = db::lock(&args.db)?;
+        let mut conn = db::open(&args.db)?;
+        secrets = initial_secrets(Some(&mut conn), clock.now_ms())?;
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
         let loaded = db::load(&conn, &mut swarms, cutoff)?;
         info!(
@@ -219,9 +364,15 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             "loaded {}",
             args.db.display()
         );
-        Some(db::Writer::spawn(conn, |e| {
-            warn!("sqlite write failed: {e}")
-        })?)
+        Some((
+            db::Writer::spawn(conn, |e| warn!("sqlite write failed: {e}"))?,
+            db_lock,
+        ))
+    };
+    // The lock is held until the writer has finished (end of `run`).
+    let (writer, _db_lock) = match writer {
+        Some((w, l)) => (Some(w), Some(l)),
+        None => (None, None),
     };
     let settings = Settings {
         interval: args.interval,
@@ -229,10 +380,40 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         max_numwant: args.max_numwant,
     };
     let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
-    let server = Server::new(&secret()?, UdpLimits::default());
-    let shared: Shared = Arc::new(Mutex::new(State::new(
-        server, swarms, allow, settings, seed,
-    )));
+    let server = Server::with_ids(ids_of(&secrets), UdpLimits::default());
+    let abuse_limits = abuse::Limits {
+        burst: args.bad_burst,
+        per_sec: args.bad_per_sec,
+        ban_after: args.ban_after,
+        ban_secs: args.ban_secs,
+        max_sources: args.max_sources,
+    };
+    let shards = Arc::new(Shards::new(swarms));
+    let allow = allow.map(Arc::new);
+    let udp_fronts = udp_addrs.len() * workers;
+    let mut tracker = Tracker::new(
+        shards.clone(),
+        udp_fronts,
+        allow.as_ref().map(|a| a.len()),
+        |i| {
+            State::new(
+                server.clone(),
+                shards.clone(),
+                allow.clone(),
+                settings,
+                abuse::Abuse::new(abuse_limits),
+                seed.wrapping_add(i as u64),
+            )
+        },
+    );
+    if !args.stats_from.is_empty() {
+        tracker.stats_from = args.stats_from.clone();
+    }
+    if let Some(w) = &writer {
+        tracker.flush = Some(w.latency());
+        tracker.db_path = Some(args.db.clone());
+    }
+    let shared: Shared = Arc::new(tracker);
 
     // Signal handlers are installed before any socket serves, so a SIGINT
     // or SIGTERM is always a graceful stop that flushes.
@@ -249,18 +430,32 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     };
 
     let mut udp = Vec::new();
-    for a in &args.udp {
-        let s = UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?;
+    for a in &udp_addrs {
+        // SO_REUSEPORT would let us join another process's group on a busy
+        // port (same user): check it is free first.
+        if workers > 1 && a.port() != 0 {
+            drop(UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?);
+        }
+        // The first socket may ask for port 0; the others join its port.
+        let first = bind_udp(*a, workers > 1).with_context(|| format!("bind udp {a}"))?;
+        let bound = first.local_addr()?;
+        udp.push(first);
+        for _ in 1..workers {
+            let s = bind_udp(bound, true).with_context(|| format!("bind udp {bound}"))?;
+            udp.push(s);
+        }
+    }
+    for s in &udp {
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
-        udp.push(s);
     }
     let mut tcp = Vec::new();
-    for a in &args.http {
+    for a in &http_addrs {
         let l = std::net::TcpListener::bind(a).with_context(|| format!("bind http {a}"))?;
         l.set_nonblocking(true)?;
         tcp.push(l);
     }
-    let udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let mut udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    udp_addrs.dedup();
     let http_addrs: Vec<SocketAddr> = tcp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let db_desc = if args.no_db {
         "none (memory only)".to_string()
@@ -268,22 +463,23 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         args.db.display().to_string()
     };
     info!(
-        "tracker listening: udp {} http {} db {} interval {}s flush {}ms",
+        "tracker listening: udp {} http {} db {} interval {}s flush {}ms workers {}",
         join(&udp_addrs),
         join(&http_addrs),
         db_desc,
         args.interval,
-        args.flush_ms
+        args.flush_ms,
+        workers
     );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    for s in udp {
+    for (front, s) in udp.into_iter().enumerate() {
         let (sh, st) = (shared.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
-                .name("udp".into())
-                .spawn(move || udp_loop(s, sh, clock, st))?,
+                .name(format!("udp-{front}"))
+                .spawn(move || udp_loop(s, sh, front, clock, st))?,
         );
     }
 
@@ -295,10 +491,12 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         }
         let mut flush = tokio::time::interval(Duration::from_millis(flush_ms));
         flush.tick().await; // immediate: the first flush is one interval from now
-        let sweep_ms = (expiry_ms / 4).clamp(100, 30_000);
-        let mut sweep = tokio::time::interval(Duration::from_millis(sweep_ms));
-        let mut rotate = tokio::time::interval(Duration::from_secs(SECRET_ROTATION_SECS));
-        rotate.tick().await; // the first tick is immediate
+        let mut sweep = tokio::time::interval(Duration::from_millis(EXPIRY_TICK_MS));
+        let first = next_rotation(secrets.rotated_at, clock.now_ms());
+        let mut rotate = tokio::time::interval_at(
+            tokio::time::Instant::now() + first,
+            Duration::from_secs(SECRET_ROTATION_SECS),
+        );
         let mut rate = tokio::time::interval(Duration::from_secs(1));
         let (mut last_total, mut last_at) = (0u64, std::time::Instant::now());
         loop {
@@ -309,28 +507,41 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                     // One batch at a time: while SQLite is still writing the
                     // previous one, changes keep coalescing in the swarm.
                     if let Some(w) = writer.as_ref().filter(|w| !w.busy()) {
-                        let batch = lock(&shared).swarms.take_batch();
-                        w.send(batch);
+                        w.send(shared.take_batch());
                     }
                 }
                 _ = sweep.tick() => {
                     let cutoff = clock.now_ms().saturating_sub(expiry_ms);
-                    let n = lock(&shared).swarms.expire(cutoff);
-                    if n > 0 {
-                        tracing::debug!(peers = n, "expired");
+                    let st = shared.expire_step(cutoff, EXPIRY_PEERS_PER_TICK);
+                    if st.removed > 0 {
+                        tracing::debug!(peers = st.removed, "expired");
                     }
                 }
                 _ = rotate.tick() => {
                     match secret() {
-                        Ok(s) => lock(&shared).server.rotate_secret(&s),
+                        Ok(s) => {
+                            shared.rotate_secret(&s);
+                            secrets = db::Secrets {
+                                current: s,
+                                previous: Some(secrets.current),
+                                rotated_at: clock.now_ms(),
+                            };
+                            if let Some(w) = &writer {
+                                w.send(swarm::Batch {
+                                    secrets: Some(secrets),
+                                    ..Default::default()
+                                });
+                            }
+                        }
                         Err(e) => warn!("secret rotation skipped: {e}"),
                     }
                 }
                 _ = rate.tick() => {
-                    let mut st = lock(&shared);
+                    shared.prune_abuse(clock.now_ms());
+                    let total = shared.total();
                     let secs = last_at.elapsed().as_secs_f64().max(1e-3);
-                    st.stats.rate = (st.stats.total - last_total) as f64 / secs;
-                    last_total = st.stats.total;
+                    shared.set_rate(total.saturating_sub(last_total) as f64 / secs);
+                    last_total = total;
                     last_at = std::time::Instant::now();
                 }
             }
@@ -343,7 +554,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let _ = t.join();
     }
     if let Some(w) = writer {
-        let batch = lock(&shared).swarms.take_batch();
+        let batch = shared.take_batch();
         let rows = batch.upsert.len() + batch.delete.len() + batch.torrents.len();
         w.send(batch);
         w.finish();
@@ -360,5 +571,30 @@ fn join(a: &[SocketAddr]) -> String {
         "-".into()
     } else {
         v.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_schedule_resumes_across_restarts() {
+        let full = Duration::from_secs(SECRET_ROTATION_SECS);
+        assert_eq!(next_rotation(1_000, 1_000), full);
+        // A restart 100 s after a rotation: the rest of the period.
+        assert_eq!(next_rotation(0, 100_000), full - Duration::from_secs(100));
+        // At the period's edge and long after it: at once.
+        assert_eq!(
+            next_rotation(0, SECRET_ROTATION_SECS * 1000 - 1),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            next_rotation(0, SECRET_ROTATION_SECS * 1000),
+            Duration::ZERO
+        );
+        assert_eq!(next_rotation(0, u64::MAX), Duration::ZERO);
+        // A clock set back: a full period.
+        assert_eq!(next_rotation(u64::MAX, 0), full);
     }
 }

@@ -1,9 +1,17 @@
 //! The tracker's shared state and the two request handlers (one UDP
 //! datagram, one HTTP GET). The protocol decisions for UDP come from the
 //! core's [`Server`]; this module applies them to the swarm and counts.
+//!
+//! Locks: the swarms are sharded by info-hash ([`Shards`], one mutex per
+//! shard); each UDP worker and the HTTP side has its own front [`State`]
+//! (connection-id server, counters, per-source limits) behind its own
+//! mutex, so workers meet only on a shard. A request holds its front and
+//! then one shard at a time; `/stats` and `/metrics` ([`Tracker`]) lock one
+//! front or shard at a time and sum.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
@@ -13,7 +21,10 @@ use ourtorrent_core::tracker::udp::{encode_scrape_response, ParseErrorKind, Torr
 use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
 use serde_json::json;
 
-use super::swarm::{Announce, AnnounceError, Swarms};
+use super::abuse::{Abuse, Verdict};
+use super::db::{self, FlushLatency, FLUSH_BUCKETS};
+use super::swarm::{shard_of, Announce, AnnounceError, Batch, ExpiryStep, Swarms};
+use super::MAX_DATAGRAM;
 
 /// Tunables of the handlers.
 #[derive(Clone, Copy, Debug)]
@@ -35,8 +46,6 @@ pub struct Stats {
     pub errors: BTreeMap<&'static str, u64>,
     /// All requests received (answered or not).
     pub total: u64,
-    /// Requests per second over the last rate tick.
-    pub rate: f64,
 }
 
 impl Stats {
@@ -50,18 +59,129 @@ impl Stats {
     }
 }
 
-/// Everything the handlers share.
+/// An address prefix (`10.0.0.0/8`, `::1`, `0.0.0.0/0`) for `--stats-from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// True if `ip` is inside (a v4-mapped v6 address counts as its v4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// 127.0.0.0/8 and ::1: who may read `/stats` by default.
+    pub fn loopback() -> Vec<Prefix> {
+        vec![
+            Prefix {
+                addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+                len: 8,
+            },
+            Prefix {
+                addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                len: 128,
+            },
+        ]
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() {
+            max
+        } else {
+            l.parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("`/{l}`: prefix length must be 0..={max}"))?
+        };
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The swarms, sharded by info-hash ([`shard_of`]), one lock per shard.
+#[derive(Debug)]
+pub struct Shards {
+    shards: Vec<Mutex<Swarms>>,
+}
+
+impl Shards {
+    /// From one [`Swarms`] per shard (at least one).
+    pub fn new(shards: Vec<Swarms>) -> Self {
+        Shards {
+            shards: shards.into_iter().map(Mutex::new).collect(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// True if there is no shard (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Locks shard `i` (recovering from poisoning).
+    pub fn lock_index(&self, i: usize) -> Option<MutexGuard<'_, Swarms>> {
+        self.shards
+            .get(i)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Locks the shard of `ih`.
+    pub fn lock(&self, ih: &InfoHash) -> MutexGuard<'_, Swarms> {
+        let i = shard_of(ih, self.shards.len());
+        let m = self.shards.get(i).or(self.shards.first());
+        match m {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            None => unreachable!("Shards::new is never given zero shards"),
+        }
+    }
+}
+
+/// One front's handlers state: a UDP worker's or the HTTP side's.
 pub struct State {
     /// The core's stateless UDP triage.
     pub server: Server,
-    /// Swarms.
-    pub swarms: Swarms,
+    /// Swarms (shared by all fronts).
+    pub swarms: Arc<Shards>,
     /// Counters.
     pub stats: Stats,
     /// Allowed info-hashes, if restricted.
-    pub allow: Option<HashSet<InfoHash>>,
+    pub allow: Option<Arc<HashSet<InfoHash>>>,
     /// Tunables.
     pub settings: Settings,
+    /// Per-source limits on bad UDP datagrams.
+    pub abuse: Abuse,
     rng: u64,
 }
 
@@ -95,9 +215,10 @@ impl State {
     /// New state; `seed` starts the sampling PRNG.
     pub fn new(
         server: Server,
-        swarms: Swarms,
-        allow: Option<HashSet<InfoHash>>,
+        swarms: Arc<Shards>,
+        allow: Option<Arc<HashSet<InfoHash>>>,
         settings: Settings,
+        abuse: Abuse,
         seed: u64,
     ) -> Self {
         State {
@@ -106,6 +227,7 @@ impl State {
             stats: Stats::default(),
             allow,
             settings,
+            abuse,
             rng: seed | 1,
         }
     }
@@ -131,7 +253,8 @@ impl State {
     }
 
     /// Handles one UDP datagram at `now_ms` (ms since the Unix epoch);
-    /// returns the length of the reply written into `out`, if any.
+    /// returns the length of the reply written into `out`, if any. A
+    /// datagram longer than [`MAX_DATAGRAM`] is dropped as oversized.
     pub fn handle_udp(
         &mut self,
         now_ms: u64,
@@ -140,6 +263,22 @@ impl State {
         out: &mut [u8],
     ) -> Option<usize> {
         self.stats.total += 1;
+        match self.abuse.check(from.ip(), now_ms) {
+            Verdict::Pass => {}
+            Verdict::Throttled => {
+                self.stats.err("udp_throttled");
+                return None;
+            }
+            Verdict::Ignored => {
+                self.stats.err("udp_ignored_source");
+                return None;
+            }
+        }
+        if datagram.len() > MAX_DATAGRAM {
+            self.stats.err("udp_oversized");
+            self.abuse.bad(from.ip(), now_ms);
+            return None;
+        }
         match self.server.handle(Instant(now_ms), from, datagram, out) {
             Decision::Connect(n) => {
                 self.stats.req("udp_connect");
@@ -147,10 +286,14 @@ impl State {
             }
             Decision::Error(n) => {
                 self.stats.err("udp_malformed_replied");
+                self.abuse.bad(from.ip(), now_ms);
                 Some(n)
             }
             Decision::Drop(r) => {
                 self.stats.err(drop_reason(&r));
+                if r != DropReason::OutputTooSmall {
+                    self.abuse.bad(from.ip(), now_ms);
+                }
                 None
             }
             Decision::Announce(a) => {
@@ -168,12 +311,6 @@ impl State {
                     event: a.event,
                     seeder: a.left == 0,
                 };
-                let counts = match self.swarms.announce(&ann, now_ms) {
-                    Ok(c) => c,
-                    Err(AnnounceError::TorrentLimit) => {
-                        return refuse(self, "torrent_limit", b"tracker full", out);
-                    }
-                };
                 let want = if a.event == AnnounceEvent::Stopped {
                     0
                 } else {
@@ -182,20 +319,28 @@ impl State {
                 let mut req = a;
                 req.num_want = i32::try_from(want).unwrap_or(i32::MAX);
                 let start = self.next_rand();
+                let mut sw = self.swarms.lock(&a.info_hash);
+                let counts = match sw.announce(&ann, now_ms) {
+                    Ok(c) => c,
+                    Err(AnnounceError::TorrentLimit) => {
+                        drop(sw);
+                        return refuse(self, "torrent_limit", b"tracker full", out);
+                    }
+                };
                 let info = SwarmInfo {
                     interval: self.settings.interval,
                     leechers: counts.leechers,
                     seeders: counts.seeders,
                 };
-                let peers = self
-                    .swarms
+                let peers = sw
                     .get(&a.info_hash)
                     .into_iter()
                     .flat_map(|t| t.sample(addr, start, want as usize));
-                match self
-                    .server
-                    .announce_reply(&req, datagram.len(), &from, info, peers, out)
-                {
+                let reply =
+                    self.server
+                        .announce_reply(&req, datagram.len(), &from, info, peers, out);
+                drop(sw);
+                match reply {
                     Ok(n) => {
                         self.stats.req("udp_announce");
                         Some(n)
@@ -209,7 +354,7 @@ impl State {
             Decision::Scrape(s) => {
                 let swarms = &self.swarms;
                 let stats = s.info_hashes.iter().map(|ih| {
-                    let c = swarms.counts(&ih);
+                    let c = swarms.lock(&ih).counts(&ih);
                     TorrentStats {
                         seeders: c.seeders,
                         completed: c.completed,
@@ -244,11 +389,6 @@ impl State {
         match path {
             "/announce" => self.http_announce(now_ms, peer, query),
             "/scrape" => self.http_scrape(query),
-            "/stats" => {
-                self.stats.req("http_stats");
-                let body = self.stats_json().to_string().into_bytes();
-                (200, "application/json", body)
-            }
             _ => {
                 self.stats.err("http_not_found");
                 (404, "text/plain", b"not found\n".to_vec())
@@ -280,19 +420,21 @@ impl State {
             event: q.event,
             seeder: q.left == 0,
         };
-        let counts = match self.swarms.announce(&ann, now_ms) {
-            Ok(c) => c,
-            Err(AnnounceError::TorrentLimit) => {
-                self.stats.err("torrent_limit");
-                return failure("tracker full");
-            }
-        };
         let want = if q.event == AnnounceEvent::Stopped {
             0
         } else {
             self.numwant(q.numwant) as usize
         };
         let start = self.next_rand();
+        let sw = self.swarms.clone();
+        let mut sw = sw.lock(&q.info_hash);
+        let counts = match sw.announce(&ann, now_ms) {
+            Ok(c) => c,
+            Err(AnnounceError::TorrentLimit) => {
+                self.stats.err("torrent_limit");
+                return failure("tracker full");
+            }
+        };
         // Always compact (BEP 23 lets a tracker answer compact even to
         // `compact=0`; the core encodes only that model): IPv4 peers in
         // `peers`, IPv6 peers in `peers6` (BEP 7).
@@ -300,8 +442,7 @@ impl State {
         let mut v4 = vec![0u8; want * AddressFamily::V4.peer_len()];
         let mut v6 = vec![0u8; want * AddressFamily::V6.peer_len()];
         let sample = || {
-            self.swarms
-                .get(&q.info_hash)
+            sw.get(&q.info_hash)
                 .into_iter()
                 .flat_map(|t| t.sample(addr, start, want))
         };
@@ -311,7 +452,9 @@ impl State {
         r.incomplete = Some(counts.leechers);
         r.peers = Peers::Compact(http::compact_peers(sample(), AddressFamily::V4, &mut v4));
         r.peers6 = http::compact_peers(sample(), AddressFamily::V6, &mut v6);
-        match http::encode_announce_response(&r, &mut out) {
+        let encoded = http::encode_announce_response(&r, &mut out);
+        drop(sw);
+        match encoded {
             Ok(n) => {
                 out.truncate(n);
                 self.stats.req("http_announce");
@@ -340,7 +483,7 @@ impl State {
         let mut entries: Vec<(InfoHash, TorrentStats)> = hashes
             .iter()
             .map(|ih| {
-                let c = self.swarms.counts(ih);
+                let c = self.swarms.lock(ih).counts(ih);
                 let s = TorrentStats {
                     seeders: c.seeders,
                     completed: c.completed,
@@ -365,21 +508,487 @@ impl State {
             }
         }
     }
+}
+
+/// Summed figures of every shard.
+#[derive(Debug, Default)]
+pub struct SwarmTotals {
+    torrents: usize,
+    peers: usize,
+    seeders: usize,
+    dirty: usize,
+    /// Peers not stored because their torrent was full.
+    pub peer_limit_hits: u64,
+    completed_total: u64,
+}
+
+impl SwarmTotals {
+    fn add(&mut self, s: &Swarms) {
+        self.torrents += s.torrent_count();
+        self.peers += s.peer_count();
+        self.seeders += s.seeder_count();
+        self.dirty += s.dirty_count();
+        self.peer_limit_hits += s.peer_limit_hits;
+        self.completed_total += s.completed_total();
+    }
+
+    /// Torrents tracked.
+    pub fn torrent_count(&self) -> usize {
+        self.torrents
+    }
+
+    /// Peers stored.
+    pub fn peer_count(&self) -> usize {
+        self.peers
+    }
+
+    /// Seeders stored.
+    pub fn seeder_count(&self) -> usize {
+        self.seeders
+    }
+
+    /// Rows waiting for the writer.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty
+    }
+
+    /// Completed announces over all torrents.
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total
+    }
+}
+
+/// Summed per-source-limit figures of every front.
+#[derive(Debug, Default)]
+pub struct AbuseTotals {
+    sources: usize,
+    throttled: u64,
+    ignored: u64,
+    bans: u64,
+    untracked: u64,
+}
+
+/// Every figure of `/stats` and `/metrics`, summed over fronts and shards.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    stats: Stats,
+    abuse: AbuseTotals,
+    swarms: SwarmTotals,
+    /// Requests answered by each UDP worker, by kind.
+    workers: Vec<BTreeMap<&'static str, u64>>,
+}
+
+/// The whole tracker: one front per UDP worker socket, then the HTTP
+/// front (last), over the shared shards.
+pub struct Tracker {
+    fronts: Vec<Mutex<State>>,
+    /// The swarms.
+    pub shards: Arc<Shards>,
+    /// Who may read `/stats` and `/metrics` (`--stats-from`).
+    pub stats_from: Vec<Prefix>,
+    /// When the tracker started.
+    pub started: std::time::Instant,
+    /// The database file, if any (for its size in `/metrics`).
+    pub db_path: Option<std::path::PathBuf>,
+    /// The SQLite writer's flush latencies, if any.
+    pub flush: Option<Arc<FlushLatency>>,
+    allow_len: Option<usize>,
+    rate: Mutex<f64>,
+}
+
+impl Tracker {
+    /// `udp_fronts` front states for the UDP workers and one for HTTP,
+    /// made by `front(i)`.
+    pub fn new(
+        shards: Arc<Shards>,
+        udp_fronts: usize,
+        allow_len: Option<usize>,
+        mut front: impl FnMut(usize) -> State,
+    ) -> Self {
+        Tracker {
+            fronts: (0..=udp_fronts).map(|i| Mutex::new(front(i))).collect(),
+            shards,
+            stats_from: Prefix::loopback(),
+            started: std::time::Instant::now(),
+            db_path: None,
+            flush: None,
+            allow_len,
+            rate: Mutex::new(0.0),
+        }
+    }
+
+    /// Number of fronts (UDP workers + 1).
+    pub fn fronts(&self) -> usize {
+        self.fronts.len()
+    }
+
+    /// Locks front `i` (the last one, [`Tracker::http_front`], serves HTTP).
+    pub fn front(&self, i: usize) -> MutexGuard<'_, State> {
+        let m = self.fronts.get(i).or(self.fronts.last());
+        match m {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            None => unreachable!("Tracker::new makes at least the HTTP front"),
+        }
+    }
+
+    /// Index of the HTTP front.
+    pub fn http_front(&self) -> usize {
+        self.fronts.len().saturating_sub(1)
+    }
+
+    /// Handles `GET target` from `peer` at `now_ms`: `/stats` and
+    /// `/metrics` here (they read every front and shard), the rest on the
+    /// HTTP front ([`State::handle_http`]).
+    pub fn handle_http(
+        &self,
+        now_ms: u64,
+        peer: SocketAddr,
+        target: &str,
+    ) -> (u16, &'static str, Vec<u8>) {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let kind = match path {
+            "/stats" => "http_stats",
+            "/metrics" => "http_metrics",
+            _ => {
+                return self
+                    .front(self.http_front())
+                    .handle_http(now_ms, peer, target)
+            }
+        };
+        {
+            let mut f = self.front(self.http_front());
+            f.stats.total += 1;
+            if !self.stats_from.iter().any(|p| p.contains(peer.ip())) {
+                f.stats.err("http_stats_forbidden");
+                return (
+                    403,
+                    "text/plain",
+                    b"forbidden (see --stats-from)\n".to_vec(),
+                );
+            }
+            f.stats.req(kind);
+        }
+        if kind == "http_stats" {
+            (
+                200,
+                "application/json",
+                self.stats_json().to_string().into_bytes(),
+            )
+        } else {
+            (
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics_text().into_bytes(),
+            )
+        }
+    }
+
+    /// Sums every front and shard, one lock at a time.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for i in 0..self.fronts.len() {
+            let f = self.front(i);
+            for (k, v) in &f.stats.requests {
+                *snap.stats.requests.entry(k).or_default() += v;
+            }
+            for (k, v) in &f.stats.errors {
+                *snap.stats.errors.entry(k).or_default() += v;
+            }
+            snap.stats.total += f.stats.total;
+            snap.abuse.sources += f.abuse.len();
+            snap.abuse.throttled += f.abuse.throttled;
+            snap.abuse.ignored += f.abuse.ignored;
+            snap.abuse.bans += f.abuse.bans;
+            snap.abuse.untracked += f.abuse.untracked;
+            if i != self.http_front() {
+                snap.workers.push(f.stats.requests.clone());
+            }
+        }
+        for i in 0..self.shards.len() {
+            if let Some(s) = self.shards.lock_index(i) {
+                snap.swarms.add(&s);
+            }
+        }
+        snap
+    }
+
+    /// Requests received by every front.
+    pub fn total(&self) -> u64 {
+        (0..self.fronts.len())
+            .map(|i| self.front(i).stats.total)
+            .sum()
+    }
+
+    /// Requests per second over the last rate tick.
+    pub fn rate(&self) -> f64 {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the request rate.
+    pub fn set_rate(&self, r: f64) {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// Drains every shard's changes into one batch, a shard at a time.
+    pub fn take_batch(&self) -> Batch {
+        let mut b = Batch::default();
+        for i in 0..self.shards.len() {
+            if let Some(mut s) = self.shards.lock_index(i) {
+                let part = s.take_batch();
+                b.upsert.extend(part.upsert);
+                b.delete.extend(part.delete);
+                b.torrents.extend(part.torrents);
+            }
+        }
+        b
+    }
+
+    /// One expiry step on every shard, `budget` peers split among them.
+    pub fn expire_step(&self, cutoff: u64, budget: usize) -> ExpiryStep {
+        let per = (budget / self.shards.len().max(1)).max(1);
+        let mut all = ExpiryStep::default();
+        for i in 0..self.shards.len() {
+            if let Some(mut s) = self.shards.lock_index(i) {
+                let st = s.expire_step(cutoff, per);
+                all.removed += st.removed;
+                all.checked += st.checked;
+                all.wrapped |= st.wrapped;
+            }
+        }
+        all
+    }
+
+    /// Rotates the connection-id secret of every front.
+    pub fn rotate_secret(&self, secret: &[u8; ourtorrent_core::tracker::udp::server::SECRET_LEN]) {
+        for i in 0..self.fronts.len() {
+            self.front(i).server.rotate_secret(secret);
+        }
+    }
+
+    /// Forgets idle sources in every front's per-source table.
+    pub fn prune_abuse(&self, now_ms: u64) {
+        for i in 0..self.fronts.len() {
+            self.front(i).abuse.prune(now_ms);
+        }
+    }
+
+    /// The `/metrics` document: Prometheus text exposition format 0.0.4
+    /// (written by hand: a few `# TYPE` lines and samples need no crate).
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        const P: &str = "ourtorrent_tracker";
+        let mut o = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            let _ = writeln!(o, "# HELP {P}_{name} {help}");
+            let _ = writeln!(o, "# TYPE {P}_{name} {kind}");
+            for (suffix_labels, value) in samples {
+                let _ = writeln!(o, "{P}_{name}{suffix_labels} {value}");
+            }
+        };
+        let one = |v: String| vec![(String::new(), v)];
+        let snap = self.snapshot();
+        let s = &snap.swarms;
+        metric(
+            "build_info",
+            "gauge",
+            "Version of the tracker.",
+            &[(
+                format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+                "1".into(),
+            )],
+        );
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            &one(self.started.elapsed().as_secs().to_string()),
+        );
+        if let Some(rss) = rss_bytes() {
+            metric(
+                "resident_memory_bytes",
+                "gauge",
+                "Resident set size.",
+                &one(rss.to_string()),
+            );
+        }
+        metric(
+            "received_total",
+            "counter",
+            "Requests received (UDP datagrams and HTTP requests), answered or not.",
+            &one(snap.stats.total.to_string()),
+        );
+        let by = |label: &str, m: &BTreeMap<&'static str, u64>| -> Vec<(String, String)> {
+            m.iter()
+                .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v.to_string()))
+                .collect()
+        };
+        metric(
+            "requests_total",
+            "counter",
+            "Requests answered, by kind.",
+            &by("kind", &snap.stats.requests),
+        );
+        metric(
+            "errors_total",
+            "counter",
+            "Errors and drops, by reason.",
+            &by("reason", &snap.stats.errors),
+        );
+        for (name, help, v) in [
+            ("torrents", "Torrents tracked.", s.torrent_count()),
+            ("peers", "Peers stored.", s.peer_count()),
+            ("seeders", "Seeders stored.", s.seeder_count()),
+            (
+                "leechers",
+                "Leechers stored.",
+                s.peer_count() - s.seeder_count(),
+            ),
+            (
+                "pending_db_rows",
+                "Changed rows waiting for the SQLite writer.",
+                s.dirty_count(),
+            ),
+            (
+                "abuse_sources",
+                "Misbehaving UDP sources tracked.",
+                snap.abuse.sources,
+            ),
+        ] {
+            metric(name, "gauge", help, &one(v.to_string()));
+        }
+        for (name, help, v) in [
+            (
+                "completed_total",
+                "Completed announces over all torrents.",
+                s.completed_total(),
+            ),
+            (
+                "peer_limit_hits_total",
+                "Peers not stored because their torrent was full.",
+                s.peer_limit_hits,
+            ),
+            (
+                "abuse_bans_total",
+                "Times a UDP source became ignored.",
+                snap.abuse.bans,
+            ),
+        ] {
+            metric(name, "counter", help, &one(v.to_string()));
+        }
+        if let Some(f) = &self.flush {
+            let snap = f.snapshot();
+            let mut samples: Vec<(String, String)> = FLUSH_BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(std::iter::once("+Inf".to_string()))
+                .zip(&snap.cumulative)
+                .map(|(le, n)| (format!("_bucket{{le=\"{le}\"}}"), n.to_string()))
+                .collect();
+            let count = snap.cumulative.last().copied().unwrap_or(0);
+            samples.push(("_sum".into(), snap.sum_secs.to_string()));
+            samples.push(("_count".into(), count.to_string()));
+            metric(
+                "flush_duration_seconds",
+                "histogram",
+                "Duration of the SQLite writer's transactions.",
+                &samples,
+            );
+            metric(
+                "flush_rows_total",
+                "counter",
+                "Rows written to SQLite.",
+                &one(snap.rows.to_string()),
+            );
+            metric(
+                "flush_failures_total",
+                "counter",
+                "SQLite transactions that failed.",
+                &one(snap.failed.to_string()),
+            );
+        }
+        if let Some(p) = &self.db_path {
+            metric(
+                "db_size_bytes",
+                "gauge",
+                "Size of the SQLite database and its WAL.",
+                &one(db::size_on_disk(p).to_string()),
+            );
+        }
+        o
+    }
 
     /// The `/stats` document.
     pub fn stats_json(&self) -> serde_json::Value {
-        let s = &self.swarms;
+        let snap = self.snapshot();
+        let s = &snap.swarms;
         json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "rss_bytes": rss_bytes(),
+            "completed_total": s.completed_total(),
+            "access": {
+                "stats_from": self.stats_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "allow_list": self.allow_len,
+            },
             "torrents": s.torrent_count(),
             "peers": s.peer_count(),
             "seeders": s.seeder_count(),
             "leechers": s.peer_count() - s.seeder_count(),
-            "requests": self.stats.requests,
-            "errors": self.stats.errors,
-            "requests_total": self.stats.total,
-            "requests_per_second": self.stats.rate,
+            "requests": snap.stats.requests,
+            "errors": snap.stats.errors,
+            "requests_total": snap.stats.total,
+            "requests_per_second": self.rate(),
             "peer_limit_hits": s.peer_limit_hits,
+            "abuse": {
+                "sources": snap.abuse.sources,
+                "throttled": snap.abuse.throttled,
+                "ignored": snap.abuse.ignored,
+                "bans": snap.abuse.bans,
+                "untracked": snap.abuse.untracked,
+            },
             "pending_db_rows": s.dirty_count(),
+            "workers": snap.workers,
+            "shards": self.shards.len(),
         })
+    }
+}
+
+/// This process's resident set size in bytes (`VmRSS` of
+/// `/proc/self/status`), if known.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_match_at_their_edges() {
+        let p: Prefix = "10.1.0.0/16".parse().unwrap();
+        assert!(p.contains("10.1.255.255".parse().unwrap()));
+        assert!(!p.contains("10.2.0.0".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped");
+        let any: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("203.0.113.9".parse().unwrap()));
+        assert!(
+            !any.contains("::2".parse().unwrap()),
+            "v4 prefix, v6 address"
+        );
+        let one: Prefix = "2001:db8::1".parse().unwrap();
+        assert_eq!(one.to_string(), "2001:db8::1/128");
+        assert!(one.contains("2001:db8::1".parse().unwrap()));
+        assert!(!one.contains("2001:db8::2".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("::/129".parse::<Prefix>().is_err());
+        assert!("::/128".parse::<Prefix>().is_ok());
+        assert!("host/8".parse::<Prefix>().is_err());
+        let lo = Prefix::loopback();
+        assert!(lo.iter().any(|p| p.contains("127.0.0.2".parse().unwrap())));
+        assert!(lo.iter().any(|p| p.contains("::1".parse().unwrap())));
+        assert!(!lo.iter().any(|p| p.contains("192.0.2.1".parse().unwrap())));
     }
 }

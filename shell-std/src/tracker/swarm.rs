@@ -18,12 +18,28 @@
 //! Peers are stored in a `Vec` (so a reply is a contiguous walk from a
 //! random offset) with a `HashMap` from address to index (so an announce
 //! and a removal are O(1), removal by `swap_remove`).
+//!
+//! # Expiry
+//! Incremental: [`Swarms::expire_step`] checks at most a given number of
+//! peers, resuming where the previous step stopped (a cursor over a ring
+//! of torrents and one into the current torrent's peers), so the lock is
+//! never held for a sweep of every peer. A silent peer is removed at most
+//! one round (peers ÷ budget steps) after its deadline. Announces between
+//! steps may move a peer past the cursor; it is then checked next round.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::tracker::AnnounceEvent;
+
+/// The shard of `ih` among `n` (info-hashes are SHA-1 digests, so their
+/// first bytes spread torrents evenly).
+pub fn shard_of(ih: &InfoHash, n: usize) -> usize {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&ih.0[..8]);
+    (u64::from_le_bytes(b) % n.max(1) as u64) as usize
+}
 
 /// Named memory limits.
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +199,36 @@ pub struct Swarms {
     persist: bool,
     /// Peers not stored because their torrent was full.
     pub peer_limit_hits: u64,
+    /// Sum of every torrent's completed count.
+    completed_total: u64,
+    /// Every tracked torrent once, in the order expiry visits them.
+    ring: Vec<InfoHash>,
+    /// Expiry cursor: the torrent (index into `ring`) and the peer within
+    /// it where the next [`Swarms::expire_step`] resumes.
+    cursor: (usize, usize),
+}
+
+/// The torrent `ih`, created (and put in the expiry ring) if new.
+fn torrent_entry<'a>(
+    torrents: &'a mut HashMap<InfoHash, Torrent>,
+    ring: &mut Vec<InfoHash>,
+    ih: InfoHash,
+) -> &'a mut Torrent {
+    torrents.entry(ih).or_insert_with(|| {
+        ring.push(ih);
+        Torrent::default()
+    })
+}
+
+/// What one [`Swarms::expire_step`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpiryStep {
+    /// Peers removed.
+    pub removed: usize,
+    /// Peers (and torrents) looked at.
+    pub checked: usize,
+    /// True if the step reached the end of the ring (a round is complete).
+    pub wrapped: bool,
 }
 
 /// Rows for the SQLite writer.
@@ -194,12 +240,17 @@ pub struct Batch {
     pub delete: Vec<(InfoHash, SocketAddr)>,
     /// Completed counts to upsert.
     pub torrents: Vec<(InfoHash, u32)>,
+    /// New connection-id secrets to keep (after a rotation).
+    pub secrets: Option<super::db::Secrets>,
 }
 
 impl Batch {
     /// True if there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty() && self.delete.is_empty() && self.torrents.is_empty()
+        self.upsert.is_empty()
+            && self.delete.is_empty()
+            && self.torrents.is_empty()
+            && self.secrets.is_none()
     }
 }
 
@@ -217,6 +268,9 @@ impl Swarms {
             refresh_ms,
             persist: true,
             peer_limit_hits: 0,
+            completed_total: 0,
+            ring: Vec::new(),
+            cursor: (0, 0),
         }
     }
 
@@ -239,6 +293,11 @@ impl Swarms {
     /// Seeders stored.
     pub fn seeder_count(&self) -> usize {
         self.seeders
+    }
+
+    /// Completed announces over all torrents (kept across restarts).
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total
     }
 
     /// A torrent.
@@ -282,9 +341,10 @@ impl Swarms {
         {
             return Err(AnnounceError::TorrentLimit);
         }
-        let t = self.torrents.entry(a.info_hash).or_default();
+        let t = torrent_entry(&mut self.torrents, &mut self.ring, a.info_hash);
         if a.event == AnnounceEvent::Completed {
             t.completed = t.completed.saturating_add(1);
+            self.completed_total += 1;
             if self.persist {
                 self.dirty_torrents.insert(a.info_hash);
             }
@@ -339,33 +399,79 @@ impl Swarms {
     }
 
     /// Removes peers last seen before `cutoff` (ms since the Unix epoch)
-    /// and torrents left with no peer and no completed count. Returns the
-    /// number of peers removed.
-    pub fn expire(&mut self, cutoff: u64) -> usize {
-        let mut removed = 0;
-        let dirty = &mut self.dirty_peers;
+    /// and torrents left with no peer and no completed count, looking at
+    /// no more than about `budget` peers (at least one torrent), from where
+    /// the previous step stopped.
+    pub fn expire_step(&mut self, cutoff: u64, budget: usize) -> ExpiryStep {
+        let mut step = ExpiryStep::default();
         let persist = self.persist;
-        let mut seeders_gone = 0;
-        self.torrents.retain(|ih, t| {
-            let mut i = 0;
+        let budget = budget.max(1);
+        // Each pass checks at least one peer or moves the cursor on.
+        while step.checked < budget {
+            let (ti, pi) = self.cursor;
+            let Some(ih) = self.ring.get(ti).copied() else {
+                self.cursor = (0, 0);
+                step.wrapped = true;
+                break;
+            };
+            let Some(t) = self.torrents.get_mut(&ih) else {
+                // Not reachable (ring and map change together); skip.
+                self.cursor = (ti + 1, 0);
+                continue;
+            };
+            if t.peers.is_empty() {
+                step.checked += 1;
+            }
+            let mut i = pi;
             while let Some(p) = t.peers.get(i) {
+                if step.checked >= budget {
+                    break;
+                }
+                step.checked += 1;
                 if p.last_seen < cutoff {
                     let (addr, seeder) = (p.addr, p.seeder);
+                    // swap_remove: the peer moved into `i` is checked next.
                     t.remove(&addr);
                     if persist {
-                        dirty.insert((*ih, addr));
+                        self.dirty_peers.insert((ih, addr));
                     }
-                    removed += 1;
-                    seeders_gone += usize::from(seeder);
+                    self.peers -= 1;
+                    self.seeders -= usize::from(seeder);
+                    step.removed += 1;
                 } else {
                     i += 1;
                 }
             }
-            !(t.peers.is_empty() && t.completed == 0)
-        });
-        self.peers -= removed;
-        self.seeders -= seeders_gone;
-        removed
+            if i < t.peers.len() {
+                self.cursor = (ti, i); // budget spent inside this torrent
+                break;
+            }
+            if t.peers.is_empty() && t.completed == 0 {
+                // Drop the torrent; the ring's last entry takes its place
+                // and is visited next.
+                self.torrents.remove(&ih);
+                self.ring.swap_remove(ti);
+                self.cursor = (ti, 0);
+            } else {
+                self.cursor = (ti + 1, 0);
+            }
+        }
+        step
+    }
+
+    /// A whole round of [`Swarms::expire_step`] from the start of the ring
+    /// (all peers at once: for tests and tools, not the serving loop).
+    /// Returns the number of peers removed.
+    pub fn expire(&mut self, cutoff: u64) -> usize {
+        self.cursor = (0, 0);
+        let mut removed = 0;
+        loop {
+            let s = self.expire_step(cutoff, usize::MAX);
+            removed += s.removed;
+            if s.wrapped {
+                return removed;
+            }
+        }
     }
 
     /// Restores a torrent's completed count (at load).
@@ -373,7 +479,9 @@ impl Swarms {
         if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.limits.max_torrents {
             return false;
         }
-        self.torrents.entry(ih).or_default().completed = completed;
+        let t = torrent_entry(&mut self.torrents, &mut self.ring, ih);
+        self.completed_total = self.completed_total - u64::from(t.completed) + u64::from(completed);
+        t.completed = completed;
         true
     }
 
@@ -382,7 +490,7 @@ impl Swarms {
         if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.limits.max_torrents {
             return false;
         }
-        let t = self.torrents.entry(ih).or_default();
+        let t = torrent_entry(&mut self.torrents, &mut self.ring, ih);
         if t.index.contains_key(&peer.addr) || t.peers.len() >= self.limits.max_peers_per_torrent {
             return false;
         }
@@ -462,6 +570,7 @@ mod tests {
             .announce(&ann(1, 1, AnnounceEvent::Completed, true), 1)
             .unwrap();
         assert_eq!((c.seeders, c.leechers, c.completed), (2, 0, 1));
+        assert_eq!(s.completed_total(), 1);
         s.announce(&ann(1, 3, AnnounceEvent::None, false), 1)
             .unwrap();
         s.announce(&ann(1, 4, AnnounceEvent::None, false), 1)
@@ -502,5 +611,77 @@ mod tests {
         assert_eq!(b.delete, vec![(ih(1), addr(1))]);
         assert_eq!(s.expire(10_000), 1);
         assert_eq!(s.torrent_count(), 0);
+    }
+
+    #[test]
+    fn expiry_is_incremental_and_bounded_per_step() {
+        let mut s = Swarms::new(
+            Limits {
+                max_torrents: 100,
+                max_peers_per_torrent: 100,
+            },
+            60_000,
+        );
+        // 10 torrents × 10 peers: even ports seen at 0 (stale), odd at 10.
+        for t in 0..10 {
+            for port in 0..10u16 {
+                let at = if port % 2 == 0 { 0 } else { 10 };
+                s.announce(&ann(t, port, AnnounceEvent::None, port == 1), at)
+                    .unwrap();
+            }
+        }
+        assert_eq!(s.peer_count(), 100);
+        let mut removed = 0;
+        let mut steps = 0;
+        loop {
+            let st = s.expire_step(5, 7);
+            assert!(st.checked <= 7, "{st:?}");
+            removed += st.removed;
+            steps += 1;
+            if st.wrapped {
+                break;
+            }
+            assert!(steps < 100, "no progress");
+        }
+        assert_eq!(removed, 50);
+        assert_eq!((s.peer_count(), s.seeder_count()), (50, 10));
+        assert!(steps >= 100 / 7, "{steps} steps for 100 peers, 7 a step");
+        // A torrent left with no peers and no completion is dropped; the
+        // ring stays consistent (a later round visits every survivor once).
+        for t in 0..10 {
+            for port in (1..10u16).step_by(2) {
+                s.announce(&ann(t, port, AnnounceEvent::Stopped, false), 20)
+                    .unwrap();
+            }
+        }
+        s.announce(&ann(3, 1, AnnounceEvent::Completed, true), 20)
+            .unwrap();
+        assert_eq!(s.expire(30), 1);
+        assert_eq!(s.torrent_count(), 1, "only the completed torrent stays");
+        assert_eq!(s.ring.len(), 1);
+        // Budget 0 still makes progress (one peer or torrent a step).
+        s.announce(&ann(4, 1, AnnounceEvent::None, false), 40)
+            .unwrap();
+        let mut guard = 0;
+        while !s.expire_step(50, 0).wrapped {
+            guard += 1;
+            assert!(guard < 10);
+        }
+        assert_eq!(s.torrent_count(), 1);
+        assert!(s.get(&ih(3)).is_some());
+    }
+
+    #[test]
+    fn completed_total_sums_loaded_and_new_completions() {
+        let mut s = swarms();
+        assert!(s.load_torrent(ih(1), 5));
+        assert!(s.load_torrent(ih(2), 7));
+        assert_eq!(s.completed_total(), 12);
+        s.announce(&ann(2, 1, AnnounceEvent::Completed, true), 0)
+            .unwrap();
+        assert_eq!(s.completed_total(), 13);
+        // A torrent over the limit is not loaded and not counted.
+        assert!(!s.load_torrent(ih(3), 100));
+        assert_eq!(s.completed_total(), 13);
     }
 }

@@ -44,8 +44,16 @@ impl Tracker {
     /// the address flags; waits for the startup line.
     pub fn start_on(host: &str, args: &[&str]) -> Tracker {
         let any = format!("{host}:0");
+        let mut all = vec!["--udp", &any, "--http", &any];
+        all.extend_from_slice(args);
+        Self::start_exactly(&all)
+    }
+
+    /// Starts `shell-std tracker ARGS` with exactly `args`; waits for the
+    /// startup line. A protocol not served gets address 0.0.0.0:0.
+    pub fn start_exactly(args: &[&str]) -> Tracker {
         let mut child = Command::new(BIN)
-            .args(["tracker", "--udp", &any, "--http", &any])
+            .arg("tracker")
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -76,9 +84,15 @@ impl Tracker {
         let word_after = |w: &str| -> SocketAddr {
             let mut it = line.split_whitespace();
             it.find(|x| *x == w);
-            it.next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("no {w} address in {line:?}"))
+            match it.next() {
+                Some("-") => SocketAddr::from(([0, 0, 0, 0], 0)),
+                Some(s) => s
+                    .split(',')
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("bad {w} address in {line:?}")),
+                None => panic!("no {w} address in {line:?}"),
+            }
         };
         Tracker {
             udp: word_after("udp"),
@@ -104,6 +118,39 @@ impl Tracker {
         ];
         a.extend_from_slice(extra);
         Self::start(&a)
+    }
+
+    /// (TCP listening sockets, UDP sockets) the tracker process holds,
+    /// from `/proc` (Linux).
+    pub fn sockets(&self) -> (usize, usize) {
+        let pid = self.child.id();
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .expect("read /proc/PID/fd")
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect();
+        let count = |files: &[&str], listen_only: bool| -> usize {
+            files
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .flat_map(|t| {
+                    t.lines()
+                        .skip(1)
+                        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|f| f.len() > 9 && (!listen_only || f[3] == "0A"))
+                .filter(|f| inodes.contains(&f[9]))
+                .count()
+        };
+        (
+            count(&["/proc/net/tcp", "/proc/net/tcp6"], true),
+            count(&["/proc/net/udp", "/proc/net/udp6"], false),
+        )
     }
 
     /// Sends `sig` (e.g. "-TERM", "-KILL") and waits for the exit status.

@@ -7,8 +7,15 @@
 //! reflection). We keep no table: the id is
 //!
 //! ```text
-//! id = tick (16 bits, big-endian) ‖ HMAC-SHA1(secret, tick_u64 ‖ client address)[..6]
+//! id = tick (16 bits, big-endian) ‖ HMAC-SHA1(secret, tick_u64 ‖ client IP)[..6]
 //! ```
+//!
+//! The id is bound to the client's IP address only, not its port: BEP 15
+//! only asks that the client prove it receives at its address, and clients
+//! share one id across the sockets of one process (libtorrent keeps one id
+//! per tracker for all its sessions; load generators use many sockets), as
+//! opentracker and aquatic accept. A spoofer still cannot get an id for an
+//! address it does not receive at.
 //!
 //! where `tick = now_secs / TICK_SECS`. Validation recomputes the MAC for
 //! the tick the id names and compares in constant time. Why HMAC-SHA1: the
@@ -25,6 +32,8 @@
 //! Secrets come from the shell (the OS RNG); [`ConnectionIds::rotate`]
 //! keeps the previous one so ids issued just before a rotation stay valid.
 //! Rotate at most once per [`MIN_ROTATION_SECS`], or fresh ids may be refused.
+//! A shell that keeps both secrets across a restart
+//! ([`ConnectionIds::with_previous`]) keeps its clients' ids valid.
 //!
 //! # Amplification
 //! [`Server::handle`] never answers a request whose connection id does not
@@ -38,7 +47,7 @@
 //! (8 + 12n bytes for a 16 + 20n byte request) is always smaller.
 
 use core::fmt;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use sha1::{Digest, Sha1};
 
@@ -116,18 +125,13 @@ impl Hmac {
         o.finalize().into()
     }
 
-    /// The connection-id tag: `HMAC(tick ‖ family ‖ ip ‖ port)[..6]`.
-    fn tag(&self, tick: u64, client: &SocketAddr) -> [u8; TAG_LEN] {
+    /// The connection-id tag: `HMAC(tick ‖ family ‖ ip)[..6]`.
+    fn tag(&self, tick: u64, client: IpAddr) -> [u8; TAG_LEN] {
         let (family, ip) = match client {
-            SocketAddr::V4(a) => (4u8, a.ip().to_ipv6_mapped().octets()),
-            SocketAddr::V6(a) => (6u8, a.ip().octets()),
+            IpAddr::V4(a) => (4u8, a.to_ipv6_mapped().octets()),
+            IpAddr::V6(a) => (6u8, a.octets()),
         };
-        let mac = self.mac(&[
-            &tick.to_be_bytes(),
-            &[family],
-            &ip,
-            &client.port().to_be_bytes(),
-        ]);
+        let mac = self.mac(&[&tick.to_be_bytes(), &[family], &ip]);
         let mut tag = [0u8; TAG_LEN];
         for (t, m) in tag.iter_mut().zip(mac.iter()) {
             *t = *m;
@@ -163,14 +167,23 @@ impl ConnectionIds {
         }
     }
 
+    /// With `current` and the `previous` secret still accepted (e.g. both
+    /// restored after a restart).
+    pub fn with_previous(current: &[u8; SECRET_LEN], previous: &[u8; SECRET_LEN]) -> Self {
+        ConnectionIds {
+            current: Hmac::new(current),
+            previous: Some(Hmac::new(previous)),
+        }
+    }
+
     /// Makes `secret` current and keeps the current one as previous.
     pub fn rotate(&mut self, secret: &[u8; SECRET_LEN]) {
         let old = core::mem::replace(&mut self.current, Hmac::new(secret));
         self.previous = Some(old);
     }
 
-    /// The connection id for `client` at `now`.
-    pub fn issue(&self, now: Instant, client: &SocketAddr) -> ConnectionId {
+    /// The connection id for the client at IP `client` at `now`.
+    pub fn issue(&self, now: Instant, client: IpAddr) -> ConnectionId {
         let tick = now.secs() / TICK_SECS;
         let mut id = [0u8; 8];
         let (t, m) = id.split_at_mut(2);
@@ -179,9 +192,10 @@ impl ConnectionIds {
         ConnectionId(u64::from_be_bytes(id))
     }
 
-    /// True if `id` was issued to `client` by the current or previous
-    /// secret, at most [`MAX_AGE_TICKS`] ticks ago and not in the future.
-    pub fn validate(&self, now: Instant, client: &SocketAddr, id: ConnectionId) -> bool {
+    /// True if `id` was issued to IP `client` (any port) by the current or
+    /// previous secret, at most [`MAX_AGE_TICKS`] ticks ago and not in the
+    /// future.
+    pub fn validate(&self, now: Instant, client: IpAddr, id: ConnectionId) -> bool {
         let now_tick = now.secs() / TICK_SECS;
         let bytes = id.0.to_be_bytes();
         let id_tick = (id.0 >> 48) as u16;
@@ -315,10 +329,12 @@ pub struct Server {
 impl Server {
     /// A server with a secret from the OS RNG and parse limits.
     pub fn new(secret: &[u8; SECRET_LEN], limits: Limits) -> Self {
-        Server {
-            ids: ConnectionIds::new(secret),
-            limits,
-        }
+        Server::with_ids(ConnectionIds::new(secret), limits)
+    }
+
+    /// A server with given connection ids (e.g. restored secrets).
+    pub fn with_ids(ids: ConnectionIds, limits: Limits) -> Self {
+        Server { ids, limits }
     }
 
     /// Rotates the connection-id secret (see [`MIN_ROTATION_SECS`]).
@@ -349,17 +365,17 @@ impl Server {
             Ok(Request::Connect(c)) => {
                 let resp = ConnectResponse {
                     transaction_id: c.transaction_id,
-                    connection_id: self.ids.issue(now, &from),
+                    connection_id: self.ids.issue(now, from.ip()),
                 };
                 match resp.encode(out) {
                     Ok(n) => Decision::Connect(n),
                     Err(_) => Decision::Drop(DropReason::OutputTooSmall),
                 }
             }
-            Ok(Request::Announce(a)) if self.ids.validate(now, &from, a.connection_id) => {
+            Ok(Request::Announce(a)) if self.ids.validate(now, from.ip(), a.connection_id) => {
                 Decision::Announce(a)
             }
-            Ok(Request::Scrape(s)) if self.ids.validate(now, &from, s.connection_id) => {
+            Ok(Request::Scrape(s)) if self.ids.validate(now, from.ip(), s.connection_id) => {
                 Decision::Scrape(s)
             }
             Ok(_) => Decision::Drop(DropReason::BadConnectionId),
@@ -369,7 +385,7 @@ impl Server {
                 transaction_id,
                 error,
             }) => {
-                if !self.ids.validate(now, &from, connection_id) {
+                if !self.ids.validate(now, from.ip(), connection_id) {
                     return Decision::Drop(DropReason::BadConnectionId);
                 }
                 let mut msg = [0u8; 64];

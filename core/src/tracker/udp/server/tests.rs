@@ -51,47 +51,48 @@ fn lifetime_edges() {
     for start in [T0, T0 + 14_999, 0, 5_000] {
         let issued = Instant(start);
         for addr in [a4(), a6()] {
-            let id = ids.issue(issued, &addr);
+            let id = ids.issue(issued, addr.ip());
             // Accepted for the whole 2 minutes (BEP 15), at 1 s steps.
             for s in 0..=CONNECTION_ID_LIFETIME_SECS {
-                assert!(ids.validate(issued + crate::time::Duration::from_secs(s), &addr, id));
+                assert!(ids.validate(issued + crate::time::Duration::from_secs(s), addr.ip(), id));
             }
             // Never after 135 s.
             let late = Instant(start + 135_000);
-            assert!(!ids.validate(late, &addr, id));
+            assert!(!ids.validate(late, addr.ip(), id));
             // Not from the future: one tick earlier than its issue tick.
             let early = Instant((start / 15_000 * 15_000).saturating_sub(1));
             if start >= 15_000 {
-                assert!(!ids.validate(early, &addr, id));
+                assert!(!ids.validate(early, addr.ip(), id));
             }
         }
     }
 }
 
 #[test]
-fn bound_to_address_and_secret() {
+fn bound_to_ip_not_port_and_secret() {
     let ids = ConnectionIds::new(&K1);
     let now = Instant(T0);
-    let id = ids.issue(now, &a4());
-    let mut other_port = a4();
-    other_port.set_port(6882);
-    assert!(!ids.validate(now, &other_port, id));
-    assert!(!ids.validate(now, &a6(), id));
-    assert!(!ConnectionIds::new(&K2).validate(now, &a4(), id));
+    let id = ids.issue(now, a4().ip());
+    // Another IP (other v4 address, v6, the v4-mapped v6 form) is refused.
+    assert!(!ids.validate(now, Ipv4Addr::new(198, 51, 100, 8).into(), id));
+    assert!(!ids.validate(now, a6().ip(), id));
+    let mapped = Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped();
+    assert!(!ids.validate(now, mapped.into(), id));
+    assert!(!ConnectionIds::new(&K2).validate(now, a4().ip(), id));
     // Flipping any bit breaks it.
     for bit in 0..64 {
         assert!(
-            !ids.validate(now, &a4(), ConnectionId(id.0 ^ (1 << bit))),
+            !ids.validate(now, a4().ip(), ConnectionId(id.0 ^ (1 << bit))),
             "{bit}"
         );
     }
     // The same inputs give the same id (stateless), different ticks differ.
-    assert_eq!(ids.issue(now, &a4()), id);
-    assert_ne!(ids.issue(Instant(T0 + 15_000), &a4()), id);
+    assert_eq!(ids.issue(now, a4().ip()), id);
+    assert_ne!(ids.issue(Instant(T0 + 15_000), a4().ip()), id);
     // The 64-bit wire value that a client sends back for an IPv4 id round trips.
     assert!(ids.validate(
         now,
-        &a4(),
+        a4().ip(),
         ConnectionId(u64::from_be_bytes(id.0.to_be_bytes()))
     ));
 }
@@ -100,23 +101,41 @@ fn bound_to_address_and_secret() {
 fn rotation_keeps_previous_only() {
     let mut ids = ConnectionIds::new(&K1);
     let now = Instant(T0);
-    let id = ids.issue(now, &a4());
+    let id = ids.issue(now, a4().ip());
     ids.rotate(&K2);
-    assert!(ids.validate(now, &a4(), id));
-    let id2 = ids.issue(now, &a4());
+    assert!(ids.validate(now, a4().ip(), id));
+    let id2 = ids.issue(now, a4().ip());
     assert_ne!(id, id2);
     ids.rotate(&K3);
-    assert!(!ids.validate(now, &a4(), id));
-    assert!(ids.validate(now, &a4(), id2));
+    assert!(!ids.validate(now, a4().ip(), id));
+    assert!(ids.validate(now, a4().ip(), id2));
+}
+
+#[test]
+fn restored_secrets_keep_ids_valid() {
+    // A restart that restores (current, previous) accepts the ids issued
+    // under either; a fresh secret accepts neither.
+    let mut before = ConnectionIds::new(&K1);
+    let now = Instant(T0);
+    let old = before.issue(now, a4().ip());
+    before.rotate(&K2);
+    let cur = before.issue(now, a4().ip());
+    let after = ConnectionIds::with_previous(&K2, &K1);
+    assert!(after.validate(now, a4().ip(), old));
+    assert!(after.validate(now, a4().ip(), cur));
+    assert_eq!(after.issue(now, a4().ip()), cur);
+    let fresh = ConnectionIds::new(&K3);
+    assert!(!fresh.validate(now, a4().ip(), old));
+    assert!(!fresh.validate(now, a4().ip(), cur));
 }
 
 #[test]
 fn wrapped_tick_is_refused() {
     let ids = ConnectionIds::new(&K1);
-    let id = ids.issue(Instant(T0), &a4());
+    let id = ids.issue(Instant(T0), a4().ip());
     // 2^16 ticks later the 16-bit tick matches again, but the MAC does not.
     let later = Instant(T0 + 65_536 * 15_000);
-    assert!(!ids.validate(later, &a4(), id));
+    assert!(!ids.validate(later, a4().ip(), id));
 }
 
 fn connect_req(tid: u32) -> [u8; 16] {
@@ -170,9 +189,24 @@ fn triage() {
     };
     assert_eq!(c.transaction_id, TransactionId(9));
     let cid = c.connection_id;
-    // Announce with it → to process; from another address → dropped.
+    // Announce with it → to process; from another port of the same IP
+    // (another socket of the same client process) → to process too; from
+    // another address → dropped.
     let ann = announce_req(cid, -1, 0);
     assert!(matches!(s.handle(now, a4(), &ann, &mut out), Decision::Announce(a) if a.port == 6881));
+    for port in [1, 6882, 65535] {
+        let mut other_port = a4();
+        other_port.set_port(port);
+        assert!(matches!(
+            s.handle(now, other_port, &ann, &mut out),
+            Decision::Announce(_)
+        ));
+    }
+    let other_ip = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 8), 6881));
+    assert_eq!(
+        s.handle(now, other_ip, &ann, &mut out),
+        Decision::Drop(DropReason::BadConnectionId)
+    );
     assert_eq!(
         s.handle(now, a6(), &ann, &mut out),
         Decision::Drop(DropReason::BadConnectionId)
@@ -256,7 +290,7 @@ fn replies_never_exceed_amplification_bound() {
         .collect();
     let mut out = [0u8; 20 + 18 * 2000];
     for from in [a4(), a6()] {
-        let cid = s.connection_ids().issue(now, &from);
+        let cid = s.connection_ids().issue(now, from.ip());
         for pad in [0, 1, 50, 300] {
             for want in [-1, 0, 10, 50, 1000, i32::MAX] {
                 let req = announce_req(cid, want, pad);
@@ -349,7 +383,7 @@ fn scrape_with_1000_hashes_gets_a_small_reply_or_none() {
     // smaller than the request; with a bad (spoofed) id: nothing.
     let s = server();
     let now = Instant(T0);
-    let cid = s.connection_ids().issue(now, &a4());
+    let cid = s.connection_ids().issue(now, a4().ip());
     let hs = [InfoHash([3; 20]); 1000];
     let mut req = [0u8; 16 + 20 * 1000];
     let n = encode_scrape_request(cid, TransactionId(5), &hs, &mut req).unwrap();
