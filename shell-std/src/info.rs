@@ -1,10 +1,13 @@
-//! `shell-std info FILE.torrent`: prints a torrent's data as tables.
+//! `shell-std info FILE.torrent`: prints a torrent's data as tables, with
+//! the files as they would be stored (safe, unique paths) and every rename
+//! listed (the torrent's path → the path on disk).
 
 use std::path::Path;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use ourtorrent_core::metainfo::Metainfo;
 
+use crate::client::meta::Info;
 use crate::torrent::TorrentFile;
 use crate::units;
 
@@ -12,10 +15,10 @@ use crate::units;
 pub const MAX_LISTED_FILES: usize = 1000;
 
 /// Runs the subcommand: prints the tables to stdout.
-pub fn run(path: &Path, all_files: bool) -> anyhow::Result<()> {
+pub fn run(path: &Path, all_files: bool, strict_paths: bool) -> anyhow::Result<()> {
     let mut tf = TorrentFile::read(path)?;
     let m = tf
-        .parse()
+        .parse_with(strict_paths)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     print!("{}", render(&m, all_files));
     Ok(())
@@ -86,20 +89,31 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
     } else {
         MAX_LISTED_FILES
     };
-    for (i, f) in m.files().enumerate().take(limit) {
-        let mut path = if m.is_multi_file() {
-            format!("{}/", m.name())
+    let info = Info::from_metainfo(m);
+    let top = |p: &str| {
+        if m.is_multi_file() {
+            format!("{}/{p}", info.name)
         } else {
-            String::new()
-        };
-        path += &f.path().collect::<Vec<_>>().join("/");
-        if f.is_padding() {
+            p.to_string()
+        }
+    };
+    for (i, f) in info.files.iter().enumerate().take(limit) {
+        let mut path = top(&f.path.join("/"));
+        if f.padding {
             path += " (padding)";
+        }
+        match &f.symlink {
+            Some(Ok(t)) => path += &format!(" → {t} (symlink)"),
+            Some(Err(why)) => path += &format!(" (symlink refused: {why})"),
+            None => {}
+        }
+        if f.executable {
+            path += " (executable)";
         }
         ft.add_row(vec![
             Cell::new(i),
             Cell::new(path),
-            Cell::new(units::bytes(f.length)).set_alignment(CellAlignment::Right),
+            Cell::new(units::bytes(f.len)).set_alignment(CellAlignment::Right),
         ]);
     }
     out += &format!("{ft}\n");
@@ -108,6 +122,22 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
             "… {} more files (use --all-files)\n",
             m.file_count() - limit
         );
+    }
+    out += &renames(&info);
+    out
+}
+
+/// One line per renamed path: `renamed: "torrent's path" → on-disk path`
+/// (the torrent's path quoted, so control characters show).
+pub fn renames(info: &Info) -> String {
+    let mut out = String::new();
+    if let Some(from) = &info.name_renamed_from {
+        out += &format!("renamed: {from:?} → {}\n", info.name);
+    }
+    for f in info.files.iter().filter(|f| !f.padding) {
+        if let Some(from) = &f.renamed_from {
+            out += &format!("renamed: {from:?} → {}\n", f.path.join("/"));
+        }
     }
     out
 }

@@ -25,6 +25,9 @@ enum Cmd {
         /// List every file (default: the first 1000).
         #[arg(long)]
         all_files: bool,
+        /// Refuse a torrent with an unsafe file name instead of renaming it.
+        #[arg(long)]
+        strict_paths: bool,
     },
     /// Run a UDP (BEP 15) and HTTP tracker that keeps its state in SQLite.
     Tracker(shell_std::tracker::TrackerArgs),
@@ -53,7 +56,11 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Info { torrent, all_files } => shell_std::info::run(&torrent, all_files),
+        Cmd::Info {
+            torrent,
+            all_files,
+            strict_paths,
+        } => shell_std::info::run(&torrent, all_files, strict_paths),
         Cmd::Tracker(args) => {
             init_logging();
             shell_std::tracker::run(args)
