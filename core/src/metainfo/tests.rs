@@ -629,3 +629,51 @@ fn hybrid_halves_must_agree() {
         ErrorKind::V2Only
     );
 }
+
+mod sanitize_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A torrent with hostile names, duplicates and BEP 47 entries.
+    fn hostile() -> Vec<u8> {
+        multi(
+            "d6:lengthi10e4:pathl2:..1:xeed6:lengthi5e4:pathl3:a/b1:Xee\
+             d6:lengthi5e4:pathl3:a_b1:xeed4:attr1:p6:lengthi3ee\
+             d4:attr1:l4:pathl1:le12:symlink pathl2:..ee",
+            1024,
+            1,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn sanitized_component_is_always_safe(raw in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut out = [0u8; MAX_COMPONENT_LEN];
+            let s = sanitize_component(&raw, &mut out);
+            prop_assert!(check_component(s.name.as_bytes()).is_ok(), "{:?}", s.name);
+            prop_assert_eq!(s.changed, check_component(&raw).is_err());
+            // Deterministic.
+            let mut again = [0u8; MAX_COMPONENT_LEN];
+            prop_assert_eq!(sanitize_component(&raw, &mut again).name, s.name);
+        }
+
+        #[test]
+        fn mutated_hostile_torrent_keeps_the_fuzz_properties(
+            edits in proptest::collection::vec((0usize..400, any::<u8>()), 1..4)
+        ) {
+            let mut t = hostile();
+            for (pos, byte) in edits {
+                let i = pos % t.len();
+                t[i] = byte;
+            }
+            crate::fuzzing::metainfo(&t);
+        }
+    }
+
+    #[test]
+    fn hostile_torrent_keeps_the_fuzz_properties() {
+        crate::fuzzing::metainfo(&hostile());
+        let mut toks = [Token::EMPTY; 128];
+        assert!(Metainfo::parse(&hostile(), &mut toks, &Limits::default()).is_ok());
+    }
+}
