@@ -49,7 +49,7 @@ pub use path::{
     check_component, renamed, sanitize_component, unique_path, PathError, Sanitized, UniqueError,
     MAX_EXTENSION_LEN, MAX_RENAMES, REPLACEMENT,
 };
-pub use v2::V2Error;
+pub use v2::{V2Error, MAX_TREE_DEPTH, MIN_V2_PIECE_LENGTH, V2_HASH_LEN};
 
 /// Length of one SHA-1 piece hash.
 pub const PIECE_HASH_LEN: usize = 20;
