@@ -21,6 +21,7 @@ pub fn run(path: &Path, all_files: bool, strict_paths: bool) -> anyhow::Result<(
         .parse_with(strict_paths)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     print!("{}", render(&m, all_files));
+    print!("{}", renames(&Info::from_metainfo(&m)));
     Ok(())
 }
 
@@ -123,11 +124,11 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
             m.file_count() - limit
         );
     }
-    out += &renames(&info);
     out
 }
 
-/// One line per renamed path: `renamed: "torrent's path" → on-disk path`
+/// One line per renamed path (the client prints these when it opens the
+/// files): `renamed: "torrent's path" → on-disk path`
 /// (the torrent's path quoted, so control characters show).
 pub fn renames(info: &Info) -> String {
     let mut out = String::new();

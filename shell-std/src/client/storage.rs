@@ -96,6 +96,9 @@ fn make_symlink(root: &Path, comps: &[String], target: &Result<String, String>, 
             }
         }
     }
+    if std::fs::read_link(link).is_ok_and(|t| t == rel) {
+        return; // made by an earlier run
+    }
     if !link.starts_with(root) || std::fs::symlink_metadata(link).is_ok() {
         eprintln!("warning: {shown}: symlink not created: the path exists");
         return;
