@@ -412,8 +412,20 @@ fn libtorrent_agrees_on_broken_hybrid_torrents() {
         .arg(&src)
         .arg(&good)
         .args(["--piece-size", "16384"]));
-    assert!(lt_verdict(&py, &good)["ok"].as_bool().unwrap());
-    assert!(ours(&good).is_ok());
+    // Well-formed hybrids, multi- and single-file: same info-hash.
+    let single = d.path().join("single.torrent");
+    run(Command::new(&py)
+        .arg(lt_script())
+        .args(["create"])
+        .arg(src.join("a.bin"))
+        .arg(&single)
+        .args(["--piece-size", "16384"]));
+    for t in [&good, &single] {
+        let lt = lt_verdict(&py, t);
+        assert!(lt["ok"].as_bool().unwrap());
+        let (ih, _) = ours(t).unwrap();
+        assert_eq!(ih, lt["info_hash"].as_str().unwrap());
+    }
     let bad = d.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     run(Command::new(&py)
