@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ourtorrent_core::bencode::Token;
-use ourtorrent_core::metainfo::{Limits, Metainfo};
+use ourtorrent_core::metainfo::{path_buffer_len, Limits, Metainfo};
 use ourtorrent_tests::{lt_script, make_tree, require_libtorrent, require_tool, run, write_data};
 use serde_json::Value as Json;
 
@@ -29,14 +29,18 @@ fn assert_agrees(torrent: &Path, lt: &Json) {
     assert_eq!(m.total_length(), lt["total_size"].as_u64().unwrap());
     assert_eq!(m.is_private(), lt["private"].as_bool().unwrap());
     // libtorrent's paths include the torrent name for multi-file torrents.
+    let mut buf = vec![0u8; path_buffer_len(&Limits::default())];
     let ours: Vec<(String, u64, bool)> = m
         .files()
         .map(|f| {
-            let mut p: Vec<&str> = f.path().collect();
-            if m.is_multi_file() {
-                p.insert(0, m.name());
-            }
-            (p.join("/"), f.length, f.is_padding())
+            let p = f.path_into(&mut buf).unwrap();
+            assert!(!p.changed, "a well-formed torrent needs no renaming");
+            let p = if m.is_multi_file() {
+                format!("{}/{}", m.name(), p.path)
+            } else {
+                p.path.to_string()
+            };
+            (p, f.length, f.is_padding())
         })
         .collect();
     let theirs: Vec<(String, u64, bool)> = lt["files"]

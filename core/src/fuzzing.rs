@@ -74,25 +74,141 @@ pub fn bencode(data: &[u8]) {
     }
 }
 
+/// Most files whose paths [`metainfo`] checks for uniqueness.
+const FUZZ_MAX_FILES: usize = 256;
+/// Bytes of paths [`metainfo`] keeps for the uniqueness check.
+const FUZZ_PATH_ARENA: usize = 1 << 16;
+
+/// Fixed-capacity list of strings (no heap).
+struct Arena {
+    bytes: [u8; FUZZ_PATH_ARENA],
+    ends: [usize; FUZZ_MAX_FILES],
+    n: usize,
+}
+
+impl Arena {
+    fn new() -> Self {
+        Arena {
+            bytes: [0; FUZZ_PATH_ARENA],
+            ends: [0; FUZZ_MAX_FILES],
+            n: 0,
+        }
+    }
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        core::str::from_utf8(&self.bytes[start..self.ends[i]]).unwrap_or("")
+    }
+    fn push(&mut self, s: &str) -> bool {
+        let start = if self.n == 0 {
+            0
+        } else {
+            self.ends[self.n - 1]
+        };
+        if self.n == FUZZ_MAX_FILES || start + s.len() > FUZZ_PATH_ARENA {
+            return false;
+        }
+        self.bytes[start..start + s.len()].copy_from_slice(s.as_bytes());
+        self.ends[self.n] = start + s.len();
+        self.n += 1;
+        true
+    }
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.n).map(|i| self.get(i))
+    }
+}
+
+/// True if `dir` is a proper folder prefix of `path` (ASCII case folded).
+fn is_dir_of(dir: &str, path: &str) -> bool {
+    path.len() > dir.len()
+        && path.as_bytes()[dir.len()] == b'/'
+        && path.as_bytes()[..dir.len()].eq_ignore_ascii_case(dir.as_bytes())
+}
+
 /// Metainfo: no panic; an accepted torrent's accessors agree with its
-/// validation (file lengths sum to the total, piece count matches, every
-/// path component passes the path check).
+/// validation (file lengths sum to the total, piece count matches); every
+/// sanitized path is relative, made of components that pass the strict
+/// check (no `.`/`..`, separators, NUL), and after [`unique_path`]
+/// renaming no two files share a path (case folded) and no file sits where
+/// another file's folder is. The strict parse accepts a subset of the
+/// default one, with unchanged paths.
+///
+/// [`unique_path`]: crate::metainfo::unique_path
 pub fn metainfo(data: &[u8]) {
+    use crate::metainfo::{check_component, path_buffer_len, unique_path, DEFAULT_MAX_PATH_DEPTH};
+    const BUF: usize = (crate::metainfo::MAX_COMPONENT_LEN + 1) * (DEFAULT_MAX_PATH_DEPTH + 1);
     let mut toks = [Token::EMPTY; FUZZ_TOKENS];
-    let Ok(m) = Metainfo::parse(data, &mut toks, &Limits::default()) else {
+    let limits = Limits::default();
+    let Ok(m) = Metainfo::parse(data, &mut toks, &limits) else {
+        let mut toks = [Token::EMPTY; FUZZ_TOKENS];
+        let strict = Limits {
+            strict_paths: true,
+            ..limits
+        };
+        assert!(Metainfo::parse(data, &mut toks, &strict).is_err());
         return;
     };
+    assert!(BUF >= path_buffer_len(&limits));
+    assert!(check_component(m.name().as_bytes()).is_ok());
+    assert!(m.total_length() > 0);
+    let mut strict_toks = [Token::EMPTY; FUZZ_TOKENS];
+    let strict = Metainfo::parse(
+        data,
+        &mut strict_toks,
+        &Limits {
+            strict_paths: true,
+            ..limits
+        },
+    );
     let mut total = 0u64;
+    let mut buf = [0u8; BUF];
+    let mut sanitized = Arena::new();
+    let mut any_changed = m.name_changed();
     for f in m.files() {
         total += f.length;
-        let mut depth = 0;
-        for c in f.path() {
-            depth += 1;
-            assert!(crate::metainfo::check_component(c.as_bytes()).is_ok());
+        let Ok(p) = f.path_into(&mut buf) else {
+            panic!("path buffer too small");
+        };
+        any_changed |= p.changed;
+        if f.is_padding() && p.path.is_empty() {
+            continue; // BEP 47: a padding file may have no path
         }
-        assert!(depth >= 1);
+        assert!(!p.path.is_empty() && !p.path.starts_with('/'));
+        for c in p.path.split('/') {
+            assert!(check_component(c.as_bytes()).is_ok(), "unsafe {c:?}");
+        }
+        if !f.is_padding() {
+            sanitized.push(p.path);
+        }
+        if let Some(Ok(t)) = f.symlink_into(&mut buf) {
+            assert!(t.split('/').all(|c| check_component(c.as_bytes()).is_ok()));
+        }
     }
+    assert_eq!(
+        strict.is_ok(),
+        !any_changed,
+        "strict and sanitized disagree"
+    );
     assert_eq!(total, m.total_length());
+    // Rename duplicates as the shells do; check the result is unique.
+    let mut chosen = Arena::new();
+    for i in 0..sanitized.n {
+        let p = sanitized.get(i);
+        let mut out = [0u8; BUF];
+        let taken = |q: &str| {
+            chosen.iter().any(|c| c.eq_ignore_ascii_case(q))
+                || sanitized.iter().any(|s| is_dir_of(q, s))
+        };
+        let Ok((name, _)) = unique_path(p, &mut out, taken) else {
+            return;
+        };
+        chosen.push(name);
+    }
+    for (i, a) in chosen.iter().enumerate() {
+        for (j, b) in chosen.iter().enumerate() {
+            assert!(i == j || !a.eq_ignore_ascii_case(b), "duplicate {a:?}");
+            assert!(!is_dir_of(a, b), "{a:?} is also a folder");
+        }
+    }
     assert_eq!(
         m.piece_count() as u64,
         m.total_length().div_ceil(m.piece_length())

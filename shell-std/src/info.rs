@@ -1,5 +1,7 @@
-//! `shell-std info FILE.torrent`: prints a torrent's data as tables and its
-//! magnet link, or (`--json`) as one JSON object for scripts.
+//! `shell-std info FILE.torrent`: prints a torrent's data as tables, with
+//! the files as they would be stored (safe, unique paths), every rename
+//! listed (the torrent's path → the path on disk) and its magnet link, or
+//! (`--json`) one JSON object for scripts.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,23 +13,25 @@ use ourtorrent_core::metainfo::Metainfo;
 use ourtorrent_core::percent::Encoded;
 use serde_json::json;
 
+use crate::client::meta::Info;
 use crate::torrent::TorrentFile;
 use crate::units;
 
 /// Most files listed before the table is cut (the count is still shown).
 pub const MAX_LISTED_FILES: usize = 1000;
 
-/// Runs the subcommand: prints the tables and the magnet link (or the JSON
-/// object) to stdout.
-pub fn run(path: &Path, all_files: bool, as_json: bool) -> anyhow::Result<()> {
+/// Runs the subcommand: prints the tables, renames and magnet link (or the
+/// JSON object) to stdout.
+pub fn run(path: &Path, all_files: bool, as_json: bool, strict_paths: bool) -> anyhow::Result<()> {
     let mut tf = TorrentFile::read(path)?;
     let m = tf
-        .parse()
+        .parse_with(strict_paths)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if as_json {
         println!("{:#}", json_value(&m));
     } else {
         print!("{}", render(&m, all_files));
+        print!("{}", renames(&Info::from_metainfo(&m)));
         println!("Magnet: {}", magnet(&m));
     }
     Ok(())
@@ -52,14 +56,12 @@ pub fn magnet(m: &Metainfo<'_, '_>) -> String {
 
 /// Path of a file as it lands on disk, relative to the download folder
 /// (`name/…` for a multi-file torrent, `name` for a single file).
-fn file_path(m: &Metainfo<'_, '_>, f: &ourtorrent_core::metainfo::File<'_, '_>) -> String {
-    let mut path = if m.is_multi_file() {
-        format!("{}/", m.name())
+fn file_path(info: &Info, f: &crate::client::meta::FileEntry) -> String {
+    if info.multi_file {
+        format!("{}/{}", info.name, f.path.join("/"))
     } else {
-        String::new()
-    };
-    path += &f.path().collect::<Vec<_>>().join("/");
-    path
+        info.name.clone()
+    }
 }
 
 /// The info dictionary's `source` tag, if any (not read by the core's
@@ -77,9 +79,11 @@ fn source(m: &Metainfo<'_, '_>) -> Option<String> {
 /// `length`, `padding`), `trackers` (`tier`, `url`), `magnet`, and when
 /// present `comment`, `created_by`, `creation_date` and `source`.
 pub fn json_value(m: &Metainfo<'_, '_>) -> serde_json::Value {
-    let files: Vec<_> = m
-        .files()
-        .map(|f| json!({"path": file_path(m, &f), "length": f.length, "padding": f.is_padding()}))
+    let info = Info::from_metainfo(m);
+    let files: Vec<_> = info
+        .files
+        .iter()
+        .map(|f| json!({"path": file_path(&info, f), "length": f.len, "padding": f.padding}))
         .collect();
     let trackers: Vec<_> = m
         .trackers()
@@ -178,15 +182,31 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
     } else {
         MAX_LISTED_FILES
     };
-    for (i, f) in m.files().enumerate().take(limit) {
-        let mut path = file_path(m, &f);
-        if f.is_padding() {
+    let info = Info::from_metainfo(m);
+    let top = |p: &str| {
+        if m.is_multi_file() {
+            format!("{}/{p}", info.name)
+        } else {
+            p.to_string()
+        }
+    };
+    for (i, f) in info.files.iter().enumerate().take(limit) {
+        let mut path = top(&f.path.join("/"));
+        if f.padding {
             path += " (padding)";
+        }
+        match &f.symlink {
+            Some(Ok(t)) => path += &format!(" → {t} (symlink)"),
+            Some(Err(why)) => path += &format!(" (symlink refused: {why})"),
+            None => {}
+        }
+        if f.executable {
+            path += " (executable)";
         }
         ft.add_row(vec![
             Cell::new(i),
             Cell::new(path),
-            Cell::new(units::bytes(f.length)).set_alignment(CellAlignment::Right),
+            Cell::new(units::bytes(f.len)).set_alignment(CellAlignment::Right),
         ]);
     }
     out += &format!("{ft}\n");
@@ -195,6 +215,22 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
             "… {} more files (use --all-files)\n",
             m.file_count() - limit
         );
+    }
+    out
+}
+
+/// One line per renamed path (the client prints these when it opens the
+/// files): `renamed: "torrent's path" → on-disk path`
+/// (the torrent's path quoted, so control characters show).
+pub fn renames(info: &Info) -> String {
+    let mut out = String::new();
+    if let Some(from) = &info.name_renamed_from {
+        out += &format!("renamed: {from:?} → {}\n", info.name);
+    }
+    for f in info.files.iter().filter(|f| !f.padding) {
+        if let Some(from) = &f.renamed_from {
+            out += &format!("renamed: {from:?} → {}\n", f.path.join("/"));
+        }
     }
     out
 }

@@ -29,6 +29,9 @@ enum Cmd {
         /// total_size, private, files, trackers, magnet, ...) instead of tables.
         #[arg(long)]
         json: bool,
+        /// Refuse a torrent with an unsafe file name instead of renaming it.
+        #[arg(long)]
+        strict_paths: bool,
     },
     /// Run a UDP (BEP 15) and HTTP tracker that keeps its state in SQLite.
     Tracker(shell_std::tracker::TrackerArgs),
@@ -61,7 +64,8 @@ fn main() -> ExitCode {
             torrent,
             all_files,
             json,
-        } => shell_std::info::run(&torrent, all_files, json),
+            strict_paths,
+        } => shell_std::info::run(&torrent, all_files, json, strict_paths),
         Cmd::Tracker(args) => {
             init_logging();
             shell_std::tracker::run(args)

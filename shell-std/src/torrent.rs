@@ -39,10 +39,16 @@ impl TorrentFile {
         }
     }
 
-    /// Parses with default limits. The token array starts small and grows
+    /// Parses with default limits (unsafe names sanitized).
+    pub fn parse(&mut self) -> Result<Metainfo<'_, '_>, metainfo::Error> {
+        self.parse_with(false)
+    }
+
+    /// Parses with default limits; `strict_paths` refuses a torrent with an
+    /// unsafe name instead of sanitizing it. The token array starts small and grows
     /// (doubling) on `TokenLimit`, bounded by the input length: a value
     /// takes at least 2 bytes, so `len / 2 + 1` tokens always suffice.
-    pub fn parse(&mut self) -> Result<Metainfo<'_, '_>, metainfo::Error> {
+    pub fn parse_with(&mut self, strict_paths: bool) -> Result<Metainfo<'_, '_>, metainfo::Error> {
         let max = self.bytes.len() / 2 + 1;
         let mut n = (self.bytes.len() / 16 + 64).min(max);
         loop {
@@ -52,7 +58,7 @@ impl TorrentFile {
             match bencode::decode(
                 &self.bytes,
                 &mut self.tokens,
-                bencode::DecodeOptions::lenient(),
+                bencode::DecodeOptions::torrent_file(),
             ) {
                 Err(e) if e.kind == bencode::ErrorKind::TokenLimit && n < max => {
                     n = (n * 2).min(max);
@@ -60,6 +66,10 @@ impl TorrentFile {
                 _ => break,
             }
         }
-        Metainfo::parse(&self.bytes, &mut self.tokens, &Limits::default())
+        let limits = Limits {
+            strict_paths,
+            ..Limits::default()
+        };
+        Metainfo::parse(&self.bytes, &mut self.tokens, &limits)
     }
 }

@@ -543,8 +543,10 @@ fn evil_torrent(path: &[&[u8]], name: &[u8]) -> Vec<u8> {
     b
 }
 
+/// With `--strict-paths`, an unsafe path is refused before anything is
+/// written (by default it is renamed: tests/realworld.rs).
 #[test]
-fn traversal_and_absolute_paths_are_refused() {
+fn traversal_and_absolute_paths_are_refused_with_strict_paths() {
     let d = tempfile::tempdir().unwrap();
     for (i, (path, name)) in [
         (&[&b".."[..], b"evil"][..], &b"t"[..]),
@@ -565,7 +567,8 @@ fn traversal_and_absolute_paths_are_refused() {
                 .arg(&t)
                 .arg("--out")
                 .arg(&out)
-                .args(["--listen", "127.0.0.1:0", "--quiet", "--no-seed"]),
+                .args(["--listen", "127.0.0.1:0", "--quiet", "--no-seed"])
+                .arg("--strict-paths"),
             Duration::from_secs(20),
         );
         assert!(!ok, "accepted {path:?}:\n{so}");

@@ -45,9 +45,14 @@ fn info_prints_mktorrent_torrent() {
 fn info_refuses_bad_files_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[u8], &str)] = &[
+        // A single file needs a name: `..` cannot be renamed into one.
         (
-            b"d4:infod4:name2:..ee",
-            "'.' or '..' path component at byte 14",
+            b"d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee",
+            "'.' or '..' path component at byte 25",
+        ),
+        (
+            b"d4:infod6:lengthi0e4:name1:x12:piece lengthi16384e6:pieces0:ee",
+            "the torrent has no data (total length 0) at byte 7",
         ),
         (b"d4:info", "unexpected end of input at byte 7"),
         (

@@ -3,8 +3,14 @@
 
   lt_torrent.py info TORRENT            -> JSON: name, info_hash, piece_length,
                                            num_pieces, total_size, private,
-                                           files [[path, size, pad]], trackers [[tier, url]]
+                                           files [[path, size, pad, symlink, exec]],
+                                           trackers [[tier, url]]
+  lt_torrent.py verdict TORRENT         -> the info JSON plus "ok": true, or
+                                           {"ok": false, "error": MESSAGE}
   lt_torrent.py create DIR OUT [--v1-only] [--piece-size N] [--tracker URL]...
+  lt_torrent.py mutate-hybrid TORRENT OUTDIR
+                                        -> writes OUTDIR/CASE.torrent, one broken
+                                           variant of a hybrid torrent per case
 
 Must run under Debian's /usr/bin/python3 (python3-libtorrent).
 """
@@ -20,8 +26,11 @@ def info(path):
     fs = ti.files()
     files = []
     for i in range(fs.num_files()):
-        pad = bool(fs.file_flags(i) & lt.file_storage.flag_pad_file)
-        files.append([fs.file_path(i), fs.file_size(i), pad])
+        flags = fs.file_flags(i)
+        pad = bool(flags & lt.file_storage.flag_pad_file)
+        link = fs.symlink(i) if flags & lt.file_storage.flag_symlink else None
+        exe = bool(flags & lt.file_storage.flag_executable)
+        files.append([fs.file_path(i), fs.file_size(i), pad, link, exe])
     out = {
         "name": ti.name(),
         "info_hash": str(ti.info_hashes().v1),
@@ -32,7 +41,62 @@ def info(path):
         "files": files,
         "trackers": [[t.tier, t.url] for t in ti.trackers()],
     }
+    return out
+
+
+def verdict(path):
+    try:
+        out = info(path)
+        out["ok"] = True
+    except RuntimeError as e:
+        out = {"ok": False, "error": str(e)}
     print(json.dumps(out))
+
+
+def mutate_hybrid(src, outdir):
+    import copy
+    with open(src, "rb") as f:
+        t = lt.bdecode(f.read())
+    tree = t[b"info"][b"file tree"]
+    first = sorted(k for k in tree if b"" in tree[k])[0]
+    layer = sorted(t.get(b"piece layers", {}))[0]
+
+    def case(name, edit):
+        d = copy.deepcopy(t)
+        edit(d)
+        with open(os.path.join(outdir, name + ".torrent"), "wb") as f:
+            f.write(lt.bencode(d))
+
+    def v2_length(d):
+        d[b"info"][b"file tree"][first][b""][b"length"] += 1
+
+    def v2_name(d):
+        ft = d[b"info"][b"file tree"]
+        ft[b"renamed-" + first] = ft.pop(first)
+
+    def extra_file(d):
+        d[b"info"][b"file tree"][b"zzz-extra"] = {b"": {b"length": 0}}
+
+    def short_layer(d):
+        d[b"piece layers"][layer] = d[b"piece layers"][layer][:-32]
+
+    def meta_version(d):
+        d[b"info"][b"meta version"] = 3
+
+    def no_meta_version(d):
+        del d[b"info"][b"meta version"]
+
+    def short_root(d):
+        d[b"info"][b"file tree"][first][b""][b"pieces root"] = b"x" * 31
+
+    def tree_not_dict(d):
+        d[b"info"][b"file tree"] = 5
+
+    for name, edit in [("v2_length", v2_length), ("v2_name", v2_name),
+                       ("extra_file", extra_file), ("short_layer", short_layer),
+                       ("meta_version", meta_version), ("no_meta_version", no_meta_version),
+                       ("short_root", short_root), ("tree_not_dict", tree_not_dict)]:
+        case(name, edit)
 
 
 def create(src, out, args):
@@ -62,8 +126,12 @@ def create(src, out, args):
 
 if __name__ == "__main__":
     if sys.argv[1] == "info":
-        info(sys.argv[2])
+        print(json.dumps(info(sys.argv[2])))
+    elif sys.argv[1] == "verdict":
+        verdict(sys.argv[2])
+    elif sys.argv[1] == "mutate-hybrid":
+        mutate_hybrid(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "create":
         create(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
-        sys.exit("usage: lt_torrent.py info|create ...")
+        sys.exit("usage: lt_torrent.py info|verdict|create|mutate-hybrid ...")

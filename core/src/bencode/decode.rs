@@ -79,6 +79,10 @@ pub struct DecodeOptions {
     /// Maximum nesting depth (a top-level scalar has depth 0, `le` depth 1);
     /// clamped to [`MAX_DEPTH`].
     pub max_depth: usize,
+    /// Accept (and ignore) bytes after the one top-level value. Only for
+    /// stored `.torrent` files, where editors and tools append a newline;
+    /// never for protocol messages, where they would hide a second value.
+    pub allow_trailing: bool,
 }
 
 impl Default for DecodeOptions {
@@ -86,6 +90,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             mode: Mode::Strict,
             max_depth: DEFAULT_MAX_DEPTH,
+            allow_trailing: false,
         }
     }
 }
@@ -96,6 +101,16 @@ impl DecodeOptions {
         DecodeOptions {
             mode: Mode::Lenient,
             ..Self::default()
+        }
+    }
+
+    /// For `.torrent` files: lenient key order and trailing bytes allowed
+    /// (the info-hash covers only the exact `info` bytes, so neither
+    /// changes it).
+    pub fn torrent_file() -> Self {
+        DecodeOptions {
+            allow_trailing: true,
+            ..Self::lenient()
         }
     }
 }
@@ -363,7 +378,7 @@ pub fn decode<'a, 't>(
             break;
         }
     }
-    if pos != input.len() {
+    if pos != input.len() && !opts.allow_trailing {
         return Err(err(ErrorKind::TrailingBytes, pos));
     }
     let tokens: &'t [Token] = tokens;

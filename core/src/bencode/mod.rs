@@ -20,7 +20,9 @@
 //!   sorted and unique (BEP 3: "keys must be strings and appear in sorted
 //!   order"); [`Mode::Lenient`] accepts unsorted or repeated keys, as found
 //!   in real-world torrents (lookups then return the first match);
-//! - one value per input: anything after it → [`ErrorKind::TrailingBytes`].
+//! - one value per input: anything after it → [`ErrorKind::TrailingBytes`],
+//!   unless [`DecodeOptions::allow_trailing`] (only for `.torrent` files:
+//!   [`DecodeOptions::torrent_file`]).
 //!
 //! Every error carries the byte offset where the problem was found.
 //!

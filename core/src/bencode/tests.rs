@@ -413,3 +413,24 @@ mod props {
         }
     }
 }
+
+#[test]
+fn trailing_bytes_only_when_allowed() {
+    let mut toks = [Token::EMPTY; 8];
+    for input in [&b"d1:ai1ee\n"[..], b"d1:ai1eed1:bi2ee", b"i1eGARBAGE"] {
+        let e = decode(input, &mut toks, DecodeOptions::lenient()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TrailingBytes);
+        let doc = decode(input, &mut toks, DecodeOptions::torrent_file()).unwrap();
+        // The root spans only the first value; the rest is ignored.
+        let root = doc.root().unwrap();
+        assert_eq!(root.raw(), &input[..e.offset]);
+    }
+    // Still one complete value first: a truncated one is refused.
+    assert_eq!(
+        decode(b"d1:a", &mut toks, DecodeOptions::torrent_file())
+            .unwrap_err()
+            .kind,
+        ErrorKind::UnexpectedEnd
+    );
+    assert!(!DecodeOptions::default().allow_trailing);
+}

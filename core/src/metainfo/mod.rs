@@ -1,27 +1,36 @@
 //! `.torrent` files: BEP 3 metainfo, BEP 12 multitracker `announce-list`,
-//! BEP 27 `private`, BEP 47 file attributes; the v1 part of BEP 52 hybrid
-//! torrents (pure v2 torrents are refused).
+//! BEP 27 `private`, BEP 47 file attributes (padding, symlink, executable,
+//! hidden); BEP 52 hybrid torrents are read through their v1 half after
+//! checking that the v2 half describes the same data (pure v2 torrents are
+//! refused).
 //!
 //! [`Metainfo::parse`] decodes with the bencode decoder in lenient key
-//! order (real torrents break it; the info-hash is taken over the exact
-//! `info` bytes either way), then validates everything a client must not
-//! trust before it opens a file:
+//! order and ignoring bytes after the top-level dict (real torrents have
+//! both; the info-hash is taken over the exact `info` bytes either way),
+//! then validates everything a client must not trust before it opens a
+//! file:
 //! - piece length in `limits.min_piece_length ..= limits.max_piece_length`;
 //! - `pieces` a multiple of 20 bytes, and exactly `ceil(total / piece length)`
-//!   hashes;
+//!   hashes; total length not zero;
 //! - exactly one of `length` (single file) or `files` (multi file); file
 //!   lengths non-negative, their sum without overflow;
-//! - every path component (and the name) non-empty, valid UTF-8, not `.` or
-//!   `..` (nor only dots and spaces), without `/`, `\`, NUL or control
-//!   characters, not a Windows drive (`C:`), at most
-//!   [`MAX_COMPONENT_LEN`] bytes; at most `limits.max_path_depth` components;
-//! - at most `limits.max_files` files.
-//!
+//! - every path non-empty (padding files excepted), at most
+//!   `limits.max_path_depth` components;
+//! - at most `limits.max_files` files;
 //! - no key the parser reads repeated within one dict (lenient decoding
 //!   would otherwise let two parsers see different torrents under one
-//!   info-hash).
+//!   info-hash);
+//! - hybrid torrents: the v2 file tree and piece layers agree with the v1
+//!   files ([`V2Error`]).
 //!
-//! Windows device names (`CON`, `NUL.txt`) are not refused here: they are
+//! Names are untrusted bytes. By default each component is sanitized into
+//! one safe name ([`sanitize_component`], rules in docs/PARSERS.md) when a
+//! caller asks for a path ([`File::path_into`], [`Metainfo::name`]); with
+//! `limits.strict_paths` a torrent with any unsafe component is refused
+//! instead ([`check_component`]). Duplicate paths are renamed by the
+//! caller with [`unique_path`], which needs a set of the paths taken.
+//!
+//! Windows device names (`CON`, `NUL.txt`) are not changed here: they are
 //! a property of one file system, for a Windows shell to sanitise.
 //!
 //! Every error names the field and the byte offset of the offending value.
@@ -32,6 +41,15 @@ use sha1::{Digest, Sha1};
 
 use crate::bencode::{self, DecodeOptions, ListIter, Token, TokenKind, Value};
 use crate::id::InfoHash;
+
+mod path;
+mod v2;
+
+pub use path::{
+    check_component, renamed, sanitize_component, unique_path, PathError, Sanitized, UniqueError,
+    MAX_EXTENSION_LEN, MAX_RENAMES, REPLACEMENT,
+};
+pub use v2::{V2Error, MAX_TREE_DEPTH, MIN_V2_PIECE_LENGTH, V2_HASH_LEN};
 
 /// Length of one SHA-1 piece hash.
 pub const PIECE_HASH_LEN: usize = 20;
@@ -58,6 +76,8 @@ pub struct Limits {
     pub max_path_depth: usize,
     /// Most files.
     pub max_files: usize,
+    /// Refuse unsafe names instead of sanitizing them (`--strict-paths`).
+    pub strict_paths: bool,
 }
 
 impl Default for Limits {
@@ -67,29 +87,9 @@ impl Default for Limits {
             max_piece_length: DEFAULT_MAX_PIECE_LENGTH,
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
             max_files: DEFAULT_MAX_FILES,
+            strict_paths: false,
         }
     }
-}
-
-/// What was wrong with a path component or name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathError {
-    /// Empty component.
-    Empty,
-    /// `.` or `..`.
-    Dots,
-    /// Contains `/` or `\` (would be a separator or absolute path).
-    Separator,
-    /// Contains NUL.
-    Nul,
-    /// A Windows drive prefix such as `C:`.
-    Drive,
-    /// Not UTF-8.
-    NotUtf8,
-    /// Longer than [`MAX_COMPONENT_LEN`].
-    TooLong,
-    /// A control character (0x01–0x1f, 0x7f).
-    Control,
 }
 
 /// What was wrong with the torrent.
@@ -127,6 +127,10 @@ pub enum ErrorKind {
     V2Only,
     /// A key the parser reads appears twice in one dict.
     DuplicateKey(&'static str),
+    /// The files add up to zero bytes: nothing to download.
+    ZeroLength,
+    /// BEP 52 hybrid: the v2 half is broken or describes other data.
+    Hybrid(V2Error),
 }
 
 /// A metainfo error: what, and the byte offset of the offending value.
@@ -136,21 +140,6 @@ pub struct Error {
     pub kind: ErrorKind,
     /// Byte offset into the `.torrent` file.
     pub offset: usize,
-}
-
-impl fmt::Display for PathError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PathError::Empty => "empty path component",
-            PathError::Dots => "'.' or '..' path component",
-            PathError::Separator => "path component contains '/' or '\\'",
-            PathError::Nul => "path component contains NUL",
-            PathError::Drive => "path component is a drive letter",
-            PathError::NotUtf8 => "path component is not UTF-8",
-            PathError::TooLong => "path component too long",
-            PathError::Control => "path component contains a control character",
-        })
-    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -176,6 +165,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TooManyFiles => f.write_str("too many files"),
             ErrorKind::V2Only => f.write_str("v2-only torrent (BEP 52) is not supported"),
             ErrorKind::DuplicateKey(key) => write!(f, "'{key}' appears twice"),
+            ErrorKind::ZeroLength => f.write_str("the torrent has no data (total length 0)"),
+            ErrorKind::Hybrid(e) => write!(f, "hybrid torrent: {e}"),
         }
     }
 }
@@ -195,40 +186,6 @@ fn err<T>(kind: ErrorKind, at: &Value<'_, '_>) -> Result<T, Error> {
     })
 }
 
-/// Checks one name or path component (see module docs).
-pub fn check_component(c: &[u8]) -> Result<&str, PathError> {
-    if c.is_empty() {
-        return Err(PathError::Empty);
-    }
-    if c.len() > MAX_COMPONENT_LEN {
-        return Err(PathError::TooLong);
-    }
-    // `.`, `..`, and names of only dots and spaces: Windows strips trailing
-    // dots and spaces, so `.. ` or `...` would resolve like `..`.
-    if c.iter().all(|&b| b == b'.' || b == b' ') {
-        return Err(if c.contains(&b'.') {
-            PathError::Dots
-        } else {
-            PathError::Empty
-        });
-    }
-    if c.iter().any(|&b| b == b'/' || b == b'\\') {
-        return Err(PathError::Separator);
-    }
-    if c.contains(&0) {
-        return Err(PathError::Nul);
-    }
-    if c.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return Err(PathError::Control);
-    }
-    if let [d, b':', ..] = c {
-        if d.is_ascii_alphabetic() {
-            return Err(PathError::Drive);
-        }
-    }
-    core::str::from_utf8(c).map_err(|_| PathError::NotUtf8)
-}
-
 /// Single- or multi-file layout.
 #[derive(Clone, Copy, Debug)]
 enum Layout<'a, 't> {
@@ -241,7 +198,10 @@ enum Layout<'a, 't> {
 pub struct Metainfo<'a, 't> {
     info_hash: InfoHash,
     info: Value<'a, 't>,
-    name: &'a str,
+    raw_name: &'a [u8],
+    /// The sanitized name ([`sanitize_component`]); `name_len` bytes used.
+    name: [u8; MAX_COMPONENT_LEN],
+    name_len: usize,
     piece_length: u64,
     pieces: &'a [u8],
     total_length: u64,
@@ -296,34 +256,136 @@ fn int(v: &Value<'_, '_>, key: &'static str) -> Result<i64, Error> {
 /// One file of a torrent.
 #[derive(Clone, Debug)]
 pub struct File<'a, 't> {
-    /// Length in bytes.
+    /// Length in bytes (0 for a BEP 47 symlink, whatever its `length`).
     pub length: u64,
     /// Offset of the file's first byte in the torrent's byte stream.
     pub offset: u64,
     /// BEP 47 `attr` (e.g. `p` for a padding file), empty if absent.
     pub attr: &'a [u8],
     path: Option<ListIter<'a, 't>>,
-    single_name: &'a str,
+    symlink: Option<ListIter<'a, 't>>,
+    /// The torrent's name for a single-file torrent's one file.
+    single: Option<&'a [u8]>,
+}
+
+/// A path made safe by [`File::path_into`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SafePath<'b> {
+    /// Components joined by `/`, each one passing [`check_component`].
+    pub path: &'b str,
+    /// True if some component differs from the torrent's bytes.
+    pub changed: bool,
+}
+
+/// A caller's path buffer is too small (see [`path_buffer_len`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferTooSmall;
+
+/// Bytes a buffer needs for any path [`File::path_into`] writes under
+/// `limits`.
+pub const fn path_buffer_len(limits: &Limits) -> usize {
+    (MAX_COMPONENT_LEN + 1) * (limits.max_path_depth + 1)
+}
+
+/// Writes the sanitized components of `comps` joined by `/` into `buf`.
+fn join_sanitized<'a, 'b>(
+    comps: impl Iterator<Item = &'a [u8]>,
+    buf: &'b mut [u8],
+) -> Result<SafePath<'b>, BufferTooSmall> {
+    let mut n = 0usize;
+    let mut changed = false;
+    let mut one = [0u8; MAX_COMPONENT_LEN];
+    for (i, raw) in comps.enumerate() {
+        let s = sanitize_component(raw, &mut one);
+        changed |= s.changed;
+        let sep: &[u8] = if i == 0 { b"" } else { b"/" };
+        for part in [sep, s.name.as_bytes()] {
+            let dst = buf.get_mut(n..n + part.len()).ok_or(BufferTooSmall)?;
+            dst.copy_from_slice(part);
+            n += part.len();
+        }
+    }
+    let path =
+        core::str::from_utf8(buf.get(..n).unwrap_or_default()).map_err(|_| BufferTooSmall)?;
+    Ok(SafePath { path, changed })
 }
 
 impl<'a, 't> File<'a, 't> {
-    /// The path components (validated at parse time), excluding the
-    /// torrent's name. A single-file torrent's one file has its name as the
-    /// only component.
-    pub fn path(&self) -> impl Iterator<Item = &'a str> + use<'a, 't> {
-        let single = self.path.is_none().then_some(self.single_name);
+    /// The path components as the torrent has them (untrusted bytes),
+    /// excluding the torrent's name. A single-file torrent's one file has
+    /// its name as the only component; a BEP 47 padding file may have none.
+    pub fn raw_path(&self) -> impl Iterator<Item = &'a [u8]> + use<'a, 't> {
         let multi = self
             .path
             .clone()
             .into_iter()
             .flatten()
-            .filter_map(|c| c.as_str());
-        single.into_iter().chain(multi)
+            .filter_map(|c| c.as_bytes());
+        self.single.into_iter().chain(multi)
     }
 
-    /// True for a BEP 47 padding file.
+    /// The safe relative path (below the torrent's folder for a multi-file
+    /// torrent), each component sanitized by [`sanitize_component`], into
+    /// `buf` (at least [`path_buffer_len`] bytes). Never absolute, never
+    /// `.`/`..`, never empty. Duplicates are the caller's to rename
+    /// ([`unique_path`]).
+    pub fn path_into<'b>(&self, buf: &'b mut [u8]) -> Result<SafePath<'b>, BufferTooSmall> {
+        join_sanitized(self.raw_path(), buf)
+    }
+
+    /// BEP 47 symlink target, relative to the torrent's folder, joined by
+    /// `/` into `buf`: `None` if this is not a symlink, `Some(Err(_))` if
+    /// the target is unsafe (any component failing [`check_component`],
+    /// such as `..` or `/etc`, or an empty target): such a link must not
+    /// be created.
+    pub fn symlink_into<'b>(&self, buf: &'b mut [u8]) -> Option<Result<&'b str, PathError>> {
+        if !self.is_symlink() {
+            return None;
+        }
+        let Some(target) = self.symlink.clone() else {
+            return Some(Err(PathError::Empty));
+        };
+        let mut n = 0usize;
+        for (i, c) in target.enumerate() {
+            let Some(raw) = c.as_bytes() else {
+                return Some(Err(PathError::NotUtf8));
+            };
+            if let Err(e) = check_component(raw) {
+                return Some(Err(e));
+            }
+            let sep: &[u8] = if i == 0 { b"" } else { b"/" };
+            for part in [sep, raw] {
+                let Some(dst) = buf.get_mut(n..n + part.len()) else {
+                    return Some(Err(PathError::TooLong));
+                };
+                dst.copy_from_slice(part);
+                n += part.len();
+            }
+        }
+        if n == 0 {
+            return Some(Err(PathError::Empty));
+        }
+        Some(core::str::from_utf8(buf.get(..n).unwrap_or_default()).map_err(|_| PathError::NotUtf8))
+    }
+
+    /// True for a BEP 47 padding file (`p`): zeros, not stored.
     pub fn is_padding(&self) -> bool {
         self.attr.contains(&b'p')
+    }
+
+    /// True for a BEP 47 symlink (`l`).
+    pub fn is_symlink(&self) -> bool {
+        self.attr.contains(&b'l')
+    }
+
+    /// True for a BEP 47 executable file (`x`).
+    pub fn is_executable(&self) -> bool {
+        self.attr.contains(&b'x')
+    }
+
+    /// True for a BEP 47 hidden file (`h`).
+    pub fn is_hidden(&self) -> bool {
+        self.attr.contains(&b'h')
     }
 }
 
@@ -332,7 +394,7 @@ impl<'a, 't> File<'a, 't> {
 pub struct Files<'a, 't> {
     single: Option<u64>,
     multi: Option<ListIter<'a, 't>>,
-    name: &'a str,
+    name: &'a [u8],
     offset: u64,
 }
 
@@ -346,20 +408,27 @@ impl<'a, 't> Iterator for Files<'a, 't> {
                 offset: 0,
                 attr: b"",
                 path: None,
-                single_name: self.name,
+                symlink: None,
+                single: Some(self.name),
             });
         }
         let f = self.multi.as_mut()?.next()?;
-        let length = f.get(b"length").and_then(|v| v.as_int()).unwrap_or(0) as u64;
+        let attr = f
+            .get(b"attr")
+            .and_then(|v| v.as_bytes())
+            .unwrap_or_default();
+        let length = if attr.contains(&b'l') {
+            0
+        } else {
+            f.get(b"length").and_then(|v| v.as_int()).unwrap_or(0) as u64
+        };
         let file = File {
             length,
             offset: self.offset,
-            attr: f
-                .get(b"attr")
-                .and_then(|v| v.as_bytes())
-                .unwrap_or_default(),
+            attr,
             path: f.get(b"path").and_then(|v| v.as_list()),
-            single_name: self.name,
+            symlink: f.get(b"symlink path").and_then(|v| v.as_list()),
+            single: None,
         };
         self.offset = self.offset.saturating_add(length);
         Some(file)
@@ -370,10 +439,11 @@ impl<'a, 't> Metainfo<'a, 't> {
     /// Decodes and validates a `.torrent`. `tokens` bounds the number of
     /// bencode values (a multi-file torrent needs about 6 per file).
     pub fn parse(input: &'a [u8], tokens: &'t mut [Token], limits: &Limits) -> Result<Self, Error> {
-        let doc = bencode::decode(input, tokens, DecodeOptions::lenient()).map_err(|e| Error {
-            kind: ErrorKind::Bencode(e.kind),
-            offset: e.offset,
-        })?;
+        let doc =
+            bencode::decode(input, tokens, DecodeOptions::torrent_file()).map_err(|e| Error {
+                kind: ErrorKind::Bencode(e.kind),
+                offset: e.offset,
+            })?;
         let Some(root) = doc.root() else {
             return Err(Error {
                 kind: ErrorKind::Missing("info"),
@@ -392,7 +462,11 @@ impl<'a, 't> Metainfo<'a, 't> {
         let name_b = name_v
             .as_bytes()
             .map_or_else(|| err(ErrorKind::WrongType("name"), &name_v), Ok)?;
-        let name = check_component(name_b).or_else(|p| err(ErrorKind::BadPath(p), &name_v))?;
+        if limits.strict_paths {
+            check_component(name_b).or_else(|p| err(ErrorKind::BadPath(p), &name_v))?;
+        }
+        let mut name = [0u8; MAX_COMPONENT_LEN];
+        let name_len = sanitize_component(name_b, &mut name).name.len();
 
         let pl_v = req(&info, "piece length")?;
         let pl = int(&pl_v, "piece length")?;
@@ -418,6 +492,16 @@ impl<'a, 't> Metainfo<'a, 't> {
                 (Some(l), None) => {
                     let n = int(&l, "length")?;
                     let n = u64::try_from(n).or_else(|_| err(ErrorKind::NegativeLength, &l))?;
+                    // The name is the file: with no usable name there is
+                    // nothing to call it (libtorrent: "missing name").
+                    if name_b.iter().all(|&b| b == b'.' || b == b' ') {
+                        let kind = if name_b.contains(&b'.') {
+                            PathError::Dots
+                        } else {
+                            PathError::Empty
+                        };
+                        return err(ErrorKind::BadPath(kind), &name_v);
+                    }
                     (Layout::Single(n), n, 1)
                 }
                 (None, Some(files)) => {
@@ -427,6 +511,10 @@ impl<'a, 't> Metainfo<'a, 't> {
                 _ => return err(ErrorKind::AmbiguousLayout, &info),
             };
 
+        // Nothing to download (libtorrent: "invalid length of torrent").
+        if total_length == 0 {
+            return err(ErrorKind::ZeroLength, &info);
+        }
         // BEP 3: one 20-byte hash per piece; the last piece may be shorter.
         let expected = total_length.div_ceil(piece_length);
         if (pieces.len() / PIECE_HASH_LEN) as u64 != expected {
@@ -451,11 +539,22 @@ impl<'a, 't> Metainfo<'a, 't> {
             Some(v) => Some(int(&v, "creation date")?),
         };
 
+        // BEP 52 hybrid: the v2 half must describe the same data.
+        if field(&info, "file tree")?.is_some() || field(&info, "meta version")?.is_some() {
+            let files = match layout {
+                Layout::Single(_) => None,
+                Layout::Multi(v) => v.as_list(),
+            };
+            v2::check_hybrid(&root, &info, name_b, files, piece_length)?;
+        }
+
         let info_hash = InfoHash(Sha1::digest(info.raw()).into());
         Ok(Metainfo {
             info_hash,
             info,
+            raw_name: name_b,
             name,
+            name_len,
             piece_length,
             pieces,
             total_length,
@@ -480,9 +579,20 @@ impl<'a, 't> Metainfo<'a, 't> {
         self.info.raw()
     }
 
-    /// The suggested name (file name, or top directory of a multi-file torrent).
-    pub fn name(&self) -> &'a str {
-        self.name
+    /// The suggested name (file name, or top directory of a multi-file
+    /// torrent), sanitized by [`sanitize_component`]: one safe component.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(self.name.get(..self.name_len).unwrap_or_default()).unwrap_or("_")
+    }
+
+    /// The `name` bytes as in the torrent (untrusted).
+    pub fn raw_name(&self) -> &'a [u8] {
+        self.raw_name
+    }
+
+    /// True if [`name`](Self::name) differs from the torrent's `name`.
+    pub fn name_changed(&self) -> bool {
+        self.name().as_bytes() != self.raw_name
     }
 
     /// Bytes per piece (the last piece may be shorter).
@@ -531,13 +641,13 @@ impl<'a, 't> Metainfo<'a, 't> {
             Layout::Single(n) => Files {
                 single: Some(n),
                 multi: None,
-                name: self.name,
+                name: self.raw_name,
                 offset: 0,
             },
             Layout::Multi(v) => Files {
                 single: None,
                 multi: v.as_list(),
-                name: self.name,
+                name: self.raw_name,
                 offset: 0,
             },
         }
@@ -630,18 +740,39 @@ fn check_files(files: &Value<'_, '_>, limits: &Limits) -> Result<(u64, usize), E
         if f.kind() != TokenKind::Dict {
             return err(ErrorKind::WrongType("files"), &f);
         }
-        let l = req(&f, "length")?;
-        let n =
-            u64::try_from(int(&l, "length")?).or_else(|_| err(ErrorKind::NegativeLength, &l))?;
-        total = total
-            .checked_add(n)
-            .map_or_else(|| err(ErrorKind::LengthOverflow, &l), Ok)?;
-        if let Some(a) = field(&f, "attr")? {
-            if a.as_bytes().is_none() {
-                return err(ErrorKind::WrongType("attr"), &a);
+        let attr = match field(&f, "attr")? {
+            None => &b""[..],
+            Some(a) => a
+                .as_bytes()
+                .map_or_else(|| err(ErrorKind::WrongType("attr"), &a), Ok)?,
+        };
+        // BEP 47: a symlink's data is its target; libtorrent ignores its
+        // `length` (which may be absent), and so do we.
+        let symlink = attr.contains(&b'l');
+        if symlink {
+            if let Some(t) = field(&f, "symlink path")? {
+                let parts = t
+                    .as_list()
+                    .map_or_else(|| err(ErrorKind::WrongType("symlink path"), &t), Ok)?;
+                for c in parts {
+                    if c.as_bytes().is_none() {
+                        return err(ErrorKind::WrongType("symlink path"), &c);
+                    }
+                }
             }
+        } else {
+            let l = req(&f, "length")?;
+            let n = u64::try_from(int(&l, "length")?)
+                .or_else(|_| err(ErrorKind::NegativeLength, &l))?;
+            total = total
+                .checked_add(n)
+                .map_or_else(|| err(ErrorKind::LengthOverflow, &l), Ok)?;
         }
-        let p = req(&f, "path")?;
+        // BEP 47: padding files need no path (they are never stored).
+        let p = match field(&f, "path")? {
+            None if attr.contains(&b'p') => continue,
+            _ => req(&f, "path")?,
+        };
         let comps = p
             .as_list()
             .map_or_else(|| err(ErrorKind::WrongType("path"), &p), Ok)?;
@@ -655,7 +786,9 @@ fn check_files(files: &Value<'_, '_>, limits: &Limits) -> Result<(u64, usize), E
             let b = c
                 .as_bytes()
                 .map_or_else(|| err(ErrorKind::WrongType("path"), &c), Ok)?;
-            check_component(b).or_else(|e| err(ErrorKind::BadPath(e), &c))?;
+            if limits.strict_paths {
+                check_component(b).or_else(|e| err(ErrorKind::BadPath(e), &c))?;
+            }
         }
     }
     if count == 0 {

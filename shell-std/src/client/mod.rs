@@ -108,6 +108,9 @@ pub struct Common {
     /// No tables, no progress bar: only summary lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Refuse a torrent with an unsafe file name instead of renaming it.
+    #[arg(long)]
+    pub strict_paths: bool,
 }
 
 struct Plan {
@@ -132,6 +135,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    let strict_paths = match &cmd {
+        ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.strict_paths,
+    };
     let (torrent, plan_of): (PathBuf, Box<dyn FnOnce(Info) -> anyhow::Result<Plan>>) = match cmd {
         ClientCmd::Download {
             torrent,
@@ -184,7 +190,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     };
     let mut tf = TorrentFile::read(&torrent)?;
     let m = tf
-        .parse()
+        .parse_with(strict_paths)
         .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
     let info = Info::from_metainfo(&m);
     let plan = plan_of(info)?;

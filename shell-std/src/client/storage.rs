@@ -2,17 +2,26 @@
 //! and written with positional I/O (`read_at` / `write_at`), so any number
 //! of peer tasks share the open files without seeking.
 //!
-//! Paths come only from the core's validated metainfo (no `..`, no
-//! absolute paths, no separators or NUL in a component) and are checked
-//! again here: every path is built under the root, each component must be
-//! one plain name, and a component that already exists as a symlink is
-//! refused, so nothing outside the output folder is ever opened.
+//! Paths come only from the core's sanitizer (no `..`, no absolute paths,
+//! no separators or NUL in a component; duplicates renamed by [`Info`]) and
+//! are checked again here: every path is built under the root, each
+//! component must be one plain name, and a component that already exists
+//! as a symlink is refused, so nothing outside the output folder is ever
+//! opened.
+//!
+//! BEP 47 symlinks are created last, with a relative target built from
+//! plain components that the core checked strictly (no `..`, nothing
+//! absolute), so every link resolves inside the torrent's folder; a link
+//! whose target would not is skipped with a warning, the rest downloads.
+//! BEP 47 `x` sets the executable bit; `h` (hidden) is not applied.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+
+use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{bail, Context};
 use ourtorrent_core::pieces::PieceHasher;
@@ -63,6 +72,44 @@ fn not_symlink(p: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Creates the BEP 47 symlink `link` (at `comps` under `root`) pointing to
+/// `target` (relative to `root`), if that stays inside `root`; otherwise,
+/// or if anything is in the way, warns and skips it.
+fn make_symlink(root: &Path, comps: &[String], target: &Result<String, String>, link: &Path) {
+    let shown = comps.join("/");
+    let target = match target {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("warning: {shown}: symlink not created: target {why}");
+            return;
+        }
+    };
+    // From the link's folder back up to `root`, then down the target.
+    let mut rel = PathBuf::new();
+    for _ in 1..comps.len() {
+        rel.push("..");
+    }
+    for c in target.split('/') {
+        match plain(c) {
+            Ok(c) => rel.push(c),
+            Err(e) => {
+                eprintln!("warning: {shown}: symlink not created: {e}");
+                return;
+            }
+        }
+    }
+    if std::fs::read_link(link).is_ok_and(|t| t == rel) {
+        return; // made by an earlier run
+    }
+    if !link.starts_with(root) || std::fs::symlink_metadata(link).is_ok() {
+        eprintln!("warning: {shown}: symlink not created: the path exists");
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::symlink(&rel, link) {
+        eprintln!("warning: {shown}: symlink not created: {e}");
+    }
+}
+
 impl Storage {
     /// The path of every file under `root` (the data itself: the file of a
     /// single-file torrent or the top folder of a multi-file one), checked.
@@ -71,7 +118,8 @@ impl Storage {
         let mut out = Vec::with_capacity(info.files.len());
         for f in &info.files {
             let mut p = root.to_path_buf();
-            if info.multi_file {
+            // Padding files are never stored (and may have no path).
+            if info.multi_file && !f.padding {
                 for c in &f.path {
                     p.push(plain(c)?);
                 }
@@ -123,6 +171,9 @@ impl Storage {
                     }
                 }
             }
+            if f.symlink.is_some() {
+                continue; // made below, once every file exists
+            }
             not_symlink(p)?;
             let existed = std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
             let file = if create {
@@ -136,6 +187,14 @@ impl Storage {
                 if file.metadata()?.len() < f.len {
                     file.set_len(f.len)
                         .with_context(|| format!("{}: pre-allocate", p.display()))?;
+                }
+                if f.executable {
+                    // BEP 47 `x`: executable wherever it is readable.
+                    let mode = file.metadata()?.permissions().mode();
+                    file.set_permissions(std::fs::Permissions::from_mode(
+                        mode | ((mode & 0o444) >> 2),
+                    ))
+                    .with_context(|| format!("{}: chmod", p.display()))?;
                 }
                 file
             } else {
@@ -155,6 +214,16 @@ impl Storage {
                     path: p.clone(),
                 });
             }
+        }
+        if create && info.multi_file {
+            for (f, p) in info.files.iter().zip(&paths) {
+                if let Some(target) = &f.symlink {
+                    make_symlink(root, &f.path, target, p);
+                }
+            }
+        }
+        if create {
+            print!("{}", crate::info::renames(info));
         }
         slots.retain(|s| s.len > 0);
         Ok(Storage {
