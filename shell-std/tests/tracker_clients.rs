@@ -374,6 +374,7 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
         std::fs::read(seed_dir.join("payload.bin")).unwrap(),
         "downloaded data differs"
     );
+}
 
 /// Two libtorrent sessions in one process, on one torrent, announcing to
 /// `udp://` `tracker`: libtorrent shares one BEP 15 connection id across
