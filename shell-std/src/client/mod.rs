@@ -9,6 +9,7 @@
 
 pub mod announce;
 pub mod meta;
+pub mod session;
 pub mod storage;
 pub mod swarm;
 pub mod ui;
@@ -22,27 +23,33 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use ourtorrent_core::choker::Candidate;
 use ourtorrent_core::choker::{ChokerConfig, DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::pieces::{
-    Availability, Bitfield, BlockSlot, Geometry, PickerConfig, PickerParts, Slot,
+    Availability, Bitfield, BlockSlot, Geometry, PeerKey, Picker, PickerConfig, PickerParts, Slot,
 };
+use ourtorrent_core::time::Instant;
+use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
 use ourtorrent_core::tracker::AnnounceEvent;
 use tokio::sync::mpsc;
 
 use crate::torrent::TorrentFile;
 use announce::{Announce, Statuses, TrackerStatus};
 use meta::Info;
+use session::Session;
 use storage::Storage;
-use swarm::{Ctx, StdPicker};
+use swarm::{Ctx, Heap, StdTorrent};
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ClientCmd {
-    /// Download a torrent into `--out DIR`, then seed it.
+    /// Download one or more torrents into `--out DIR` (at once, in one
+    /// session), then seed them.
     Download {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent files.
+        #[arg(required = true, num_args = 1..)]
+        torrents: Vec<PathBuf>,
         /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
         /// single file at `DIR/NAME`.
         #[arg(long, short, default_value = ".")]
@@ -63,14 +70,15 @@ pub enum ClientCmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Seed existing data.
+    /// Seed existing data of one or more torrents.
     Seed {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent files.
+        #[arg(required = true, num_args = 1..)]
+        torrents: Vec<PathBuf>,
         /// The data: the file of a single-file torrent, or the top folder
-        /// of a multi-file one.
-        #[arg(long)]
-        data: PathBuf,
+        /// of a multi-file one; once per torrent, in the same order.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// Trust the data: skip hashing it first.
         #[arg(long)]
         skip_verify: bool,
@@ -88,10 +96,12 @@ pub struct Common {
     /// Connect to this peer directly (repeatable), besides the trackers.
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
-    /// Listen for peers on this address.
-    #[arg(long, default_value = "0.0.0.0:6881")]
-    pub listen: SocketAddr,
-    /// Most peer connections at once.
+    /// Listen for peers on this address (one listener for every torrent).
+    /// Without it: 0.0.0.0:6881, or any free port if that one is busy; a
+    /// port given here that is busy is an error.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Most peer connections at once, per torrent.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
     /// Do not announce to the torrent's trackers.
@@ -138,67 +148,77 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     let strict_paths = match &cmd {
         ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.strict_paths,
     };
-    let (torrent, plan_of): (PathBuf, Box<dyn FnOnce(Info) -> anyhow::Result<Plan>>) = match cmd {
+    // One plan per torrent (the flags apply to each).
+    let mut plans = Vec::new();
+    let load = |torrent: &Path| -> anyhow::Result<Info> {
+        let mut tf = TorrentFile::read(torrent)?;
+        let m = tf
+            .parse_with(strict_paths)
+            .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
+        let quiet = match &cmd {
+            ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.quiet,
+        };
+        if !quiet {
+            print!("{}", crate::info::render(&m, false));
+        }
+        Ok(Info::from_metainfo(&m))
+    };
+    match &cmd {
         ClientCmd::Download {
-            torrent,
+            torrents,
             out,
             seed_ratio,
             no_seed,
             max_pieces,
             skip_space_check,
             common,
-        } => (
-            torrent,
-            Box::new(move |info: Info| {
-                let name = info.name.clone();
-                let root = out.join(storage_name(&name)?);
-                Ok(Plan {
+        } => {
+            for t in torrents {
+                let info = load(t)?;
+                let root = out.join(storage_name(&info.name)?);
+                plans.push(Plan {
                     info,
                     root,
                     download: true,
                     skip_verify: false,
-                    seed_ratio,
-                    no_seed,
-                    max_pieces,
-                    skip_space_check,
-                    common,
-                })
-            }),
-        ),
+                    seed_ratio: *seed_ratio,
+                    no_seed: *no_seed,
+                    max_pieces: *max_pieces,
+                    skip_space_check: *skip_space_check,
+                    common: common.clone(),
+                });
+            }
+        }
         ClientCmd::Seed {
-            torrent,
+            torrents,
             data,
             skip_verify,
             seed_ratio,
             common,
-        } => (
-            torrent,
-            Box::new(move |info: Info| {
-                Ok(Plan {
-                    info,
-                    root: data,
+        } => {
+            if data.len() != torrents.len() {
+                bail!(
+                    "{} torrents but {} --data: give --data once per torrent, in the same order",
+                    torrents.len(),
+                    data.len()
+                );
+            }
+            for (t, d) in torrents.iter().zip(data) {
+                plans.push(Plan {
+                    info: load(t)?,
+                    root: d.clone(),
                     download: false,
-                    skip_verify,
-                    seed_ratio,
+                    skip_verify: *skip_verify,
+                    seed_ratio: *seed_ratio,
                     no_seed: false,
                     max_pieces: None,
                     skip_space_check: true,
-                    common,
-                })
-            }),
-        ),
-    };
-    let mut tf = TorrentFile::read(&torrent)?;
-    let m = tf
-        .parse_with(strict_paths)
-        .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
-    let info = Info::from_metainfo(&m);
-    let plan = plan_of(info)?;
-    if !plan.common.quiet {
-        print!("{}", crate::info::render(&m, false));
+                    common: common.clone(),
+                });
+            }
+        }
     }
-    drop(tf);
-    start(plan)
+    start(plans)
 }
 
 /// The torrent's name as one safe path component.
@@ -228,7 +248,69 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn start(plan: Plan) -> anyhow::Result<()> {
+/// Runs every torrent in one session: one listener, one peer id.
+fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
+    let Some(first) = plans.first() else {
+        bail!("no torrent given");
+    };
+    let listen = first.common.listen;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let id = PeerId::generate(random_u32);
+    let (session, listener) = rt.block_on(async {
+        match listen {
+            Some(addr) => Session::bind(addr, id).await,
+            // The default port, or any if it is taken.
+            None => match Session::bind(DEFAULT_LISTEN, id).await {
+                Ok(x) => Ok(x),
+                Err(_) => Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id).await,
+            },
+        }
+    })?;
+    tracing::info!(listen = %session.listen, "listening");
+    let mut torrents = Vec::new();
+    for plan in plans {
+        let name = plan.info.name.clone();
+        let ctx = prepare(&plan, &session).with_context(|| name.clone())?;
+        session.add(ctx.clone())?;
+        torrents.push((name, ctx, plan));
+    }
+    rt.spawn(session.clone().accept_loop(listener));
+    let several = torrents.len() > 1;
+    let results = rt.block_on(async {
+        let handles: Vec<_> = torrents
+            .into_iter()
+            .map(|(name, ctx, plan)| (name, tokio::spawn(main_loop(ctx, plan))))
+            .collect();
+        let mut out = Vec::new();
+        for (name, h) in handles {
+            out.push((name, h.await));
+        }
+        out
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    let mut first_err = None;
+    for (name, r) in results {
+        let r = r.map_err(|e| anyhow::anyhow!("{e}")).and_then(|r| r);
+        if let Err(e) = r {
+            let e = if several { e.context(name) } else { e };
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Where the client listens when `--listen` is not given.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 6881);
+
+/// Opens, checks and resumes one torrent's data: its state, ready to run.
+fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     let info = plan.info.clone();
     if info.piece_len > MAX_PIECE_LEN {
         bail!(
@@ -283,57 +365,50 @@ fn start(plan: Plan) -> anyhow::Result<()> {
         ..PickerConfig::default()
     };
     let slots = (IN_PROGRESS_BYTES / info.piece_len.max(1)).clamp(MIN_SLOTS, MAX_SLOTS) as usize;
-    let parts = PickerParts {
-        have: bits,
-        avail,
-        slots: vec![Slot::default(); slots].into_boxed_slice(),
-        blocks: vec![BlockSlot::default(); StdPicker::blocks_needed(&geo, slots)]
-            .into_boxed_slice(),
+    // Headroom over the connection limit: a closing task frees its entry
+    // just before its permit.
+    let peers = plan
+        .common
+        .max_peers
+        .saturating_add(8)
+        .min(usize::from(u16::MAX));
+    let parts = TorrentParts {
+        picker: PickerParts {
+            have: bits,
+            avail,
+            slots: vec![Slot::default(); slots].into_boxed_slice(),
+            blocks: vec![BlockSlot::default(); Picker::<Heap>::blocks_needed(&geo, slots)]
+                .into_boxed_slice(),
+        },
+        peers: vec![PeerEntry::default(); peers].into_boxed_slice(),
+        log: vec![0u32; n as usize].into_boxed_slice(),
+        candidates: vec![Candidate::new(PeerKey(0), Instant::ZERO); peers].into_boxed_slice(),
     };
-    let picker =
-        StdPicker::new(geo, parts, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id = PeerId::generate(random_u32);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(plan.common.listen))
-        .or_else(|_| {
-            let mut a = plan.common.listen;
-            a.set_port(0);
-            rt.block_on(tokio::net::TcpListener::bind(a))
-        })
-        .context("listen")?;
-    let listen = listener.local_addr()?;
-    let ctx = Arc::new(Ctx::new(
-        picker,
-        storage,
-        info,
-        id,
-        plan.max_pieces,
-        plan.common.max_peers,
-        listen,
-        verified,
-        ChokerConfig {
+    let tcfg = TorrentConfig {
+        picker: cfg,
+        choker: ChokerConfig {
             slots: plan.common.upload_slots,
             rechoke_ms: plan.common.rechoke_ms,
             optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
         },
-    ));
-    let r = rt.block_on(main_loop(ctx, listener, plan));
-    rt.shutdown_timeout(Duration::from_millis(500));
-    r
+    };
+    let torrent =
+        StdTorrent::new(geo, parts, tcfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(Ctx::new(
+        torrent,
+        storage,
+        info,
+        session.peer_id,
+        plan.max_pieces,
+        plan.common.max_peers,
+        session.listen,
+        verified,
+    )))
 }
 
-async fn main_loop(
-    ctx: Arc<Ctx>,
-    listener: tokio::net::TcpListener,
-    plan: Plan,
-) -> anyhow::Result<()> {
+async fn main_loop(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
     let quiet = plan.common.quiet;
-    tracing::info!(listen = %ctx.listen, "listening");
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(swarm::acceptor(ctx.clone(), listener));
     tokio::spawn(swarm::connector(ctx.clone(), rx));
     // Direct peers: retried every few seconds while not connected (the
     // connector skips connected and banned addresses).

@@ -29,13 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
+use ourtorrent_core::choker::Candidate;
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{
-    BlockRequest, BlockSlot, PeerKey, Picker, PickerStorage, Slot, Verdict,
-};
+use ourtorrent_core::pieces::{BlockRequest, BlockSlot, PeerKey, PickerStorage, Slot};
 use ourtorrent_core::time::Instant;
+use ourtorrent_core::torrent::{PeerEntry, PieceOutcome, Torrent, TorrentStorage};
 use ourtorrent_core::wire::{
     max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
     Reserved, Status, PIECE_HEADER_LEN,
@@ -84,22 +83,13 @@ pub struct Stats {
     pub banned: AtomicU32,
 }
 
+/// What the shell keeps of a connected peer (the torrent keeps the rest).
 struct PeerCtl {
     addr: SocketAddr,
     notify: Arc<Notify>,
-    cancels: Vec<BlockRequest>,
+    /// Banned by address (a protocol error, or a bad piece from any of its
+    /// connections): close.
     kill: bool,
-    /// The choker's decision, applied by the peer task.
-    unchoke: bool,
-    /// The peer is interested in us / snubs us (as its task last saw).
-    interested: bool,
-    snubbed: bool,
-    connected_at: Instant,
-    /// Kept for the choker (whose optimistic slot goes to the longest waiting).
-    last_unchoked: Option<Instant>,
-    /// Payload bytes from / to the peer since the last full rechoke.
-    down: u64,
-    up: u64,
 }
 
 /// A received block to store: its piece, its offset in the piece, and
@@ -112,7 +102,7 @@ struct BlockWrite {
     len: usize,
 }
 
-/// The picker's storage in this shell: boxed slices it owns, sized when
+/// The torrent's storage in this shell: boxed slices it owns, sized when
 /// the torrent starts (no leak, no const generics).
 pub struct Heap;
 
@@ -123,75 +113,32 @@ impl PickerStorage for Heap {
     type Blocks = Box<[BlockSlot]>;
 }
 
-/// The picker of one torrent.
-pub type StdPicker = Picker<Heap>;
+impl TorrentStorage for Heap {
+    type Peers = Box<[PeerEntry]>;
+    type Log = Box<[u32]>;
+    type Candidates = Box<[Candidate]>;
+}
+
+/// The core's state machine of one torrent.
+pub type StdTorrent = Torrent<Heap>;
 
 /// State behind the mutex.
 pub struct Shared {
-    /// The core's picker (owns our bitfield and availability).
-    pub picker: StdPicker,
-    /// Pieces verified this session, in order: peer tasks announce them.
-    completed: Vec<u32>,
+    /// The core's torrent: picker, choker, reputation, have log, cancels.
+    pub torrent: StdTorrent,
     peers: HashMap<PeerKey, PeerCtl>,
-    next_key: u16,
     banned: HashSet<SocketAddr>,
     connected: HashSet<SocketAddr>,
-    /// Per address: pieces it contributed to that failed / passed.
-    record: HashMap<SocketAddr, (u32, u32)>,
-    /// Contributors of pieces in progress (for the record above).
-    contrib: HashMap<u32, Vec<SocketAddr>>,
     /// Pieces with blocks not yet on disk.
     unwritten: PendingWrites,
-    /// Who we upload to.
-    choker: Choker,
-    /// A peer came, left or changed interest: fill free slots.
-    choke_dirty: bool,
-    /// Start of the current rate window (the last full rechoke).
-    rate_since: Instant,
 }
 
 impl Shared {
-    /// Runs the choker if a rechoke is due or peers changed, and tells the
-    /// peer tasks whose state flips.
-    fn rechoke(&mut self, now: Instant) {
-        let due = self.choker.poll_timeout().is_none_or(|t| now >= t);
-        if !due && !self.choke_dirty {
-            return;
-        }
-        self.choke_dirty = false;
-        let ms = now
-            .saturating_duration_since(self.rate_since)
-            .millis()
-            .max(1);
-        let mut cands: Vec<Candidate> = self
-            .peers
-            .iter()
-            .map(|(&key, c)| Candidate {
-                key,
-                interested: c.interested,
-                snubbed: c.snubbed,
-                down_rate: c.down.saturating_mul(1000) / ms,
-                up_rate: c.up.saturating_mul(1000) / ms,
-                connected_at: c.connected_at,
-                unchoked: c.unchoke,
-                last_unchoked: c.last_unchoked,
-            })
-            .collect();
-        let seeding = self.picker.is_complete();
-        if self.choker.update(now, seeding, &mut cands) == Update::Rechoked {
-            self.rate_since = now;
-            for c in self.peers.values_mut() {
-                c.down = 0;
-                c.up = 0;
-            }
-        }
-        for cand in cands {
-            if let Some(c) = self.peers.get_mut(&cand.key) {
-                c.last_unchoked = cand.last_unchoked;
-                if c.unchoke != cand.unchoked {
-                    c.unchoke = cand.unchoked;
-                    c.notify.notify_one();
-                }
+    /// Wakes the tasks of the peers the torrent has commands for.
+    fn wake(&mut self) {
+        while let Some(k) = self.torrent.poll_wake() {
+            if let Some(c) = self.peers.get(&k) {
+                c.notify.notify_one();
             }
         }
     }
@@ -232,7 +179,7 @@ impl Ctx {
     /// A context over a picker already told which pieces we have.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        picker: StdPicker,
+        torrent: StdTorrent,
         storage: Storage,
         info: Info,
         peer_id: PeerId,
@@ -240,25 +187,17 @@ impl Ctx {
         max_peers: usize,
         listen: SocketAddr,
         verified: u64,
-        choker: ChokerConfig,
     ) -> Self {
-        let complete = picker.is_complete();
+        let complete = torrent.is_complete();
         let stats = Stats::default();
         stats.verified.store(verified, Relaxed);
         Ctx {
             shared: Mutex::new(Shared {
-                picker,
-                completed: Vec::new(),
+                torrent,
                 peers: HashMap::new(),
-                next_key: 0,
                 banned: HashSet::new(),
                 connected: HashSet::new(),
-                record: HashMap::new(),
-                contrib: HashMap::new(),
                 unwritten: PendingWrites::default(),
-                choker: Choker::new(choker),
-                choke_dirty: false,
-                rate_since: Instant::from_millis(0),
             }),
             storage,
             info,
@@ -288,7 +227,7 @@ impl Ctx {
 
     /// Pieces verified.
     pub fn picker_have(&self) -> u32 {
-        self.lock().picker.have().count()
+        self.lock().torrent.picker().have().count()
     }
 
     /// Why the storage failed, if it did.
@@ -333,17 +272,10 @@ impl Ctx {
     pub fn tick(&self) {
         let now = self.now();
         let mut g = self.lock();
-        g.rechoke(now);
-        let mut dead = Vec::new();
-        g.picker.handle_timeout(now, |k, r| dead.push((k, r)));
-        for (k, r) in dead {
-            if let Some(c) = g.peers.get_mut(&k) {
-                if c.cancels.len() < MAX_PEER_REQUESTS {
-                    c.cancels.push(r);
-                }
-                c.notify.notify_one();
-            }
+        if g.torrent.poll_timeout().is_some_and(|t| t <= now) {
+            g.torrent.handle_timeout(now);
         }
+        g.wake();
     }
 
     /// A batch of blocks: the first `written` are on disk, the rest failed
@@ -359,8 +291,7 @@ impl Ctx {
                 Next::Verify => ready.push(index),
                 Next::Abandon => {
                     self.hashes.take(index);
-                    g.picker.abandon(index);
-                    g.contrib.remove(&index);
+                    g.torrent.abandon(index);
                     tracing::warn!(index, "piece abandoned: its data could not be stored");
                 }
             }
@@ -396,31 +327,25 @@ impl Ctx {
         let expected = self.info.hashes[index as usize];
         let mut g = self.lock();
         let v = g
-            .picker
+            .torrent
             .verify_digest(index, &digest, &expected)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.piece_verdict(g, index, v);
         Ok(())
     }
 
-    /// Acts on a verdict while still holding the lock `verify_digest` ran under, so
-    /// that counts and completion are updated in the order pieces passed (a
-    /// second lock would let a later piece complete the torrent first).
-    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared>, index: u32, v: Verdict) {
-        let who = g.contrib.remove(&index).unwrap_or_default();
+    /// Acts on a verdict while still holding the lock `verify_digest` ran
+    /// under, so that counts and completion are updated in the order pieces
+    /// passed (a second lock would let a later piece complete the torrent
+    /// first). The torrent has queued the haves, and banned senders by its
+    /// reputation rule; their addresses are banned here.
+    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared>, index: u32, v: PieceOutcome) {
+        g.wake();
         match v {
-            Verdict::Passed => {
-                for a in &who {
-                    g.record.entry(*a).or_default().1 += 1;
-                }
-                g.completed.push(index);
-                for c in g.peers.values() {
-                    c.notify.notify_one();
-                }
+            PieceOutcome::Passed { complete } => {
                 let (_, len) = self.storage.piece_range(index);
                 self.stats.verified.fetch_add(len as u64, Relaxed);
                 let n = self.stats.fetched_pieces.fetch_add(1, Relaxed) + 1;
-                let complete = g.picker.is_complete();
                 drop(g);
                 if complete {
                     self.complete.store(true, Relaxed);
@@ -432,25 +357,19 @@ impl Ctx {
                     std::process::exit(0);
                 }
             }
-            Verdict::Failed { .. } => {
+            PieceOutcome::Failed { banned } => {
                 self.stats.hash_failures.fetch_add(1, Relaxed);
-                let mut bans = Vec::new();
-                for a in &who {
-                    let r = g.record.entry(*a).or_default();
-                    r.0 += 1;
-                    // A lone sender of a bad piece is guilty; with several
-                    // senders, ban whoever fails more often than it passes.
-                    if who.len() == 1 || (r.0 >= 2 && r.0 > r.1) {
-                        bans.push(*a);
-                    }
-                }
+                let addrs: Vec<SocketAddr> = banned
+                    .iter()
+                    .filter_map(|k| g.peers.get(k).map(|c| c.addr))
+                    .collect();
                 drop(g);
                 tracing::warn!(index, "piece failed its hash check");
-                for a in bans {
+                for a in addrs {
                     self.ban(a, "sent data that failed the hash check");
                 }
             }
-            Verdict::NeedsData { .. } => {}
+            PieceOutcome::NeedsData { .. } => {}
         }
     }
 }
@@ -470,6 +389,7 @@ pub async fn peer_task(
     stream: TcpStream,
     addr: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
+    inbound: Option<(Handshake, Vec<u8>)>,
 ) {
     if !ctx.lock().connected.insert(addr) {
         return;
@@ -477,7 +397,7 @@ pub async fn peer_task(
     let _ = stream.set_nodelay(true);
     ctx.stats.peers.fetch_add(1, Relaxed);
     let mut seed = false;
-    let r = run_peer(&ctx, &stream, addr, &mut seed).await;
+    let r = run_peer(&ctx, &stream, addr, &mut seed, inbound).await;
     ctx.stats.peers.fetch_sub(1, Relaxed);
     if seed {
         ctx.stats.seeds.fetch_sub(1, Relaxed);
@@ -507,17 +427,24 @@ fn try_fill(stream: &TcpStream, buf: &mut [u8], filled: &mut usize) -> Result<bo
     Ok(true)
 }
 
+/// Runs one connection. `inbound`: the session already read the peer's
+/// handshake (and these bytes after it) to route it here.
 async fn run_peer(
     ctx: &Arc<Ctx>,
     stream: &TcpStream,
     addr: SocketAddr,
     seed_flag: &mut bool,
+    inbound: Option<(Handshake, Vec<u8>)>,
 ) -> End {
     let pieces = ctx.info.pieces();
     let max_len = max_message_len_for(pieces);
     let mut rbuf = vec![0u8; READ_BUF.max(2 * max_len)];
     let mut filled = 0usize;
-    let mut framer = Framer::with_handshake(max_len);
+    let mut framer = if inbound.is_some() {
+        Framer::new(max_len)
+    } else {
+        Framer::with_handshake(max_len)
+    };
     let reserved = Reserved::default()
         .with_fast(true)
         .with_extension_protocol(true);
@@ -530,8 +457,13 @@ async fn run_peer(
     out.extend_from_slice(&ours.to_bytes());
     let mut out_pos = 0usize;
 
-    // Handshake: send ours, read theirs (10 s).
-    let theirs = {
+    // Handshake: send ours, read theirs (10 s) — or theirs came first.
+    let theirs = if let Some((h, rest)) = inbound {
+        let n = rest.len().min(rbuf.len());
+        rbuf[..n].copy_from_slice(&rest[..n]);
+        filled = n;
+        h
+    } else {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Err(e) = flush(stream, &out, &mut out_pos) {
@@ -572,41 +504,37 @@ async fn run_peer(
 
     // Register.
     let notify = Arc::new(Notify::new());
-    let (key, mut have_cursor) = {
+    let key = {
         let mut g = ctx.lock();
-        let mut k = g.next_key;
-        while g.peers.contains_key(&PeerKey(k)) {
-            k = k.wrapping_add(1);
-        }
-        g.next_key = k.wrapping_add(1);
+        let key = match g.torrent.add_peer(ctx.now()) {
+            Ok(k) => k,
+            Err(e) => return closed(e),
+        };
         g.peers.insert(
-            PeerKey(k),
+            key,
             PeerCtl {
                 addr,
                 notify: notify.clone(),
-                cancels: Vec::new(),
                 kill: false,
-                unchoke: false,
-                interested: false,
-                snubbed: false,
-                connected_at: ctx.now(),
-                last_unchoked: None,
-                down: 0,
-                up: 0,
             },
         );
-        (PeerKey(k), g.completed.len())
+        key
     };
-    let mut bits = vec![0u8; (pieces as usize).div_ceil(8)];
+    let bits = vec![0u8; (pieces as usize).div_ceil(8)];
     let cfg = PeerConfig {
         pipeline: PIPELINE,
         ..PeerConfig::default()
     };
-    let session = PeerSession::new(key, &mut bits, pieces, fast, cfg, ctx.now());
+    let session = PeerSession::new(key, bits, pieces, fast, cfg, ctx.now());
     let mut session = match session {
         Ok(s) => s,
         Err(e) => {
-            ctx.lock().peers.remove(&key);
+            let mut g = ctx.lock();
+            g.peers.remove(&key);
+            // No session yet: a blank one of the same key frees the slot.
+            if let Ok(blank) = PeerSession::new(key, vec![0; 0], 0, false, cfg, ctx.now()) {
+                g.torrent.remove_peer(ctx.now(), &blank);
+            }
             return closed(e);
         }
     };
@@ -619,8 +547,8 @@ async fn run_peer(
     let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
     let mut spare: Option<Vec<u8>> = None;
     let mut spare_writes: Vec<BlockWrite> = Vec::new();
-    // Payload bytes from / to this peer not yet added to its rate window.
-    let (mut down_acc, mut up_acc) = (0u64, 0u64);
+    // Payload bytes to this peer not yet added to its rate window.
+    let mut up_acc = 0u64;
     let mut ext_pending = ext;
     let mut first = true;
     let end = loop {
@@ -646,7 +574,7 @@ async fn run_peer(
                 };
                 let (msg, n) = frame;
                 tracing::trace!(%addr, id = ?msg.id(), "recv");
-                let h = match session.handle_message(now, &mut g.picker, msg) {
+                let h = match g.torrent.handle_message(now, &mut session, msg) {
                     Ok(h) => h,
                     Err(e) => {
                         err = Some(End::Protocol(e.to_string()));
@@ -658,28 +586,15 @@ async fn run_peer(
                         request,
                         data,
                         received,
-                    } => {
-                        if !received.duplicate {
-                            writes.push(BlockWrite {
-                                index: request.index,
-                                begin: request.begin,
-                                start: data.as_ptr() as usize - rbuf.as_ptr() as usize,
-                                len: data.len(),
-                            });
-                            down_acc += data.len() as u64;
-                            let who = g.contrib.entry(request.index).or_default();
-                            if !who.contains(&addr) {
-                                who.push(addr);
-                            }
-                            // Verified once every block (from any peer) is on disk.
-                            g.unwritten.queued(request.index, received.piece_complete);
-                        }
-                        for k in received.cancel {
-                            if let Some(c) = g.peers.get_mut(&k) {
-                                c.cancels.push(request);
-                                c.notify.notify_one();
-                            }
-                        }
+                    } if !received.duplicate => {
+                        writes.push(BlockWrite {
+                            index: request.index,
+                            begin: request.begin,
+                            start: data.as_ptr() as usize - rbuf.as_ptr() as usize,
+                            len: data.len(),
+                        });
+                        // Verified once every block (from any peer) is on disk.
+                        g.unwritten.queued(request.index, received.piece_complete);
                     }
                     Handled::Request(r) => {
                         if reqs.len() < MAX_PEER_REQUESTS {
@@ -703,6 +618,8 @@ async fn run_peer(
                 }
                 pos += n;
             }
+            // End-game cancels the torrent queued for other peers.
+            g.wake();
         }
         // 2. Store the blocks: positional writes straight from the buffer
         // (and SHA-1) on a blocking thread while this task reads the next
@@ -777,39 +694,33 @@ async fn run_peer(
         {
             let mut g = ctx.lock();
             let g = &mut *g;
-            let Some(c) = g.peers.get_mut(&key) else {
+            let Some(c) = g.peers.get(&key) else {
                 break closed("unregistered");
             };
-            if c.kill {
+            if c.kill || g.torrent.should_close(key) {
                 break closed("banned");
             }
-            let cancels = std::mem::take(&mut c.cancels);
-            for r in cancels {
-                let _ = session.cancel(r);
+            g.torrent.uploaded(key, std::mem::take(&mut up_acc));
+            // The torrent applies its commands for this peer (cancels, the
+            // choker's decision, haves) and the session writes.
+            let was_choking = session.am_choking();
+            if out.len() - out_pos < OUT_HIGH_WATER {
+                let n = g.torrent.poll_transmit(now, &mut session, &mut tmp);
+                out.extend_from_slice(&tmp[..n]);
             }
-            // Choking: feed the choker this peer's state and rates, apply
-            // its decision (it reruns now if the interest changed).
-            c.down += std::mem::take(&mut down_acc);
-            c.up += std::mem::take(&mut up_acc);
-            let (interested, snubbed) = (session.peer_interested(), session.is_snubbed());
-            if (interested, snubbed) != (c.interested, c.snubbed) {
-                (c.interested, c.snubbed) = (interested, snubbed);
-                g.choke_dirty = true;
-            }
-            g.rechoke(now);
-            let unchoke = g.peers.get(&key).is_some_and(|c| c.unchoke);
-            if unchoke == session.am_choking() {
+            g.wake();
+            if was_choking != session.am_choking() {
                 // The test of the choker reads these lines.
-                let opt = g.choker.optimistic() == Some(key);
+                let opt = g.torrent.choker().optimistic() == Some(key);
                 tracing::debug!(
                     target: "ourtorrent::choke",
-                    "{} {addr} (interested {interested}{})",
-                    if unchoke { "unchoke" } else { "choke" },
+                    "{} {addr} (interested {}{})",
+                    if was_choking { "unchoke" } else { "choke" },
+                    session.peer_interested(),
                     if opt { ", optimistic" } else { "" }
                 );
             }
-            let _ = session.set_choking(!unchoke);
-            if !unchoke {
+            if session.am_choking() {
                 // Requests queued before the choke: BEP 6 rejects each
                 // (as many as the control queue takes now, the rest on the
                 // next rounds), BEP 3 drops them.
@@ -819,16 +730,6 @@ async fn run_peer(
                     }
                     reqs.pop_front();
                 }
-            }
-            while let Some(&i) = g.completed.get(have_cursor) {
-                have_cursor += 1;
-                if session.send_have(&g.picker, i).is_err() {
-                    break;
-                }
-            }
-            if out.len() - out_pos < OUT_HIGH_WATER {
-                let n = session.poll_transmit(now, &mut g.picker, &mut tmp);
-                out.extend_from_slice(&tmp[..n]);
             }
             while session.poll_event().is_some() {}
             let is_seed = session.peer_has().is_complete();
@@ -840,11 +741,11 @@ async fn run_peer(
                     ctx.stats.seeds.fetch_sub(1, Relaxed);
                 }
             }
-            if g.picker.is_complete() && is_seed {
+            if g.torrent.is_complete() && is_seed {
                 break closed("both complete");
             }
-            deadline = session.poll_timeout(&g.picker);
-            if let Err(e) = session.handle_timeout(now, &g.picker) {
+            deadline = session.poll_timeout(g.torrent.picker());
+            if let Err(e) = session.handle_timeout(now, g.torrent.picker()) {
                 break closed(e);
             }
         }
@@ -944,10 +845,9 @@ async fn run_peer(
     };
     let mut g = ctx.lock();
     g.peers.remove(&key);
-    g.picker.peer_gone(key, session.peer_has());
-    // Its slot may go to another peer.
-    g.choke_dirty = true;
-    g.rechoke(ctx.now());
+    // Its pieces, requests and upload slot go back to the torrent.
+    g.torrent.remove_peer(ctx.now(), &session);
+    g.wake();
     end
 }
 
@@ -981,27 +881,10 @@ pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
         let c = ctx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => peer_task(c, s, addr, permit).await,
+                Ok(Ok(s)) => peer_task(c, s, addr, permit, None).await,
                 Ok(Err(e)) => tracing::debug!(%addr, "connect: {e}"),
                 Err(_) => tracing::debug!(%addr, "connect: timeout"),
             }
         });
-    }
-}
-
-/// Accepts incoming connections while slots are free.
-pub async fn acceptor(ctx: Arc<Ctx>, listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((s, addr)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        if ctx.is_banned(&addr) {
-            continue;
-        }
-        let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
-            continue;
-        };
-        tokio::spawn(peer_task(ctx.clone(), s, addr, permit));
     }
 }
