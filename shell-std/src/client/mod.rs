@@ -9,6 +9,7 @@
 
 pub mod announce;
 pub mod meta;
+pub mod peer;
 pub mod session;
 pub mod storage;
 pub mod swarm;
@@ -359,7 +360,7 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     }
     let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = PickerConfig {
-        max_in_flight: swarm::PIPELINE,
+        max_in_flight: peer::PIPELINE,
         // Pieces are hashed on the writing threads (`writes::PieceHashes`).
         hash_blocks: false,
         ..PickerConfig::default()

@@ -24,7 +24,8 @@ use ourtorrent_core::wire::{Frame, Framer, Handshake, Status, HANDSHAKE_LEN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::swarm::{self, Ctx};
+use super::peer;
+use super::swarm::Ctx;
 
 /// Time a new connection has to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,7 +160,7 @@ impl Session {
                 let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
                     return tracing::debug!(%addr, "inbound: torrent at its peer limit");
                 };
-                swarm::peer_task(ctx, stream, addr, permit, Some((theirs, rest))).await;
+                peer::peer_task(ctx, stream, addr, permit, Some((theirs, rest))).await;
             });
             p.list.push_back((id, addr.ip(), task.abort_handle()));
         }

@@ -23,7 +23,7 @@
 //! (extra ones are dropped, or rejected under BEP 6), connections
 //! `max_peers` (a semaphore).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,36 +31,19 @@ use std::time::Duration;
 
 use ourtorrent_core::choker::Candidate;
 use ourtorrent_core::id::PeerId;
-use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{BlockRequest, BlockSlot, PeerKey, PickerStorage, Slot};
+use ourtorrent_core::pieces::{BlockSlot, PeerKey, PickerStorage, Slot};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PeerEntry, PieceOutcome, Torrent, TorrentStorage};
-use ourtorrent_core::wire::{
-    max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
-    Reserved, Status, PIECE_HEADER_LEN,
-};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::meta::Info;
+use super::peer::writes::BlockWrite;
 use super::storage::Storage;
 use super::writes::{Next, Partial, PendingWrites, PieceHashes};
 
-/// Socket reads go into a buffer this large (plus one whole message).
-pub const READ_BUF: usize = 256 << 10;
-/// Stop filling the output buffer (uploads) past this many bytes.
-pub const OUT_HIGH_WATER: usize = 256 << 10;
-/// Bytes of blocks served per wake-up before checking the socket for
-/// input and the timers again.
-pub const SERVE_BUDGET: usize = 4 << 20;
 /// Pieces are read back for hashing in reads of this size.
 pub const HASH_CHUNK: usize = 256 << 10;
-/// Requests from one peer waiting to be served.
-pub const MAX_PEER_REQUESTS: usize = 1024;
-/// Requests in flight per peer (our pipeline; lowered by the peer's `reqq`).
-pub const PIPELINE: usize = 128;
-/// What we advertise as our `reqq` (BEP 10).
-pub const OUR_REQQ: u32 = MAX_PEER_REQUESTS as u32;
 
 /// Counters the progress bar and the trackers read without the lock.
 #[derive(Default)]
@@ -92,16 +75,6 @@ struct PeerCtl {
     kill: bool,
 }
 
-/// A received block to store: its piece, its offset in the piece, and
-/// where its bytes sit in the read buffer.
-#[derive(Clone, Copy)]
-struct BlockWrite {
-    index: u32,
-    begin: u32,
-    start: usize,
-    len: usize,
-}
-
 /// The torrent's storage in this shell: boxed slices it owns, sized when
 /// the torrent starts (no leak, no const generics).
 pub struct Heap;
@@ -130,12 +103,22 @@ pub struct Shared {
     banned: HashSet<SocketAddr>,
     connected: HashSet<SocketAddr>,
     /// Pieces with blocks not yet on disk.
-    unwritten: PendingWrites,
+    pub(crate) unwritten: PendingWrites,
 }
 
 impl Shared {
+    /// The peer's connection ends: the shell forgets it.
+    pub(crate) fn forget(&mut self, key: PeerKey) {
+        self.peers.remove(&key);
+    }
+
+    /// The peer was banned by address: its connection must close.
+    pub(crate) fn is_killed(&self, key: PeerKey) -> bool {
+        self.peers.get(&key).is_none_or(|c| c.kill)
+    }
+
     /// Wakes the tasks of the peers the torrent has commands for.
-    fn wake(&mut self) {
+    pub(crate) fn wake(&mut self) {
         while let Some(k) = self.torrent.poll_wake() {
             if let Some(c) = self.peers.get(&k) {
                 c.notify.notify_one();
@@ -249,6 +232,37 @@ impl Ctx {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks `addr` connected; false if it already is (one connection per
+    /// address and torrent).
+    pub fn connected(&self, addr: SocketAddr) -> bool {
+        self.lock().connected.insert(addr)
+    }
+
+    /// `addr`'s connection ended.
+    pub fn disconnected(&self, addr: SocketAddr) {
+        self.lock().connected.remove(&addr);
+    }
+
+    /// A peer past its handshake: its key in the torrent, and the shell's
+    /// record of it.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        notify: Arc<Notify>,
+    ) -> Result<PeerKey, ourtorrent_core::torrent::TorrentError> {
+        let mut g = self.lock();
+        let key = g.torrent.add_peer(self.now())?;
+        g.peers.insert(
+            key,
+            PeerCtl {
+                addr,
+                notify,
+                kill: false,
+            },
+        );
+        Ok(key)
+    }
+
     /// True if `addr` is banned.
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
         self.lock().banned.contains(addr)
@@ -282,7 +296,7 @@ impl Ctx {
     /// (or were not tried after a failure). Returns the pieces now ready to
     /// verify; a piece with a block that could not be stored is abandoned
     /// (fetched again from scratch, nobody blamed).
-    fn written(&self, batch: &[BlockWrite], written: usize) -> Vec<u32> {
+    pub(crate) fn written(&self, batch: &[BlockWrite], written: usize) -> Vec<u32> {
         let mut g = self.lock();
         let mut ready = Vec::new();
         for (i, &BlockWrite { index, .. }) in batch.iter().enumerate() {
@@ -304,7 +318,7 @@ impl Ctx {
     /// some came out of order, the rest of the piece is read back (from the
     /// page cache, in [`HASH_CHUNK`] reads) and hashed. The lock is taken
     /// only to hand the digest to the picker.
-    fn verify_piece(&self, index: u32) -> std::io::Result<()> {
+    pub(crate) fn verify_piece(&self, index: u32) -> std::io::Result<()> {
         let Partial { mut hasher, next } = self.hashes.take(index);
         let (start, len) = self.storage.piece_range(index);
         if (next as usize) < len {
@@ -374,496 +388,6 @@ impl Ctx {
     }
 }
 
-/// Why a connection ended.
-enum End {
-    /// The peer broke the protocol: ban it.
-    Protocol(String),
-    /// I/O error, EOF, timeout, or we chose to close.
-    Closed(String),
-}
-
-/// Runs one connection (outgoing or accepted) until it ends; bans peers
-/// that break the protocol.
-pub async fn peer_task(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    inbound: Option<(Handshake, Vec<u8>)>,
-) {
-    if !ctx.lock().connected.insert(addr) {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
-    ctx.stats.peers.fetch_add(1, Relaxed);
-    let mut seed = false;
-    let r = run_peer(&ctx, &stream, addr, &mut seed, inbound).await;
-    ctx.stats.peers.fetch_sub(1, Relaxed);
-    if seed {
-        ctx.stats.seeds.fetch_sub(1, Relaxed);
-    }
-    ctx.lock().connected.remove(&addr);
-    match r {
-        End::Protocol(why) => ctx.ban(addr, &why),
-        End::Closed(why) => tracing::debug!(%addr, "closed: {why}"),
-    }
-    drop(permit);
-}
-
-fn closed(e: impl std::fmt::Display) -> End {
-    End::Closed(e.to_string())
-}
-
-/// Reads what is there into `buf[*filled..]`; `Ok(false)` on EOF.
-fn try_fill(stream: &TcpStream, buf: &mut [u8], filled: &mut usize) -> Result<bool, End> {
-    while *filled < buf.len() {
-        match stream.try_read(&mut buf[*filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => *filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(closed(e)),
-        }
-    }
-    Ok(true)
-}
-
-/// Runs one connection. `inbound`: the session already read the peer's
-/// handshake (and these bytes after it) to route it here.
-async fn run_peer(
-    ctx: &Arc<Ctx>,
-    stream: &TcpStream,
-    addr: SocketAddr,
-    seed_flag: &mut bool,
-    inbound: Option<(Handshake, Vec<u8>)>,
-) -> End {
-    let pieces = ctx.info.pieces();
-    let max_len = max_message_len_for(pieces);
-    let mut rbuf = vec![0u8; READ_BUF.max(2 * max_len)];
-    let mut filled = 0usize;
-    let mut framer = if inbound.is_some() {
-        Framer::new(max_len)
-    } else {
-        Framer::with_handshake(max_len)
-    };
-    let reserved = Reserved::default()
-        .with_fast(true)
-        .with_extension_protocol(true);
-    let ours = Handshake {
-        reserved,
-        info_hash: ctx.info.info_hash,
-        peer_id: ctx.peer_id,
-    };
-    let mut out: Vec<u8> = Vec::with_capacity(OUT_HIGH_WATER + (64 << 10));
-    out.extend_from_slice(&ours.to_bytes());
-    let mut out_pos = 0usize;
-
-    // Handshake: send ours, read theirs (10 s) — or theirs came first.
-    let theirs = if let Some((h, rest)) = inbound {
-        let n = rest.len().min(rbuf.len());
-        rbuf[..n].copy_from_slice(&rest[..n]);
-        filled = n;
-        h
-    } else {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Err(e) = flush(stream, &out, &mut out_pos) {
-                return e;
-            }
-            match framer.parse(&rbuf[..filled]) {
-                Ok(Status::Complete((Frame::Handshake(h), n))) => {
-                    rbuf.copy_within(n..filled, 0);
-                    filled -= n;
-                    break h;
-                }
-                Ok(Status::Complete(_)) => return End::Protocol("no handshake".into()),
-                Ok(Status::Partial) => {}
-                // Not a ban: e.g. an encrypted (MSE) attempt before a plain retry.
-                Err(e) => return closed(format!("handshake: {e}")),
-            }
-            tokio::select! {
-                r = stream.readable() => {
-                    if let Err(e) = r { return closed(e) }
-                    match try_fill(stream, &mut rbuf, &mut filled) {
-                        Ok(true) => {}
-                        Ok(false) => return closed("eof during handshake"),
-                        Err(e) => return e,
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return closed("handshake timeout"),
-            }
-        }
-    };
-    if theirs.info_hash != ctx.info.info_hash {
-        return closed("wrong info-hash");
-    }
-    if theirs.peer_id == ctx.peer_id {
-        return closed("connected to ourselves");
-    }
-    let fast = theirs.reserved.fast();
-    let ext = theirs.reserved.extension_protocol();
-
-    // Register.
-    let notify = Arc::new(Notify::new());
-    let key = {
-        let mut g = ctx.lock();
-        let key = match g.torrent.add_peer(ctx.now()) {
-            Ok(k) => k,
-            Err(e) => return closed(e),
-        };
-        g.peers.insert(
-            key,
-            PeerCtl {
-                addr,
-                notify: notify.clone(),
-                kill: false,
-            },
-        );
-        key
-    };
-    let bits = vec![0u8; (pieces as usize).div_ceil(8)];
-    let cfg = PeerConfig {
-        pipeline: PIPELINE,
-        ..PeerConfig::default()
-    };
-    let session = PeerSession::new(key, bits, pieces, fast, cfg, ctx.now());
-    let mut session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            let mut g = ctx.lock();
-            g.peers.remove(&key);
-            // No session yet: a blank one of the same key frees the slot.
-            if let Ok(blank) = PeerSession::new(key, vec![0; 0], 0, false, cfg, ctx.now()) {
-                g.torrent.remove_peer(ctx.now(), &blank);
-            }
-            return closed(e);
-        }
-    };
-    let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
-    let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
-    let mut writes: Vec<BlockWrite> = Vec::new();
-    // Blocks being written: the read buffer they sit in, handed back with
-    // the (emptied) write list when done. `spare` is the second buffer.
-    type Written = (Vec<u8>, Vec<BlockWrite>, std::io::Result<()>);
-    let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
-    let mut spare: Option<Vec<u8>> = None;
-    let mut spare_writes: Vec<BlockWrite> = Vec::new();
-    // Payload bytes to this peer not yet added to its rate window.
-    let mut up_acc = 0u64;
-    let mut ext_pending = ext;
-    let mut first = true;
-    let end = loop {
-        // 1. Frames in the read buffer → session (under the lock).
-        let now = ctx.now();
-        let mut pos = 0usize;
-        let mut err = None;
-        {
-            let mut g = ctx.lock();
-            let g = &mut *g;
-            loop {
-                let frame = match framer.parse(&rbuf[pos..filled]) {
-                    Ok(Status::Complete((Frame::Message(m), n))) => (m, n),
-                    Ok(Status::Complete(_)) => {
-                        err = Some(End::Protocol("second handshake".into()));
-                        break;
-                    }
-                    Ok(Status::Partial) => break,
-                    Err(e) => {
-                        err = Some(End::Protocol(format!("wire: {e}")));
-                        break;
-                    }
-                };
-                let (msg, n) = frame;
-                tracing::trace!(%addr, id = ?msg.id(), "recv");
-                let h = match g.torrent.handle_message(now, &mut session, msg) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        err = Some(End::Protocol(e.to_string()));
-                        break;
-                    }
-                };
-                match h {
-                    Handled::Block {
-                        request,
-                        data,
-                        received,
-                    } if !received.duplicate => {
-                        writes.push(BlockWrite {
-                            index: request.index,
-                            begin: request.begin,
-                            start: data.as_ptr() as usize - rbuf.as_ptr() as usize,
-                            len: data.len(),
-                        });
-                        // Verified once every block (from any peer) is on disk.
-                        g.unwritten.queued(request.index, received.piece_complete);
-                    }
-                    Handled::Request(r) => {
-                        if reqs.len() < MAX_PEER_REQUESTS {
-                            reqs.push_back(r);
-                        } else if session.reject(r).is_err() {
-                            // BEP 6 rejects past our advertised `reqq` fill
-                            // the control queue: a peer that keeps asking
-                            // beyond it is dropped.
-                            return End::Protocol("too many requests past our reqq".into());
-                        }
-                    }
-                    Handled::Cancel(r) => reqs.retain(|x| *x != r),
-                    Handled::Extended { id: 0, payload } => {
-                        if let Ok(h) = ExtensionHandshake::decode(payload) {
-                            if let Some(q) = h.reqq {
-                                session.set_peer_reqq(q);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                pos += n;
-            }
-            // End-game cancels the torrent queued for other peers.
-            g.wake();
-        }
-        // 2. Store the blocks: positional writes straight from the buffer
-        // (and SHA-1) on a blocking thread while this task reads the next
-        // batch into the other buffer. One batch in flight per peer, so
-        // writes stay in order; a piece is verified once all its blocks,
-        // from every peer, are on disk (`Shared::unwritten`).
-        if writes.is_empty() {
-            rbuf.copy_within(pos..filled, 0);
-            filled -= pos;
-        } else {
-            let mut next = match pending.take() {
-                Some(h) => match h.await {
-                    Ok((buf, w, res)) => {
-                        spare_writes = w;
-                        if let Err(e) = res {
-                            // A disk that fails (full, gone, read-only)
-                            // fails the torrent, not just this peer.
-                            ctx.fail(format!("write {e}"));
-                            err.get_or_insert(closed(e));
-                        }
-                        buf
-                    }
-                    Err(e) => break closed(e),
-                },
-                None => spare.take().unwrap_or_else(|| vec![0u8; rbuf.len()]),
-            };
-            next[..filled - pos].copy_from_slice(&rbuf[pos..filled]);
-            let full = std::mem::replace(&mut rbuf, next);
-            filled -= pos;
-            let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
-            for &BlockWrite { len, .. } in &batch {
-                ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
-            }
-            let c = ctx.clone();
-            pending = Some(tokio::task::spawn_blocking(move || {
-                let mut res = Ok(());
-                let mut n = 0;
-                for &BlockWrite {
-                    index,
-                    begin,
-                    start,
-                    len,
-                } in &batch
-                {
-                    let data = &full[start..start + len];
-                    let off = u64::from(index) * c.info.piece_len + u64::from(begin);
-                    if let Err(e) = c.storage.write_at(off, data) {
-                        res = Err(e);
-                        break;
-                    }
-                    // SHA-1 here, overlapped with the task reading the
-                    // next batch, not under the shared lock.
-                    c.hashes.written(index, begin, data);
-                    n += 1;
-                }
-                for index in c.written(&batch, n) {
-                    if let Err(e) = c.verify_piece(index) {
-                        tracing::error!(index, "verify: {e}");
-                    }
-                }
-                let mut batch = batch;
-                batch.clear();
-                (full, batch, res)
-            }));
-        }
-        if let Some(e) = err {
-            break e;
-        }
-
-        // 3. Outputs: announcements, cancels, choking, requests.
-        let mut deadline;
-        {
-            let mut g = ctx.lock();
-            let g = &mut *g;
-            let Some(c) = g.peers.get(&key) else {
-                break closed("unregistered");
-            };
-            if c.kill || g.torrent.should_close(key) {
-                break closed("banned");
-            }
-            g.torrent.uploaded(key, std::mem::take(&mut up_acc));
-            // The torrent applies its commands for this peer (cancels, the
-            // choker's decision, haves) and the session writes.
-            let was_choking = session.am_choking();
-            if out.len() - out_pos < OUT_HIGH_WATER {
-                let n = g.torrent.poll_transmit(now, &mut session, &mut tmp);
-                out.extend_from_slice(&tmp[..n]);
-            }
-            g.wake();
-            if was_choking != session.am_choking() {
-                // The test of the choker reads these lines.
-                let opt = g.torrent.choker().optimistic() == Some(key);
-                tracing::debug!(
-                    target: "ourtorrent::choke",
-                    "{} {addr} (interested {}{})",
-                    if was_choking { "unchoke" } else { "choke" },
-                    session.peer_interested(),
-                    if opt { ", optimistic" } else { "" }
-                );
-            }
-            if session.am_choking() {
-                // Requests queued before the choke: BEP 6 rejects each
-                // (as many as the control queue takes now, the rest on the
-                // next rounds), BEP 3 drops them.
-                while let Some(&r) = reqs.front() {
-                    if session.reject(r).is_err() {
-                        break;
-                    }
-                    reqs.pop_front();
-                }
-            }
-            while session.poll_event().is_some() {}
-            let is_seed = session.peer_has().is_complete();
-            if is_seed != *seed_flag {
-                *seed_flag = is_seed;
-                if is_seed {
-                    ctx.stats.seeds.fetch_add(1, Relaxed);
-                } else {
-                    ctx.stats.seeds.fetch_sub(1, Relaxed);
-                }
-            }
-            if g.torrent.is_complete() && is_seed {
-                break closed("both complete");
-            }
-            deadline = session.poll_timeout(g.torrent.picker());
-            if let Err(e) = session.handle_timeout(now, g.torrent.picker()) {
-                break closed(e);
-            }
-        }
-        if first && ext_pending {
-            // BEP 10 handshake right after the bitfield.
-            let h = ExtensionHandshake {
-                v: Some(b"OurTorrent 0.1"),
-                p: Some(ctx.listen.port()),
-                reqq: Some(OUR_REQQ),
-                ..ExtensionHandshake::default()
-            };
-            if let Ok(n) = h.encode(&mut tmp) {
-                let m = Message::Extended {
-                    id: 0,
-                    payload: &tmp[..n],
-                };
-                let mut enc = vec![0u8; m.encoded_len() + 4];
-                if let Ok(k) = m.encode(&mut enc) {
-                    out.extend_from_slice(&enc[..k]);
-                }
-            }
-            ext_pending = false;
-        }
-        first = false;
-        // 4. Serve requests: header + data read straight into `out`, and
-        // keep serving while the socket takes everything (up to
-        // SERVE_BUDGET per wake-up, so reads and timers are not starved).
-        let mut budget = SERVE_BUDGET;
-        let mut stop = None;
-        let mut read_failed = false;
-        loop {
-            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 && !session.am_choking() {
-                let Some(r) = reqs.pop_front() else { break };
-                let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
-                    continue;
-                };
-                let at = out.len();
-                out.extend_from_slice(&hdr);
-                out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
-                let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
-                if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
-                    tracing::error!("read: {e}");
-                    out.truncate(at);
-                    read_failed = true;
-                    break;
-                }
-                budget = budget.saturating_sub(r.length as usize);
-                up_acc += u64::from(r.length);
-                ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
-            }
-            if let Err(e) = flush(stream, &out, &mut out_pos) {
-                stop = Some(e);
-            }
-            if out_pos == out.len() {
-                out.clear();
-                out_pos = 0;
-            } else if out_pos > OUT_HIGH_WATER {
-                out.drain(..out_pos);
-                out_pos = 0;
-            }
-            // Stop when the socket is full (wait for writable), nothing is
-            // left, the budget is spent (the loop comes straight back: the
-            // socket is still writable) or on an error.
-            if stop.is_some() || read_failed || !out.is_empty() || reqs.is_empty() || budget == 0 {
-                break;
-            }
-        }
-        if let Some(e) = stop {
-            break e;
-        }
-
-        // 5. Wait for the socket, a wake-up or the timer (≤ 1 s).
-        let now = ctx.now();
-        if deadline.millis() > now.millis() + 1000 {
-            deadline = now.add_millis(1000);
-        }
-        let sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
-        // Queued requests count as output: with the socket still writable
-        // `writable()` is ready at once and the loop serves the next batch.
-        let want_write = out_pos < out.len() || !reqs.is_empty();
-        let want_read = filled < rbuf.len();
-        tokio::select! {
-            r = stream.readable(), if want_read => {
-                if let Err(e) = r { break closed(e) }
-                match try_fill(stream, &mut rbuf, &mut filled) {
-                    Ok(true) => {}
-                    Ok(false) => break closed("eof"),
-                    Err(e) => break e,
-                }
-            }
-            r = stream.writable(), if want_write => {
-                if let Err(e) = r { break closed(e) }
-            }
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(sleep) => {}
-        }
-    };
-    let mut g = ctx.lock();
-    g.peers.remove(&key);
-    // Its pieces, requests and upload slot go back to the torrent.
-    g.torrent.remove_peer(ctx.now(), &session);
-    g.wake();
-    end
-}
-
-/// Writes as much of `out[*pos..]` as the socket takes now.
-fn flush(stream: &TcpStream, out: &[u8], pos: &mut usize) -> Result<(), End> {
-    while *pos < out.len() {
-        match stream.try_write(&out[*pos..]) {
-            Ok(0) => return Err(closed("write returned 0")),
-            Ok(n) => *pos += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(closed(e)),
-        }
-    }
-    Ok(())
-}
-
 /// Connects to candidate addresses as connection slots free up.
 pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
     while let Some(addr) = rx.recv().await {
@@ -881,7 +405,7 @@ pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
         let c = ctx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => peer_task(c, s, addr, permit, None).await,
+                Ok(Ok(s)) => super::peer::peer_task(c, s, addr, permit, None).await,
                 Ok(Err(e)) => tracing::debug!(%addr, "connect: {e}"),
                 Err(_) => tracing::debug!(%addr, "connect: timeout"),
             }
