@@ -365,10 +365,9 @@ impl Ctx {
                     self.complete.store(true, Relaxed);
                     self.done.notify_one();
                 } else if self.max_pieces.is_some_and(|m| n >= m) {
-                    // Debug aid for resume tests: stop dead, like a crash
-                    // (blocks in flight stay on disk unverified).
-                    println!("stopped after {n} pieces (--max-pieces)");
-                    std::process::exit(0);
+                    // Debug aid for resume tests: the main task stops the
+                    // process (blocks in flight stay on disk unverified).
+                    self.done.notify_one();
                 }
             }
             PieceOutcome::Failed { banned } => {
