@@ -462,3 +462,42 @@ fn libtorrent_two_sessions_in_one_process_both_get_peers_udp_tracker() {
     assert_eq!(st["peers"], 2, "{st}");
     assert!(st["errors"]["udp_bad_connection_id"].is_null(), "{st}");
 }
+
+/// One client process seeding two torrents announces both to our UDP
+/// tracker over one BEP 15 connection: the session's UDP tracker client
+/// reuses its connection id across torrents (one connect, two announces).
+#[test]
+fn our_session_shares_one_udp_connection_id_across_torrents() {
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("udp://{}/announce", t.udp);
+    let mut args: Vec<std::ffi::OsString> = vec!["client".into(), "seed".into()];
+    let mut data = Vec::new();
+    for seed in [1u64, 2] {
+        let f = dir.path().join(format!("f{seed}.bin"));
+        write_data(&f, 200_000, seed);
+        let tor = dir.path().join(format!("f{seed}.torrent"));
+        run(Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .arg("create")
+            .arg(&f)
+            .args(["--tracker", &url, "-o"])
+            .arg(&tor));
+        args.push(tor.into());
+        data.push(f);
+    }
+    for f in &data {
+        args.push("--data".into());
+        args.push(f.into());
+    }
+    let _seeder = Proc::spawn(
+        "ours-seed",
+        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--quiet"]),
+    );
+    poll(20, "two announces", || {
+        (t.stats()["requests"]["udp_announce"].as_u64() >= Some(2)).then_some(())
+    });
+    let st = t.stats();
+    assert_eq!(st["requests"]["udp_connect"].as_u64(), Some(1), "{st}");
+}

@@ -282,7 +282,7 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
     let results = rt.block_on(async {
         let handles: Vec<_> = torrents
             .into_iter()
-            .map(|(name, ctx, plan)| (name, tokio::spawn(main_loop(ctx, plan))))
+            .map(|(name, ctx, plan)| (name, tokio::spawn(main_loop(session.clone(), ctx, plan))))
             .collect();
         let mut out = Vec::new();
         for (name, h) in handles {
@@ -407,7 +407,7 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     )))
 }
 
-async fn main_loop(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
+async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
     let quiet = plan.common.quiet;
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(swarm::connector(ctx.clone(), rx));
@@ -448,6 +448,7 @@ async fn main_loop(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
                     told_complete: ctx.complete.load(Relaxed),
                 });
             tokio::spawn(tracker_task(
+                session.clone(),
                 ctx.clone(),
                 i,
                 statuses.clone(),
@@ -543,12 +544,14 @@ async fn main_loop(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
         let stops = ctx.info.trackers.iter().enumerate().map(|(i, (_, url))| {
             let url = url.clone();
             let completed = untold.get(i).copied().unwrap_or(false);
+            let session = session.clone();
             async move {
                 let limit = Duration::from_secs(3);
                 if completed {
-                    let _ = tokio::time::timeout(limit, announce::announce(&url, &done)).await;
+                    let _ =
+                        tokio::time::timeout(limit, session.trackers.announce(&url, &done)).await;
                 }
-                let _ = tokio::time::timeout(limit, announce::announce(&url, &a)).await;
+                let _ = tokio::time::timeout(limit, session.trackers.announce(&url, &a)).await;
             }
         });
         let handles: Vec<_> = stops.map(tokio::spawn).collect();
@@ -584,6 +587,7 @@ fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
 }
 
 async fn tracker_task(
+    session: Arc<Session>,
     ctx: Arc<Ctx>,
     idx: usize,
     statuses: Statuses,
@@ -595,7 +599,7 @@ async fn tracker_task(
     let mut told_complete = ctx.complete.load(Relaxed);
     loop {
         let a = announce_params(&ctx, event, key);
-        let r = announce::announce(&url, &a).await;
+        let r = session.trackers.announce(&url, &a).await;
         let interval = match r {
             Ok(reply) => {
                 for p in &reply.peers {

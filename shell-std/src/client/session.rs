@@ -24,6 +24,7 @@ use ourtorrent_core::wire::{Frame, Framer, Handshake, Status, HANDSHAKE_LEN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
+use super::announce::Trackers;
 use super::peer;
 use super::swarm::Ctx;
 
@@ -76,6 +77,8 @@ pub struct Session {
     pub peer_id: PeerId,
     /// Where the listener is bound.
     pub listen: SocketAddr,
+    /// The tracker clients every torrent announces through.
+    pub trackers: Trackers,
     torrents: Mutex<HashMap<InfoHash, Arc<Ctx>>>,
     pending: Mutex<Pending>,
 }
@@ -94,6 +97,7 @@ impl Session {
         let s = Arc::new(Session {
             peer_id,
             listen,
+            trackers: Trackers::default(),
             torrents: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
         });
