@@ -10,6 +10,7 @@
 pub mod announce;
 pub mod meta;
 pub mod peer;
+pub mod peers;
 pub mod session;
 pub mod storage;
 pub mod swarm;
@@ -33,11 +34,11 @@ use ourtorrent_core::pieces::{
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
 use ourtorrent_core::tracker::AnnounceEvent;
-use tokio::sync::mpsc;
 
 use crate::torrent::TorrentFile;
 use announce::{Announce, Statuses, TrackerStatus};
 use meta::Info;
+use peers::Source;
 use session::Session;
 use storage::Storage;
 use swarm::{Ctx, Heap, StdTorrent};
@@ -105,6 +106,9 @@ pub struct Common {
     /// Most peer connections at once, per torrent.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
+    /// Most peer connections at once, all torrents together.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_connections: usize,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
@@ -255,17 +259,20 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
         bail!("no torrent given");
     };
     let listen = first.common.listen;
+    let max_conns = first.common.max_connections.max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let id = PeerId::generate(random_u32);
     let (session, listener) = rt.block_on(async {
         match listen {
-            Some(addr) => Session::bind(addr, id).await,
+            Some(addr) => Session::bind(addr, id, max_conns).await,
             // The default port, or any if it is taken.
-            None => match Session::bind(DEFAULT_LISTEN, id).await {
+            None => match Session::bind(DEFAULT_LISTEN, id, max_conns).await {
                 Ok(x) => Ok(x),
-                Err(_) => Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id).await,
+                Err(_) => {
+                    Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id, max_conns).await
+                }
             },
         }
     })?;
@@ -409,21 +416,10 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
 
 async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
     let quiet = plan.common.quiet;
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(swarm::connector(ctx.clone(), rx));
-    // Direct peers: retried every few seconds while not connected (the
-    // connector skips connected and banned addresses).
-    {
-        let (peers, tx) = (plan.common.peers.clone(), tx.clone());
-        tokio::spawn(async move {
-            loop {
-                for p in &peers {
-                    let _ = tx.try_send(*p);
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
-        });
-    }
+    tokio::spawn(swarm::dialer(ctx.clone(), session.conns.clone()));
+    // Direct peers: booked for good, dialled (and re-dialled with backoff)
+    // while not connected.
+    ctx.learn(&plan.common.peers, Source::Direct);
     {
         let c = ctx.clone();
         tokio::spawn(async move {
@@ -452,7 +448,6 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
                 ctx.clone(),
                 i,
                 statuses.clone(),
-                tx.clone(),
                 key,
             ));
         }
@@ -591,7 +586,6 @@ async fn tracker_task(
     ctx: Arc<Ctx>,
     idx: usize,
     statuses: Statuses,
-    tx: mpsc::Sender<SocketAddr>,
     key: u32,
 ) {
     let url = ctx.info.trackers[idx].1.clone();
@@ -602,9 +596,7 @@ async fn tracker_task(
         let r = session.trackers.announce(&url, &a).await;
         let interval = match r {
             Ok(reply) => {
-                for p in &reply.peers {
-                    let _ = tx.try_send(*p);
-                }
+                ctx.learn(&reply.peers, Source::Tracker);
                 let interval = reply.interval.clamp(30, 3600);
                 let mut s = statuses.lock().unwrap_or_else(|e| e.into_inner());
                 s[idx].status = "ok".into();

@@ -1,5 +1,6 @@
 //! The session: what the torrents of one process share — our peer id, one
-//! TCP listener, and the limits on connections.
+//! TCP listener, the tracker clients, and the limit on connections of all
+//! torrents at once (each torrent has its own too).
 //!
 //! The listener reads a peer's handshake *before* answering, routes the
 //! connection by its info-hash to the torrent it names (BEP 3: the
@@ -22,6 +23,7 @@ use std::time::Duration;
 use ourtorrent_core::id::{InfoHash, PeerId};
 use ourtorrent_core::wire::{Frame, Framer, Handshake, Status, HANDSHAKE_LEN};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use super::announce::Trackers;
@@ -79,6 +81,8 @@ pub struct Session {
     pub listen: SocketAddr,
     /// The tracker clients every torrent announces through.
     pub trackers: Trackers,
+    /// Connections of all torrents at once.
+    pub conns: Arc<Semaphore>,
     torrents: Mutex<HashMap<InfoHash, Arc<Ctx>>>,
     pending: Mutex<Pending>,
 }
@@ -89,6 +93,7 @@ impl Session {
     pub async fn bind(
         listen: SocketAddr,
         peer_id: PeerId,
+        max_connections: usize,
     ) -> anyhow::Result<(Arc<Session>, TcpListener)> {
         let listener = TcpListener::bind(listen)
             .await
@@ -98,6 +103,7 @@ impl Session {
             peer_id,
             listen,
             trackers: Trackers::default(),
+            conns: Arc::new(Semaphore::new(max_connections)),
             torrents: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
         });
@@ -161,10 +167,13 @@ impl Session {
                 if ctx.is_banned(&addr) {
                     return;
                 }
-                let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
-                    return tracing::debug!(%addr, "inbound: torrent at its peer limit");
+                let (Ok(local), Ok(global)) = (
+                    ctx.conns.clone().try_acquire_owned(),
+                    me.conns.clone().try_acquire_owned(),
+                ) else {
+                    return tracing::debug!(%addr, "inbound: at the connection limit");
                 };
-                peer::peer_task(ctx, stream, addr, permit, Some((theirs, rest))).await;
+                peer::peer_task(ctx, stream, addr, (local, global), Some((theirs, rest))).await;
             });
             p.list.push_back((id, addr.ip(), task.abort_handle()));
         }

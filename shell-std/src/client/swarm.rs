@@ -23,7 +23,7 @@
 //! (extra ones are dropped, or rejected under BEP 6), connections
 //! `max_peers` (a semaphore).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,10 +35,11 @@ use ourtorrent_core::pieces::{BlockSlot, PeerKey, PickerStorage, Slot};
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PeerEntry, PieceOutcome, Torrent, TorrentStorage};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use super::meta::Info;
 use super::peer::writes::BlockWrite;
+use super::peers::{AddressBook, Source};
 use super::storage::Storage;
 use super::writes::{Next, Partial, PendingWrites, PieceHashes};
 
@@ -100,8 +101,8 @@ pub struct Shared {
     /// The core's torrent: picker, choker, reputation, have log, cancels.
     pub torrent: StdTorrent,
     peers: HashMap<PeerKey, PeerCtl>,
-    banned: HashSet<SocketAddr>,
-    connected: HashSet<SocketAddr>,
+    /// Every address learned, its state, backoff and ban.
+    pub(crate) book: AddressBook,
     /// Pieces with blocks not yet on disk.
     pub(crate) unwritten: PendingWrites,
 }
@@ -153,6 +154,8 @@ pub struct Ctx {
     pub hashes: PieceHashes,
     /// Our listen address (to skip ourselves in tracker replies).
     pub listen: SocketAddr,
+    /// Wakes the dialer (new addresses, a connection ended).
+    pub dial: Notify,
     /// Set when the torrent's storage failed (a write error naming the
     /// file and the cause): the download stops, `done` wakes the main task.
     pub failed: Mutex<Option<String>>,
@@ -178,8 +181,7 @@ impl Ctx {
             shared: Mutex::new(Shared {
                 torrent,
                 peers: HashMap::new(),
-                banned: HashSet::new(),
-                connected: HashSet::new(),
+                book: AddressBook::default(),
                 unwritten: PendingWrites::default(),
             }),
             storage,
@@ -194,6 +196,7 @@ impl Ctx {
             hashes: PieceHashes::default(),
             listen,
             failed: Mutex::new(None),
+            dial: Notify::new(),
         }
     }
 
@@ -234,13 +237,35 @@ impl Ctx {
 
     /// Marks `addr` connected; false if it already is (one connection per
     /// address and torrent).
-    pub fn connected(&self, addr: SocketAddr) -> bool {
-        self.lock().connected.insert(addr)
+    pub fn connected(&self, addr: SocketAddr, source: Source) -> bool {
+        self.lock()
+            .book
+            .connected(addr, source, std::time::Instant::now())
     }
 
-    /// `addr`'s connection ended.
-    pub fn disconnected(&self, addr: SocketAddr) {
-        self.lock().connected.remove(&addr);
+    /// `addr`'s connection ended; `failed`: it never got past the handshake.
+    pub fn disconnected(&self, addr: SocketAddr, failed: bool) {
+        self.lock()
+            .book
+            .disconnected(addr, failed, std::time::Instant::now());
+        self.dial.notify_one();
+    }
+
+    /// Peers learned from `source` (a tracker's reply, `--peer`): booked,
+    /// ourselves skipped, and the dialer woken.
+    pub fn learn(&self, addrs: &[SocketAddr], source: Source) {
+        let now = std::time::Instant::now();
+        let mut g = self.lock();
+        for &a in addrs {
+            let ours = a == self.listen
+                || (a.port() == self.listen.port()
+                    && (a.ip().is_loopback() || a.ip().is_unspecified()));
+            if !ours {
+                g.book.add(a, source, now);
+            }
+        }
+        drop(g);
+        self.dial.notify_one();
     }
 
     /// A peer past its handshake: its key in the torrent, and the shell's
@@ -265,13 +290,13 @@ impl Ctx {
 
     /// True if `addr` is banned.
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
-        self.lock().banned.contains(addr)
+        self.lock().book.is_banned(addr)
     }
 
     /// Bans `addr` and disconnects it.
     pub fn ban(&self, addr: SocketAddr, why: &str) {
         let mut g = self.lock();
-        if g.banned.insert(addr) {
+        if g.book.ban(addr, std::time::Instant::now()) {
             self.stats.banned.fetch_add(1, Relaxed);
             tracing::warn!(%addr, "banned: {why}");
         }
@@ -387,27 +412,53 @@ impl Ctx {
     }
 }
 
-/// Connects to candidate addresses as connection slots free up.
-pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
-    while let Some(addr) = rx.recv().await {
-        if addr == ctx.listen
-            || (addr.port() == ctx.listen.port()
-                && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
-            || ctx.is_banned(&addr)
-            || ctx.lock().connected.contains(&addr)
-        {
-            continue;
-        }
-        let Ok(permit) = ctx.conns.clone().acquire_owned().await else {
-            return;
+/// Time allowed for a TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Dials booked addresses while the torrent has free connection slots
+/// (and the session too), woken by new addresses and ended connections,
+/// and at least every second (backoffs expire).
+pub async fn dialer(ctx: Arc<Ctx>, global: Arc<Semaphore>) {
+    loop {
+        let free = ctx
+            .conns
+            .available_permits()
+            .min(global.available_permits());
+        let picks = if free == 0 {
+            Vec::new()
+        } else {
+            ctx.lock().book.to_dial(std::time::Instant::now(), free)
         };
-        let c = ctx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => super::peer::peer_task(c, s, addr, permit, None).await,
-                Ok(Err(e)) => tracing::debug!(%addr, "connect: {e}"),
-                Err(_) => tracing::debug!(%addr, "connect: timeout"),
+        for addr in picks {
+            let (Ok(local), Ok(global)) = (
+                ctx.conns.clone().try_acquire_owned(),
+                global.clone().try_acquire_owned(),
+            ) else {
+                break;
+            };
+            if !ctx.connected(addr, Source::Tracker) {
+                continue;
             }
-        });
+            let c = ctx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        super::peer::peer_task(c, s, addr, (local, global), None).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, "connect: {e}");
+                        c.disconnected(addr, true);
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "connect: timeout");
+                        c.disconnected(addr, true);
+                    }
+                }
+            });
+        }
+        tokio::select! {
+            _ = ctx.dial.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }

@@ -39,6 +39,7 @@ use ourtorrent_core::wire::{Framer, Handshake};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::peers::Source;
 use super::swarm::Ctx;
 use writes::Writer;
 
@@ -77,15 +78,17 @@ pub async fn peer_task(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     addr: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permits: Permits,
     inbound: Option<(Handshake, Vec<u8>)>,
 ) {
-    if !ctx.connected(addr) {
+    // The dialer booked its addresses as connected before dialling.
+    if inbound.is_some() && !ctx.connected(addr, Source::Incoming) {
         return;
     }
     let _ = stream.set_nodelay(true);
     ctx.stats.peers.fetch_add(1, Relaxed);
     let mut seed = false;
+    let mut failed = false;
     let r = match Conn::open(&ctx, &stream, addr, inbound).await {
         Ok(mut c) => {
             let r = c.run().await;
@@ -93,19 +96,28 @@ pub async fn peer_task(
             c.close();
             r
         }
-        Err(e) => e,
+        Err(e) => {
+            failed = true;
+            e
+        }
     };
     ctx.stats.peers.fetch_sub(1, Relaxed);
     if seed {
         ctx.stats.seeds.fetch_sub(1, Relaxed);
     }
-    ctx.disconnected(addr);
+    ctx.disconnected(addr, failed);
     match r {
         End::Protocol(why) => ctx.ban(addr, &why),
         End::Closed(why) => tracing::debug!(%addr, "closed: {why}"),
     }
-    drop(permit);
+    drop(permits);
 }
+
+/// A connection's slots: one of its torrent's, one of the session's.
+pub type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// One connection's state between rounds.
 pub(crate) struct Conn<'a> {
