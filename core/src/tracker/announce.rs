@@ -36,6 +36,23 @@
 //! shutdown, each `completed` and `stopped` is tried once; the shell bounds
 //! the wait and may stop at [`Announcer::is_finished`].
 //!
+//! ```
+//! use ourtorrent_core::time::Instant;
+//! use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig};
+//! use ourtorrent_core::tracker::AnnounceEvent;
+//!
+//! // Tier 0: trackers 0 and 1; tier 1: tracker 2.
+//! let mut a: Announcer = Announcer::from_tiers(AnnouncerConfig::default(), [0, 0, 1]).unwrap();
+//! let now = Instant::from_secs(0);
+//! assert_eq!(a.poll_announce(now), Some((0, AnnounceEvent::Started)));
+//! assert_eq!(a.poll_announce(now), None); // one tracker of tier 0 at a time
+//! // ... the shell announces; tracker 0 answers "interval 1800":
+//! a.on_reply(now, 0, 1800, None);
+//! assert_eq!(a.poll_timeout(), Some(Instant::from_secs(1800)));
+//! a.stop(Instant::from_secs(60));
+//! assert_eq!(a.poll_announce(Instant::from_secs(60)), Some((0, AnnounceEvent::Stopped)));
+//! ```
+//!
 //! # Limits
 //! At most `N` trackers ([`MAX_TRACKERS`] by default); past that
 //! [`Announcer::add_tracker`] refuses with [`TooManyTrackers`].

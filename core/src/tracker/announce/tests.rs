@@ -485,3 +485,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn told_complete_is_per_tracker() {
+    let cfg = AnnouncerConfig {
+        all_trackers: true,
+        ..AnnouncerConfig::default()
+    };
+    let mut a: Announcer<2> = Announcer::from_tiers(cfg, [0, 0]).unwrap();
+    assert_eq!(drain(&mut a, t(0)), [(0, Started), (1, Started)]);
+    a.on_reply(t(0), 0, 1800, None);
+    a.on_reply(t(0), 1, 1800, None);
+    a.set_complete(t(10));
+    // Tracker 1 answered last: the front of the tier.
+    assert_eq!(drain(&mut a, t(10)), [(1, Completed), (0, Completed)]);
+    a.on_reply(t(11), 0, 1800, None);
+    a.on_failure(t(11), 1);
+    // Only the tracker that missed it is told again.
+    assert_eq!(drain(&mut a, t(26)), [(1, Completed)]);
+    a.on_reply(t(27), 1, 1800, None);
+    assert!(a.tracker(0).unwrap().told_complete() && a.tracker(1).unwrap().told_complete());
+    assert_eq!(drain(&mut a, t(1811)), [(0, Regular)]);
+    assert_eq!(drain(&mut a, t(1827)), [(1, Regular)]);
+}
