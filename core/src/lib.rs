@@ -28,6 +28,7 @@
 //! - [`choker`]: whom we upload to — tit-for-tat with one optimistic slot.
 //! - [`torrent`]: one torrent's shared state above its peer sessions —
 //!   picker, choker, verify → ban policy, fan-out of haves and cancels.
+//! - [`rand`]: a small seeded PRNG (the core reads no entropy).
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
@@ -65,6 +66,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod percent;
 pub mod pieces;
+pub mod rand;
 pub mod time;
 pub mod torrent;
 pub mod tracker;

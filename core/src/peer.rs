@@ -38,12 +38,18 @@
 //! - BEP 6 messages when the fast extension was not negotiated;
 //! - no message for [`PeerConfig::inactivity_timeout_ms`];
 //! - more than [`OUT_QUEUE_LEN`] control messages waiting to be sent.
+//!
+//! [`UploadQueue`] holds the requests a peer made of us until the shell
+//! serves them (bounded; cancel; BEP 6 rejects on choke and on overflow).
 
 use core::fmt;
 
 use crate::pieces::{Bitfield, BlockRequest, PeerKey, Picker, PickerStorage, Received};
 use crate::time::Instant;
 use crate::wire::{check_bitfield, Message, WireError, BLOCK_LEN};
+
+mod upload;
+pub use upload::{Drain, Rejected, UploadQueue};
 
 /// Control messages waiting for [`PeerSession::poll_transmit`].
 pub const OUT_QUEUE_LEN: usize = 64;

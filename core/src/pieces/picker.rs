@@ -7,6 +7,9 @@ use sha1::{Digest, Sha1};
 use super::{Availability, Bitfield, BlockRequest, Geometry, PeerKey, PiecesError, BLOCK_LEN};
 use crate::time::Instant;
 
+/// Kept here for the old path `pieces::XorShift32`; it lives in [`crate::rand`].
+pub use crate::rand::XorShift32;
+
 /// Default number of first pieces picked at random rather than rarest
 /// first, so a new peer soon has something to trade.
 pub const DEFAULT_RANDOM_FIRST: u32 = 4;
@@ -52,37 +55,6 @@ impl Default for PickerConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             hash_blocks: true,
-        }
-    }
-}
-
-/// A tiny xorshift PRNG (Marsaglia 2003) for the random-first policy and
-/// tie breaks. Not for anything secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct XorShift32(u32);
-
-impl XorShift32 {
-    /// A generator from `seed` (0 is replaced by a fixed non-zero value).
-    pub fn new(seed: u32) -> Self {
-        XorShift32(if seed == 0 { 0x9E37_79B9 } else { seed })
-    }
-
-    /// The next value.
-    pub fn next_u32(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u32() % n
         }
     }
 }

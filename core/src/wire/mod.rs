@@ -37,7 +37,7 @@ pub mod message;
 
 pub use extension::{ExtensionError, ExtensionHandshake, MAX_EXTENSIONS, MAX_EXTENSION_TOKENS};
 pub use framer::{max_message_len_for, Frame, Framer, Status, DEFAULT_MAX_MESSAGE_LEN};
-pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
+pub use handshake::{Accepted, Handshake, Refused, Reserved, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{check_bitfield, piece_header, Message, MessageId, LEN_PREFIX, PIECE_HEADER_LEN};
 
 /// BEP 3: "All current implementations use 2^14 (16 kiB)" as the block size.
