@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ourtorrent_core::peer::{PeerConfig, PeerSession};
-use ourtorrent_core::wire::{max_message_len_for, Frame, Framer, Handshake, Reserved, Status};
+use ourtorrent_core::wire::{
+    max_message_len_for, Frame, Framer, Handshake, Refused, Reserved, Status,
+};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -81,14 +83,11 @@ impl<'a> Conn<'a> {
                 }
             }
         };
-        if theirs.info_hash != ours.info_hash {
-            return Err(closed("wrong info-hash"));
-        }
-        if theirs.peer_id == ours.peer_id {
-            return Err(closed("connected to ourselves"));
-        }
-        let fast = theirs.reserved.fast();
-        let ext = theirs.reserved.extension_protocol();
+        let (fast, ext) = match theirs.accept(&ours) {
+            Ok(a) => (a.fast, a.ext),
+            Err(Refused::WrongInfoHash) => return Err(closed("wrong info-hash")),
+            Err(Refused::OurSelf) => return Err(closed("connected to ourselves")),
+        };
 
         let notify = Arc::new(Notify::new());
         let key = ctx.register(addr, notify.clone()).map_err(closed)?;
