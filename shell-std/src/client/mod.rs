@@ -12,6 +12,7 @@ pub mod meta;
 pub mod peer;
 pub mod peers;
 pub mod session;
+pub mod stats;
 pub mod storage;
 pub mod swarm;
 pub mod ui;
@@ -483,15 +484,24 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
         let bytes = ctx.stats.verified.load(Relaxed) - start_verified;
         bar.finish();
         if !interrupted && failed.is_none() {
+            let st = ctx.snapshot();
             println!(
                 "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s), {} hash failures, {} peers banned",
-                ctx.stats.fetched_pieces.load(Relaxed),
+                st.fetched,
                 bytes,
                 secs,
                 bytes as f64 / secs.max(1e-9) / (1 << 20) as f64,
-                ctx.stats.hash_failures.load(Relaxed),
-                ctx.stats.banned.load(Relaxed),
+                st.hash_failures,
+                st.banned,
             );
+            if !quiet {
+                let known: Vec<String> = st
+                    .known
+                    .iter()
+                    .map(|(src, n)| format!("{} {n}", src.name()))
+                    .collect();
+                println!("peers known: {}", known.join(", "));
+            }
             println!("complete: {}", ctx.storage.root.display());
         }
     } else if plan.download {

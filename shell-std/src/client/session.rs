@@ -28,6 +28,7 @@ use tokio::task::AbortHandle;
 
 use super::announce::Trackers;
 use super::peer;
+use super::stats::SessionStats;
 use super::swarm::Ctx;
 
 /// Time a new connection has to send its handshake.
@@ -127,6 +128,22 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .get(ih)
             .cloned()
+    }
+
+    /// The session now, for the front ends.
+    pub fn snapshot(&self) -> SessionStats {
+        let torrents: Vec<_> = self
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        SessionStats {
+            listen: self.listen,
+            torrents: torrents.iter().map(|t| t.snapshot()).collect(),
+            evicted_handshakes: self.evicted(),
+        }
     }
 
     /// Connections dropped while waiting for their handshake.

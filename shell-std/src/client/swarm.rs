@@ -40,6 +40,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::meta::Info;
 use super::peer::writes::BlockWrite;
 use super::peers::{AddressBook, Source};
+use super::stats::TorrentStats;
 use super::storage::Storage;
 use super::writes::{Next, Partial, PendingWrites, PieceHashes};
 
@@ -209,6 +210,31 @@ impl Ctx {
         }
         drop(f);
         self.done.notify_one();
+    }
+
+    /// This torrent now, for the front ends.
+    pub fn snapshot(&self) -> TorrentStats {
+        let g = self.lock();
+        let have = g.torrent.picker().have();
+        let book = g.book.stats();
+        TorrentStats {
+            name: self.info.name.clone(),
+            info_hash: self.info.info_hash,
+            total: self.info.total,
+            verified: self.stats.verified.load(Relaxed),
+            pieces: have.len(),
+            pieces_verified: have.count(),
+            fetched: self.stats.fetched_pieces.load(Relaxed),
+            downloaded: self.stats.downloaded.load(Relaxed),
+            uploaded: self.stats.uploaded.load(Relaxed),
+            peers: self.stats.peers.load(Relaxed),
+            seeds: self.stats.seeds.load(Relaxed),
+            hash_failures: self.stats.hash_failures.load(Relaxed),
+            banned: book.banned as u32,
+            complete: self.complete.load(Relaxed),
+            failed: self.failure(),
+            known: book.known,
+        }
     }
 
     /// Pieces verified.
