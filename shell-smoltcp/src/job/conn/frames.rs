@@ -165,25 +165,33 @@ impl Conn<'_> {
     }
 
     /// BEP 10: our extension handshake, sent once both sides set the bit.
-    /// We take no extended messages (`m` is empty); `reqq` is our upload
-    /// queue, `p` the port we announce.
     fn queue_extension_handshake(&mut self, shared: &Shared<'_, '_>) -> Result<(), Closed> {
-        let ours = ExtensionHandshake {
-            v: Some(CLIENT_NAME),
-            p: (shared.cfg.announce_port != 0).then_some(shared.cfg.announce_port),
-            reqq: Some(UPLOAD_QUEUE as u32),
-            ..ExtensionHandshake::default()
-        };
-        let mut payload = [0u8; 64];
-        let len = ours.encode(&mut payload).map_err(Closed::Extension)?;
-        let msg = Message::Extended {
-            id: 0,
-            payload: payload.get(..len).unwrap_or_default(),
-        };
         let room = self.out.get_mut(self.out_len..).unwrap_or_default();
-        self.out_len += msg.encode(room).map_err(Closed::Wire)?;
+        self.out_len += extension_handshake(shared.cfg.announce_port, room)?;
         Ok(())
     }
+}
+
+/// Bytes of our extension handshake's payload at most.
+const EXTENSION_PAYLOAD_LEN: usize = 64;
+
+/// Writes our BEP 10 extension handshake message into `out`; returns its
+/// length. We take no extended messages (`m` is empty); `reqq` is our
+/// upload queue, `p` the port we announce (if any).
+fn extension_handshake(announce_port: u16, out: &mut [u8]) -> Result<usize, Closed> {
+    let ours = ExtensionHandshake {
+        v: Some(CLIENT_NAME),
+        p: (announce_port != 0).then_some(announce_port),
+        reqq: Some(UPLOAD_QUEUE as u32),
+        ..ExtensionHandshake::default()
+    };
+    let mut payload = [0u8; EXTENSION_PAYLOAD_LEN];
+    let len = ours.encode(&mut payload).map_err(Closed::Extension)?;
+    let msg = Message::Extended {
+        id: 0,
+        payload: payload.get(..len).unwrap_or_default(),
+    };
+    msg.encode(out).map_err(Closed::Wire)
 }
 
 /// Verifies a complete piece through the torrent, whose reputation rule
@@ -235,4 +243,47 @@ fn verify(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ourtorrent_core::wire::HANDSHAKE_LEN;
+
+    #[test]
+    fn our_extension_handshake_says_reqq_and_fits_after_the_handshake() {
+        /// Our handshake's payload, decoded from the message in `out`.
+        fn decoded(out: &[u8]) -> ExtensionHandshake<'_> {
+            match Message::decode(out).unwrap() {
+                Message::Extended { id: 0, payload } => {
+                    ExtensionHandshake::decode(payload).unwrap()
+                }
+                other => panic!("not an extension handshake: {other:?}"),
+            }
+        }
+        // It fits the connection's buffer after our 68-byte handshake.
+        let mut out = [0u8; super::super::OUT_LEN - HANDSHAKE_LEN];
+        let n = extension_handshake(u16::MAX, &mut out).unwrap();
+        let h = decoded(&out[..n]);
+        assert_eq!(h.reqq, Some(UPLOAD_QUEUE as u32));
+        assert_eq!(h.p, Some(u16::MAX));
+        assert_eq!(h.v, Some(CLIENT_NAME));
+        assert!(h.m.is_empty(), "we take no extended messages");
+        // A buffer one byte short is an error, not a panic.
+        let mut short = [0u8; super::super::OUT_LEN];
+        assert!(matches!(
+            extension_handshake(u16::MAX, &mut short[..n - 1]),
+            Err(Closed::Wire(WireError::BufferTooSmall { .. }))
+        ));
+        // No port announced: no `p`.
+        let mut out = [0u8; super::super::OUT_LEN];
+        let n = extension_handshake(0, &mut out).unwrap();
+        assert_eq!(decoded(&out[..n]).p, None);
+    }
+
+    #[test]
+    fn we_offer_fast_and_extensions() {
+        let r = our_reserved();
+        assert!(r.fast() && r.extension_protocol());
+    }
 }

@@ -45,7 +45,7 @@ pub(super) type JobTorrent<'s> = Torrent<SliceStorage<'s>>;
 pub const SMALL_LEN: usize = HANDSHAKE_LEN + 12;
 /// Control messages and requests waiting to be written to the socket
 /// (also holds our handshake and extension handshake at the start).
-const OUT_LEN: usize = 24 * PIPELINE;
+pub(super) const OUT_LEN: usize = 24 * PIPELINE;
 /// Requests from a peer waiting to be served.
 pub const UPLOAD_QUEUE: usize = 16;
 /// How long a connection may take to open and handshake.
