@@ -327,6 +327,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             Closed::BothSeeds => {
                 let _ = writeln!(log, "seed: peer {} is a seed, closed", Who(conn.port));
             }
+            Closed::JobOver => {}
             _ => {
                 let _ = writeln!(log, "peer: {} closed: {why}", Who(conn.port));
             }
@@ -361,7 +362,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         };
         if finishing && conn.phase != Phase::Running {
             // A listener or a handshake in progress: nothing owed.
-            return Err(Closed::Eof);
+            return Err(Closed::JobOver);
         }
         let peer_complete = conn
             .session

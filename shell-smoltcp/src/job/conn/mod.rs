@@ -115,6 +115,8 @@ pub enum Closed {
     OutsideStore(u32, u32),
     /// Both sides have every piece.
     BothSeeds,
+    /// The job is over (a listener, or a handshake not finished).
+    JobOver,
 }
 
 impl fmt::Display for Closed {
@@ -132,6 +134,7 @@ impl fmt::Display for Closed {
             Closed::HandshakeTimeout => f.write_str("handshake timed out"),
             Closed::OutsideStore(i, b) => write!(f, "block {i}+{b} outside the store"),
             Closed::BothSeeds => f.write_str("both sides are seeds"),
+            Closed::JobOver => f.write_str("the job is over"),
         }
     }
 }
