@@ -210,7 +210,7 @@ where
     let udp_port = stack.ephemeral_port();
     let udp = UdpSocket::bind(stack, bufs.udp, udp_port, cfg.tracker)
         .map_err(|e| JobError::Net("udp", e))?;
-    let tids = Tids(XorShift32::new(rng.next_u32()));
+    let (key, tids) = key_and_tids(&mut rng);
     let params = AnnounceParams {
         info_hash: cfg.info_hash,
         peer_id,
@@ -218,7 +218,7 @@ where
         left: geo.total_len(),
         uploaded: 0,
         event: AnnounceEvent::Started,
-        key: rng.next_u32(),
+        key,
         num_want: NUM_WANT,
         port: cfg.announce_port,
     };
@@ -297,6 +297,19 @@ where
     Ok(report)
 }
 
+/// The tracker `key` and the BEP 15 transaction ids, from `rng`. A child
+/// generator seeded with a value of `rng` would replay `rng`'s own stream
+/// (xorshift's next state is its output), so the first transaction id
+/// would equal the next value drawn, the key: the seed is mixed first.
+fn key_and_tids(rng: &mut XorShift32) -> (u32, Tids) {
+    let tids = Tids(XorShift32::new(rng.next_u32() ^ TIDS_MIX));
+    (rng.next_u32(), tids)
+}
+
+/// Mixed into the transaction ids' seed (any non-zero constant will do;
+/// this one is 2^32 / φ).
+const TIDS_MIX: u32 = 0x9E37_79B9;
+
 /// Bytes of the pieces we have.
 fn verified_bytes(torrent: &JobTorrent<'_>) -> u64 {
     let p = torrent.picker();
@@ -340,5 +353,24 @@ fn stop<D: Device, C: Clock>(
     });
     if r.is_err() {
         let _ = writeln!(log, "announce: event=stopped not acknowledged");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ourtorrent_core::tracker::udp::client::TransactionIds;
+
+    #[test]
+    fn the_tracker_key_is_not_a_transaction_id() {
+        for seed in 1..2_000 {
+            let mut rng = XorShift32::new(seed);
+            let (key, mut tids) = key_and_tids(&mut rng);
+            let first: [u32; 4] = core::array::from_fn(|_| tids.next_transaction_id());
+            assert!(
+                !first.contains(&key),
+                "seed {seed}: key {key} among {first:?}"
+            );
+        }
     }
 }
