@@ -97,23 +97,23 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let now = stack.now_ms();
         self.tracker
             .begin(now, AnnounceEvent::Started, 0, 0, total)?;
+        // A failed round stores its error and ends the loop (block_until
+        // carries only driver errors); anything else ending it is the
+        // deadline.
         let r = stack.block_until(deadline, |stack, now| match self.round(stack, now, log) {
             Ok(true) => Ok(()),
             Ok(false) => Err(nb::Error::WouldBlock),
             Err(e) => {
                 self.failure = Some(e);
-                // Only ends the loop: `failure` says why.
                 Err(nb::Error::Other(Error::InvalidState))
             }
         });
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
         let report = self.shared.report;
         match r {
             Ok(()) => Ok(report),
-            Err(_) if self.failure.is_some() => {
-                Err(self.failure.take().unwrap_or(JobError::Deadline {
-                    verified: report.verified,
-                }))
-            }
             Err(_) if !self.tracker.started => Err(JobError::TrackerSilent(AnnounceEvent::Started)),
             Err(_) if self.complete_at.is_none() => Err(JobError::Deadline {
                 verified: report.verified,

@@ -313,18 +313,29 @@ impl<'s> Conn<'s> {
             }
             Phase::Running => {}
         }
-        // Read and handle every whole message that is in.
+        // Read and handle every whole message that is in, unless the
+        // torrent banned the peer (for a piece verified here or on
+        // another connection).
         for _ in 0..64 {
+            if self
+                .session
+                .as_ref()
+                .is_some_and(|s| torrent.should_close(s.key()))
+            {
+                return Err(Closed::Banned);
+            }
             match self.read_frame(stack, now, shared, me) {
                 Ok(()) => self.handle_frame(now, torrent, shared, me, log)?,
                 Err(nb::Error::WouldBlock) => break,
                 Err(nb::Error::Other(e)) => return Err(e),
             }
-            if let Some(s) = self.session.as_ref() {
-                if torrent.should_close(s.key()) {
-                    return Err(Closed::Banned);
-                }
-            }
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| torrent.should_close(s.key()))
+        {
+            return Err(Closed::Banned);
         }
         if let Some(session) = self.session.as_mut() {
             if now >= session.poll_timeout(torrent.picker()).millis() {
