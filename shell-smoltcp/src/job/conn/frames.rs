@@ -129,17 +129,12 @@ impl Conn<'_> {
     ) -> Result<(), Closed> {
         let ours = our_reserved();
         let pieces = torrent.picker().geometry().piece_count();
-        let bits = self
-            .bits
-            .take()
-            .ok_or(Closed::Peer(PeerError::StorageTooSmall(
-                (pieces as usize).div_ceil(8),
-            )))?;
-        if bits.len() < (pieces as usize).div_ceil(8) {
+        let needed = (pieces as usize).div_ceil(8);
+        // The slot's bitfield is back from its last session (see `end`).
+        let bits = self.bits.take().ok_or(Closed::NoBitfield)?;
+        if bits.len() < needed {
             self.bits = Some(bits);
-            return Err(Closed::Peer(PeerError::StorageTooSmall(
-                (pieces as usize).div_ceil(8),
-            )));
+            return Err(Closed::Peer(PeerError::StorageTooSmall(needed)));
         }
         let key = match torrent.add_peer(t) {
             Ok(k) => k,

@@ -117,6 +117,8 @@ pub enum Closed {
     BothSeeds,
     /// The job is over (a listener, or a handshake not finished).
     JobOver,
+    /// The slot's peer bitfield is missing (a session kept it).
+    NoBitfield,
 }
 
 impl fmt::Display for Closed {
@@ -135,6 +137,7 @@ impl fmt::Display for Closed {
             Closed::OutsideStore(i, b) => write!(f, "block {i}+{b} outside the store"),
             Closed::BothSeeds => f.write_str("both sides are seeds"),
             Closed::JobOver => f.write_str("the job is over"),
+            Closed::NoBitfield => f.write_str("no peer bitfield storage left in the slot"),
         }
     }
 }
