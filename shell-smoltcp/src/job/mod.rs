@@ -9,7 +9,8 @@
 //! peer and the cancels (end-game, request timeouts); each connection's
 //! [`PeerSession`](ourtorrent_core::peer::PeerSession) goes through it. The
 //! job moves bytes between sockets and the torrent (`conn`: a connection
-//! slot's I/O, and `conn/frames`: what each frame does), talks to the
+//! slot's life; `conn/io`: its reads and writes; `conn/frames`: what each
+//! frame does), talks to the
 //! tracker (`announce`), and decides when the run is over (`swarm`, the
 //! loop: it runs the torrent's and the sessions' timers when their
 //! `poll_timeout`s are due). `config` checks the command line's torrent.
