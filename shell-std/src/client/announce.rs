@@ -42,6 +42,8 @@ pub type Announce = AnnounceParams;
 pub struct Reply {
     /// Seconds to the next announce.
     pub interval: u32,
+    /// Seconds before which the tracker wants no announce (HTTP only).
+    pub min_interval: Option<u32>,
     /// Seeders, if told.
     pub seeders: Option<u32>,
     /// Leechers, if told.
@@ -170,6 +172,7 @@ async fn http(u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
     }
     Ok(Reply {
         interval: r.interval,
+        min_interval: r.min_interval,
         seeders: r.complete,
         leechers: r.incomplete,
         peers: r.all_peers().collect(),
@@ -274,6 +277,7 @@ async fn udp_endpoint(addr: SocketAddr, path: String, mut jobs: mpsc::Receiver<U
                     return match ev {
                         Event::Announced(r) => Ok(Reply {
                             interval: r.interval,
+                            min_interval: None,
                             seeders: Some(r.seeders),
                             leechers: Some(r.leechers),
                             peers: r.peers.iter().copied().collect(),

@@ -34,6 +34,7 @@ use ourtorrent_core::pieces::{
 };
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
+use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig, MAX_TRACKERS};
 use ourtorrent_core::tracker::AnnounceEvent;
 
 use crate::torrent::TorrentFile;
@@ -431,28 +432,25 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
         });
     }
     let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
-    let key = random_u32();
-    if !plan.common.no_trackers {
-        for (i, (tier, url)) in ctx.info.trackers.iter().enumerate() {
-            statuses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(TrackerStatus {
-                    tier: *tier,
-                    url: url.clone(),
-                    status: "connecting".into(),
-                    reply: None,
-                    told_complete: ctx.complete.load(Relaxed),
-                });
-            tokio::spawn(tracker_task(
-                session.clone(),
-                ctx.clone(),
-                i,
-                statuses.clone(),
-                key,
-            ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let announcer = (!plan.common.no_trackers).then(|| {
+        let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
+        for (tier, url) in &ctx.info.trackers {
+            rows.push(TrackerStatus {
+                tier: *tier,
+                url: url.clone(),
+                status: "connecting".into(),
+                reply: None,
+                told_complete: ctx.complete.load(Relaxed),
+            });
         }
-    }
+        tokio::spawn(announce_loop(
+            session.clone(),
+            ctx.clone(),
+            statuses.clone(),
+            stop_rx,
+        ))
+    });
     let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
     let t0 = std::time::Instant::now();
     let start_verified = ctx.stats.verified.load(Relaxed);
@@ -537,32 +535,9 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     // BEP 3: tell the trackers we leave (best effort, bounded), after
     // `completed` if the download finished since the last announce (e.g.
     // with --no-seed), so that they count the completion.
-    if !plan.common.no_trackers {
-        let untold: Vec<bool> = statuses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| !s.told_complete && ctx.complete.load(Relaxed))
-            .collect();
-        let done = announce_params(&ctx, AnnounceEvent::Completed, key);
-        let a = announce_params(&ctx, AnnounceEvent::Stopped, key);
-        let stops = ctx.info.trackers.iter().enumerate().map(|(i, (_, url))| {
-            let url = url.clone();
-            let completed = untold.get(i).copied().unwrap_or(false);
-            let session = session.clone();
-            async move {
-                let limit = Duration::from_secs(3);
-                if completed {
-                    let _ =
-                        tokio::time::timeout(limit, session.trackers.announce(&url, &done)).await;
-                }
-                let _ = tokio::time::timeout(limit, session.trackers.announce(&url, &a)).await;
-            }
-        });
-        let handles: Vec<_> = stops.map(tokio::spawn).collect();
-        for h in handles {
-            let _ = h.await;
-        }
+    let _ = stop_tx.send(true);
+    if let Some(h) = announcer {
+        let _ = tokio::time::timeout(STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1), h).await;
     }
     if let Some(why) = failed {
         bail!(
@@ -591,44 +566,108 @@ fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
     }
 }
 
-async fn tracker_task(
+/// Time allowed for the announces at shutdown (`completed`, `stopped`).
+pub const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Drives the core's [`Announcer`] for one torrent over the session's
+/// tracker clients: `started`, regular announces at the trackers'
+/// intervals, `completed` when the download completes, backoff after
+/// failures; and once `stop` turns true, `completed` (if still owed) and
+/// `stopped` to each tracker that was started, within
+/// [`STOP_ANNOUNCE_TIMEOUT`]. Every tracker of every tier is used (as
+/// libtorrent's `announce_to_all_tiers` and `announce_to_all_trackers`).
+async fn announce_loop(
     session: Arc<Session>,
     ctx: Arc<Ctx>,
-    idx: usize,
     statuses: Statuses,
-    key: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let url = ctx.info.trackers[idx].1.clone();
-    let mut event = AnnounceEvent::Started;
-    let mut told_complete = ctx.complete.load(Relaxed);
+    let key = random_u32();
+    let cfg = AnnouncerConfig {
+        all_tiers: true,
+        all_trackers: true,
+        ..AnnouncerConfig::default()
+    };
+    let mut ann: Announcer = Announcer::new(cfg);
+    let mut urls = Vec::new();
+    for (tier, url) in &ctx.info.trackers {
+        if ann.add_tracker(*tier).is_ok() {
+            urls.push(url.clone());
+        } else {
+            tracing::warn!(%url, "more than {MAX_TRACKERS} trackers: not used");
+        }
+    }
+    if ctx.complete.load(Relaxed) {
+        // Complete from the start: `completed` is never owed.
+        ann.set_complete(ctx.now());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let mut deadline = None;
     loop {
-        let a = announce_params(&ctx, event, key);
-        let r = session.trackers.announce(&url, &a).await;
-        let interval = match r {
-            Ok(reply) => {
-                ctx.learn(&reply.peers, Source::Tracker);
-                let interval = reply.interval.clamp(30, 3600);
-                let mut s = statuses.lock().unwrap_or_else(|e| e.into_inner());
-                s[idx].status = "ok".into();
-                s[idx].reply = Some(reply);
-                s[idx].told_complete |= event == AnnounceEvent::Completed;
-                interval
+        let now = ctx.now();
+        if !ann.is_complete() && ctx.complete.load(Relaxed) {
+            ann.set_complete(now);
+        }
+        while let Some((idx, event)) = ann.poll_announce(now) {
+            let (Some(url), tx, session) = (urls.get(idx).cloned(), tx.clone(), session.clone())
+            else {
+                continue;
+            };
+            let a = announce_params(&ctx, event, key);
+            let limit = if deadline.is_some() {
+                STOP_ANNOUNCE_TIMEOUT
+            } else {
+                announce::ANNOUNCE_TIMEOUT
+            };
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(limit, session.trackers.announce(&url, &a))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+                let _ = tx.send((idx, url, event, r)).await;
+            });
+        }
+        if deadline.is_some() && ann.is_finished() {
+            return;
+        }
+        let wait = ann
+            .poll_timeout()
+            .map(|t| t.millis().saturating_sub(now.millis()))
+            .unwrap_or(u64::MAX)
+            // Wake at least every 500 ms to see the download complete.
+            .min(500);
+        tokio::select! {
+            Some((idx, url, event, r)) = rx.recv() => {
+                let now = ctx.now();
+                let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
+                match r {
+                    Ok(reply) => {
+                        ctx.learn(&reply.peers, Source::Tracker);
+                        ann.on_reply(now, idx, reply.interval, reply.min_interval);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = "ok".into();
+                            row.reply = Some(reply);
+                            row.told_complete |= event == AnnounceEvent::Completed;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, "announce: {e:#}");
+                        ann.on_failure(now, idx);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = format!("{e:#}");
+                        }
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(%url, "announce: {e:#}");
-                statuses.lock().unwrap_or_else(|e| e.into_inner())[idx].status = format!("{e:#}");
-                60
+            r = stop.changed(), if deadline.is_none() => {
+                if r.is_err() || *stop.borrow() {
+                    ann.stop(ctx.now());
+                    deadline = Some(tokio::time::Instant::now() + STOP_ANNOUNCE_TIMEOUT);
+                }
             }
-        };
-        event = AnnounceEvent::None;
-        let until = tokio::time::Instant::now() + Duration::from_secs(u64::from(interval));
-        while tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if !told_complete && ctx.complete.load(Relaxed) {
-                told_complete = true;
-                event = AnnounceEvent::Completed;
-                break;
-            }
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return;
         }
     }
 }
