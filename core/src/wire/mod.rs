@@ -7,6 +7,8 @@
 //! - [`framer`]: a streaming [`Framer`] that takes bytes in any chunking
 //!   from the shell's own read buffer and yields whole messages.
 //! - [`extension`]: the BEP 10 extension handshake dictionary.
+//! - [`metadata`]: BEP 9 `ut_metadata` messages, fetching and serving metadata.
+//! - [`pex`]: BEP 11 `ut_pex` messages and their sending/receiving rules.
 //!
 //! # Limits and refusals
 //! - a message longer than the framer's maximum (default
@@ -34,11 +36,15 @@ pub mod framer;
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
+pub mod metadata;
+pub mod pex;
 
 pub use extension::{ExtensionError, ExtensionHandshake, MAX_EXTENSIONS, MAX_EXTENSION_TOKENS};
 pub use framer::{max_message_len_for, Frame, Framer, Status, DEFAULT_MAX_MESSAGE_LEN};
 pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{check_bitfield, piece_header, Message, MessageId, LEN_PREFIX, PIECE_HEADER_LEN};
+pub use metadata::{MetadataFetch, MetadataMsg, MAX_METADATA_SIZE, METADATA_PIECE_LEN};
+pub use pex::{PexMessage, MAX_PEX_ADDED, MAX_PEX_DROPPED};
 
 /// BEP 3: "All current implementations use 2^14 (16 kiB)" as the block size.
 pub const BLOCK_LEN: u32 = 16 * 1024;
