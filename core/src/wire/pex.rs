@@ -603,3 +603,418 @@ impl PexPeer {
             .filter(move |(a, _)| !is_unusable(a) && !skip(a)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bencode::ErrorKind;
+    use std::vec::Vec;
+
+    /// As libtorrent writes it: every key present, empty ones too.
+    static LT: &[u8] = b"d5:added12:\x7f\x00\x00\x01\x1a\xe1\x0a\x00\x00\x02\x1a\xe27:added.f2:\x10\x026:added618:\
+\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x1a\xe38:added6.f1:\x047:dropped6:\
+\x0a\x00\x00\x03\x00\x508:dropped60:e";
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn v4_list(n: usize, first: u8) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| [10, first, (i >> 8) as u8, i as u8, 0x1a, 0xe1])
+            .collect()
+    }
+
+    fn v6_list(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                let mut b = [0u8; 18];
+                b[0] = 0x20;
+                b[1] = 0x01;
+                b[14] = (i >> 8) as u8;
+                b[15] = i as u8;
+                b[16] = 0x1a;
+                b[17] = 0xe1;
+                b
+            })
+            .collect()
+    }
+
+    fn roundtrip(m: &PexMessage<'_>) -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        let n = m.encode(&mut buf).unwrap();
+        let (again, cut) = PexMessage::decode(&buf[..n], PexLimits::default()).unwrap();
+        assert_eq!(&again, m);
+        assert_eq!(cut, Cut::default());
+        assert_eq!(m.encode(&mut buf[..n - 1]), Err(PexError::BufferTooSmall));
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn decodes_libtorrent_like() {
+        let (m, cut) = PexMessage::decode(LT, PexLimits::default()).unwrap();
+        assert_eq!(cut, Cut::default());
+        let added: Vec<_> = m.added_peers().collect();
+        assert_eq!(
+            added,
+            [
+                (sa("127.0.0.1:6881"), PexFlags(0x10)),
+                (sa("10.0.0.2:6882"), PexFlags(0x02)),
+                (sa("[::1]:6883"), PexFlags(0x04)),
+            ]
+        );
+        assert!(added[0].1.has(PexFlags::REACHABLE));
+        assert!(added[1].1.has(PexFlags::SEED));
+        assert!(!added[1].1.has(PexFlags::SEED | PexFlags::UTP));
+        assert_eq!(m.dropped_peers().collect::<Vec<_>>(), [sa("10.0.0.3:80")]);
+        assert_eq!((m.added_len(), m.dropped_len()), (3, 1));
+        // Re-encoded canonically, empty lists left out.
+        let out = roundtrip(&m);
+        assert!(!out.windows(10).any(|w| w == b"8:dropped6"));
+        assert_eq!(
+            PexMessage::decode(b"de", PexLimits::default()),
+            Ok((PexMessage::default(), Cut::default()))
+        );
+        assert_eq!(roundtrip(&PexMessage::default()), b"de");
+    }
+
+    #[test]
+    fn added_limit_edge() {
+        let fifty = v4_list(MAX_PEX_ADDED, 1);
+        let m = PexMessage {
+            added: &fifty,
+            ..PexMessage::default()
+        };
+        let bytes = roundtrip(&m);
+        assert_eq!(
+            PexMessage::decode(&bytes, PexLimits::default())
+                .unwrap()
+                .0
+                .added_len(),
+            50
+        );
+        // 51: one cut on decode, refused on encode.
+        let fifty_one = v4_list(MAX_PEX_ADDED + 1, 1);
+        let flags = std::vec![1u8; MAX_PEX_ADDED + 1];
+        let big = PexMessage {
+            added: &fifty_one,
+            added_f: &flags,
+            ..PexMessage::default()
+        };
+        assert_eq!(
+            big.encode(&mut [0u8; 4096]),
+            Err(PexError::TooMany(Field::Added))
+        );
+        let mut p = Vec::from(&b"d5:added306:"[..]);
+        p.extend_from_slice(&fifty_one);
+        p.extend_from_slice(b"7:added.f51:");
+        p.extend_from_slice(&flags);
+        p.push(b'e');
+        let (m, cut) = PexMessage::decode(&p, PexLimits::default()).unwrap();
+        assert_eq!(m.added, &fifty_one[..300]);
+        assert_eq!(m.added_f.len(), 50);
+        assert_eq!(
+            cut,
+            Cut {
+                added: 1,
+                ..Cut::default()
+            }
+        );
+        roundtrip(&m);
+    }
+
+    #[test]
+    fn limit_spans_both_families() {
+        let a4 = v4_list(30, 1);
+        let a6 = v6_list(30);
+        let f4 = [1u8; 30];
+        let f6 = [2u8; 30];
+        let d4 = v4_list(40, 2);
+        let d6 = v6_list(40);
+        let mut p = Vec::new();
+        // Built by hand: the encoder refuses more than 50.
+        for (k, v) in [
+            (&b"added"[..], &a4[..]),
+            (b"added.f", &f4),
+            (b"added6", &a6),
+            (b"added6.f", &f6),
+            (b"dropped", &d4),
+            (b"dropped6", &d6),
+        ] {
+            p.extend_from_slice(std::format!("{}:", k.len()).as_bytes());
+            p.extend_from_slice(k);
+            p.extend_from_slice(std::format!("{}:", v.len()).as_bytes());
+            p.extend_from_slice(v);
+        }
+        p.insert(0, b'd');
+        p.push(b'e');
+        let (m, cut) = PexMessage::decode(&p, PexLimits::default()).unwrap();
+        assert_eq!(m.added.len() / V4_LEN, 30);
+        assert_eq!(m.added6.len() / V6_LEN, 20);
+        assert_eq!((m.added_f.len(), m.added6_f.len()), (30, 20));
+        assert_eq!(m.dropped.len() / V4_LEN, 40);
+        assert_eq!(m.dropped6.len() / V6_LEN, 10);
+        assert_eq!(
+            cut,
+            Cut {
+                added: 10,
+                dropped: 30,
+                flags_ignored: false
+            }
+        );
+        assert!(m
+            .added_peers()
+            .all(|(a, f)| f.0 == if a.is_ipv4() { 1 } else { 2 }));
+        roundtrip(&m);
+        // Caller limits: zero keeps nothing and says so.
+        let none = PexLimits {
+            max_added: 0,
+            max_dropped: 0,
+        };
+        let (m, cut) = PexMessage::decode(&p, none).unwrap();
+        assert_eq!(m, PexMessage::default());
+        assert_eq!(
+            cut,
+            Cut {
+                added: 60,
+                dropped: 80,
+                flags_ignored: false
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            PexMessage::decode(b"d5:added7:1234567e", PexLimits::default()),
+            Err(PexError::BadLength {
+                field: Field::Added,
+                len: 7,
+                offset: 8
+            })
+        );
+        assert_eq!(
+            PexMessage::decode(b"d8:dropped617:12345678901234567e", PexLimits::default()),
+            Err(PexError::BadLength {
+                field: Field::Dropped6,
+                len: 17,
+                offset: 11
+            })
+        );
+        assert_eq!(
+            PexMessage::decode(b"d7:droppedi1ee", PexLimits::default()),
+            Err(PexError::NotAString {
+                field: Field::Dropped,
+                offset: 10
+            })
+        );
+        assert_eq!(
+            PexMessage::decode(b"le", PexLimits::default()),
+            Err(PexError::NotADict)
+        );
+        assert!(matches!(
+            PexMessage::decode(b"d5:added6:123456", PexLimits::default()),
+            Err(PexError::Bencode(bencode::Error {
+                kind: ErrorKind::UnexpectedEnd,
+                ..
+            }))
+        ));
+        // Trailing bytes are refused (a second value would be hidden).
+        assert!(matches!(
+            PexMessage::decode(b"dex", PexLimits::default()),
+            Err(PexError::Bencode(bencode::Error {
+                kind: ErrorKind::TrailingBytes,
+                offset: 2
+            }))
+        ));
+    }
+
+    #[test]
+    fn flags_of_wrong_length_are_ignored() {
+        let (m, cut) = PexMessage::decode(
+            b"d5:added12:\x01\x02\x03\x04\x00\x01\x05\x06\x07\x08\x00\x027:added.f1:\x02e",
+            PexLimits::default(),
+        )
+        .unwrap();
+        assert!(m.added_f.is_empty());
+        assert!(cut.flags_ignored);
+        assert!(m.added_peers().all(|(_, f)| f == PexFlags(0)));
+        // Flags without peers too.
+        let (m, cut) = PexMessage::decode(b"d8:added6.f1:\x01e", PexLimits::default()).unwrap();
+        assert_eq!((m, cut.flags_ignored), (PexMessage::default(), true));
+        // Encoding refuses them.
+        let a = v4_list(2, 1);
+        let bad = PexMessage {
+            added: &a,
+            added_f: &[1],
+            ..PexMessage::default()
+        };
+        assert_eq!(
+            bad.encode(&mut [0u8; 64]),
+            Err(PexError::BadLength {
+                field: Field::AddedF,
+                len: 1,
+                offset: 0
+            })
+        );
+        let odd = PexMessage {
+            dropped: &a[..5],
+            ..PexMessage::default()
+        };
+        assert!(matches!(
+            odd.encode(&mut [0u8; 64]),
+            Err(PexError::BadLength {
+                field: Field::Dropped,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn repeated_and_unknown_keys() {
+        let (m, _) = PexMessage::decode(
+            b"d7:dropped6:\x01\x01\x01\x01\x00\x011:xli1ei2ee7:dropped6:\x02\x02\x02\x02\x00\x02e",
+            PexLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(m.dropped_peers().collect::<Vec<_>>(), [sa("1.1.1.1:1")]);
+    }
+
+    #[test]
+    fn token_budget_edge() {
+        // root 1 + key/value 2 + unknown list 2 + k elements.
+        let msg = |k: usize| {
+            let mut p = Vec::from(&b"d1:xl"[..]);
+            for _ in 0..k {
+                p.extend_from_slice(b"i1e");
+            }
+            p.extend_from_slice(b"ee");
+            p
+        };
+        assert!(PexMessage::decode(&msg(MAX_PEX_TOKENS - 3), PexLimits::default()).is_ok());
+        assert!(matches!(
+            PexMessage::decode(&msg(MAX_PEX_TOKENS - 2), PexLimits::default()),
+            Err(PexError::Bencode(bencode::Error {
+                kind: ErrorKind::TokenLimit,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn encode_update_takes_fifty_of_each() {
+        let added: Vec<_> = (0..60u32)
+            .map(|i| {
+                let a = if i % 2 == 0 {
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 6881)
+                } else {
+                    SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::from(
+                            0x2001_0000_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+                        )),
+                        6881,
+                    )
+                };
+                (a, PexFlags(i as u8))
+            })
+            .collect();
+        let dropped: Vec<_> = (0..51u32)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)), 1))
+            .collect();
+        let mut buf = [0u8; 4096];
+        let e = encode_update(&added, &dropped, &mut buf).unwrap();
+        assert_eq!((e.added, e.dropped), (50, 50));
+        let (m, cut) = PexMessage::decode(&buf[..e.len], PexLimits::default()).unwrap();
+        assert_eq!(cut, Cut::default());
+        let mut got: Vec<_> = m.added_peers().collect();
+        let mut want = added[..50].to_vec();
+        got.sort_by_key(|p| p.1 .0);
+        want.sort_by_key(|p| p.1 .0);
+        assert_eq!(got, want);
+        assert_eq!(m.dropped_peers().collect::<Vec<_>>(), dropped[..50]);
+        // Exactly 50 and 50: all taken.
+        let e = encode_update(&added[..50], &dropped[..50], &mut buf).unwrap();
+        assert_eq!((e.added, e.dropped), (50, 50));
+        // IPv4-mapped IPv6 goes out as IPv4.
+        let mapped = sa("[::ffff:1.2.3.4]:5");
+        let e = encode_update(&[(mapped, PexFlags(0))], &[], &mut buf).unwrap();
+        let (m, _) = PexMessage::decode(&buf[..e.len], PexLimits::default()).unwrap();
+        assert_eq!(m.added_peers().next(), Some((sa("1.2.3.4:5"), PexFlags(0))));
+        assert!(m.added6.is_empty());
+        assert_eq!(
+            encode_update(&added, &[], &mut buf[..10]),
+            Err(PexError::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn send_interval_edge() {
+        let mut p = PexPeer::new(false);
+        assert!(p.enabled());
+        let t = Instant::from_secs(1000);
+        assert!(p.may_send(t));
+        p.on_sent(t);
+        assert_eq!(p.poll_timeout(), Some(t + PEX_INTERVAL));
+        assert!(!p.may_send(Instant::from_millis(t.millis() + PEX_INTERVAL.millis() - 1)));
+        assert!(p.may_send(t + PEX_INTERVAL));
+    }
+
+    #[test]
+    fn private_torrents_never_use_pex() {
+        let mut p = PexPeer::new(true);
+        assert!(!p.enabled());
+        assert!(!p.may_send(Instant::from_secs(1_000_000)));
+        assert_eq!(p.poll_timeout(), None);
+        let (m, _) = PexMessage::decode(LT, PexLimits::default()).unwrap();
+        assert!(matches!(
+            p.handle_message(Instant::ZERO, &m, |_| false),
+            Err(PexRefused::Private)
+        ));
+    }
+
+    #[test]
+    fn receive_interval_edge_and_filtering() {
+        let mut p = PexPeer::new(false);
+        let a4 = [
+            127, 0, 0, 1, 0x1a, 0xe1, // our own address
+            10, 0, 0, 2, 0x1a, 0xe1, // already connected
+            10, 0, 0, 3, 0x1a, 0xe1, // new
+            10, 0, 0, 4, 0, 0, // port 0
+            0, 0, 0, 0, 0x1a, 0xe1, // unspecified
+            224, 0, 0, 1, 0x1a, 0xe1, // multicast
+            255, 255, 255, 255, 0x1a, 0xe1, // broadcast
+        ];
+        let m = PexMessage {
+            added: &a4,
+            ..PexMessage::default()
+        };
+        let own = [sa("127.0.0.1:6881")];
+        let connected = [sa("10.0.0.2:6881")];
+        let skip = move |a: &SocketAddr| own.contains(a) || connected.contains(a);
+        let t = Instant::from_secs(500);
+        let learned: Vec<_> = p.handle_message(t, &m, skip).unwrap().collect();
+        assert_eq!(learned, [(sa("10.0.0.3:6881"), PexFlags(0))]);
+        let almost = Instant::from_millis(t.millis() + MIN_RECEIVE_INTERVAL.millis() - 1);
+        assert!(matches!(
+            p.handle_message(almost, &m, skip),
+            Err(PexRefused::TooSoon { since }) if since.millis() == MIN_RECEIVE_INTERVAL.millis() - 1
+        ));
+        // A refused message does not restart the interval.
+        assert_eq!(
+            p.handle_message(t + MIN_RECEIVE_INTERVAL, &m, skip)
+                .map(|l| l.count())
+                .ok(),
+            Some(1)
+        );
+        let v6 = [
+            sa("[::]:1"),
+            sa("[ff02::1]:1"),
+            sa("[2001::1]:0"),
+            sa("[2001::1]:1"),
+        ];
+        assert_eq!(
+            v6.iter().map(is_unusable).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+    }
+}
