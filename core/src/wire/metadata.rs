@@ -612,6 +612,14 @@ impl<'b, P: Copy + Eq, const N: usize> MetadataFetch<'b, P, N> {
         self.have
     }
 
+    /// Requests in flight to `peer` (0 if it is not attached).
+    pub fn requests_in_flight(&self, peer: P) -> usize {
+        self.peers
+            .iter()
+            .find(|p| p.id == peer)
+            .map_or(0, |p| p.requests.len())
+    }
+
     /// Peers attached.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
