@@ -164,7 +164,7 @@ pub fn fuzz_ut_metadata(data: &[u8]) {
         Err(MetadataError::Bencode(e)) => assert!(e.offset <= data.len()),
         Err(_) => {}
     }
-    fuzz_metadata_fetch(data);
+    let _ = fuzz_metadata_fetch(data);
 }
 
 /// Drives a [`MetadataFetch`](super::metadata::MetadataFetch) of a fixed
@@ -173,7 +173,8 @@ pub fn fuzz_ut_metadata(data: &[u8]) {
 /// requests). Properties: requests in flight per peer stay within the
 /// limit; requested pieces exist; pieces received never exceed the count;
 /// completion only with the metadata whose SHA-1 is the info-hash.
-pub fn fuzz_metadata_fetch(script: &[u8]) {
+/// Returns true if the script completed the fetch.
+pub fn fuzz_metadata_fetch(script: &[u8]) -> bool {
     use super::metadata::{piece_count, FetchLimits, Handled, MetadataFetch, MetadataMsg};
     use crate::id::InfoHash;
     use crate::time::{Duration, Instant};
@@ -204,7 +205,7 @@ pub fn fuzz_metadata_fetch(script: &[u8]) {
             }
             1 => {
                 let Some((len, rest)) = s.split_first() else {
-                    return;
+                    break;
                 };
                 let (msg, rest) = rest.split_at((*len as usize).min(rest.len()));
                 s = rest;
@@ -239,7 +240,7 @@ pub fn fuzz_metadata_fetch(script: &[u8]) {
             }
             _ => {
                 let Some((hi, rest)) = s.split_first() else {
-                    return;
+                    break;
                 };
                 s = rest;
                 let size = u64::from(*hi) * 200;
@@ -254,6 +255,7 @@ pub fn fuzz_metadata_fetch(script: &[u8]) {
     if let Some(m) = f.metadata() {
         assert_eq!(m, &meta[..]);
     }
+    f.is_complete()
 }
 
 /// `ut_pex` (BEP 11): what decodes within the default limits re-encodes
