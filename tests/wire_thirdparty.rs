@@ -12,7 +12,9 @@ use std::time::{Duration, Instant as StdInstant};
 use ourtorrent_core::bencode::{self, DecodeOptions, Token};
 use ourtorrent_core::id::{InfoHash, PeerId};
 use ourtorrent_core::time::Instant;
-use ourtorrent_core::wire::metadata::{FetchEvent, FetchLimits, MetadataFetch, MetadataMsg};
+use ourtorrent_core::wire::metadata::{
+    FetchEvent, FetchLimits, MetadataFetch, MetadataMsg, ServeBudget,
+};
 use ourtorrent_core::wire::pex::{encode_update, Cut, PexFlags, PexLimits, PexMessage};
 use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
@@ -207,6 +209,43 @@ impl Conn {
     }
 }
 
+/// A v1 torrent of 20 MiB in 16 KiB pieces made by libtorrent in `dir`:
+/// its path, the exact `info` bytes (1280 hashes, so more than one 16 KiB
+/// metadata piece) and libtorrent's info-hash.
+fn make_torrent(
+    py: &std::path::Path,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, Vec<u8>, InfoHash) {
+    let data = dir.join("payload");
+    // 20 MiB in 16 KiB pieces: 1280 hashes, so the info dict is > 16 KiB.
+    write_data(&data.join("blob.bin"), 20 << 20, 9);
+    let torrent = dir.join("t.torrent");
+    run(Command::new(py)
+        .arg(repo_root().join("tests/py/lt_torrent.py"))
+        .args(["create"])
+        .arg(&data)
+        .arg(&torrent)
+        .args(["--v1-only", "--piece-size", "16384"]));
+    let bytes = std::fs::read(&torrent).unwrap();
+    let mut toks = vec![Token::EMPTY; 64];
+    let doc = bencode::decode(&bytes, &mut toks, DecodeOptions::torrent_file()).unwrap();
+    let info = doc.root().unwrap().get(b"info").unwrap().raw().to_vec();
+    assert!(
+        info.len() > 16384 && info.len() < 2 * 16384,
+        "{}",
+        info.len()
+    );
+    // libtorrent's info-hash; the fetch checks the SHA-1 of what it gets against it.
+    let lt_info = run(Command::new(py)
+        .arg(repo_root().join("tests/py/lt_torrent.py"))
+        .arg("info")
+        .arg(&torrent));
+    let lt_info: Json = serde_json::from_str(&lt_info).unwrap();
+    let info_hash = InfoHash::from_hex(lt_info["info_hash"].as_str().unwrap().as_bytes()).unwrap();
+
+    (torrent, info, info_hash)
+}
+
 /// Connects and exchanges handshakes. libtorrent resets connections to a
 /// torrent it is still starting (right after "READY"): retry until it
 /// answers with its handshake.
@@ -243,33 +282,7 @@ fn metadata_fetch_from_libtorrent_seeder() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("payload");
-    // 20 MiB in 16 KiB pieces: 1280 hashes, so the info dict is > 16 KiB.
-    write_data(&data.join("blob.bin"), 20 << 20, 9);
-    let torrent = dir.path().join("t.torrent");
-    run(Command::new(&py)
-        .arg(repo_root().join("tests/py/lt_torrent.py"))
-        .args(["create"])
-        .arg(&data)
-        .arg(&torrent)
-        .args(["--v1-only", "--piece-size", "16384"]));
-    let bytes = std::fs::read(&torrent).unwrap();
-    let mut toks = vec![Token::EMPTY; 64];
-    let doc = bencode::decode(&bytes, &mut toks, DecodeOptions::torrent_file()).unwrap();
-    let info = doc.root().unwrap().get(b"info").unwrap().raw().to_vec();
-    assert!(
-        info.len() > 16384 && info.len() < 2 * 16384,
-        "{}",
-        info.len()
-    );
-    // libtorrent's info-hash; the fetch checks the SHA-1 of what it gets against it.
-    let lt_info = run(Command::new(&py)
-        .arg(repo_root().join("tests/py/lt_torrent.py"))
-        .arg("info")
-        .arg(&torrent));
-    let lt_info: Json = serde_json::from_str(&lt_info).unwrap();
-    let info_hash = InfoHash::from_hex(lt_info["info_hash"].as_str().unwrap().as_bytes()).unwrap();
-
+    let (torrent, info, info_hash) = make_torrent(&py, dir.path());
     let mut child = Command::new(&py)
         .arg(repo_root().join("tests/py/lt_swarm.py"))
         .args(["seed"])
@@ -352,4 +365,137 @@ fn metadata_fetch_from_libtorrent_seeder() {
     }
     assert_eq!(fetch.metadata(), Some(&info[..]));
     assert_eq!(requests, 2);
+}
+
+/// The serving side: a libtorrent leecher that has only the magnet link
+/// connects to us and gets the metadata from our `answer`s
+/// (`ServeBudget`), checks it against the info-hash and reports it.
+#[test]
+fn metadata_served_to_libtorrent_magnet_leecher() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, info, info_hash) = make_torrent(&py, dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}",
+        String::from_utf8(info_hash.to_hex().to_vec()).unwrap()
+    );
+    let mut child = Command::new(&py)
+        .arg(repo_root().join("tests/py/lt_magnet.py"))
+        .arg(&magnet)
+        .arg(port.to_string())
+        .args(["--max-seconds", "30"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _leecher = Seeder(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = StdInstant::now() + Duration::from_secs(30);
+    let (sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut conn = Conn {
+        sock,
+        framer: Framer::with_handshake(1 << 20),
+        buf: Vec::new(),
+    };
+    const OUR_UT_METADATA: u8 = 3;
+    let mut budget = ServeBudget::default();
+    let mut their_id = None;
+    let mut served = 0;
+    let start = StdInstant::now();
+    let report = loop {
+        assert!(
+            StdInstant::now() < deadline,
+            "libtorrent never got the metadata"
+        );
+        if let Ok(line) = rx.try_recv() {
+            if line.starts_with("METADATA") {
+                break line;
+            }
+            assert_ne!(line, "TIMEOUT");
+        }
+        let (hs, ext) = match conn.next(deadline) {
+            Ok(frame) => frame,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            // libtorrent may close once it has the metadata (we have no
+            // pieces for it): its report follows.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && served > 0 => {
+                let left = deadline.saturating_duration_since(StdInstant::now());
+                break rx.recv_timeout(left).expect("libtorrent's report");
+            }
+            Err(e) => panic!("libtorrent connection after {served} pieces: {e}"),
+        };
+        if let Some(theirs) = hs {
+            assert_eq!(theirs.info_hash, info_hash);
+            let ours = Handshake {
+                reserved: Reserved::default().with_extension_protocol(true),
+                info_hash,
+                peer_id: PeerId(*b"-OT0100-metadataserv"),
+            };
+            conn.sock.write_all(&ours.to_bytes()).unwrap();
+            let mut eh = ExtensionHandshake::default();
+            eh.m.push((b"ut_metadata", OUR_UT_METADATA)).unwrap();
+            eh.metadata_size = Some(info.len() as u64);
+            let mut p = [0u8; 128];
+            let n = eh.encode(&mut p).unwrap();
+            conn.send(&Message::Extended {
+                id: 0,
+                payload: &p[..n],
+            });
+        }
+        match ext {
+            Some((0, p)) => {
+                their_id = ExtensionHandshake::decode(&p)
+                    .unwrap()
+                    .id_of(b"ut_metadata");
+            }
+            Some((OUR_UT_METADATA, p)) => {
+                let MetadataMsg::Request { piece } = MetadataMsg::decode(&p).unwrap() else {
+                    panic!("libtorrent sent us something other than a request");
+                };
+                let now = Instant::from_millis(start.elapsed().as_millis() as u64);
+                let reply = budget.answer(now, Some(&info), piece);
+                assert!(matches!(reply, MetadataMsg::Data { .. }));
+                served += 1;
+                let mut out = vec![0u8; reply.encoded_len()];
+                reply.encode(&mut out).unwrap();
+                conn.send(&Message::Extended {
+                    id: their_id.expect("a request before libtorrent's extension handshake"),
+                    payload: &out,
+                });
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(
+        report,
+        format!(
+            "METADATA info_hash={} size={} pieces=1280",
+            String::from_utf8(info_hash.to_hex().to_vec()).unwrap(),
+            info.len()
+        )
+    );
+    assert_eq!(served, 2);
 }
