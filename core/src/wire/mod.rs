@@ -1,5 +1,6 @@
 //! The peer-wire protocol: BEP 3 (handshake and the base messages), BEP 6
-//! (fast extension) and the BEP 10 extension-protocol envelope.
+//! (fast extension), the BEP 10 extension-protocol envelope, and the BEP 9
+//! (`ut_metadata`) and BEP 11 (`ut_pex`) extension messages.
 //!
 //! - [`handshake`]: the 68-byte handshake and its [`Reserved`] bits.
 //! - [`message`]: the zero-copy [`Message`] codec, one length-prefixed
