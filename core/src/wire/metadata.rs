@@ -271,6 +271,8 @@ impl<'a> MetadataMsg<'a> {
     }
 
     /// Writes the message (dict, then data) to `w`; returns the byte count.
+    /// Unlike [`encode`](Self::encode) it does not check the data length:
+    /// keep it within [`METADATA_PIECE_LEN`] (what [`answer`] returns is).
     pub fn encode_to<W: Write>(&self, w: &mut W) -> Result<usize, EncodeError<W::Error>> {
         let (kind, piece, total) = match *self {
             MetadataMsg::Request { piece } => (REQUEST, piece, None),
