@@ -20,7 +20,8 @@
 //! - [`tracker`]: UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 48) tracker
 //!   protocols: codecs, stateless UDP server triage, sans-IO UDP client.
 //! - [`wire`]: the peer-wire protocol (BEP 3, 6, 10): handshake, messages,
-//!   a streaming framer, the extension handshake.
+//!   a streaming framer, the extension handshake; metadata exchange (BEP 9)
+//!   and peer exchange (BEP 11).
 //! - [`pieces`]: bitfields, availability, the piece picker, block requests
 //!   and SHA-1 piece verification, in caller-provided storage.
 //! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
