@@ -1001,3 +1001,54 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
     );
     drop(flood);
 }
+
+/// Ctrl-C (SIGINT) before the download is complete: exit 130 and one line
+/// saying how far it got (not exit 0 as if it had finished).
+#[test]
+fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _tree) = fixture(d.path(), 16 << 10);
+    let port = free_port();
+    let src = d.path().join("src");
+    let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "200000"]);
+    let mut child = Command::new(BIN)
+        .args(["client", "download"])
+        .arg(&torrent)
+        .arg("--out")
+        .arg(d.path().join("out"))
+        .args(["--listen", "127.0.0.1:0", "--no-trackers", "--quiet"])
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("resumed:") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no resumed line");
+    }
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the client did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let l = err
+        .lines()
+        .find(|l| l.starts_with("interrupted: "))
+        .unwrap_or_else(|| panic!("no interrupted line:\n{err}"));
+    assert!(
+        l.ends_with("pieces verified; run the same command to resume") && l.contains("/101 "),
+        "{l}"
+    );
+}

@@ -501,3 +501,38 @@ fn our_session_shares_one_udp_connection_id_across_torrents() {
     let st = t.stats();
     assert_eq!(st["requests"]["udp_connect"].as_u64(), Some(1), "{st}");
 }
+
+/// SIGTERM (what `kill`, systemd and docker send) stops our client as
+/// Ctrl-C does: its `stopped` announce reaches the tracker, which forgets
+/// the peer, and a seeder that was complete exits 0.
+#[test]
+fn our_client_announces_stopped_on_sigterm() {
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.bin");
+    write_data(&f, 300_000, 7);
+    let tor = dir.path().join("x.torrent");
+    run(Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        .arg("create")
+        .arg(&f)
+        .args(["--tracker", &format!("udp://{}/announce", t.udp), "-o"])
+        .arg(&tor));
+    let mut seeder = Proc::spawn(
+        "ours-seed",
+        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(["client", "seed"])
+            .arg(&tor)
+            .arg("--data")
+            .arg(&f)
+            .args(["--listen", "127.0.0.1:0", "--quiet"]),
+    );
+    poll(20, "the seeder in the swarm", || {
+        (t.stats()["peers"].as_u64() == Some(1)).then_some(())
+    });
+    run(Command::new("kill").args(["-TERM", &seeder.child.id().to_string()]));
+    let status = seeder.wait_exit(20);
+    assert!(status.success(), "{status:?}");
+    poll(10, "the stopped announce", || {
+        (t.stats()["peers"].as_u64() == Some(0)).then_some(())
+    });
+}

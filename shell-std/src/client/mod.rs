@@ -301,9 +301,18 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
     });
     rt.shutdown_timeout(Duration::from_millis(500));
     let mut first_err = None;
+    let mut stopped = Vec::new();
     for (name, r) in results {
         let r = r.map_err(|e| anyhow::anyhow!("{e}")).and_then(|r| r);
         if let Err(e) = r {
+            if let Some(i) = e.downcast_ref::<Interrupted>() {
+                stopped.push(if several {
+                    format!("{name}: {}", i.0)
+                } else {
+                    i.0.clone()
+                });
+                continue;
+            }
             let e = if several { e.context(name) } else { e };
             if first_err.is_none() {
                 first_err = Some(e);
@@ -312,7 +321,11 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
             }
         }
     }
-    first_err.map_or(Ok(()), Err)
+    match first_err {
+        Some(e) => Err(e),
+        None if !stopped.is_empty() => Err(Interrupted(stopped.join(", ")).into()),
+        None => Ok(()),
+    }
 }
 
 /// Where the client listens when `--listen` is not given.
@@ -454,7 +467,7 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
     let t0 = std::time::Instant::now();
     let start_verified = ctx.stats.verified.load(Relaxed);
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = shutdown_signal();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut failed = None;
@@ -539,6 +552,14 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     if let Some(h) = announcer {
         let _ = tokio::time::timeout(STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1), h).await;
     }
+    if interrupted {
+        return Err(Interrupted(format!(
+            "{}/{} pieces verified",
+            ctx.picker_have(),
+            ctx.info.pieces()
+        ))
+        .into());
+    }
     if let Some(why) = failed {
         bail!(
             "storage failed: {why} ({} of {} pieces verified; free space and run the same command to resume)",
@@ -563,6 +584,40 @@ fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
         event,
         key,
         num_want: NUM_WANT,
+    }
+}
+
+/// The user stopped a download before it was complete (Ctrl-C, SIGTERM,
+/// SIGHUP): how far it got. The process exits with 130.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}; run the same command to resume", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Completes on SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, docker) or
+/// SIGHUP (the terminal closed): each stops the client the same way, with
+/// its `stopped` announces.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup());
+    match (term, hup) {
+        (Ok(mut term), Ok(mut hup)) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
