@@ -1052,3 +1052,23 @@ fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
         "{l}"
     );
 }
+
+/// A download with no source that could ever appear (no tracker to ask, no
+/// `--peer`) says so and exits non-zero instead of waiting forever.
+#[test]
+fn download_with_nothing_to_connect_to_says_so_and_exits() {
+    let d = tempfile::tempdir().unwrap();
+    let (t, _file) = single_file_fixture(d.path(), 35);
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download"])
+            .arg(&t)
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .args(["--no-trackers", "--quiet", "--listen", "127.0.0.1:0"]),
+        Duration::from_secs(20),
+    );
+    assert!(!ok, "{so}");
+    assert!(se.contains("nothing to connect to"), "{se}");
+    assert!(!d.path().join("out").exists(), "files were created");
+}

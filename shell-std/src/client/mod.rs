@@ -182,6 +182,17 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
         } => {
             for t in torrents {
                 let info = load(t)?;
+                if common.peers.is_empty() && (common.no_trackers || info.trackers.is_empty()) {
+                    bail!(
+                        "{}: nothing to connect to: {} and no --peer was given",
+                        t.display(),
+                        if common.no_trackers {
+                            "--no-trackers"
+                        } else {
+                            "the torrent lists no tracker"
+                        }
+                    );
+                }
                 let root = out.join(storage_name(&info.name)?);
                 plans.push(Plan {
                     info,
