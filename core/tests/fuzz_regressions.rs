@@ -27,6 +27,7 @@ fn dispatch(target: &str, data: &[u8]) {
         "extension_handshake" => f::extension_handshake(data),
         "bitfield" => f::bitfield(data),
         "tracker_url" => f::tracker_url(data),
+        "krpc" => f::krpc(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -60,5 +61,5 @@ fn replay_seed_corpora() {
         assert!(seeds > 0, "empty seed corpus for {target}");
         targets += 1;
     }
-    assert_eq!(targets, 14, "one seed corpus per fuzz target");
+    assert_eq!(targets, 15, "one seed corpus per fuzz target");
 }
