@@ -22,6 +22,9 @@ pub mod bep42;
 )]
 pub mod fuzzing;
 pub mod krpc;
+pub mod table;
+
+pub use table::{NodeSlot, RoutingTable};
 
 /// BEP 5: bucket size ("each bucket can only hold K nodes, currently eight").
 pub const K: usize = 8;
