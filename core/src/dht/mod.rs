@@ -22,8 +22,13 @@ pub mod bep42;
 )]
 pub mod fuzzing;
 pub mod krpc;
+pub mod node;
 pub mod table;
 
+#[cfg(test)]
+mod sim;
+
+pub use node::{Config, Dht, Event, LookupId, PeerSlot, Stats};
 pub use table::{NodeSlot, RoutingTable};
 
 /// BEP 5: bucket size ("each bucket can only hold K nodes, currently eight").
