@@ -61,6 +61,10 @@ pub const MAX_REPLY_AMPLIFICATION: usize = 4;
 pub const TOKEN_ROTATION: Duration = Duration::from_secs(5 * 60);
 /// Bytes of a write token we issue.
 pub const TOKEN_LEN: usize = 8;
+/// Routers remembered by [`Dht::bootstrap`] for retries.
+pub const MAX_ROUTERS: usize = 8;
+/// While the table holds fewer than [`K`] nodes, bootstrap again this often.
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
 /// Peers stored per info-hash (the oldest is replaced beyond that).
 pub const MAX_PEERS_PER_INFO_HASH: usize = 100;
 
@@ -302,6 +306,8 @@ pub struct Dht<'s> {
     events: heapless::Deque<Event, MAX_EVENTS>,
     lookups: [Option<Lookup>; MAX_LOOKUPS],
     next_lookup: u32,
+    routers: heapless::Vec<SocketAddrV4, MAX_ROUTERS>,
+    rebootstrap_at: Option<Instant>,
     stats: Stats,
 }
 
@@ -337,6 +343,8 @@ impl<'s> Dht<'s> {
             events: heapless::Deque::new(),
             lookups: Default::default(),
             next_lookup: 0,
+            routers: heapless::Vec::new(),
+            rebootstrap_at: None,
             stats: Stats::default(),
         }
     }
@@ -372,10 +380,24 @@ impl<'s> Dht<'s> {
     // ---------------------------------------------------------------- app calls
 
     /// Joins the DHT through `routers` (and the table's nodes): a lookup
-    /// for our own id. Returns its id (it ends with a `LookupDone`).
+    /// for our own id. Returns its id (it ends with a `LookupDone`). The
+    /// first [`MAX_ROUTERS`] routers are remembered: while the table holds
+    /// fewer than [`K`] nodes, the node bootstraps again every
+    /// [`BOOTSTRAP_RETRY`].
     pub fn bootstrap(&mut self, now: Instant, routers: &[SocketAddrV4]) -> Result<LookupId, Busy> {
+        for &r in routers {
+            if !self.routers.contains(&r) && self.routers.push(r).is_err() {
+                break;
+            }
+        }
+        self.rebootstrap_at = Some(now.add_millis(BOOTSTRAP_RETRY.millis()));
+        self.bootstrap_lookup(now, LookupKind::FindNode)
+    }
+
+    fn bootstrap_lookup(&mut self, now: Instant, kind: LookupKind) -> Result<LookupId, Busy> {
         let own = self.id();
-        let slot = self.start(own, LookupKind::FindNode)?;
+        let routers = self.routers.clone();
+        let slot = self.start(own, kind)?;
         if let Some(Some(lk)) = self.lookups.get_mut(slot) {
             for &addr in routers.iter().take(LOOKUP_WIDTH) {
                 if !lk.cands.iter().any(|c| c.addr == addr) {
@@ -614,6 +636,14 @@ impl<'s> Dht<'s> {
                 self.send_query(now, addr, Some(id), OutQuery::Ping, Purpose::Ping);
             }
         }
+        if let Some(at) = self.rebootstrap_at.filter(|at| now >= *at) {
+            if self.table.len() < K {
+                let _ = self.bootstrap_lookup(now, LookupKind::Quiet);
+                self.rebootstrap_at = Some(at.max(now).add_millis(BOOTSTRAP_RETRY.millis()));
+            } else {
+                self.rebootstrap_at = None;
+            }
+        }
         if self.lookups.iter().any(|l| l.is_none()) {
             if let Some(b) = self.table.next_stale_bucket(now) {
                 let target = self.table.random_id_in_bucket(b, self.rng.bytes20());
@@ -633,7 +663,7 @@ impl<'s> Dht<'s> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let inflight = self.inflight.iter().map(|f| f.deadline).min();
         let table = self.table.next_due();
-        [inflight, table, Some(self.rotate_at)]
+        [inflight, table, Some(self.rotate_at), self.rebootstrap_at]
             .into_iter()
             .flatten()
             .min()
