@@ -391,12 +391,16 @@ impl<'s> Dht<'s> {
             }
         }
         self.rebootstrap_at = Some(now.add_millis(BOOTSTRAP_RETRY.millis()));
-        self.bootstrap_lookup(now, LookupKind::FindNode)
+        self.bootstrap_lookup(now, LookupKind::FindNode, routers)
     }
 
-    fn bootstrap_lookup(&mut self, now: Instant, kind: LookupKind) -> Result<LookupId, Busy> {
+    fn bootstrap_lookup(
+        &mut self,
+        now: Instant,
+        kind: LookupKind,
+        routers: &[SocketAddrV4],
+    ) -> Result<LookupId, Busy> {
         let own = self.id();
-        let routers = self.routers.clone();
         let slot = self.start(own, kind)?;
         if let Some(Some(lk)) = self.lookups.get_mut(slot) {
             for &addr in routers.iter().take(LOOKUP_WIDTH) {
@@ -638,7 +642,8 @@ impl<'s> Dht<'s> {
         }
         if let Some(at) = self.rebootstrap_at.filter(|at| now >= *at) {
             if self.table.len() < K {
-                let _ = self.bootstrap_lookup(now, LookupKind::Quiet);
+                let routers = self.routers.clone();
+                let _ = self.bootstrap_lookup(now, LookupKind::Quiet, &routers);
                 self.rebootstrap_at = Some(at.max(now).add_millis(BOOTSTRAP_RETRY.millis()));
             } else {
                 self.rebootstrap_at = None;

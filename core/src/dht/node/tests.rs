@@ -363,13 +363,133 @@ fn dht_node_lookup_bounded_alpha_and_timeouts() {
     assert_eq!(sent.len(), ALPHA, "alpha queries in flight");
     // Nobody answers: after each timeout the next alpha go out, then done.
     let mut total = sent.len();
-    for _ in 0..10 {
+    let mut events = Vec::new();
+    while !events.iter().any(|e| matches!(e, Event::LookupDone { .. })) {
         let now = d.poll_timeout().unwrap();
         d.handle_timeout(now);
         total += drain(&mut d, now).len();
+        events.extend(core::iter::from_fn(|| d.poll_event()));
     }
     assert_eq!(total, 10);
-    let ev: Vec<_> = core::iter::from_fn(|| d.poll_event()).collect();
-    assert!(ev.iter().any(|e| matches!(e, Event::LookupDone { lookup, messages: 10, responded: 0, .. } if *lookup == lid)));
+    assert!(events.iter().any(|e| matches!(e, Event::LookupDone { lookup, messages: 10, responded: 0, .. } if *lookup == lid)));
     assert_eq!(d.stats().timeouts, 10);
+    // The table is still empty: the routers are tried again after BOOTSTRAP_RETRY.
+    let retry = T0.add_millis(BOOTSTRAP_RETRY.millis());
+    assert_eq!(d.poll_timeout(), Some(retry));
+    d.handle_timeout(retry);
+    assert_eq!(drain(&mut d, retry).len(), ALPHA);
+}
+
+/// Answers the one outstanding ping `d` sent to `to` as node `id`.
+fn answer_ping(
+    d: &mut Dht<'_>,
+    out: &[(SocketAddrV4, Vec<u8>)],
+    to: SocketAddrV4,
+    id: NodeId,
+    now: Instant,
+) {
+    let (_, ping) = out
+        .iter()
+        .find(|(t, b)| {
+            *t == to
+                && matches!(
+                    body(b),
+                    Body::Query {
+                        query: Query::Ping,
+                        ..
+                    }
+                )
+        })
+        .expect("a ping");
+    let mut toks = [Token::EMPTY; 64];
+    let tid = krpc::decode(ping, &mut toks).unwrap().tid.to_vec();
+    let mut buf = [0u8; 100];
+    let parts = ResponseParts {
+        id,
+        nodes: None,
+        values: None::<core::iter::Empty<_>>,
+        token: None,
+    };
+    let n = krpc::encode_response(&tid, false, parts, &mut buf).unwrap();
+    d.handle_datagram(now, to, &buf[..n]);
+}
+
+#[test]
+fn dht_node_bep42_enforced_for_public_addresses_only() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    // BEP 42 vector: 124.31.75.21 with r = 1.
+    let public = SocketAddrV4::new(Ipv4Addr::new(124, 31, 75, 21), 6881);
+    let good = bep42::generate(*public.ip(), [0x01; 20]);
+    let bad = NodeId([0x02; 20]);
+    assert!(!bep42::is_valid(&bad, *public.ip()));
+    d.add_node(T0, public);
+    let out = drain(&mut d, T0);
+    answer_ping(&mut d, &out, public, bad, T0);
+    assert!(!d.table().contains(&bad));
+    assert_eq!(d.stats().bep42_refused, 1);
+    d.add_node(T0, public);
+    let out = drain(&mut d, T0);
+    answer_ping(&mut d, &out, public, good, T0);
+    assert!(d.table().contains(&good));
+    // Loopback: any id.
+    d.add_node(T0, a(9, 9));
+    let out = drain(&mut d, T0);
+    answer_ping(&mut d, &out, a(9, 9), bad, T0);
+    assert!(d.table().contains(&bad));
+}
+
+#[test]
+fn dht_node_questionable_ping_and_bucket_refresh_after_15_minutes() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    let peer = a(2, 2);
+    let pid = NodeId([0x80; 20]);
+    d.add_node(T0, peer);
+    let out = drain(&mut d, T0);
+    answer_ping(&mut d, &out, peer, pid, T0);
+    assert!(d.table().contains(&pid));
+    let fifteen = super::super::table::QUESTIONABLE_AFTER.millis();
+    // Before 15 minutes nothing but token rotations happens.
+    let due = d.poll_timeout().unwrap();
+    assert!(due <= T0.add_millis(fifteen));
+    let mut now = due;
+    while now < T0.add_millis(fifteen) {
+        d.handle_timeout(now);
+        assert!(drain(&mut d, now).is_empty(), "nothing sent at {now:?}");
+        now = d.poll_timeout().unwrap();
+    }
+    // At 15 minutes: a ping to the questionable node and a refresh
+    // find_node for a random id in its bucket.
+    assert_eq!(now, T0.add_millis(fifteen));
+    d.handle_timeout(now);
+    let out = drain(&mut d, now);
+    assert!(out.iter().any(|(t, b)| *t == peer
+        && matches!(
+            body(b),
+            Body::Query {
+                query: Query::Ping,
+                ..
+            }
+        )));
+    let refresh = out.iter().find_map(|(t, b)| match body(b) {
+        Body::Query {
+            query: Query::FindNode { target },
+            ..
+        } if *t == peer => Some(target),
+        _ => None,
+    });
+    let target = refresh.expect("a refresh lookup");
+    assert_eq!(d.table().bucket_of(&target), d.table().bucket_of(&pid));
+    assert_ne!(target, pid);
+    // No answer: two failures make it bad, and it is not offered again.
+    let later = now.add_millis(Config::default().query_timeout.millis());
+    d.handle_timeout(later);
+    assert_eq!(d.stats().timeouts, 2);
+    let mut near = [(NodeId::default(), a(0, 0)); 1];
+    assert_eq!(
+        d.table().closest(&pid, &mut near),
+        0,
+        "bad nodes are not handed out"
+    );
 }
