@@ -37,7 +37,7 @@ fn same(a: &Message<'_>, b: &Message<'_>) -> bool {
                 (None, None) => true,
                 _ => false,
             };
-            x.id == y.id && x.nodes == y.nodes && x.token == y.token && vals_eq
+            x.id == y.id && x.nodes == y.nodes && x.token == y.token && x.ip == y.ip && vals_eq
         }
         (x, y) => x == y,
     }

@@ -9,7 +9,7 @@
 //! (with `implied_port`), any other query name as [`Query::Unknown`] (a node
 //! answers it with error 204); responses with `id`, `nodes` (compact, 26
 //! bytes per node), `values` (compact IPv4 peers, 6 bytes each) and `token`;
-//! errors `[code, message]`. Ignored: every other key (`v`, `ip`, `p`, `bs`,
+//! errors `[code, message]`; a response's top-level `ip` (BEP 42). Ignored: every other key (`v`, `ip`, `p`, `bs`,
 //! `nodes6`, `want`, …) and `values` entries that are not 6 bytes (IPv6).
 //! `ro` (BEP 43, read-only node) is kept.
 //!
@@ -133,6 +133,9 @@ pub struct Response<'a> {
     pub values: Option<Values<'a>>,
     /// `token`: write token for a later announce_peer.
     pub token: Option<&'a [u8]>,
+    /// Top-level `ip` (BEP 42): the address the responder saw us at
+    /// (compact IPv4; other lengths are ignored).
+    pub ip: Option<SocketAddrV4>,
 }
 
 /// A `nodes` string: whole 26-byte compact nodes.
@@ -349,7 +352,14 @@ pub fn decode<'a>(input: &'a [u8], tokens: &mut [Token]) -> Result<Message<'a>, 
     let y = need(root, "y")?;
     let body = match bytes(y, "y", usize::MAX)? {
         b"q" => decode_query(root)?,
-        b"r" => Body::Response(decode_response(dict(need(root, "r")?, "r")?)?),
+        b"r" => {
+            let mut r = decode_response(dict(need(root, "r")?, "r")?)?;
+            r.ip = root
+                .get(b"ip")
+                .and_then(|v| v.as_bytes())
+                .and_then(peer_from_compact);
+            Body::Response(r)
+        }
         b"e" => decode_error(need(root, "e")?)?,
         _ => return fail(ErrorKind::UnknownType, y.offset()),
     };
@@ -434,6 +444,7 @@ fn decode_response<'a>(r: Value<'a, '_>) -> Result<Response<'a>, Error> {
         nodes,
         values,
         token,
+        ip: None,
     })
 }
 
@@ -480,6 +491,8 @@ pub struct ResponseParts<'a, V> {
     pub values: Option<V>,
     /// Write token.
     pub token: Option<&'a [u8]>,
+    /// The requester's address as we saw it (BEP 42 `ip`).
+    pub ip: Option<SocketAddrV4>,
 }
 
 type W<'b> = Encoder<'static, SliceWriter<'b>>;
@@ -523,6 +536,7 @@ pub fn encode(msg: &Message<'_>, out: &mut [u8]) -> Result<usize, EncodeErrorKin
                 nodes: r.nodes.map(|n| n.as_bytes()),
                 values: r.values.map(|v| v.iter()),
                 token: r.token,
+                ip: r.ip,
             },
             out,
         ),
@@ -593,6 +607,9 @@ where
     V: Iterator<Item = SocketAddrV4>,
 {
     let mut e = begin(out)?;
+    if let Some(ip) = parts.ip {
+        put(&mut e, b"ip", &peer_to_compact(&ip))?;
+    }
     e.key(b"r")?;
     e.begin_dict()?;
     put(&mut e, b"id", &parts.id.0)?;

@@ -65,6 +65,9 @@ pub const TOKEN_LEN: usize = 8;
 pub const MAX_ROUTERS: usize = 8;
 /// While the table holds fewer than [`K`] nodes, bootstrap again this often.
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
+/// BEP 42: agreeing `ip` reports in a row before [`Dht::external_ip`]
+/// trusts them.
+pub const EXTERNAL_IP_VOTES: u8 = 3;
 /// Peers stored per info-hash (the oldest is replaced beyond that).
 pub const MAX_PEERS_PER_INFO_HASH: usize = 100;
 
@@ -308,6 +311,7 @@ pub struct Dht<'s> {
     next_lookup: u32,
     routers: heapless::Vec<SocketAddrV4, MAX_ROUTERS>,
     rebootstrap_at: Option<Instant>,
+    ip_votes: Option<(Ipv4Addr, u8)>,
     stats: Stats,
 }
 
@@ -345,6 +349,7 @@ impl<'s> Dht<'s> {
             next_lookup: 0,
             routers: heapless::Vec::new(),
             rebootstrap_at: None,
+            ip_votes: None,
             stats: Stats::default(),
         }
     }
@@ -357,6 +362,15 @@ impl<'s> Dht<'s> {
     /// The routing table (read-only; e.g. to save it).
     pub fn table(&self) -> &RoutingTable<'s> {
         &self.table
+    }
+
+    /// Our public IPv4 address as responders report it (BEP 42 `ip`),
+    /// once [`EXTERNAL_IP_VOTES`] replies in a row agree: the shell can then
+    /// pick a BEP 42 id with [`bep42::generate`].
+    pub fn external_ip(&self) -> Option<Ipv4Addr> {
+        self.ip_votes
+            .filter(|(_, n)| *n >= EXTERNAL_IP_VOTES)
+            .map(|(ip, _)| ip)
     }
 
     /// Counters.
@@ -603,6 +617,12 @@ impl<'s> Dht<'s> {
             self.table.failed(from);
             self.lookup_failed(now, f.purpose, from);
             return;
+        }
+        if let Some(ip) = r.ip {
+            self.ip_votes = match self.ip_votes {
+                Some((v, n)) if v == *ip.ip() => Some((v, n.saturating_add(1))),
+                _ => Some((*ip.ip(), 1)),
+            };
         }
         if self.bep42_ok(&r.id, from) {
             if let Insert::Full(Some((qid, qaddr))) = self.table.insert(r.id, from, now) {
@@ -851,6 +871,7 @@ impl<'s> Dht<'s> {
                     nodes: None,
                     values: None::<core::iter::Empty<SocketAddrV4>>,
                     token: None,
+                    ip: Some(to),
                 };
                 let n = krpc::encode_response(tid, false, parts, buf).ok()?;
                 return self.capped(n, budget);
@@ -893,6 +914,7 @@ impl<'s> Dht<'s> {
                     .filter(|_| stored > 0)
                     .map(|ih| self.stored_peers(&ih, now).take(n_values)),
                 token: token.as_ref().map(|t| t.as_slice()),
+                ip: Some(to),
             };
             let n = krpc::encode_response(tid, false, parts, buf).ok()?;
             if n <= budget {

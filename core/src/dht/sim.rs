@@ -191,6 +191,7 @@ impl Sim {
                     nodes: Some(&nodes[..]),
                     values: None::<core::iter::Empty<_>>,
                     token: Some(&b"tok"[..]),
+                    ip: None,
                 };
                 krpc::encode_response(m.tid, false, parts, &mut out).unwrap()
             }

@@ -147,6 +147,7 @@ fn dht_krpc_nodes_compact_26_bytes() {
             nodes: Some(&nodes),
             values: None::<core::iter::Empty<_>>,
             token: None,
+            ip: None,
         },
         &mut out,
     )
@@ -369,4 +370,20 @@ fn dht_krpc_encode_small_buffer_is_typed() {
             Err(EncodeErrorKind::BufferFull)
         );
     }
+}
+
+#[test]
+fn dht_krpc_response_ip_bep42() {
+    let r = b"d2:ip6:\x7c\x1f\x4b\x15\x1a\xe11:rd2:id20:abcdefghij0123456789e1:t2:aa1:y1:re";
+    let Body::Response(resp) = dec(r).unwrap().body else {
+        panic!()
+    };
+    assert_eq!(resp.ip, Some("124.31.75.21:6881".parse().unwrap()));
+    assert_eq!(reencode(r), r);
+    // An IPv6 `ip` (18 bytes) is ignored, not an error.
+    let v6 = b"d2:ip18:0123456789abcdefgh1:rd2:id20:abcdefghij0123456789e1:t2:aa1:y1:re";
+    let Body::Response(resp) = dec(v6).unwrap().body else {
+        panic!()
+    };
+    assert_eq!(resp.ip, None);
 }

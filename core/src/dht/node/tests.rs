@@ -134,6 +134,7 @@ fn dht_node_answers_ping_and_verifies_newcomer_before_table() {
         nodes: None,
         values: None::<core::iter::Empty<_>>,
         token: None,
+        ip: None,
     };
     let n = krpc::encode_response(&tid, false, parts(pid), &mut buf).unwrap();
     d.handle_datagram(T0, a(2, 7001), &buf[..n]);
@@ -166,6 +167,7 @@ fn dht_node_id_mismatch_is_refused() {
         nodes: None,
         values: None::<core::iter::Empty<_>>,
         token: None,
+        ip: None,
     };
     let n = krpc::encode_response(&tid, false, parts, &mut buf).unwrap();
     d.handle_datagram(T0, peer, &buf[..n]);
@@ -409,6 +411,7 @@ fn answer_ping(
         nodes: None,
         values: None::<core::iter::Empty<_>>,
         token: None,
+        ip: None,
     };
     let n = krpc::encode_response(&tid, false, parts, &mut buf).unwrap();
     d.handle_datagram(now, to, &buf[..n]);
@@ -492,4 +495,44 @@ fn dht_node_questionable_ping_and_bucket_refresh_after_15_minutes() {
         0,
         "bad nodes are not handed out"
     );
+}
+
+#[test]
+fn dht_node_replies_carry_requester_ip_and_votes_set_external_ip() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    let peer = a(2, 4444);
+    d.handle_datagram(T0, peer, &query(b"p1", NodeId([2; 20]), Query::Ping));
+    let rep = reply_to(&drain(&mut d, T0), peer);
+    let Body::Response(r) = body(&rep) else {
+        panic!()
+    };
+    assert_eq!(r.ip, Some(peer));
+    // Three agreeing reports set our external IP; a dissenting one resets.
+    let me = SocketAddrV4::new(Ipv4Addr::new(124, 31, 75, 21), 1);
+    let report = |d: &mut Dht<'_>, from: SocketAddrV4, ip: SocketAddrV4| {
+        d.add_node(T0, from);
+        let out = drain(d, T0);
+        let (_, ping) = out.iter().find(|(t, _)| *t == from).unwrap();
+        let mut toks = [Token::EMPTY; 64];
+        let tid = krpc::decode(ping, &mut toks).unwrap().tid.to_vec();
+        let mut buf = [0u8; 128];
+        let id = NodeId([from.ip().octets()[3]; 20]);
+        let parts = ResponseParts {
+            id,
+            nodes: None,
+            values: None::<core::iter::Empty<_>>,
+            token: None,
+            ip: Some(ip),
+        };
+        let n = krpc::encode_response(&tid, false, parts, &mut buf).unwrap();
+        d.handle_datagram(T0, from, &buf[..n]);
+    };
+    report(&mut d, a(10, 1), me);
+    report(&mut d, a(11, 1), me);
+    assert_eq!(d.external_ip(), None);
+    report(&mut d, a(12, 1), me);
+    assert_eq!(d.external_ip(), Some(*me.ip()));
+    report(&mut d, a(13, 1), a(99, 1));
+    assert_eq!(d.external_ip(), None);
 }
