@@ -65,6 +65,8 @@ pub const TOKEN_LEN: usize = 8;
 pub const MAX_ROUTERS: usize = 8;
 /// While the table holds fewer than [`K`] nodes, bootstrap again this often.
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
+/// A lookup that could not send (queues full) tries again this much later.
+pub const SEND_RETRY: Duration = Duration::from_millis(100);
 /// BEP 42: agreeing `ip` reports in a row before [`Dht::external_ip`]
 /// trusts them.
 pub const EXTERNAL_IP_VOTES: u8 = 3;
@@ -312,6 +314,7 @@ pub struct Dht<'s> {
     routers: heapless::Vec<SocketAddrV4, MAX_ROUTERS>,
     rebootstrap_at: Option<Instant>,
     ip_votes: Option<(Ipv4Addr, u8)>,
+    retry_at: Option<Instant>,
     stats: Stats,
 }
 
@@ -350,6 +353,7 @@ impl<'s> Dht<'s> {
             routers: heapless::Vec::new(),
             rebootstrap_at: None,
             ip_votes: None,
+            retry_at: None,
             stats: Stats::default(),
         }
     }
@@ -639,6 +643,9 @@ impl<'s> Dht<'s> {
     /// Handles timers due at `now`: query timeouts, token rotation, table
     /// maintenance (questionable pings, bucket refreshes).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|r| r <= now) {
+            self.retry_at = None;
+        }
         let mut i = 0;
         while let Some(f) = self.inflight.get(i).copied() {
             if f.deadline <= now {
@@ -688,10 +695,16 @@ impl<'s> Dht<'s> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let inflight = self.inflight.iter().map(|f| f.deadline).min();
         let table = self.table.next_due();
-        [inflight, table, Some(self.rotate_at), self.rebootstrap_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            inflight,
+            table,
+            Some(self.rotate_at),
+            self.rebootstrap_at,
+            self.retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next datagram to send, written into `buf` (give it
@@ -1053,7 +1066,8 @@ impl<'s> Dht<'s> {
                     };
                     let purpose = Purpose::Lookup(slot, lk.id.0);
                     if !self.send_query(now, to, expected, q, purpose) {
-                        // No room to send now: retry on the next timeout.
+                        // No room to send now: retry shortly.
+                        self.retry_at = Some(now.add_millis(SEND_RETRY.millis()));
                         if let Some(c) = self
                             .lookups
                             .get_mut(slot)

@@ -536,3 +536,42 @@ fn dht_node_replies_carry_requester_ip_and_votes_set_external_ip() {
     report(&mut d, a(13, 1), a(99, 1));
     assert_eq!(d.external_ip(), None);
 }
+
+#[test]
+fn dht_node_memory_footprint() {
+    // The node's own state (the table and peer store are the caller's).
+    let size = core::mem::size_of::<Dht<'static>>();
+    std::println!(
+        "Dht: {size} bytes; NodeSlot: {} bytes; PeerSlot: {} bytes",
+        core::mem::size_of::<NodeSlot>(),
+        core::mem::size_of::<PeerSlot>()
+    );
+    assert!(size < 64 * 1024, "{size}");
+}
+
+#[test]
+fn dht_node_lookup_waits_when_queues_are_full_then_resumes() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    // Fill the send queue with replies nobody drains.
+    for i in 0..MAX_QUEUED as u16 + 5 {
+        d.handle_datagram(
+            T0,
+            a(3, 100 + i),
+            &query(b"q", NodeId([3; 20]), Query::Unknown { method: b"x" }),
+        );
+    }
+    assert!(d.stats().queue_full > 0);
+    let lid = d.bootstrap(T0, &[a(60, 1)]).unwrap();
+    // Nothing queued for the router yet.
+    let out = drain(&mut d, T0);
+    assert!(!out.iter().any(|(t, _)| *t == a(60, 1)));
+    let retry = d.poll_timeout().unwrap();
+    assert_eq!(retry, T0.add_millis(SEND_RETRY.millis()));
+    d.handle_timeout(retry);
+    let out = drain(&mut d, retry);
+    assert!(
+        out.iter().any(|(t, _)| *t == a(60, 1)),
+        "lookup {lid:?} resumed"
+    );
+}
