@@ -759,7 +759,7 @@ impl<'s> Dht<'s> {
             || token == Self::make_token(&self.prev_secret, ip, ih)
     }
 
-    fn store_peer(&mut self, now: Instant, ih: InfoHash, addr: SocketAddrV4) {
+    pub(crate) fn store_peer(&mut self, now: Instant, ih: InfoHash, addr: SocketAddrV4) {
         if addr.port() == 0 || addr.ip().is_unspecified() {
             return;
         }
