@@ -387,3 +387,62 @@ fn dht_krpc_response_ip_bep42() {
     };
     assert_eq!(resp.ip, None);
 }
+
+/// Datagrams captured from python3-libtorrent 2.0.8 on 127.0.0.1 (our
+/// socket at 127.0.0.1:47612 asking, the node id `LT_ID`): they carry `ip`,
+/// `p` and `v`, errors carry an `r` too, and `nodes` lists the asker itself.
+const LT_ID: [u8; 20] = *b"L\xad\xcd],\x87uO\xdd\xbc\xd6\xbf\x1a\x8d\x8d\xd8=\x13Xn";
+static LT_PING: &[u8] = b"d2:ip6:\x7f\x00\x00\x01\xb9\xfc1:rd2:id20:L\xad\xcd],\x87uO\xdd\xbc\xd6\xbf\x1a\x8d\x8d\xd8=\x13Xn1:pi47612ee1:t2:aa1:v4:LT\x02\x081:y1:re";
+static LT_GET_PEERS_VALUES: &[u8] = b"d2:ip6:\x7f\x00\x00\x01\xb9\xfc1:rd2:id20:L\xad\xcd],\x87uO\xdd\xbc\xd6\xbf\x1a\x8d\x8d\xd8=\x13Xn5:nodes26:abcdefghij0123456789\x7f\x00\x00\x01\xb9\xfc1:pi47612e5:token4:\x1c~\xaf\x006:valuesl6:\x7f\x00\x00\x01\xb9\xfcee1:t2:ae1:v4:LT\x02\x081:y1:re";
+static LT_BAD_TOKEN: &[u8] = b"d1:eli203e13:invalid tokene2:ip6:\x7f\x00\x00\x01\xb9\xfc1:rd2:id20:L\xad\xcd],\x87uO\xdd\xbc\xd6\xbf\x1a\x8d\x8d\xd8=\x13Xn1:pi47612ee1:t2:af1:v4:LT\x02\x081:y1:ee";
+/// libtorrent's first bootstrap query: get_peers with `bs`.
+static LT_BOOTSTRAP_QUERY: &[u8] = b"d1:ad2:bsi1e2:id20:z\x98\xab\xcbQ\xb6-\x0e\x96-\xfe\xc1\xa1l\xc0\xcd Z;[9:info_hash20:z\x98\xab\xcbQ\xb6-\x0e\x96-\xfe\xc1x\x1e\xf8\xb8;<\xf0\x1ee1:q9:get_peers1:t2:K\x8a1:v4:LT\x02\x081:y1:qe";
+
+#[test]
+fn dht_krpc_decodes_libtorrent_datagrams() {
+    let me: SocketAddrV4 = "127.0.0.1:47612".parse().unwrap();
+    let Body::Response(r) = dec(LT_PING).unwrap().body else {
+        panic!()
+    };
+    assert_eq!((r.id, r.ip), (NodeId(LT_ID), Some(me)));
+    let m = dec(LT_GET_PEERS_VALUES).unwrap();
+    assert_eq!(m.tid, b"ae");
+    let Body::Response(r) = m.body else { panic!() };
+    assert_eq!(r.token, Some(&b"\x1c~\xaf\x00"[..]));
+    assert_eq!(r.values.unwrap().iter().collect::<Vec<_>>(), [me]);
+    assert_eq!(
+        r.nodes.unwrap().iter().collect::<Vec<_>>(),
+        [(NodeId(ID), me)]
+    );
+    assert_eq!(
+        dec(LT_BAD_TOKEN).unwrap().body,
+        Body::Error {
+            code: error_code::PROTOCOL,
+            message: b"invalid token"
+        }
+    );
+    let q = dec(LT_BOOTSTRAP_QUERY).unwrap();
+    assert!(matches!(
+        q.body,
+        Body::Query {
+            query: Query::GetPeers { .. },
+            ..
+        }
+    ));
+    // Re-encoded without the keys we ignore (`p`, `v`, `r` of an error), same message.
+    for lt in [
+        LT_PING,
+        LT_GET_PEERS_VALUES,
+        LT_BAD_TOKEN,
+        LT_BOOTSTRAP_QUERY,
+    ] {
+        let again = reencode(lt);
+        assert!(again.len() < lt.len());
+        assert_eq!(
+            dec(&again).unwrap(),
+            dec(lt).unwrap_or_else(|e| panic!("{e}")).clone(),
+            "{}",
+            String::from_utf8_lossy(lt)
+        );
+    }
+}
