@@ -580,10 +580,10 @@ pub fn encode_query(
                 e.int(1)?;
             }
             put(&mut e, b"info_hash", &info_hash.0)?;
-            if port != 0 {
-                e.key(b"port")?;
-                e.int(i64::from(port))?;
-            }
+            // Always sent, 0 with implied_port: libtorrent refuses an
+            // announce without `port` (error 203 "missing 'port' key").
+            e.key(b"port")?;
+            e.int(i64::from(port))?;
             put(&mut e, b"token", token)?;
             b"announce_peer"
         }

@@ -167,6 +167,8 @@ pub struct Stats {
     pub queries_in: u64,
     /// Responses or errors with no matching query (tid, address).
     pub unsolicited: u64,
+    /// KRPC errors received in reply to our queries.
+    pub errors_in: u64,
     /// Responses whose id was not the one expected.
     pub id_mismatch: u64,
     /// Nodes refused by BEP 42.
@@ -613,6 +615,7 @@ impl<'s> Dht<'s> {
         let f = self.inflight.swap_remove(pos);
         let Some(r) = r else {
             // An error reply: the node is alive but did not help.
+            self.stats.errors_in += 1;
             self.lookup_failed(now, f.purpose, from);
             return;
         };

@@ -446,3 +446,39 @@ fn dht_krpc_decodes_libtorrent_datagrams() {
         );
     }
 }
+
+#[test]
+fn dht_krpc_implied_port_announce_still_sends_port_for_libtorrent() {
+    let q = Query::AnnouncePeer {
+        info_hash: InfoHash(ID2),
+        port: 0,
+        implied_port: true,
+        token: b"tk",
+    };
+    let mut out = [0u8; 256];
+    let n = encode_query(b"aa", false, &NodeId(ID), &q, &mut out).unwrap();
+    let s = &out[..n];
+    assert!(
+        s.windows(9).any(|w| w == b"4:porti0e"),
+        "{}",
+        String::from_utf8_lossy(s)
+    );
+    assert_eq!(
+        dec(s).unwrap().body,
+        Body::Query {
+            id: NodeId(ID),
+            query: q
+        }
+    );
+    // Port 0 without implied_port is refused.
+    let bad = Query::AnnouncePeer {
+        info_hash: InfoHash(ID2),
+        port: 0,
+        implied_port: false,
+        token: b"tk",
+    };
+    assert_eq!(
+        encode_query(b"aa", false, &NodeId(ID), &bad, &mut out),
+        Err(EncodeErrorKind::Invalid)
+    );
+}
