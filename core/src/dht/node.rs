@@ -317,6 +317,7 @@ pub struct Dht<'s> {
     rebootstrap_at: Option<Instant>,
     ip_votes: Option<(Ipv4Addr, u8)>,
     retry_at: Option<Instant>,
+    last_timeout: Instant,
     stats: Stats,
 }
 
@@ -356,6 +357,7 @@ impl<'s> Dht<'s> {
             rebootstrap_at: None,
             ip_votes: None,
             retry_at: None,
+            last_timeout: Instant::ZERO,
             stats: Stats::default(),
         }
     }
@@ -646,6 +648,7 @@ impl<'s> Dht<'s> {
     /// Handles timers due at `now`: query timeouts, token rotation, table
     /// maintenance (questionable pings, bucket refreshes).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_timeout = now;
         if self.retry_at.is_some_and(|r| r <= now) {
             self.retry_at = None;
         }
@@ -697,7 +700,12 @@ impl<'s> Dht<'s> {
     /// When to call [`Dht::handle_timeout`] next (`None`: nothing pending).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let inflight = self.inflight.iter().map(|f| f.deadline).min();
-        let table = self.table.next_due();
+        // Table work that could not start (no lookup slot, too many
+        // queries in flight) waits a little instead of spinning.
+        let table = self
+            .table
+            .next_due()
+            .map(|t| t.max(self.last_timeout.add_millis(SEND_RETRY.millis())));
         [
             inflight,
             table,

@@ -575,3 +575,26 @@ fn dht_node_lookup_waits_when_queues_are_full_then_resumes() {
         "lookup {lid:?} resumed"
     );
 }
+
+#[test]
+fn dht_node_poll_timeout_does_not_spin_when_table_work_is_blocked() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    let peer = a(2, 2);
+    d.add_node(T0, peer);
+    let out = drain(&mut d, T0);
+    answer_ping(&mut d, &out, peer, NodeId([0x80; 20]), T0);
+    // Just before the bucket goes stale, every lookup slot gets busy.
+    let due = T0.add_millis(super::super::table::REFRESH_AFTER.millis());
+    let before = Instant::from_millis(due.millis() - 1);
+    for i in 0..MAX_LOOKUPS as u8 {
+        d.get_peers(before, InfoHash([i; 20])).unwrap();
+    }
+    assert_eq!(d.get_peers(before, IH), Err(Busy::TooManyLookups));
+    drain(&mut d, before);
+    // The bucket is stale, but no refresh lookup can start.
+    d.handle_timeout(due);
+    drain(&mut d, due);
+    let next = d.poll_timeout().unwrap();
+    assert!(next > due, "{next:?} must be after {due:?}");
+}
