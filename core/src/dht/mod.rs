@@ -10,7 +10,13 @@
 //! - [`node`]: the [`Dht`] state machine, its peer store and write tokens.
 //!
 //! Limits: IPv4 only (BEP 32's `nodes6`/IPv6 peers are ignored), no BEP 44
-//! storage, no BEP 51 sampling. Every buffer is handed in by the caller.
+//! storage, no BEP 51 sampling. Every buffer is handed in by the caller:
+//! a [`Dht`] is ~36 KB of its own state (lookups, queues, events) plus
+//! 48 bytes per routing-table slot and 40 per stored peer, all caller-sized.
+//!
+//! Tested by unit tests per module, a 70-node simulation with lossy and
+//! malicious nodes (`sim.rs`), the `krpc` fuzz target, and
+//! `tests/dht_libtorrent.rs` (this node against libtorrent's DHT).
 
 pub mod bep42;
 #[doc(hidden)]
