@@ -598,3 +598,29 @@ fn dht_node_poll_timeout_does_not_spin_when_table_work_is_blocked() {
     let next = d.poll_timeout().unwrap();
     assert!(next > due, "{next:?} must be after {due:?}");
 }
+
+#[test]
+fn dht_node_read_only_mode_sends_ro_and_answers_nothing() {
+    let mut s = store();
+    let config = Config {
+        read_only: true,
+        ..Config::default()
+    };
+    let mut d = Dht::new(
+        config,
+        NodeId([1; 20]),
+        [1; 32],
+        &mut s.nodes,
+        &mut s.peers,
+        T0,
+    );
+    d.handle_datagram(T0, a(2, 2), &query(b"p1", NodeId([2; 20]), Query::Ping));
+    assert!(
+        drain(&mut d, T0).is_empty(),
+        "BEP 43: a read-only node answers no query"
+    );
+    d.bootstrap(T0, &[a(3, 3)]).unwrap();
+    let out = drain(&mut d, T0);
+    let mut toks = [Token::EMPTY; 64];
+    assert!(krpc::decode(&out[0].1, &mut toks).unwrap().read_only);
+}
