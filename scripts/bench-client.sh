@@ -11,6 +11,9 @@
 #   c  libtorrent seeder -> rqbit           (only if `rqbit` is on PATH)
 #   d  libtorrent seeder -> aria2c          (via opentracker over HTTP)
 #   e  our seeder        -> our client      (direct --peer)
+# With OLD_BIN=/path/to/an/older/shell-std, cases a and e also run with
+# that binary (A, E: its own seeder and client) right after the new ones,
+# so old and new alternate in one run.
 # Each leecher runs under /usr/bin/time -v: wall time (process start to
 # exit, tracker/connect/startup included), user+sys CPU, peak RSS.
 # Prints per-run lines and a summary: median and range, MiB/s, ratios.
@@ -22,6 +25,7 @@ PIECE=${PIECE:-1048576}
 CASES=${CASES:-abcde}
 PY=/usr/bin/python3
 BIN=$PWD/target/release/shell-std
+OLD_BIN=${OLD_BIN:-}
 LT=$PWD/tests/py/lt_swarm.py
 
 cargo build --release -p shell-std >/dev/null
@@ -60,6 +64,12 @@ OUR_PORT=$(port)
 "$BIN" client seed "$W/t.torrent" --data "$W/src/data.bin" --skip-verify --quiet \
   --no-trackers --listen "127.0.0.1:$OUR_PORT" >"$W/our-seed.log" 2>&1 &
 pids+=($!)
+if [ -n "$OLD_BIN" ]; then
+  OLD_PORT=$(port)
+  "$OLD_BIN" client seed "$W/t.torrent" --data "$W/src/data.bin" --skip-verify --quiet \
+    --no-trackers --listen "127.0.0.1:$OLD_PORT" >"$W/old-seed.log" 2>&1 &
+  pids+=($!)
+fi
 sleep 3
 cat "$W/src/data.bin" > /dev/null   # warm the page cache for both seeders
 
@@ -67,7 +77,7 @@ RESULTS=$W/results.txt
 : > "$RESULTS"
 measure() { # name cmd...
   local name=$1; shift
-  case $CASES in *"$name"*) ;; *) return 0 ;; esac
+  case $CASES in *"${name,,}"*) ;; *) return 0 ;; esac
   rm -rf "$W/out"; mkdir -p "$W/out"
   sync; sleep 1
   if ! timeout 120 /usr/bin/time -v -o "$W/time.txt" "$@" >"$W/run.log" 2>&1; then
@@ -91,6 +101,10 @@ for r in $(seq 1 "$RUNS"); do
   echo "==> round $r/$RUNS"
   measure a "$BIN" client download "$W/t.torrent" --out "$W/out" --peer "127.0.0.1:$LT_PORT" \
     --no-trackers --no-seed --quiet --listen 127.0.0.1:0
+  if [ -n "$OLD_BIN" ]; then
+    measure A "$OLD_BIN" client download "$W/t.torrent" --out "$W/out" --peer "127.0.0.1:$LT_PORT" \
+      --no-trackers --no-seed --quiet --listen 127.0.0.1:0
+  fi
   measure b $PY "$LT" leech "$W/t.torrent" "$W/out" "$(port)" --connect "127.0.0.1:$LT_PORT" \
     --max-seconds 120
   if command -v rqbit >/dev/null && [[ $CASES == *c* ]]; then
@@ -107,6 +121,10 @@ for r in $(seq 1 "$RUNS"); do
     --bt-tracker-interval=1 "$W/t.torrent"
   measure e "$BIN" client download "$W/t.torrent" --out "$W/out" --peer "127.0.0.1:$OUR_PORT" \
     --no-trackers --no-seed --quiet --listen 127.0.0.1:0
+  if [ -n "$OLD_BIN" ]; then
+    measure E "$OLD_BIN" client download "$W/t.torrent" --out "$W/out" --peer "127.0.0.1:$OLD_PORT" \
+      --no-trackers --no-seed --quiet --listen 127.0.0.1:0
+  fi
 done
 command -v rqbit >/dev/null || echo "(c) skipped: rqbit is not installed"
 
@@ -116,9 +134,10 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 size = float(sys.argv[2])
 names = {"a": "lt seeder -> our client", "b": "lt seeder -> lt leecher", "c": "lt seeder -> rqbit",
-         "d": "lt seeder -> aria2c", "e": "our seeder -> our client"}
+         "d": "lt seeder -> aria2c", "e": "our seeder -> our client",
+         "A": "lt seeder -> OLD client", "E": "OLD seeder -> OLD client"}
 med = {}
-for k in "abcde":
+for k in "aAbcdeE":
     rs = [r for r in rows if r[0] == k]
     if not rs:
         continue
@@ -134,4 +153,7 @@ if "a" in med and "d" in med:
     print("ratio a/d (ours vs aria2c): %.2f" % (med["a"] / med["d"]))
 if "e" in med:
     print("e: %.0f MiB/s (goal >= 600)" % med["e"])
+for new, old in (("a", "A"), ("e", "E")):
+    if new in med and old in med:
+        print("ratio %s/%s (new vs old binary): %.3f" % (new, old, med[new] / med[old]))
 PY

@@ -956,8 +956,22 @@ fn piece_hashes(data: &[u8], piece_len: u32) -> String {
 }
 
 /// Waits until the UDP tracker on `port` counts at least `n` seeders of
-/// `info_hash` (BEP 15 scrape, hand-encoded).
+/// `info_hash`.
 fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
+    wait_for_scrape(port, info_hash, &format!("{n} seeders"), |c| c.seeders >= n);
+}
+
+/// One torrent's counts in a BEP 15 scrape reply.
+#[derive(Clone, Copy, Debug)]
+struct Scraped {
+    seeders: u32,
+    completed: u32,
+    leechers: u32,
+}
+
+/// Waits until a BEP 15 scrape (hand-encoded) of `info_hash` at the UDP
+/// tracker on `port` satisfies `ok` (`what` names it for the failure).
+fn wait_for_scrape(port: u16, info_hash: &[u8; 20], what: &str, ok: impl Fn(Scraped) -> bool) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -977,9 +991,14 @@ fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
             sc.extend_from_slice(info_hash);
             if s.send(&sc).is_ok() {
                 if let Ok(20) = s.recv(&mut buf) {
-                    let seeders = u32::from_be_bytes(buf[8..12].try_into().unwrap());
-                    last = Some(seeders);
-                    if buf[3] == 2 && seeders >= n {
+                    let word = |o: usize| u32::from_be_bytes(buf[o..o + 4].try_into().unwrap());
+                    let c = Scraped {
+                        seeders: word(8),
+                        completed: word(12),
+                        leechers: word(16),
+                    };
+                    last = Some(c);
+                    if buf[3] == 2 && ok(c) {
                         return;
                     }
                 }
@@ -987,7 +1006,7 @@ fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    panic!("the tracker on {port} never counted {n} seeders (last scrape: {last:?})");
+    panic!("the tracker on {port} never counted {what} (last scrape: {last:?})");
 }
 
 /// Which tracker the job test runs against.
@@ -1126,6 +1145,7 @@ fn bittorrent_job(kind: TrackerKind) {
     assert!(run.stdout.contains("result: ok"));
     assert!(run.stdout.contains("announce: ok event=started"));
     assert!(run.stdout.contains("announce: ok event=completed"));
+    assert!(run.stdout.contains("announce: ok event=stopped"));
     assert_eq!(
         run.figure("download: ok", "bytes"),
         Some(TORRENT_LEN as u64)
@@ -1134,6 +1154,18 @@ fn bittorrent_job(kind: TrackerKind) {
     assert_eq!(run.figure("download: ok", "rejected"), Some(0));
     assert_eq!(run.figure("seed: ok", "leecher_complete"), Some(1));
     assert!(run.figure("seed: ok", "uploaded").unwrap() >= TORRENT_LEN as u64);
+    // BEP 3: the firmware's `completed` was counted, and its `stopped`
+    // took it out of the swarm: only the libtorrent seeder is left (the
+    // leecher uses no tracker).
+    let ih_bytes = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
+        .unwrap()
+        .0;
+    wait_for_scrape(
+        tracker_port,
+        &ih_bytes,
+        "the firmware completed and gone",
+        |c| c.seeders == 1 && c.completed >= 1 && c.leechers == 0,
+    );
     // The leecher got every byte from the firmware, and only from it.
     assert!(
         leecher.wait_line("DONE", Duration::from_secs(10)).is_some(),
@@ -1174,6 +1206,12 @@ fn qemu_bittorrent_rejects_a_corrupt_piece_opentracker() {
         None,
     );
     assert_eq!(run.code, Some(1), "a corrupt piece must fail the run");
+    // Failed, it still leaves the swarm (BEP 3 `stopped`).
+    assert!(
+        run.stdout.contains("announce: ok event=stopped"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains(&format!(
             "peer: 10.0.2.2:{bad_port} banned: sent a bad piece"

@@ -330,3 +330,5 @@ pub fn bitfield(data: &[u8]) {
         assert_eq!(bf.count(), set);
     }
 }
+
+pub use crate::wire::fuzzing::{fuzz_ut_metadata as ut_metadata, fuzz_ut_pex as ut_pex};

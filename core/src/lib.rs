@@ -20,7 +20,8 @@
 //! - [`tracker`]: UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 48) tracker
 //!   protocols: codecs, stateless UDP server triage, sans-IO UDP client.
 //! - [`wire`]: the peer-wire protocol (BEP 3, 6, 10): handshake, messages,
-//!   a streaming framer, the extension handshake.
+//!   a streaming framer, the extension handshake; metadata exchange (BEP 9)
+//!   and peer exchange (BEP 11).
 //! - [`pieces`]: bitfields, availability, the piece picker, block requests
 //!   and SHA-1 piece verification, in caller-provided storage.
 //! - [`peer`]: the sans-IO peer session (choke/interest, pipelining,
@@ -30,6 +31,7 @@
 //!   picker, choker, verify → ban policy, fan-out of haves and cancels.
 //! - [`dht`]: the Mainline DHT (BEP 5, 42): KRPC codec, k-bucket routing
 //!   table, sans-IO node with lookups, peer store and write tokens.
+//! - [`rand`]: a small seeded PRNG (the core reads no entropy).
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
 #![no_std]
@@ -68,6 +70,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod percent;
 pub mod pieces;
+pub mod rand;
 pub mod time;
 pub mod torrent;
 pub mod tracker;

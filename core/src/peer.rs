@@ -38,12 +38,18 @@
 //! - BEP 6 messages when the fast extension was not negotiated;
 //! - no message for [`PeerConfig::inactivity_timeout_ms`];
 //! - more than [`OUT_QUEUE_LEN`] control messages waiting to be sent.
+//!
+//! [`UploadQueue`] holds the requests a peer made of us until the shell
+//! serves them (bounded; cancel; BEP 6 rejects on choke and on overflow).
 
 use core::fmt;
 
 use crate::pieces::{Bitfield, BlockRequest, PeerKey, Picker, PickerStorage, Received};
 use crate::time::Instant;
 use crate::wire::{check_bitfield, Message, WireError, BLOCK_LEN};
+
+mod upload;
+pub use upload::{Drain, Rejected, UploadQueue};
 
 /// Control messages waiting for [`PeerSession::poll_transmit`].
 pub const OUT_QUEUE_LEN: usize = 64;
@@ -604,7 +610,10 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
         }
         // Requests only once control messages are out (interested first).
         if self.out.is_empty() && self.am_interested && !self.peer_choking {
-            while picker.in_flight(self.key) < self.pipeline() {
+            // Counted once: each pick below adds one (the picker checks its
+            // own bound too).
+            let mut in_flight = picker.in_flight(self.key);
+            while in_flight < self.pipeline() {
                 let room = buf.get_mut(n..).unwrap_or_default();
                 if room.len() < 17 {
                     break;
@@ -619,6 +628,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
                     length: r.length,
                 };
                 n += m.encode(room).unwrap_or(0);
+                in_flight += 1;
             }
         }
         if n == 0 && now.saturating_duration_since(self.last_send).millis() >= self.cfg.keepalive_ms

@@ -27,6 +27,8 @@ fn dispatch(target: &str, data: &[u8]) {
         "extension_handshake" => f::extension_handshake(data),
         "bitfield" => f::bitfield(data),
         "tracker_url" => f::tracker_url(data),
+        "ut_metadata" => f::ut_metadata(data),
+        "ut_pex" => f::ut_pex(data),
         "krpc" => f::krpc(data),
         other => panic!("unknown fuzz target {other}"),
     }
@@ -61,5 +63,8 @@ fn replay_seed_corpora() {
         assert!(seeds > 0, "empty seed corpus for {target}");
         targets += 1;
     }
-    assert_eq!(targets, 15, "one seed corpus per fuzz target");
+    // As many seed corpora as `[[bin]]` targets in fuzz/Cargo.toml.
+    let manifest = std::fs::read_to_string(corpus.join("../Cargo.toml")).unwrap();
+    let bins = manifest.matches("[[bin]]").count();
+    assert_eq!(targets, bins, "one seed corpus per fuzz target");
 }

@@ -36,10 +36,11 @@
 //!   passive (listen on a port, e.g. [`PEER_PORT`] for seeding); its socket
 //!   can be reused for the next connection (`reconnect`, `relisten`).
 //!
-//! On top of them, [`job`] is the firmware's BitTorrent job: announce,
-//! download and verify a small torrent into RAM, announce `completed`,
-//! seed — all protocol logic from the core, with every limit a named
-//! constant there.
+//! On top of them, [`job`] is the firmware's BitTorrent job, a thin driver
+//! of the core's `Torrent`: announce, download and verify a small torrent
+//! into RAM while serving the pieces it has, announce `completed`, seed,
+//! announce `stopped` — all protocol logic from the core, with every limit
+//! a named constant there.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -77,6 +77,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<shell_std::client::Interrupted>() {
+                // As shells report a process stopped by SIGINT: 128 + 2.
+                eprintln!("{i}");
+                return ExitCode::from(130);
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

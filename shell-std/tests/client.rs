@@ -768,3 +768,287 @@ fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
         "{line}"
     );
 }
+
+/// A second torrent: one file of its own bytes (seed `seed`), 32 KiB
+/// pieces; returns (torrent, its data file).
+fn single_file_fixture(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
+    let data = dir.join(format!("src/one-{seed}.bin"));
+    write_data(&data, 900_000, seed);
+    let torrent = dir.join(format!("one-{seed}.torrent"));
+    run(Command::new(BIN)
+        .args(["create"])
+        .arg(&data)
+        .args([
+            "--tracker",
+            "http://127.0.0.1:9/announce",
+            "--piece-length",
+            "32768",
+            "-o",
+        ])
+        .arg(&torrent));
+    (torrent, data)
+}
+
+fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, String, String) {
+    std::fs::create_dir_all(save).unwrap();
+    run_bounded(
+        Command::new(py)
+            .arg(repo_root().join("tests/py/lt_swarm.py"))
+            .arg("leech")
+            .arg(torrent)
+            .arg(save)
+            .arg(free_port().to_string())
+            .args([
+                "--connect",
+                &format!("127.0.0.1:{connect}"),
+                "--no-trackers",
+                "--max-seconds",
+                "45",
+            ]),
+        Duration::from_secs(60),
+    )
+}
+
+/// Two torrents in one `client download`: each libtorrent seeder seeds one
+/// of them; both `--peer`s are tried for both torrents (a peer that answers
+/// with the other info-hash is simply not that torrent's). Both finish
+/// byte-identical in one process.
+#[test]
+fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (t1, tree) = fixture(d.path(), 32 << 10);
+    let (t2, file) = single_file_fixture(d.path(), 31);
+    let (p1, p2) = (free_port(), free_port());
+    let _s1 = lt_seeder(&py, &t1, &d.path().join("src"), p1);
+    let _s2 = lt_seeder(&py, &t2, &d.path().join("src"), p2);
+    let out = d.path().join("out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", "download"])
+        .arg(&t1)
+        .arg(&t2)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-trackers",
+            "--no-seed",
+            "--quiet",
+        ])
+        .args(["--peer", &format!("127.0.0.1:{p1}")])
+        .args(["--peer", &format!("127.0.0.1:{p2}")]);
+    let (ok, so, se) = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert!(ok, "download failed:\n{so}\n{se}");
+    assert_eq!(so.matches("complete: ").count(), 2, "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+    assert!(
+        std::fs::read(&file).unwrap() == std::fs::read(out.join("one-31.bin")).unwrap(),
+        "second torrent differs"
+    );
+}
+
+/// One seeder process, two torrents, one listening port: two libtorrent
+/// leechers, one per torrent, connect to that port; the session reads each
+/// handshake and routes it by info-hash before answering. Both finish.
+#[test]
+fn libtorrent_leechers_of_two_torrents_through_one_listener() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (t1, tree) = fixture(d.path(), 32 << 10);
+    let (t2, file) = single_file_fixture(d.path(), 32);
+    let port = free_port();
+    let seed = Proc::spawn(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&t1)
+            .arg(&t2)
+            .arg("--data")
+            .arg(&tree)
+            .arg("--data")
+            .arg(&file)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+            ]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let (a, b) = (d.path().join("lt1"), d.path().join("lt2"));
+    let (r1, r2) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| lt_leech(&py, &t1, &a, port));
+        let h2 = s.spawn(|| lt_leech(&py, &t2, &b, port));
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    assert!(
+        r1.0 && r1.1.contains("DONE"),
+        "leecher 1:\n{}\n{}",
+        r1.1,
+        r1.2
+    );
+    assert!(
+        r2.0 && r2.1.contains("DONE"),
+        "leecher 2:\n{}\n{}",
+        r2.1,
+        r2.2
+    );
+    assert_same_tree(&tree, &a.join("tree"));
+    assert!(std::fs::read(&file).unwrap() == std::fs::read(b.join("one-32.bin")).unwrap());
+}
+
+/// A `--listen` port given explicitly that is taken is an error naming it
+/// (not a silent fallback to another port).
+#[test]
+fn busy_explicit_listen_port_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (t, file) = single_file_fixture(d.path(), 33);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&t)
+            .arg("--data")
+            .arg(&file)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+            ]),
+        Duration::from_secs(30),
+    );
+    assert!(!ok, "seeded on a busy port:\n{so}");
+    assert!(se.contains(&format!("127.0.0.1:{port}")), "{se}");
+}
+
+/// 2,000 connections to our seeder's port that send nothing (or half a
+/// handshake) and stay open: a libtorrent leecher that comes next still
+/// downloads (handshakes are read outside the peer slots, under a
+/// deadline, and the oldest silent connection is dropped when the table
+/// is full).
+#[test]
+fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (t, file) = single_file_fixture(d.path(), 34);
+    let port = free_port();
+    let seed = Proc::spawn(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&t)
+            .arg("--data")
+            .arg(&file)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+            ]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let mut flood = Vec::new();
+    let open = |i: usize| {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        if i % 2 == 0 {
+            use std::io::Write;
+            let _ = c.write_all(b"\x13BitTorrent protocol");
+        }
+        Some(c)
+    };
+    for i in 0..2000 {
+        flood.extend(open(i));
+    }
+    assert!(
+        flood.len() > 1500,
+        "only {} connections opened",
+        flood.len()
+    );
+    // The flood goes on while the leecher runs (bounded: 4,000 more at most,
+    // stopped when the leecher is done).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let t0 = Instant::now();
+    let (ok, so, se) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut more = Vec::new();
+            for i in 0..4000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                more.extend(open(i));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let r = lt_leech(&py, &t, &d.path().join("lt"), port);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    assert!(
+        ok && so.contains("DONE"),
+        "libtorrent leech failed:\n{so}\n{se}"
+    );
+    eprintln!("leecher done in {:?} during the flood", t0.elapsed());
+    assert!(
+        std::fs::read(&file).unwrap() == std::fs::read(d.path().join("lt/one-34.bin")).unwrap()
+    );
+    drop(flood);
+}
+
+/// Ctrl-C (SIGINT) before the download is complete: exit 130 and one line
+/// saying how far it got (not exit 0 as if it had finished).
+#[test]
+fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _tree) = fixture(d.path(), 16 << 10);
+    let port = free_port();
+    let src = d.path().join("src");
+    let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "200000"]);
+    let mut child = Command::new(BIN)
+        .args(["client", "download"])
+        .arg(&torrent)
+        .arg("--out")
+        .arg(d.path().join("out"))
+        .args(["--listen", "127.0.0.1:0", "--no-trackers", "--quiet"])
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("resumed:") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no resumed line");
+    }
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the client did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let l = err
+        .lines()
+        .find(|l| l.starts_with("interrupted: "))
+        .unwrap_or_else(|| panic!("no interrupted line:\n{err}"));
+    assert!(
+        l.ends_with("pieces verified; run the same command to resume") && l.contains("/101 "),
+        "{l}"
+    );
+}

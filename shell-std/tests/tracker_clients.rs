@@ -462,3 +462,77 @@ fn libtorrent_two_sessions_in_one_process_both_get_peers_udp_tracker() {
     assert_eq!(st["peers"], 2, "{st}");
     assert!(st["errors"]["udp_bad_connection_id"].is_null(), "{st}");
 }
+
+/// One client process seeding two torrents announces both to our UDP
+/// tracker over one BEP 15 connection: the session's UDP tracker client
+/// reuses its connection id across torrents (one connect, two announces).
+#[test]
+fn our_session_shares_one_udp_connection_id_across_torrents() {
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("udp://{}/announce", t.udp);
+    let mut args: Vec<std::ffi::OsString> = vec!["client".into(), "seed".into()];
+    let mut data = Vec::new();
+    for seed in [1u64, 2] {
+        let f = dir.path().join(format!("f{seed}.bin"));
+        write_data(&f, 200_000, seed);
+        let tor = dir.path().join(format!("f{seed}.torrent"));
+        run(Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .arg("create")
+            .arg(&f)
+            .args(["--tracker", &url, "-o"])
+            .arg(&tor));
+        args.push(tor.into());
+        data.push(f);
+    }
+    for f in &data {
+        args.push("--data".into());
+        args.push(f.into());
+    }
+    let _seeder = Proc::spawn(
+        "ours-seed",
+        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--quiet"]),
+    );
+    poll(20, "two announces", || {
+        (t.stats()["requests"]["udp_announce"].as_u64() >= Some(2)).then_some(())
+    });
+    let st = t.stats();
+    assert_eq!(st["requests"]["udp_connect"].as_u64(), Some(1), "{st}");
+}
+
+/// SIGTERM (what `kill`, systemd and docker send) stops our client as
+/// Ctrl-C does: its `stopped` announce reaches the tracker, which forgets
+/// the peer, and a seeder that was complete exits 0.
+#[test]
+fn our_client_announces_stopped_on_sigterm() {
+    let t = Tracker::start(&["--no-db", "--interval", "60"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.bin");
+    write_data(&f, 300_000, 7);
+    let tor = dir.path().join("x.torrent");
+    run(Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        .arg("create")
+        .arg(&f)
+        .args(["--tracker", &format!("udp://{}/announce", t.udp), "-o"])
+        .arg(&tor));
+    let mut seeder = Proc::spawn(
+        "ours-seed",
+        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(["client", "seed"])
+            .arg(&tor)
+            .arg("--data")
+            .arg(&f)
+            .args(["--listen", "127.0.0.1:0", "--quiet"]),
+    );
+    poll(20, "the seeder in the swarm", || {
+        (t.stats()["peers"].as_u64() == Some(1)).then_some(())
+    });
+    run(Command::new("kill").args(["-TERM", &seeder.child.id().to_string()]));
+    let status = seeder.wait_exit(20);
+    assert!(status.success(), "{status:?}");
+    poll(10, "the stopped announce", || {
+        (t.stats()["peers"].as_u64() == Some(0)).then_some(())
+    });
+}

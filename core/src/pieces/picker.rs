@@ -7,6 +7,9 @@ use sha1::{Digest, Sha1};
 use super::{Availability, Bitfield, BlockRequest, Geometry, PeerKey, PiecesError, BLOCK_LEN};
 use crate::time::Instant;
 
+/// Kept here for the old path `pieces::XorShift32`; it lives in [`crate::rand`].
+pub use crate::rand::XorShift32;
+
 /// Default number of first pieces picked at random rather than rarest
 /// first, so a new peer soon has something to trade.
 pub const DEFAULT_RANDOM_FIRST: u32 = 4;
@@ -52,37 +55,6 @@ impl Default for PickerConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             hash_blocks: true,
-        }
-    }
-}
-
-/// A tiny xorshift PRNG (Marsaglia 2003) for the random-first policy and
-/// tie breaks. Not for anything secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct XorShift32(u32);
-
-impl XorShift32 {
-    /// A generator from `seed` (0 is replaced by a fixed non-zero value).
-    pub fn new(seed: u32) -> Self {
-        XorShift32(if seed == 0 { 0x9E37_79B9 } else { seed })
-    }
-
-    /// The next value.
-    pub fn next_u32(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u32() % n
         }
     }
 }
@@ -223,6 +195,9 @@ pub struct Picker<M: PickerStorage> {
     blocks: M::Blocks,
     /// Usable slots: min(slot storage, block storage / blocks per piece).
     cap: usize,
+    /// One past the highest slot in use: scans stop there (slots are taken
+    /// lowest first, so this stays near the pieces in progress).
+    hi: usize,
     /// Block slots per piece slot.
     per: usize,
     cfg: PickerConfig,
@@ -296,6 +271,7 @@ impl<M: PickerStorage> Picker<M> {
             slots,
             blocks,
             cap,
+            hi: 0,
             per,
             cfg,
             rng: XorShift32::new(seed),
@@ -321,7 +297,7 @@ impl<M: PickerStorage> Picker<M> {
         self.slots
             .as_ref()
             .iter()
-            .take(self.cap)
+            .take(self.hi)
             .enumerate()
             .filter(|(_, s)| s.used)
     }
@@ -392,9 +368,9 @@ impl<M: PickerStorage> Picker<M> {
     /// A peer choked us (without BEP 6, that discards its queue): drop all
     /// its requests so the blocks can go to others.
     pub fn peer_choked(&mut self, peer: PeerKey) {
-        let (per, cap) = (self.per, self.cap);
+        let (per, hi) = (self.per, self.hi);
         let blocks = self.blocks.as_mut();
-        for (slot, s) in self.slots.as_ref().iter().take(cap).enumerate() {
+        for (slot, s) in self.slots.as_ref().iter().take(hi).enumerate() {
             if s.used {
                 for b in slot_blocks_mut(blocks, per, slot, s.blocks) {
                     b.requested.retain(|(p, _)| *p != peer);
@@ -492,6 +468,7 @@ impl<M: PickerStorage> Picker<M> {
                     sha: Sha1::new(),
                     hashed: 0,
                 };
+                self.hi = self.hi.max(slot + 1);
                 return self.request_free(now, peer, slot);
             }
         }
@@ -714,8 +691,8 @@ impl<M: PickerStorage> Picker<M> {
             .as_mut()
             .get_mut(slot)
             .ok_or(PiecesError::BadBlock)?;
-        s.used = false;
         let (index, n) = (s.index, s.blocks);
+        self.release(slot);
         if digest == expected {
             self.have.set(index)?;
             return Ok(Verdict::Passed);
@@ -755,15 +732,23 @@ impl<M: PickerStorage> Picker<M> {
     /// be picked and downloaded again. Returns false if it was not in
     /// progress.
     pub fn abandon(&mut self, index: u32) -> bool {
-        match self
-            .find(index)
-            .and_then(|slot| self.slots.as_mut().get_mut(slot))
-        {
-            Some(s) => {
-                s.used = false;
+        match self.find(index) {
+            Some(slot) => {
+                self.release(slot);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Frees a slot (its blocks stay readable until it is taken again).
+    fn release(&mut self, slot: usize) {
+        let slots = self.slots.as_mut();
+        if let Some(s) = slots.get_mut(slot) {
+            s.used = false;
+        }
+        while self.hi > 0 && slots.get(self.hi - 1).is_some_and(|s| !s.used) {
+            self.hi -= 1;
         }
     }
 
@@ -776,9 +761,9 @@ impl<M: PickerStorage> Picker<M> {
         mut timed_out: impl FnMut(PeerKey, BlockRequest),
     ) {
         let timeout = self.cfg.request_timeout_ms;
-        let (per, cap, geo) = (self.per, self.cap, self.geo);
+        let (per, hi, geo) = (self.per, self.hi, self.geo);
         let blocks = self.blocks.as_mut();
-        for (slot, s) in self.slots.as_ref().iter().take(cap).enumerate() {
+        for (slot, s) in self.slots.as_ref().iter().take(hi).enumerate() {
             if !s.used {
                 continue;
             }

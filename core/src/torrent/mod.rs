@@ -44,7 +44,7 @@ use crate::choker::{Candidate, Choker, ChokerConfig, Update};
 use crate::peer::{Handled, PeerError, PeerSession};
 use crate::pieces::{
     BlockRequest, Geometry, PeerKey, Picker, PickerConfig, PickerParts, PickerStorage, PiecesError,
-    Verdict, MAX_CONTRIBUTORS,
+    SliceStorage, Verdict, MAX_CONTRIBUTORS,
 };
 use crate::time::Instant;
 use crate::wire::Message;
@@ -112,6 +112,14 @@ pub trait TorrentStorage: PickerStorage {
     type Log: AsRef<[u32]> + AsMut<[u32]>;
     /// Scratch for the choker (at least as long as the peer table).
     type Candidates: AsMut<[Candidate]>;
+}
+
+/// Borrowed slices (the firmware's static or stack arrays), as for the
+/// picker.
+impl<'s> TorrentStorage for SliceStorage<'s> {
+    type Peers = &'s mut [PeerEntry];
+    type Log = &'s mut [u32];
+    type Candidates = &'s mut [Candidate];
 }
 
 /// What a [`Torrent`] is built from.

@@ -341,3 +341,49 @@ fn peer_table_bounds_connections_and_keys_are_not_reused_at_once() {
     assert!(t.should_close(PeerKey(2)), "a removed key names no peer");
     assert_eq!(t.add_peer(now), Ok(PeerKey(2)), "the only free slot");
 }
+
+#[test]
+fn a_torrent_over_borrowed_slices_bounds_peers_by_its_table() {
+    let geo = Geometry::new(TOTAL, PIECE).unwrap();
+    let n = geo.piece_count();
+    let (mut have, mut avail) = ([0u8; 3], [0u16; PIECES as usize]);
+    let mut slots: [Slot; 2] = Default::default();
+    let mut blocks = vec![BlockSlot::default(); Picker::<VecStore>::blocks_needed(&geo, 2)];
+    let mut peers: [PeerEntry; 2] = Default::default();
+    let mut log = [0u32; PIECES as usize];
+    let mut cands = [Candidate::new(PeerKey(0), Instant::ZERO); 2];
+    let parts: TorrentParts<SliceStorage<'_>> = TorrentParts {
+        picker: PickerParts {
+            have: Bitfield::new(&mut have[..], n).unwrap(),
+            avail: Availability::new(&mut avail[..], n).unwrap(),
+            slots: &mut slots[..],
+            blocks: &mut blocks[..],
+        },
+        peers: &mut peers[..],
+        log: &mut log[..],
+        candidates: &mut cands[..],
+    };
+    let mut t = Torrent::new(geo, parts, TorrentConfig::default(), 3).unwrap();
+    let now = Instant::from_millis(1);
+    assert_eq!(t.add_peer(now), Ok(PeerKey(0)));
+    assert_eq!(t.add_peer(now), Ok(PeerKey(1)));
+    assert_eq!(t.add_peer(now), Err(TorrentError::TooManyPeers));
+    // A log shorter than the piece count is refused up front.
+    let (mut have, mut avail) = ([0u8; 3], [0u16; PIECES as usize]);
+    let mut short = [0u32; PIECES as usize - 1];
+    let parts: TorrentParts<SliceStorage<'_>> = TorrentParts {
+        picker: PickerParts {
+            have: Bitfield::new(&mut have[..], n).unwrap(),
+            avail: Availability::new(&mut avail[..], n).unwrap(),
+            slots: &mut slots[..],
+            blocks: &mut blocks[..],
+        },
+        peers: &mut peers[..],
+        log: &mut short[..],
+        candidates: &mut cands[..],
+    };
+    assert!(matches!(
+        Torrent::new(geo, parts, TorrentConfig::default(), 3),
+        Err(TorrentError::Pieces(PiecesError::StorageTooSmall { needed })) if needed == PIECES as usize
+    ));
+}

@@ -6,6 +6,9 @@
 //! - [`http`]: the HTTP tracker protocol (BEP 3, compact peers BEP 23, IPv6
 //!   peers BEP 7, scrape BEP 48): query strings both ways and bencoded
 //!   responses both ways.
+//! - [`announce`]: the announce schedule of one torrent over its trackers
+//!   (BEP 12 tiers, intervals, backoff, the started → completed → stopped
+//!   events).
 //! - [`url`]: tracker URLs (`udp://`, `http://`, `https://`) parsed and
 //!   checked, with a typed error for each slip.
 //!
@@ -14,6 +17,7 @@
 
 use core::fmt;
 
+pub mod announce;
 pub mod http;
 pub mod udp;
 pub mod url;

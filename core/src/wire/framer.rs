@@ -9,6 +9,10 @@
 //! A framer built with [`Framer::with_handshake`] first expects the 68-byte
 //! BEP 3 handshake and then messages.
 //!
+//! A shell that reads into small buffers asks [`Framer::needed`] how many
+//! more bytes the next frame needs (the length prefix first, then the rest)
+//! and reads exactly that.
+//!
 //! # Limits and refusals
 //! - a whole message (4-byte prefix included) longer than the maximum given
 //!   to the constructor is refused as soon as the prefix is in: the shell's
@@ -103,6 +107,45 @@ impl Framer {
         self.state == State::Failed
     }
 
+    /// How many more bytes must follow `buf` (the unconsumed bytes) before
+    /// [`Self::parse`] can complete: `68 - len` for the handshake, then per
+    /// message the 4-byte length prefix and, once it is in, the rest of the
+    /// message. 0 exactly when `parse(buf)` does not return
+    /// [`Status::Partial`]: a whole frame is there, or `parse` will refuse
+    /// what is (a bad header byte, a length over the maximum, a bad id or a
+    /// length that does not fit it, a failed framer).
+    pub fn needed(&self, buf: &[u8]) -> usize {
+        match self.state {
+            State::Failed => 0,
+            State::Handshake => {
+                if check_header_prefix(buf).is_err() {
+                    0
+                } else {
+                    HANDSHAKE_LEN.saturating_sub(buf.len())
+                }
+            }
+            State::Messages => {
+                let Some(prefix) = buf
+                    .get(..LEN_PREFIX)
+                    .and_then(|p| <[u8; 4]>::try_from(p).ok())
+                else {
+                    return LEN_PREFIX.saturating_sub(buf.len());
+                };
+                let len = u32::from_be_bytes(prefix);
+                let total = LEN_PREFIX.saturating_add(len as usize);
+                if total > self.max_len {
+                    return 0;
+                }
+                if let Some(&id) = buf.get(LEN_PREFIX).filter(|_| len > 0) {
+                    if check_len(id, len).is_err() {
+                        return 0;
+                    }
+                }
+                total.saturating_sub(buf.len())
+            }
+        }
+    }
+
     /// Parses the next frame from the front of `buf`, returning it and the
     /// number of bytes it used.
     pub fn parse<'b>(&mut self, buf: &'b [u8]) -> Result<Status<(Frame<'b>, usize)>, WireError> {
@@ -161,6 +204,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Reserved;
 
     static CHOKE: [u8; 5] = [0, 0, 0, 1, 0];
     static KEEPALIVE: [u8; 4] = [0, 0, 0, 0];
@@ -228,6 +272,86 @@ mod tests {
             f.parse(&[0, 0, 0, 6, 4]),
             Err(WireError::BadLength { id: 4, len: 6 })
         );
+    }
+
+    #[test]
+    fn needed_counts_down_to_parse() {
+        let mut f = Framer::new(DEFAULT_MAX_MESSAGE_LEN);
+        let have = [0u8, 0, 0, 5, 4, 0, 0, 0, 9];
+        for n in 0..have.len() {
+            let want = if n < 4 { 4 - n } else { 9 - n };
+            assert_eq!(f.needed(&have[..n]), want, "{n} bytes in");
+            assert_eq!(f.parse(&have[..n]), Ok(Status::Partial));
+        }
+        assert_eq!(f.needed(&have), 0);
+        // Bytes past the frame do not count against it.
+        assert_eq!(f.needed(&KEEPALIVE_CHOKE), 0);
+        assert_eq!(f.needed(&KEEPALIVE_CHOKE[4..6]), 2);
+        // At the maximum: the whole block is needed; one past it: parse
+        // refuses now, so nothing more is needed.
+        assert_eq!(f.needed(&[0, 0, 0x40, 0x09]), DEFAULT_MAX_MESSAGE_LEN - 4);
+        assert_eq!(f.needed(&[0, 0, 0x40, 0x0A]), 0);
+        assert_eq!(f.needed(&[0xff; 4]), 0);
+        // A bad id or length is refused from the id byte.
+        assert_eq!(f.needed(&[0, 0, 0, 6, 4]), 0);
+        assert_eq!(f.needed(&[0, 0, 0, 9, 99]), 0);
+        assert!(f.parse(&[0, 0, 0, 9, 99]).is_err());
+        assert_eq!(f.needed(&[]), 0, "a failed framer needs nothing more");
+    }
+
+    #[test]
+    fn needed_handshake() {
+        let f = Framer::with_handshake(DEFAULT_MAX_MESSAGE_LEN);
+        assert_eq!(f.needed(&[]), HANDSHAKE_LEN);
+        assert_eq!(f.needed(b"\x13BitTorrent"), HANDSHAKE_LEN - 11);
+        assert_eq!(f.needed(b"\x13BitTorrenX"), 0);
+        assert_eq!(f.needed(b"GET"), 0);
+        assert_eq!(f.needed(&[0x13; 100][..1]), HANDSHAKE_LEN - 1);
+    }
+
+    proptest::proptest! {
+        /// `needed` is 0 exactly when `parse` is not `Partial`, and reading
+        /// fewer bytes than it asks for never completes a frame.
+        #[test]
+        fn needed_agrees_with_parse(
+            mut bytes in proptest::collection::vec(
+                proptest::prop_oneof![3 => 0u8..8, 1 => proptest::prelude::any::<u8>()],
+                0..80,
+            ),
+            handshake: bool,
+            good_header: bool,
+            max in 0usize..100,
+        ) {
+            if good_header {
+                let header = Handshake {
+                    reserved: Reserved::default(),
+                    info_hash: crate::id::InfoHash([0; 20]),
+                    peer_id: crate::id::PeerId([0; 20]),
+                }
+                .to_bytes();
+                for (b, h) in bytes.iter_mut().zip(&header[..20]) {
+                    *b = *h;
+                }
+            }
+            let f = if handshake { Framer::with_handshake(max) } else { Framer::new(max) };
+            let partial = |b: &[u8]| {
+                let mut g = f;
+                g.parse(b) == Ok(Status::Partial)
+            };
+            let complete = |b: &[u8]| {
+                let mut g = f;
+                matches!(g.parse(b), Ok(Status::Complete(_)))
+            };
+            for n in 0..=bytes.len() {
+                let need = f.needed(&bytes[..n]);
+                proptest::prop_assert_eq!(need == 0, !partial(&bytes[..n]), "{} bytes", n);
+                // A shell reading exactly `need` more never takes bytes of
+                // the next frame (an earlier refusal is fine).
+                for k in 0..need.min(bytes.len() - n) {
+                    proptest::prop_assert!(!complete(&bytes[..n + k]));
+                }
+            }
+        }
     }
 
     #[test]

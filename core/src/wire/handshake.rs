@@ -4,7 +4,10 @@
 //! Refuses anything whose first 20 bytes differ from the protocol header
 //! (reporting the offset of the first wrong byte). Reserved bits are kept as
 //! sent; helpers read the two this core uses (BEP 6 fast, BEP 10 extension
-//! protocol).
+//! protocol). [`Handshake::accept`] checks a peer's handshake against ours
+//! (same torrent, not ourselves) and says which extensions both sides have.
+
+use core::fmt;
 
 use super::{Reader, WireError, Writer};
 use crate::id::{InfoHash, PeerId, ID_LEN};
@@ -80,6 +83,39 @@ pub struct Handshake {
     pub peer_id: PeerId,
 }
 
+/// What both sides of a connection support, from the two handshakes
+/// ([`Handshake::accept`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Accepted {
+    /// BEP 6: both set the fast-extension bit (it is in force only then).
+    pub fast: bool,
+    /// BEP 10: both set the extension-protocol bit.
+    pub ext: bool,
+}
+
+/// Why a peer's handshake was refused ([`Handshake::accept`]). Neither is
+/// a protocol violation worth a ban: close the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refused {
+    /// BEP 3: "If either side sees an info-hash it is not serving, it
+    /// should sever the connection."
+    WrongInfoHash,
+    /// The peer id is ours: we connected to ourselves (e.g. our own address
+    /// in a tracker reply).
+    OurSelf,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refused::WrongInfoHash => "handshake: info-hash of another torrent",
+            Refused::OurSelf => "handshake: our own peer id (connected to ourselves)",
+        })
+    }
+}
+
+impl core::error::Error for Refused {}
+
 /// Checks the bytes of a (possibly partial) handshake header seen so far:
 /// `Ok(())` if they are a prefix of a valid header.
 pub(crate) fn check_header_prefix(buf: &[u8]) -> Result<(), WireError> {
@@ -125,6 +161,22 @@ impl Handshake {
             reserved,
             info_hash,
             peer_id,
+        })
+    }
+
+    /// Checks this handshake (the peer's) against `ours`: the info-hash must
+    /// be ours and the peer id must not be. On success, says which
+    /// extensions both sides set.
+    pub fn accept(&self, ours: &Handshake) -> Result<Accepted, Refused> {
+        if self.info_hash != ours.info_hash {
+            return Err(Refused::WrongInfoHash);
+        }
+        if self.peer_id == ours.peer_id {
+            return Err(Refused::OurSelf);
+        }
+        Ok(Accepted {
+            fast: self.reserved.fast() && ours.reserved.fast(),
+            ext: self.reserved.extension_protocol() && ours.reserved.extension_protocol(),
         })
     }
 
@@ -176,6 +228,57 @@ mod tests {
             h.encode(&mut [0u8; 67]),
             Err(WireError::BufferTooSmall { needed: 68 })
         );
+    }
+
+    #[test]
+    fn accept() {
+        let theirs = Handshake::decode(&GOOD).unwrap();
+        let ours = Handshake {
+            reserved: Reserved::default().with_fast(true),
+            info_hash: theirs.info_hash,
+            peer_id: PeerId(*b"-OT0001-bbbbbbbbbbbb"),
+        };
+        // Both must set a bit for it to count.
+        assert_eq!(
+            theirs.accept(&ours),
+            Ok(Accepted {
+                fast: true,
+                ext: false
+            })
+        );
+        let ours_all = Handshake {
+            reserved: ours.reserved.with_extension_protocol(true),
+            ..ours
+        };
+        assert_eq!(
+            theirs.accept(&ours_all),
+            Ok(Accepted {
+                fast: true,
+                ext: true
+            })
+        );
+        let plain = Handshake {
+            reserved: Reserved::default(),
+            ..theirs
+        };
+        assert_eq!(plain.accept(&ours_all), Ok(Accepted::default()));
+        // Another torrent.
+        let other = Handshake {
+            info_hash: InfoHash([0x22; 20]),
+            ..ours
+        };
+        assert_eq!(theirs.accept(&other), Err(Refused::WrongInfoHash));
+        // Ourselves (a wrong info-hash is reported first).
+        let me = Handshake {
+            peer_id: theirs.peer_id,
+            ..ours
+        };
+        assert_eq!(theirs.accept(&me), Err(Refused::OurSelf));
+        let me_other = Handshake {
+            info_hash: InfoHash([0x22; 20]),
+            ..me
+        };
+        assert_eq!(theirs.accept(&me_other), Err(Refused::WrongInfoHash));
     }
 
     #[test]

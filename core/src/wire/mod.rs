@@ -1,5 +1,6 @@
 //! The peer-wire protocol: BEP 3 (handshake and the base messages), BEP 6
-//! (fast extension) and the BEP 10 extension-protocol envelope.
+//! (fast extension), the BEP 10 extension-protocol envelope, and the BEP 9
+//! (`ut_metadata`) and BEP 11 (`ut_pex`) extension messages.
 //!
 //! - [`handshake`]: the 68-byte handshake and its [`Reserved`] bits.
 //! - [`message`]: the zero-copy [`Message`] codec, one length-prefixed
@@ -7,6 +8,8 @@
 //! - [`framer`]: a streaming [`Framer`] that takes bytes in any chunking
 //!   from the shell's own read buffer and yields whole messages.
 //! - [`extension`]: the BEP 10 extension handshake dictionary.
+//! - [`metadata`]: BEP 9 `ut_metadata` messages, fetching and serving metadata.
+//! - [`pex`]: BEP 11 `ut_pex` messages and their sending/receiving rules.
 //!
 //! # Limits and refusals
 //! - a message longer than the framer's maximum (default
@@ -34,11 +37,15 @@ pub mod framer;
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
+pub mod metadata;
+pub mod pex;
 
 pub use extension::{ExtensionError, ExtensionHandshake, MAX_EXTENSIONS, MAX_EXTENSION_TOKENS};
 pub use framer::{max_message_len_for, Frame, Framer, Status, DEFAULT_MAX_MESSAGE_LEN};
-pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL};
+pub use handshake::{Accepted, Handshake, Refused, Reserved, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{check_bitfield, piece_header, Message, MessageId, LEN_PREFIX, PIECE_HEADER_LEN};
+pub use metadata::{MetadataFetch, MetadataMsg, MAX_METADATA_SIZE, METADATA_PIECE_LEN};
+pub use pex::{PexMessage, MAX_PEX_ADDED, MAX_PEX_DROPPED};
 
 /// BEP 3: "All current implementations use 2^14 (16 kiB)" as the block size.
 pub const BLOCK_LEN: u32 = 16 * 1024;

@@ -5,8 +5,9 @@
 //! With `tracker=PORT` it runs the BitTorrent job (`shell_smoltcp::job`):
 //! announce to the BEP 15 tracker at `10.0.2.2:PORT`, download the torrent
 //! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into RAM
-//! from the peers the tracker returns, verify every piece, announce
-//! `completed`, and seed on port 6881 (forwarded from the host). Without
+//! from the peers the tracker returns while serving the pieces it has on
+//! port 6881 (forwarded from the host), verify every piece, announce
+//! `completed`, seed, and announce `stopped`. Without
 //! it, a network check against the host: a UDP request/response (with
 //! retransmission), a TCP echo of `kib` KiB verified byte by byte, and
 //! optionally serving one inbound TCP echo connection on port 6881. Only

@@ -1,6 +1,8 @@
 //! Announcing to trackers: HTTP (a small HTTP/1.1 GET over a tokio
-//! `TcpStream`, the core builds the query and decodes the bencoded reply)
-//! and UDP (the core's sans-IO BEP 15 client over a tokio `UdpSocket`).
+//! `TcpStream`, the response read with `httparse`, the core builds the
+//! query and decodes the bencoded reply) and UDP (one core sans-IO BEP 15
+//! client per tracker, shared by every torrent of the session, so its
+//! connection id is reused). Tracker URLs are checked by the core's parser.
 //!
 //! Every tracker of every BEP 12 tier is announced to (as libtorrent does
 //! with `announce_to_all_tiers`); each runs in its own task, re-announcing
@@ -8,6 +10,7 @@
 //! the connector. Replies are bounded ([`MAX_HTTP_REPLY`] bytes, the UDP
 //! client's own peer limit) and every request has a timeout.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,9 +22,11 @@ use ourtorrent_core::tracker::http::{AnnounceQuery, AnnounceResponse};
 use ourtorrent_core::tracker::udp::client::{
     AnnounceParams, Client, ClientConfig, Event, TRANSMIT_BUF_LEN,
 };
+use ourtorrent_core::tracker::url::{Scheme, TrackerUrl};
 use ourtorrent_core::tracker::AddressFamily;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 
 /// Largest HTTP tracker reply read.
 pub const MAX_HTTP_REPLY: usize = 1 << 20;
@@ -37,6 +42,8 @@ pub type Announce = AnnounceParams;
 pub struct Reply {
     /// Seconds to the next announce.
     pub interval: u32,
+    /// Seconds before which the tracker wants no announce (HTTP only).
+    pub min_interval: Option<u32>,
     /// Seeders, if told.
     pub seeders: Option<u32>,
     /// Leechers, if told.
@@ -61,47 +68,63 @@ pub struct TrackerStatus {
     pub told_complete: bool,
 }
 
-/// Announces once to `url`.
-pub async fn announce(url: &str, a: &Announce) -> anyhow::Result<Reply> {
-    tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
-        if url.starts_with("http://") {
-            http(url, a).await
-        } else if url.starts_with("udp://") {
-            udp(url, a).await
-        } else {
-            bail!("unsupported tracker scheme (only http:// and udp://)")
-        }
-    })
-    .await
-    .map_err(|_| anyhow!("timed out"))?
+/// The session's tracker clients: one core BEP 15 client per UDP tracker
+/// (address and BEP 41 path), driven by its own task over its own socket,
+/// so the connection id it obtained is reused by every announce of every
+/// torrent until it expires (BEP 15: 2 minutes); HTTP announces are one
+/// request each.
+#[derive(Default)]
+pub struct Trackers {
+    udp: Mutex<HashMap<(SocketAddr, String), mpsc::Sender<UdpJob>>>,
 }
 
-/// `scheme://host:port/rest` → (host, port, rest).
-fn split_url<'u>(
-    url: &'u str,
-    scheme: &str,
-    default_port: u16,
-) -> anyhow::Result<(&'u str, u16, &'u str)> {
-    let rest = url.strip_prefix(scheme).context("bad URL")?;
-    let (hostport, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            (h, p.parse().context("bad port")?)
-        }
-        _ => (hostport, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        bail!("no host in URL");
+type UdpJob = (Announce, oneshot::Sender<anyhow::Result<Reply>>);
+
+impl Trackers {
+    /// Announces once to `url` (checked by the core's tracker URL parser).
+    pub async fn announce(&self, url: &str, a: &Announce) -> anyhow::Result<Reply> {
+        let u = TrackerUrl::parse(url).map_err(|e| anyhow!("bad tracker URL: {e}"))?;
+        tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
+            match u.scheme {
+                Scheme::Http => http(&u, a).await,
+                Scheme::Udp => self.udp(&u, a).await,
+                Scheme::Https => bail!("https:// trackers are not supported yet"),
+            }
+        })
+        .await
+        .map_err(|_| anyhow!("timed out"))?
     }
-    Ok((host, port, path))
+
+    async fn udp(&self, u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
+        let addr = tokio::net::lookup_host((u.host, u.port))
+            .await?
+            .next()
+            .context("tracker host has no address")?;
+        let key = (addr, u.path.to_string());
+        let tx = {
+            let mut m = self.udp.lock().unwrap_or_else(|e| e.into_inner());
+            match m.get(&key) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(64);
+                    tokio::spawn(udp_endpoint(addr, u.path.to_string(), rx));
+                    m.insert(key, tx.clone());
+                    tx
+                }
+            }
+        };
+        let (reply, wait) = oneshot::channel();
+        tx.send((*a, reply))
+            .await
+            .map_err(|_| anyhow!("udp tracker task ended"))?;
+        wait.await.map_err(|_| anyhow!("udp tracker task ended"))?
+    }
 }
 
-async fn http(url: &str, a: &Announce) -> anyhow::Result<Reply> {
-    let (host, port, path) = split_url(url, "http://", 80)?;
+/// Announces over HTTP: the core builds the query and decodes the
+/// bencoded reply; `httparse` reads the response head, chunked bodies
+/// are reassembled with its chunk-size parser.
+async fn http(u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
     let q = AnnounceQuery {
         info_hash: a.info_hash,
         peer_id: a.peer_id,
@@ -116,41 +139,32 @@ async fn http(url: &str, a: &Announce) -> anyhow::Result<Reply> {
     };
     let mut query = String::new();
     q.write_to(&mut query).map_err(|_| anyhow!("query"))?;
-    let path = if path.is_empty() { "/" } else { path };
+    let path = if u.path.is_empty() { "/" } else { u.path };
     let sep = if path.contains('?') { '&' } else { '?' };
+    let host = if u.is_ipv6() {
+        format!("[{}]", u.host)
+    } else {
+        u.host.to_string()
+    };
     let req = format!(
-        "GET {path}{sep}{query} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: OurTorrent/0.1\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+        "GET {path}{sep}{query} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: OurTorrent/0.1\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        u.port
     );
-    let mut s = TcpStream::connect((host, port)).await?;
+    let mut s = TcpStream::connect((u.host, u.port)).await?;
     s.write_all(req.as_bytes()).await?;
-    let mut body = Vec::new();
+    let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
-        if body.len() + n > MAX_HTTP_REPLY {
+        if raw.len() + n > MAX_HTTP_REPLY {
             bail!("reply larger than {MAX_HTTP_REPLY} bytes");
         }
-        body.extend_from_slice(&chunk[..n]);
+        raw.extend_from_slice(&chunk[..n]);
     }
-    let head_end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header end")?;
-    let head = String::from_utf8_lossy(&body[..head_end]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("HTTP {}", head.lines().next().unwrap_or(""));
-    }
-    let mut payload = body[head_end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload)?;
-    }
+    let payload = http_body(&raw)?;
     let mut tokens = vec![Token::EMPTY; payload.len() / 2 + 16];
     let r = AnnounceResponse::decode(&payload, &mut tokens).map_err(|e| anyhow!("{e}"))?;
     if let Some(f) = r.failure_reason {
@@ -158,40 +172,84 @@ async fn http(url: &str, a: &Announce) -> anyhow::Result<Reply> {
     }
     Ok(Reply {
         interval: r.interval,
+        min_interval: r.min_interval,
         seeders: r.complete,
         leechers: r.incomplete,
         peers: r.all_peers().collect(),
     })
 }
 
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").context("chunk")?;
-        let size = std::str::from_utf8(&b[..eol])?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
+/// Most response headers read.
+const MAX_HEADERS: usize = 32;
+
+/// The body of a whole HTTP/1.1 response: status 200 required; chunked
+/// transfer coding undone; `Content-Length` honoured.
+fn http_body(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(raw).context("bad HTTP response")? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => bail!("HTTP response cut short"),
+    };
+    let code = resp.code.unwrap_or(0);
+    if code != 200 {
+        bail!("HTTP {code} {}", resp.reason.unwrap_or(""));
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+    };
+    let body = &raw[head..];
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut out = Vec::new();
+        let mut b = body;
+        loop {
+            let (start, size) =
+                match httparse::parse_chunk_size(b).map_err(|_| anyhow!("bad chunk size"))? {
+                    httparse::Status::Complete(x) => x,
+                    httparse::Status::Partial => bail!("chunked body cut short"),
+                };
+            let size = usize::try_from(size).context("chunk too large")?;
+            if size == 0 {
+                return Ok(out);
+            }
+            let data = b
+                .get(start..start + size)
+                .context("chunked body cut short")?;
+            out.extend_from_slice(data);
+            b = b
+                .get(start + size + 2..)
+                .context("chunked body cut short")?;
         }
-        out.extend_from_slice(b.get(..size).context("short chunk")?);
-        b = b.get(size + 2..).context("short chunk")?;
+    }
+    match header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) => Ok(body
+            .get(..n)
+            .context("body shorter than Content-Length")?
+            .to_vec()),
+        None => Ok(body.to_vec()),
     }
 }
 
-async fn udp(url: &str, a: &Announce) -> anyhow::Result<Reply> {
-    let (host, port, path) = split_url(url, "udp://", 80)?;
-    let addr = tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .context("tracker host has no address")?;
+/// One UDP tracker's task: a socket and a core BEP 15 client that keeps
+/// its connection id between announces, serving them one at a time.
+async fn udp_endpoint(addr: SocketAddr, path: String, mut jobs: mpsc::Receiver<UdpJob>) {
     let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
+        SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
-        "[::]:0".parse()?
+        SocketAddr::from(([0u16; 8], 0))
     };
-    let sock = UdpSocket::bind(bind).await?;
-    sock.connect(addr).await?;
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) if s.connect(addr).await.is_ok() => s,
+        _ => {
+            while let Some((_, reply)) = jobs.recv().await {
+                let _ = reply.send(Err(anyhow!("cannot open a UDP socket to {addr}")));
+            }
+            return;
+        }
+    };
     let mut cfg = ClientConfig {
         family: AddressFamily::of(&addr),
         ..ClientConfig::default()
@@ -205,42 +263,86 @@ async fn udp(url: &str, a: &Announce) -> anyhow::Result<Reply> {
         u32::from_ne_bytes(b)
     });
     let epoch = std::time::Instant::now();
-    let now = || Instant::from_millis(epoch.elapsed().as_millis() as u64);
-    client.announce(now(), *a).map_err(|e| anyhow!("{e}"))?;
+    let now = move || Instant::from_millis(epoch.elapsed().as_millis() as u64);
     let mut tx = [0u8; TRANSMIT_BUF_LEN];
     let mut rx = vec![0u8; 2048];
-    loop {
-        while let Some(n) = client.poll_transmit(now(), &mut tx) {
-            sock.send(&tx[..n]).await?;
-        }
-        if let Some(ev) = client.poll_event() {
-            return match ev {
-                Event::Announced(r) => Ok(Reply {
-                    interval: r.interval,
-                    seeders: Some(r.seeders),
-                    leechers: Some(r.leechers),
-                    peers: r.peers.iter().copied().collect(),
-                }),
-                Event::TrackerError(m) => bail!("tracker: {}", String::from_utf8_lossy(&m)),
-                Event::Failed(e) => bail!("{e}"),
-                Event::Scraped(_) => bail!("unexpected scrape reply"),
-            };
-        }
-        let wait = client
-            .poll_timeout()
-            .map(|t| t.millis().saturating_sub(now().millis()))
-            .unwrap_or(1000);
-        tokio::select! {
-            r = sock.recv(&mut rx) => {
-                let n = r?;
-                if let Err(e) = client.handle_datagram(now(), &rx[..n]) {
-                    tracing::debug!("udp tracker: {e}");
+    while let Some((a, reply)) = jobs.recv().await {
+        let r = tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
+            client.announce(now(), a).map_err(|e| anyhow!("{e}"))?;
+            loop {
+                while let Some(n) = client.poll_transmit(now(), &mut tx) {
+                    sock.send(&tx[..n]).await?;
+                }
+                if let Some(ev) = client.poll_event() {
+                    return match ev {
+                        Event::Announced(r) => Ok(Reply {
+                            interval: r.interval,
+                            min_interval: None,
+                            seeders: Some(r.seeders),
+                            leechers: Some(r.leechers),
+                            peers: r.peers.iter().copied().collect(),
+                        }),
+                        Event::TrackerError(m) => {
+                            bail!("tracker: {}", String::from_utf8_lossy(&m))
+                        }
+                        Event::Failed(e) => bail!("{e}"),
+                        Event::Scraped(_) => bail!("unexpected scrape reply"),
+                    };
+                }
+                let wait = client
+                    .poll_timeout()
+                    .map(|t| t.millis().saturating_sub(now().millis()))
+                    .unwrap_or(1000);
+                tokio::select! {
+                    r = sock.recv(&mut rx) => {
+                        let n = r?;
+                        if let Err(e) = client.handle_datagram(now(), &rx[..n]) {
+                            tracing::debug!("udp tracker: {e}");
+                        }
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => client.handle_timeout(now()),
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => client.handle_timeout(now()),
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("timed out")));
+        if r.is_err() {
+            // Whatever was in flight is abandoned; the connection id stays.
+            client.cancel();
         }
+        let _ = reply.send(r);
     }
 }
 
 /// The tracker table's rows, shared with the UI.
 pub type Statuses = Arc<Mutex<Vec<TrackerStatus>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_bodies_plain_sized_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nd8:intervali60ee";
+        assert_eq!(http_body(plain).unwrap(), b"d8:intervali60ee");
+        let sized = b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nde!!junk";
+        assert_eq!(http_body(sized).unwrap(), b"de!!");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nd8:in\r\nb;ext=1\r\ntervali60ee\r\n0\r\n\r\n";
+        assert_eq!(http_body(chunked).unwrap(), b"d8:intervali60ee");
+    }
+
+    #[test]
+    fn http_errors_say_what_was_wrong() {
+        let e = http_body(b"HTTP/1.1 404 Not Found\r\n\r\nnope").unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 404 Not Found");
+        assert!(http_body(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
+        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort";
+        assert_eq!(
+            http_body(cut).unwrap_err().to_string(),
+            "chunked body cut short"
+        );
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        assert!(http_body(short).is_err());
+        assert!(http_body(b"garbage\r\n\r\n").is_err());
+    }
+}

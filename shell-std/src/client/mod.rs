@@ -9,6 +9,10 @@
 
 pub mod announce;
 pub mod meta;
+pub mod peer;
+pub mod peers;
+pub mod session;
+pub mod stats;
 pub mod storage;
 pub mod swarm;
 pub mod ui;
@@ -22,27 +26,34 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use ourtorrent_core::choker::Candidate;
 use ourtorrent_core::choker::{ChokerConfig, DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 use ourtorrent_core::pieces::{
-    Availability, Bitfield, BlockSlot, Geometry, PickerConfig, PickerParts, Slot,
+    Availability, Bitfield, BlockSlot, Geometry, PeerKey, Picker, PickerConfig, PickerParts, Slot,
 };
+use ourtorrent_core::time::Instant;
+use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
+use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig, MAX_TRACKERS};
 use ourtorrent_core::tracker::AnnounceEvent;
-use tokio::sync::mpsc;
 
 use crate::torrent::TorrentFile;
 use announce::{Announce, Statuses, TrackerStatus};
 use meta::Info;
+use peers::Source;
+use session::Session;
 use storage::Storage;
-use swarm::{Ctx, StdPicker};
+use swarm::{Ctx, Heap, StdTorrent};
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ClientCmd {
-    /// Download a torrent into `--out DIR`, then seed it.
+    /// Download one or more torrents into `--out DIR` (at once, in one
+    /// session), then seed them.
     Download {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent files.
+        #[arg(required = true, num_args = 1..)]
+        torrents: Vec<PathBuf>,
         /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
         /// single file at `DIR/NAME`.
         #[arg(long, short, default_value = ".")]
@@ -63,14 +74,15 @@ pub enum ClientCmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Seed existing data.
+    /// Seed existing data of one or more torrents.
     Seed {
-        /// The .torrent file.
-        torrent: PathBuf,
+        /// The .torrent files.
+        #[arg(required = true, num_args = 1..)]
+        torrents: Vec<PathBuf>,
         /// The data: the file of a single-file torrent, or the top folder
-        /// of a multi-file one.
-        #[arg(long)]
-        data: PathBuf,
+        /// of a multi-file one; once per torrent, in the same order.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// Trust the data: skip hashing it first.
         #[arg(long)]
         skip_verify: bool,
@@ -88,12 +100,17 @@ pub struct Common {
     /// Connect to this peer directly (repeatable), besides the trackers.
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
-    /// Listen for peers on this address.
-    #[arg(long, default_value = "0.0.0.0:6881")]
-    pub listen: SocketAddr,
-    /// Most peer connections at once.
+    /// Listen for peers on this address (one listener for every torrent).
+    /// Without it: 0.0.0.0:6881, or any free port if that one is busy; a
+    /// port given here that is busy is an error.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Most peer connections at once, per torrent.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
+    /// Most peer connections at once, all torrents together.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_connections: usize,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
@@ -138,67 +155,77 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     let strict_paths = match &cmd {
         ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.strict_paths,
     };
-    let (torrent, plan_of): (PathBuf, Box<dyn FnOnce(Info) -> anyhow::Result<Plan>>) = match cmd {
+    // One plan per torrent (the flags apply to each).
+    let mut plans = Vec::new();
+    let load = |torrent: &Path| -> anyhow::Result<Info> {
+        let mut tf = TorrentFile::read(torrent)?;
+        let m = tf
+            .parse_with(strict_paths)
+            .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
+        let quiet = match &cmd {
+            ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.quiet,
+        };
+        if !quiet {
+            print!("{}", crate::info::render(&m, false));
+        }
+        Ok(Info::from_metainfo(&m))
+    };
+    match &cmd {
         ClientCmd::Download {
-            torrent,
+            torrents,
             out,
             seed_ratio,
             no_seed,
             max_pieces,
             skip_space_check,
             common,
-        } => (
-            torrent,
-            Box::new(move |info: Info| {
-                let name = info.name.clone();
-                let root = out.join(storage_name(&name)?);
-                Ok(Plan {
+        } => {
+            for t in torrents {
+                let info = load(t)?;
+                let root = out.join(storage_name(&info.name)?);
+                plans.push(Plan {
                     info,
                     root,
                     download: true,
                     skip_verify: false,
-                    seed_ratio,
-                    no_seed,
-                    max_pieces,
-                    skip_space_check,
-                    common,
-                })
-            }),
-        ),
+                    seed_ratio: *seed_ratio,
+                    no_seed: *no_seed,
+                    max_pieces: *max_pieces,
+                    skip_space_check: *skip_space_check,
+                    common: common.clone(),
+                });
+            }
+        }
         ClientCmd::Seed {
-            torrent,
+            torrents,
             data,
             skip_verify,
             seed_ratio,
             common,
-        } => (
-            torrent,
-            Box::new(move |info: Info| {
-                Ok(Plan {
-                    info,
-                    root: data,
+        } => {
+            if data.len() != torrents.len() {
+                bail!(
+                    "{} torrents but {} --data: give --data once per torrent, in the same order",
+                    torrents.len(),
+                    data.len()
+                );
+            }
+            for (t, d) in torrents.iter().zip(data) {
+                plans.push(Plan {
+                    info: load(t)?,
+                    root: d.clone(),
                     download: false,
-                    skip_verify,
-                    seed_ratio,
+                    skip_verify: *skip_verify,
+                    seed_ratio: *seed_ratio,
                     no_seed: false,
                     max_pieces: None,
                     skip_space_check: true,
-                    common,
-                })
-            }),
-        ),
-    };
-    let mut tf = TorrentFile::read(&torrent)?;
-    let m = tf
-        .parse_with(strict_paths)
-        .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
-    let info = Info::from_metainfo(&m);
-    let plan = plan_of(info)?;
-    if !plan.common.quiet {
-        print!("{}", crate::info::render(&m, false));
+                    common: common.clone(),
+                });
+            }
+        }
     }
-    drop(tf);
-    start(plan)
+    start(plans)
 }
 
 /// The torrent's name as one safe path component.
@@ -228,7 +255,85 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn start(plan: Plan) -> anyhow::Result<()> {
+/// Runs every torrent in one session: one listener, one peer id.
+fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
+    let Some(first) = plans.first() else {
+        bail!("no torrent given");
+    };
+    let listen = first.common.listen;
+    let max_conns = first.common.max_connections.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let id = PeerId::generate(random_u32);
+    let (session, listener) = rt.block_on(async {
+        match listen {
+            Some(addr) => Session::bind(addr, id, max_conns).await,
+            // The default port, or any if it is taken.
+            None => match Session::bind(DEFAULT_LISTEN, id, max_conns).await {
+                Ok(x) => Ok(x),
+                Err(_) => {
+                    Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id, max_conns).await
+                }
+            },
+        }
+    })?;
+    tracing::info!(listen = %session.listen, "listening");
+    let mut torrents = Vec::new();
+    for plan in plans {
+        let name = plan.info.name.clone();
+        let ctx = prepare(&plan, &session).with_context(|| name.clone())?;
+        session.add(ctx.clone())?;
+        torrents.push((name, ctx, plan));
+    }
+    rt.spawn(session.clone().accept_loop(listener));
+    let several = torrents.len() > 1;
+    let results = rt.block_on(async {
+        let handles: Vec<_> = torrents
+            .into_iter()
+            .map(|(name, ctx, plan)| (name, tokio::spawn(main_loop(session.clone(), ctx, plan))))
+            .collect();
+        let mut out = Vec::new();
+        for (name, h) in handles {
+            out.push((name, h.await));
+        }
+        out
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    let mut first_err = None;
+    let mut stopped = Vec::new();
+    for (name, r) in results {
+        let r = r.map_err(|e| anyhow::anyhow!("{e}")).and_then(|r| r);
+        if let Err(e) = r {
+            if let Some(i) = e.downcast_ref::<Interrupted>() {
+                stopped.push(if several {
+                    format!("{name}: {}", i.0)
+                } else {
+                    i.0.clone()
+                });
+                continue;
+            }
+            let e = if several { e.context(name) } else { e };
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None if !stopped.is_empty() => Err(Interrupted(stopped.join(", ")).into()),
+        None => Ok(()),
+    }
+}
+
+/// Where the client listens when `--listen` is not given.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 6881);
+
+/// Opens, checks and resumes one torrent's data: its state, ready to run.
+fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     let info = plan.info.clone();
     if info.piece_len > MAX_PIECE_LEN {
         bail!(
@@ -277,77 +382,59 @@ fn start(plan: Plan) -> anyhow::Result<()> {
     }
     let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = PickerConfig {
-        max_in_flight: swarm::PIPELINE,
+        max_in_flight: peer::PIPELINE,
         // Pieces are hashed on the writing threads (`writes::PieceHashes`).
         hash_blocks: false,
         ..PickerConfig::default()
     };
     let slots = (IN_PROGRESS_BYTES / info.piece_len.max(1)).clamp(MIN_SLOTS, MAX_SLOTS) as usize;
-    let parts = PickerParts {
-        have: bits,
-        avail,
-        slots: vec![Slot::default(); slots].into_boxed_slice(),
-        blocks: vec![BlockSlot::default(); StdPicker::blocks_needed(&geo, slots)]
-            .into_boxed_slice(),
+    // Headroom over the connection limit: a closing task frees its entry
+    // just before its permit.
+    let peers = plan
+        .common
+        .max_peers
+        .saturating_add(8)
+        .min(usize::from(u16::MAX));
+    let parts = TorrentParts {
+        picker: PickerParts {
+            have: bits,
+            avail,
+            slots: vec![Slot::default(); slots].into_boxed_slice(),
+            blocks: vec![BlockSlot::default(); Picker::<Heap>::blocks_needed(&geo, slots)]
+                .into_boxed_slice(),
+        },
+        peers: vec![PeerEntry::default(); peers].into_boxed_slice(),
+        log: vec![0u32; n as usize].into_boxed_slice(),
+        candidates: vec![Candidate::new(PeerKey(0), Instant::ZERO); peers].into_boxed_slice(),
     };
-    let picker =
-        StdPicker::new(geo, parts, cfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id = PeerId::generate(random_u32);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(plan.common.listen))
-        .or_else(|_| {
-            let mut a = plan.common.listen;
-            a.set_port(0);
-            rt.block_on(tokio::net::TcpListener::bind(a))
-        })
-        .context("listen")?;
-    let listen = listener.local_addr()?;
-    let ctx = Arc::new(Ctx::new(
-        picker,
-        storage,
-        info,
-        id,
-        plan.max_pieces,
-        plan.common.max_peers,
-        listen,
-        verified,
-        ChokerConfig {
+    let tcfg = TorrentConfig {
+        picker: cfg,
+        choker: ChokerConfig {
             slots: plan.common.upload_slots,
             rechoke_ms: plan.common.rechoke_ms,
             optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
         },
-    ));
-    let r = rt.block_on(main_loop(ctx, listener, plan));
-    rt.shutdown_timeout(Duration::from_millis(500));
-    r
+    };
+    let torrent =
+        StdTorrent::new(geo, parts, tcfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(Ctx::new(
+        torrent,
+        storage,
+        info,
+        session.peer_id,
+        plan.max_pieces,
+        plan.common.max_peers,
+        session.listen,
+        verified,
+    )))
 }
 
-async fn main_loop(
-    ctx: Arc<Ctx>,
-    listener: tokio::net::TcpListener,
-    plan: Plan,
-) -> anyhow::Result<()> {
+async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
     let quiet = plan.common.quiet;
-    tracing::info!(listen = %ctx.listen, "listening");
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(swarm::acceptor(ctx.clone(), listener));
-    tokio::spawn(swarm::connector(ctx.clone(), rx));
-    // Direct peers: retried every few seconds while not connected (the
-    // connector skips connected and banned addresses).
-    {
-        let (peers, tx) = (plan.common.peers.clone(), tx.clone());
-        tokio::spawn(async move {
-            loop {
-                for p in &peers {
-                    let _ = tx.try_send(*p);
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
-        });
-    }
+    tokio::spawn(swarm::dialer(ctx.clone(), session.conns.clone()));
+    // Direct peers: booked for good, dialled (and re-dialled with backoff)
+    // while not connected.
+    ctx.learn(&plan.common.peers, Source::Direct);
     {
         let c = ctx.clone();
         tokio::spawn(async move {
@@ -358,32 +445,29 @@ async fn main_loop(
         });
     }
     let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
-    let key = random_u32();
-    if !plan.common.no_trackers {
-        for (i, (tier, url)) in ctx.info.trackers.iter().enumerate() {
-            statuses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(TrackerStatus {
-                    tier: *tier,
-                    url: url.clone(),
-                    status: "connecting".into(),
-                    reply: None,
-                    told_complete: ctx.complete.load(Relaxed),
-                });
-            tokio::spawn(tracker_task(
-                ctx.clone(),
-                i,
-                statuses.clone(),
-                tx.clone(),
-                key,
-            ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let announcer = (!plan.common.no_trackers).then(|| {
+        let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
+        for (tier, url) in &ctx.info.trackers {
+            rows.push(TrackerStatus {
+                tier: *tier,
+                url: url.clone(),
+                status: "connecting".into(),
+                reply: None,
+                told_complete: ctx.complete.load(Relaxed),
+            });
         }
-    }
+        tokio::spawn(announce_loop(
+            session.clone(),
+            ctx.clone(),
+            statuses.clone(),
+            stop_rx,
+        ))
+    });
     let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
     let t0 = std::time::Instant::now();
     let start_verified = ctx.stats.verified.load(Relaxed);
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = shutdown_signal();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut failed = None;
@@ -411,15 +495,24 @@ async fn main_loop(
         let bytes = ctx.stats.verified.load(Relaxed) - start_verified;
         bar.finish();
         if !interrupted && failed.is_none() {
+            let st = ctx.snapshot();
             println!(
                 "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s), {} hash failures, {} peers banned",
-                ctx.stats.fetched_pieces.load(Relaxed),
+                st.fetched,
                 bytes,
                 secs,
                 bytes as f64 / secs.max(1e-9) / (1 << 20) as f64,
-                ctx.stats.hash_failures.load(Relaxed),
-                ctx.stats.banned.load(Relaxed),
+                st.hash_failures,
+                st.banned,
             );
+            if !quiet {
+                let known: Vec<String> = st
+                    .known
+                    .iter()
+                    .map(|(src, n)| format!("{} {n}", src.name()))
+                    .collect();
+                println!("peers known: {}", known.join(", "));
+            }
             println!("complete: {}", ctx.storage.root.display());
         }
     } else if plan.download {
@@ -455,30 +548,17 @@ async fn main_loop(
     // BEP 3: tell the trackers we leave (best effort, bounded), after
     // `completed` if the download finished since the last announce (e.g.
     // with --no-seed), so that they count the completion.
-    if !plan.common.no_trackers {
-        let untold: Vec<bool> = statuses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| !s.told_complete && ctx.complete.load(Relaxed))
-            .collect();
-        let done = announce_params(&ctx, AnnounceEvent::Completed, key);
-        let a = announce_params(&ctx, AnnounceEvent::Stopped, key);
-        let stops = ctx.info.trackers.iter().enumerate().map(|(i, (_, url))| {
-            let url = url.clone();
-            let completed = untold.get(i).copied().unwrap_or(false);
-            async move {
-                let limit = Duration::from_secs(3);
-                if completed {
-                    let _ = tokio::time::timeout(limit, announce::announce(&url, &done)).await;
-                }
-                let _ = tokio::time::timeout(limit, announce::announce(&url, &a)).await;
-            }
-        });
-        let handles: Vec<_> = stops.map(tokio::spawn).collect();
-        for h in handles {
-            let _ = h.await;
-        }
+    let _ = stop_tx.send(true);
+    if let Some(h) = announcer {
+        let _ = tokio::time::timeout(STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1), h).await;
+    }
+    if interrupted {
+        return Err(Interrupted(format!(
+            "{}/{} pieces verified",
+            ctx.picker_have(),
+            ctx.info.pieces()
+        ))
+        .into());
     }
     if let Some(why) = failed {
         bail!(
@@ -507,46 +587,142 @@ fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
     }
 }
 
-async fn tracker_task(
+/// The user stopped a download before it was complete (Ctrl-C, SIGTERM,
+/// SIGHUP): how far it got. The process exits with 130.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}; run the same command to resume", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Completes on SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, docker) or
+/// SIGHUP (the terminal closed): each stops the client the same way, with
+/// its `stopped` announces.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup());
+    match (term, hup) {
+        (Ok(mut term), Ok(mut hup)) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Time allowed for the announces at shutdown (`completed`, `stopped`).
+pub const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Drives the core's [`Announcer`] for one torrent over the session's
+/// tracker clients: `started`, regular announces at the trackers'
+/// intervals, `completed` when the download completes, backoff after
+/// failures; and once `stop` turns true, `completed` (if still owed) and
+/// `stopped` to each tracker that was started, within
+/// [`STOP_ANNOUNCE_TIMEOUT`]. Every tracker of every tier is used (as
+/// libtorrent's `announce_to_all_tiers` and `announce_to_all_trackers`).
+async fn announce_loop(
+    session: Arc<Session>,
     ctx: Arc<Ctx>,
-    idx: usize,
     statuses: Statuses,
-    tx: mpsc::Sender<SocketAddr>,
-    key: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let url = ctx.info.trackers[idx].1.clone();
-    let mut event = AnnounceEvent::Started;
-    let mut told_complete = ctx.complete.load(Relaxed);
+    let key = random_u32();
+    let cfg = AnnouncerConfig {
+        all_tiers: true,
+        all_trackers: true,
+        ..AnnouncerConfig::default()
+    };
+    let mut ann: Announcer = Announcer::new(cfg);
+    let mut urls = Vec::new();
+    for (tier, url) in &ctx.info.trackers {
+        if ann.add_tracker(*tier).is_ok() {
+            urls.push(url.clone());
+        } else {
+            tracing::warn!(%url, "more than {MAX_TRACKERS} trackers: not used");
+        }
+    }
+    if ctx.complete.load(Relaxed) {
+        // Complete from the start: `completed` is never owed.
+        ann.set_complete(ctx.now());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let mut deadline = None;
     loop {
-        let a = announce_params(&ctx, event, key);
-        let r = announce::announce(&url, &a).await;
-        let interval = match r {
-            Ok(reply) => {
-                for p in &reply.peers {
-                    let _ = tx.try_send(*p);
+        let now = ctx.now();
+        if !ann.is_complete() && ctx.complete.load(Relaxed) {
+            ann.set_complete(now);
+        }
+        while let Some((idx, event)) = ann.poll_announce(now) {
+            let (Some(url), tx, session) = (urls.get(idx).cloned(), tx.clone(), session.clone())
+            else {
+                continue;
+            };
+            let a = announce_params(&ctx, event, key);
+            let limit = if deadline.is_some() {
+                STOP_ANNOUNCE_TIMEOUT
+            } else {
+                announce::ANNOUNCE_TIMEOUT
+            };
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(limit, session.trackers.announce(&url, &a))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+                let _ = tx.send((idx, url, event, r)).await;
+            });
+        }
+        if deadline.is_some() && ann.is_finished() {
+            return;
+        }
+        let wait = ann
+            .poll_timeout()
+            .map(|t| t.millis().saturating_sub(now.millis()))
+            .unwrap_or(u64::MAX)
+            // Wake at least every 500 ms to see the download complete.
+            .min(500);
+        tokio::select! {
+            Some((idx, url, event, r)) = rx.recv() => {
+                let now = ctx.now();
+                let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
+                match r {
+                    Ok(reply) => {
+                        ctx.learn(&reply.peers, Source::Tracker);
+                        ann.on_reply(now, idx, reply.interval, reply.min_interval);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = "ok".into();
+                            row.reply = Some(reply);
+                            row.told_complete |= event == AnnounceEvent::Completed;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, "announce: {e:#}");
+                        ann.on_failure(now, idx);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = format!("{e:#}");
+                        }
+                    }
                 }
-                let interval = reply.interval.clamp(30, 3600);
-                let mut s = statuses.lock().unwrap_or_else(|e| e.into_inner());
-                s[idx].status = "ok".into();
-                s[idx].reply = Some(reply);
-                s[idx].told_complete |= event == AnnounceEvent::Completed;
-                interval
             }
-            Err(e) => {
-                tracing::warn!(%url, "announce: {e:#}");
-                statuses.lock().unwrap_or_else(|e| e.into_inner())[idx].status = format!("{e:#}");
-                60
+            r = stop.changed(), if deadline.is_none() => {
+                if r.is_err() || *stop.borrow() {
+                    ann.stop(ctx.now());
+                    deadline = Some(tokio::time::Instant::now() + STOP_ANNOUNCE_TIMEOUT);
+                }
             }
-        };
-        event = AnnounceEvent::None;
-        let until = tokio::time::Instant::now() + Duration::from_secs(u64::from(interval));
-        while tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if !told_complete && ctx.complete.load(Relaxed) {
-                told_complete = true;
-                event = AnnounceEvent::Completed;
-                break;
-            }
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return;
         }
     }
 }

@@ -23,45 +23,29 @@
 //! (extra ones are dropped, or rejected under BEP 6), connections
 //! `max_peers` (a semaphore).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ourtorrent_core::choker::{Candidate, Choker, ChokerConfig, Update};
+use ourtorrent_core::choker::Candidate;
 use ourtorrent_core::id::PeerId;
-use ourtorrent_core::peer::{Handled, PeerConfig, PeerSession};
-use ourtorrent_core::pieces::{
-    BlockRequest, BlockSlot, PeerKey, Picker, PickerStorage, Slot, Verdict,
-};
+use ourtorrent_core::pieces::{BlockSlot, PeerKey, PickerStorage, Slot};
 use ourtorrent_core::time::Instant;
-use ourtorrent_core::wire::{
-    max_message_len_for, piece_header, ExtensionHandshake, Frame, Framer, Handshake, Message,
-    Reserved, Status, PIECE_HEADER_LEN,
-};
+use ourtorrent_core::torrent::{PeerEntry, PieceOutcome, Torrent, TorrentStorage};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use super::meta::Info;
+use super::peer::writes::BlockWrite;
+use super::peers::{AddressBook, Source};
+use super::stats::TorrentStats;
 use super::storage::Storage;
 use super::writes::{Next, Partial, PendingWrites, PieceHashes};
 
-/// Socket reads go into a buffer this large (plus one whole message).
-pub const READ_BUF: usize = 256 << 10;
-/// Stop filling the output buffer (uploads) past this many bytes.
-pub const OUT_HIGH_WATER: usize = 256 << 10;
-/// Bytes of blocks served per wake-up before checking the socket for
-/// input and the timers again.
-pub const SERVE_BUDGET: usize = 4 << 20;
 /// Pieces are read back for hashing in reads of this size.
 pub const HASH_CHUNK: usize = 256 << 10;
-/// Requests from one peer waiting to be served.
-pub const MAX_PEER_REQUESTS: usize = 1024;
-/// Requests in flight per peer (our pipeline; lowered by the peer's `reqq`).
-pub const PIPELINE: usize = 128;
-/// What we advertise as our `reqq` (BEP 10).
-pub const OUR_REQQ: u32 = MAX_PEER_REQUESTS as u32;
 
 /// Counters the progress bar and the trackers read without the lock.
 #[derive(Default)]
@@ -84,35 +68,16 @@ pub struct Stats {
     pub banned: AtomicU32,
 }
 
+/// What the shell keeps of a connected peer (the torrent keeps the rest).
 struct PeerCtl {
     addr: SocketAddr,
     notify: Arc<Notify>,
-    cancels: Vec<BlockRequest>,
+    /// Banned by address (a protocol error, or a bad piece from any of its
+    /// connections): close.
     kill: bool,
-    /// The choker's decision, applied by the peer task.
-    unchoke: bool,
-    /// The peer is interested in us / snubs us (as its task last saw).
-    interested: bool,
-    snubbed: bool,
-    connected_at: Instant,
-    /// Kept for the choker (whose optimistic slot goes to the longest waiting).
-    last_unchoked: Option<Instant>,
-    /// Payload bytes from / to the peer since the last full rechoke.
-    down: u64,
-    up: u64,
 }
 
-/// A received block to store: its piece, its offset in the piece, and
-/// where its bytes sit in the read buffer.
-#[derive(Clone, Copy)]
-struct BlockWrite {
-    index: u32,
-    begin: u32,
-    start: usize,
-    len: usize,
-}
-
-/// The picker's storage in this shell: boxed slices it owns, sized when
+/// The torrent's storage in this shell: boxed slices it owns, sized when
 /// the torrent starts (no leak, no const generics).
 pub struct Heap;
 
@@ -123,75 +88,42 @@ impl PickerStorage for Heap {
     type Blocks = Box<[BlockSlot]>;
 }
 
-/// The picker of one torrent.
-pub type StdPicker = Picker<Heap>;
+impl TorrentStorage for Heap {
+    type Peers = Box<[PeerEntry]>;
+    type Log = Box<[u32]>;
+    type Candidates = Box<[Candidate]>;
+}
+
+/// The core's state machine of one torrent.
+pub type StdTorrent = Torrent<Heap>;
 
 /// State behind the mutex.
 pub struct Shared {
-    /// The core's picker (owns our bitfield and availability).
-    pub picker: StdPicker,
-    /// Pieces verified this session, in order: peer tasks announce them.
-    completed: Vec<u32>,
+    /// The core's torrent: picker, choker, reputation, have log, cancels.
+    pub torrent: StdTorrent,
     peers: HashMap<PeerKey, PeerCtl>,
-    next_key: u16,
-    banned: HashSet<SocketAddr>,
-    connected: HashSet<SocketAddr>,
-    /// Per address: pieces it contributed to that failed / passed.
-    record: HashMap<SocketAddr, (u32, u32)>,
-    /// Contributors of pieces in progress (for the record above).
-    contrib: HashMap<u32, Vec<SocketAddr>>,
+    /// Every address learned, its state, backoff and ban.
+    pub(crate) book: AddressBook,
     /// Pieces with blocks not yet on disk.
-    unwritten: PendingWrites,
-    /// Who we upload to.
-    choker: Choker,
-    /// A peer came, left or changed interest: fill free slots.
-    choke_dirty: bool,
-    /// Start of the current rate window (the last full rechoke).
-    rate_since: Instant,
+    pub(crate) unwritten: PendingWrites,
 }
 
 impl Shared {
-    /// Runs the choker if a rechoke is due or peers changed, and tells the
-    /// peer tasks whose state flips.
-    fn rechoke(&mut self, now: Instant) {
-        let due = self.choker.poll_timeout().is_none_or(|t| now >= t);
-        if !due && !self.choke_dirty {
-            return;
-        }
-        self.choke_dirty = false;
-        let ms = now
-            .saturating_duration_since(self.rate_since)
-            .millis()
-            .max(1);
-        let mut cands: Vec<Candidate> = self
-            .peers
-            .iter()
-            .map(|(&key, c)| Candidate {
-                key,
-                interested: c.interested,
-                snubbed: c.snubbed,
-                down_rate: c.down.saturating_mul(1000) / ms,
-                up_rate: c.up.saturating_mul(1000) / ms,
-                connected_at: c.connected_at,
-                unchoked: c.unchoke,
-                last_unchoked: c.last_unchoked,
-            })
-            .collect();
-        let seeding = self.picker.is_complete();
-        if self.choker.update(now, seeding, &mut cands) == Update::Rechoked {
-            self.rate_since = now;
-            for c in self.peers.values_mut() {
-                c.down = 0;
-                c.up = 0;
-            }
-        }
-        for cand in cands {
-            if let Some(c) = self.peers.get_mut(&cand.key) {
-                c.last_unchoked = cand.last_unchoked;
-                if c.unchoke != cand.unchoked {
-                    c.unchoke = cand.unchoked;
-                    c.notify.notify_one();
-                }
+    /// The peer's connection ends: the shell forgets it.
+    pub(crate) fn forget(&mut self, key: PeerKey) {
+        self.peers.remove(&key);
+    }
+
+    /// The peer was banned by address: its connection must close.
+    pub(crate) fn is_killed(&self, key: PeerKey) -> bool {
+        self.peers.get(&key).is_none_or(|c| c.kill)
+    }
+
+    /// Wakes the tasks of the peers the torrent has commands for.
+    pub(crate) fn wake(&mut self) {
+        while let Some(k) = self.torrent.poll_wake() {
+            if let Some(c) = self.peers.get(&k) {
+                c.notify.notify_one();
             }
         }
     }
@@ -223,6 +155,8 @@ pub struct Ctx {
     pub hashes: PieceHashes,
     /// Our listen address (to skip ourselves in tracker replies).
     pub listen: SocketAddr,
+    /// Wakes the dialer (new addresses, a connection ended).
+    pub dial: Notify,
     /// Set when the torrent's storage failed (a write error naming the
     /// file and the cause): the download stops, `done` wakes the main task.
     pub failed: Mutex<Option<String>>,
@@ -232,7 +166,7 @@ impl Ctx {
     /// A context over a picker already told which pieces we have.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        picker: StdPicker,
+        torrent: StdTorrent,
         storage: Storage,
         info: Info,
         peer_id: PeerId,
@@ -240,25 +174,16 @@ impl Ctx {
         max_peers: usize,
         listen: SocketAddr,
         verified: u64,
-        choker: ChokerConfig,
     ) -> Self {
-        let complete = picker.is_complete();
+        let complete = torrent.is_complete();
         let stats = Stats::default();
         stats.verified.store(verified, Relaxed);
         Ctx {
             shared: Mutex::new(Shared {
-                picker,
-                completed: Vec::new(),
+                torrent,
                 peers: HashMap::new(),
-                next_key: 0,
-                banned: HashSet::new(),
-                connected: HashSet::new(),
-                record: HashMap::new(),
-                contrib: HashMap::new(),
+                book: AddressBook::default(),
                 unwritten: PendingWrites::default(),
-                choker: Choker::new(choker),
-                choke_dirty: false,
-                rate_since: Instant::from_millis(0),
             }),
             storage,
             info,
@@ -272,6 +197,7 @@ impl Ctx {
             hashes: PieceHashes::default(),
             listen,
             failed: Mutex::new(None),
+            dial: Notify::new(),
         }
     }
 
@@ -286,9 +212,34 @@ impl Ctx {
         self.done.notify_one();
     }
 
+    /// This torrent now, for the front ends.
+    pub fn snapshot(&self) -> TorrentStats {
+        let g = self.lock();
+        let have = g.torrent.picker().have();
+        let book = g.book.stats();
+        TorrentStats {
+            name: self.info.name.clone(),
+            info_hash: self.info.info_hash,
+            total: self.info.total,
+            verified: self.stats.verified.load(Relaxed),
+            pieces: have.len(),
+            pieces_verified: have.count(),
+            fetched: self.stats.fetched_pieces.load(Relaxed),
+            downloaded: self.stats.downloaded.load(Relaxed),
+            uploaded: self.stats.uploaded.load(Relaxed),
+            peers: self.stats.peers.load(Relaxed),
+            seeds: self.stats.seeds.load(Relaxed),
+            hash_failures: self.stats.hash_failures.load(Relaxed),
+            banned: book.banned as u32,
+            complete: self.complete.load(Relaxed),
+            failed: self.failure(),
+            known: book.known,
+        }
+    }
+
     /// Pieces verified.
     pub fn picker_have(&self) -> u32 {
-        self.lock().picker.have().count()
+        self.lock().torrent.picker().have().count()
     }
 
     /// Why the storage failed, if it did.
@@ -310,15 +261,68 @@ impl Ctx {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks `addr` connected; false if it already is (one connection per
+    /// address and torrent).
+    pub fn connected(&self, addr: SocketAddr, source: Source) -> bool {
+        self.lock()
+            .book
+            .connected(addr, source, std::time::Instant::now())
+    }
+
+    /// `addr`'s connection ended; `failed`: it never got past the handshake.
+    pub fn disconnected(&self, addr: SocketAddr, failed: bool) {
+        self.lock()
+            .book
+            .disconnected(addr, failed, std::time::Instant::now());
+        self.dial.notify_one();
+    }
+
+    /// Peers learned from `source` (a tracker's reply, `--peer`): booked,
+    /// ourselves skipped, and the dialer woken.
+    pub fn learn(&self, addrs: &[SocketAddr], source: Source) {
+        let now = std::time::Instant::now();
+        let mut g = self.lock();
+        for &a in addrs {
+            let ours = a == self.listen
+                || (a.port() == self.listen.port()
+                    && (a.ip().is_loopback() || a.ip().is_unspecified()));
+            if !ours {
+                g.book.add(a, source, now);
+            }
+        }
+        drop(g);
+        self.dial.notify_one();
+    }
+
+    /// A peer past its handshake: its key in the torrent, and the shell's
+    /// record of it.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        notify: Arc<Notify>,
+    ) -> Result<PeerKey, ourtorrent_core::torrent::TorrentError> {
+        let mut g = self.lock();
+        let key = g.torrent.add_peer(self.now())?;
+        g.peers.insert(
+            key,
+            PeerCtl {
+                addr,
+                notify,
+                kill: false,
+            },
+        );
+        Ok(key)
+    }
+
     /// True if `addr` is banned.
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
-        self.lock().banned.contains(addr)
+        self.lock().book.is_banned(addr)
     }
 
     /// Bans `addr` and disconnects it.
     pub fn ban(&self, addr: SocketAddr, why: &str) {
         let mut g = self.lock();
-        if g.banned.insert(addr) {
+        if g.book.ban(addr, std::time::Instant::now()) {
             self.stats.banned.fetch_add(1, Relaxed);
             tracing::warn!(%addr, "banned: {why}");
         }
@@ -333,24 +337,17 @@ impl Ctx {
     pub fn tick(&self) {
         let now = self.now();
         let mut g = self.lock();
-        g.rechoke(now);
-        let mut dead = Vec::new();
-        g.picker.handle_timeout(now, |k, r| dead.push((k, r)));
-        for (k, r) in dead {
-            if let Some(c) = g.peers.get_mut(&k) {
-                if c.cancels.len() < MAX_PEER_REQUESTS {
-                    c.cancels.push(r);
-                }
-                c.notify.notify_one();
-            }
+        if g.torrent.poll_timeout().is_some_and(|t| t <= now) {
+            g.torrent.handle_timeout(now);
         }
+        g.wake();
     }
 
     /// A batch of blocks: the first `written` are on disk, the rest failed
     /// (or were not tried after a failure). Returns the pieces now ready to
     /// verify; a piece with a block that could not be stored is abandoned
     /// (fetched again from scratch, nobody blamed).
-    fn written(&self, batch: &[BlockWrite], written: usize) -> Vec<u32> {
+    pub(crate) fn written(&self, batch: &[BlockWrite], written: usize) -> Vec<u32> {
         let mut g = self.lock();
         let mut ready = Vec::new();
         for (i, &BlockWrite { index, .. }) in batch.iter().enumerate() {
@@ -359,8 +356,7 @@ impl Ctx {
                 Next::Verify => ready.push(index),
                 Next::Abandon => {
                     self.hashes.take(index);
-                    g.picker.abandon(index);
-                    g.contrib.remove(&index);
+                    g.torrent.abandon(index);
                     tracing::warn!(index, "piece abandoned: its data could not be stored");
                 }
             }
@@ -373,7 +369,7 @@ impl Ctx {
     /// some came out of order, the rest of the piece is read back (from the
     /// page cache, in [`HASH_CHUNK`] reads) and hashed. The lock is taken
     /// only to hand the digest to the picker.
-    fn verify_piece(&self, index: u32) -> std::io::Result<()> {
+    pub(crate) fn verify_piece(&self, index: u32) -> std::io::Result<()> {
         let Partial { mut hasher, next } = self.hashes.take(index);
         let (start, len) = self.storage.piece_range(index);
         if (next as usize) < len {
@@ -396,612 +392,99 @@ impl Ctx {
         let expected = self.info.hashes[index as usize];
         let mut g = self.lock();
         let v = g
-            .picker
+            .torrent
             .verify_digest(index, &digest, &expected)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.piece_verdict(g, index, v);
         Ok(())
     }
 
-    /// Acts on a verdict while still holding the lock `verify_digest` ran under, so
-    /// that counts and completion are updated in the order pieces passed (a
-    /// second lock would let a later piece complete the torrent first).
-    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared>, index: u32, v: Verdict) {
-        let who = g.contrib.remove(&index).unwrap_or_default();
+    /// Acts on a verdict while still holding the lock `verify_digest` ran
+    /// under, so that counts and completion are updated in the order pieces
+    /// passed (a second lock would let a later piece complete the torrent
+    /// first). The torrent has queued the haves, and banned senders by its
+    /// reputation rule; their addresses are banned here.
+    fn piece_verdict(&self, mut g: MutexGuard<'_, Shared>, index: u32, v: PieceOutcome) {
+        g.wake();
         match v {
-            Verdict::Passed => {
-                for a in &who {
-                    g.record.entry(*a).or_default().1 += 1;
-                }
-                g.completed.push(index);
-                for c in g.peers.values() {
-                    c.notify.notify_one();
-                }
+            PieceOutcome::Passed { complete } => {
                 let (_, len) = self.storage.piece_range(index);
                 self.stats.verified.fetch_add(len as u64, Relaxed);
                 let n = self.stats.fetched_pieces.fetch_add(1, Relaxed) + 1;
-                let complete = g.picker.is_complete();
                 drop(g);
                 if complete {
                     self.complete.store(true, Relaxed);
                     self.done.notify_one();
                 } else if self.max_pieces.is_some_and(|m| n >= m) {
-                    // Debug aid for resume tests: stop dead, like a crash
-                    // (blocks in flight stay on disk unverified).
-                    println!("stopped after {n} pieces (--max-pieces)");
-                    std::process::exit(0);
+                    // Debug aid for resume tests: the main task stops the
+                    // process (blocks in flight stay on disk unverified).
+                    self.done.notify_one();
                 }
             }
-            Verdict::Failed { .. } => {
+            PieceOutcome::Failed { banned } => {
                 self.stats.hash_failures.fetch_add(1, Relaxed);
-                let mut bans = Vec::new();
-                for a in &who {
-                    let r = g.record.entry(*a).or_default();
-                    r.0 += 1;
-                    // A lone sender of a bad piece is guilty; with several
-                    // senders, ban whoever fails more often than it passes.
-                    if who.len() == 1 || (r.0 >= 2 && r.0 > r.1) {
-                        bans.push(*a);
-                    }
-                }
+                let addrs: Vec<SocketAddr> = banned
+                    .iter()
+                    .filter_map(|k| g.peers.get(k).map(|c| c.addr))
+                    .collect();
                 drop(g);
                 tracing::warn!(index, "piece failed its hash check");
-                for a in bans {
+                for a in addrs {
                     self.ban(a, "sent data that failed the hash check");
                 }
             }
-            Verdict::NeedsData { .. } => {}
+            PieceOutcome::NeedsData { .. } => {}
         }
     }
 }
 
-/// Why a connection ended.
-enum End {
-    /// The peer broke the protocol: ban it.
-    Protocol(String),
-    /// I/O error, EOF, timeout, or we chose to close.
-    Closed(String),
-}
+/// Time allowed for a TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one connection (outgoing or accepted) until it ends; bans peers
-/// that break the protocol.
-pub async fn peer_task(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    if !ctx.lock().connected.insert(addr) {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
-    ctx.stats.peers.fetch_add(1, Relaxed);
-    let mut seed = false;
-    let r = run_peer(&ctx, &stream, addr, &mut seed).await;
-    ctx.stats.peers.fetch_sub(1, Relaxed);
-    if seed {
-        ctx.stats.seeds.fetch_sub(1, Relaxed);
-    }
-    ctx.lock().connected.remove(&addr);
-    match r {
-        End::Protocol(why) => ctx.ban(addr, &why),
-        End::Closed(why) => tracing::debug!(%addr, "closed: {why}"),
-    }
-    drop(permit);
-}
-
-fn closed(e: impl std::fmt::Display) -> End {
-    End::Closed(e.to_string())
-}
-
-/// Reads what is there into `buf[*filled..]`; `Ok(false)` on EOF.
-fn try_fill(stream: &TcpStream, buf: &mut [u8], filled: &mut usize) -> Result<bool, End> {
-    while *filled < buf.len() {
-        match stream.try_read(&mut buf[*filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => *filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(closed(e)),
-        }
-    }
-    Ok(true)
-}
-
-async fn run_peer(
-    ctx: &Arc<Ctx>,
-    stream: &TcpStream,
-    addr: SocketAddr,
-    seed_flag: &mut bool,
-) -> End {
-    let pieces = ctx.info.pieces();
-    let max_len = max_message_len_for(pieces);
-    let mut rbuf = vec![0u8; READ_BUF.max(2 * max_len)];
-    let mut filled = 0usize;
-    let mut framer = Framer::with_handshake(max_len);
-    let reserved = Reserved::default()
-        .with_fast(true)
-        .with_extension_protocol(true);
-    let ours = Handshake {
-        reserved,
-        info_hash: ctx.info.info_hash,
-        peer_id: ctx.peer_id,
-    };
-    let mut out: Vec<u8> = Vec::with_capacity(OUT_HIGH_WATER + (64 << 10));
-    out.extend_from_slice(&ours.to_bytes());
-    let mut out_pos = 0usize;
-
-    // Handshake: send ours, read theirs (10 s).
-    let theirs = {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Err(e) = flush(stream, &out, &mut out_pos) {
-                return e;
-            }
-            match framer.parse(&rbuf[..filled]) {
-                Ok(Status::Complete((Frame::Handshake(h), n))) => {
-                    rbuf.copy_within(n..filled, 0);
-                    filled -= n;
-                    break h;
-                }
-                Ok(Status::Complete(_)) => return End::Protocol("no handshake".into()),
-                Ok(Status::Partial) => {}
-                // Not a ban: e.g. an encrypted (MSE) attempt before a plain retry.
-                Err(e) => return closed(format!("handshake: {e}")),
-            }
-            tokio::select! {
-                r = stream.readable() => {
-                    if let Err(e) = r { return closed(e) }
-                    match try_fill(stream, &mut rbuf, &mut filled) {
-                        Ok(true) => {}
-                        Ok(false) => return closed("eof during handshake"),
-                        Err(e) => return e,
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return closed("handshake timeout"),
-            }
-        }
-    };
-    if theirs.info_hash != ctx.info.info_hash {
-        return closed("wrong info-hash");
-    }
-    if theirs.peer_id == ctx.peer_id {
-        return closed("connected to ourselves");
-    }
-    let fast = theirs.reserved.fast();
-    let ext = theirs.reserved.extension_protocol();
-
-    // Register.
-    let notify = Arc::new(Notify::new());
-    let (key, mut have_cursor) = {
-        let mut g = ctx.lock();
-        let mut k = g.next_key;
-        while g.peers.contains_key(&PeerKey(k)) {
-            k = k.wrapping_add(1);
-        }
-        g.next_key = k.wrapping_add(1);
-        g.peers.insert(
-            PeerKey(k),
-            PeerCtl {
-                addr,
-                notify: notify.clone(),
-                cancels: Vec::new(),
-                kill: false,
-                unchoke: false,
-                interested: false,
-                snubbed: false,
-                connected_at: ctx.now(),
-                last_unchoked: None,
-                down: 0,
-                up: 0,
-            },
-        );
-        (PeerKey(k), g.completed.len())
-    };
-    let mut bits = vec![0u8; (pieces as usize).div_ceil(8)];
-    let cfg = PeerConfig {
-        pipeline: PIPELINE,
-        ..PeerConfig::default()
-    };
-    let session = PeerSession::new(key, &mut bits, pieces, fast, cfg, ctx.now());
-    let mut session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.lock().peers.remove(&key);
-            return closed(e);
-        }
-    };
-    let mut tmp = vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)];
-    let mut reqs: VecDeque<BlockRequest> = VecDeque::new();
-    let mut writes: Vec<BlockWrite> = Vec::new();
-    // Blocks being written: the read buffer they sit in, handed back with
-    // the (emptied) write list when done. `spare` is the second buffer.
-    type Written = (Vec<u8>, Vec<BlockWrite>, std::io::Result<()>);
-    let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
-    let mut spare: Option<Vec<u8>> = None;
-    let mut spare_writes: Vec<BlockWrite> = Vec::new();
-    // Payload bytes from / to this peer not yet added to its rate window.
-    let (mut down_acc, mut up_acc) = (0u64, 0u64);
-    let mut ext_pending = ext;
-    let mut first = true;
-    let end = loop {
-        // 1. Frames in the read buffer → session (under the lock).
-        let now = ctx.now();
-        let mut pos = 0usize;
-        let mut err = None;
-        {
-            let mut g = ctx.lock();
-            let g = &mut *g;
-            loop {
-                let frame = match framer.parse(&rbuf[pos..filled]) {
-                    Ok(Status::Complete((Frame::Message(m), n))) => (m, n),
-                    Ok(Status::Complete(_)) => {
-                        err = Some(End::Protocol("second handshake".into()));
-                        break;
-                    }
-                    Ok(Status::Partial) => break,
-                    Err(e) => {
-                        err = Some(End::Protocol(format!("wire: {e}")));
-                        break;
-                    }
-                };
-                let (msg, n) = frame;
-                tracing::trace!(%addr, id = ?msg.id(), "recv");
-                let h = match session.handle_message(now, &mut g.picker, msg) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        err = Some(End::Protocol(e.to_string()));
-                        break;
-                    }
-                };
-                match h {
-                    Handled::Block {
-                        request,
-                        data,
-                        received,
-                    } => {
-                        if !received.duplicate {
-                            writes.push(BlockWrite {
-                                index: request.index,
-                                begin: request.begin,
-                                start: data.as_ptr() as usize - rbuf.as_ptr() as usize,
-                                len: data.len(),
-                            });
-                            down_acc += data.len() as u64;
-                            let who = g.contrib.entry(request.index).or_default();
-                            if !who.contains(&addr) {
-                                who.push(addr);
-                            }
-                            // Verified once every block (from any peer) is on disk.
-                            g.unwritten.queued(request.index, received.piece_complete);
-                        }
-                        for k in received.cancel {
-                            if let Some(c) = g.peers.get_mut(&k) {
-                                c.cancels.push(request);
-                                c.notify.notify_one();
-                            }
-                        }
-                    }
-                    Handled::Request(r) => {
-                        if reqs.len() < MAX_PEER_REQUESTS {
-                            reqs.push_back(r);
-                        } else if session.reject(r).is_err() {
-                            // BEP 6 rejects past our advertised `reqq` fill
-                            // the control queue: a peer that keeps asking
-                            // beyond it is dropped.
-                            return End::Protocol("too many requests past our reqq".into());
-                        }
-                    }
-                    Handled::Cancel(r) => reqs.retain(|x| *x != r),
-                    Handled::Extended { id: 0, payload } => {
-                        if let Ok(h) = ExtensionHandshake::decode(payload) {
-                            if let Some(q) = h.reqq {
-                                session.set_peer_reqq(q);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                pos += n;
-            }
-        }
-        // 2. Store the blocks: positional writes straight from the buffer
-        // (and SHA-1) on a blocking thread while this task reads the next
-        // batch into the other buffer. One batch in flight per peer, so
-        // writes stay in order; a piece is verified once all its blocks,
-        // from every peer, are on disk (`Shared::unwritten`).
-        if writes.is_empty() {
-            rbuf.copy_within(pos..filled, 0);
-            filled -= pos;
+/// Dials booked addresses while the torrent has free connection slots
+/// (and the session too), woken by new addresses and ended connections,
+/// and at least every second (backoffs expire).
+pub async fn dialer(ctx: Arc<Ctx>, global: Arc<Semaphore>) {
+    loop {
+        let free = ctx
+            .conns
+            .available_permits()
+            .min(global.available_permits());
+        let picks = if free == 0 {
+            Vec::new()
         } else {
-            let mut next = match pending.take() {
-                Some(h) => match h.await {
-                    Ok((buf, w, res)) => {
-                        spare_writes = w;
-                        if let Err(e) = res {
-                            // A disk that fails (full, gone, read-only)
-                            // fails the torrent, not just this peer.
-                            ctx.fail(format!("write {e}"));
-                            err.get_or_insert(closed(e));
-                        }
-                        buf
-                    }
-                    Err(e) => break closed(e),
-                },
-                None => spare.take().unwrap_or_else(|| vec![0u8; rbuf.len()]),
+            ctx.lock().book.to_dial(std::time::Instant::now(), free)
+        };
+        for addr in picks {
+            let (Ok(local), Ok(global)) = (
+                ctx.conns.clone().try_acquire_owned(),
+                global.clone().try_acquire_owned(),
+            ) else {
+                break;
             };
-            next[..filled - pos].copy_from_slice(&rbuf[pos..filled]);
-            let full = std::mem::replace(&mut rbuf, next);
-            filled -= pos;
-            let batch = std::mem::replace(&mut writes, std::mem::take(&mut spare_writes));
-            for &BlockWrite { len, .. } in &batch {
-                ctx.stats.downloaded.fetch_add(len as u64, Relaxed);
+            if !ctx.connected(addr, Source::Tracker) {
+                continue;
             }
             let c = ctx.clone();
-            pending = Some(tokio::task::spawn_blocking(move || {
-                let mut res = Ok(());
-                let mut n = 0;
-                for &BlockWrite {
-                    index,
-                    begin,
-                    start,
-                    len,
-                } in &batch
-                {
-                    let data = &full[start..start + len];
-                    let off = u64::from(index) * c.info.piece_len + u64::from(begin);
-                    if let Err(e) = c.storage.write_at(off, data) {
-                        res = Err(e);
-                        break;
+            tokio::spawn(async move {
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        super::peer::peer_task(c, s, addr, (local, global), None).await;
                     }
-                    // SHA-1 here, overlapped with the task reading the
-                    // next batch, not under the shared lock.
-                    c.hashes.written(index, begin, data);
-                    n += 1;
-                }
-                for index in c.written(&batch, n) {
-                    if let Err(e) = c.verify_piece(index) {
-                        tracing::error!(index, "verify: {e}");
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, "connect: {e}");
+                        c.disconnected(addr, true);
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "connect: timeout");
+                        c.disconnected(addr, true);
                     }
                 }
-                let mut batch = batch;
-                batch.clear();
-                (full, batch, res)
-            }));
+            });
         }
-        if let Some(e) = err {
-            break e;
-        }
-
-        // 3. Outputs: announcements, cancels, choking, requests.
-        let mut deadline;
-        {
-            let mut g = ctx.lock();
-            let g = &mut *g;
-            let Some(c) = g.peers.get_mut(&key) else {
-                break closed("unregistered");
-            };
-            if c.kill {
-                break closed("banned");
-            }
-            let cancels = std::mem::take(&mut c.cancels);
-            for r in cancels {
-                let _ = session.cancel(r);
-            }
-            // Choking: feed the choker this peer's state and rates, apply
-            // its decision (it reruns now if the interest changed).
-            c.down += std::mem::take(&mut down_acc);
-            c.up += std::mem::take(&mut up_acc);
-            let (interested, snubbed) = (session.peer_interested(), session.is_snubbed());
-            if (interested, snubbed) != (c.interested, c.snubbed) {
-                (c.interested, c.snubbed) = (interested, snubbed);
-                g.choke_dirty = true;
-            }
-            g.rechoke(now);
-            let unchoke = g.peers.get(&key).is_some_and(|c| c.unchoke);
-            if unchoke == session.am_choking() {
-                // The test of the choker reads these lines.
-                let opt = g.choker.optimistic() == Some(key);
-                tracing::debug!(
-                    target: "ourtorrent::choke",
-                    "{} {addr} (interested {interested}{})",
-                    if unchoke { "unchoke" } else { "choke" },
-                    if opt { ", optimistic" } else { "" }
-                );
-            }
-            let _ = session.set_choking(!unchoke);
-            if !unchoke {
-                // Requests queued before the choke: BEP 6 rejects each
-                // (as many as the control queue takes now, the rest on the
-                // next rounds), BEP 3 drops them.
-                while let Some(&r) = reqs.front() {
-                    if session.reject(r).is_err() {
-                        break;
-                    }
-                    reqs.pop_front();
-                }
-            }
-            while let Some(&i) = g.completed.get(have_cursor) {
-                have_cursor += 1;
-                if session.send_have(&g.picker, i).is_err() {
-                    break;
-                }
-            }
-            if out.len() - out_pos < OUT_HIGH_WATER {
-                let n = session.poll_transmit(now, &mut g.picker, &mut tmp);
-                out.extend_from_slice(&tmp[..n]);
-            }
-            while session.poll_event().is_some() {}
-            let is_seed = session.peer_has().is_complete();
-            if is_seed != *seed_flag {
-                *seed_flag = is_seed;
-                if is_seed {
-                    ctx.stats.seeds.fetch_add(1, Relaxed);
-                } else {
-                    ctx.stats.seeds.fetch_sub(1, Relaxed);
-                }
-            }
-            if g.picker.is_complete() && is_seed {
-                break closed("both complete");
-            }
-            deadline = session.poll_timeout(&g.picker);
-            if let Err(e) = session.handle_timeout(now, &g.picker) {
-                break closed(e);
-            }
-        }
-        if first && ext_pending {
-            // BEP 10 handshake right after the bitfield.
-            let h = ExtensionHandshake {
-                v: Some(b"OurTorrent 0.1"),
-                p: Some(ctx.listen.port()),
-                reqq: Some(OUR_REQQ),
-                ..ExtensionHandshake::default()
-            };
-            if let Ok(n) = h.encode(&mut tmp) {
-                let m = Message::Extended {
-                    id: 0,
-                    payload: &tmp[..n],
-                };
-                let mut enc = vec![0u8; m.encoded_len() + 4];
-                if let Ok(k) = m.encode(&mut enc) {
-                    out.extend_from_slice(&enc[..k]);
-                }
-            }
-            ext_pending = false;
-        }
-        first = false;
-        // 4. Serve requests: header + data read straight into `out`, and
-        // keep serving while the socket takes everything (up to
-        // SERVE_BUDGET per wake-up, so reads and timers are not starved).
-        let mut budget = SERVE_BUDGET;
-        let mut stop = None;
-        let mut read_failed = false;
-        loop {
-            while out.len() - out_pos < OUT_HIGH_WATER && budget > 0 && !session.am_choking() {
-                let Some(r) = reqs.pop_front() else { break };
-                let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
-                    continue;
-                };
-                let at = out.len();
-                out.extend_from_slice(&hdr);
-                out.resize(at + PIECE_HEADER_LEN + r.length as usize, 0);
-                let off = u64::from(r.index) * ctx.info.piece_len + u64::from(r.begin);
-                if let Err(e) = ctx.storage.read_at(off, &mut out[at + PIECE_HEADER_LEN..]) {
-                    tracing::error!("read: {e}");
-                    out.truncate(at);
-                    read_failed = true;
-                    break;
-                }
-                budget = budget.saturating_sub(r.length as usize);
-                up_acc += u64::from(r.length);
-                ctx.stats.uploaded.fetch_add(u64::from(r.length), Relaxed);
-            }
-            if let Err(e) = flush(stream, &out, &mut out_pos) {
-                stop = Some(e);
-            }
-            if out_pos == out.len() {
-                out.clear();
-                out_pos = 0;
-            } else if out_pos > OUT_HIGH_WATER {
-                out.drain(..out_pos);
-                out_pos = 0;
-            }
-            // Stop when the socket is full (wait for writable), nothing is
-            // left, the budget is spent (the loop comes straight back: the
-            // socket is still writable) or on an error.
-            if stop.is_some() || read_failed || !out.is_empty() || reqs.is_empty() || budget == 0 {
-                break;
-            }
-        }
-        if let Some(e) = stop {
-            break e;
-        }
-
-        // 5. Wait for the socket, a wake-up or the timer (≤ 1 s).
-        let now = ctx.now();
-        if deadline.millis() > now.millis() + 1000 {
-            deadline = now.add_millis(1000);
-        }
-        let sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
-        // Queued requests count as output: with the socket still writable
-        // `writable()` is ready at once and the loop serves the next batch.
-        let want_write = out_pos < out.len() || !reqs.is_empty();
-        let want_read = filled < rbuf.len();
         tokio::select! {
-            r = stream.readable(), if want_read => {
-                if let Err(e) = r { break closed(e) }
-                match try_fill(stream, &mut rbuf, &mut filled) {
-                    Ok(true) => {}
-                    Ok(false) => break closed("eof"),
-                    Err(e) => break e,
-                }
-            }
-            r = stream.writable(), if want_write => {
-                if let Err(e) = r { break closed(e) }
-            }
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(sleep) => {}
+            _ = ctx.dial.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    };
-    let mut g = ctx.lock();
-    g.peers.remove(&key);
-    g.picker.peer_gone(key, session.peer_has());
-    // Its slot may go to another peer.
-    g.choke_dirty = true;
-    g.rechoke(ctx.now());
-    end
-}
-
-/// Writes as much of `out[*pos..]` as the socket takes now.
-fn flush(stream: &TcpStream, out: &[u8], pos: &mut usize) -> Result<(), End> {
-    while *pos < out.len() {
-        match stream.try_write(&out[*pos..]) {
-            Ok(0) => return Err(closed("write returned 0")),
-            Ok(n) => *pos += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(closed(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Connects to candidate addresses as connection slots free up.
-pub async fn connector(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<SocketAddr>) {
-    while let Some(addr) = rx.recv().await {
-        if addr == ctx.listen
-            || (addr.port() == ctx.listen.port()
-                && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
-            || ctx.is_banned(&addr)
-            || ctx.lock().connected.contains(&addr)
-        {
-            continue;
-        }
-        let Ok(permit) = ctx.conns.clone().acquire_owned().await else {
-            return;
-        };
-        let c = ctx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => peer_task(c, s, addr, permit).await,
-                Ok(Err(e)) => tracing::debug!(%addr, "connect: {e}"),
-                Err(_) => tracing::debug!(%addr, "connect: timeout"),
-            }
-        });
-    }
-}
-
-/// Accepts incoming connections while slots are free.
-pub async fn acceptor(ctx: Arc<Ctx>, listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((s, addr)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        if ctx.is_banned(&addr) {
-            continue;
-        }
-        let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
-            continue;
-        };
-        tokio::spawn(peer_task(ctx.clone(), s, addr, permit));
     }
 }

@@ -1,8 +1,9 @@
 //! What the user sees: the tracker table (status, interval, seeders,
 //! leechers, peers) once the first announces are in, and an `indicatif`
-//! progress bar with speed, ETA, peers and seeds. Nothing with `--quiet`.
+//! progress bar with speed, ETA, peers and seeds, read from the torrent's
+//! [`TorrentStats`](super::stats::TorrentStats) snapshots. Nothing with
+//! `--quiet`.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,12 +63,9 @@ impl Progress {
             let t0 = tokio::time::Instant::now();
             let mut table_shown = quiet;
             loop {
-                b.set_position(ctx.stats.verified.load(Relaxed));
-                b.set_message(format!(
-                    "peers {} seeds {}",
-                    ctx.stats.peers.load(Relaxed),
-                    ctx.stats.seeds.load(Relaxed)
-                ));
+                let s = ctx.snapshot();
+                b.set_position(s.verified);
+                b.set_message(format!("peers {} seeds {}", s.peers, s.seeds));
                 if !table_shown {
                     let rows = statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let answered = rows.iter().all(|r| r.status != "connecting");
@@ -103,8 +101,9 @@ impl Progress {
         let b = bar.clone();
         let task = tokio::spawn(async move {
             loop {
-                b.set_position(ctx.stats.uploaded.load(Relaxed));
-                b.set_message(format!("peers {}", ctx.stats.peers.load(Relaxed)));
+                let s = ctx.snapshot();
+                b.set_position(s.uploaded);
+                b.set_message(format!("peers {}", s.peers));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });

@@ -1,0 +1,156 @@
+//! A connection's socket I/O: reading whole frames (into the slot's small
+//! buffer, or the shared frame buffer for long messages, one connection at
+//! a time) and writing what is owed (the torrent's messages for the
+//! session first, then the blocks we upload, each from the data store).
+
+use ourtorrent_core::time::Instant;
+use ourtorrent_core::wire::{piece_header, HANDSHAKE_LEN, LEN_PREFIX, PIECE_HEADER_LEN};
+use smoltcp::phy::Device;
+
+use super::{Closed, Conn, JobTorrent, Shared, SMALL_LEN};
+use crate::stack::{Clock, Stack};
+
+impl Conn<'_> {
+    /// Reads until one whole frame (handshake or message) is buffered.
+    pub(super) fn read_frame<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now: u64,
+        shared: &mut Shared<'_, '_>,
+        me: usize,
+    ) -> nb::Result<(), Closed> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(nb::Error::WouldBlock);
+        };
+        if self.eof {
+            return Err(nb::Error::WouldBlock);
+        }
+        let rx = &mut self.rx;
+        loop {
+            if rx.need == 0 {
+                (rx.need, rx.body) = if self.framer.expecting_handshake() {
+                    (HANDSHAKE_LEN, true)
+                } else {
+                    (LEN_PREFIX, false)
+                };
+            }
+            if rx.have == rx.need {
+                if rx.body {
+                    return Ok(());
+                }
+                let len = u32::from_be_bytes([rx.small[0], rx.small[1], rx.small[2], rx.small[3]]);
+                let whole = LEN_PREFIX.saturating_add(len as usize);
+                if whole <= SMALL_LEN {
+                    (rx.need, rx.body) = (whole, true);
+                    continue;
+                }
+                if whole > self.framer.max_len() {
+                    // The framer refuses it from its prefix alone.
+                    rx.body = true;
+                    continue;
+                }
+                match shared.frame_owner {
+                    None => shared.frame_owner = Some(me),
+                    Some(o) if o == me => {}
+                    // Another connection is assembling a message: wait.
+                    Some(_) => return Err(nb::Error::WouldBlock),
+                }
+                shared.frame[..LEN_PREFIX].copy_from_slice(&rx.small[..LEN_PREFIX]);
+                (rx.need, rx.body, rx.big) = (whole, true, true);
+                continue;
+            }
+            let buf = if rx.big {
+                &mut shared.frame[rx.have..rx.need]
+            } else {
+                &mut rx.small[rx.have..rx.need]
+            };
+            match stream.poll_recv(stack, now, buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Err(nb::Error::WouldBlock);
+                }
+                Ok(n) => rx.have += n,
+                Err(nb::Error::WouldBlock) => return Err(nb::Error::WouldBlock),
+                Err(nb::Error::Other(e)) => return Err(nb::Error::Other(Closed::Net(e))),
+            }
+        }
+    }
+
+    /// Writes what is owed, in whole messages: what the torrent has for
+    /// the session (control messages, haves, cancels, requests) first, as
+    /// they are small and keep the download going; then the blocks we
+    /// upload (header, then data from the store). A block once begun is
+    /// finished before anything else.
+    pub(super) fn write<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now: u64,
+        torrent: &mut JobTorrent<'_>,
+        shared: &mut Shared<'_, '_>,
+    ) -> Result<(), Closed> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        for _ in 0..8 {
+            if self.out_at < self.out_len {
+                match stream.poll_send(stack, now, &self.out[self.out_at..self.out_len]) {
+                    Ok(n) => self.out_at += n,
+                    Err(nb::Error::WouldBlock) => return Ok(()),
+                    Err(nb::Error::Other(e)) => return Err(Closed::Net(e)),
+                }
+                continue;
+            }
+            (self.out_at, self.out_len) = (0, 0);
+            let Some(session) = self.session.as_mut() else {
+                return Ok(());
+            };
+            if self.upload_at == 0 {
+                self.out_len =
+                    torrent.poll_transmit(Instant::from_millis(now), session, &mut self.out);
+                if session.am_choking() && !self.uploads.is_empty() {
+                    // Choked by the choker: what is queued is not served.
+                    // BEP 6 rejects each request; BEP 3's choke discards them.
+                    for &r in self.uploads.iter() {
+                        session.reject(r).map_err(Closed::Peer)?;
+                    }
+                    self.uploads.clear();
+                }
+                if self.out_len > 0 {
+                    continue;
+                }
+            }
+            let Some(&r) = self.uploads.first() else {
+                return Ok(());
+            };
+            let header = piece_header(r.index, r.begin, r.length as usize).map_err(Closed::Wire)?;
+            let block = torrent
+                .picker()
+                .geometry()
+                .offset(r.index, r.begin)
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| shared.data.get(at..at.checked_add(r.length as usize)?))
+                .ok_or(Closed::OutsideStore(r.index, r.begin))?;
+            let chunk = if self.upload_at < PIECE_HEADER_LEN {
+                &header[self.upload_at..]
+            } else {
+                &block[self.upload_at - PIECE_HEADER_LEN..]
+            };
+            match stream.poll_send(stack, now, chunk) {
+                Ok(n) => self.upload_at += n,
+                Err(nb::Error::WouldBlock) => return Ok(()),
+                Err(nb::Error::Other(e)) => return Err(Closed::Net(e)),
+            }
+            if self.upload_at == PIECE_HEADER_LEN + r.length as usize {
+                self.uploads.remove(0);
+                self.upload_at = 0;
+                self.uploaded += u64::from(r.length);
+                shared.report.uploaded += u64::from(r.length);
+                torrent.uploaded(session.key(), u64::from(r.length));
+                if let Some(n) = self.served.get_mut(r.index as usize) {
+                    *n = n.saturating_add(r.length);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,377 @@
+//! The BitTorrent job of the QEMU firmware, generic over the device and the
+//! clock like the rest of the driver: announce to a BEP 15 tracker at the
+//! gateway, download a small torrent into RAM from the peers it returns
+//! while serving the pieces it has to peers that connect to it, announce
+//! `completed`, seed for a while, announce `stopped`.
+//!
+//! This module is a thin driver of the core's [`Torrent`]: the torrent owns
+//! the picker, the choker, the verify → ban rule, the haves owed to every
+//! peer and the cancels (end-game, request timeouts); each connection's
+//! [`PeerSession`](ourtorrent_core::peer::PeerSession) goes through it. The
+//! job moves bytes between sockets and the torrent (`conn`: a connection
+//! slot's life; `conn/io`: its reads and writes; `conn/frames`: what each
+//! frame does), talks to the
+//! tracker (`announce`), and decides when the run is over (`swarm`, the
+//! loop: it runs the torrent's and the sessions' timers when their
+//! `poll_timeout`s are due). `config` checks the command line's torrent.
+//!
+//! # Limits (each refused up front by [`TorrentConfig::from_args`])
+//! - [`MAX_TORRENT_LEN`] bytes of data, held in one caller buffer;
+//! - [`MAX_PIECES`] pieces, of at most [`MAX_PIECE_LEN`] bytes;
+//! - [`MAX_PEERS`] connections at once (each slot keeps one TCP socket and
+//!   one peer bitfield, reused connection after connection); while pieces
+//!   are missing, slots go to tracker peers first ([`MAX_PEER_ATTEMPTS`]
+//!   kept to try) and a free slot listens on [`PEER_PORT`](crate::PEER_PORT); once complete,
+//!   connections to other seeds close and slots listen for leechers;
+//! - blocks of [`BLOCK_LEN`] (16 KiB), at most [`PIPELINE`] requests in
+//!   flight per peer (fewer if its BEP 10 `reqq` says so).
+//!
+//! # Bad data
+//! A piece whose SHA-1 differs from its hash is never kept: the picker
+//! resets it, the torrent's reputation rule bans its sender (a lone sender
+//! at once, one of several once it has shared more bad pieces than good),
+//! the banned connection closes and the piece is requested again from the
+//! others. With no peer left the job fails ([`JobError::NoPeers`]).
+//!
+//! # When the job ends
+//! Complete, the job seeds for `seed_ms` or until a leecher has every piece
+//! (it said so, or it was sent every block and hung up), then closes its
+//! connections and announces `stopped` (also after a failure, once
+//! `started` was acknowledged).
+
+mod announce;
+mod config;
+mod conn;
+mod swarm;
+
+use core::fmt::{self, Write};
+
+use ourtorrent_core::choker::{Candidate, ChokerConfig};
+use ourtorrent_core::id::PeerId;
+use ourtorrent_core::pieces::{
+    Availability, Bitfield, BlockSlot, PeerKey, PickerConfig, PickerParts, SliceStorage, Slot,
+    XorShift32,
+};
+use ourtorrent_core::time::Instant;
+use ourtorrent_core::torrent::{
+    PeerEntry, Torrent, TorrentConfig as CoreConfig, TorrentError, TorrentParts,
+};
+use ourtorrent_core::tracker::udp::client::{AnnounceParams, ClientError};
+use ourtorrent_core::tracker::AnnounceEvent;
+use ourtorrent_core::wire::PIECE_HEADER_LEN;
+use smoltcp::phy::Device;
+
+pub use ourtorrent_core::wire::BLOCK_LEN;
+
+pub use announce::STOPPED_WAIT_MS;
+pub use config::{LimitError, TorrentConfig};
+pub use conn::{HANDSHAKE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, UPLOAD_QUEUE};
+
+use announce::{Candidates, Tids, Tracker};
+use conn::{Conn, JobTorrent, Shared};
+
+use crate::error::Error;
+use crate::stack::{Clock, Stack};
+use crate::tcp::TcpBuffers;
+use crate::udp::{UdpBuffers, UdpSocket};
+
+/// Largest torrent: its data is held in RAM ([`JobBuffers::data`]).
+pub const MAX_TORRENT_LEN: usize = 64 * 1024;
+/// Most pieces.
+pub const MAX_PIECES: usize = 64;
+/// Longest piece (4 blocks).
+pub const MAX_PIECE_LEN: u32 = 64 * 1024;
+/// Blocks of the longest piece.
+pub const MAX_BLOCKS_PER_PIECE: usize = (MAX_PIECE_LEN / BLOCK_LEN) as usize;
+/// Peer connections open at once (each needs a TCP socket).
+pub const MAX_PEERS: usize = 2;
+/// Tracker peers kept to try.
+pub const MAX_PEER_ATTEMPTS: usize = 8;
+/// Requests in flight to one peer.
+pub const PIPELINE: usize = 8;
+/// The one buffer a whole peer-wire message is assembled in when it does
+/// not fit a connection's small buffer: a 16 KiB block and its header.
+pub const FRAME_BUF_LEN: usize = BLOCK_LEN as usize + PIECE_HEADER_LEN;
+/// Peers asked of the tracker (the reply must fit the UDP buffer).
+pub const NUM_WANT: i32 = 16;
+
+/// Pieces in progress at once in the picker.
+const IN_PROGRESS: usize = 4;
+/// Bytes of one peer's bitfield.
+const BITS_LEN: usize = MAX_PIECES.div_ceil(8);
+/// Entries of the torrent's peer table: twice the connections, so that a
+/// slot's next peer does not get its last peer's key at once (a late
+/// block is not blamed on a newcomer).
+const PEER_TABLE: usize = 2 * MAX_PEERS;
+
+/// The static buffers of the job (the firmware places them in `static`s).
+pub struct JobBuffers<'a, const UP: usize, const UB: usize, const RX: usize, const TX: usize> {
+    /// The tracker's UDP socket.
+    pub udp: &'a mut UdpBuffers<UP, UB>,
+    /// One TCP socket per peer connection, reused from peer to peer.
+    pub tcp: [&'a mut TcpBuffers<RX, TX>; MAX_PEERS],
+    /// The torrent's data.
+    pub data: &'a mut [u8; MAX_TORRENT_LEN],
+    /// Where long messages are assembled ([`FRAME_BUF_LEN`]).
+    pub frame: &'a mut [u8; FRAME_BUF_LEN],
+}
+
+/// What the job did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Peers in the tracker's reply.
+    pub tracker_peers: usize,
+    /// Peers we handshook with (both directions).
+    pub peers_used: usize,
+    /// Bytes downloaded and verified.
+    pub bytes: u64,
+    /// Pieces verified.
+    pub verified: u32,
+    /// Pieces that failed verification (and were fetched again).
+    pub rejected: u32,
+    /// Milliseconds from the tracker's reply to the last piece.
+    pub download_ms: u64,
+    /// Bytes uploaded (while downloading and seeding).
+    pub uploaded: u64,
+    /// Whether a leecher got every piece: it said so with have messages,
+    /// or it was sent every block and then hung up (a finished libtorrent
+    /// may close before its last haves go out).
+    pub leecher_complete: bool,
+}
+
+/// Why the job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// A driver error in this step.
+    Net(&'static str, Error),
+    /// The tracker answered this announce with an error message (logged).
+    TrackerRefused(AnnounceEvent),
+    /// The tracker session gave up on this announce (BEP 15 retransmits
+    /// exhausted) or refused to start it.
+    TrackerFailed(AnnounceEvent, ClientError),
+    /// The deadline passed before the tracker answered this announce.
+    TrackerSilent(AnnounceEvent),
+    /// The torrent refused its geometry or its storage.
+    Torrent(TorrentError),
+    /// No usable peer is left and pieces are missing.
+    NoPeers {
+        /// Pieces verified so far.
+        verified: u32,
+        /// Pieces rejected so far.
+        rejected: u32,
+    },
+    /// The deadline passed with pieces missing.
+    Deadline {
+        /// Pieces verified so far.
+        verified: u32,
+    },
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            JobError::Net(step, e) => write!(f, "{step}: {e}"),
+            JobError::TrackerRefused(ev) => write!(f, "tracker: error reply to {ev}"),
+            JobError::TrackerFailed(ev, e) => write!(f, "tracker: {ev}: {e}"),
+            JobError::TrackerSilent(ev) => {
+                write!(f, "tracker: no answer to {ev} before the deadline")
+            }
+            JobError::Torrent(e) => write!(f, "{e}"),
+            JobError::NoPeers { verified, rejected } => write!(
+                f,
+                "no usable peer left (verified={verified} rejected={rejected})"
+            ),
+            JobError::Deadline { verified } => {
+                write!(f, "deadline passed (verified={verified})")
+            }
+        }
+    }
+}
+
+/// Runs the job: announce, download while serving, announce completed,
+/// seed, announce stopped. Progress lines go to `log`. `boot_seed` varies
+/// the peer id, the tracker key and transaction ids between boots.
+pub fn run<'a, D, C, const UP: usize, const UB: usize, const RX: usize, const TX: usize>(
+    stack: &mut Stack<'a, D, C>,
+    bufs: JobBuffers<'a, UP, UB, RX, TX>,
+    cfg: &TorrentConfig,
+    deadline: u64,
+    boot_seed: u32,
+    log: &mut impl Write,
+) -> Result<Report, JobError>
+where
+    D: Device,
+    C: Clock,
+{
+    let mut rng = XorShift32::new(boot_seed);
+    let peer_id = PeerId::generate(|| rng.next_u32());
+    let geo = cfg.geometry;
+    let pieces = geo.piece_count();
+
+    let udp_port = stack.ephemeral_port();
+    let udp = UdpSocket::bind(stack, bufs.udp, udp_port, cfg.tracker)
+        .map_err(|e| JobError::Net("udp", e))?;
+    let (key, tids) = key_and_tids(&mut rng);
+    let params = AnnounceParams {
+        info_hash: cfg.info_hash,
+        peer_id,
+        downloaded: 0,
+        left: geo.total_len(),
+        uploaded: 0,
+        event: AnnounceEvent::Started,
+        key,
+        num_want: NUM_WANT,
+        port: cfg.announce_port,
+    };
+    let mut tracker = Tracker::new(udp, tids, params);
+
+    // The torrent's storage: arrays on this stack frame.
+    let mut have_bits = [0u8; BITS_LEN];
+    let mut avail = [0u16; MAX_PIECES];
+    let mut slots: [Slot; IN_PROGRESS] = core::array::from_fn(|_| Slot::default());
+    let mut blocks: [BlockSlot; IN_PROGRESS * MAX_BLOCKS_PER_PIECE] =
+        core::array::from_fn(|_| BlockSlot::default());
+    let mut peers: [PeerEntry; PEER_TABLE] = core::array::from_fn(|_| PeerEntry::default());
+    let mut verified_log = [0u32; MAX_PIECES];
+    let mut candidates = [Candidate::new(PeerKey(0), Instant::ZERO); PEER_TABLE];
+    let parts = TorrentParts::<SliceStorage<'_>> {
+        picker: PickerParts {
+            have: Bitfield::new(&mut have_bits[..], pieces)
+                .map_err(|e| JobError::Torrent(e.into()))?,
+            avail: Availability::new(&mut avail[..], pieces)
+                .map_err(|e| JobError::Torrent(e.into()))?,
+            slots: &mut slots[..],
+            blocks: &mut blocks[..],
+        },
+        peers: &mut peers[..],
+        log: &mut verified_log[..],
+        candidates: &mut candidates[..],
+    };
+    let tcfg = CoreConfig {
+        picker: PickerConfig {
+            max_in_flight: PIPELINE,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
+            ..PickerConfig::default()
+        },
+        choker: ChokerConfig::default(),
+    };
+    let mut torrent = Torrent::new(geo, parts, tcfg, rng.next_u32()).map_err(JobError::Torrent)?;
+
+    let mut shared = Shared {
+        cfg,
+        peer_id,
+        data: bufs.data,
+        frame: bufs.frame,
+        frame_owner: None,
+        report: Report::default(),
+    };
+    // One peer bitfield per connection slot, handed back by each session
+    // that ends (`PeerSession::into_storage`) for the next one.
+    let mut bit_slots = [[0u8; BITS_LEN]; MAX_PEERS];
+    let mut bit_slots = bit_slots.iter_mut();
+    let conns = core::array::from_fn(|_| Conn::new(bit_slots.next().map(|b| &mut b[..])));
+    let mut job = swarm::Job::new(conns, bufs.tcp, &mut tracker, &mut torrent, &mut shared);
+    let start = stack.now_ms();
+    let outcome = job.drive(stack, deadline, log);
+    let seeded = job.complete_at().map(|t| stack.now_ms().saturating_sub(t));
+    // BEP 3: `stopped` when the job ends, whatever the outcome.
+    let done_bytes = verified_bytes(&torrent);
+    stop(
+        stack,
+        &mut tracker,
+        &shared.report,
+        done_bytes,
+        geo.total_len(),
+        deadline,
+        log,
+    );
+    let report = outcome?;
+    if cfg.seed_ms > 0 {
+        let _ = writeln!(
+            log,
+            "seed: ok uploaded={} leecher_complete={} ms={}",
+            report.uploaded,
+            u8::from(report.leecher_complete),
+            seeded.unwrap_or(stack.now_ms() - start)
+        );
+    }
+    Ok(report)
+}
+
+/// The tracker `key` and the BEP 15 transaction ids, from `rng`. A child
+/// generator seeded with a value of `rng` would replay `rng`'s own stream
+/// (xorshift's next state is its output), so the first transaction id
+/// would equal the next value drawn, the key: the seed is mixed first.
+fn key_and_tids(rng: &mut XorShift32) -> (u32, Tids) {
+    let tids = Tids(XorShift32::new(rng.next_u32() ^ TIDS_MIX));
+    (rng.next_u32(), tids)
+}
+
+/// Mixed into the transaction ids' seed (any non-zero constant will do;
+/// this one is 2^32 / φ).
+const TIDS_MIX: u32 = 0x9E37_79B9;
+
+/// Bytes of the pieces we have.
+fn verified_bytes(torrent: &JobTorrent<'_>) -> u64 {
+    let p = torrent.picker();
+    p.have()
+        .iter_set()
+        .map(|i| u64::from(p.geometry().piece_size(i).unwrap_or(0)))
+        .sum()
+}
+
+/// Announces `stopped` if `started` was acknowledged, waiting at most
+/// [`STOPPED_WAIT_MS`] (and never past `deadline`); a silence is logged,
+/// not an error.
+fn stop<D: Device, C: Clock>(
+    stack: &mut Stack<'_, D, C>,
+    tracker: &mut Tracker,
+    report: &Report,
+    downloaded: u64,
+    total: u64,
+    deadline: u64,
+    log: &mut impl Write,
+) {
+    if !tracker.started {
+        return;
+    }
+    tracker.cancel();
+    let now = stack.now_ms();
+    let left = total.saturating_sub(downloaded);
+    let ev = AnnounceEvent::Stopped;
+    if let Err(e) = tracker.begin(now, ev, downloaded, report.uploaded, left) {
+        let _ = writeln!(log, "announce: event=stopped not sent: {e}");
+        return;
+    }
+    let until = deadline.min(now + STOPPED_WAIT_MS);
+    let mut sink = Candidates::default();
+    let r = stack.block_until(until, |stack, now| {
+        match tracker.poll(stack, now, &mut sink, log) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(nb::Error::WouldBlock),
+            Err(_) => Err(nb::Error::Other(Error::Timeout)),
+        }
+    });
+    if r.is_err() {
+        let _ = writeln!(log, "announce: event=stopped not acknowledged");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ourtorrent_core::tracker::udp::client::TransactionIds;
+
+    #[test]
+    fn the_tracker_key_is_not_a_transaction_id() {
+        for seed in 1..2_000 {
+            let mut rng = XorShift32::new(seed);
+            let (key, mut tids) = key_and_tids(&mut rng);
+            let first: [u32; 4] = core::array::from_fn(|_| tids.next_transaction_id());
+            assert!(
+                !first.contains(&key),
+                "seed {seed}: key {key} among {first:?}"
+            );
+        }
+    }
+}

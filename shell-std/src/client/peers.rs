@@ -1,0 +1,250 @@
+//! The address book of one torrent: every peer address we learned, where
+//! from (tracker, incoming, direct `--peer`; DHT and PEX later), whether it
+//! is connected, when it may be dialled again (exponential backoff after a
+//! failure), and whether it is banned.
+//!
+//! Bounded: at most [`MAX_ADDRESSES`] entries; when full, a new address
+//! replaces the one not connected, not banned and not given with `--peer`
+//! that failed most (or was seen least recently). Bans are kept.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Addresses kept per torrent.
+pub const MAX_ADDRESSES: usize = 2000;
+/// First wait before dialling an address again after a failure.
+pub const RETRY_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Where an address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `--peer` on the command line: never forgotten.
+    Direct,
+    /// A tracker's reply.
+    Tracker,
+    /// The peer connected to us.
+    Incoming,
+}
+
+impl Source {
+    /// The name the tables use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Direct => "direct",
+            Source::Tracker => "tracker",
+            Source::Incoming => "incoming",
+        }
+    }
+}
+
+/// What the book knows of one address.
+#[derive(Clone, Debug)]
+struct Entry {
+    source: Source,
+    connected: bool,
+    banned: bool,
+    /// Failed attempts in a row.
+    fails: u32,
+    /// Not to be dialled before this.
+    next_try: Instant,
+    seen: Instant,
+}
+
+/// One torrent's peer addresses.
+#[derive(Debug, Default)]
+pub struct AddressBook {
+    entries: HashMap<SocketAddr, Entry>,
+}
+
+/// Counts for the tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BookStats {
+    /// Addresses known, by source.
+    pub known: Vec<(Source, usize)>,
+    /// Connected addresses.
+    pub connected: usize,
+    /// Banned addresses.
+    pub banned: usize,
+}
+
+impl AddressBook {
+    /// Learns `addr` from `source` at `now` (a known address keeps its
+    /// state; `Direct` wins over other sources).
+    pub fn add(&mut self, addr: SocketAddr, source: Source, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.seen = now;
+            if source == Source::Direct {
+                e.source = source;
+            }
+            return;
+        }
+        if self.entries.len() >= MAX_ADDRESSES && !self.evict() {
+            return;
+        }
+        self.entries.insert(
+            addr,
+            Entry {
+                source,
+                connected: false,
+                banned: false,
+                fails: 0,
+                next_try: now,
+                seen: now,
+            },
+        );
+    }
+
+    /// Drops the least useful entry; false if none may go.
+    fn evict(&mut self) -> bool {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.connected && !e.banned && e.source != Source::Direct)
+            .max_by_key(|(_, e)| (e.fails, std::cmp::Reverse(e.seen)))
+            .map(|(a, _)| *a);
+        victim.is_some_and(|a| self.entries.remove(&a).is_some())
+    }
+
+    /// Addresses worth dialling now (not connected, not banned, backoff
+    /// over), at most `n`, direct ones first.
+    pub fn to_dial(&self, now: Instant, n: usize) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.connected && !e.banned && e.next_try <= now)
+            .map(|(a, e)| (e.source, e.fails, *a))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().take(n).map(|(_, _, a)| a).collect()
+    }
+
+    /// A connection to or from `addr` is up; false if one already was (one
+    /// connection per address) or it is banned.
+    pub fn connected(&mut self, addr: SocketAddr, source: Source, now: Instant) -> bool {
+        self.add(addr, source, now);
+        match self.entries.get_mut(&addr) {
+            Some(e) if !e.connected && !e.banned => {
+                e.connected = true;
+                e.fails = 0;
+                true
+            }
+            Some(_) => false,
+            // Full of connected or banned addresses: let it in unbooked.
+            None => true,
+        }
+    }
+
+    /// `addr`'s connection ended (or never came up: `failed`).
+    pub fn disconnected(&mut self, addr: SocketAddr, failed: bool, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.connected = false;
+            if failed {
+                e.fails = e.fails.saturating_add(1);
+            }
+            let wait = RETRY_MIN
+                .saturating_mul(1u32 << e.fails.min(10))
+                .min(RETRY_MAX);
+            e.next_try = now + if failed { wait } else { RETRY_MIN };
+        }
+    }
+
+    /// Bans `addr`; true if it was not banned yet.
+    pub fn ban(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        self.add(addr, Source::Incoming, now);
+        match self.entries.get_mut(&addr) {
+            Some(e) => !std::mem::replace(&mut e.banned, true),
+            None => false,
+        }
+    }
+
+    /// True if `addr` is banned.
+    pub fn is_banned(&self, addr: &SocketAddr) -> bool {
+        self.entries.get(addr).is_some_and(|e| e.banned)
+    }
+
+    /// True if `addr` is connected.
+    pub fn is_connected(&self, addr: &SocketAddr) -> bool {
+        self.entries.get(addr).is_some_and(|e| e.connected)
+    }
+
+    /// Counts for the tables.
+    pub fn stats(&self) -> BookStats {
+        let mut by: HashMap<Source, usize> = HashMap::new();
+        let mut s = BookStats::default();
+        for e in self.entries.values() {
+            *by.entry(e.source).or_default() += 1;
+            s.connected += usize::from(e.connected);
+            s.banned += usize::from(e.banned);
+        }
+        s.known = by.into_iter().collect();
+        s.known.sort_unstable();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn failures_back_off_and_a_connection_resets_them() {
+        let t0 = Instant::now();
+        let mut b = AddressBook::default();
+        b.add(a(1), Source::Tracker, t0);
+        assert_eq!(b.to_dial(t0, 10), [a(1)]);
+        assert!(b.connected(a(1), Source::Tracker, t0));
+        assert!(
+            !b.connected(a(1), Source::Incoming, t0),
+            "one connection per address"
+        );
+        assert!(b.to_dial(t0, 10).is_empty());
+        b.disconnected(a(1), true, t0);
+        assert!(
+            b.to_dial(t0 + RETRY_MIN, 10).is_empty(),
+            "one failure: 10 s"
+        );
+        assert_eq!(b.to_dial(t0 + 2 * RETRY_MIN, 10), [a(1)]);
+        b.disconnected(a(1), true, t0);
+        assert!(
+            b.to_dial(t0 + 3 * RETRY_MIN, 10).is_empty(),
+            "two failures: 20 s"
+        );
+        for _ in 0..20 {
+            b.disconnected(a(1), true, t0);
+        }
+        assert_eq!(b.to_dial(t0 + RETRY_MAX, 10), [a(1)], "capped");
+        assert!(b.connected(a(1), Source::Tracker, t0));
+        b.disconnected(a(1), false, t0);
+        assert_eq!(b.to_dial(t0 + RETRY_MIN, 10), [a(1)]);
+    }
+
+    #[test]
+    fn bans_stick_direct_peers_come_first_and_the_book_is_bounded() {
+        let t0 = Instant::now();
+        let mut b = AddressBook::default();
+        b.add(a(2), Source::Tracker, t0);
+        b.add(a(3), Source::Direct, t0);
+        assert_eq!(b.to_dial(t0, 1), [a(3)]);
+        assert!(b.ban(a(2), t0));
+        assert!(!b.ban(a(2), t0));
+        assert!(b.is_banned(&a(2)));
+        assert!(!b.connected(a(2), Source::Incoming, t0));
+        assert_eq!(b.to_dial(t0, 10), [a(3)]);
+        for p in 10..10 + MAX_ADDRESSES as u16 {
+            b.add(a(p), Source::Tracker, t0);
+        }
+        assert_eq!(b.entries.len(), MAX_ADDRESSES);
+        assert!(b.is_banned(&a(2)), "bans are kept");
+        assert!(b.entries.contains_key(&a(3)), "direct peers are kept");
+        let s = b.stats();
+        assert_eq!(s.banned, 1);
+        assert_eq!(s.known.iter().map(|x| x.1).sum::<usize>(), MAX_ADDRESSES);
+    }
+}
