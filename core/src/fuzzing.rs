@@ -3,6 +3,7 @@
 //! re-encode and compare, and assert the limits; a failed `assert!` here is
 //! a finding. Not part of the supported API.
 
+pub use crate::dht::fuzzing::fuzz_krpc as krpc;
 pub use crate::tracker::fuzzing::{
     fuzz_http_announce_query as http_announce_query, fuzz_http_response as http_tracker_response,
     fuzz_tracker_url as tracker_url, fuzz_udp_request as udp_tracker_request,

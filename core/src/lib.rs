@@ -29,6 +29,8 @@
 //! - [`choker`]: whom we upload to — tit-for-tat with one optimistic slot.
 //! - [`torrent`]: one torrent's shared state above its peer sessions —
 //!   picker, choker, verify → ban policy, fan-out of haves and cancels.
+//! - [`dht`]: the Mainline DHT (BEP 5, 42): KRPC codec, k-bucket routing
+//!   table, sans-IO node with lookups, peer store and write tokens.
 //! - [`rand`]: a small seeded PRNG (the core reads no entropy).
 //! - [`time`]: the millisecond `Instant` and `Duration` passed into state
 //!   machines.
@@ -53,6 +55,7 @@ extern crate std;
 pub mod bencode;
 pub mod choker;
 mod codec;
+pub mod dht;
 #[doc(hidden)]
 #[allow(
     clippy::unwrap_used,

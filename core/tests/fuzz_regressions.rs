@@ -29,6 +29,7 @@ fn dispatch(target: &str, data: &[u8]) {
         "tracker_url" => f::tracker_url(data),
         "ut_metadata" => f::ut_metadata(data),
         "ut_pex" => f::ut_pex(data),
+        "krpc" => f::krpc(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
