@@ -1072,3 +1072,72 @@ fn download_with_nothing_to_connect_to_says_so_and_exits() {
     assert!(se.contains("nothing to connect to"), "{se}");
     assert!(!d.path().join("out").exists(), "files were created");
 }
+
+/// The info-hash of a torrent, from `shell-std info --json`.
+fn info_hash(torrent: &Path) -> [u8; 20] {
+    let out = run(Command::new(BIN).args(["info", "--json"]).arg(torrent));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hex = v["info_hash"].as_str().unwrap();
+    let mut ih = [0u8; 20];
+    for (i, b) in ih.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    ih
+}
+
+/// One torrent of a session stops alone: seeding two torrents with
+/// `--seed-ratio 1`, the first reaches its ratio (a libtorrent leecher took
+/// it all) and stops — the listener no longer answers its info-hash —
+/// while the second is still served to a libtorrent leecher.
+#[test]
+fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (t1, f1) = single_file_fixture(d.path(), 36);
+    let (t2, f2) = single_file_fixture(d.path(), 37);
+    let port = free_port();
+    let seed = Proc::spawn(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&t1)
+            .arg(&t2)
+            .arg("--data")
+            .arg(&f1)
+            .arg("--data")
+            .arg(&f2)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                "--quiet",
+            ])
+            .args(["--seed-ratio", "1"]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let (ok, so, se) = lt_leech(&py, &t1, &d.path().join("lt1"), port);
+    assert!(ok && so.contains("DONE"), "leecher 1:\n{so}\n{se}");
+    // The first torrent reached its ratio and stopped.
+    seed.wait_for("uploaded:", Duration::from_secs(20));
+    // Its info-hash is no longer routed: the handshake gets no answer.
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(&info_hash(&t1));
+    hs.extend_from_slice(b"-XX0000-000000000000");
+    c.write_all(&hs).unwrap();
+    let mut buf = [0u8; 68];
+    assert!(
+        matches!(c.read(&mut buf), Ok(0) | Err(_)),
+        "a stopped torrent still answered"
+    );
+    // The second is still served.
+    let (ok, so, se) = lt_leech(&py, &t2, &d.path().join("lt2"), port);
+    assert!(ok && so.contains("DONE"), "leecher 2:\n{so}\n{se}");
+    assert!(std::fs::read(&f2).unwrap() == std::fs::read(d.path().join("lt2/one-37.bin")).unwrap());
+}

@@ -450,8 +450,10 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
         let c = ctx.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                c.tick();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => c.tick(),
+                    _ = c.stopped() => return,
+                }
             }
         });
     }
@@ -563,6 +565,10 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     if let Some(h) = announcer {
         let _ = tokio::time::timeout(STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1), h).await;
     }
+    // This torrent alone stops: no more inbound routing, its tasks end;
+    // the session's other torrents go on.
+    session.remove(&ctx.info.info_hash);
+    ctx.stop();
     if interrupted {
         return Err(Interrupted(format!(
             "{}/{} pieces verified",

@@ -121,6 +121,14 @@ impl Session {
         Ok(())
     }
 
+    /// Stops routing inbound connections to this torrent.
+    pub fn remove(&self, ih: &InfoHash) -> Option<Arc<Ctx>> {
+        self.torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ih)
+    }
+
     /// The torrent with this info-hash, if we have it.
     pub fn torrent(&self, ih: &InfoHash) -> Option<Arc<Ctx>> {
         self.torrents

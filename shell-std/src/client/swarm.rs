@@ -157,6 +157,9 @@ pub struct Ctx {
     pub listen: SocketAddr,
     /// Wakes the dialer (new addresses, a connection ended).
     pub dial: Notify,
+    /// Turns true when the torrent is stopped: its dialer, timer and peer
+    /// tasks end (the others of the session go on).
+    stop: tokio::sync::watch::Sender<bool>,
     /// Set when the torrent's storage failed (a write error naming the
     /// file and the cause): the download stops, `done` wakes the main task.
     pub failed: Mutex<Option<String>>,
@@ -198,7 +201,31 @@ impl Ctx {
             listen,
             failed: Mutex::new(None),
             dial: Notify::new(),
+            stop: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Stops this torrent alone: its dialer and timer end, and every peer
+    /// task closes its connection at its next round (woken now).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+        let g = self.lock();
+        for c in g.peers.values() {
+            c.notify.notify_one();
+        }
+        drop(g);
+        self.dial.notify_one();
+    }
+
+    /// True once [`Self::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Completes when the torrent is stopped.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The storage failed: the first cause is kept and the main task woken.
@@ -445,7 +472,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (and the session too), woken by new addresses and ended connections,
 /// and at least every second (backoffs expire).
 pub async fn dialer(ctx: Arc<Ctx>, global: Arc<Semaphore>) {
-    loop {
+    while !ctx.is_stopped() {
         let free = ctx
             .conns
             .available_permits()

@@ -17,6 +17,9 @@ impl Conn<'_> {
         if g.is_killed(key) || g.torrent.should_close(key) {
             return Err(closed("banned"));
         }
+        if self.ctx.is_stopped() {
+            return Err(closed("torrent stopped"));
+        }
         g.torrent.uploaded(key, std::mem::take(&mut self.up_acc));
         let was_choking = self.session.am_choking();
         if self.out.len() - self.out_pos < OUT_HIGH_WATER {
