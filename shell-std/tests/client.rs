@@ -603,6 +603,9 @@ fn symlinked_folder_on_disk_is_refused() {
                 "--quiet",
                 "--no-seed",
                 "--no-trackers",
+                // A source, so that the path check is what refuses.
+                "--peer",
+                "127.0.0.1:9",
             ]),
         Duration::from_secs(20),
     );
@@ -714,6 +717,9 @@ fn download_that_cannot_fit_is_refused_before_the_first_byte() {
             "--quiet".as_ref(),
             "--listen".as_ref(),
             "127.0.0.1:0".as_ref(),
+            // A source, so that the space check is what refuses.
+            "--peer".as_ref(),
+            "127.0.0.1:9".as_ref(),
         ],
     );
     assert!(!ok, "a download that cannot fit succeeded:\n{so}\n{se}");

@@ -28,6 +28,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig, MAX_TRACKERS};
+use ourtorrent_core::tracker::AnnounceEvent;
+
+use super::peers::Source;
+use super::session::Session;
+use super::swarm::Ctx;
+
 /// Largest HTTP tracker reply read.
 pub const MAX_HTTP_REPLY: usize = 1 << 20;
 /// Time allowed for one announce.
@@ -316,6 +325,129 @@ async fn udp_endpoint(addr: SocketAddr, path: String, mut jobs: mpsc::Receiver<U
 
 /// The tracker table's rows, shared with the UI.
 pub type Statuses = Arc<Mutex<Vec<TrackerStatus>>>;
+
+/// Peers asked of each tracker per announce.
+const NUM_WANT: i32 = 50;
+
+pub(crate) fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
+    Announce {
+        info_hash: ctx.info.info_hash,
+        peer_id: ctx.peer_id,
+        port: ctx.listen.port(),
+        uploaded: ctx.stats.uploaded.load(Relaxed),
+        downloaded: ctx.stats.downloaded.load(Relaxed),
+        left: ctx.info.total - ctx.stats.verified.load(Relaxed).min(ctx.info.total),
+        event,
+        key,
+        num_want: NUM_WANT,
+    }
+}
+
+/// Time allowed for the announces at shutdown (`completed`, `stopped`).
+pub const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Drives the core's [`Announcer`] for one torrent over the session's
+/// tracker clients: `started`, regular announces at the trackers'
+/// intervals, `completed` when the download completes, backoff after
+/// failures; and once `stop` turns true, `completed` (if still owed) and
+/// `stopped` to each tracker that was started, within
+/// [`STOP_ANNOUNCE_TIMEOUT`]. Every tracker of every tier is used (as
+/// libtorrent's `announce_to_all_tiers` and `announce_to_all_trackers`).
+pub(crate) async fn announce_loop(
+    session: Arc<Session>,
+    ctx: Arc<Ctx>,
+    statuses: Statuses,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let key = super::random_u32();
+    let cfg = AnnouncerConfig {
+        all_tiers: true,
+        all_trackers: true,
+        ..AnnouncerConfig::default()
+    };
+    let mut ann: Announcer = Announcer::new(cfg);
+    let mut urls = Vec::new();
+    for (tier, url) in &ctx.info.trackers {
+        if ann.add_tracker(*tier).is_ok() {
+            urls.push(url.clone());
+        } else {
+            tracing::warn!(%url, "more than {MAX_TRACKERS} trackers: not used");
+        }
+    }
+    if ctx.complete.load(Relaxed) {
+        // Complete from the start: `completed` is never owed.
+        ann.set_complete(ctx.now());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let mut deadline = None;
+    loop {
+        let now = ctx.now();
+        if !ann.is_complete() && ctx.complete.load(Relaxed) {
+            ann.set_complete(now);
+        }
+        while let Some((idx, event)) = ann.poll_announce(now) {
+            let (Some(url), tx, session) = (urls.get(idx).cloned(), tx.clone(), session.clone())
+            else {
+                continue;
+            };
+            let a = announce_params(&ctx, event, key);
+            let limit = if deadline.is_some() {
+                STOP_ANNOUNCE_TIMEOUT
+            } else {
+                ANNOUNCE_TIMEOUT
+            };
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(limit, session.trackers.announce(&url, &a))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+                let _ = tx.send((idx, url, event, r)).await;
+            });
+        }
+        if deadline.is_some() && ann.is_finished() {
+            return;
+        }
+        let wait = ann
+            .poll_timeout()
+            .map(|t| t.millis().saturating_sub(now.millis()))
+            .unwrap_or(u64::MAX)
+            // Wake at least every 500 ms to see the download complete.
+            .min(500);
+        tokio::select! {
+            Some((idx, url, event, r)) = rx.recv() => {
+                let now = ctx.now();
+                let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
+                match r {
+                    Ok(reply) => {
+                        ctx.learn(&reply.peers, Source::Tracker);
+                        ann.on_reply(now, idx, reply.interval, reply.min_interval);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = "ok".into();
+                            row.reply = Some(reply);
+                            row.told_complete |= event == AnnounceEvent::Completed;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, "announce: {e:#}");
+                        ann.on_failure(now, idx);
+                        if let Some(row) = rows.get_mut(idx) {
+                            row.status = format!("{e:#}");
+                        }
+                    }
+                }
+            }
+            r = stop.changed(), if deadline.is_none() => {
+                if r.is_err() || *stop.borrow() {
+                    ann.stop(ctx.now());
+                    deadline = Some(tokio::time::Instant::now() + STOP_ANNOUNCE_TIMEOUT);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -34,11 +34,9 @@ use ourtorrent_core::pieces::{
 };
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
-use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig, MAX_TRACKERS};
-use ourtorrent_core::tracker::AnnounceEvent;
 
 use crate::torrent::TorrentFile;
-use announce::{Announce, Statuses, TrackerStatus};
+use announce::{announce_loop, Statuses, TrackerStatus, STOP_ANNOUNCE_TIMEOUT};
 use meta::Info;
 use peers::Source;
 use session::Session;
@@ -182,17 +180,6 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
         } => {
             for t in torrents {
                 let info = load(t)?;
-                if common.peers.is_empty() && (common.no_trackers || info.trackers.is_empty()) {
-                    bail!(
-                        "{}: nothing to connect to: {} and no --peer was given",
-                        t.display(),
-                        if common.no_trackers {
-                            "--no-trackers"
-                        } else {
-                            "the torrent lists no tracker"
-                        }
-                    );
-                }
                 let root = out.join(storage_name(&info.name)?);
                 plans.push(Plan {
                     info,
@@ -260,7 +247,7 @@ pub const MIN_SLOTS: u64 = 32;
 /// Most pieces in progress at once.
 pub const MAX_SLOTS: u64 = 256;
 
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     u32::from_ne_bytes(b)
@@ -277,6 +264,7 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let id = PeerId::generate(random_u32);
+    let signals = rt.block_on(async { shutdown_signal() })?;
     let (session, listener) = rt.block_on(async {
         match listen {
             Some(addr) => Session::bind(addr, id, max_conns).await,
@@ -302,7 +290,10 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
     let results = rt.block_on(async {
         let handles: Vec<_> = torrents
             .into_iter()
-            .map(|(name, ctx, plan)| (name, tokio::spawn(main_loop(session.clone(), ctx, plan))))
+            .map(|(name, ctx, plan)| {
+                let main = main_loop(session.clone(), ctx, plan, signals.clone());
+                (name, tokio::spawn(main))
+            })
             .collect();
         let mut out = Vec::new();
         for (name, h) in handles {
@@ -354,6 +345,17 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
         );
     }
     if plan.download {
+        // No source can ever appear: say so rather than wait forever.
+        if plan.common.peers.is_empty() && (plan.common.no_trackers || info.trackers.is_empty()) {
+            bail!(
+                "nothing to connect to: {} and no --peer was given",
+                if plan.common.no_trackers {
+                    "--no-trackers"
+                } else {
+                    "the torrent lists no tracker"
+                }
+            );
+        }
         if let Some(parent) = plan.root.parent() {
             if !parent.as_os_str().is_empty() && !parent.is_dir() {
                 std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
@@ -440,7 +442,12 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     )))
 }
 
-async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<()> {
+async fn main_loop(
+    session: Arc<Session>,
+    ctx: Arc<Ctx>,
+    plan: Plan,
+    signals: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let quiet = plan.common.quiet;
     tokio::spawn(swarm::dialer(ctx.clone(), session.conns.clone()));
     // Direct peers: booked for good, dialled (and re-dialled with backoff)
@@ -480,7 +487,8 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
     let t0 = std::time::Instant::now();
     let start_verified = ctx.stats.verified.load(Relaxed);
-    let ctrl_c = shutdown_signal();
+    let mut signals = signals;
+    let ctrl_c = signals.wait_for(|s| *s);
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut failed = None;
@@ -587,23 +595,6 @@ async fn main_loop(session: Arc<Session>, ctx: Arc<Ctx>, plan: Plan) -> anyhow::
     Ok(())
 }
 
-/// Peers asked of each tracker per announce.
-const NUM_WANT: i32 = 50;
-
-fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Announce {
-    Announce {
-        info_hash: ctx.info.info_hash,
-        peer_id: ctx.peer_id,
-        port: ctx.listen.port(),
-        uploaded: ctx.stats.uploaded.load(Relaxed),
-        downloaded: ctx.stats.downloaded.load(Relaxed),
-        left: ctx.info.total - ctx.stats.verified.load(Relaxed).min(ctx.info.total),
-        event,
-        key,
-        num_want: NUM_WANT,
-    }
-}
-
 /// The user stopped a download before it was complete (Ctrl-C, SIGTERM,
 /// SIGHUP): how far it got. The process exits with 130.
 #[derive(Debug)]
@@ -620,126 +611,22 @@ impl std::error::Error for Interrupted {}
 /// Completes on SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, docker) or
 /// SIGHUP (the terminal closed): each stops the client the same way, with
 /// its `stopped` announces.
-async fn shutdown_signal() {
+/// The handlers are installed at once (before any output a user or a
+/// test could react to); the returned receiver turns true on the first
+/// signal.
+fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let hup = signal(SignalKind::hangup());
-    match (term, hup) {
-        (Ok(mut term), Ok(mut hup)) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Time allowed for the announces at shutdown (`completed`, `stopped`).
-pub const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Drives the core's [`Announcer`] for one torrent over the session's
-/// tracker clients: `started`, regular announces at the trackers'
-/// intervals, `completed` when the download completes, backoff after
-/// failures; and once `stop` turns true, `completed` (if still owed) and
-/// `stopped` to each tracker that was started, within
-/// [`STOP_ANNOUNCE_TIMEOUT`]. Every tracker of every tier is used (as
-/// libtorrent's `announce_to_all_tiers` and `announce_to_all_trackers`).
-async fn announce_loop(
-    session: Arc<Session>,
-    ctx: Arc<Ctx>,
-    statuses: Statuses,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let key = random_u32();
-    let cfg = AnnouncerConfig {
-        all_tiers: true,
-        all_trackers: true,
-        ..AnnouncerConfig::default()
-    };
-    let mut ann: Announcer = Announcer::new(cfg);
-    let mut urls = Vec::new();
-    for (tier, url) in &ctx.info.trackers {
-        if ann.add_tracker(*tier).is_ok() {
-            urls.push(url.clone());
-        } else {
-            tracing::warn!(%url, "more than {MAX_TRACKERS} trackers: not used");
-        }
-    }
-    if ctx.complete.load(Relaxed) {
-        // Complete from the start: `completed` is never owed.
-        ann.set_complete(ctx.now());
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let mut deadline = None;
-    loop {
-        let now = ctx.now();
-        if !ann.is_complete() && ctx.complete.load(Relaxed) {
-            ann.set_complete(now);
-        }
-        while let Some((idx, event)) = ann.poll_announce(now) {
-            let (Some(url), tx, session) = (urls.get(idx).cloned(), tx.clone(), session.clone())
-            else {
-                continue;
-            };
-            let a = announce_params(&ctx, event, key);
-            let limit = if deadline.is_some() {
-                STOP_ANNOUNCE_TIMEOUT
-            } else {
-                announce::ANNOUNCE_TIMEOUT
-            };
-            tokio::spawn(async move {
-                let r = tokio::time::timeout(limit, session.trackers.announce(&url, &a))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
-                let _ = tx.send((idx, url, event, r)).await;
-            });
-        }
-        if deadline.is_some() && ann.is_finished() {
-            return;
-        }
-        let wait = ann
-            .poll_timeout()
-            .map(|t| t.millis().saturating_sub(now.millis()))
-            .unwrap_or(u64::MAX)
-            // Wake at least every 500 ms to see the download complete.
-            .min(500);
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
-            Some((idx, url, event, r)) = rx.recv() => {
-                let now = ctx.now();
-                let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
-                match r {
-                    Ok(reply) => {
-                        ctx.learn(&reply.peers, Source::Tracker);
-                        ann.on_reply(now, idx, reply.interval, reply.min_interval);
-                        if let Some(row) = rows.get_mut(idx) {
-                            row.status = "ok".into();
-                            row.reply = Some(reply);
-                            row.told_complete |= event == AnnounceEvent::Completed;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%url, "announce: {e:#}");
-                        ann.on_failure(now, idx);
-                        if let Some(row) = rows.get_mut(idx) {
-                            row.status = format!("{e:#}");
-                        }
-                    }
-                }
-            }
-            r = stop.changed(), if deadline.is_none() => {
-                if r.is_err() || *stop.borrow() {
-                    ann.stop(ctx.now());
-                    deadline = Some(tokio::time::Instant::now() + STOP_ANNOUNCE_TIMEOUT);
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            return;
-        }
-    }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }

@@ -1,27 +1,18 @@
-//! The swarm: the shared picker and choker behind one mutex, and one tokio
-//! task per peer connection driving a core [`PeerSession`].
+//! One torrent's shared state behind one mutex: the core's
+//! [`Torrent`] (picker, choker, reputation, have log, cancels), the shell's
+//! record of each connected peer (address, wake-up [`Notify`], address
+//! ban), the [`AddressBook`] and the pieces whose blocks are still on
+//! their way to disk ([`PendingWrites`]). Peer tasks (`super::peer`) lock
+//! it only to run the core's state machines, never across an await, a
+//! disk access or SHA-1: pieces are hashed by the writing threads as their
+//! blocks land ([`PieceHashes`]) and verified there once every peer's
+//! blocks of the piece are on disk.
 //!
-//! A peer task owns its socket, a reusable read buffer (the framer parses
-//! messages in place; blocks are written to disk straight from it, on a
-//! blocking thread while the task reads into a second buffer) and an
-//! output buffer (control messages and requests from `poll_transmit`,
-//! blocks we upload read straight into it). It waits on socket readiness,
-//! its wake-up [`Notify`] (new pieces to announce, cancels, bans, choker
-//! decisions) and the session's timer. The mutex is held only to run the
-//! core's state machines, never across an await, a disk access or SHA-1:
-//! pieces are hashed by the writing threads as their blocks land
-//! ([`PieceHashes`]) and verified there once every peer's blocks of the
-//! piece are on disk ([`PendingWrites`]).
-//!
-//! Choking: the core's [`Choker`] runs every rechoke interval (from the
-//! 1 s tick) and whenever a peer comes, goes or changes interest; each task
-//! applies its peer's decision.
-//!
-//! Bounds: read buffer [`READ_BUF`] (plus one message; two of them while
-//! downloading), output high-water
-//! [`OUT_HIGH_WATER`], queued requests from a peer [`MAX_PEER_REQUESTS`]
-//! (extra ones are dropped, or rejected under BEP 6), connections
-//! `max_peers` (a semaphore).
+//! Also here: the [`dialer`] (booked addresses, while the torrent and the
+//! session have free connection slots), the 1 s tick (request timeouts and
+//! rechokes through [`Torrent::handle_timeout`]), and the verdicts on
+//! pieces (bans by address for the senders the torrent's reputation rule
+//! convicts).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

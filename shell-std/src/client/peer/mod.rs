@@ -3,16 +3,16 @@
 //! [`Torrent`](ourtorrent_core::torrent::Torrent) behind the shared lock)
 //! for everything shared.
 //!
-//! A round of [`Conn::run`], in the order of its files:
-//! - [`handshake`]: ours and theirs (or theirs already read by the
+//! A round of a connection, in the order of its files:
+//! - `handshake`: ours and theirs (or theirs already read by the
 //!   session's listener), then the connection is registered;
-//! - [`receive`]: whole messages in the read buffer go to the torrent;
-//! - [`writes`]: received blocks go to disk on a blocking thread while the
+//! - `receive`: whole messages in the read buffer go to the torrent;
+//! - `writes`: received blocks go to disk on a blocking thread while the
 //!   task reads the next batch (two buffers), and are hashed there;
-//! - [`control`]: the torrent's commands for this peer (cancels, the
+//! - `control`: the torrent's commands for this peer (cancels, the
 //!   choker's decision, haves) and our requests go out;
-//! - [`extensions`]: the BEP 10 handshake;
-//! - [`uploads`]: requested blocks are read from disk into the output;
+//! - `extensions`: the BEP 10 handshake;
+//! - `uploads`: requested blocks are read from disk into the output;
 //! - then the task waits for the socket, a wake-up or its timer.
 //!
 //! Bounds: read buffer [`READ_BUF`] (plus one message; two of them while
