@@ -399,6 +399,14 @@ impl<'s> Dht<'s> {
             .map(|p| p.addr)
     }
 
+    /// Peers in the store at `now` (unexpired, every info-hash).
+    pub fn stored_peer_count(&self, now: Instant) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.used && p.expires > now)
+            .count()
+    }
+
     // ---------------------------------------------------------------- app calls
 
     /// Joins the DHT through `routers` (and the table's nodes): a lookup

@@ -290,6 +290,8 @@ fn dht_node_peer_store_expires() {
     let ttl = Config::default().peer_ttl.millis();
     assert_eq!(d.stored_peers(&IH, T0.add_millis(ttl - 1)).count(), 1);
     assert_eq!(d.stored_peers(&IH, T0.add_millis(ttl)).count(), 0);
+    assert_eq!(d.stored_peer_count(T0.add_millis(ttl - 1)), 1);
+    assert_eq!(d.stored_peer_count(T0.add_millis(ttl)), 0);
 }
 
 #[test]
