@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read as _;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Instant as StdInstant;
 
@@ -26,7 +26,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ourtorrent_core::dht::krpc::{self, Body, Query, Token, MAX_DATAGRAM_LEN, RECOMMENDED_TOKENS};
 use ourtorrent_core::dht::node::MAX_ROUTERS;
-use ourtorrent_core::dht::{Config, Dht, Event, NodeId, NodeSlot, PeerSlot, Stats, K};
+use ourtorrent_core::dht::{
+    bep42, Config, Dht, Event, NodeId, NodeSlot, PeerSlot, RoutingTable, Stats, K,
+};
 use ourtorrent_core::time::Instant;
 use serde_json::json;
 use tokio::net::UdpSocket;
@@ -249,10 +251,10 @@ pub fn load_state(path: &Path) -> Result<Option<State>> {
 /// ```
 ///
 /// Blank lines and `#` comments are ignored when loading.
-pub fn save_state(path: &Path, dht: &Dht<'_>) -> Result<usize> {
-    let mut text = format!("{STATE_HEADER}\nid {}\n", hex(&dht.id().0));
+pub fn save_state(path: &Path, id: NodeId, table: &RoutingTable<'_>) -> Result<usize> {
+    let mut text = format!("{STATE_HEADER}\nid {}\n", hex(&id.0));
     let mut n = 0;
-    for s in dht.table().nodes() {
+    for s in table.nodes() {
         let _ = writeln!(text, "{} {}", hex(&s.id.0), s.addr);
         n += 1;
     }
@@ -303,6 +305,18 @@ async fn resolve_routers(names: &[String]) -> Vec<SocketAddrV4> {
     out
 }
 
+/// Our node id: the saved one, else `random`. BEP 42: on a public listen
+/// address the id must match it (else nodes that enforce BEP 42 keep us out
+/// of their tables), so one that does not is replaced.
+pub fn choose_id(saved: Option<NodeId>, listen: Ipv4Addr, random: [u8; 20]) -> NodeId {
+    let public = !listen.is_unspecified() && !bep42::is_exempt(listen);
+    match saved {
+        Some(id) if !public || bep42::is_valid(&id, listen) => id,
+        _ if public => bep42::generate(listen, random),
+        _ => NodeId(random),
+    }
+}
+
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
@@ -334,10 +348,7 @@ async fn serve(args: DhtArgs) -> Result<()> {
             state.bad_lines
         );
     }
-    let id = match state.id {
-        Some(id) => id,
-        None => NodeId(random()?),
-    };
+    let id = choose_id(state.id, *args.listen.ip(), random()?);
     let routers = resolve_routers(&args.bootstrap).await;
     if !args.bootstrap.is_empty() && routers.is_empty() {
         warn!("no bootstrap router resolved");
@@ -431,7 +442,16 @@ async fn serve(args: DhtArgs) -> Result<()> {
         }
     }
     println!("{}", stats_json(&dht, &c, clock()));
-    let n = save_state(&args.state, &dht)?;
+    // Behind a NAT the address others see is known only from their replies
+    // (BEP 42 `ip`): the next run gets an id that matches it.
+    let next_id = match dht.external_ip() {
+        Some(ip) if !bep42::is_valid(&id, ip) => {
+            info!("external address {ip}: a BEP 42 node id from the next start");
+            bep42::generate(ip, random()?)
+        }
+        _ => id,
+    };
+    let n = save_state(&args.state, next_id, dht.table())?;
     info!("{}: {n} nodes saved", args.state.display());
     Ok(())
 }
@@ -500,7 +520,7 @@ mod tests {
         );
         let addr: SocketAddrV4 = "127.0.0.2:7000".parse().unwrap();
         assert!(d.restore_node(Instant::ZERO, NodeId([0x80; 20]), addr));
-        assert_eq!(save_state(&path, &d).unwrap(), 1);
+        assert_eq!(save_state(&path, d.id(), d.table()).unwrap(), 1);
         let st = load_state(&path).unwrap().unwrap();
         assert_eq!(st.id, Some(NodeId([1; 20])));
         assert_eq!(st.nodes, [(NodeId([0x80; 20]), addr)]);
@@ -514,5 +534,21 @@ mod tests {
         std::fs::write(&big, "#".repeat(MAX_STATE_BYTES as usize + 1)).unwrap();
         let e = load_state(&big).unwrap_err().to_string();
         assert!(e.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn node_id_is_kept_unless_it_breaks_bep42_on_a_public_address() {
+        let saved = NodeId([9; 20]);
+        let local = Ipv4Addr::new(127, 0, 0, 1);
+        let any = Ipv4Addr::UNSPECIFIED;
+        let public = Ipv4Addr::new(124, 31, 75, 21);
+        assert_eq!(choose_id(Some(saved), local, [1; 20]), saved);
+        assert_eq!(choose_id(Some(saved), any, [1; 20]), saved);
+        assert_eq!(choose_id(None, local, [1; 20]), NodeId([1; 20]));
+        assert!(!bep42::is_valid(&saved, public));
+        let fresh = choose_id(Some(saved), public, [1; 20]);
+        assert!(bep42::is_valid(&fresh, public));
+        assert_eq!(choose_id(Some(fresh), public, [2; 20]), fresh);
+        assert!(bep42::is_valid(&choose_id(None, public, [3; 20]), public));
     }
 }
