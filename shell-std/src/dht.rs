@@ -192,16 +192,19 @@ pub struct State {
     pub nodes: Vec<(NodeId, SocketAddrV4)>,
     /// Lines that did not parse (skipped).
     pub bad_lines: usize,
+    /// The first of them (1-based line number).
+    pub first_bad: Option<usize>,
 }
 
 /// Parses a state file's text (see [`save_state`]); bad lines are
 /// skipped and counted, never fatal.
 pub fn parse_state(text: &str) -> State {
     let mut st = State::default();
-    for line in text.lines().map(str::trim) {
+    for (no, line) in text.lines().map(str::trim).enumerate() {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let bad_before = st.bad_lines;
         let mut f = line.split_whitespace();
         let (a, b, rest) = (f.next(), f.next(), f.next());
         match (a, b, rest) {
@@ -214,6 +217,9 @@ pub fn parse_state(text: &str) -> State {
                 _ => st.bad_lines += 1,
             },
             _ => st.bad_lines += 1,
+        }
+        if st.bad_lines > bad_before && st.first_bad.is_none() {
+            st.first_bad = Some(no + 1);
         }
     }
     st
@@ -343,9 +349,10 @@ async fn serve(args: DhtArgs) -> Result<()> {
     let state = load_state(&args.state)?.unwrap_or_default();
     if state.bad_lines > 0 {
         warn!(
-            "{}: {} bad lines skipped",
+            "{}: {} bad lines skipped (the first: line {})",
             args.state.display(),
-            state.bad_lines
+            state.bad_lines,
+            state.first_bad.unwrap_or_default()
         );
     }
     let id = choose_id(state.id, *args.listen.ip(), random()?);
@@ -501,6 +508,30 @@ mod tests {
         );
         // `nonsense`, `zz`, the IPv6 address and the second `id`.
         assert_eq!(st.bad_lines, 4);
+        assert_eq!(st.first_bad, Some(5));
+    }
+
+    #[test]
+    fn state_parser_never_panics_on_random_text() {
+        // xorshift64: reproducible lines drawn from the format's alphabet.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let abc = b"0123456789abcdefABCDEFxz:.[] \t#id\n\xff";
+        let mut text = Vec::new();
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push(abc[(x % abc.len() as u64) as usize]);
+        }
+        let mut text = String::from_utf8_lossy(&text).into_owned();
+        // A good line after the noise still loads.
+        text.push_str(&format!("\n{} 127.0.0.9:9\n", "ab".repeat(20)));
+        let st = parse_state(&text);
+        assert!(st.bad_lines > 0);
+        assert_eq!(
+            st.nodes.last(),
+            Some(&(NodeId([0xab; 20]), "127.0.0.9:9".parse().unwrap()))
+        );
     }
 
     #[test]
