@@ -44,6 +44,8 @@ enum Cmd {
     },
     /// Make a .torrent from a file or a folder.
     Create(shell_std::create::CreateArgs),
+    /// Run a standalone Mainline DHT node (BEP 5), or a bootstrap router.
+    Dht(shell_std::dht::DhtArgs),
 }
 
 /// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
@@ -73,6 +75,10 @@ fn main() -> ExitCode {
         Cmd::Loadtest(args) => shell_std::loadtest::run(args),
         Cmd::Client { cmd } => shell_std::client::run(cmd),
         Cmd::Create(a) => shell_std::create::run(&a),
+        Cmd::Dht(a) => {
+            init_logging();
+            shell_std::dht::run(a)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -399,6 +399,14 @@ impl<'s> Dht<'s> {
             .map(|p| p.addr)
     }
 
+    /// Peers in the store at `now` (unexpired, every info-hash).
+    pub fn stored_peer_count(&self, now: Instant) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.used && p.expires > now)
+            .count()
+    }
+
     // ---------------------------------------------------------------- app calls
 
     /// Joins the DHT through `routers` (and the table's nodes): a lookup
@@ -469,6 +477,26 @@ impl<'s> Dht<'s> {
     /// answers.
     pub fn add_node(&mut self, now: Instant, addr: SocketAddrV4) {
         self.send_query(now, addr, None, OutQuery::Ping, Purpose::Ping);
+    }
+
+    /// Puts a node from a saved table (a previous run's state) straight into
+    /// the routing table and pings it: it answered us before, so a restart
+    /// need not wait for an answer to have a table; if it stays silent it
+    /// turns bad ([`super::table::BAD_AFTER_FAILURES`]) and a newcomer
+    /// replaces it. Returns whether it entered the table (refused: a bad
+    /// address, our own id, a BEP 42 breach, a full bucket).
+    pub fn restore_node(&mut self, now: Instant, id: NodeId, addr: SocketAddrV4) -> bool {
+        if addr.port() == 0 || addr.ip().is_unspecified() || !self.bep42_ok(&id, addr) {
+            return false;
+        }
+        let added = matches!(
+            self.table.insert(id, addr, now),
+            Insert::Added | Insert::Replaced | Insert::Updated
+        );
+        if added {
+            self.send_query(now, addr, Some(id), OutQuery::Ping, Purpose::Ping);
+        }
+        added
     }
 
     fn start(&mut self, target: NodeId, kind: LookupKind) -> Result<usize, Busy> {

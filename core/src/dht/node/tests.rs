@@ -290,6 +290,8 @@ fn dht_node_peer_store_expires() {
     let ttl = Config::default().peer_ttl.millis();
     assert_eq!(d.stored_peers(&IH, T0.add_millis(ttl - 1)).count(), 1);
     assert_eq!(d.stored_peers(&IH, T0.add_millis(ttl)).count(), 0);
+    assert_eq!(d.stored_peer_count(T0.add_millis(ttl - 1)), 1);
+    assert_eq!(d.stored_peer_count(T0.add_millis(ttl)), 0);
 }
 
 #[test]
@@ -623,4 +625,31 @@ fn dht_node_read_only_mode_sends_ro_and_answers_nothing() {
     let out = drain(&mut d, T0);
     let mut toks = [Token::EMPTY; 64];
     assert!(krpc::decode(&out[0].1, &mut toks).unwrap().read_only);
+}
+
+#[test]
+fn dht_node_restore_node_enters_table_and_is_pinged() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    let peer = a(5, 7000);
+    let pid = NodeId([5; 20]);
+    assert!(d.restore_node(T0, pid, peer));
+    assert!(d.table().contains(&pid), "in the table before any answer");
+    let out = drain(&mut d, T0);
+    assert!(out
+        .iter()
+        .any(|(to, b)| *to == peer && matches!(body(b), Body::Query { .. })));
+    // Refused: our own id, port 0, an unspecified address.
+    assert!(!d.restore_node(T0, NodeId([1; 20]), a(6, 7000)));
+    assert!(!d.restore_node(T0, NodeId([6; 20]), a(6, 0)));
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7000);
+    assert!(!d.restore_node(T0, NodeId([6; 20]), any));
+    // A public address whose id breaks BEP 42 is refused.
+    let public = SocketAddrV4::new(Ipv4Addr::new(8, 8, 8, 8), 7000);
+    assert!(!d.restore_node(T0, NodeId([6; 20]), public));
+    assert_eq!(d.table().len(), 1);
+    // Silent: each unanswered ping counts as a failure.
+    let later = T0.add_millis(Config::default().query_timeout.millis() + 1);
+    d.handle_timeout(later);
+    assert_eq!(d.table().nodes().next().map(|n| n.fails), Some(1));
 }
