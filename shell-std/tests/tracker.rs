@@ -969,7 +969,7 @@ fn opentracker_loadtest_with_whitelist() {
     let target = local(port);
     // Ready when it answers a connect.
     let mut u = Udp::new(target);
-    poll(10, "opentracker up", || {
+    poll(30, "opentracker up", || {
         let mut out = [0u8; 16];
         let n = ourtorrent_core::tracker::udp::ConnectRequest {
             transaction_id: u.next_tid(),
