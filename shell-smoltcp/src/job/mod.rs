@@ -10,8 +10,9 @@
 //! [`PeerSession`](ourtorrent_core::peer::PeerSession) goes through it. The
 //! job moves bytes between sockets and the torrent (`conn`: a connection
 //! slot's life; `conn/io`: its reads and writes; `conn/frames`: what each
-//! frame does), talks to the
-//! tracker (`announce`), and decides when the run is over (`swarm`, the
+//! frame does), performs the tracker announces the core's
+//! [`Announcer`](ourtorrent_core::tracker::announce::Announcer) schedules
+//! (`announce`), and decides when the run is over (`swarm`, the
 //! loop: it runs the torrent's and the sessions' timers when their
 //! `poll_timeout`s are due). `config` checks the command line's torrent.
 //!
