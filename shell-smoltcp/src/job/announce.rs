@@ -231,15 +231,41 @@ impl Tracker {
         candidates: &mut Candidates,
         log: &mut impl Write,
     ) -> Result<Option<Answered>, JobError> {
-        let now = Instant::from_millis(now_ms);
         if self.pending.is_none() {
-            if let Some((idx, event)) = self.schedule.poll_announce(now) {
+            if let Some((idx, event)) = self.schedule.poll_announce(Instant::from_millis(now_ms)) {
                 self.begin(now_ms, idx, event, totals(), log);
             }
         }
+        self.exchange(stack, now_ms, candidates, log)
+    }
+
+    /// The rest of [`Self::poll`], once for every `totals`.
+    fn exchange<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now_ms: u64,
+        candidates: &mut Candidates,
+        log: &mut impl Write,
+    ) -> Result<Option<Answered>, JobError> {
         let Some(p) = self.pending else {
             return Ok(None);
         };
+        self.transfer(stack, now_ms, log)?;
+        Ok(self.conclude(now_ms, p, candidates, log))
+    }
+
+    /// Moves datagrams both ways. Out of line, as [`Self::conclude`]: each
+    /// frame is large (here the datagram buffers and the session's parse of
+    /// a reply, there the reply of up to 128 peers, about 4 KiB), and they
+    /// are never on the stack together, nor in a caller's frame.
+    #[inline(never)]
+    fn transfer<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now_ms: u64,
+        log: &mut impl Write,
+    ) -> Result<(), JobError> {
+        let now = Instant::from_millis(now_ms);
         let mut tx = [0u8; TRANSMIT_BUF_LEN];
         while let Some(n) = self.client.poll_transmit(now, &mut tx) {
             match self
@@ -267,18 +293,30 @@ impl Tracker {
             }
             Err(nb::Error::Other(e)) => return Err(JobError::Net("announce", e)),
         }
-        let Some(answer) = self.client.poll_event() else {
-            return Ok(None);
-        };
+        Ok(())
+    }
+
+    /// Once the announce `p` ended: reports it to the schedule, logs it,
+    /// and returns it if answered.
+    #[inline(never)]
+    fn conclude(
+        &mut self,
+        now_ms: u64,
+        p: Pending,
+        candidates: &mut Candidates,
+        log: &mut impl Write,
+    ) -> Option<Answered> {
+        let answer = self.client.poll_event()?;
         self.pending = None;
         let ms = now_ms.saturating_sub(p.began);
         let event = p.event;
         let failure = match answer {
             Event::Announced(r) => {
                 // BEP 15 has no min interval.
+                let now = Instant::from_millis(now_ms);
                 self.schedule.on_reply(now, p.idx, r.interval, None);
                 let peers = self.answered(event, &r, ms, candidates, log);
-                return Ok(Some(Answered { event, peers }));
+                return Some(Answered { event, peers });
             }
             Event::TrackerError(msg) => {
                 let msg = core::str::from_utf8(&msg).unwrap_or("(not UTF-8)");
@@ -289,7 +327,7 @@ impl Tracker {
             Event::Scraped(_) => JobError::TrackerFailed(event, ClientError::Busy),
         };
         self.failed(now_ms, p.idx, failure, log);
-        Ok(None)
+        None
     }
 
     /// Starts announcing `event` to tracker `idx` with these `totals`; a
