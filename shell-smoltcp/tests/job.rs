@@ -13,6 +13,7 @@ use std::rc::Rc;
 use common::*;
 use shell_smoltcp::core_protocol::id::InfoHash;
 use shell_smoltcp::core_protocol::pieces::{Geometry, PieceHasher};
+use shell_smoltcp::core_protocol::tracker::AnnounceEvent;
 use shell_smoltcp::job::{self, JobBuffers, Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES};
 use shell_smoltcp::smoltcp::iface::{SocketHandle, SocketStorage};
 use shell_smoltcp::smoltcp::socket::{tcp, udp};
@@ -41,6 +42,10 @@ fn content() -> Vec<u8> {
 struct Tracker {
     h: SocketHandle,
     events: Vec<(u32, u64)>,
+    /// The `interval` it asks for, in seconds.
+    interval: u32,
+    /// Announces still to answer with an error reply (BEP 15 action 3).
+    refuse: usize,
 }
 
 impl Tracker {
@@ -60,9 +65,17 @@ impl Tracker {
                 (98, 1) => {
                     let left = u64::from_be_bytes(req[64..72].try_into().unwrap());
                     self.events.push((word(80), left));
+                    if self.refuse > 0 {
+                        self.refuse -= 1;
+                        out.extend_from_slice(&3u32.to_be_bytes());
+                        out.extend_from_slice(&req[12..16]);
+                        out.extend_from_slice(b"go away");
+                        s.send_slice(&out, meta.endpoint).unwrap();
+                        continue;
+                    }
                     out.extend_from_slice(&1u32.to_be_bytes());
                     out.extend_from_slice(&req[12..16]);
-                    out.extend_from_slice(&1800u32.to_be_bytes()); // interval
+                    out.extend_from_slice(&self.interval.to_be_bytes());
                     out.extend_from_slice(&0u32.to_be_bytes()); // leechers
                     out.extend_from_slice(&1u32.to_be_bytes()); // seeders
                     out.extend_from_slice(&[127, 0, 0, 1]);
@@ -367,6 +380,17 @@ fn run_job(
     with_leecher: bool,
     seed_ms: u32,
 ) -> (Result<Report, job::JobError>, String, Rc<RefCell<World>>) {
+    run_job_with(|_| {}, seeder, with_leecher, seed_ms)
+}
+
+/// [`run_job`] with a tracker set up by `tracker` (it asks for an interval
+/// of 1800 s and refuses nothing unless told).
+fn run_job_with(
+    tracker: impl FnOnce(&mut Tracker),
+    seeder: impl FnOnce(&mut Peer),
+    with_leecher: bool,
+    seed_ms: u32,
+) -> (Result<Report, job::JobError>, String, Rc<RefCell<World>>) {
     let data = content();
     let (guest_end, host_end, _wire) = link(vec![]);
     let mut host = Host::new(host_end, GATEWAY);
@@ -377,9 +401,15 @@ fn run_job(
     seeder(&mut seed);
     let world = Rc::new(RefCell::new(World {
         host,
-        tracker: Tracker {
-            h: t,
-            events: Vec::new(),
+        tracker: {
+            let mut tr = Tracker {
+                h: t,
+                events: Vec::new(),
+                interval: 1800,
+                refuse: 0,
+            };
+            tracker(&mut tr);
+            tr
         },
         seeder: seed,
         leecher: with_leecher.then(|| Peer::new(l, false, data.clone())),
@@ -517,4 +547,54 @@ fn a_lone_sender_of_a_bad_piece_is_banned_and_the_job_still_announces_stopped() 
     let (event, left) = *w.tracker.events.last().unwrap();
     assert_eq!(event, 3, "{:?}", w.tracker.events);
     assert!(left >= u64::from(PIECE) - 1000, "{left}");
+}
+
+// ----------------------------------------------- the announce schedule
+
+#[test]
+fn a_refused_started_is_announced_again_after_the_backoff() {
+    let (r, log, world) = run_job_with(|t| t.refuse = 1, |_| {}, false, 0);
+    let report = r.unwrap();
+    assert_eq!(report.verified, 3);
+    // The core Announcer's backoff: RETRY_BASE (15 s) after one failure.
+    assert!(
+        log.contains("announce: failed: tracker: error reply to started; next try in 15000 ms"),
+        "{log}"
+    );
+    let w = world.borrow();
+    assert_eq!(
+        w.tracker.events,
+        [(2, LEN as u64), (2, LEN as u64), (1, 0), (3, 0)],
+        "announces"
+    );
+}
+
+#[test]
+fn a_tracker_that_refuses_every_started_fails_the_job_and_gets_no_stopped() {
+    let (r, log, world) = run_job_with(|t| t.refuse = usize::MAX, |_| {}, false, 0);
+    assert_eq!(
+        r.unwrap_err(),
+        job::JobError::TrackerRefused(AnnounceEvent::Started),
+        "{log}"
+    );
+    // Tries at 0 s, 15 s and 45 s (the backoff doubles) within the 60 s
+    // deadline; `stopped` only goes to a tracker that answered `started`.
+    let w = world.borrow();
+    assert_eq!(w.tracker.events, [(2, LEN as u64); 3], "announces");
+    assert!(!log.contains("peer: connecting"), "{log}");
+}
+
+#[test]
+fn a_long_seed_announces_again_at_the_tracker_interval() {
+    // 30 s: the shortest interval the Announcer honours.
+    let (r, log, world) = run_job_with(|t| t.interval = 30, |_| {}, false, 45_000);
+    let report = r.unwrap();
+    assert_eq!(report.verified, 3);
+    let w = world.borrow();
+    assert_eq!(
+        w.tracker.events,
+        [(2, LEN as u64), (1, 0), (0, 0), (3, 0)],
+        "announces\n{log}"
+    );
+    assert!(log.contains("announce: ok event=none"), "{log}");
 }

@@ -2,10 +2,14 @@
 //! ([`Client`]) over one UDP socket, polled from the job's loop, and the
 //! list of tracker peers worth trying.
 //!
-//! The sequence is BEP 3's: `started` (its reply gives the peers),
-//! `completed` once every piece is verified, `stopped` when the job ends
-//! (best effort, bounded by [`STOPPED_WAIT_MS`]). A job lasts seconds, far
-//! less than any tracker interval, so there are no regular re-announces.
+//! What to announce and when is the core's [`Announcer`] (one tracker):
+//! `started` (its reply gives the peers), regular announces at the
+//! tracker's interval (their peers are kept too), `completed` once every
+//! piece is verified, backoff after a failed announce, and when the job
+//! ends `completed` (if still owed) and `stopped`, once each, if `started`
+//! was answered (best effort, bounded by [`STOPPED_WAIT_MS`]). The job only
+//! performs the announces the schedule hands out and reports how each
+//! ended.
 //!
 //! # QEMU's user-mode network
 //! Peers on the host announce themselves as `127.0.0.1:PORT`; the guest
@@ -20,6 +24,7 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use ourtorrent_core::pieces::XorShift32;
 use ourtorrent_core::time::Instant;
+use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig};
 use ourtorrent_core::tracker::udp::client::{
     AnnounceParams, AnnounceResult, Client, ClientConfig, ClientError, Event, TransactionIds,
     TRANSMIT_BUF_LEN,
@@ -107,75 +112,159 @@ pub(super) fn reachable_port(peer: core::net::SocketAddr, our_port: u16) -> Opti
     (reachable && port != our_port && port != 0).then_some(port)
 }
 
-/// The job's tracker: the socket, the session and what we announce.
+/// The index of our one tracker in the [`Announcer`].
+const TRACKER: usize = 0;
+
+/// Where the transfer stands, sent with an announce (BEP 3: totals since
+/// `started`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Totals {
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub left: u64,
+}
+
+/// An announce the tracker answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Answered {
+    pub event: AnnounceEvent,
+    /// Peers in the reply.
+    pub peers: usize,
+}
+
+/// The announce handed out by the [`Announcer`] and not yet reported.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    idx: usize,
+    event: AnnounceEvent,
+    /// When it began (ms).
+    began: u64,
+}
+
+/// The job's tracker: the socket, the BEP 15 session, what we announce and
+/// the core's schedule of the announces.
 pub(super) struct Tracker {
     udp: UdpSocket,
     client: Client<Tids>,
     params: AnnounceParams,
-    /// The announce in flight and when it began.
-    pending: Option<(AnnounceEvent, u64)>,
-    /// The tracker acknowledged `started` (so `stopped` is owed).
-    pub started: bool,
+    schedule: Announcer<1>,
+    pending: Option<Pending>,
+    /// Why the latest failed announce failed.
+    last_failure: Option<JobError>,
 }
 
 impl Tracker {
-    /// A tracker session on `udp` announcing `params` (its event is set by
-    /// [`Self::begin`]).
-    pub fn new(udp: UdpSocket, tids: Tids, params: AnnounceParams) -> Self {
-        Tracker {
+    /// A tracker session on `udp` announcing `params` (the schedule sets
+    /// the event, [`Self::poll`] the totals).
+    pub fn new(udp: UdpSocket, tids: Tids, params: AnnounceParams) -> Result<Self, JobError> {
+        let schedule =
+            Announcer::from_tiers(AnnouncerConfig::default(), [0]).map_err(JobError::Schedule)?;
+        Ok(Tracker {
             udp,
             client: Client::new(ClientConfig::default(), tids),
             params,
+            schedule,
             pending: None,
-            started: false,
+            last_failure: None,
+        })
+    }
+
+    /// The tracker answered `started` (so `stopped` is owed).
+    pub fn started(&self) -> bool {
+        self.schedule.tracker(TRACKER).is_some_and(|t| t.started())
+    }
+
+    /// The tracker answered `completed`.
+    pub fn told_complete(&self) -> bool {
+        self.schedule
+            .tracker(TRACKER)
+            .is_some_and(|t| t.told_complete())
+    }
+
+    /// A `completed` is in flight.
+    pub fn completing(&self) -> bool {
+        self.pending
+            .is_some_and(|p| p.event == AnnounceEvent::Completed)
+    }
+
+    /// Every piece is verified: `completed` is owed.
+    pub fn set_complete(&mut self, now_ms: u64) {
+        self.schedule.set_complete(Instant::from_millis(now_ms));
+    }
+
+    /// The job is over: from now on only `completed` (if owed) and
+    /// `stopped`, once each, if `started` was answered.
+    pub fn stop(&mut self, now_ms: u64) {
+        self.schedule.stop(Instant::from_millis(now_ms));
+    }
+
+    /// Stopping, and nothing is left to announce or to wait for.
+    pub fn is_finished(&self) -> bool {
+        self.schedule.is_finished()
+    }
+
+    /// Why `event` did not get through: the latest failure if it was of
+    /// `event`, else the tracker's silence.
+    pub fn failure(&self, event: AnnounceEvent) -> JobError {
+        match self.last_failure {
+            Some(e @ (JobError::TrackerRefused(ev) | JobError::TrackerFailed(ev, _)))
+                if ev == event =>
+            {
+                e
+            }
+            _ => JobError::TrackerSilent(event),
         }
     }
 
-    /// Abandons the announce in flight, if any.
-    pub fn cancel(&mut self) {
-        self.client.cancel();
-        // An answer already in is dropped too.
-        let _ = self.client.poll_event();
-        self.pending = None;
-    }
-
-    /// Starts announcing `event` with these transfer figures (BEP 3:
-    /// totals since `started`).
-    pub fn begin(
-        &mut self,
-        now_ms: u64,
-        event: AnnounceEvent,
-        downloaded: u64,
-        uploaded: u64,
-        left: u64,
-    ) -> Result<(), JobError> {
-        self.params.event = event;
-        (
-            self.params.downloaded,
-            self.params.uploaded,
-            self.params.left,
-        ) = (downloaded, uploaded, left);
-        self.client
-            .announce(Instant::from_millis(now_ms), self.params)
-            .map_err(|e| JobError::TrackerFailed(event, e))?;
-        self.pending = Some((event, now_ms));
-        Ok(())
-    }
-
-    /// Moves datagrams both ways; once the announce in flight is answered,
-    /// logs it, offers its peers to `candidates` and returns its event and
-    /// the number of peers in the reply. An error reply or a session that
-    /// gave up is an error.
+    /// Starts the announce the schedule has due, if any, with the
+    /// `totals` of now; moves datagrams both ways; once the announce in
+    /// flight ends, reports it to the schedule and logs it. An answer
+    /// offers its peers to `candidates` and is returned. A failure (an
+    /// error reply, a session that gave up) is logged and kept for
+    /// [`Self::failure`]: the schedule backs off and tries again. Only a
+    /// driver error is an error.
     pub fn poll<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now_ms: u64,
+        totals: impl FnOnce() -> Totals,
+        candidates: &mut Candidates,
+        log: &mut impl Write,
+    ) -> Result<Option<Answered>, JobError> {
+        if self.pending.is_none() {
+            if let Some((idx, event)) = self.schedule.poll_announce(Instant::from_millis(now_ms)) {
+                self.begin(now_ms, idx, event, totals(), log);
+            }
+        }
+        self.exchange(stack, now_ms, candidates, log)
+    }
+
+    /// The rest of [`Self::poll`], once for every `totals`.
+    fn exchange<D: Device, C: Clock>(
         &mut self,
         stack: &mut Stack<'_, D, C>,
         now_ms: u64,
         candidates: &mut Candidates,
         log: &mut impl Write,
-    ) -> Result<Option<(AnnounceEvent, usize)>, JobError> {
-        let Some((event, began)) = self.pending else {
+    ) -> Result<Option<Answered>, JobError> {
+        let Some(p) = self.pending else {
             return Ok(None);
         };
+        self.transfer(stack, now_ms, log)?;
+        Ok(self.conclude(now_ms, p, candidates, log))
+    }
+
+    /// Moves datagrams both ways. Out of line, as [`Self::conclude`]: each
+    /// frame is large (here the datagram buffers and the session's parse of
+    /// a reply, there the reply of up to 128 peers, about 4 KiB), and they
+    /// are never on the stack together, nor in a caller's frame.
+    #[inline(never)]
+    fn transfer<D: Device, C: Clock>(
+        &mut self,
+        stack: &mut Stack<'_, D, C>,
+        now_ms: u64,
+        log: &mut impl Write,
+    ) -> Result<(), JobError> {
         let now = Instant::from_millis(now_ms);
         let mut tx = [0u8; TRANSMIT_BUF_LEN];
         while let Some(n) = self.client.poll_transmit(now, &mut tx) {
@@ -204,20 +293,88 @@ impl Tracker {
             }
             Err(nb::Error::Other(e)) => return Err(JobError::Net("announce", e)),
         }
-        let Some(answer) = self.client.poll_event() else {
-            return Ok(None);
-        };
+        Ok(())
+    }
+
+    /// Once the announce `p` ended: reports it to the schedule, logs it,
+    /// and returns it if answered.
+    #[inline(never)]
+    fn conclude(
+        &mut self,
+        now_ms: u64,
+        p: Pending,
+        candidates: &mut Candidates,
+        log: &mut impl Write,
+    ) -> Option<Answered> {
+        let answer = self.client.poll_event()?;
         self.pending = None;
-        let ms = now_ms.saturating_sub(began);
-        match answer {
-            Event::Announced(r) => Ok(Some((event, self.answered(event, &r, ms, candidates, log)))),
+        let ms = now_ms.saturating_sub(p.began);
+        let event = p.event;
+        let failure = match answer {
+            Event::Announced(r) => {
+                // BEP 15 has no min interval.
+                let now = Instant::from_millis(now_ms);
+                self.schedule.on_reply(now, p.idx, r.interval, None);
+                let peers = self.answered(event, &r, ms, candidates, log);
+                return Some(Answered { event, peers });
+            }
             Event::TrackerError(msg) => {
                 let msg = core::str::from_utf8(&msg).unwrap_or("(not UTF-8)");
                 let _ = writeln!(log, "announce: event={event} error reply: {msg}");
-                Err(JobError::TrackerRefused(event))
+                JobError::TrackerRefused(event)
             }
-            Event::Failed(e) => Err(JobError::TrackerFailed(event, e)),
-            Event::Scraped(_) => Err(JobError::TrackerFailed(event, ClientError::Busy)),
+            Event::Failed(e) => JobError::TrackerFailed(event, e),
+            Event::Scraped(_) => JobError::TrackerFailed(event, ClientError::Busy),
+        };
+        self.failed(now_ms, p.idx, failure, log);
+        None
+    }
+
+    /// Starts announcing `event` to tracker `idx` with these `totals`; a
+    /// session that refuses is a failed announce.
+    fn begin(
+        &mut self,
+        now_ms: u64,
+        idx: usize,
+        event: AnnounceEvent,
+        totals: Totals,
+        log: &mut impl Write,
+    ) {
+        self.params.event = event;
+        (
+            self.params.downloaded,
+            self.params.uploaded,
+            self.params.left,
+        ) = (totals.downloaded, totals.uploaded, totals.left);
+        match self
+            .client
+            .announce(Instant::from_millis(now_ms), self.params)
+        {
+            Ok(()) => {
+                self.pending = Some(Pending {
+                    idx,
+                    event,
+                    began: now_ms,
+                })
+            }
+            Err(e) => self.failed(now_ms, idx, JobError::TrackerFailed(event, e), log),
+        }
+    }
+
+    /// Reports a failed announce to the schedule (which backs off) and
+    /// logs when the next try comes.
+    fn failed(&mut self, now_ms: u64, idx: usize, why: JobError, log: &mut impl Write) {
+        self.schedule.on_failure(Instant::from_millis(now_ms), idx);
+        self.last_failure = Some(why);
+        let _ = write!(log, "announce: failed: {why}");
+        match self.schedule.tracker(idx) {
+            Some(t) if !self.schedule.is_stopping() => {
+                let wait = t.next_announce().millis().saturating_sub(now_ms);
+                let _ = writeln!(log, "; next try in {wait} ms");
+            }
+            _ => {
+                let _ = writeln!(log);
+            }
         }
     }
 
@@ -233,7 +390,6 @@ impl Tracker {
         log: &mut impl Write,
     ) -> usize {
         if event == AnnounceEvent::Started {
-            self.started = true;
             let _ = writeln!(
                 log,
                 "announce: ok event=started peers={} seeders={} leechers={} ms={ms}",

@@ -10,8 +10,9 @@
 //! [`PeerSession`](ourtorrent_core::peer::PeerSession) goes through it. The
 //! job moves bytes between sockets and the torrent (`conn`: a connection
 //! slot's life; `conn/io`: its reads and writes; `conn/frames`: what each
-//! frame does), talks to the
-//! tracker (`announce`), and decides when the run is over (`swarm`, the
+//! frame does), performs the tracker announces the core's
+//! [`Announcer`](ourtorrent_core::tracker::announce::Announcer) schedules
+//! (`announce`), and decides when the run is over (`swarm`, the
 //! loop: it runs the torrent's and the sessions' timers when their
 //! `poll_timeout`s are due). `config` checks the command line's torrent.
 //!
@@ -56,6 +57,7 @@ use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{
     PeerEntry, Torrent, TorrentConfig as CoreConfig, TorrentError, TorrentParts,
 };
+use ourtorrent_core::tracker::announce::TooManyTrackers;
 use ourtorrent_core::tracker::udp::client::{AnnounceParams, ClientError};
 use ourtorrent_core::tracker::AnnounceEvent;
 use ourtorrent_core::wire::PIECE_HEADER_LEN;
@@ -67,7 +69,7 @@ pub use announce::STOPPED_WAIT_MS;
 pub use config::{LimitError, TorrentConfig};
 pub use conn::{HANDSHAKE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, UPLOAD_QUEUE};
 
-use announce::{Candidates, Tids, Tracker};
+use announce::{Candidates, Tids, Totals, Tracker};
 use conn::{Conn, JobTorrent, Shared};
 
 use crate::error::Error;
@@ -144,13 +146,18 @@ pub struct Report {
 pub enum JobError {
     /// A driver error in this step.
     Net(&'static str, Error),
-    /// The tracker answered this announce with an error message (logged).
+    /// This announce never got through, and its latest try got an error
+    /// reply (logged). A failed announce is tried again after a backoff;
+    /// the job fails on it only when `started` or `completed` is still not
+    /// answered at the end.
     TrackerRefused(AnnounceEvent),
-    /// The tracker session gave up on this announce (BEP 15 retransmits
-    /// exhausted) or refused to start it.
+    /// As [`Self::TrackerRefused`], the latest try failed in the tracker
+    /// session (BEP 15 retransmits exhausted, or it refused to start).
     TrackerFailed(AnnounceEvent, ClientError),
-    /// The deadline passed before the tracker answered this announce.
+    /// The tracker did not answer this announce before the deadline.
     TrackerSilent(AnnounceEvent),
+    /// The announce schedule refused our tracker.
+    Schedule(TooManyTrackers),
     /// The torrent refused its geometry or its storage.
     Torrent(TorrentError),
     /// No usable peer is left and pieces are missing.
@@ -176,6 +183,7 @@ impl fmt::Display for JobError {
             JobError::TrackerSilent(ev) => {
                 write!(f, "tracker: no answer to {ev} before the deadline")
             }
+            JobError::Schedule(e) => write!(f, "tracker: {e}"),
             JobError::Torrent(e) => write!(f, "{e}"),
             JobError::NoPeers { verified, rejected } => write!(
                 f,
@@ -223,7 +231,7 @@ where
         num_want: NUM_WANT,
         port: cfg.announce_port,
     };
-    let mut tracker = Tracker::new(udp, tids, params);
+    let mut tracker = Tracker::new(udp, tids, params)?;
 
     // The torrent's storage: arrays on this stack frame.
     let mut have_bits = [0u8; BITS_LEN];
@@ -275,17 +283,12 @@ where
     let outcome = job.drive(stack, deadline, log);
     let seeded = job.complete_at().map(|t| stack.now_ms().saturating_sub(t));
     // BEP 3: `stopped` when the job ends, whatever the outcome.
-    let done_bytes = verified_bytes(&torrent);
-    stop(
-        stack,
-        &mut tracker,
-        &shared.report,
-        done_bytes,
-        geo.total_len(),
-        deadline,
-        log,
-    );
+    let totals = totals(&torrent, &shared.report);
+    leave(stack, &mut tracker, totals, deadline, log);
     let report = outcome?;
+    if !tracker.told_complete() {
+        return Err(tracker.failure(AnnounceEvent::Completed));
+    }
     if cfg.seed_ms > 0 {
         let _ = writeln!(
             log,
@@ -311,48 +314,44 @@ fn key_and_tids(rng: &mut XorShift32) -> (u32, Tids) {
 /// this one is 2^32 / φ).
 const TIDS_MIX: u32 = 0x9E37_79B9;
 
-/// Bytes of the pieces we have.
-fn verified_bytes(torrent: &JobTorrent<'_>) -> u64 {
+/// What we announce now: the bytes of the pieces we have, uploaded, left.
+fn totals(torrent: &JobTorrent<'_>, report: &Report) -> Totals {
     let p = torrent.picker();
-    p.have()
+    let downloaded = p
+        .have()
         .iter_set()
         .map(|i| u64::from(p.geometry().piece_size(i).unwrap_or(0)))
-        .sum()
+        .sum();
+    Totals {
+        downloaded,
+        uploaded: report.uploaded,
+        left: p.geometry().total_len().saturating_sub(downloaded),
+    }
 }
 
-/// Announces `stopped` if `started` was acknowledged, waiting at most
-/// [`STOPPED_WAIT_MS`] (and never past `deadline`); a silence is logged,
-/// not an error.
-fn stop<D: Device, C: Clock>(
+/// Stops the announce schedule and performs what it still hands out (the
+/// announce in flight, then `completed` if owed and `stopped`, if
+/// `started` was answered), waiting at most [`STOPPED_WAIT_MS`] (and never
+/// past `deadline`); a silence is logged, not an error.
+fn leave<D: Device, C: Clock>(
     stack: &mut Stack<'_, D, C>,
     tracker: &mut Tracker,
-    report: &Report,
-    downloaded: u64,
-    total: u64,
+    totals: Totals,
     deadline: u64,
     log: &mut impl Write,
 ) {
-    if !tracker.started {
-        return;
-    }
-    tracker.cancel();
     let now = stack.now_ms();
-    let left = total.saturating_sub(downloaded);
-    let ev = AnnounceEvent::Stopped;
-    if let Err(e) = tracker.begin(now, ev, downloaded, report.uploaded, left) {
-        let _ = writeln!(log, "announce: event=stopped not sent: {e}");
-        return;
-    }
+    tracker.stop(now);
     let until = deadline.min(now + STOPPED_WAIT_MS);
     let mut sink = Candidates::default();
     let r = stack.block_until(until, |stack, now| {
-        match tracker.poll(stack, now, &mut sink, log) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(nb::Error::WouldBlock),
+        match tracker.poll(stack, now, || totals, &mut sink, log) {
+            Ok(_) if tracker.is_finished() => Ok(()),
+            Ok(_) => Err(nb::Error::WouldBlock),
             Err(_) => Err(nb::Error::Other(Error::Timeout)),
         }
     });
-    if r.is_err() {
+    if r.is_err() && tracker.started() {
         let _ = writeln!(log, "announce: event=stopped not acknowledged");
     }
 }

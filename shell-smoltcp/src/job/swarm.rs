@@ -14,9 +14,9 @@ use ourtorrent_core::time::Instant;
 use ourtorrent_core::tracker::AnnounceEvent;
 use smoltcp::phy::Device;
 
-use super::announce::{Candidates, Tracker};
+use super::announce::{Answered, Candidates, Tracker};
 use super::conn::{Closed, Conn, JobTorrent, Phase, Shared};
-use super::{JobError, Report, MAX_PEERS};
+use super::{totals, JobError, Report, MAX_PEERS};
 use crate::config::{Remote, PEER_PORT};
 use crate::error::Error;
 use crate::stack::{Clock, Stack};
@@ -46,8 +46,6 @@ pub(super) struct Job<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> {
     dl_start: u64,
     /// When the last piece was verified.
     complete_at: Option<u64>,
-    /// The tracker acknowledged `completed`.
-    completed_acked: bool,
     /// A leecher has every piece.
     done: bool,
     listening_logged: bool,
@@ -73,7 +71,6 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             shared,
             dl_start: 0,
             complete_at: None,
-            completed_acked: false,
             done: false,
             listening_logged: false,
             failure: None,
@@ -85,18 +82,13 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         self.complete_at
     }
 
-    /// Announces `started`, then runs rounds until the job is over, it
-    /// fails, or `deadline` passes.
+    /// Runs rounds until the job is over, it fails, or `deadline` passes.
     pub fn drive<D: Device, C: Clock>(
         &mut self,
         stack: &mut Stack<'a, D, C>,
         deadline: u64,
         log: &mut impl Write,
     ) -> Result<Report, JobError> {
-        let total = self.torrent.picker().geometry().total_len();
-        let now = stack.now_ms();
-        self.tracker
-            .begin(now, AnnounceEvent::Started, 0, 0, total)?;
         // A failed round stores its error and ends the loop (block_until
         // carries only driver errors); anything else ending it is the
         // deadline.
@@ -114,14 +106,12 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let report = self.shared.report;
         match r {
             Ok(()) => Ok(report),
-            Err(_) if !self.tracker.started => Err(JobError::TrackerSilent(AnnounceEvent::Started)),
+            Err(_) if !self.tracker.started() => Err(self.tracker.failure(AnnounceEvent::Started)),
             Err(_) if self.complete_at.is_none() => Err(JobError::Deadline {
                 verified: report.verified,
             }),
-            Err(_) if !self.completed_acked => {
-                Err(JobError::TrackerSilent(AnnounceEvent::Completed))
-            }
-            // Seeding was cut by the deadline: the download is done.
+            // Seeding was cut by the deadline: the download is done (the
+            // caller checks that `completed` got through).
             Err(_) => Ok(report),
         }
     }
@@ -133,15 +123,24 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         now: u64,
         log: &mut impl Write,
     ) -> Result<bool, JobError> {
-        match self.tracker.poll(stack, now, &mut self.candidates, log)? {
-            Some((AnnounceEvent::Started, peers)) => {
-                self.shared.report.tracker_peers = peers;
-                self.dl_start = now;
-            }
-            Some((AnnounceEvent::Completed, _)) => self.completed_acked = true,
-            _ => {}
+        let (torrent, report) = (&*self.torrent, &self.shared.report);
+        let answered = self.tracker.poll(
+            stack,
+            now,
+            || totals(torrent, report),
+            &mut self.candidates,
+            log,
+        )?;
+        if let Some(Answered {
+            event: AnnounceEvent::Started,
+            peers,
+        }) = answered
+        {
+            self.shared.report.tracker_peers = peers;
+            self.dl_start = now;
         }
-        if !self.tracker.started {
+        // The peers come from the tracker's answer to `started`.
+        if !self.tracker.started() {
             return Ok(false);
         }
         let finishing = self.finishing(now);
@@ -160,7 +159,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         while self.torrent.poll_wake().is_some() {}
         let complete = self.torrent.is_complete();
         if complete && self.complete_at.is_none() {
-            self.completed(now, log)?;
+            self.completed(now, log);
         }
         if finishing && self.conns.iter().all(|c| c.phase == Phase::Idle) {
             return Ok(true);
@@ -179,17 +178,18 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         Ok(false)
     }
 
-    /// Complete, `completed` acknowledged, and seeding over.
+    /// Complete, `completed` not in flight (answered, or failed and left
+    /// to the schedule's last try when the job ends), and seeding over.
     fn finishing(&self, now: u64) -> bool {
         let Some(at) = self.complete_at else {
             return false;
         };
         let seed_ms = u64::from(self.shared.cfg.seed_ms);
-        self.completed_acked && (seed_ms == 0 || self.done || now >= at + seed_ms)
+        !self.tracker.completing() && (seed_ms == 0 || self.done || now >= at + seed_ms)
     }
 
-    /// The last piece was verified at `now`: report, announce `completed`.
-    fn completed(&mut self, now: u64, log: &mut impl Write) -> Result<(), JobError> {
+    /// The last piece was verified at `now`: report; `completed` is owed.
+    fn completed(&mut self, now: u64, log: &mut impl Write) {
         self.complete_at = Some(now);
         let r = &mut self.shared.report;
         let total = self.torrent.picker().geometry().total_len();
@@ -206,9 +206,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             r.download_ms,
             total * 1000 / 1024 / r.download_ms.max(1)
         );
-        let up = r.uploaded;
-        self.tracker
-            .begin(now, AnnounceEvent::Completed, total, up, 0)
+        self.tracker.set_complete(now);
     }
 
     /// Gives idle slots work: the next tracker peer while pieces are
