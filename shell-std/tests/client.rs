@@ -1147,3 +1147,65 @@ fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
     assert!(ok && so.contains("DONE"), "leecher 2:\n{so}\n{se}");
     assert!(std::fs::read(&f2).unwrap() == std::fs::read(d.path().join("lt2/one-37.bin")).unwrap());
 }
+
+/// `--check-only` verifies what is on disk, says how much is there, and
+/// exits 0 only when every piece is (nothing created or fetched).
+#[test]
+fn check_only_reports_the_pieces_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10);
+    let check = |args: &[&str], data: &Path| {
+        run_bounded(
+            Command::new(BIN)
+                .args(["client", args[0]])
+                .arg(&torrent)
+                .arg(if args[0] == "seed" { "--data" } else { "--out" })
+                .arg(data)
+                .args(&args[1..])
+                .args(["--check-only", "--quiet", "--listen", "127.0.0.1:0"]),
+            Duration::from_secs(30),
+        )
+    };
+    let (ok, so, se) = check(&["seed"], &tree);
+    assert!(ok, "{so}\n{se}");
+    assert!(
+        so.contains("checked: tree: 51 of 51 pieces verified"),
+        "{so}"
+    );
+    // One byte changed: that piece is missing, exit non-zero.
+    let big = tree.join("sub/big.bin");
+    let mut bytes = std::fs::read(&big).unwrap();
+    bytes[100_000] ^= 1;
+    std::fs::write(&big, bytes).unwrap();
+    let (ok, so, se) = check(&["seed"], &tree);
+    assert!(!ok, "{so}");
+    assert!(
+        so.contains("checked: tree: 50 of 51 pieces verified"),
+        "{so}"
+    );
+    assert!(se.contains("1 torrent(s) incomplete on disk"), "{se}");
+    // A download folder without the data: nothing is created.
+    let out = d.path().join("empty");
+    let (ok, _, se) = check(&["download", "--no-trackers"], &out);
+    assert!(!ok && se.contains("not there: 0 of 51 pieces"), "{se}");
+    assert!(!out.exists());
+}
+
+/// `--seed-time` ends seeding by itself.
+#[test]
+fn seed_time_ends_seeding() {
+    let d = tempfile::tempdir().unwrap();
+    let (t, file) = single_file_fixture(d.path(), 38);
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&t)
+            .arg("--data")
+            .arg(&file)
+            .args(["--no-trackers", "--quiet", "--listen", "127.0.0.1:0"])
+            .args(["--seed-time", "1s"]),
+        Duration::from_secs(20),
+    );
+    assert!(ok, "{so}\n{se}");
+    assert!(so.contains("uploaded: 0 bytes"), "{so}");
+}

@@ -126,6 +126,14 @@ pub struct Common {
     /// Refuse a torrent with an unsafe file name instead of renaming it.
     #[arg(long)]
     pub strict_paths: bool,
+    /// Only verify the data already on disk, say how much of each torrent
+    /// is there, and exit (0 when every piece is; nothing is created or
+    /// fetched).
+    #[arg(long)]
+    pub check_only: bool,
+    /// Stop seeding after this long (e.g. `90s`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub seed_time: Option<Duration>,
 }
 
 struct Plan {
@@ -279,11 +287,28 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
     })?;
     tracing::info!(listen = %session.listen, "listening");
     let mut torrents = Vec::new();
+    let mut incomplete = 0;
     for plan in plans {
         let name = plan.info.name.clone();
         let ctx = prepare(&plan, &session).with_context(|| name.clone())?;
+        if plan.common.check_only {
+            let st = ctx.snapshot();
+            println!(
+                "checked: {name}: {} of {} pieces verified ({} of {} bytes) in {}",
+                st.pieces_verified,
+                st.pieces,
+                st.verified,
+                st.total,
+                ctx.storage.root.display()
+            );
+            incomplete += usize::from(!st.complete);
+            continue;
+        }
         session.add(ctx.clone())?;
         torrents.push((name, ctx, plan));
+    }
+    if incomplete > 0 {
+        bail!("{incomplete} torrent(s) incomplete on disk");
     }
     rt.spawn(session.clone().accept_loop(listener));
     let several = torrents.len() > 1;
@@ -346,7 +371,10 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     }
     if plan.download {
         // No source can ever appear: say so rather than wait forever.
-        if plan.common.peers.is_empty() && (plan.common.no_trackers || info.trackers.is_empty()) {
+        if !plan.common.check_only
+            && plan.common.peers.is_empty()
+            && (plan.common.no_trackers || info.trackers.is_empty())
+        {
             bail!(
                 "nothing to connect to: {} and no --peer was given",
                 if plan.common.no_trackers {
@@ -354,6 +382,13 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
                 } else {
                     "the torrent lists no tracker"
                 }
+            );
+        }
+        if plan.common.check_only && !plan.root.exists() {
+            bail!(
+                "{}: not there: 0 of {} pieces",
+                plan.root.display(),
+                info.pieces()
             );
         }
         if let Some(parent) = plan.root.parent() {
@@ -367,7 +402,7 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     if plan.download && !plan.skip_space_check {
         Storage::check_space(&info, &plan.root)?;
     }
-    let storage = Storage::open(&info, &plan.root, plan.download)?;
+    let storage = Storage::open(&info, &plan.root, plan.download && !plan.common.check_only)?;
     let n = info.pieces();
     let have = if plan.skip_verify {
         vec![true; n as usize]
@@ -376,7 +411,7 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     };
     let on_disk = have.iter().filter(|&&h| h).count();
     println!("resumed: {on_disk} of {n} pieces verified on disk");
-    if !plan.download && on_disk != n as usize {
+    if !plan.download && !plan.common.check_only && on_disk != n as usize {
         bail!(
             "{}: only {on_disk} of {n} pieces match the torrent; refusing to seed",
             plan.root.display()
@@ -551,10 +586,17 @@ async fn main_loop(
         }
         println!("seeding: listening on {}", ctx.listen);
         let mut bar = ui::Progress::seeding(ctx.clone(), quiet);
+        let until = plan
+            .common
+            .seed_time
+            .map(|d| tokio::time::Instant::now() + d);
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => break,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                break;
             }
             if let Some(r) = plan.seed_ratio {
                 let up = ctx.stats.uploaded.load(Relaxed) as f64;
