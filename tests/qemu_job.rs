@@ -9,14 +9,14 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use ourtorrent_tests::bep15::{announce_seeder, wait_for_scrape, wait_for_udp_tracker};
 use ourtorrent_tests::opentracker::Opentracker;
 use ourtorrent_tests::qemu::{
-    assert_only_gateway, guest_destinations, run_firmware, run_firmware_with,
+    assert_only_gateway, guest_destinations, run_firmware, run_firmware_with, Run,
 };
 use ourtorrent_tests::{
     free_tcp_port, free_udp_port, lt_script, lt_swarm_script, require_libtorrent, require_tool,
@@ -204,9 +204,7 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
     write_data(&blob, TORRENT_LEN, 42);
     let (ih, pieces) = shell_std_create(&bin, &blob, &t, PIECE_LEN, tracker_port);
     let (_tracker, tracker_port) = shell_std_tracker_on(&bin, dir.path(), &ih, tracker_port);
-    let ih_bytes: [u8; 20] = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
-        .unwrap()
-        .0;
+    let ih_bytes = ih_bytes(&ih);
     // Our seeder: announces `started` (left=0, its listen port) to the
     // torrent's tracker; the firmware maps 127.0.0.1:PORT to 10.0.2.2:PORT.
     let seed_port = free_tcp_port();
@@ -230,16 +228,10 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
     let leech_dir = dir.path().join("leech");
     // The leecher starts once the firmware listens (QEMU's hostfwd accepts
     // and drops connections before that).
-    let leecher_slot: Arc<std::sync::Mutex<Option<Proc>>> = Arc::default();
     let start_leecher = {
-        let (bin, slot, t, out) = (
-            bin.clone(),
-            leecher_slot.clone(),
-            t.clone(),
-            leech_dir.clone(),
-        );
-        Box::new(move || {
-            *slot.lock().unwrap() = Some(Proc::spawn(
+        let (bin, t, out) = (bin.clone(), t.clone(), leech_dir.clone());
+        move || {
+            Proc::spawn(
                 "shell-std client download",
                 Command::new(&bin)
                     .args(["client", "download"])
@@ -249,40 +241,16 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
                     .args(["--peer", &format!("127.0.0.1:{fwd}")])
                     .args(["--listen", "127.0.0.1:0"])
                     .args(["--no-trackers", "--no-seed", "--quiet"]),
-            ));
-        })
+            )
+        }
     };
-    let run = run_firmware_with(
-        &format!(
-            "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
-             pieces={pieces} port={fwd} seed_ms=15000 deadline_ms=25000"
-        ),
-        Some(fwd),
-        Some(("seed: listening", start_leecher)),
-    );
-    let leecher = leecher_slot
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the firmware never listened for a leecher");
-    assert_eq!(run.code, Some(0), "firmware failed");
-    assert!(run.stdout.contains("result: ok"));
-    assert!(run.stdout.contains("announce: ok event=started"));
-    assert!(run.stdout.contains("announce: ok event=completed"));
+    let (run, leecher) = run_job(tracker_port, &ih, &pieces, fwd, start_leecher);
     assert!(
         run.stdout
             .contains(&format!("peer: 10.0.2.2:{seed_port} handshake ok")),
         "the firmware did not reach our seeder:\n{}",
         run.stdout
     );
-    assert_eq!(
-        run.figure("download: ok", "bytes"),
-        Some(TORRENT_LEN as u64)
-    );
-    assert_eq!(run.figure("download: ok", "verified"), Some(4));
-    assert_eq!(run.figure("download: ok", "rejected"), Some(0));
-    assert_eq!(run.figure("seed: ok", "leecher_complete"), Some(1));
-    assert!(run.figure("seed: ok", "uploaded").unwrap() >= TORRENT_LEN as u64);
     eprintln!(
         "firmware from our seeder: {} ms; our leecher from the firmware: {:?}",
         run.figure("download: ok", "ms").unwrap_or(0),
@@ -360,6 +328,52 @@ fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
     wait_for_scrape(port, info_hash, &format!("{n} seeders"), |c| c.seeders >= n);
 }
 
+/// Runs the job (download from the swarm of the tracker on `tracker_port`,
+/// then seed 15 s through `hostfwd` from 127.0.0.1:`fwd`), starting the
+/// leecher `start_leecher` makes once the firmware listens (QEMU's hostfwd
+/// accepts and drops connections before that); asserts the job's report:
+/// `started` and `completed` announced, every piece verified, none
+/// rejected, one complete leecher served. Returns the run and the leecher.
+fn run_job(
+    tracker_port: u16,
+    ih: &str,
+    pieces: &str,
+    fwd: u16,
+    start_leecher: impl FnOnce() -> Proc + Send + 'static,
+) -> (Run, Proc) {
+    let leecher_slot: Arc<Mutex<Option<Proc>>> = Arc::default();
+    let trigger = {
+        let slot = leecher_slot.clone();
+        Box::new(move || *slot.lock().unwrap() = Some(start_leecher()))
+    };
+    let run = run_firmware_with(
+        &format!(
+            "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
+             pieces={pieces} port={fwd} seed_ms=15000 deadline_ms=25000"
+        ),
+        Some(fwd),
+        Some(("seed: listening", trigger)),
+    );
+    let leecher = leecher_slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the firmware never listened for a leecher");
+    assert_eq!(run.code, Some(0), "firmware failed");
+    assert!(run.stdout.contains("result: ok"));
+    assert!(run.stdout.contains("announce: ok event=started"));
+    assert!(run.stdout.contains("announce: ok event=completed"));
+    assert_eq!(
+        run.figure("download: ok", "bytes"),
+        Some(TORRENT_LEN as u64)
+    );
+    assert_eq!(run.figure("download: ok", "verified"), Some(4));
+    assert_eq!(run.figure("download: ok", "rejected"), Some(0));
+    assert_eq!(run.figure("seed: ok", "leecher_complete"), Some(1));
+    assert!(run.figure("seed: ok", "uploaded").unwrap() >= TORRENT_LEN as u64);
+    (run, leecher)
+}
+
 /// Which tracker the job test runs against.
 enum TrackerKind {
     Opentracker,
@@ -434,9 +448,8 @@ fn bittorrent_job(kind: TrackerKind) {
     // The leecher starts once the firmware listens (QEMU's hostfwd accepts
     // and drops connections before that, and libtorrent backs off from a
     // peer that failed).
-    let leecher_slot: Arc<std::sync::Mutex<Option<Proc>>> = Arc::default();
     let start_leecher = {
-        let (py, slot) = (py.clone(), leecher_slot.clone());
+        let py = py.clone();
         let args: Vec<String> = vec![
             "leech".into(),
             nt.to_str().unwrap().into(),
@@ -447,43 +460,17 @@ fn bittorrent_job(kind: TrackerKind) {
             "--max-seconds".into(),
             "30".into(),
         ];
-        Box::new(move || {
+        move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            *slot.lock().unwrap() = Some(lt_peer(&py, &args));
-        })
+            lt_peer(&py, &args)
+        }
     };
-    let run = run_firmware_with(
-        &format!(
-            "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
-             pieces={pieces} port={fwd} seed_ms=15000 deadline_ms=25000"
-        ),
-        Some(fwd),
-        Some(("seed: listening", start_leecher)),
-    );
-    let leecher = leecher_slot
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the firmware never listened for a leecher");
-    assert_eq!(run.code, Some(0), "firmware failed");
-    assert!(run.stdout.contains("result: ok"));
-    assert!(run.stdout.contains("announce: ok event=started"));
-    assert!(run.stdout.contains("announce: ok event=completed"));
+    let (run, leecher) = run_job(tracker_port, &ih, &pieces, fwd, start_leecher);
     assert!(run.stdout.contains("announce: ok event=stopped"));
-    assert_eq!(
-        run.figure("download: ok", "bytes"),
-        Some(TORRENT_LEN as u64)
-    );
-    assert_eq!(run.figure("download: ok", "verified"), Some(4));
-    assert_eq!(run.figure("download: ok", "rejected"), Some(0));
-    assert_eq!(run.figure("seed: ok", "leecher_complete"), Some(1));
-    assert!(run.figure("seed: ok", "uploaded").unwrap() >= TORRENT_LEN as u64);
     // BEP 3: the firmware's `completed` was counted, and its `stopped`
     // took it out of the swarm: only the libtorrent seeder is left (the
     // leecher uses no tracker).
-    let ih_bytes = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
-        .unwrap()
-        .0;
+    let ih_bytes = ih_bytes(&ih);
     wait_for_scrape(
         tracker_port,
         &ih_bytes,
@@ -502,6 +489,45 @@ fn bittorrent_job(kind: TrackerKind) {
     assert!(run.elapsed < Duration::from_secs(25), "{:?}", run.elapsed);
 }
 
+/// A swarm with a corrupt seeder: a torrent (see [`make_torrent`]) that
+/// opentracker tracks, and a [`corrupt_peer`] of `bad_piece` announced to
+/// it as a seeder.
+struct CorruptSwarm {
+    _tracker: Proc,
+    tracker_port: u16,
+    /// Info-hash and piece hashes, hex.
+    ih: String,
+    pieces: String,
+    bad_port: u16,
+    /// Piece messages the corrupt peer sent.
+    served: Arc<AtomicUsize>,
+}
+
+fn corrupt_swarm(dir: &Path, py: &Path, bad_piece: u32) -> CorruptSwarm {
+    let tracker_port = free_udp_port();
+    let (ih, pieces) = make_torrent(dir, py, TORRENT_LEN, PIECE_LEN, tracker_port);
+    let (tracker, tracker_port) = opentracker_on(dir, &ih, tracker_port);
+    let data = std::fs::read(dir.join("data/blob.bin")).unwrap();
+    let ih_bytes = ih_bytes(&ih);
+    let (bad_port, served) = corrupt_peer(data, PIECE_LEN as usize, ih_bytes, bad_piece);
+    announce_seeder(tracker_port, &ih_bytes, bad_port);
+    CorruptSwarm {
+        _tracker: tracker,
+        tracker_port,
+        ih,
+        pieces,
+        bad_port,
+        served,
+    }
+}
+
+/// 40 hex digits → 20 bytes.
+fn ih_bytes(ih: &str) -> [u8; 20] {
+    ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
+        .unwrap()
+        .0
+}
+
 #[test]
 fn qemu_bittorrent_rejects_a_corrupt_piece_opentracker() {
     if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
@@ -511,17 +537,16 @@ fn qemu_bittorrent_rejects_a_corrupt_piece_opentracker() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, TORRENT_LEN, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
-    let data = std::fs::read(dir.path().join("data/blob.bin")).unwrap();
-    let ih_bytes: [u8; 20] = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
-        .unwrap()
-        .0;
     // The only peer corrupts piece 2: the firmware must refuse it, drop the
     // peer and, with nobody left, fail without accepting the data.
-    let (bad_port, served) = corrupt_peer(data, PIECE_LEN as usize, ih_bytes, 2);
-    announce_seeder(tracker_port, &ih_bytes, bad_port);
+    let CorruptSwarm {
+        _tracker,
+        tracker_port,
+        ih,
+        pieces,
+        bad_port,
+        served,
+    } = corrupt_swarm(dir.path(), &py, 2);
     let run = run_firmware(
         &format!(
             "tracker={tracker_port} info_hash={ih} length={TORRENT_LEN} piece_len={PIECE_LEN} \
@@ -581,16 +606,15 @@ fn qemu_bittorrent_refetches_a_corrupt_piece_from_a_good_peer_opentracker() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, TORRENT_LEN, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
+    let CorruptSwarm {
+        _tracker,
+        tracker_port,
+        ih,
+        pieces,
+        bad_port,
+        served,
+    } = corrupt_swarm(dir.path(), &py, 0);
     let data_dir = dir.path().join("data");
-    let data = std::fs::read(data_dir.join("blob.bin")).unwrap();
-    let ih_bytes: [u8; 20] = ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
-        .unwrap()
-        .0;
-    let (bad_port, served) = corrupt_peer(data, PIECE_LEN as usize, ih_bytes, 0);
-    announce_seeder(tracker_port, &ih_bytes, bad_port);
     let t = dir.path().join("t.torrent");
     let seeder = lt_peer(
         &py,
