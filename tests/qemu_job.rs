@@ -19,8 +19,8 @@ use ourtorrent_tests::qemu::{
     assert_only_gateway, guest_destinations, run_firmware, run_firmware_with, Run,
 };
 use ourtorrent_tests::{
-    free_tcp_port, free_udp_port, lt_script, lt_swarm_script, require_libtorrent, require_tool,
-    run, shell_std, write_data, Proc,
+    free_tcp_port, free_udp_port, lt_info, lt_script, lt_swarm_script, require_libtorrent,
+    require_tool, run, shell_std, write_data, Proc,
 };
 
 /// opentracker on 127.0.0.1 UDP `port`, tracking only `info_hash`.
@@ -58,11 +58,7 @@ fn make_torrent(
     };
     create("t.torrent", true);
     create("nt.torrent", false);
-    let info = run(Command::new(py)
-        .arg(&script)
-        .arg("info")
-        .arg(dir.join("t.torrent")));
-    let info: serde_json::Value = serde_json::from_str(&info).expect("info JSON");
+    let info = lt_info(py, &dir.join("t.torrent"));
     let ih = info["info_hash"].as_str().expect("info_hash").to_string();
     let data = std::fs::read(&blob).unwrap();
     (ih, piece_hashes(&data, piece_len))

@@ -19,7 +19,7 @@ use ourtorrent_core::wire::pex::{encode_update, Cut, PexFlags, PexLimits, PexMes
 use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
-use ourtorrent_tests::libtorrent::{lt_script, lt_swarm};
+use ourtorrent_tests::libtorrent::{lt_info, lt_script, lt_swarm};
 use ourtorrent_tests::{repo_root, require_libtorrent, run, write_data, Proc};
 use serde_json::Value as Json;
 
@@ -227,8 +227,7 @@ fn make_torrent(
         info.len()
     );
     // libtorrent's info-hash; the fetch checks the SHA-1 of what it gets against it.
-    let lt_info = run(Command::new(py).arg(lt_script()).arg("info").arg(&torrent));
-    let lt_info: Json = serde_json::from_str(&lt_info).unwrap();
+    let lt_info = lt_info(py, &torrent);
     let info_hash = InfoHash::from_hex(lt_info["info_hash"].as_str().unwrap().as_bytes()).unwrap();
 
     (torrent, info, info_hash)

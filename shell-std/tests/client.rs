@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ourtorrent_tests::libtorrent::{lt_script, lt_seeder, lt_seeder_with, lt_swarm};
+use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
 use ourtorrent_tests::{
     free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
     write_data, Proc,
@@ -313,11 +313,7 @@ fn bad_peer_case(mode: &str) {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let info: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
-        .arg(lt_script())
-        .arg("info")
-        .arg(&torrent)))
-    .unwrap();
+    let info = lt_info(&py, &torrent);
     let bad_port = free_tcp_port();
     let bad = Proc::spawn(
         "bad-peer",
@@ -561,9 +557,7 @@ fn libtorrent_agrees_with_created_info_hash() {
             .arg("-o")
             .arg(&t));
         let ours = made.trim().rsplit(' ').next().unwrap().to_string();
-        let lt: serde_json::Value =
-            serde_json::from_str(&run(Command::new(&py).arg(lt_script()).arg("info").arg(&t)))
-                .unwrap();
+        let lt = lt_info(&py, &t);
         assert_eq!(lt["info_hash"].as_str().unwrap(), ours);
         assert_eq!(lt["private"].as_bool().unwrap(), !single);
         assert_eq!(lt["trackers"].as_array().unwrap().len(), 2);

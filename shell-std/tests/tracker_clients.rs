@@ -186,11 +186,7 @@ fn swarm(leecher: Leecher, http: bool) {
 
 /// The torrent's info-hash, from libtorrent (a second opinion, not ours).
 fn ih_of(torrent: &Path, py: &Path) -> Vec<u8> {
-    let out = run(Command::new(py)
-        .arg(ourtorrent_tests::lt_script())
-        .arg("info")
-        .arg(torrent));
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = ourtorrent_tests::lt_info(py, torrent);
     let hex = v["info_hash"].as_str().unwrap();
     (0..20)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())

@@ -15,7 +15,7 @@ pub mod proc;
 pub mod qemu;
 
 pub use bin::shell_std;
-pub use libtorrent::{lt_script, lt_swarm_script};
+pub use libtorrent::{lt_info, lt_script, lt_swarm_script};
 pub use ports::{free_tcp_port, free_udp_port};
 pub use proc::{run_bounded, Proc};
 

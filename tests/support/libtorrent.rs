@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{repo_root, Proc};
+use crate::{repo_root, run, Proc};
 
 /// Path of the torrent helper script (`tests/py/lt_torrent.py`: create,
 /// info, verdict).
@@ -18,6 +18,13 @@ pub fn lt_script() -> PathBuf {
 /// the options and the lines it prints).
 pub fn lt_swarm_script() -> PathBuf {
     repo_root().join("tests/py/lt_swarm.py")
+}
+
+/// What libtorrent says about `torrent` (`lt_torrent.py info`: info-hash,
+/// name, files, trackers, ...).
+pub fn lt_info(py: &Path, torrent: &Path) -> serde_json::Value {
+    let out = run(Command::new(py).arg(lt_script()).arg("info").arg(torrent));
+    serde_json::from_str(&out).expect("lt_torrent.py info JSON")
 }
 
 /// `PY lt_swarm.py ROLE TORRENT SAVE PORT` (`role`: "seed" or "leech");
