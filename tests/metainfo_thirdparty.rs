@@ -8,14 +8,10 @@ use std::process::Command;
 
 use ourtorrent_core::bencode::Token;
 use ourtorrent_core::metainfo::{path_buffer_len, Limits, Metainfo};
-use ourtorrent_tests::{lt_script, make_tree, require_libtorrent, require_tool, run, write_data};
+use ourtorrent_tests::{
+    lt_info, lt_script, make_tree, require_libtorrent, require_tool, run, write_data,
+};
 use serde_json::Value as Json;
-
-/// What libtorrent says about a torrent.
-fn lt_info(py: &Path, torrent: &Path) -> Json {
-    let out = run(Command::new(py).arg(lt_script()).arg("info").arg(torrent));
-    serde_json::from_str(&out).expect("lt_torrent.py info JSON")
-}
 
 /// Parses with our core and asserts agreement with libtorrent's view.
 fn assert_agrees(torrent: &Path, lt: &Json) {

@@ -4,9 +4,9 @@
 //! `MetadataFetch` fetching the metadata from a libtorrent seeder over
 //! 127.0.0.1. `cargo test -p ourtorrent-tests --test wire_thirdparty`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant as StdInstant};
 
 use ourtorrent_core::bencode::{self, DecodeOptions, Token};
@@ -19,7 +19,8 @@ use ourtorrent_core::wire::pex::{encode_update, Cut, PexFlags, PexLimits, PexMes
 use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
-use ourtorrent_tests::{repo_root, require_libtorrent, run, write_data};
+use ourtorrent_tests::libtorrent::{lt_info, lt_script, lt_swarm};
+use ourtorrent_tests::{repo_root, require_libtorrent, run, write_data, Proc};
 use serde_json::Value as Json;
 
 fn lt_bencode(py: &std::path::Path, args: &[&str]) -> String {
@@ -151,16 +152,6 @@ fn ut_metadata_and_ut_pex_payloads_from_libtorrent_bencode() {
     );
 }
 
-/// A libtorrent seeder process, killed on drop.
-struct Seeder(Child);
-
-impl Drop for Seeder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Reads whole peer-wire frames from a socket with our framer.
 struct Conn {
     sock: TcpStream,
@@ -221,7 +212,7 @@ fn make_torrent(
     write_data(&data.join("blob.bin"), 20 << 20, 9);
     let torrent = dir.join("t.torrent");
     run(Command::new(py)
-        .arg(repo_root().join("tests/py/lt_torrent.py"))
+        .arg(lt_script())
         .args(["create"])
         .arg(&data)
         .arg(&torrent)
@@ -236,11 +227,7 @@ fn make_torrent(
         info.len()
     );
     // libtorrent's info-hash; the fetch checks the SHA-1 of what it gets against it.
-    let lt_info = run(Command::new(py)
-        .arg(repo_root().join("tests/py/lt_torrent.py"))
-        .arg("info")
-        .arg(&torrent));
-    let lt_info: Json = serde_json::from_str(&lt_info).unwrap();
+    let lt_info = lt_info(py, &torrent);
     let info_hash = InfoHash::from_hex(lt_info["info_hash"].as_str().unwrap().as_bytes()).unwrap();
 
     (torrent, info, info_hash)
@@ -283,24 +270,20 @@ fn metadata_fetch_from_libtorrent_seeder() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (torrent, info, info_hash) = make_torrent(&py, dir.path());
-    let mut child = Command::new(&py)
-        .arg(repo_root().join("tests/py/lt_swarm.py"))
-        .args(["seed"])
-        .arg(&torrent)
-        .arg(dir.path())
-        .args(["0", "--no-trackers", "--max-seconds", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
+    let seeder = Proc::spawn(
+        "lt-seed",
+        lt_swarm(&py, "seed", &torrent, dir.path(), 0).args([
+            "--no-trackers",
+            "--max-seconds",
+            "60",
+        ]),
+    );
+    let port: u16 = seeder
+        .wait_for("READY port=", Duration::from_secs(60))
+        .trim_start_matches("READY port=")
+        .trim()
+        .parse()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _seeder = Seeder(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("seeder exited").unwrap();
-        if let Some(p) = line.strip_prefix("READY port=") {
-            break p.trim().parse().unwrap();
-        }
-    };
 
     let hs = Handshake {
         reserved: Reserved::default().with_extension_protocol(true),
@@ -383,26 +366,15 @@ fn metadata_served_to_libtorrent_magnet_leecher() {
         "magnet:?xt=urn:btih:{}",
         String::from_utf8(info_hash.to_hex().to_vec()).unwrap()
     );
-    let mut child = Command::new(&py)
-        .arg(repo_root().join("tests/py/lt_magnet.py"))
-        .arg(&magnet)
-        .arg(port.to_string())
-        .args(["--max-seconds", "30"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _leecher = Seeder(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let leecher = Proc::spawn(
+        "lt-magnet",
+        Command::new(&py)
+            .arg(repo_root().join("tests/py/lt_magnet.py"))
+            .arg(&magnet)
+            .arg(port.to_string())
+            .args(["--max-seconds", "30"])
+            .current_dir(dir.path()),
+    );
 
     let deadline = StdInstant::now() + Duration::from_secs(30);
     let (sock, _) = listener.accept().unwrap();
@@ -423,7 +395,7 @@ fn metadata_served_to_libtorrent_magnet_leecher() {
             StdInstant::now() < deadline,
             "libtorrent never got the metadata"
         );
-        if let Ok(line) = rx.try_recv() {
+        if let Some(line) = leecher.next_line(Duration::ZERO) {
             if line.starts_with("METADATA") {
                 break line;
             }
@@ -443,7 +415,7 @@ fn metadata_served_to_libtorrent_magnet_leecher() {
             // pieces for it): its report follows.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && served > 0 => {
                 let left = deadline.saturating_duration_since(StdInstant::now());
-                break rx.recv_timeout(left).expect("libtorrent's report");
+                break leecher.next_line(left).expect("libtorrent's report");
             }
             Err(e) => panic!("libtorrent connection after {served} pieces: {e}"),
         };

@@ -4,95 +4,17 @@
 //! `cargo test libtorrent` / `cargo test aria2` run exactly those.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ourtorrent_tests::{make_tree, repo_root, require_libtorrent, require_tool, run, write_data};
+use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
+use ourtorrent_tests::{
+    free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
+    write_data, Proc,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
-
-/// A child process killed when dropped, with its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// Waits (bounded) for a line starting with `prefix`.
-    fn wait_for(&self, prefix: &str, timeout: Duration) -> String {
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Runs a bounded command; returns (success, stdout, stderr).
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(_st) = child.try_wait().expect("wait") {
-            let out = child.wait_with_output().expect("output");
-            return (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{cmd:?} timed out after {timeout:?}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Makes `dir/tree` (a small multi-file tree plus a larger file) and a
 /// torrent of it with `piece` bytes per piece; returns (torrent, tree).
@@ -130,25 +52,6 @@ fn assert_same_tree(a: &Path, b: &Path) {
         n += 1;
     }
     assert_eq!(n, 5);
-}
-
-fn lt_seeder(py: &Path, torrent: &Path, save: &Path, port: u16) -> Proc {
-    lt_seeder_with(py, torrent, save, port, &[])
-}
-
-fn lt_seeder_with(py: &Path, torrent: &Path, save: &Path, port: u16, extra: &[&str]) -> Proc {
-    let p = Proc::spawn(
-        Command::new(py)
-            .arg(repo_root().join("tests/py/lt_swarm.py"))
-            .arg("seed")
-            .arg(torrent)
-            .arg(save)
-            .arg(port.to_string())
-            .args(["--max-seconds", "90"])
-            .args(extra),
-    );
-    p.wait_for("READY", Duration::from_secs(20));
-    p
 }
 
 fn download(torrent: &Path, out: &Path, peers: &[u16], extra: &[&str]) -> (bool, String, String) {
@@ -191,7 +94,7 @@ fn libtorrent_seeder_to_our_client() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, &[port], &[]);
@@ -207,8 +110,9 @@ fn libtorrent_leecher_from_our_seeder() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let seed = Proc::spawn(
+        "shell-std",
         Command::new(BIN)
             .args(["client", "seed"])
             .arg(&torrent)
@@ -227,18 +131,12 @@ fn libtorrent_leecher_from_our_seeder() {
     let save = d.path().join("lt");
     std::fs::create_dir_all(&save).unwrap();
     let (ok, so, se) = run_bounded(
-        Command::new(&py)
-            .arg(repo_root().join("tests/py/lt_swarm.py"))
-            .arg("leech")
-            .arg(&torrent)
-            .arg(&save)
-            .arg(free_port().to_string())
-            .args([
-                "--connect",
-                &format!("127.0.0.1:{port}"),
-                "--max-seconds",
-                "45",
-            ]),
+        lt_swarm(&py, "leech", &torrent, &save, free_tcp_port()).args([
+            "--connect",
+            &format!("127.0.0.1:{port}"),
+            "--max-seconds",
+            "45",
+        ]),
         Duration::from_secs(60),
     );
     assert!(
@@ -263,9 +161,10 @@ fn libtorrent_leechers_share_our_seeders_upload_slots() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let log = d.path().join("seed.log");
     let seed = Proc::spawn(
+        "shell-std",
         Command::new(BIN)
             .env("RUST_LOG", "warn,ourtorrent::choke=debug")
             .stderr(std::fs::File::create(&log).unwrap())
@@ -290,23 +189,18 @@ fn libtorrent_leechers_share_our_seeders_upload_slots() {
         .map(|i| {
             let save = d.path().join(format!("lt{i}"));
             std::fs::create_dir_all(&save).unwrap();
-            let mut cmd = Command::new(&py);
-            cmd.arg(repo_root().join("tests/py/lt_swarm.py"))
-                .arg("leech")
-                .arg(&torrent)
-                .arg(&save)
-                .arg(free_port().to_string())
-                .args([
-                    "--connect",
-                    &format!("127.0.0.1:{port}"),
-                    "--no-trackers",
-                    // ~1.6 MB each at 150 kB/s: about 11 s unchoked.
-                    "--download-limit",
-                    "150000",
-                    "--report-choke",
-                    "--max-seconds",
-                    "100",
-                ]);
+            let mut cmd = lt_swarm(&py, "leech", &torrent, &save, free_tcp_port());
+            cmd.args([
+                "--connect",
+                &format!("127.0.0.1:{port}"),
+                "--no-trackers",
+                // ~1.6 MB each at 150 kB/s: about 11 s unchoked.
+                "--download-limit",
+                "150000",
+                "--report-choke",
+                "--max-seconds",
+                "100",
+            ]);
             (
                 save,
                 std::thread::spawn(move || run_bounded(&mut cmd, Duration::from_secs(120))),
@@ -349,8 +243,9 @@ fn aria2_seeder_to_our_client() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let _seed = Proc::spawn(
+        "aria2c",
         Command::new(aria2)
             .arg(format!("--dir={}", d.path().join("src").display()))
             .args([
@@ -386,7 +281,7 @@ fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     // A slow seeder (~1.6 MB at 500 kB/s): the first run stops after 20 of
     // 101 pieces, long before the rest could arrive.
     let src = d.path().join("src");
@@ -419,13 +314,10 @@ fn bad_peer_case(mode: &str) {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
-    let info: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
-        .arg(repo_root().join("tests/py/lt_torrent.py"))
-        .arg("info")
-        .arg(&torrent)))
-    .unwrap();
-    let bad_port = free_port();
+    let info = lt_info(&py, &torrent);
+    let bad_port = free_tcp_port();
     let bad = Proc::spawn(
+        "bad-peer",
         Command::new("python3")
             .arg(repo_root().join("tests/py/bad_peer.py"))
             .arg(mode)
@@ -434,7 +326,7 @@ fn bad_peer_case(mode: &str) {
             .arg(info["num_pieces"].to_string()),
     );
     bad.wait_for("READY", Duration::from_secs(10));
-    let port = free_port();
+    let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, &[bad_port, port], &[]);
@@ -480,8 +372,9 @@ fn out_of_order_blocks_are_verified_by_reading_the_piece_back() {
         .expect("info-hash in `info` output")
         .to_string();
     let pieces = 1_000_000u32.div_ceil(piece);
-    let port = free_port();
+    let port = free_tcp_port();
     let peer = Proc::spawn(
+        "bad-peer",
         Command::new("python3")
             .arg(repo_root().join("tests/py/bad_peer.py"))
             .args(["reverse", &port.to_string(), &ih, &pieces.to_string()])
@@ -668,11 +561,7 @@ fn libtorrent_agrees_with_created_info_hash() {
             .arg("-o")
             .arg(&t));
         let ours = made.trim().rsplit(' ').next().unwrap().to_string();
-        let lt: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
-            .arg(repo_root().join("tests/py/lt_torrent.py"))
-            .arg("info")
-            .arg(&t)))
-        .unwrap();
+        let lt = lt_info(&py, &t);
         assert_eq!(lt["info_hash"].as_str().unwrap(), ours);
         assert_eq!(lt["private"].as_bool().unwrap(), !single);
         assert_eq!(lt["trackers"].as_array().unwrap().len(), 2);
@@ -740,7 +629,7 @@ fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 32 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
     let out = d.path().join("small");
     let peer = format!("127.0.0.1:{port}");
@@ -798,19 +687,13 @@ fn single_file_fixture(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
 fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, String, String) {
     std::fs::create_dir_all(save).unwrap();
     run_bounded(
-        Command::new(py)
-            .arg(repo_root().join("tests/py/lt_swarm.py"))
-            .arg("leech")
-            .arg(torrent)
-            .arg(save)
-            .arg(free_port().to_string())
-            .args([
-                "--connect",
-                &format!("127.0.0.1:{connect}"),
-                "--no-trackers",
-                "--max-seconds",
-                "45",
-            ]),
+        lt_swarm(py, "leech", torrent, save, free_tcp_port()).args([
+            "--connect",
+            &format!("127.0.0.1:{connect}"),
+            "--no-trackers",
+            "--max-seconds",
+            "45",
+        ]),
         Duration::from_secs(60),
     )
 }
@@ -827,7 +710,7 @@ fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
     let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 31);
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (free_tcp_port(), free_tcp_port());
     let _s1 = lt_seeder(&py, &t1, &d.path().join("src"), p1);
     let _s2 = lt_seeder(&py, &t2, &d.path().join("src"), p2);
     let out = d.path().join("out");
@@ -867,8 +750,9 @@ fn libtorrent_leechers_of_two_torrents_through_one_listener() {
     let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 32);
-    let port = free_port();
+    let port = free_tcp_port();
     let seed = Proc::spawn(
+        "shell-std",
         Command::new(BIN)
             .args(["client", "seed"])
             .arg(&t1)
@@ -946,8 +830,9 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
     };
     let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 34);
-    let port = free_port();
+    let port = free_tcp_port();
     let seed = Proc::spawn(
+        "shell-std",
         Command::new(BIN)
             .args(["client", "seed"])
             .arg(&t)
@@ -1017,7 +902,7 @@ fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 16 << 10);
-    let port = free_port();
+    let port = free_tcp_port();
     let src = d.path().join("src");
     let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "200000"]);
     let mut child = Command::new(BIN)
@@ -1103,8 +988,9 @@ fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
     let d = tempfile::tempdir().unwrap();
     let (t1, f1) = single_file_fixture(d.path(), 36);
     let (t2, f2) = single_file_fixture(d.path(), 37);
-    let port = free_port();
+    let port = free_tcp_port();
     let seed = Proc::spawn(
+        "ours-seed",
         Command::new(BIN)
             .args(["client", "seed"])
             .arg(&t1)

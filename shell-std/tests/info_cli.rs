@@ -102,11 +102,7 @@ fn info_json_matches_libtorrent_on_a_hybrid_torrent() {
         .args(["--piece-size", "16384"])
         .args(["--tracker", "udp://127.0.0.1:6969"])
         .args(["--tracker", "http://127.0.0.1:8080/announce"]));
-    let lt: serde_json::Value = serde_json::from_str(&run(Command::new(&py)
-        .arg(ourtorrent_tests::lt_script())
-        .arg("info")
-        .arg(&t)))
-    .unwrap();
+    let lt = ourtorrent_tests::lt_info(&py, &t);
     let ours = info_json(&t);
     assert_eq!(ours["name"], lt["name"]);
     assert_eq!(ours["info_hash"], lt["info_hash"]);

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Tracker, BIN};
+use ourtorrent_tests::free_udp_port;
 
 /// Runs a load test with small numbers; returns (exit success, stdout, stderr).
 fn loadtest(target: &str, extra: &[&str]) -> (bool, String, String) {
@@ -27,11 +28,7 @@ fn loadtest(target: &str, extra: &[&str]) -> (bool, String, String) {
 #[test]
 fn loadtest_against_a_closed_port_says_no_replies_and_fails() {
     // A loopback port nobody listens on (bound, then released).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let start = Instant::now();
     let (ok, out, err) = loadtest(
         &format!("127.0.0.1:{port}"),

@@ -6,15 +6,12 @@
 //! seeder, byte-identical, every file under the download folder.
 //! `cargo test -p shell-std --test realworld`.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use ourtorrent_core::pieces::PieceHasher;
-use ourtorrent_tests::{lt_script, repo_root, require_libtorrent, run};
+use ourtorrent_tests::libtorrent::lt_seeder;
+use ourtorrent_tests::{free_tcp_port, lt_script, require_libtorrent, run};
 use serde_json::Value as Json;
 use shell_std::client::meta::Info;
 use shell_std::torrent::TorrentFile;
@@ -471,33 +468,6 @@ fn strict_paths_refuses_what_the_default_renames() {
     assert!(err.contains("'.' or '..' path component"), "{err}");
 }
 
-/// A child process killed when dropped, with its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc { child, lines }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Every path under `dir` (not following symlinks).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -550,29 +520,8 @@ fn libtorrent_seeder_to_our_client_with_duplicate_and_unsafe_paths() {
             std::fs::write(&p, data(i, f[1].as_u64().unwrap())).unwrap();
         }
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let seeder = Proc::spawn(
-        Command::new(&py)
-            .arg(repo_root().join("tests/py/lt_swarm.py"))
-            .args(["seed"])
-            .arg(&t)
-            .arg(&seed)
-            .arg(port.to_string())
-            .args(["--max-seconds", "90"]),
-    );
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match seeder.lines.recv_timeout(left) {
-            Ok(l) if l.starts_with("READY") => break,
-            Ok(_) => {}
-            Err(_) => panic!("libtorrent seeder not ready"),
-        }
-    }
+    let port = free_tcp_port();
+    let _seeder = lt_seeder(&py, &t, &seed, port);
     let out = d.path().join("out");
     let o = Command::new(BIN)
         .args(["client", "download"])

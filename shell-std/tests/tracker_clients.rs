@@ -9,81 +9,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-use ourtorrent_tests::{require_libtorrent, require_tool, run, write_data};
-
-/// A child process killed on drop, its stdout lines sent to a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    name: &'static str,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[{name}] {l}");
-                let _ = tx.send(l);
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            name,
-        }
-    }
-
-    /// Waits up to `secs` for a line satisfying `f`; returns it.
-    fn wait_line(&self, secs: u64, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if f(&l) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("{}: no expected line within {secs}s", self.name),
-            }
-        }
-    }
-
-    /// Collects lines already printed.
-    fn drain(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-
-    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        poll(secs, self.name, || self.child.try_wait().ok().flatten())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ourtorrent_tests::libtorrent::lt_swarm;
+use ourtorrent_tests::{
+    free_tcp_port, free_udp_port, require_libtorrent, require_tool, run, write_data, Proc,
+};
 
 /// A 3 MiB file and its torrent (256 KiB pieces) announcing to `url`.
 fn make_torrent(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
@@ -97,10 +31,6 @@ fn make_torrent(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
         .arg(&torrent)
         .arg(&data));
     (torrent, seed_dir)
-}
-
-fn lt_swarm() -> PathBuf {
-    ourtorrent_tests::repo_root().join("tests/py/lt_swarm.py")
 }
 
 #[derive(Clone, Copy)]
@@ -136,14 +66,9 @@ fn swarm(leecher: Leecher, http: bool) {
 
     let seeder = Proc::spawn(
         "lt-seed",
-        Command::new(&py)
-            .arg(lt_swarm())
-            .args(["seed"])
-            .arg(&torrent)
-            .arg(&seed_dir)
-            .arg(free_tcp_port().to_string()),
+        &mut lt_swarm(&py, "seed", &torrent, &seed_dir, free_tcp_port()),
     );
-    seeder.wait_line(30, |l| l.starts_with("TRACKER_OK"));
+    seeder.wait_for("TRACKER_OK", Duration::from_secs(30));
 
     let leech_dir = dir.path().join("leech");
     std::fs::create_dir_all(&leech_dir).unwrap();
@@ -169,7 +94,7 @@ fn swarm(leecher: Leecher, http: bool) {
                     ])
                     .arg(format!("--dht-file-path={}", dht.display()))
                     .arg(format!("--listen-port={}", free_tcp_port()))
-                    .arg(format!("--dht-listen-port={}", free_port_udp()))
+                    .arg(format!("--dht-listen-port={}", free_udp_port()))
                     .arg(&torrent),
             );
             (p, "aria2")
@@ -177,7 +102,7 @@ fn swarm(leecher: Leecher, http: bool) {
         None if matches!(leecher, Leecher::Ours) => {
             let p = Proc::spawn(
                 "ours",
-                Command::new(env!("CARGO_BIN_EXE_shell-std"))
+                Command::new(BIN)
                     .args(["client", "download"])
                     .arg(&torrent)
                     .arg("--out")
@@ -189,18 +114,13 @@ fn swarm(leecher: Leecher, http: bool) {
         None => {
             let p = Proc::spawn(
                 "lt-leech",
-                Command::new(&py)
-                    .arg(lt_swarm())
-                    .args(["leech"])
-                    .arg(&torrent)
-                    .arg(&leech_dir)
-                    .arg(free_tcp_port().to_string()),
+                &mut lt_swarm(&py, "leech", &torrent, &leech_dir, free_tcp_port()),
             );
-            p.wait_line(60, |l| l.starts_with("DONE"));
+            p.wait_for("DONE", Duration::from_secs(60));
             (p, "libtorrent")
         }
     };
-    let status = leech.wait_exit(90);
+    let status = leech.wait_exit(Duration::from_secs(90));
     assert!(status.success(), "leecher failed: {status:?}");
     assert_eq!(
         std::fs::read(leech_dir.join("payload.bin")).unwrap(),
@@ -264,21 +184,9 @@ fn swarm(leecher: Leecher, http: bool) {
     eprintln!("tracker stats: {}", t.stats());
 }
 
-fn free_port_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The torrent's info-hash, from libtorrent (a second opinion, not ours).
 fn ih_of(torrent: &Path, py: &Path) -> Vec<u8> {
-    let out = run(Command::new(py)
-        .arg(ourtorrent_tests::lt_script())
-        .arg("info")
-        .arg(torrent));
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = ourtorrent_tests::lt_info(py, torrent);
     let hex = v["info_hash"].as_str().unwrap();
     (0..20)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
@@ -332,7 +240,7 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
     let (torrent, seed_dir) = make_torrent(dir.path(), &format!("http://{}/announce", t.http));
     let seeder = Proc::spawn(
         "ours-seed",
-        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        Command::new(BIN)
             .args(["client", "seed"])
             .arg(&torrent)
             .arg("--data")
@@ -343,7 +251,7 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
                 "--quiet",
             ]),
     );
-    seeder.wait_line(30, |l| l.starts_with("seeding:"));
+    seeder.wait_for("seeding:", Duration::from_secs(30));
     poll(15, "the seeder's announce", || {
         (t.stats()["requests"]["http_announce"].as_u64() >= Some(1)).then_some(())
     });
@@ -367,7 +275,7 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
             .arg(format!("--listen-port={}", free_tcp_port()))
             .arg(&torrent),
     );
-    let status = leech.wait_exit(60);
+    let status = leech.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "aria2c failed: {status:?}");
     assert_eq!(
         std::fs::read(leech_dir.join("payload.bin")).unwrap(),
@@ -450,7 +358,7 @@ fn libtorrent_two_sessions_in_one_process_both_get_peers_udp_tracker() {
             .args(["-c", LT_TWO_SESSIONS, &url])
             .arg(dir.path()),
     );
-    let status = p.wait_exit(60);
+    let status = p.wait_exit(Duration::from_secs(60));
     let lines = p.drain();
     assert!(
         status.success(),
@@ -477,7 +385,7 @@ fn our_session_shares_one_udp_connection_id_across_torrents() {
         let f = dir.path().join(format!("f{seed}.bin"));
         write_data(&f, 200_000, seed);
         let tor = dir.path().join(format!("f{seed}.torrent"));
-        run(Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        run(Command::new(BIN)
             .arg("create")
             .arg(&f)
             .args(["--tracker", &url, "-o"])
@@ -491,7 +399,7 @@ fn our_session_shares_one_udp_connection_id_across_torrents() {
     }
     let _seeder = Proc::spawn(
         "ours-seed",
-        Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        Command::new(BIN)
             .args(&args)
             .args(["--listen", "127.0.0.1:0", "--quiet"]),
     );
@@ -530,7 +438,7 @@ fn our_client_announces_stopped_on_sigterm() {
         (t.stats()["peers"].as_u64() == Some(1)).then_some(())
     });
     run(Command::new("kill").args(["-TERM", &seeder.child.id().to_string()]));
-    let status = seeder.wait_exit(20);
+    let status = seeder.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     poll(10, "the stopped announce", || {
         (t.stats()["peers"].as_u64() == Some(0)).then_some(())

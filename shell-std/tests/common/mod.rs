@@ -1,21 +1,19 @@
 //! Helpers for the tracker's process tests: start `shell-std tracker` on
 //! free loopback ports (port 0, real ports read from its startup line),
-//! kill it on drop, and talk BEP 15 / HTTP to it with bounded timeouts.
+//! kill it on drop, and talk HTTP to it with bounded timeouts (BEP 15:
+//! [`Udp`], from the shared test support).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ourtorrent_core::id::{InfoHash, PeerId};
-use ourtorrent_core::tracker::udp::{
-    encode_scrape_request, AnnounceRequest, ConnectRequest, ConnectionId, Limits, Response,
-    TorrentStats, TransactionId, UdpOptions,
-};
-use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
+use ourtorrent_core::id::InfoHash;
+#[allow(unused_imports)] // not every test crate talks BEP 15
+pub use ourtorrent_tests::bep15::Udp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 
@@ -219,125 +217,4 @@ pub fn ih(n: u8) -> InfoHash {
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A BEP 15 client socket.
-pub struct Udp {
-    pub sock: UdpSocket,
-    pub target: SocketAddr,
-    tid: u32,
-}
-
-impl Udp {
-    pub fn new(target: SocketAddr) -> Udp {
-        let bind = if target.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        };
-        let sock = UdpSocket::bind(bind).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        Udp {
-            sock,
-            target,
-            tid: 7,
-        }
-    }
-
-    pub fn next_tid(&mut self) -> TransactionId {
-        self.tid += 1;
-        TransactionId(self.tid)
-    }
-
-    /// Sends raw bytes; returns the raw reply, if one comes within 500 ms.
-    pub fn raw(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        self.sock.send_to(bytes, self.target).expect("send");
-        let mut buf = [0u8; 4096];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, _)) => Some(buf[..n].to_vec()),
-            Err(_) => None,
-        }
-    }
-
-    pub fn parse(&self, reply: &[u8]) -> Response<'static> {
-        let leaked: &'static [u8] = Box::leak(reply.to_vec().into_boxed_slice());
-        Response::parse(leaked, AddressFamily::of(&self.target), &Limits::default())
-            .expect("parse reply")
-    }
-
-    pub fn connect(&mut self) -> ConnectionId {
-        let tid = self.next_tid();
-        let mut out = [0u8; 16];
-        let n = ConnectRequest {
-            transaction_id: tid,
-        }
-        .encode(&mut out)
-        .unwrap();
-        let r = self.raw(&out[..n]).expect("connect reply");
-        match self.parse(&r) {
-            Response::Connect(c) => {
-                assert_eq!(c.transaction_id, tid);
-                c.connection_id
-            }
-            other => panic!("not a connect reply: {other:?}"),
-        }
-    }
-
-    pub fn announce_bytes(
-        &mut self,
-        cid: ConnectionId,
-        ih: InfoHash,
-        port: u16,
-        left: u64,
-        event: AnnounceEvent,
-        num_want: i32,
-    ) -> Vec<u8> {
-        let tid = self.next_tid();
-        let mut out = [0u8; 128];
-        let n = AnnounceRequest {
-            connection_id: cid,
-            transaction_id: tid,
-            info_hash: ih,
-            peer_id: PeerId([port as u8; 20]),
-            downloaded: 0,
-            left,
-            uploaded: 0,
-            event,
-            ip: std::net::Ipv4Addr::UNSPECIFIED,
-            key: 1,
-            num_want,
-            port,
-            options: UdpOptions::EMPTY,
-        }
-        .encode(&mut out)
-        .unwrap();
-        out[..n].to_vec()
-    }
-
-    /// Announces; returns the parsed reply (panics on no reply).
-    pub fn announce(
-        &mut self,
-        cid: ConnectionId,
-        ih: InfoHash,
-        port: u16,
-        left: u64,
-        event: AnnounceEvent,
-    ) -> Response<'static> {
-        let req = self.announce_bytes(cid, ih, port, left, event, -1);
-        let r = self.raw(&req).expect("announce reply");
-        self.parse(&r)
-    }
-
-    /// Scrapes; returns the stats per hash.
-    pub fn scrape(&mut self, cid: ConnectionId, hashes: &[InfoHash]) -> Vec<TorrentStats> {
-        let tid = self.next_tid();
-        let mut out = [0u8; 4096];
-        let n = encode_scrape_request(cid, tid, hashes, &mut out).unwrap();
-        let r = self.raw(&out[..n]).expect("scrape reply");
-        match self.parse(&r) {
-            Response::Scrape(s) => s.stats.iter().collect(),
-            other => panic!("not a scrape reply: {other:?}"),
-        }
-    }
 }

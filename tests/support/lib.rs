@@ -1,6 +1,23 @@
-//! Shared support for OurTorrent's end-to-end tests: finding third-party
-//! tools (a missing tool fails the test under `CI=true`, and skips it with a
-//! message elsewhere), temporary folders, and the libtorrent helper script.
+//! Shared support for OurTorrent's end-to-end tests, each helper once:
+//! finding third-party tools (a missing tool fails the test under `CI=true`,
+//! and skips it with a message elsewhere), test data, child processes with
+//! line waiting ([`proc`]), free loopback ports ([`ports`]), libtorrent peers
+//! ([`libtorrent`]), opentracker ([`opentracker`]), BEP 15 by hand
+//! ([`bep15`]), the `shell-std` binary for tests outside its package
+//! ([`bin`]) and the QEMU firmware runs ([`qemu`]).
+
+pub mod bep15;
+pub mod bin;
+pub mod libtorrent;
+pub mod opentracker;
+pub mod ports;
+pub mod proc;
+pub mod qemu;
+
+pub use bin::shell_std;
+pub use libtorrent::{lt_info, lt_script, lt_swarm_script};
+pub use ports::{free_tcp_port, free_udp_port};
+pub use proc::{run_bounded, Proc};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,11 +70,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
-}
-
-/// Path of the libtorrent helper script (`tests/py/lt_torrent.py`).
-pub fn lt_script() -> PathBuf {
-    repo_root().join("tests/py/lt_torrent.py")
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
