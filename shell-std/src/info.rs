@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use ourtorrent_core::bencode::{self, DecodeOptions, Token};
 use ourtorrent_core::magnet::MAX_TRACKERS;
 use ourtorrent_core::metainfo::Metainfo;
@@ -117,12 +117,20 @@ pub fn json_value(m: &Metainfo<'_, '_>) -> serde_json::Value {
     v
 }
 
+/// A table in our style that fits the terminal it is printed on (cells
+/// wrap; no width limit when the output is not a terminal).
+pub fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
 /// The tables as text: torrent data, trackers, files.
 pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
     let mut out = String::new();
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["Torrent", ""]);
+    let mut t = table();
+    t.set_header(["Torrent", ""]);
     t.add_row(["Name", m.name()]);
     t.add_row(["Info-hash", &m.info_hash().to_string()]);
     t.add_row([
@@ -160,9 +168,8 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
     }
     out += &format!("{t}\n");
 
-    let mut tr = Table::new();
-    tr.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["Tier", "Tracker"]);
+    let mut tr = table();
+    tr.set_header(["Tier", "Tracker"]);
     let mut any = false;
     for (tier, url) in m.trackers() {
         tr.add_row([tier.to_string(), url.to_string()]);
@@ -174,9 +181,8 @@ pub fn render(m: &Metainfo<'_, '_>, all_files: bool) -> String {
         out += "No trackers (trackerless torrent)\n";
     }
 
-    let mut ft = Table::new();
-    ft.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["#", "Path", "Size"]);
+    let mut ft = table();
+    ft.set_header(["#", "Path", "Size"]);
     let limit = if all_files {
         usize::MAX
     } else {

@@ -333,7 +333,7 @@ fn bad_peer_case(mode: &str) {
     assert!(ok, "download failed:\n{so}\n{se}");
     let banned = so
         .lines()
-        .find(|l| l.starts_with("downloaded:"))
+        .find(|l| l.starts_with("integrity:"))
         .and_then(|l| l.split(", ").find(|p| p.ends_with("peers banned")))
         .and_then(|p| p.split_whitespace().next())
         .and_then(|n| n.parse::<u32>().ok())
@@ -1094,4 +1094,80 @@ fn seed_time_ends_seeding() {
     );
     assert!(ok, "{so}\n{se}");
     assert!(so.contains("uploaded: 0 bytes"), "{so}");
+}
+
+/// Columns a printable character would overflow: a minimal terminal that
+/// tracks the cursor column through `\r`, `\n` and CSI sequences (the bar
+/// redraws with `\r` + erase-line), and counts characters written past
+/// `width` (where a terminal would wrap).
+fn overflows(screen: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut col, mut line) = (0usize, String::new());
+    let mut it = screen.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ params final-byte.
+                if it.peek() == Some(&'[') {
+                    it.next();
+                    for c in it.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' | '\n' => {
+                col = 0;
+                line.clear();
+            }
+            c if c.is_control() => {}
+            c => {
+                if col >= width {
+                    out.push(line.clone());
+                }
+                col += 1;
+                line.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The client's screen in an 80-column terminal (a pseudo-terminal from
+/// `script`): tables wrap their cells, the bar takes the width left, logs
+/// stay out of the way; no line is wider than the terminal.
+#[test]
+fn libtorrent_seeder_download_screen_fits_80_columns() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let Some(script) = require_tool("script") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 16 << 10);
+    let port = free_tcp_port();
+    let src = d.path().join("src");
+    let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "2000000"]);
+    let out = d.path().join("out");
+    let cmd = format!(
+        "stty cols 80 rows 24; exec {BIN} client download {} --out {} --peer 127.0.0.1:{port} --listen 127.0.0.1:0 --no-seed",
+        torrent.display(),
+        out.display()
+    );
+    let (ok, screen, se) = run_bounded(
+        Command::new(script).args(["-q", "-e", "-c", &cmd, "/dev/null"]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "{screen}\n{se}");
+    assert!(screen.contains("complete: "), "{screen}");
+    assert!(screen.contains('%'), "no percentage on the bar:\n{screen}");
+    let wide = overflows(&screen, 80);
+    assert!(
+        wide.is_empty(),
+        "{} lines wider than 80 columns: {wide:#?}",
+        wide.len()
+    );
+    assert_same_tree(&tree, &out.join("tree"));
 }

@@ -150,8 +150,13 @@ struct Plan {
 
 /// Runs a `client` subcommand.
 pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // On a terminal the tables and the bar tell the story: only errors are
+    // logged there unless RUST_LOG asks for more; elsewhere (a log file, a
+    // pipe) warnings too.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if on_terminal { "error" } else { "warn" })
+    });
     // Colours only on a terminal: log files stay plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -519,7 +524,10 @@ async fn main_loop(
             stop_rx,
         ))
     });
-    let mut bar = ui::Progress::start(ctx.clone(), statuses.clone(), quiet);
+    let table = ui::TrackerTable::new(statuses.clone(), quiet);
+    let downloading = !ctx.complete.load(Relaxed);
+    // No download bar when there is nothing to download.
+    let mut bar = ui::Progress::start(ctx.clone(), table.clone(), quiet || !downloading);
     let t0 = std::time::Instant::now();
     let start_verified = ctx.stats.verified.load(Relaxed);
     let mut signals = signals;
@@ -552,14 +560,17 @@ async fn main_loop(
         bar.finish();
         if !interrupted && failed.is_none() {
             let st = ctx.snapshot();
+            // Two short lines (they fit an 80-column terminal).
             println!(
-                "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s), {} hash failures, {} peers banned",
+                "downloaded: {} pieces, {} bytes in {:.3} s ({:.1} MiB/s)",
                 st.fetched,
                 bytes,
                 secs,
                 bytes as f64 / secs.max(1e-9) / (1 << 20) as f64,
-                st.hash_failures,
-                st.banned,
+            );
+            println!(
+                "integrity: {} hash failures, {} peers banned",
+                st.hash_failures, st.banned
             );
             if !quiet {
                 let known: Vec<String> = st
@@ -585,7 +596,7 @@ async fn main_loop(
             );
         }
         println!("seeding: listening on {}", ctx.listen);
-        let mut bar = ui::Progress::seeding(ctx.clone(), quiet);
+        let mut bar = ui::Progress::seeding(ctx.clone(), table.clone(), quiet);
         let until = plan
             .common
             .seed_time

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::announce::{Statuses, TrackerStatus};
@@ -15,8 +14,8 @@ use super::swarm::Ctx;
 
 /// The tracker table.
 pub fn tracker_table(rows: &[TrackerStatus]) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+    let mut t = crate::info::table();
+    t.set_header([
         "Tier", "Tracker", "Status", "Interval", "Seeders", "Leechers", "Peers",
     ]);
     let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -37,6 +36,42 @@ pub fn tracker_table(rows: &[TrackerStatus]) -> String {
     format!("{t}")
 }
 
+/// The tracker table, shown once by whichever bar runs when the trackers
+/// have answered (or 5 s after start).
+#[derive(Clone)]
+pub struct TrackerTable {
+    rows: Statuses,
+    shown: Arc<std::sync::atomic::AtomicBool>,
+    since: std::time::Instant,
+}
+
+impl TrackerTable {
+    /// The table of these rows; `quiet`: never shown.
+    pub fn new(rows: Statuses, quiet: bool) -> Self {
+        TrackerTable {
+            rows,
+            shown: Arc::new(std::sync::atomic::AtomicBool::new(quiet)),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn show_once(&self, bar: &ProgressBar) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A hidden bar prints nothing: leave the table to the next bar.
+        if bar.is_hidden() || self.shown.load(Relaxed) {
+            return;
+        }
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let answered = rows.iter().all(|r| r.status != "connecting");
+        if (answered || self.since.elapsed() > Duration::from_secs(5))
+            && !self.shown.swap(true, Relaxed)
+            && !rows.is_empty()
+        {
+            bar.println(tracker_table(&rows));
+        }
+    }
+}
+
 /// A running progress bar (hidden when quiet or not a terminal).
 pub struct Progress {
     bar: ProgressBar,
@@ -44,8 +79,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Download progress: verified bytes, speed, ETA, peers and seeds.
-    pub fn start(ctx: Arc<Ctx>, statuses: Statuses, quiet: bool) -> Progress {
+    /// Download progress: percent, verified bytes, speed, ETA, peers and
+    /// seeds, in the terminal's width. `table` is shown once, through the
+    /// bar, when the trackers have answered (or after 5 s).
+    pub fn start(ctx: Arc<Ctx>, table: TrackerTable, quiet: bool) -> Progress {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -53,29 +90,18 @@ impl Progress {
         };
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                "{spinner} {percent:>3}% [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         let b = bar.clone();
         let task = tokio::spawn(async move {
-            let t0 = tokio::time::Instant::now();
-            let mut table_shown = quiet;
             loop {
                 let s = ctx.snapshot();
                 b.set_position(s.verified);
                 b.set_message(format!("peers {} seeds {}", s.peers, s.seeds));
-                if !table_shown {
-                    let rows = statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let answered = rows.iter().all(|r| r.status != "connecting");
-                    if answered || t0.elapsed() > Duration::from_secs(5) {
-                        table_shown = true;
-                        if !rows.is_empty() {
-                            b.println(tracker_table(&rows));
-                        }
-                    }
-                }
+                table.show_once(&b);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
@@ -85,8 +111,9 @@ impl Progress {
         }
     }
 
-    /// Seeding: uploaded bytes, upload speed, peers.
-    pub fn seeding(ctx: Arc<Ctx>, quiet: bool) -> Progress {
+    /// Seeding: uploaded bytes, upload speed, peers (and `table`, once, if
+    /// the download bar did not show it).
+    pub fn seeding(ctx: Arc<Ctx>, table: TrackerTable, quiet: bool) -> Progress {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -104,6 +131,7 @@ impl Progress {
                 let s = ctx.snapshot();
                 b.set_position(s.uploaded);
                 b.set_message(format!("peers {}", s.peers));
+                table.show_once(&b);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
