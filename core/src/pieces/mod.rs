@@ -18,8 +18,10 @@
 //!   caller storage ([`PickerStorage`]); too little for one piece is refused
 //!   at construction ([`PiecesError::StorageTooSmall`]);
 //! - senders named for a bad piece: [`MAX_CONTRIBUTORS`];
-//! - requests in flight per peer: [`PickerConfig::max_in_flight`] (default
-//!   [`DEFAULT_MAX_IN_FLIGHT`]);
+//! - requests in flight per peer: not bounded here — the peer session's
+//!   pipeline ([`PeerConfig::pipeline`](crate::peer::PeerConfig::pipeline))
+//!   is the one knob; the picker counts them per peer in caller storage
+//!   ([`PickerStorage::Flight`]);
 //! - requests for one block at once (end-game duplicates):
 //!   [`MAX_REQUESTERS_PER_BLOCK`].
 
@@ -33,8 +35,8 @@ pub use crate::wire::BLOCK_LEN;
 pub use bitfield::{Availability, Bitfield};
 pub use picker::{
     BlockSlot, Pick, Picker, PickerConfig, PickerParts, PickerStorage, Received, SliceStorage,
-    Slot, Verdict, XorShift32, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RANDOM_FIRST,
-    DEFAULT_REQUEST_TIMEOUT_MS, MAX_CONTRIBUTORS, MAX_REQUESTERS_PER_BLOCK,
+    Slot, Verdict, XorShift32, DEFAULT_RANDOM_FIRST, DEFAULT_REQUEST_TIMEOUT_MS, MAX_CONTRIBUTORS,
+    MAX_REQUESTERS_PER_BLOCK,
 };
 pub use verify::{verify_piece, PieceHasher};
 
@@ -194,9 +196,13 @@ pub(crate) mod testutil {
         type Counts = &'s mut [u16];
         type Slots = Vec<Slot>;
         type Blocks = Vec<BlockSlot>;
+        type Flight = Vec<u16>;
     }
 
     pub(crate) type TestPicker<'s> = Picker<TestStorage<'s>>;
+
+    /// Peer keys the test pickers count in flight (keys past it are scanned).
+    pub(crate) const TEST_PEER_KEYS: usize = 64;
 
     /// A picker with room for `slots` pieces in progress.
     pub(crate) fn new_picker<'s>(
@@ -215,6 +221,7 @@ pub(crate) mod testutil {
                 avail,
                 slots: vec![Slot::default(); slots],
                 blocks: vec![BlockSlot::default(); blocks],
+                flight: vec![0; TEST_PEER_KEYS],
             },
             cfg,
             seed,

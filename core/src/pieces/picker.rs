@@ -14,9 +14,6 @@ pub use crate::rand::XorShift32;
 /// first, so a new peer soon has something to trade.
 pub const DEFAULT_RANDOM_FIRST: u32 = 4;
 
-/// Default bound on requests in flight to one peer.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
-
 /// Default time after which an unanswered request is given up and the
 /// block requested again (from anyone).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -36,8 +33,6 @@ pub struct PickerConfig {
     /// End-game: once every missing block is requested, request blocks
     /// again from other peers (at most [`MAX_REQUESTERS_PER_BLOCK`] each).
     pub end_game: bool,
-    /// Requests in flight per peer.
-    pub max_in_flight: usize,
     /// Request timeout in milliseconds.
     pub request_timeout_ms: u64,
     /// Hash blocks that arrive in order as they come (no re-read of the
@@ -52,7 +47,6 @@ impl Default for PickerConfig {
             random_first: DEFAULT_RANDOM_FIRST,
             strict_priority: true,
             end_game: true,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             hash_blocks: true,
         }
@@ -149,6 +143,9 @@ pub trait PickerStorage {
     type Slots: AsRef<[Slot]> + AsMut<[Slot]>;
     /// Blocks of the pieces in progress ([`Picker::blocks_needed`]).
     type Blocks: AsRef<[BlockSlot]> + AsMut<[BlockSlot]>;
+    /// Requests in flight per peer, indexed by [`PeerKey`] (a key past its
+    /// end is counted by scanning the pieces in progress instead).
+    type Flight: AsRef<[u16]> + AsMut<[u16]>;
 }
 
 /// [`PickerStorage`] over borrowed slices.
@@ -160,6 +157,7 @@ impl<'s> PickerStorage for SliceStorage<'s> {
     type Counts = &'s mut [u16];
     type Slots = &'s mut [Slot];
     type Blocks = &'s mut [BlockSlot];
+    type Flight = &'s mut [u16];
 }
 
 /// What a [`Picker`] is built from and hands back.
@@ -173,6 +171,8 @@ pub struct PickerParts<M: PickerStorage> {
     pub slots: M::Slots,
     /// Block slots.
     pub blocks: M::Blocks,
+    /// Requests in flight per peer key.
+    pub flight: M::Flight,
 }
 
 /// Chooses blocks to request and tracks them until their piece verifies.
@@ -193,6 +193,7 @@ pub struct Picker<M: PickerStorage> {
     avail: Availability<M::Counts>,
     slots: M::Slots,
     blocks: M::Blocks,
+    flight: M::Flight,
     /// Usable slots: min(slot storage, block storage / blocks per piece).
     cap: usize,
     /// One past the highest slot in use: scans stop there (slots are taken
@@ -212,6 +213,18 @@ impl<M: PickerStorage> core::fmt::Debug for Picker<M> {
             .field("slots", &self.cap)
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
+    }
+}
+
+fn flight_add(flight: &mut [u16], peer: PeerKey) {
+    if let Some(c) = flight.get_mut(usize::from(peer.0)) {
+        *c = c.saturating_add(1);
+    }
+}
+
+fn flight_sub(flight: &mut [u16], peer: PeerKey, n: usize) {
+    if let Some(c) = flight.get_mut(usize::from(peer.0)) {
+        *c = c.saturating_sub(u16::try_from(n).unwrap_or(u16::MAX));
     }
 }
 
@@ -249,6 +262,7 @@ impl<M: PickerStorage> Picker<M> {
             avail,
             mut slots,
             mut blocks,
+            mut flight,
         } = parts;
         if have.len() != geo.piece_count() || avail.len() != geo.piece_count() {
             return Err(PiecesError::CountMismatch);
@@ -264,12 +278,14 @@ impl<M: PickerStorage> Picker<M> {
         for b in blocks.as_mut().iter_mut() {
             *b = BlockSlot::default();
         }
+        flight.as_mut().fill(0);
         Ok(Picker {
             geo,
             have,
             avail,
             slots,
             blocks,
+            flight,
             cap,
             hi: 0,
             per,
@@ -285,6 +301,7 @@ impl<M: PickerStorage> Picker<M> {
             avail: self.avail,
             slots: self.slots,
             blocks: self.blocks,
+            flight: self.flight,
         }
     }
 
@@ -370,20 +387,28 @@ impl<M: PickerStorage> Picker<M> {
     pub fn peer_choked(&mut self, peer: PeerKey) {
         let (per, hi) = (self.per, self.hi);
         let blocks = self.blocks.as_mut();
+        let mut dropped = 0;
         for (slot, s) in self.slots.as_ref().iter().take(hi).enumerate() {
             if s.used {
                 for b in slot_blocks_mut(blocks, per, slot, s.blocks) {
+                    let before = b.requested.len();
                     b.requested.retain(|(p, _)| *p != peer);
+                    dropped += before - b.requested.len();
                 }
             }
         }
+        flight_sub(self.flight.as_mut(), peer, dropped);
     }
 
     /// BEP 6 reject request: the peer will not send this block.
     pub fn on_reject(&mut self, peer: PeerKey, req: BlockRequest) {
-        if let Some(b) = self.block_mut(req) {
-            b.requested.retain(|(p, _)| *p != peer);
-        }
+        let Some(b) = self.block_mut(req) else {
+            return;
+        };
+        let before = b.requested.len();
+        b.requested.retain(|(p, _)| *p != peer);
+        let dropped = before - b.requested.len();
+        flight_sub(self.flight.as_mut(), peer, dropped);
     }
 
     fn block_mut(&mut self, req: BlockRequest) -> Option<&mut BlockSlot> {
@@ -398,6 +423,16 @@ impl<M: PickerStorage> Picker<M> {
 
     /// Requests in flight to `peer`.
     pub fn in_flight(&self, peer: PeerKey) -> usize {
+        match self.flight.as_ref().get(usize::from(peer.0)) {
+            Some(&n) => usize::from(n),
+            None => self.scan_in_flight(peer),
+        }
+    }
+
+    /// Requests in flight to `peer`, counted from the blocks (what the
+    /// per-peer count must always equal).
+    #[doc(hidden)]
+    pub fn scan_in_flight(&self, peer: PeerKey) -> usize {
         self.active()
             .flat_map(|(slot, s)| slot_blocks(self.blocks.as_ref(), self.per, slot, s.blocks))
             .filter(|b| b.from.is_none() && b.requested.iter().any(|(p, _)| *p == peer))
@@ -421,9 +456,6 @@ impl<M: PickerStorage> Picker<M> {
         peer: PeerKey,
         peer_has: &Bitfield<S>,
     ) -> Option<Pick> {
-        if self.in_flight(peer) >= self.cfg.max_in_flight {
-            return None;
-        }
         // Rarest in-progress piece with a free block that the peer has.
         let mut best_active: Option<(usize, u16)> = None;
         for (slot, s) in self.active() {
@@ -516,6 +548,7 @@ impl<M: PickerStorage> Picker<M> {
             .enumerate()
             .find(|(_, b)| b.is_free())?;
         block.requested.push((peer, now)).ok()?;
+        flight_add(self.flight.as_mut(), peer);
         let request = self.geo.block(index, b as u32)?;
         Some(Pick {
             request,
@@ -558,6 +591,7 @@ impl<M: PickerStorage> Picker<M> {
             .requested
             .push((peer, now))
             .ok()?;
+        flight_add(self.flight.as_mut(), peer);
         let request = self.geo.block(index, bi as u32)?;
         Some(Pick {
             request,
@@ -599,7 +633,10 @@ impl<M: PickerStorage> Picker<M> {
             return Ok(out);
         }
         block.from = Some(peer);
+        let flight = self.flight.as_mut();
         for &(p, _) in block.requested.iter() {
+            // Whoever was asked for it no longer has it in flight.
+            flight_sub(flight, p, 1);
             if p != peer {
                 // Capacities are equal, so this cannot fail.
                 let _ = out.cancel.push(p);
@@ -746,6 +783,14 @@ impl<M: PickerStorage> Picker<M> {
         let slots = self.slots.as_mut();
         if let Some(s) = slots.get_mut(slot) {
             s.used = false;
+            // Requests still out for its blocks are forgotten.
+            let flight = self.flight.as_mut();
+            for b in slot_blocks_mut(self.blocks.as_mut(), self.per, slot, s.blocks) {
+                for &(p, _) in b.requested.iter() {
+                    flight_sub(flight, p, 1);
+                }
+                b.requested.clear();
+            }
         }
         while self.hi > 0 && slots.get(self.hi - 1).is_some_and(|s| !s.used) {
             self.hi -= 1;
@@ -763,6 +808,7 @@ impl<M: PickerStorage> Picker<M> {
         let timeout = self.cfg.request_timeout_ms;
         let (per, hi, geo) = (self.per, self.hi, self.geo);
         let blocks = self.blocks.as_mut();
+        let flight = self.flight.as_mut();
         for (slot, s) in self.slots.as_ref().iter().take(hi).enumerate() {
             if !s.used {
                 continue;
@@ -774,6 +820,7 @@ impl<M: PickerStorage> Picker<M> {
                 b.requested.retain(|&(p, t)| {
                     let alive = now.saturating_duration_since(t).millis() < timeout;
                     if !alive {
+                        flight_sub(flight, p, 1);
                         if let Some(r) = geo.block(s.index, bi as u32) {
                             timed_out(p, r);
                         }

@@ -189,14 +189,11 @@ fn random_first_pieces() {
 }
 
 #[test]
-fn strict_priority_and_in_flight_bound() {
+fn strict_priority_and_in_flight_count() {
     // 2 pieces of 4 blocks.
     let g = Geometry::new(8 * 16384, 4 * 16384).unwrap();
     let (mut h, mut a) = ([0u8; 1], [0u16; 2]);
-    let cfg = PickerConfig {
-        max_in_flight: 6,
-        ..Default::default()
-    };
+    let cfg = PickerConfig::default();
     let mut p: TestPicker<'_> = new_picker(
         g,
         Bitfield::new(&mut h[..], 2).unwrap(),
@@ -215,9 +212,17 @@ fn strict_priority_and_in_flight_bound() {
     }
     assert_eq!(p.pick(T0, A, &peer).unwrap().request.index, 1 - first.index);
     assert_eq!(p.pick(T0, A, &peer).map(|x| x.duplicate), Some(false));
+    // The picker bounds nothing (the session's pipeline does); it counts.
     assert_eq!(p.in_flight(A), 6);
-    assert_eq!(p.pick(T0, A, &peer), None); // bound reached
     assert_eq!(p.in_flight(B_), 0);
+    // A reject, a choke and a delivery each take requests off the count.
+    p.on_reject(A, first);
+    assert_eq!(p.in_flight(A), 5);
+    p.on_block(A, first.index, 16384, &[0u8; 16384]).unwrap();
+    assert_eq!(p.in_flight(A), 4);
+    p.peer_choked(A);
+    assert_eq!(p.in_flight(A), 0);
+    assert_eq!(p.scan_in_flight(A), 0);
 }
 
 fn one_piece_two_blocks<'s>(h: &'s mut [u8; 1], a: &'s mut [u16; 1]) -> TestPicker<'s> {
@@ -521,6 +526,7 @@ fn construction_limits() {
             avail: Availability::new(&mut a[..], 1).unwrap(),
             slots: std::vec![Slot::default(); 4],
             blocks: std::vec![BlockSlot::default(); 63],
+            flight: std::vec![0; 4],
         },
         PickerConfig::default(),
         0,
@@ -702,7 +708,7 @@ mod prop {
             let g = Geometry::new(TOTAL, PIECE).unwrap();
             let n = g.piece_count();
             let (mut h, mut a) = ([0u8; 1], [0u16; 5]);
-            let cfg = PickerConfig { max_in_flight: 4, ..Default::default() };
+            let cfg = PickerConfig::default();
             let mut p: TestPicker<'_> = new_picker(
                 g,
                 Bitfield::new(&mut h[..], n).unwrap(),
@@ -719,7 +725,8 @@ mod prop {
             let mut w = World { g, hashes, out: Vec::new(), now: T0 };
             for op in ops {
                 match op {
-                    Op::Pick(k) => {
+                    // A pipeline of 4, as a session would keep.
+                    Op::Pick(k) if p.in_flight(PeerKey(k)) < 4 => {
                         if let Some(pick) = p.pick(w.now, PeerKey(k), &all) {
                             w.out.push((PeerKey(k), pick.request));
                         }
@@ -743,6 +750,8 @@ mod prop {
                     _ => {}
                 }
                 for k in 0..4 {
+                    // The per-peer count is exactly what the blocks say.
+                    prop_assert_eq!(p.in_flight(PeerKey(k)), p.scan_in_flight(PeerKey(k)));
                     prop_assert!(p.in_flight(PeerKey(k)) <= 4);
                 }
                 if let Some(t) = p.poll_timeout() {
@@ -776,10 +785,7 @@ fn a_bad_piece_names_at_most_max_contributors_and_says_there_were_more() {
         Bitfield::new(&mut h[..], 1).unwrap(),
         Availability::new(&mut a[..], 1).unwrap(),
         1,
-        PickerConfig {
-            max_in_flight: 1,
-            ..PickerConfig::default()
-        },
+        PickerConfig::default(),
         5,
     )
     .unwrap();

@@ -24,6 +24,7 @@ impl PickerStorage for VecStore {
     type Counts = Vec<u16>;
     type Slots = Vec<Slot>;
     type Blocks = Vec<BlockSlot>;
+    type Flight = Vec<u16>;
 }
 
 impl TorrentStorage for VecStore {
@@ -56,6 +57,7 @@ fn torrent(geo: Geometry, complete: bool, seed: u32) -> Torrent<VecStore> {
             avail: Availability::new(vec![0u16; n as usize], n).unwrap(),
             slots: vec![Slot::default(); slots],
             blocks: vec![BlockSlot::default(); Picker::<VecStore>::blocks_needed(&geo, slots)],
+            flight: vec![0; 8],
         },
         peers: vec![PeerEntry::default(); 8],
         log: vec![0u32; n as usize],
@@ -63,7 +65,6 @@ fn torrent(geo: Geometry, complete: bool, seed: u32) -> Torrent<VecStore> {
     };
     let cfg = TorrentConfig {
         picker: PickerConfig {
-            max_in_flight: 8,
             request_timeout_ms: 3_000,
             ..PickerConfig::default()
         },
@@ -350,6 +351,7 @@ fn a_torrent_over_borrowed_slices_bounds_peers_by_its_table() {
     let mut slots: [Slot; 2] = Default::default();
     let mut blocks = vec![BlockSlot::default(); Picker::<VecStore>::blocks_needed(&geo, 2)];
     let mut peers: [PeerEntry; 2] = Default::default();
+    let mut flight = [0u16; 2];
     let mut log = [0u32; PIECES as usize];
     let mut cands = [Candidate::new(PeerKey(0), Instant::ZERO); 2];
     let parts: TorrentParts<SliceStorage<'_>> = TorrentParts {
@@ -358,6 +360,7 @@ fn a_torrent_over_borrowed_slices_bounds_peers_by_its_table() {
             avail: Availability::new(&mut avail[..], n).unwrap(),
             slots: &mut slots[..],
             blocks: &mut blocks[..],
+            flight: &mut flight[..],
         },
         peers: &mut peers[..],
         log: &mut log[..],
@@ -377,6 +380,7 @@ fn a_torrent_over_borrowed_slices_bounds_peers_by_its_table() {
             avail: Availability::new(&mut avail[..], n).unwrap(),
             slots: &mut slots[..],
             blocks: &mut blocks[..],
+            flight: &mut flight[..],
         },
         peers: &mut peers[..],
         log: &mut short[..],

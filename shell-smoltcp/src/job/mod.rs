@@ -242,6 +242,7 @@ where
     let mut peers: [PeerEntry; PEER_TABLE] = core::array::from_fn(|_| PeerEntry::default());
     let mut verified_log = [0u32; MAX_PIECES];
     let mut candidates = [Candidate::new(PeerKey(0), Instant::ZERO); PEER_TABLE];
+    let mut flight = [0u16; PEER_TABLE];
     let parts = TorrentParts::<SliceStorage<'_>> {
         picker: PickerParts {
             have: Bitfield::new(&mut have_bits[..], pieces)
@@ -250,6 +251,7 @@ where
                 .map_err(|e| JobError::Torrent(e.into()))?,
             slots: &mut slots[..],
             blocks: &mut blocks[..],
+            flight: &mut flight[..],
         },
         peers: &mut peers[..],
         log: &mut verified_log[..],
@@ -257,7 +259,6 @@ where
     };
     let tcfg = CoreConfig {
         picker: PickerConfig {
-            max_in_flight: PIPELINE,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
             ..PickerConfig::default()
         },

@@ -435,7 +435,6 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     }
     let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = PickerConfig {
-        max_in_flight: peer::PIPELINE,
         // Pieces are hashed on the writing threads (`writes::PieceHashes`).
         hash_blocks: false,
         ..PickerConfig::default()
@@ -455,6 +454,8 @@ fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
             slots: vec![Slot::default(); slots].into_boxed_slice(),
             blocks: vec![BlockSlot::default(); Picker::<Heap>::blocks_needed(&geo, slots)]
                 .into_boxed_slice(),
+            // Keys are peer table indices: all counted, none scanned.
+            flight: vec![0u16; peers].into_boxed_slice(),
         },
         peers: vec![PeerEntry::default(); peers].into_boxed_slice(),
         log: vec![0u32; n as usize].into_boxed_slice(),

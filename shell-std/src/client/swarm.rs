@@ -77,6 +77,7 @@ impl PickerStorage for Heap {
     type Counts = Box<[u16]>;
     type Slots = Box<[Slot]>;
     type Blocks = Box<[BlockSlot]>;
+    type Flight = Box<[u16]>;
 }
 
 impl TorrentStorage for Heap {

@@ -45,11 +45,12 @@ impl Conn<'_> {
             // Requests queued before the choke: BEP 6 rejects each (as many
             // as the control queue takes now, the rest on the next rounds),
             // BEP 3 drops them.
-            while let Some(&r) = self.reqs.front() {
+            let mut queued = self.reqs.on_choke();
+            while let Some(r) = queued.peek() {
                 if self.session.reject(r).is_err() {
                     break;
                 }
-                self.reqs.pop_front();
+                queued.next();
             }
         }
         while self.session.poll_event().is_some() {}

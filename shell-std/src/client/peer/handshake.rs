@@ -2,11 +2,10 @@
 //! an inbound one the session's listener already read theirs), then the
 //! connection is registered with the torrent and its session created.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ourtorrent_core::peer::{PeerConfig, PeerSession};
+use ourtorrent_core::peer::{PeerConfig, PeerSession, UploadQueue};
 use ourtorrent_core::wire::{
     max_message_len_for, Frame, Framer, Handshake, Refused, Reserved, Status,
 };
@@ -110,7 +109,7 @@ impl<'a> Conn<'a> {
             out,
             out_pos,
             tmp: vec![0u8; (16usize << 10).max(pieces as usize / 8 + 64)],
-            reqs: VecDeque::new(),
+            reqs: UploadQueue::new(),
             writer: Writer::default(),
             up_acc: 0,
             ext_pending: ext,

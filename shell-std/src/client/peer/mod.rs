@@ -27,14 +27,13 @@ mod receive;
 mod uploads;
 pub(crate) mod writes;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ourtorrent_core::peer::PeerSession;
-use ourtorrent_core::pieces::{BlockRequest, PeerKey};
+use ourtorrent_core::peer::{PeerSession, UploadQueue};
+use ourtorrent_core::pieces::PeerKey;
 use ourtorrent_core::wire::{Framer, Handshake};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -136,8 +135,8 @@ pub(crate) struct Conn<'a> {
     out_pos: usize,
     /// Scratch for the session's control messages.
     tmp: Vec<u8>,
-    /// Requests the peer made of us, in order.
-    reqs: VecDeque<BlockRequest>,
+    /// Requests the peer made of us, in order (bounded: our `reqq`).
+    reqs: UploadQueue<MAX_PEER_REQUESTS>,
     writer: Writer,
     /// Payload bytes sent not yet added to the peer's rate window.
     up_acc: u64,

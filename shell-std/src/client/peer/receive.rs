@@ -5,7 +5,7 @@ use ourtorrent_core::peer::Handled;
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::wire::{Frame, Status};
 
-use super::{Conn, End, MAX_PEER_REQUESTS};
+use super::{Conn, End};
 
 impl Conn<'_> {
     /// Handles the messages in `rbuf[..filled]`; returns how far it got
@@ -48,17 +48,18 @@ impl Conn<'_> {
                     g.unwritten.queued(request.index, received.piece_complete);
                 }
                 Handled::Request(r) => {
-                    if self.reqs.len() < MAX_PEER_REQUESTS {
-                        self.reqs.push_back(r);
-                    } else if self.session.reject(r).is_err() {
-                        // BEP 6 rejects past our advertised `reqq` fill the
-                        // control queue: a peer that keeps asking beyond it
-                        // is dropped.
+                    // Past our advertised `reqq` a request gets a BEP 6
+                    // reject; a peer that keeps asking fills the control
+                    // queue with them and is dropped.
+                    let refused = self.reqs.push(r).is_err() && self.session.reject(r).is_err();
+                    if refused {
                         err = Some(End::Protocol("too many requests past our reqq".into()));
                         break;
                     }
                 }
-                Handled::Cancel(r) => self.reqs.retain(|x| *x != r),
+                Handled::Cancel(r) => {
+                    self.reqs.cancel(r);
+                }
                 Handled::Extended { id, payload } => {
                     super::extensions::on_extended(&mut self.session, id, payload)
                 }

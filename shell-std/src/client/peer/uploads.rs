@@ -17,7 +17,7 @@ impl Conn<'_> {
                 && budget > 0
                 && !self.session.am_choking()
             {
-                let Some(r) = self.reqs.pop_front() else {
+                let Some(r) = self.reqs.pop() else {
                     break;
                 };
                 let Ok(hdr) = piece_header(r.index, r.begin, r.length as usize) else {
