@@ -9,7 +9,9 @@
 //!   random first pieces, strict priority, end-game), block request
 //!   bookkeeping with timeouts, and incremental SHA-1 verification that
 //!   reports the peers who contributed to a bad piece;
-//! - [`PieceHasher`]: SHA-1 of one piece fed block by block.
+//! - [`PieceHasher`]: SHA-1 of one piece fed block by block;
+//!   [`InOrderHasher`]: the same, fed by blocks in any order (those that
+//!   continue the prefix), used by the picker and by shells alike.
 //!
 //! # Limits
 //! - pieces in progress at once: the length of the picker's slot storage
@@ -38,7 +40,7 @@ pub use picker::{
     Slot, Verdict, XorShift32, DEFAULT_RANDOM_FIRST, DEFAULT_REQUEST_TIMEOUT_MS, MAX_CONTRIBUTORS,
     MAX_REQUESTERS_PER_BLOCK,
 };
-pub use verify::{verify_piece, PieceHasher};
+pub use verify::{verify_piece, InOrderHasher, PieceHasher};
 
 /// Why a piece-bookkeeping call was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 //! Cohen's "Incentives Build Robustness in BitTorrent": strict priority,
 //! rarest first, random first piece, end-game mode).
 
-use sha1::{Digest, Sha1};
-
-use super::{Availability, Bitfield, BlockRequest, Geometry, PeerKey, PiecesError, BLOCK_LEN};
+use super::{
+    Availability, Bitfield, BlockRequest, Geometry, InOrderHasher, PeerKey, PiecesError, BLOCK_LEN,
+};
 use crate::time::Instant;
 
 /// Kept here for the old path `pieces::XorShift32`; it lives in [`crate::rand`].
@@ -125,9 +125,8 @@ pub struct Slot {
     size: u32,
     blocks: u32,
     received: u32,
-    sha: Sha1,
-    /// Bytes hashed from the start of the piece.
-    hashed: u32,
+    /// Blocks that arrived in order, hashed.
+    hasher: InOrderHasher,
 }
 
 /// The four buffers a [`Picker`] keeps its state in, chosen by the caller:
@@ -497,8 +496,7 @@ impl<M: PickerStorage> Picker<M> {
                     size,
                     blocks: count,
                     received: 0,
-                    sha: Sha1::new(),
-                    hashed: 0,
+                    hasher: InOrderHasher::new(),
                 };
                 self.hi = self.hi.max(slot + 1);
                 return self.request_free(now, peer, slot);
@@ -643,9 +641,8 @@ impl<M: PickerStorage> Picker<M> {
             }
         }
         block.requested.clear();
-        if hash_blocks && begin == s.hashed {
-            s.sha.update(data);
-            s.hashed += expect.length;
+        if hash_blocks {
+            s.hasher.feed(begin, data);
         }
         s.received += 1;
         out.piece_complete = s.received == s.blocks;
@@ -662,13 +659,12 @@ impl<M: PickerStorage> Picker<M> {
             .get_mut(slot)
             .ok_or(PiecesError::NotInProgress(index))?;
         let n = u32::try_from(data.len()).map_err(|_| PiecesError::TooMuchData)?;
-        let end = s
-            .hashed
+        s.hasher
+            .hashed()
             .checked_add(n)
             .filter(|&e| e <= s.size)
             .ok_or(PiecesError::TooMuchData)?;
-        s.sha.update(data);
-        s.hashed = end;
+        s.hasher.update(data);
         Ok(())
     }
 
@@ -694,10 +690,12 @@ impl<M: PickerStorage> Picker<M> {
             .as_ref()
             .get(slot)
             .ok_or(PiecesError::NotInProgress(index))?;
-        if s.hashed < s.size {
-            return Ok(Verdict::NeedsData { from: s.hashed });
+        if s.hasher.hashed() < s.size {
+            return Ok(Verdict::NeedsData {
+                from: s.hasher.hashed(),
+            });
         }
-        let digest: [u8; 20] = s.sha.clone().finalize().into();
+        let digest = s.hasher.clone().finish();
         self.conclude(slot, &digest, expected)
     }
 

@@ -43,6 +43,53 @@ impl PieceHasher {
     }
 }
 
+/// SHA-1 of a piece whose blocks arrive in any order: a block that
+/// continues the hashed prefix is hashed as it comes ([`Self::feed`]);
+/// after a gap the caller feeds the rest itself, e.g. read back from its
+/// store ([`Self::update`], from [`Self::hashed`] on). One hasher for the
+/// picker (which hashes blocks in its slots) and for a shell that hashes
+/// on its own threads.
+#[derive(Clone, Debug, Default)]
+pub struct InOrderHasher {
+    h: PieceHasher,
+    next: u32,
+}
+
+impl InOrderHasher {
+    /// Nothing hashed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `data` lies at offset `begin` of the piece: hashed if it continues
+    /// the prefix hashed so far (returns true), else left alone.
+    pub fn feed(&mut self, begin: u32, data: &[u8]) -> bool {
+        if begin != self.next {
+            return false;
+        }
+        self.update(data);
+        true
+    }
+
+    /// Hashes the bytes right after the prefix (the caller's read-back).
+    pub fn update(&mut self, data: &[u8]) {
+        self.h.update(data);
+        self.next = self
+            .next
+            .saturating_add(u32::try_from(data.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Bytes hashed from the start of the piece.
+    pub fn hashed(&self) -> u32 {
+        self.next
+    }
+
+    /// The digest of what was hashed.
+    pub fn finish(self) -> [u8; 20] {
+        self.h.finish()
+    }
+}
+
 /// True if `data` hashes to `expected`.
 pub fn verify_piece(data: &[u8], expected: &[u8; 20]) -> bool {
     let mut h = PieceHasher::new();

@@ -33,7 +33,7 @@ use super::peer::writes::BlockWrite;
 use super::peers::{AddressBook, Source};
 use super::stats::TorrentStats;
 use super::storage::Storage;
-use super::writes::{Next, Partial, PendingWrites, PieceHashes};
+use super::writes::{Next, PendingWrites, PieceHashes};
 
 /// Pieces are read back for hashing in reads of this size.
 pub const HASH_CHUNK: usize = 256 << 10;
@@ -389,7 +389,8 @@ impl Ctx {
     /// page cache, in [`HASH_CHUNK`] reads) and hashed. The lock is taken
     /// only to hand the digest to the picker.
     pub(crate) fn verify_piece(&self, index: u32) -> std::io::Result<()> {
-        let Partial { mut hasher, next } = self.hashes.take(index);
+        let mut hasher = self.hashes.take(index);
+        let next = hasher.hashed();
         let (start, len) = self.storage.piece_range(index);
         if (next as usize) < len {
             tracing::debug!(

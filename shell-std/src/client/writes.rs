@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ourtorrent_core::pieces::PieceHasher;
+use ourtorrent_core::pieces::InOrderHasher;
 
 #[derive(Default)]
 struct Piece {
@@ -88,14 +88,9 @@ impl PendingWrites {
     }
 }
 
-/// A piece's SHA-1 over its first `next` bytes.
-#[derive(Default)]
-pub struct Partial {
-    /// The hash so far.
-    pub hasher: PieceHasher,
-    /// Bytes of the piece hashed, from its start.
-    pub next: u32,
-}
+/// A piece's SHA-1 over its first bytes (the core's in-order hasher, the
+/// same the picker uses when it hashes blocks itself).
+pub type Partial = InOrderHasher;
 
 /// In-order SHA-1 of pieces being written, one lock per piece (two peers'
 /// writers contend only when they write the same piece).
@@ -116,10 +111,7 @@ impl PieceHashes {
     pub fn written(&self, index: u32, begin: u32, data: &[u8]) {
         let s = self.state(index);
         let mut p = s.lock().unwrap_or_else(|e| e.into_inner());
-        if p.next == begin {
-            p.hasher.update(data);
-            p.next += data.len() as u32;
-        }
+        p.feed(begin, data);
     }
 
     /// The piece's hash so far (a fresh one if none), forgetting it: call
@@ -140,6 +132,7 @@ impl PieceHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ourtorrent_core::pieces::PieceHasher;
 
     fn sha(data: &[u8]) -> [u8; 20] {
         let mut h = PieceHasher::new();
@@ -155,10 +148,10 @@ mod tests {
         h.written(2, 16, &piece[16..32]);
         h.written(2, 32, &piece[32..]);
         let p = h.take(2);
-        assert_eq!(p.next, 48);
-        assert_eq!(p.hasher.finish(), sha(&piece));
+        assert_eq!(p.hashed(), 48);
+        assert_eq!(p.finish(), sha(&piece));
         // Taken: a new attempt starts from scratch.
-        assert_eq!(h.take(2).next, 0);
+        assert_eq!(h.take(2).hashed(), 0);
     }
 
     #[test]
@@ -169,14 +162,14 @@ mod tests {
         h.written(5, 32, &piece[32..]); // a gap: not hashed
         h.written(5, 16, &piece[16..32]); // fills it: hashed
         let p = h.take(5);
-        assert_eq!(p.next, 32, "the block after the gap must be read back");
-        let mut rest = p.hasher;
+        assert_eq!(p.hashed(), 32, "the block after the gap must be read back");
+        let mut rest = p;
         rest.update(&piece[32..]);
         assert_eq!(rest.finish(), sha(&piece));
         // A piece whose first block came last hashes nothing in order.
         h.written(6, 16, &piece[16..32]);
         h.written(6, 0, &piece[..16]);
-        assert_eq!(h.take(6).next, 16);
+        assert_eq!(h.take(6).hashed(), 16);
     }
 
     #[test]
