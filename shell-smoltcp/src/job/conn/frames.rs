@@ -12,7 +12,9 @@ use ourtorrent_core::peer::{Handled, PeerConfig, PeerError, PeerSession};
 use ourtorrent_core::pieces::PiecesError;
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::torrent::{PieceOutcome, TorrentError};
-use ourtorrent_core::wire::{ExtensionHandshake, Frame, Message, Reserved, Status, WireError};
+use ourtorrent_core::wire::{
+    ExtensionHandshake, Frame, Handshake, Message, Refused, Reserved, Status, WireError,
+};
 
 use super::{our_reserved, Closed, Conn, JobTorrent, Phase, Shared, CLIENT_NAME, UPLOAD_QUEUE};
 use crate::job::{PIPELINE, REQUEST_TIMEOUT_MS};
@@ -50,11 +52,15 @@ impl Conn<'_> {
         let t = Instant::from_millis(now);
         let msg = match frame {
             Frame::Handshake(h) => {
-                if h.info_hash != shared.cfg.info_hash {
-                    return Err(Closed::WrongTorrent);
-                }
-                if h.peer_id == shared.peer_id {
-                    return Err(Closed::OurSelf);
+                let ours = Handshake {
+                    reserved: our_reserved(),
+                    info_hash: shared.cfg.info_hash,
+                    peer_id: shared.peer_id,
+                };
+                match h.accept(&ours) {
+                    Ok(_) => {}
+                    Err(Refused::WrongInfoHash) => return Err(Closed::WrongTorrent),
+                    Err(Refused::OurSelf) => return Err(Closed::OurSelf),
                 }
                 if !self.outbound {
                     self.queue_handshake(shared)?;

@@ -38,15 +38,14 @@ impl Conn<'_> {
                 if rx.body {
                     return Ok(());
                 }
-                let len = u32::from_be_bytes([rx.small[0], rx.small[1], rx.small[2], rx.small[3]]);
-                let whole = LEN_PREFIX.saturating_add(len as usize);
+                // The framer reads the length prefix: the whole message is
+                // this long (0 more when it will refuse it from the prefix
+                // alone: then the prefix is handed to it as it is).
+                let whole = rx
+                    .have
+                    .saturating_add(self.framer.needed(&rx.small[..rx.have]));
                 if whole <= SMALL_LEN {
                     (rx.need, rx.body) = (whole, true);
-                    continue;
-                }
-                if whole > self.framer.max_len() {
-                    // The framer refuses it from its prefix alone.
-                    rx.body = true;
                     continue;
                 }
                 match shared.frame_owner {
