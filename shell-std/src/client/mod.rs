@@ -1,14 +1,19 @@
-//! `shell-std client download|seed`: a BitTorrent client on tokio around
-//! the core's picker, peer sessions and tracker codecs.
+//! `shell-std client download|seed`: the command-line front end of the
+//! client: flags → one plan per torrent → a [`session::Session`] running
+//! them all → the screen and the exit code.
 //!
-//! - [`meta`]: what the client keeps of the torrent;
-//! - [`storage`]: files, safe paths, positional I/O, resume verification;
-//! - [`swarm`]: the shared picker and one task per peer connection;
-//! - [`announce`]: HTTP and UDP trackers;
-//! - [`ui`]: tables and the progress bar.
+//! - [`session`]: one listener (routing by info-hash), tracker clients,
+//!   connection limit; `open`: checking and opening one torrent;
+//! - [`swarm`]: one torrent's shared state over the core's `Torrent`, its
+//!   dialer; [`peers`]: its address book; [`peer`]: one task per
+//!   connection; [`writes`]: blocks on their way to disk;
+//! - [`announce`]: tracker clients and the announce schedule;
+//! - [`meta`], [`storage`]: the torrent's files; [`stats`], [`ui`]: what
+//!   the front end shows.
 
 pub mod announce;
 pub mod meta;
+mod open;
 pub mod peer;
 pub mod peers;
 pub mod session;
@@ -26,22 +31,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use ourtorrent_core::choker::Candidate;
-use ourtorrent_core::choker::{ChokerConfig, DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
+use ourtorrent_core::choker::{DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
-use ourtorrent_core::pieces::{
-    Availability, Bitfield, BlockSlot, Geometry, PeerKey, Picker, PickerConfig, PickerParts, Slot,
-};
-use ourtorrent_core::time::Instant;
-use ourtorrent_core::torrent::{PeerEntry, TorrentConfig, TorrentParts};
 
 use crate::torrent::TorrentFile;
 use announce::{announce_loop, Statuses, TrackerStatus, STOP_ANNOUNCE_TIMEOUT};
 use meta::Info;
+use open::prepare;
+pub use open::{IN_PROGRESS_BYTES, MAX_PIECE_LEN, MAX_SLOTS, MIN_SLOTS};
 use peers::Source;
 use session::Session;
-use storage::Storage;
-use swarm::{Ctx, Heap, StdTorrent};
+use swarm::Ctx;
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
@@ -250,16 +250,6 @@ fn storage_name(name: &str) -> anyhow::Result<&str> {
     }
 }
 
-/// Largest piece this client handles (a piece is read whole to verify it).
-pub const MAX_PIECE_LEN: u64 = 16 << 20;
-/// Bytes of pieces in progress at once (slots = this / piece length,
-/// within [`MIN_SLOTS`]..=[`MAX_SLOTS`]).
-pub const IN_PROGRESS_BYTES: u64 = 256 << 20;
-/// Fewest pieces in progress at once.
-pub const MIN_SLOTS: u64 = 32;
-/// Most pieces in progress at once.
-pub const MAX_SLOTS: u64 = 256;
-
 pub(crate) fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
@@ -363,125 +353,6 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
 /// Where the client listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 6881);
-
-/// Opens, checks and resumes one torrent's data: its state, ready to run.
-fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
-    let info = plan.info.clone();
-    if info.piece_len > MAX_PIECE_LEN {
-        bail!(
-            "pieces of {} bytes are larger than the {} MiB this client handles",
-            info.piece_len,
-            MAX_PIECE_LEN >> 20
-        );
-    }
-    if plan.download {
-        // No source can ever appear: say so rather than wait forever.
-        if !plan.common.check_only
-            && plan.common.peers.is_empty()
-            && (plan.common.no_trackers || info.trackers.is_empty())
-        {
-            bail!(
-                "nothing to connect to: {} and no --peer was given",
-                if plan.common.no_trackers {
-                    "--no-trackers"
-                } else {
-                    "the torrent lists no tracker"
-                }
-            );
-        }
-        if plan.common.check_only && !plan.root.exists() {
-            bail!(
-                "{}: not there: 0 of {} pieces",
-                plan.root.display(),
-                info.pieces()
-            );
-        }
-        if let Some(parent) = plan.root.parent() {
-            if !parent.as_os_str().is_empty() && !parent.is_dir() {
-                std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
-            }
-        }
-    }
-    // Check every path, and the free space, before creating anything.
-    Storage::paths(&info, &plan.root)?;
-    if plan.download && !plan.skip_space_check {
-        Storage::check_space(&info, &plan.root)?;
-    }
-    let storage = Storage::open(&info, &plan.root, plan.download && !plan.common.check_only)?;
-    let n = info.pieces();
-    let have = if plan.skip_verify {
-        vec![true; n as usize]
-    } else {
-        storage.verify_all(&info, 2, !plan.download)
-    };
-    let on_disk = have.iter().filter(|&&h| h).count();
-    println!("resumed: {on_disk} of {n} pieces verified on disk");
-    if !plan.download && !plan.common.check_only && on_disk != n as usize {
-        bail!(
-            "{}: only {on_disk} of {n} pieces match the torrent; refusing to seed",
-            plan.root.display()
-        );
-    }
-    let geo =
-        Geometry::new(info.total, info.piece_len as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The picker's storage: boxed slices owned by the picker.
-    let have_bytes = vec![0u8; (n as usize).div_ceil(8)].into_boxed_slice();
-    let avail = vec![0u16; n as usize].into_boxed_slice();
-    let mut bits = Bitfield::new(have_bytes, n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut verified = 0u64;
-    for (i, _) in have.iter().enumerate().filter(|(_, h)| **h) {
-        let _ = bits.set(i as u32);
-        verified += storage.piece_range(i as u32).1 as u64;
-    }
-    let avail = Availability::new(avail, n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cfg = PickerConfig {
-        // Pieces are hashed on the writing threads (`writes::PieceHashes`).
-        hash_blocks: false,
-        ..PickerConfig::default()
-    };
-    let slots = (IN_PROGRESS_BYTES / info.piece_len.max(1)).clamp(MIN_SLOTS, MAX_SLOTS) as usize;
-    // Headroom over the connection limit: a closing task frees its entry
-    // just before its permit.
-    let peers = plan
-        .common
-        .max_peers
-        .saturating_add(8)
-        .min(usize::from(u16::MAX));
-    let parts = TorrentParts {
-        picker: PickerParts {
-            have: bits,
-            avail,
-            slots: vec![Slot::default(); slots].into_boxed_slice(),
-            blocks: vec![BlockSlot::default(); Picker::<Heap>::blocks_needed(&geo, slots)]
-                .into_boxed_slice(),
-            // Keys are peer table indices: all counted, none scanned.
-            flight: vec![0u16; peers].into_boxed_slice(),
-        },
-        peers: vec![PeerEntry::default(); peers].into_boxed_slice(),
-        log: vec![0u32; n as usize].into_boxed_slice(),
-        candidates: vec![Candidate::new(PeerKey(0), Instant::ZERO); peers].into_boxed_slice(),
-    };
-    let tcfg = TorrentConfig {
-        picker: cfg,
-        choker: ChokerConfig {
-            slots: plan.common.upload_slots,
-            rechoke_ms: plan.common.rechoke_ms,
-            optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
-        },
-    };
-    let torrent =
-        StdTorrent::new(geo, parts, tcfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Arc::new(Ctx::new(
-        torrent,
-        storage,
-        info,
-        session.peer_id,
-        plan.max_pieces,
-        plan.common.max_peers,
-        session.listen,
-        verified,
-    )))
-}
 
 async fn main_loop(
     session: Arc<Session>,
