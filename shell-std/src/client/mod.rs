@@ -12,6 +12,7 @@
 //!   the front end shows.
 
 pub mod announce;
+pub mod fetch;
 pub mod meta;
 mod open;
 pub mod peer;
@@ -34,7 +35,6 @@ use clap::{Args, Subcommand};
 use ourtorrent_core::choker::{DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 
-use crate::torrent::TorrentFile;
 use announce::{announce_loop, Statuses, TrackerStatus, STOP_ANNOUNCE_TIMEOUT};
 use meta::Info;
 use open::prepare;
@@ -49,7 +49,7 @@ pub enum ClientCmd {
     /// Download one or more torrents into `--out DIR` (at once, in one
     /// session), then seed them.
     Download {
-        /// The .torrent files.
+        /// The .torrent files (or http:// / https:// URLs of them).
         #[arg(required = true, num_args = 1..)]
         torrents: Vec<PathBuf>,
         /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
@@ -169,7 +169,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     // One plan per torrent (the flags apply to each).
     let mut plans = Vec::new();
     let load = |torrent: &Path| -> anyhow::Result<Info> {
-        let mut tf = TorrentFile::read(torrent)?;
+        let mut tf = fetch::read_torrent(torrent)?;
         let m = tf
             .parse_with(strict_paths)
             .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
