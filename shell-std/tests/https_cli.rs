@@ -74,6 +74,10 @@ fn https_tracker_with_a_test_ca() {
     assert!(info.contains(&announce), "{info}");
 
     let (_seed, _) = seeder(&torrent, &data, Some(&ca.ca_pem));
+    // Its `started` went through the TLS front end (the only way in).
+    common::poll(20, "the seeder's announce over https", || {
+        (tracker.stats()["peers"].as_u64() == Some(1)).then_some(())
+    });
     let out = d.path().join("out");
     let t0 = Instant::now();
     let (ok, so, se) = run_bounded(
