@@ -159,6 +159,16 @@ fn torrent_urls_download_and_fail_clearly() {
     let handler = {
         let (bytes, big) = (bytes.clone(), big.clone());
         Arc::new(move |head: &[u8]| match target(head).as_str() {
+            // /r/N: N redirects before the torrent.
+            t if t.starts_with("/r/") => match t.trim_start_matches("/r/").parse::<u32>() {
+                Ok(0) => response("200 OK", None, &bytes, true),
+                Ok(n) => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: /r/{}\r\nConnection: close\r\n\r\n",
+                    n - 1
+                )
+                .into_bytes(),
+                Err(_) => response("400 Bad Request", None, b"", true),
+            },
             "/x.torrent" => response("200 OK", Some("application/x-bittorrent"), &bytes, true),
             "/moved" => {
                 b"HTTP/1.1 302 Found\r\nLocation: /x.torrent\r\nConnection: close\r\n\r\n".to_vec()
@@ -187,12 +197,17 @@ fn torrent_urls_download_and_fail_clearly() {
         run_bounded(&mut cmd, Duration::from_secs(90))
     };
 
-    // http:// through a redirect, then https:// with the test CA.
-    for (url, ca) in [
+    // http:// through a redirect, through the most redirects followed
+    // (MAX_REDIRECTS, 5), then https:// with the test CA.
+    for (i, (url, ca)) in [
         (web.url(false, "/moved"), None),
+        (web.url(false, "/r/5"), None),
         (tls.url(true, "/x.torrent"), Some(ca.ca_pem.as_path())),
-    ] {
-        let out = d.path().join(format!("out-{}", url.len()));
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = d.path().join(format!("out-{i}"));
         let (ok, so, se) = fetch(&url, &out, ca);
         assert!(ok, "{url}:\n{so}\n{se}");
         assert!(
@@ -208,6 +223,7 @@ fn torrent_urls_download_and_fail_clearly() {
     for (url, ca, want) in [
         (web.url(false, "/nope.torrent"), None, "HTTP 404 Not Found"),
         (web.url(false, "/big.torrent"), None, limit.as_str()),
+        (web.url(false, "/r/6"), None, "more than 5 redirects"),
         (
             web.url(false, "/page"),
             None,

@@ -532,6 +532,35 @@ mod tests {
         );
     }
 
+    /// A 200 head of exactly `len` bytes (`headers` of them), no body.
+    fn head_of(len: usize, headers: usize) -> &'static [u8] {
+        let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..headers {
+            h.extend_from_slice(format!("H{i}: ").as_bytes());
+            let pad = if i + 1 == headers {
+                len.saturating_sub(h.len() + 4)
+            } else {
+                1
+            };
+            h.extend(std::iter::repeat_n(b'x', pad));
+            h.extend_from_slice(b"\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        assert_eq!(h.len(), len);
+        h.leak()
+    }
+
+    #[test]
+    fn the_head_limits_hold_at_their_edge() {
+        assert!(body(head_of(MAX_HEAD, 3), 10).is_ok());
+        assert_eq!(body(head_of(MAX_HEAD + 1, 3), 10), Err(Error::HeadTooBig));
+        assert!(body(head_of(1000, MAX_HEADERS), 10).is_ok());
+        assert_eq!(
+            body(head_of(1000, MAX_HEADERS + 1), 10),
+            Err(Error::HeadTooBig)
+        );
+    }
+
     #[test]
     fn the_head_is_bounded() {
         let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
