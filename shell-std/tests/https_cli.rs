@@ -216,6 +216,7 @@ fn torrent_urls_download_and_fail_clearly() {
         );
     }
 
+    let missing = d.path().join("no-such-ca.pem");
     let closed = free_tcp_port();
     let refused = format!("http://127.0.0.1:{closed}/x.torrent");
     let refused_why = format!("127.0.0.1:{closed}: connection refused");
@@ -233,6 +234,11 @@ fn torrent_urls_download_and_fail_clearly() {
             tls.url(true, "/x.torrent"),
             None,
             "TLS: certificate not trusted (unknown issuer",
+        ),
+        (
+            tls.url(true, "/x.torrent"),
+            Some(missing.as_path()),
+            "TLS: certificate not trusted (unknown issuer; failed to read PEM from file",
         ),
         (refused.clone(), None, refused_why.as_str()),
     ] {

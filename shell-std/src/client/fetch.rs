@@ -371,23 +371,41 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, Error> {
 
 /// The process's TLS client configuration: rustls with `ring`, the
 /// system's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`), built once.
-fn connector() -> Result<tokio_rustls::TlsConnector, Error> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let cfg = CONFIG.get_or_init(|| {
+struct TlsSetup {
+    config: Result<Arc<rustls::ClientConfig>, String>,
+    /// Why the trusted roots may be missing (a file that could not be
+    /// read, or none found), for the "not trusted" message.
+    roots_note: Option<String>,
+}
+
+fn tls_setup() -> &'static TlsSetup {
+    static SETUP: OnceLock<TlsSetup> = OnceLock::new();
+    SETUP.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for e in &found.errors {
-            tracing::warn!("loading trusted certificates: {e}");
+            tracing::debug!("loading trusted certificates: {e}");
         }
         let (added, ignored) = roots.add_parsable_certificates(found.certs);
         tracing::debug!(added, ignored, "trusted root certificates");
+        let roots_note = match found.errors.first() {
+            Some(e) => Some(e.to_string()),
+            None if added == 0 => Some("no trusted CA certificates found".into()),
+            None => None,
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| format!("configuration: {e}"))
-    });
-    cfg.clone()
+            .map_err(|e| format!("configuration: {e}"));
+        TlsSetup { config, roots_note }
+    })
+}
+
+fn connector() -> Result<tokio_rustls::TlsConnector, Error> {
+    tls_setup()
+        .config
+        .clone()
         .map(tokio_rustls::TlsConnector::from)
         .map_err(Error::Tls)
 }
@@ -406,10 +424,13 @@ fn tls_error(e: &std::io::Error, host: &str) -> Error {
     };
     Error::Tls(match t {
         rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => {
-                "certificate not trusted (unknown issuer; SSL_CERT_FILE can name a CA file)"
-                    .to_string()
-            }
+            C::UnknownIssuer => format!(
+                "certificate not trusted (unknown issuer; {})",
+                tls_setup()
+                    .roots_note
+                    .as_deref()
+                    .unwrap_or("SSL_CERT_FILE can name a CA file")
+            ),
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("certificate not valid for {host}")
             }
