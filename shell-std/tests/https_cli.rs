@@ -255,6 +255,59 @@ fn torrent_urls_download_and_fail_clearly() {
     }
 }
 
+/// Python's `http.server` behind its `ssl` module (OpenSSL), with the
+/// test CA's leaf: our client fetches the .torrent over https from a TLS
+/// stack that is not ours, then downloads byte-identical.
+#[test]
+fn openssl_https_server_python_serves_the_torrent() {
+    let Some(py) = require_tool("python3") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, data) = fixture(d.path(), &[]);
+    let ca = TestCa::new(d.path());
+    const SERVER: &str = "import http.server, os, ssl, sys
+os.chdir(sys.argv[1])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], ssl.OPENSSL_VERSION, flush=True)
+srv.serve_forever()
+";
+    let server = Proc::spawn(
+        "python-https",
+        Command::new(py)
+            .args(["-c", SERVER])
+            .arg(d.path())
+            .arg(&ca.leaf_pem)
+            .arg(&ca.leaf_key)
+            .stderr(std::process::Stdio::null()),
+    );
+    let line = server
+        .next_line(Duration::from_secs(20))
+        .expect("python https server's port");
+    let port = line.split(' ').next().unwrap_or_default();
+    eprintln!("python https server: {line}");
+    let (_seed, seed_port) = seeder(&torrent, &data, None);
+    let out = d.path().join("out");
+    let (ok, so, se) = run_bounded(
+        without_ca_env(Command::new(BIN).args(["client", "download"]))
+            .arg(format!("https://localhost:{port}/t.torrent"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0", "--no-seed", "--quiet"])
+            .args(["--peer", &format!("127.0.0.1:{seed_port}")])
+            .env("SSL_CERT_FILE", &ca.ca_pem),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "{so}\n{se}");
+    assert!(
+        std::fs::read(out.join("data.bin")).unwrap() == std::fs::read(&data).unwrap(),
+        "download differs"
+    );
+}
+
 /// No tracker and every `--peer` refuses: each peer's error, then
 /// "nothing to connect to" and a non-zero exit (not a silent wait).
 #[test]

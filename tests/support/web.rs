@@ -25,11 +25,17 @@ const MAX_REQUEST: usize = 64 << 10;
 pub struct TestCa {
     /// The CA certificate in PEM, written to a file (for `SSL_CERT_FILE`).
     pub ca_pem: PathBuf,
+    /// The leaf's certificate chain (leaf, then CA) in PEM, for a
+    /// third-party server.
+    pub leaf_pem: PathBuf,
+    /// The leaf's private key (PKCS #8 PEM).
+    pub leaf_key: PathBuf,
     server: Arc<rustls::ServerConfig>,
 }
 
 impl TestCa {
-    /// Makes the CA and the leaf; writes `dir/ca.pem`.
+    /// Makes the CA and the leaf; writes `dir/ca.pem`, `dir/leaf.pem` and
+    /// `dir/leaf.key`.
     pub fn new(dir: &Path) -> TestCa {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -49,6 +55,9 @@ impl TestCa {
             .expect("leaf certificate");
         let ca_pem = dir.join("ca.pem");
         std::fs::write(&ca_pem, ca.pem()).expect("write ca.pem");
+        let (leaf_pem, leaf_key_pem) = (dir.join("leaf.pem"), dir.join("leaf.key"));
+        std::fs::write(&leaf_pem, leaf.pem() + &ca.pem()).expect("write leaf.pem");
+        std::fs::write(&leaf_key_pem, leaf_key.serialize_pem()).expect("write leaf.key");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -61,6 +70,8 @@ impl TestCa {
         .expect("server certificate");
         TestCa {
             ca_pem,
+            leaf_pem,
+            leaf_key: leaf_key_pem,
             server: Arc::new(server),
         }
     }
