@@ -658,16 +658,16 @@ fn qemu_bittorrent_refuses_torrents_beyond_its_limits() {
     let base = format!("tracker=6969 info_hash={h}");
     let cases = [
         (
-            format!("{base} length=1048576 piece_len=16384 pieces={h}"),
-            "result: FAILED: config: torrent of 1048576 bytes exceeds 65536",
+            format!("{base} length=4194305 piece_len=16384 pieces={h}"),
+            "result: FAILED: config: torrent of 4194305 bytes exceeds 4194304",
         ),
         (
-            format!("{base} length=65536 piece_len=131072 pieces={h}"),
-            "result: FAILED: config: piece of 131072 bytes exceeds 65536",
+            format!("{base} length=65536 piece_len=524288 pieces={h}"),
+            "result: FAILED: config: piece of 524288 bytes exceeds 262144",
         ),
         (
             format!("{base} length=65536 piece_len=512 pieces={h}"),
-            "result: FAILED: config: 128 pieces exceed 64",
+            "result: FAILED: config: piece of 512 bytes is not a multiple of 16384",
         ),
         (
             format!("{base} length=65536 piece_len=16384 pieces={h}{h}"),

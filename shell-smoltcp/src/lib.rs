@@ -48,6 +48,7 @@
 pub mod args;
 mod config;
 mod error;
+pub mod flash;
 pub mod job;
 mod stack;
 mod tcp;

@@ -14,6 +14,7 @@ use common::*;
 use shell_smoltcp::core_protocol::id::InfoHash;
 use shell_smoltcp::core_protocol::pieces::{Geometry, PieceHasher};
 use shell_smoltcp::core_protocol::tracker::AnnounceEvent;
+use shell_smoltcp::flash::RamNor;
 use shell_smoltcp::job::{self, JobBuffers, Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES};
 use shell_smoltcp::smoltcp::iface::{SocketHandle, SocketStorage};
 use shell_smoltcp::smoltcp::socket::{tcp, udp};
@@ -451,7 +452,7 @@ fn run_job_with(
             Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
             Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
         ],
-        data: Box::leak(Box::new([0u8; job::MAX_TORRENT_LEN])),
+        flash: Box::leak(Box::new(RamNor::new(Vec::leak(vec![0u8; 64 * 1024]), None))),
         frame: Box::leak(Box::new([0u8; FRAME_BUF_LEN])),
     };
     let mut log = String::new();

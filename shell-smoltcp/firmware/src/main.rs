@@ -34,9 +34,8 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use shell_smoltcp::args::Crash;
-use shell_smoltcp::job::{
-    self, JobBuffers, TorrentConfig, FRAME_BUF_LEN, MAX_PEERS, MAX_TORRENT_LEN,
-};
+use shell_smoltcp::flash::{Fault, RamNor};
+use shell_smoltcp::job::{self, JobBuffers, TorrentConfig, FRAME_BUF_LEN, MAX_PEERS};
 use shell_smoltcp::smoltcp::iface::SocketStorage;
 use shell_smoltcp::{
     nb, Clock, ConfigError, Error, NetConfig, Remote, Retry, Stack, TcpBuffers, TcpStream,
@@ -62,6 +61,12 @@ const TCP_TX: usize = 2 * 1024;
 /// bytes, its reply 20 + 6 per peer: `NUM_WANT` = 16 peers fit).
 const UDP_PACKETS: usize = 1;
 const UDP_BYTES: usize = 512;
+/// The board's PSRAM (AN385: 16 MiB at 0x2100_0000, QEMU's machine RAM
+/// "mps.ram"), used as the NOR flash the image is written to. The
+/// firmware's own RAM is the SSRAM at 0x2000_0000, so a memory backend
+/// file behind the PSRAM holds exactly the flash contents.
+const PSRAM_BASE: usize = 0x2100_0000;
+const PSRAM_LEN: usize = 16 * 1024 * 1024;
 /// Exit code for a refused command line.
 const EXIT_CONFIG: u32 = 2;
 /// The UDP check's retransmission schedule: 250 ms doubling, 6 sends
@@ -218,6 +223,7 @@ struct Plan {
     kib: u32,
     serve: bool,
     deadline: u64,
+    flash_fault: Option<Fault>,
 }
 
 /// Reads and checks the command line. Out of line, so that its 4 KiB
@@ -277,6 +283,7 @@ fn read_plan() -> Result<Plan, Failure> {
         kib: args.kib,
         serve: args.serve,
         deadline: u64::from(args.deadline_ms),
+        flash_fault: args.flash_fault,
     })
 }
 
@@ -295,6 +302,7 @@ fn run() -> Result<(), Failure> {
         kib,
         serve: inbound,
         deadline,
+        flash_fault,
     } = read_plan()?;
 
     // SAFETY: MPS2_LAN9118_BASE is the board's LAN9118 (AN385 memory map)
@@ -332,28 +340,36 @@ fn run() -> Result<(), Failure> {
         .ok_or(Failure::NoMemory)?;
 
     if let Some(torrent) = &torrent {
-        let data = cortex_m::singleton!(: [u8; MAX_TORRENT_LEN] = [0; MAX_TORRENT_LEN])
+        // SAFETY: the PSRAM region is RAM of the board's memory map that
+        // nothing else uses (not in memory.x: no static or stack is there);
+        // this is its only reference.
+        let psram: &'static mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(PSRAM_BASE as *mut u8, PSRAM_LEN) };
+        let flash = cortex_m::singleton!(: RamNor<'static> = RamNor::new(psram, flash_fault))
             .ok_or(Failure::NoMemory)?;
         let frame = cortex_m::singleton!(: [u8; FRAME_BUF_LEN] = [0; FRAME_BUF_LEN])
             .ok_or(Failure::NoMemory)?;
         let bufs = JobBuffers {
             udp: udp_bufs,
             tcp: [tcp0, tcp1],
-            data,
+            flash,
             frame,
         };
         let seed = config.random_seed as u32;
         let report =
             job::run(net, bufs, torrent, deadline, seed, &mut Log).map_err(Failure::Job)?;
         hprintln!(
-            "report: bytes={} verified={} rejected={} peers={} download_ms={} uploaded={} leecher_complete={}",
+            "report: bytes={} verified={} rejected={} peers={} download_ms={} uploaded={} leecher_complete={} resumed={} flash_errors={} ready_to_boot={}",
             report.bytes,
             report.verified,
             report.rejected,
             report.peers_used,
             report.download_ms,
             report.uploaded,
-            u8::from(report.leecher_complete)
+            u8::from(report.leecher_complete),
+            report.resumed,
+            report.flash_errors,
+            u8::from(report.ready_to_boot)
         );
     } else {
         if let Some(remote) = udp_remote {

@@ -195,6 +195,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let total = self.torrent.picker().geometry().total_len();
         r.download_ms = now.saturating_sub(self.dl_start);
         r.bytes = total;
+        r.ready_to_boot = true;
         let _ = writeln!(
             log,
             "download: ok bytes={} pieces={} verified={} rejected={} peers={} ms={} kib_per_s={}",
@@ -205,6 +206,11 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             r.peers_used,
             r.download_ms,
             total * 1000 / 1024 / r.download_ms.max(1)
+        );
+        let _ = writeln!(
+            log,
+            "image: ready_to_boot=1 bytes={total} resumed={} flash_errors={}",
+            r.resumed, r.flash_errors
         );
         self.tracker.set_complete(now);
     }

@@ -33,7 +33,8 @@ use ourtorrent_core::wire::{
 };
 use smoltcp::phy::Device;
 
-use super::{Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES, MAX_TORRENT_LEN, PIPELINE};
+use super::store::Store;
+use super::{Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES, PIPELINE};
 use crate::error::Error;
 use crate::stack::{Clock, Stack};
 use crate::tcp::TcpStream;
@@ -67,8 +68,8 @@ pub fn our_reserved() -> Reserved {
 pub(super) struct Shared<'c, 'b> {
     pub cfg: &'c TorrentConfig,
     pub peer_id: ourtorrent_core::id::PeerId,
-    /// The torrent's data.
-    pub data: &'b mut [u8; MAX_TORRENT_LEN],
+    /// The torrent's data, on flash.
+    pub store: Store<'b>,
     /// Where long messages are assembled.
     pub frame: &'b mut [u8; FRAME_BUF_LEN],
     /// The connection assembling a message in `frame`.
