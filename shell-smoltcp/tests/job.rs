@@ -419,8 +419,11 @@ fn run_job_with(
         time: VClock::default(),
         world: world.clone(),
     };
-    let slots: &'static mut [SocketStorage<'static>] =
-        Vec::leak((0..3).map(|_| SocketStorage::EMPTY).collect());
+    let slots: &'static mut [SocketStorage<'static>] = Vec::leak(
+        (0..1 + job::MAX_PEERS)
+            .map(|_| SocketStorage::EMPTY)
+            .collect(),
+    );
     let config = NetConfig {
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         random_seed: 11,
@@ -448,10 +451,7 @@ fn run_job_with(
     };
     let bufs = JobBuffers {
         udp: Box::leak(Box::new(UdpBuffers::<1, 512>::new())),
-        tcp: [
-            Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
-            Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
-        ],
+        tcp: std::array::from_fn(|_| Box::leak(Box::new(TcpBuffers::<3072, 2048>::new()))),
         flash: Box::leak(Box::new(RamNor::new(Vec::leak(vec![0u8; 64 * 1024]), None))),
         frame: Box::leak(Box::new([0u8; FRAME_BUF_LEN])),
     };

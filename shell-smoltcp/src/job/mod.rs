@@ -102,8 +102,10 @@ pub const MIN_PIECE_LEN: u32 = BLOCK_LEN;
 pub const MAX_PIECE_LEN: u32 = 256 * 1024;
 /// Blocks of the longest piece.
 pub const MAX_BLOCKS_PER_PIECE: usize = (MAX_PIECE_LEN / BLOCK_LEN) as usize;
-/// Peer connections open at once (each needs a TCP socket).
-pub const MAX_PEERS: usize = 2;
+/// Peer connections open at once (each needs a TCP socket): while pieces
+/// are missing, up to `MAX_PEERS - 1` outbound (the host seeder and two
+/// other boards of a fleet) and one listening for inbound peers.
+pub const MAX_PEERS: usize = 4;
 /// Tracker peers kept to try.
 pub const MAX_PEER_ATTEMPTS: usize = 8;
 /// Requests in flight to one peer.

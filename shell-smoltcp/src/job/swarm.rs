@@ -230,8 +230,21 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             if self.conns.get(i).is_none_or(|c| c.phase != Phase::Idle) {
                 continue;
             }
-            if !complete {
-                if let Some(port) = self.candidates.next() {
+            // One slot is kept for a listener, so that peers (other boards)
+            // can always reach us while we serve.
+            let outbound = self
+                .conns
+                .iter()
+                .filter(|c| c.port != 0 && c.phase != Phase::Idle)
+                .count();
+            if !complete && (outbound + 1 < MAX_PEERS || !serve) {
+                let mut busy = [0u16; MAX_PEERS];
+                for (b, c) in busy.iter_mut().zip(self.conns.iter()) {
+                    if c.phase != Phase::Idle {
+                        *b = c.port;
+                    }
+                }
+                if let Some(port) = self.candidates.next(now, |p| busy.contains(&p)) {
                     match self.open(stack, i, port) {
                         Ok(()) => {
                             let _ = writeln!(log, "peer: connecting {}", Who(port));
@@ -240,6 +253,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
                             }
                         }
                         Err(e) => {
+                            self.candidates.ended(port, now);
                             let _ = writeln!(log, "peer: {} not connected: {e}", Who(port));
                         }
                     }
@@ -318,12 +332,22 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let why = match r {
             Ok(false) => return,
             Ok(true) => {
+                if conn.port != 0 {
+                    self.candidates.ended(conn.port, now);
+                }
                 // Flushed: a FIN, not a reset.
                 conn.end(stack, now, self.torrent, self.shared, i, false);
                 return;
             }
             Err(why) => why,
         };
+        if conn.port != 0 {
+            if why == Closed::Banned {
+                self.candidates.ban(conn.port);
+            } else {
+                self.candidates.ended(conn.port, now);
+            }
+        }
         match why {
             Closed::Banned => {
                 let _ = writeln!(log, "peer: {} banned: sent a bad piece", Who(conn.port));
