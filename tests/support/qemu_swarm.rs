@@ -243,3 +243,57 @@ pub fn ih_bytes(ih: &str) -> [u8; 20] {
         .unwrap()
         .0
 }
+
+/// A TCP relay in front of a peer on 127.0.0.1:`target`: each connection
+/// to the relay's port is forwarded to the target, and the bytes the
+/// target sends back are counted (what a seeder uploaded through it).
+pub struct CountingRelay {
+    /// The relay's port (announce it in place of the target's).
+    pub port: u16,
+    /// Bytes from the target to the relay's clients so far.
+    pub to_clients: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingRelay {
+    /// Starts the relay (threads that end with the test process).
+    pub fn start(target: u16) -> CountingRelay {
+        use std::sync::atomic::AtomicU64;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let to_clients = Arc::new(AtomicU64::new(0));
+        let counter = to_clients.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let pump = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            count: Option<Arc<AtomicU64>>| {
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if let Some(c) = &count {
+                                c.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(client, server, None);
+                pump(s2, c2, Some(counter.clone()));
+            }
+        });
+        CountingRelay { port, to_clients }
+    }
+}

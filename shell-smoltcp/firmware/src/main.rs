@@ -168,7 +168,7 @@ impl fmt::Display for Failure {
 }
 
 /// Bytes of stack painted at boot to measure the run's high-water mark.
-const STACK_PAINT: usize = 64 * 1024;
+const STACK_PAINT: usize = 128 * 1024;
 const PAINT: u32 = 0xA5A5_A5A5;
 
 /// Paints the `STACK_PAINT` bytes below the current stack pointer (less a

@@ -116,8 +116,14 @@ pub const FRAME_BUF_LEN: usize = BLOCK_LEN as usize + PIECE_HEADER_LEN;
 /// Peers asked of the tracker (the reply must fit the UDP buffer).
 pub const NUM_WANT: i32 = 16;
 
-/// Pieces in progress at once in the picker.
-const IN_PROGRESS: usize = 4;
+/// Pieces in progress at once in the picker (at most: also bounded by
+/// [`BLOCKS_IN_PROGRESS`]). A 16 KiB piece is one block, so this bounds
+/// the blocks in flight over all peers: with a slow seeder holding its
+/// pipeline's worth, the rest go to fast peers (other boards).
+const IN_PROGRESS: usize = 16;
+/// Block slots of the pieces in progress: 16 pieces of one block, or 4 of
+/// [`MAX_BLOCKS_PER_PIECE`].
+const BLOCKS_IN_PROGRESS: usize = 4 * MAX_BLOCKS_PER_PIECE;
 /// Bytes of one peer's bitfield.
 const BITS_LEN: usize = MAX_PIECES.div_ceil(8);
 /// Entries of the torrent's peer table: twice the connections, so that a
@@ -278,7 +284,7 @@ where
     let (resumed, marked) = resume(&mut store, cfg, &mut have, log);
     let mut avail = [0u16; MAX_PIECES];
     let mut slots: [Slot; IN_PROGRESS] = core::array::from_fn(|_| Slot::default());
-    let mut blocks: [BlockSlot; IN_PROGRESS * MAX_BLOCKS_PER_PIECE] =
+    let mut blocks: [BlockSlot; BLOCKS_IN_PROGRESS] =
         core::array::from_fn(|_| BlockSlot::default());
     let mut peers: [PeerEntry; PEER_TABLE] = core::array::from_fn(|_| PeerEntry::default());
     let mut verified_log = [0u32; MAX_PIECES];

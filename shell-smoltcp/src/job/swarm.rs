@@ -369,9 +369,23 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         {
             let _ = writeln!(log, "seed: leecher was sent every piece and hung up");
             self.shared.report.leecher_complete = true;
-            self.done = true;
+            conn.end(stack, now, self.torrent, self.shared, i, true);
+            self.done = !self.others_incomplete(i);
+            return;
         }
         conn.end(stack, now, self.torrent, self.shared, i, true);
+    }
+
+    /// Whether a running connection other than slot `i` has a peer that
+    /// still misses pieces.
+    fn others_incomplete(&self, i: usize) -> bool {
+        self.conns.iter().enumerate().any(|(j, c)| {
+            j != i
+                && c.phase == Phase::Running
+                && c.session
+                    .as_ref()
+                    .is_some_and(|s| !s.peer_has().is_complete())
+        })
     }
 
     /// What the job wants of a live connection once we are complete:
@@ -385,6 +399,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         finishing: bool,
         log: &mut impl Write,
     ) -> Result<bool, Closed> {
+        let others_incomplete = self.others_incomplete(i);
         let Some(conn) = self.conns.get_mut(i) else {
             return Ok(false);
         };
@@ -400,11 +415,13 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             if conn.uploaded == 0 {
                 return Err(Closed::BothSeeds);
             }
-            if !self.done {
+            if !self.shared.report.leecher_complete {
                 let _ = writeln!(log, "seed: leecher has every piece");
                 self.shared.report.leecher_complete = true;
-                self.done = true;
             }
+            // Seeding ends early only when no connected peer still needs
+            // pieces (in a fleet, other boards may be downloading).
+            self.done |= !others_incomplete;
         }
         if !finishing || !conn.drained() {
             return Ok(false);
