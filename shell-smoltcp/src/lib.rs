@@ -60,6 +60,8 @@ pub use stack::{Clock, Stack};
 pub use tcp::{TcpBuffers, TcpStream};
 pub use udp::{Retry, UdpBuffers, UdpRequest, UdpSocket};
 
+/// The storage traits the job's flash implements ([`flash::Flash`]).
+pub use embedded_storage;
 /// The `nb` crate of the polling convention (`nb::block!`, `nb::Error`).
 pub use nb;
 /// The core this driver runs (its codecs and state machines).
