@@ -37,8 +37,10 @@
 //!   can be reused for the next connection (`reconnect`, `relisten`).
 //!
 //! On top of them, [`job`] is the firmware's BitTorrent job, a thin driver
-//! of the core's `Torrent`: announce, download and verify a small torrent
-//! into RAM while serving the pieces it has, announce `completed`, seed,
+//! of the core's `Torrent`: announce, download and verify a torrent of up
+//! to 4 MiB into NOR flash ([`flash`]: any `embedded-storage` `NorFlash`,
+//! and a NOR model over RAM) while serving the pieces it has, resume from
+//! the pieces verified in flash after a restart, announce `completed`, seed,
 //! announce `stopped` — all protocol logic from the core, with every limit
 //! a named constant there.
 #![no_std]

@@ -4,8 +4,10 @@
 //!
 //! With `tracker=PORT` it runs the BitTorrent job (`shell_smoltcp::job`):
 //! announce to the BEP 15 tracker at `10.0.2.2:PORT`, download the torrent
-//! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into RAM
-//! from the peers the tracker returns while serving the pieces it has on
+//! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into the
+//! NOR flash model over the board's PSRAM (pieces verified there before a
+//! restart are kept) from the peers the tracker returns while serving the
+//! pieces it has on
 //! port 6881 (forwarded from the host), verify every piece, announce
 //! `completed`, seed, and announce `stopped`. Without
 //! it, a network check against the host: a UDP request/response (with
