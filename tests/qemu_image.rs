@@ -413,3 +413,43 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
         assert_flash_holds(&flash, &run, &data, PIECE);
     }
 }
+
+/// The limits at their edge: the largest image (`MAX_TORRENT_LEN`, 4 MiB)
+/// in the most pieces (`MAX_PIECES`, 256 × 16 KiB: the longest command
+/// line), and 1 MiB in the longest pieces (`MAX_PIECE_LEN`, 256 KiB, 16
+/// blocks each); each verified in flash.
+#[test]
+fn qemu_image_the_largest_image_and_the_longest_pieces() {
+    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
+        return;
+    }
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    for (len, piece_len) in [(4 * IMAGE_LEN, PIECE_LEN), (IMAGE_LEN, 256 * 1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker_port = free_udp_port();
+        let (ih, pieces) = make_torrent(dir.path(), &py, len, piece_len, tracker_port);
+        let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
+        let _seeder = lt_seeder(&py, dir.path(), 60);
+        let flash = dir.path().join("flash.bin");
+        erased_flash(&flash);
+        let run = run_board(Board {
+            flash: Some(flash.clone()),
+            ..Board::new(&format!(
+                "{} seed_ms=0 deadline_ms=25000",
+                job_line(tracker_port, &ih, &pieces, len, piece_len)
+            ))
+        });
+        let count = len.div_ceil(piece_len as usize) as u64;
+        assert_ready(&run, count);
+        assert_eq!(run.figure("torrent:", "pieces"), Some(count));
+        let data = std::fs::read(dir.path().join("data/blob.bin")).unwrap();
+        assert_flash_holds(&flash, &run, &data, piece_len);
+        eprintln!(
+            "FIGURE qemu_image {len} B in {piece_len} B pieces: {} ms ({} KiB/s)",
+            run.figure("download: ok", "ms").unwrap(),
+            run.figure("download: ok", "kib_per_s").unwrap()
+        );
+    }
+}
