@@ -701,10 +701,13 @@ fn a_marked_piece_whose_bytes_changed_is_fetched_again() {
     let (r, log, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
     let second = r.unwrap();
     assert!(
-        log.contains("resume: piece 1 marked but its hash differs"),
+        log.contains("resume: piece 1 marked but its hash differs: unmarked"),
         "{log}"
     );
     assert_eq!((second.verified, second.resumed), (1, 2));
+    // Fetched again and marked again: a third start keeps all three.
+    let (r, log, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    assert_eq!(r.unwrap().resumed, 3, "{log}");
 }
 
 #[test]

@@ -382,8 +382,19 @@ fn resume(
         };
         if good && have.set(i).is_ok() {
             kept += 1;
-        } else {
-            let _ = writeln!(log, "resume: piece {i} marked but its hash differs");
+            continue;
+        }
+        // Never a mark on a piece that does not verify.
+        match store.unmark(i) {
+            Ok(()) => {
+                let _ = writeln!(
+                    log,
+                    "resume: piece {i} marked but its hash differs: unmarked"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(log, "resume: piece {i} marked but its hash differs: {e}");
+            }
         }
     }
     (kept, marked)

@@ -9,7 +9,8 @@
 //! - `MARKS_AT..`: one [`MARK_LEN`]-byte mark per piece, erased (`0xFF`)
 //!   until the piece passed its SHA-1 check, then programmed to zero. A
 //!   piece is never marked before it is verified, so a power cut leaves
-//!   only verified pieces marked; on start their hashes are checked again.
+//!   only verified pieces marked; on start their hashes are checked again,
+//!   and a mark whose piece fails is cleared ([`Store::unmark`]).
 //! - [`Store::data_at`]`..`: the data, piece `i` at `i × piece_len`
 //!   (sector aligned: the piece length must be a multiple of the sector).
 //!
@@ -35,6 +36,8 @@ pub const HEADER_LEN: usize = 64;
 pub const MARKS_AT: usize = HEADER_LEN;
 /// Bytes of one piece's mark.
 pub const MARK_LEN: usize = 4;
+/// Bytes of the header and the marks of the most pieces.
+const META_MAX: usize = MARKS_AT + MAX_PIECES * MARK_LEN;
 /// Largest write word the store handles (marks and the padded tail).
 const MAX_WRITE: usize = MARK_LEN;
 /// Bytes read at once when hashing from flash.
@@ -160,6 +163,24 @@ impl<'f> Store<'f> {
     /// Marks piece `index` verified (call only after its SHA-1 passed).
     pub fn mark_verified(&mut self, index: u32) -> Result<(), StoreError> {
         self.flash.write(mark_at(index), &[0; MARK_LEN])?;
+        Ok(())
+    }
+
+    /// Clears piece `index`'s mark (a marked piece whose hash no longer
+    /// matches): NOR sets bits only by erasing, so the header and marks are
+    /// read, their sectors erased and written back without this mark. A
+    /// power cut in between loses the header (the flash is formatted on
+    /// the next start): safe, only slower.
+    pub fn unmark(&mut self, index: u32) -> Result<(), StoreError> {
+        let mut meta = [0xFFu8; META_MAX];
+        let len = MARKS_AT + self.geo.piece_count() as usize * MARK_LEN;
+        let out = StoreError::OutOfRange(index, 0);
+        let meta = meta.get_mut(..len).ok_or(out)?;
+        self.flash.read(0, meta)?;
+        let at = mark_at(index) as usize;
+        meta.get_mut(at..at + MARK_LEN).ok_or(out)?.fill(0xFF);
+        self.flash.erase(0, self.data_at)?;
+        self.flash.write(0, meta)?;
         Ok(())
     }
 
@@ -336,6 +357,12 @@ mod tests {
         assert!(!formatted, "same torrent: kept");
         let marked: std::vec::Vec<bool> = (0..4).map(|i| s.marked(i).unwrap()).collect();
         assert_eq!(marked, [true, false, false, true]);
+        s.unmark(0).unwrap();
+        let marked: std::vec::Vec<bool> = (0..4).map(|i| s.marked(i).unwrap()).collect();
+        assert_eq!(marked, [false, false, false, true]);
+        let (mut s, formatted) = Store::open(&mut f, &ih, geo).unwrap();
+        assert!(!formatted, "the header survives an unmark");
+        assert!(s.marked(3).unwrap() && !s.marked(0).unwrap());
         let (mut s, formatted) = Store::open(&mut f, &InfoHash([8; 20]), geo).unwrap();
         assert!(formatted, "another torrent: formatted");
         assert!(!s.marked(0).unwrap());
