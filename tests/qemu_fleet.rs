@@ -157,9 +157,12 @@ fn qemu_fleet_three_boards_share_one_rate_limited_seeder() {
         seeded + board_up >= (BOARDS * IMAGE_LEN) as u64,
         "seeder {seeded} + boards {board_up} < {BOARDS} images"
     );
+    // 1.4-1.8 images measured: boards pick pieces from the seeder at the
+    // same time before any has them (and in end-game); 3 if they never
+    // served each other.
     assert!(
-        seeded < 2 * IMAGE_LEN as u64,
-        "the seeder sent {seeded} B: boards did not serve each other"
+        seeded * 4 < 9 * IMAGE_LEN as u64,
+        "the seeder sent {seeded} B (over 2.25 images): boards did not serve each other"
     );
     assert!(
         board_up >= IMAGE_LEN as u64,

@@ -328,7 +328,14 @@ fn run() -> Result<(), Failure> {
             .ok_or(Failure::NoMemory)?;
     let config = NetConfig {
         mac,
-        random_seed: 0x6f75_7274 ^ u64::from(cortex_m::peripheral::SYST::get_current()),
+        // The SysTick count at boot varies little between boards started
+        // alike; the announced port (unique per board of a fleet) keeps
+        // their peer ids and piece choices apart.
+        random_seed: 0x6f75_7274
+            ^ u64::from(cortex_m::peripheral::SYST::get_current())
+            ^ torrent
+                .as_ref()
+                .map_or(0, |t| u64::from(t.announce_port).wrapping_mul(0x9E37_79B9)),
     };
     // In a static, like every other buffer, so that the ELF's static RAM
     // is the firmware's whole memory budget but for the call stack.
