@@ -132,11 +132,11 @@ impl Conn<'_> {
                 header.get(self.upload_at..).unwrap_or_default()
             } else {
                 let done = (self.upload_at - PIECE_HEADER_LEN) as u32;
-                let n = ((r.length - done) as usize).min(UPLOAD_CHUNK);
+                let n = (r.length.saturating_sub(done) as usize).min(UPLOAD_CHUNK);
                 let buf = chunk_buf.get_mut(..n).unwrap_or_default();
                 shared
                     .store
-                    .read(r.index, r.begin + done, buf)
+                    .read(r.index, r.begin.saturating_add(done), buf)
                     .map_err(|_| Closed::OutsideStore(r.index, r.begin))?;
                 buf
             };
