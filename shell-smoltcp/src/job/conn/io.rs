@@ -8,6 +8,7 @@ use ourtorrent_core::wire::{piece_header, HANDSHAKE_LEN, LEN_PREFIX, PIECE_HEADE
 use smoltcp::phy::Device;
 
 use super::{Closed, Conn, JobTorrent, Shared, SMALL_LEN};
+use crate::job::store::StoreError;
 
 /// Bytes of a block read from flash at once to upload.
 const UPLOAD_CHUNK: usize = 1024;
@@ -134,10 +135,15 @@ impl Conn<'_> {
                 let done = (self.upload_at - PIECE_HEADER_LEN) as u32;
                 let n = (r.length.saturating_sub(done) as usize).min(UPLOAD_CHUNK);
                 let buf = chunk_buf.get_mut(..n).unwrap_or_default();
-                shared
+                if let Err(e) = shared
                     .store
                     .read(r.index, r.begin.saturating_add(done), buf)
-                    .map_err(|_| Closed::OutsideStore(r.index, r.begin))?;
+                {
+                    if matches!(e, StoreError::Flash(_)) {
+                        shared.report.flash_errors += 1;
+                    }
+                    return Err(Closed::Flash(e));
+                }
                 buf
             };
             match stream.poll_send(stack, now, chunk) {

@@ -33,7 +33,7 @@ use ourtorrent_core::wire::{
 };
 use smoltcp::phy::Device;
 
-use super::store::Store;
+use super::store::{Store, StoreError};
 use super::{Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES, PIPELINE};
 use crate::error::Error;
 use crate::stack::{Clock, Stack};
@@ -113,8 +113,9 @@ pub enum Closed {
     Banned,
     /// No handshake within [`HANDSHAKE_TIMEOUT_MS`].
     HandshakeTimeout,
-    /// A block the store has no room for (index, begin).
-    OutsideStore(u32, u32),
+    /// A block to upload could not be read (outside the torrent, or the
+    /// flash failed).
+    Flash(StoreError),
     /// Both sides have every piece.
     BothSeeds,
     /// The job is over (a listener, or a handshake not finished).
@@ -136,7 +137,7 @@ impl fmt::Display for Closed {
             Closed::OurSelf => f.write_str("connected to ourselves"),
             Closed::Banned => f.write_str("sent a bad piece"),
             Closed::HandshakeTimeout => f.write_str("handshake timed out"),
-            Closed::OutsideStore(i, b) => write!(f, "block {i}+{b} outside the store"),
+            Closed::Flash(e) => write!(f, "upload: {e}"),
             Closed::BothSeeds => f.write_str("both sides are seeds"),
             Closed::JobOver => f.write_str("the job is over"),
             Closed::NoBitfield => f.write_str("no peer bitfield storage left in the slot"),
