@@ -4,7 +4,8 @@
 //! boards' forwarded ports, which each board reaches as 10.0.2.2:PORT; the
 //! seeder is reached through a relay that counts what it uploads. The
 //! boards must serve each other: the seeder uploads well under 3× the
-//! image. `cargo test qemu_fleet` runs exactly these tests.
+//! image. Once with opentracker, once with our tracker (`shell-std
+//! tracker`). `cargo test qemu_fleet` runs exactly these tests.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +17,10 @@ use ourtorrent_tests::bep15::announce_seeder;
 use ourtorrent_tests::qemu::{
     assert_only_gateway, erased_flash, run_board, Board, FlashImage, Run,
 };
-use ourtorrent_tests::qemu_swarm::{ih_bytes, make_torrent, opentracker_on, CountingRelay};
+use ourtorrent_tests::qemu_swarm::{
+    ih_bytes, make_torrent, opentracker_on, shell_std_tracker_on, shell_std_with_tracker,
+    CountingRelay,
+};
 use ourtorrent_tests::{
     free_tcp_port, free_udp_port, lt_swarm_script, require_libtorrent, require_tool, Proc,
 };
@@ -39,10 +43,14 @@ struct Swarm {
     data: Vec<u8>,
 }
 
-fn swarm(dir: &Path, py: &Path) -> Swarm {
+/// The swarm's tracker: opentracker, or ours (`shell-std tracker`).
+fn swarm(dir: &Path, py: &Path, ours: Option<&Path>) -> Swarm {
     let tracker_port = free_udp_port();
     let (ih, pieces) = make_torrent(dir, py, IMAGE_LEN, PIECE_LEN, tracker_port);
-    let (tracker, tracker_port) = opentracker_on(dir, &ih, tracker_port);
+    let (tracker, tracker_port) = match ours {
+        Some(bin) => shell_std_tracker_on(bin, dir, &ih, tracker_port),
+        None => opentracker_on(dir, &ih, tracker_port),
+    };
     let seed_port = free_tcp_port();
     let seeder = Proc::spawn(
         "lt seeder (rate-limited)",
@@ -128,14 +136,40 @@ fn qemu_fleet_three_boards_share_one_rate_limited_seeder() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let s = swarm(dir.path(), &py);
+    let s = swarm(dir.path(), &py, None);
 
     // One board alone first: the seeder's rate bounds it.
     let one = fleet(dir.path(), &s, 1, "one", 0);
     let one_ms = one[0].0.figure("download: ok", "ms").unwrap();
     let seeded_one = s.relay.to_clients.swap(0, Ordering::SeqCst);
 
-    let runs = fleet(dir.path(), &s, BOARDS, "fleet", 8000);
+    eprintln!("FIGURE qemu_fleet: 1 board {one_ms} ms (seeder sent {seeded_one} B)");
+    three_boards(dir.path(), &s);
+}
+
+/// The same fleet with our own tracker handing out the boards' ports.
+#[test]
+fn qemu_fleet_three_boards_with_our_tracker() {
+    if require_tool("qemu-system-arm").is_none() {
+        return;
+    }
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let Some(bin) = shell_std_with_tracker() else {
+        panic!("target/debug/shell-std with a `tracker` subcommand not found: run `cargo build -p shell-std` or set OURTORRENT_SHELL_STD");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = swarm(dir.path(), &py, Some(&bin));
+    three_boards(dir.path(), &s);
+}
+
+/// Runs [`BOARDS`] boards at once and checks the swarm's figures: every
+/// byte came from the seeder or a board, the seeder sent well under
+/// [`BOARDS`] images, the boards served each other.
+fn three_boards(dir: &Path, s: &Swarm) {
+    s.relay.to_clients.store(0, Ordering::SeqCst);
+    let runs = fleet(dir, s, BOARDS, "fleet", 8000);
     let seeded = s.relay.to_clients.load(Ordering::SeqCst);
     let ms: Vec<u64> = runs
         .iter()
@@ -147,9 +181,8 @@ fn qemu_fleet_three_boards_share_one_rate_limited_seeder() {
         .collect();
     let board_up: u64 = up.iter().sum();
     eprintln!(
-        "FIGURE qemu_fleet: 1 board {one_ms} ms (seeder sent {seeded_one} B); {BOARDS} boards \
-         {ms:?} ms, uploaded to each other {up:?} B (sum {board_up}), seeder sent {seeded} B \
-         ({:.2} images)",
+        "FIGURE qemu_fleet: {BOARDS} boards {ms:?} ms, uploaded to each other {up:?} B \
+         (sum {board_up}), seeder sent {seeded} B ({:.2} images)",
         seeded as f64 / IMAGE_LEN as f64
     );
     // Every byte a board has came from the seeder or another board.
