@@ -17,6 +17,7 @@ pub mod meta;
 mod open;
 pub mod peer;
 pub mod peers;
+pub mod rate;
 pub mod session;
 pub mod stats;
 pub mod storage;
@@ -134,6 +135,14 @@ pub struct Common {
     /// Stop seeding after this long (e.g. `90s`, `2h`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub seed_time: Option<Duration>,
+    /// Download at most RATE bytes per second, all torrents together
+    /// (e.g. `500K`, `2M`; token bucket, TCP back-pressure slows peers).
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_down: Option<u64>,
+    /// Upload (send blocks) at most RATE bytes per second, all torrents
+    /// together (e.g. `500K`, `2M`).
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_up: Option<u64>,
 }
 
 struct Plan {
@@ -281,6 +290,10 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
         }
     })?;
     tracing::info!(listen = %session.listen, "listening");
+    session.set_rate_limits(
+        first.common.max_down.unwrap_or(0),
+        first.common.max_up.unwrap_or(0),
+    );
     let mut torrents = Vec::new();
     let mut incomplete = 0;
     for plan in plans {

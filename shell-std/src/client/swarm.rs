@@ -155,6 +155,8 @@ pub struct Ctx {
     /// Set when the torrent's storage failed (a write error naming the
     /// file and the cause): the download stops, `done` wakes the main task.
     pub failed: Mutex<Option<String>>,
+    /// Rate limits: this torrent's, and the session's once added to one.
+    pub limits: super::rate::Limits,
 }
 
 impl Ctx {
@@ -194,6 +196,7 @@ impl Ctx {
             failed: Mutex::new(None),
             dial: Notify::new(),
             stop: tokio::sync::watch::Sender::new(false),
+            limits: super::rate::Limits::default(),
         }
     }
 
@@ -207,6 +210,13 @@ impl Ctx {
         }
         drop(g);
         self.dial.notify_one();
+    }
+
+    /// Sets this torrent's own rate limits in bytes/s (0: unlimited); in
+    /// force at once. The session's limits apply too
+    /// ([`super::session::Session::set_rate_limits`]): the smaller wins.
+    pub fn set_rate_limits(&self, down: u64, up: u64) {
+        self.limits.torrent.set(down, up);
     }
 
     /// True once [`Self::stop`] was called.
