@@ -352,7 +352,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
     }
 
     fn update_interest<M: PickerStorage>(&mut self, picker: &Picker<M>) -> Result<(), PeerError> {
-        let want = self.peer_has.iter_set().any(|i| !picker.have().get(i));
+        let want = self.peer_has.iter_set().any(|i| picker.needs(i));
         if want != self.am_interested {
             self.am_interested = want;
             self.push(if want {
@@ -430,7 +430,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
                     let _ = self.peer_has.set(piece);
                     picker.peer_has(piece);
                     self.event(Event::Have(piece));
-                    if !self.am_interested && !picker.have().get(piece) {
+                    if !self.am_interested && picker.needs(piece) {
                         self.am_interested = true;
                         self.push(Out::Interested)?;
                     }

@@ -238,6 +238,29 @@ impl<M: TorrentStorage> Torrent<M> {
         &self.picker
     }
 
+    /// Piece priorities: fetch only `wanted` (`None`: all), see
+    /// [`Picker::set_wanted`]; hands back the previous mask's storage.
+    pub fn set_wanted(
+        &mut self,
+        wanted: Option<crate::pieces::Bitfield<M::Have>>,
+    ) -> Result<Option<crate::pieces::Bitfield<M::Have>>, TorrentError> {
+        Ok(self.picker.set_wanted(wanted)?)
+    }
+
+    /// Piece priorities: fetch `high` first (`None`: no preference), see
+    /// [`Picker::set_high`].
+    pub fn set_high(
+        &mut self,
+        high: Option<crate::pieces::Bitfield<M::Have>>,
+    ) -> Result<Option<crate::pieces::Bitfield<M::Have>>, TorrentError> {
+        Ok(self.picker.set_high(high)?)
+    }
+
+    /// Sequential mode, see [`Picker::set_sequential`].
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
+    }
+
     /// The choker (e.g. which peer holds the optimistic slot).
     pub fn choker(&self) -> &Choker {
         &self.choker
