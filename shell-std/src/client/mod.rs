@@ -18,6 +18,7 @@ mod open;
 pub mod peer;
 pub mod peers;
 pub mod rate;
+pub mod select;
 pub mod session;
 pub mod stats;
 pub mod storage;
@@ -70,6 +71,20 @@ pub enum ClientCmd {
         /// during the download).
         #[arg(long, hide = true)]
         skip_space_check: bool,
+        /// Download only these files: indexes as `shell-std info` lists
+        /// them, or globs on their paths (`N[,N…]`, e.g. `0,2` or
+        /// `'*.mkv'`); the others are skipped.
+        #[arg(long, value_name = "N[,N…]", conflicts_with = "skip")]
+        only: Option<String>,
+        /// Skip these files (same forms as `--only`): not created, their
+        /// pieces not fetched, except pieces shared with a wanted file
+        /// (their bytes go to `.<name>.parts` beside the data).
+        #[arg(long, value_name = "N[,N…]")]
+        skip: Option<String>,
+        /// Fetch pieces in order (first piece first) instead of rarest
+        /// first.
+        #[arg(long)]
+        sequential: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -154,6 +169,10 @@ struct Plan {
     no_seed: bool,
     max_pieces: Option<u32>,
     skip_space_check: bool,
+    /// `--only` / `--skip` (download only).
+    only: Option<String>,
+    skip: Option<String>,
+    sequential: bool,
     common: Common,
 }
 
@@ -198,6 +217,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             no_seed,
             max_pieces,
             skip_space_check,
+            only,
+            skip,
+            sequential,
             common,
         } => {
             for t in torrents {
@@ -212,6 +234,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     no_seed: *no_seed,
                     max_pieces: *max_pieces,
                     skip_space_check: *skip_space_check,
+                    only: only.clone(),
+                    skip: skip.clone(),
+                    sequential: *sequential,
                     common: common.clone(),
                 });
             }
@@ -240,6 +265,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     no_seed: false,
                     max_pieces: None,
                     skip_space_check: true,
+                    only: None,
+                    skip: None,
+                    sequential: false,
                     common: common.clone(),
                 });
             }
@@ -477,10 +505,18 @@ async fn main_loop(
                     .collect();
                 println!("peers known: {}", known.join(", "));
             }
-            println!("complete: {}", ctx.storage.root.display());
+            println!(
+                "complete: {}{}",
+                ctx.storage.root.display(),
+                ctx.selection_note()
+            );
         }
     } else if plan.download {
-        println!("complete: {} (already on disk)", ctx.storage.root.display());
+        println!(
+            "complete: {} (already on disk){}",
+            ctx.storage.root.display(),
+            ctx.selection_note()
+        );
     }
     if !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed {
         if !quiet {

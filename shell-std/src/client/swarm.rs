@@ -157,6 +157,8 @@ pub struct Ctx {
     pub failed: Mutex<Option<String>>,
     /// Rate limits: this torrent's, and the session's once added to one.
     pub limits: super::rate::Limits,
+    /// Each file's priority (`super::select`; empty: every file normal).
+    pub priorities: Mutex<Vec<super::select::Priority>>,
 }
 
 impl Ctx {
@@ -172,7 +174,8 @@ impl Ctx {
         listen: SocketAddr,
         verified: u64,
     ) -> Self {
-        let complete = torrent.is_complete();
+        // Complete for what is wanted (every piece when no file is skipped).
+        let complete = torrent.picker().wanted_complete();
         let stats = Stats::default();
         stats.verified.store(verified, Relaxed);
         Ctx {
@@ -197,6 +200,7 @@ impl Ctx {
             dial: Notify::new(),
             stop: tokio::sync::watch::Sender::new(false),
             limits: super::rate::Limits::default(),
+            priorities: Mutex::new(Vec::new()),
         }
     }
 
@@ -438,6 +442,8 @@ impl Ctx {
         g.wake();
         match v {
             PieceOutcome::Passed { complete } => {
+                // Done once every wanted piece is (selective download).
+                let complete = complete || g.torrent.picker().wanted_complete();
                 let (_, len) = self.storage.piece_range(index);
                 self.stats.verified.fetch_add(len as u64, Relaxed);
                 let n = self.stats.fetched_pieces.fetch_add(1, Relaxed) + 1;
