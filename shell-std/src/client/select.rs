@@ -404,6 +404,58 @@ mod tests {
         );
     }
 
+    /// A skipped file is not created; its shared bytes go to the part
+    /// file, the rest is dropped; made wanted, it is created with them.
+    #[test]
+    fn part_file_then_wanted_at_runtime() {
+        use crate::client::storage::Storage;
+        let d = tempfile::tempdir().unwrap();
+        let i = info(&[10, 20, 30], 16);
+        let root = d.path().join("t");
+        let prio = [Priority::Normal, Priority::Skip, Priority::Normal];
+        let s = Storage::open_selected(&i, &root, true, &prio).unwrap();
+        let data: Vec<u8> = (1..=60u8).collect();
+        s.write_at(0, &data).unwrap();
+        let b = root.join("d1/f1.bin");
+        assert!(!b.exists() && !root.join("d1").exists());
+        assert!(s.is_skipped(1));
+        // Every byte of file 1 is in a shared piece here: all read back.
+        let mut back = vec![0u8; 60];
+        s.read_at(0, &mut back).unwrap();
+        assert_eq!(back, data);
+        let parts = std::fs::read(parts_path(&i, &root)).unwrap();
+        assert_eq!(&parts[10..30], &data[10..30]);
+        s.want_file(&i, 1).unwrap();
+        assert!(!s.is_skipped(1));
+        assert_eq!(std::fs::read(&b).unwrap(), &data[10..30]);
+        // A reopen (resume) with the file wanted uses it.
+        drop(s);
+        let s = Storage::open_selected(&i, &root, true, &[]).unwrap();
+        let mut back = vec![0u8; 60];
+        s.read_at(0, &mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    /// A skipped file's bytes in pieces of its own are dropped (never
+    /// fetched anyway) and read as zeros.
+    #[test]
+    fn unshared_bytes_of_a_skipped_file_are_not_stored() {
+        use crate::client::storage::Storage;
+        let d = tempfile::tempdir().unwrap();
+        // File 1 is [16, 64): pieces 1..=3, none shared.
+        let i = info(&[16, 48, 16], 16);
+        let root = d.path().join("t");
+        let prio = [Priority::Normal, Priority::Skip, Priority::Normal];
+        let s = Storage::open_selected(&i, &root, true, &prio).unwrap();
+        s.write_at(0, &[7u8; 80]).unwrap();
+        let mut back = vec![0u8; 80];
+        s.read_at(0, &mut back).unwrap();
+        assert_eq!(&back[..16], &[7; 16]);
+        assert_eq!(&back[16..64], &[0; 48]);
+        assert_eq!(&back[64..], &[7; 16]);
+        assert!(!parts_path(&i, &root).exists(), "no part file needed");
+    }
+
     /// Files of 10, 20, 30 bytes in pieces of 16: file 1 ([10, 30)) shares
     /// piece 0 with file 0 and piece 1 with file 2.
     #[test]
