@@ -335,6 +335,15 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
         self.update_interest(picker)
     }
 
+    /// Re-checks our interest (the pieces we want changed, e.g. a file's
+    /// priority): `interested` / `not interested` is queued if it flips.
+    pub fn recheck_interest<M: PickerStorage>(
+        &mut self,
+        picker: &Picker<M>,
+    ) -> Result<(), PeerError> {
+        self.update_interest(picker)
+    }
+
     /// Refuses a request the shell will not serve, e.g. one queued before we
     /// choked the peer. BEP 6: with the fast extension a choke no longer
     /// discards requests, so each is rejected; without it this is a no-op
