@@ -298,6 +298,13 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
         self.snubbed
     }
 
+    /// Our pipeline (requests in flight to this peer), e.g. lowered under a
+    /// download rate limit so requests do not wait past their timeout; at
+    /// least 1. The peer's `reqq` still bounds it.
+    pub fn set_pipeline(&mut self, n: usize) {
+        self.cfg.pipeline = n.max(1);
+    }
+
     /// BEP 10 `reqq` from the peer's extension handshake: bounds our pipeline.
     pub fn set_peer_reqq(&mut self, reqq: u32) {
         self.peer_reqq = Some(reqq as usize);

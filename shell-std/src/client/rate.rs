@@ -33,6 +33,12 @@ pub const MIN_BURST: u64 = 32 << 10;
 pub const BURST_MS: u64 = 100;
 /// Fewest tokens that let a transfer start: one 16 KiB block.
 pub const MIN_GRANT: u64 = 16 << 10;
+/// Under a download limit a peer's pipeline holds about this many seconds
+/// of its share of the rate (far below the 30 s request timeout, so
+/// requests are not given up and sent again while they wait).
+pub const PIPELINE_SECS: u64 = 4;
+/// Fewest requests in flight per peer under a download limit.
+pub const MIN_PIPELINE: usize = 2;
 /// Longest a throttled task sleeps before looking again (a limit raised
 /// or removed takes effect within this).
 pub const MAX_WAIT: Duration = Duration::from_millis(250);
@@ -232,6 +238,31 @@ impl Limits {
         }
     }
 
+    /// The download cap in force (the smaller of the scopes'; 0: none).
+    pub fn down_rate(&self) -> u64 {
+        self.scopes()
+            .map(|l| l.bucket(Dir::Down).rate())
+            .filter(|&r| r > 0)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Requests in flight for one of `peers` peers: `max` without a
+    /// download cap, else [`PIPELINE_SECS`] of its share of the cap in
+    /// `block`-byte requests, within [`MIN_PIPELINE`]..=`max`.
+    pub fn pipeline(&self, peers: u32, block: u64, max: usize) -> usize {
+        match self.down_rate() {
+            0 => max,
+            r => {
+                let share = r / u64::from(peers.max(1));
+                let n = share.saturating_mul(PIPELINE_SECS) / block.max(1);
+                usize::try_from(n)
+                    .unwrap_or(max)
+                    .clamp(MIN_PIPELINE, max.max(MIN_PIPELINE))
+            }
+        }
+    }
+
     /// Time until a transfer in `dir` may start (at most [`MAX_WAIT`]).
     pub fn wait(&self, dir: Dir) -> Duration {
         let now = Instant::now();
@@ -333,5 +364,24 @@ mod tests {
         assert_eq!(l.available(Dir::Down), 0);
         assert!(l.wait(Dir::Down) > Duration::ZERO);
         assert!(l.wait(Dir::Down) <= MAX_WAIT);
+    }
+
+    #[test]
+    fn pipeline_holds_a_few_seconds_of_the_share() {
+        let l = Limits::default();
+        assert_eq!(l.pipeline(3, 16 << 10, 128), 128, "no cap");
+        l.torrent.set(MIB, 0);
+        // 1 MiB/s alone: 4 s = 256 blocks, capped at 128.
+        assert_eq!(l.pipeline(1, 16 << 10, 128), 128);
+        // Shared by 4: 256 KiB/s × 4 s = 64 blocks.
+        assert_eq!(l.pipeline(4, 16 << 10, 128), 64);
+        // 16 KiB/s by 100 peers: the floor.
+        l.torrent.set(16 << 10, 0);
+        assert_eq!(l.pipeline(100, 16 << 10, 128), MIN_PIPELINE);
+        // The session's smaller cap wins.
+        l.torrent.set(MIB, 0);
+        l.attach(Arc::new(Limiter::new(64 << 10, 0)));
+        assert_eq!(l.down_rate(), 64 << 10);
+        assert_eq!(l.pipeline(1, 16 << 10, 128), 16);
     }
 }

@@ -162,6 +162,14 @@ impl Conn<'_> {
             if let Some(e) = err {
                 break e;
             }
+            // Under a download cap, requests in flight hold a few seconds
+            // of this peer's share (none waits past its timeout).
+            let pipe = self.ctx.limits.pipeline(
+                self.ctx.stats.peers.load(Relaxed),
+                u64::from(ourtorrent_core::pieces::BLOCK_LEN),
+                PIPELINE,
+            );
+            self.session.set_pipeline(pipe);
             let mut deadline = match self.control(now) {
                 Ok(d) => d,
                 Err(e) => break e,
