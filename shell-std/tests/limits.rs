@@ -21,13 +21,14 @@ const CAP: &str = "1M";
 const SKIP_S: f64 = 1.5;
 const WINDOW_S: f64 = 3.0;
 
-/// A single-file torrent of `len` bytes (256 KiB pieces) in `dir`;
+/// A single-file torrent of `len` bytes (256 KiB pieces, content from
+/// `seed`) in `dir`;
 /// returns (torrent, data file).
-fn single(dir: &Path, len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+fn single(dir: &Path, len: usize, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let data = src.join("data.bin");
-    write_data(&data, len, 7);
+    write_data(&data, len, seed);
     let torrent = dir.join("t.torrent");
     run(Command::new(BIN)
         .arg("create")
@@ -37,8 +38,9 @@ fn single(dir: &Path, len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
     (torrent, data)
 }
 
-/// `PROGRESS t=T down=D up=U` lines → (t, down, up).
-fn samples(lines: &[String]) -> Vec<(f64, u64, u64)> {
+/// `PROGRESS t=T wall=W down=D up=U` lines → (t, down, up); with
+/// `wall`, W in place of T.
+fn samples_by(lines: &[String], wall: bool) -> Vec<(f64, u64, u64)> {
     lines
         .iter()
         .filter_map(|l| l.strip_prefix("PROGRESS "))
@@ -48,7 +50,8 @@ fn samples(lines: &[String]) -> Vec<(f64, u64, u64)> {
             let mut u = None;
             for kv in l.split_whitespace() {
                 match kv.split_once('=') {
-                    Some(("t", v)) => t = v.parse().ok(),
+                    Some(("t", v)) if !wall => t = v.parse().ok(),
+                    Some(("wall", v)) if wall => t = v.parse().ok(),
                     Some(("down", v)) => d = v.parse().ok(),
                     Some(("up", v)) => u = v.parse().ok(),
                     _ => {}
@@ -57,6 +60,19 @@ fn samples(lines: &[String]) -> Vec<(f64, u64, u64)> {
             Some((t?, d?, u?))
         })
         .collect()
+}
+
+fn samples(lines: &[String]) -> Vec<(f64, u64, u64)> {
+    samples_by(lines, false)
+}
+
+/// The counter (`up`) at time `t`, linearly between samples.
+fn up_at(s: &[(f64, u64, u64)], t: f64) -> Option<f64> {
+    let i = s.iter().position(|x| x.0 >= t)?;
+    let b = s.get(i)?;
+    let a = s.get(i.checked_sub(1)?)?;
+    let f = (t - a.0) / (b.0 - a.0).max(1e-9);
+    Some(a.2 as f64 + f * (b.2 as f64 - a.2 as f64))
 }
 
 /// The rate (bytes/s) of the counter `pick` over [`WINDOW_S`] seconds,
@@ -93,7 +109,7 @@ fn libtorrent_seeder_to_our_client_under_max_down() {
     let d = tempfile::tempdir().unwrap();
     // Big enough that the window ends before the download does (the
     // requests we pipeline fill the kernel's buffers first).
-    let (torrent, data) = single(d.path(), 9 << 20);
+    let (torrent, data) = single(d.path(), 9 << 20, 7);
     let port = free_tcp_port();
     let seed = lt_seeder_with(
         &py,
@@ -140,7 +156,7 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let (torrent, data) = single(d.path(), 7 << 20);
+    let (torrent, data) = single(d.path(), 7 << 20, 7);
     let port = free_tcp_port();
     let seed = Proc::spawn(
         "shell-std",
@@ -178,4 +194,68 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
     let s = samples(&lines);
     let rate = window_rate(&s, |x| x.1).unwrap_or_else(|| panic!("too few samples: {s:?}"));
     assert_near_cap("upload (libtorrent's download counter)", rate);
+}
+
+/// Two torrents in one session under one `--max-down`: the cap holds for
+/// both together (the sum of the two libtorrent seeders' upload counters,
+/// on the wall clock, over the window).
+#[test]
+fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut torrents = Vec::new();
+    let mut seeds = Vec::new();
+    let mut ports = Vec::new();
+    for k in 0..2 {
+        let dir = d.path().join(format!("t{k}"));
+        let (torrent, _) = single(&dir, 5 << 20, 20 + k);
+        let port = free_tcp_port();
+        seeds.push(lt_seeder_with(
+            &py,
+            &torrent,
+            &dir.join("src"),
+            port,
+            &["--progress-every", "0.1"],
+        ));
+        torrents.push(torrent);
+        ports.push(port);
+    }
+    for s in &seeds {
+        s.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    }
+    let out = d.path().join("out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", "download"])
+        .args(&torrents)
+        .arg("--out")
+        .arg(&out)
+        .args(["--listen", "127.0.0.1:0", "--no-trackers", "--no-seed"])
+        .args(["--quiet", "--max-down", CAP]);
+    for p in &ports {
+        cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+    }
+    let (ok, so, se) = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert!(ok, "download failed:\n{so}\n{se}");
+    let s: Vec<Vec<(f64, u64, u64)>> = seeds.iter().map(|p| samples_by(&p.drain(), true)).collect();
+    let first = s
+        .iter()
+        .filter_map(|x| x.iter().find(|y| y.2 > 0).map(|y| y.0))
+        .fold(f64::MAX, f64::min);
+    let (a, b) = (first + SKIP_S, first + SKIP_S + WINDOW_S);
+    let mut total = 0.0;
+    for (k, x) in s.iter().enumerate() {
+        let (ua, ub) = (up_at(x, a), up_at(x, b));
+        let (Some(ua), Some(ub)) = (ua, ub) else {
+            panic!("seeder {k}: samples do not cover the window: {x:?}");
+        };
+        // Both torrents were moving in the window (it is shared).
+        assert!(ub > ua, "seeder {k} sent nothing in the window");
+        total += ub - ua;
+    }
+    assert_near_cap(
+        "two torrents together (both seeders' upload counters)",
+        total / WINDOW_S,
+    );
 }

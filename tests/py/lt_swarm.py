@@ -29,8 +29,10 @@ Prints, one a line, flushed:
   CHOKED <ip:port> t=T      (--report-choke) the peer choked us; T is wall
   UNCHOKED <ip:port> t=T    clock seconds (comparable across processes)
   DONE bytes=N seconds=S MiB/s=R   (leech) complete and verified; exit 0
-  PROGRESS t=T down=D up=U  (--progress-every) T: seconds since the torrent
-                            was added; D, U: payload bytes received and sent
+  PROGRESS t=T wall=W down=D up=U  (--progress-every) T: seconds since the
+                            torrent was added; W: wall clock (comparable
+                            across processes); D, U: payload bytes received
+                            and sent
   TIMEOUT progress=P        (leech) gave up; exit 1
 Seeds (seed_mode, no re-hash) until SIGTERM/SIGINT or --max-seconds.
 
@@ -147,8 +149,9 @@ def main():
         s = h.status()
         if a.progress_every and now - last_progress >= a.progress_every:
             last_progress = now
-            print("PROGRESS t=%.3f down=%d up=%d"
-                  % (now - t0, s.total_payload_download, s.total_payload_upload), flush=True)
+            print("PROGRESS t=%.3f wall=%.3f down=%d up=%d"
+                  % (now - t0, time.time(), s.total_payload_download, s.total_payload_upload),
+                  flush=True)
         if peers and s.num_peers < len(peers) and now - last_connect > 0.5:
             last_connect = now
             for peer in peers:

@@ -253,6 +253,28 @@ impl Ctx {
         Ok(())
     }
 
+    /// Bytes of the wanted pieces (the whole torrent when nothing is
+    /// skipped): the progress bar's length.
+    pub fn wanted_bytes(&self) -> u64 {
+        let g = self.lock();
+        let p = g.torrent.picker();
+        (0..self.info.pieces())
+            .filter(|&i| p.is_wanted(i))
+            .map(|i| self.storage.piece_range(i).1 as u64)
+            .sum()
+    }
+
+    /// Bytes of the wanted pieces verified.
+    pub fn wanted_verified_bytes(&self) -> u64 {
+        let g = self.lock();
+        let p = g.torrent.picker();
+        p.have()
+            .iter_set()
+            .filter(|&i| p.is_wanted(i))
+            .map(|i| self.storage.piece_range(i).1 as u64)
+            .sum()
+    }
+
     /// For the `complete:` line: empty when every file is wanted, else
     /// ` (wanted files: N of M; skipped: LIST)`.
     pub fn selection_note(&self) -> String {
