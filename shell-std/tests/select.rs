@@ -134,3 +134,33 @@ fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
     );
     eprintln!("{so}");
 }
+
+/// `--sequential`: the first pieces verified are the first pieces (without
+/// it the first four are picked at random, then rarest first: this test
+/// fails then).
+#[test]
+fn libtorrent_seeder_sequential_fetches_the_first_pieces_first() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let torrent = fixture(d.path());
+    let port = free_tcp_port();
+    let seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        port,
+        &["--progress-every", "0.5"],
+    );
+    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let out = d.path().join("out");
+    let (ok, so, se) = download(&torrent, &out, port, &["--sequential", "--max-pieces", "4"]);
+    assert!(ok && so.contains("stopped after"), "{so}\n{se}");
+    let src = std::fs::read(d.path().join("src/tree/a.bin")).unwrap();
+    let got = std::fs::read(out.join("tree/a.bin")).unwrap();
+    assert!(
+        got[..4 * PIECE] == src[..4 * PIECE],
+        "pieces 0..4 are not the ones fetched first"
+    );
+}
