@@ -132,7 +132,14 @@ fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
         so.contains("(already on disk) (wanted files: 2 of 3"),
         "{so}"
     );
-    eprintln!("{so}");
+    // --check-only with the same selection: complete (exit 0), nothing made.
+    let (ok, so, se) = download(&torrent, &out, port, &["--check-only", "--skip", "1"]);
+    assert!(ok, "{so}\n{se}");
+    assert!(
+        so.contains("checked: tree: 12 of 19 pieces verified"),
+        "{so}"
+    );
+    assert!(!out.join("tree/b.bin").exists(), "skipped file created");
 }
 
 /// `--sequential`: the first pieces verified are the first pieces (without

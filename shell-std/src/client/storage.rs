@@ -123,8 +123,10 @@ fn make_symlink(root: &Path, comps: &[String], target: &Result<String, String>, 
 }
 
 /// The slots of skipped file `i` (`f`, not on disk): its shared segments
-/// ([`PartsLayout`]) in the part file (opened, and created, at the first
-/// need), the gaps between them as nothing (zeros; writes dropped).
+/// ([`PartsLayout`]) in the part file (opened, and created when `create`,
+/// at the first need), the gaps between them as nothing (zeros; writes
+/// dropped). Without `create` and without a part file: all gap.
+#[allow(clippy::too_many_arguments)]
 fn skipped_slots(
     slots: &mut Vec<Slot>,
     parts: &mut Option<(File, bool)>,
@@ -132,7 +134,21 @@ fn skipped_slots(
     f: &super::meta::FileEntry,
     layout: &PartsLayout,
     path: &Path,
+    create: bool,
 ) -> anyhow::Result<()> {
+    if !create && parts.is_none() && !path.exists() {
+        let gap = Slot {
+            offset: f.offset,
+            len: f.len,
+            file: None,
+            existed: false,
+            path: path.to_path_buf(),
+            base: 0,
+            skipped: Some(i),
+        };
+        slots.push(gap);
+        return Ok(());
+    }
     let mut at = f.offset;
     let end = f.offset + f.len;
     let gap = |from: u64, to: u64| Slot {
@@ -153,8 +169,8 @@ fn skipped_slots(
             let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
+                .write(create)
+                .create(create)
                 .truncate(false)
                 .open(path)
                 .with_context(|| format!("{}", path.display()))?;
@@ -320,8 +336,8 @@ impl Storage {
                 });
                 continue;
             }
-            if create && prio.get(i).is_some_and(|p| !p.wanted()) && !p.exists() {
-                skipped_slots(&mut slots, &mut parts, i, f, &layout, &parts_file)?;
+            if prio.get(i).is_some_and(|p| !p.wanted()) && !p.exists() {
+                skipped_slots(&mut slots, &mut parts, i, f, &layout, &parts_file, create)?;
                 continue;
             }
             // Check (and make) each folder from the root down.
