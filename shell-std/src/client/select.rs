@@ -184,15 +184,18 @@ pub fn masks(info: &Info, prio: &[Priority]) -> (Mask, Mask) {
     let (Some(mut wanted), Some(mut high)) = (mk(), mk()) else {
         return (None, None);
     };
-    for (i, p) in prio.iter().enumerate() {
-        if info.files.get(i).is_none_or(|f| f.padding) {
+    for (i, f) in info.files.iter().enumerate() {
+        // Files past the end of `prio` (all of them when it is empty) are
+        // normal.
+        let p = prio.get(i).copied().unwrap_or_default();
+        if f.padding {
             continue;
         }
         for piece in pieces_of(info, i) {
             if p.wanted() {
                 let _ = wanted.set(piece);
             }
-            if *p == Priority::High {
+            if p == Priority::High {
                 let _ = high.set(piece);
             }
         }
@@ -490,6 +493,8 @@ mod tests {
         assert!(w.is_none());
         let h = h.expect("high pieces");
         assert_eq!(h.iter_set().collect::<Vec<_>>(), [1, 2, 3]);
+        // No priorities at all: every file normal, no mask.
+        assert!(matches!(masks(&i, &[]), (None, None)));
         // ... while skipping file 2 leaves pieces 2 and 3 out.
         let (w, _) = masks(&i, &[Priority::Normal, Priority::Normal, Priority::Skip]);
         assert_eq!(w.unwrap().iter_set().collect::<Vec<_>>(), [0, 1]);
