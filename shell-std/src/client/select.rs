@@ -256,6 +256,11 @@ impl Ctx {
         Ok(())
     }
 
+    /// Sequential mode on or off (`--sequential`), in force at once.
+    pub fn set_sequential(&self, on: bool) {
+        self.lock().torrent.set_sequential(on);
+    }
+
     /// Bytes of the wanted pieces (the whole torrent when nothing is
     /// skipped): the progress bar's length.
     pub fn wanted_bytes(&self) -> u64 {
