@@ -73,7 +73,8 @@ pub enum ClientCmd {
         skip_space_check: bool,
         /// Download only these files: indexes as `shell-std info` lists
         /// them, or globs on their paths (`N[,N…]`, e.g. `0,2` or
-        /// `'*.mkv'`); the others are skipped.
+        /// `'*.mkv'`); the others are skipped. Applies to every torrent
+        /// given.
         #[arg(long, value_name = "N[,N…]", conflicts_with = "skip")]
         only: Option<String>,
         /// Skip these files (same forms as `--only`): not created, their
