@@ -42,6 +42,7 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
         // No source can ever appear: say so rather than wait forever.
         if !plan.common.check_only
             && plan.common.peers.is_empty()
+            && plan.learned.is_empty()
             && (plan.common.no_trackers || info.trackers.is_empty())
         {
             bail!(

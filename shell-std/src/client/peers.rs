@@ -1,5 +1,5 @@
 //! The address book of one torrent: every peer address we learned, where
-//! from (tracker, incoming, direct `--peer`; DHT and PEX later), whether it
+//! from (tracker, incoming, direct `--peer` or `x.pe`, DHT, PEX), whether it
 //! is connected, when it may be dialled again (exponential backoff after a
 //! failure), and whether it is banned.
 //!
@@ -27,6 +27,10 @@ pub enum Source {
     Tracker,
     /// The peer connected to us.
     Incoming,
+    /// A DHT `get_peers` lookup (BEP 5).
+    Dht,
+    /// Another peer's `ut_pex` message (BEP 11).
+    Pex,
 }
 
 impl Source {
@@ -36,6 +40,8 @@ impl Source {
             Source::Direct => "direct",
             Source::Tracker => "tracker",
             Source::Incoming => "incoming",
+            Source::Dht => "DHT",
+            Source::Pex => "PEX",
         }
     }
 }
@@ -168,6 +174,15 @@ impl AddressBook {
     /// True if `addr` is connected.
     pub fn is_connected(&self, addr: &SocketAddr) -> bool {
         self.entries.get(addr).is_some_and(|e| e.connected)
+    }
+
+    /// Every address not banned, with its source.
+    pub fn addresses(&self) -> Vec<(SocketAddr, Source)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| !e.banned)
+            .map(|(a, e)| (*a, e.source))
+            .collect()
     }
 
     /// Counts for the tables.

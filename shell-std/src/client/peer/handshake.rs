@@ -113,6 +113,7 @@ impl<'a> Conn<'a> {
             writer: Writer::default(),
             up_acc: 0,
             ext_pending: ext,
+            ext: Default::default(),
             seed: false,
         })
     }

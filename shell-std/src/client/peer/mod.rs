@@ -21,7 +21,7 @@
 //! peer that keeps asking is dropped).
 
 mod control;
-mod extensions;
+pub(crate) mod extensions;
 mod handshake;
 mod receive;
 mod uploads;
@@ -142,6 +142,8 @@ pub(crate) struct Conn<'a> {
     up_acc: u64,
     /// Our BEP 10 handshake is still to be sent.
     ext_pending: bool,
+    /// The peer's extensions (BEP 9 serving, BEP 11).
+    ext: extensions::ExtState,
     /// The peer has every piece (counted in the stats).
     seed: bool,
 }

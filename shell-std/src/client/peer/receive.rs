@@ -60,9 +60,15 @@ impl Conn<'_> {
                 Handled::Cancel(r) => {
                     self.reqs.cancel(r);
                 }
-                Handled::Extended { id, payload } => {
-                    super::extensions::on_extended(&mut self.session, id, payload)
-                }
+                Handled::Extended { id, payload } => super::extensions::on_extended(
+                    &mut self.ext,
+                    &mut self.session,
+                    &self.ctx.info.metadata,
+                    &mut self.out,
+                    now,
+                    id,
+                    payload,
+                ),
                 _ => {}
             }
             pos += n;

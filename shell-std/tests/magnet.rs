@@ -1,0 +1,293 @@
+//! `shell-std client download 'magnet:?…'` end to end on 127.0.0.1: the
+//! metadata fetched from real peers (libtorrent, our own seeder found
+//! through our tracker), checked against the info-hash, then the download
+//! byte-identical; and a hostile peer whose metadata does not hash is
+//! refused while an honest one completes the download. Test names carry
+//! the third party's name.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Tracker;
+use ourtorrent_core::id::InfoHash;
+use ourtorrent_core::wire::metadata::MetadataMsg;
+use ourtorrent_core::wire::{
+    ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
+};
+use ourtorrent_tests::libtorrent::lt_seeder_with;
+use ourtorrent_tests::{
+    free_tcp_port, make_tree, require_libtorrent, run, run_bounded, write_data, Proc,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
+
+/// `dir/src/tree` and a torrent of it announcing to `tracker`; returns
+/// (torrent, tree, info-hash hex).
+fn fixture(dir: &Path, tracker: &str) -> (PathBuf, PathBuf, String) {
+    let tree = dir.join("src/tree");
+    make_tree(&tree);
+    write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
+    let torrent = dir.join("t.torrent");
+    run(Command::new(BIN)
+        .arg("create")
+        .arg(&tree)
+        .args(["--tracker", tracker, "--piece-length", "32768", "-o"])
+        .arg(&torrent));
+    let info = run(Command::new(BIN).arg("info").arg(&torrent).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&info).expect("info --json");
+    let hex = v["info_hash"].as_str().expect("info_hash").to_string();
+    (torrent, tree, hex)
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    for rel in [
+        "a.bin",
+        "sub/b.bin",
+        "sub/deeper/c.txt",
+        "empty-not.bin",
+        "sub/big.bin",
+    ] {
+        let x = std::fs::read(a.join(rel)).expect("read source");
+        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(x == y, "{rel} differs");
+    }
+}
+
+/// `client download MAGNET --out OUT --no-seed --quiet` plus `extra`,
+/// bounded.
+fn download_magnet(magnet: &str, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    run_bounded(
+        Command::new(BIN)
+            .args(["client", "download", magnet, "--out"])
+            .arg(out)
+            .args(["--listen", "127.0.0.1:0", "--no-seed", "--quiet"])
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn libtorrent_seeder_magnet_with_only_x_pe() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
+    let port = free_tcp_port();
+    let _seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        port,
+        &["--no-trackers"],
+    );
+    let magnet = format!("magnet:?xt=urn:btih:{hex}&dn=tree&x.pe=127.0.0.1:{port}");
+    let out = d.path().join("out");
+    let saved = d.path().join("saved.torrent");
+    let (ok, so, se) = download_magnet(
+        &magnet,
+        &out,
+        &["--save-torrent", saved.to_str().unwrap(), "--no-dht"],
+    );
+    assert!(ok, "magnet download failed:\n{so}\n{se}");
+    assert!(so.contains("metadata: "), "{so}");
+    assert!(so.contains("resumed: 0 of 51"), "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+    // The saved .torrent has the same info-hash as the original.
+    let info = run(Command::new(BIN).arg("info").arg(&saved).arg("--json"));
+    assert!(info.contains(&hex), "{info}");
+}
+
+/// A magnet with only `tr=` to our tracker: our seeder announced there and
+/// serves the metadata (BEP 9) and the data.
+#[test]
+fn magnet_with_only_tr_to_our_tracker_and_our_seeder() {
+    let tracker = Tracker::start(&[]);
+    let url = format!("http://{}/announce", tracker.http);
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), &url);
+    let port = free_tcp_port();
+    let seed = Proc::spawn(
+        "seed",
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&tree)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--quiet",
+                "--no-dht",
+            ]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{hex}&tr={}",
+        url.replace(':', "%3A").replace('/', "%2F")
+    );
+    let out = d.path().join("out");
+    let (ok, so, se) = download_magnet(&magnet, &out, &["--no-dht"]);
+    assert!(ok, "magnet download failed:\n{so}\n{se}");
+    assert!(so.contains("metadata: "), "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+/// A fake peer: answers the handshakes offering `ut_metadata` with the
+/// real `metadata_size`, and every request with bytes of the right length
+/// that are not the metadata. Reports each piece it served on `served`.
+fn fake_metadata_peer(ih: InfoHash, size: usize, served: mpsc::Sender<u32>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let served = served.clone();
+            std::thread::spawn(move || {
+                let _ = fake_conn(&mut s, ih, size, &served);
+            });
+        }
+    });
+    port
+}
+
+fn fake_conn(
+    s: &mut TcpStream,
+    ih: InfoHash,
+    size: usize,
+    served: &mpsc::Sender<u32>,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let hs = Handshake {
+        reserved: Reserved::default().with_extension_protocol(true),
+        info_hash: ih,
+        peer_id: ourtorrent_core::id::PeerId(*b"-XX0001-fakefakefake"),
+    };
+    s.write_all(&hs.to_bytes())?;
+    let eh = format!("d1:md11:ut_metadatai2ee13:metadata_sizei{size}ee");
+    let mut out = vec![0u8; 64 + eh.len()];
+    let n = Message::Extended {
+        id: 0,
+        payload: eh.as_bytes(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    s.write_all(&out[..n])?;
+    let mut framer = Framer::with_handshake(1 << 20);
+    let mut buf = Vec::new();
+    let mut their_id = None;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let k = s.read(&mut chunk)?;
+        if k == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        let mut pos = 0;
+        let mut replies = Vec::new();
+        while let Ok(Status::Complete((f, n))) = framer.parse(&buf[pos..]) {
+            pos += n;
+            match f {
+                Frame::Message(Message::Extended { id: 0, payload }) => {
+                    their_id = ExtensionHandshake::decode(payload)
+                        .ok()
+                        .and_then(|h| h.id_of(b"ut_metadata"));
+                }
+                Frame::Message(Message::Extended { id: 2, payload }) => {
+                    if let (Some(t), Ok(MetadataMsg::Request { piece })) =
+                        (their_id, MetadataMsg::decode(payload))
+                    {
+                        let start = piece as usize * 16384;
+                        let len = (size - start).min(16384);
+                        let junk = vec![b'x'; len];
+                        let m = MetadataMsg::Data {
+                            piece,
+                            total_size: size as u32,
+                            data: &junk,
+                        };
+                        let mut p = vec![0u8; m.encoded_len()];
+                        let n = m.encode(&mut p).unwrap();
+                        let mut w = vec![0u8; n + 16];
+                        let k = Message::Extended {
+                            id: t,
+                            payload: &p[..n],
+                        }
+                        .encode(&mut w)
+                        .unwrap();
+                        replies.extend_from_slice(&w[..k]);
+                        let _ = served.send(piece);
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.drain(..pos);
+        s.write_all(&replies)?;
+    }
+}
+
+/// Hostile: the first peer's metadata does not hash to the info-hash. It
+/// is refused (and banned); the honest libtorrent seeder, which comes up
+/// only after the fake served, gives the real metadata and the data.
+#[test]
+fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
+    let size = metadata_size(&torrent);
+    let ih = InfoHash::from_hex(hex.as_bytes()).unwrap();
+    let (tx, served) = mpsc::channel();
+    let fake = fake_metadata_peer(ih, size, tx);
+    let honest = free_tcp_port();
+    let magnet = format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{fake}&x.pe=127.0.0.1:{honest}");
+    let out = d.path().join("out");
+    let mut client = Proc::spawn(
+        "client",
+        Command::new(BIN)
+            .args(["client", "download", &magnet, "--out"])
+            .arg(&out)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-seed",
+                "--quiet",
+                "--no-dht",
+            ]),
+    );
+    served
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the fake peer was asked for the metadata");
+    let _seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        honest,
+        &["--no-trackers"],
+    );
+    let line = client.wait_for("metadata:", Duration::from_secs(40));
+    assert!(line.contains("(1 refused)"), "{line}");
+    client.wait_for("complete:", Duration::from_secs(40));
+    assert!(client.wait_exit(Duration::from_secs(10)).success());
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+/// Length of the `info` value of a .torrent (the metadata size, BEP 9).
+fn metadata_size(torrent: &Path) -> usize {
+    let b = std::fs::read(torrent).unwrap();
+    let mut tokens = vec![ourtorrent_core::bencode::Token::EMPTY; 4096];
+    let m = ourtorrent_core::metainfo::Metainfo::parse(
+        &b,
+        &mut tokens,
+        &ourtorrent_core::metainfo::Limits::default(),
+    )
+    .unwrap();
+    m.info_bytes().len()
+}
