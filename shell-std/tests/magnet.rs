@@ -22,23 +22,25 @@ use ourtorrent_core::wire::{
 };
 use ourtorrent_tests::libtorrent::lt_seeder_with;
 use ourtorrent_tests::{
-    free_tcp_port, make_tree, require_libtorrent, run, run_bounded, write_data, Proc,
+    free_tcp_port, free_tcp_udp_port, make_tree, repo_root, require_libtorrent, run, run_bounded,
+    write_data, Proc,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 
-/// `dir/src/tree` and a torrent of it announcing to `tracker`; returns
-/// (torrent, tree, info-hash hex).
+/// `dir/src/tree` and a torrent of it announcing to `tracker` (none when
+/// empty); returns (torrent, tree, info-hash hex).
 fn fixture(dir: &Path, tracker: &str) -> (PathBuf, PathBuf, String) {
     let tree = dir.join("src/tree");
     make_tree(&tree);
     write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
     let torrent = dir.join("t.torrent");
-    run(Command::new(BIN)
-        .arg("create")
-        .arg(&tree)
-        .args(["--tracker", tracker, "--piece-length", "32768", "-o"])
-        .arg(&torrent));
+    let mut create = Command::new(BIN);
+    create.arg("create").arg(&tree);
+    if !tracker.is_empty() {
+        create.args(["--tracker", tracker]);
+    }
+    run(create.args(["--piece-length", "32768", "-o"]).arg(&torrent));
     let info = run(Command::new(BIN).arg("info").arg(&torrent).arg("--json"));
     let v: serde_json::Value = serde_json::from_str(&info).expect("info --json");
     let hex = v["info_hash"].as_str().expect("info_hash").to_string();
@@ -59,17 +61,18 @@ fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
-/// `client download MAGNET --out OUT --no-seed --quiet` plus `extra`,
-/// bounded.
+/// `client download MAGNET --out OUT --no-seed --quiet` plus `extra`
+/// (and `--listen 127.0.0.1:0` unless `extra` has one), bounded.
 fn download_magnet(magnet: &str, out: &Path, extra: &[&str]) -> (bool, String, String) {
-    run_bounded(
-        Command::new(BIN)
-            .args(["client", "download", magnet, "--out"])
-            .arg(out)
-            .args(["--listen", "127.0.0.1:0", "--no-seed", "--quiet"])
-            .args(extra),
-        Duration::from_secs(60),
-    )
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", "download", magnet, "--out"])
+        .arg(out)
+        .args(["--no-seed", "--quiet"])
+        .args(extra);
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    run_bounded(&mut cmd, Duration::from_secs(60))
 }
 
 #[test]
@@ -290,4 +293,126 @@ fn metadata_size(torrent: &Path) -> usize {
     )
     .unwrap();
     m.info_bytes().len()
+}
+
+/// `tests/py/lt_dht_swarm.py ROLE PORT ARGS…` (see its docstring), waited
+/// for until it listens.
+fn lt_dht(py: &Path, role: &str, port: u16, args: &[&str]) -> Proc {
+    let p = Proc::spawn(
+        &format!("lt-{role}"),
+        Command::new(py)
+            .arg(repo_root().join("tests/py/lt_dht_swarm.py"))
+            .arg(role)
+            .arg(port.to_string())
+            .args(args),
+    );
+    p.wait_for("READY", Duration::from_secs(20));
+    p
+}
+
+/// BEP 5 + BEP 9: a libtorrent DHT router and a libtorrent seeder of a
+/// trackerless torrent announcing there; our client, given only the
+/// magnet and `--dht-bootstrap` to the router, finds the seeder through
+/// the DHT, fetches the metadata and downloads byte-identical; its routing
+/// table is saved in the output folder on exit.
+#[test]
+fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), "");
+    let router = free_tcp_udp_port();
+    let _router = lt_dht(&py, "router", router, &["--max-seconds", "90"]);
+    let src = d.path().join("src");
+    let r = router.to_string();
+    let _seed = lt_dht(
+        &py,
+        "seed",
+        free_tcp_udp_port(),
+        &[
+            torrent.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "--router",
+            &r,
+            "--max-seconds",
+            "90",
+        ],
+    );
+    let out = d.path().join("out");
+    let magnet = format!("magnet:?xt=urn:btih:{hex}");
+    let listen = format!("127.0.0.1:{}", free_tcp_udp_port());
+    let (ok, so, se) = download_magnet(
+        &magnet,
+        &out,
+        &[
+            "--dht-bootstrap",
+            &format!("127.0.0.1:{router}"),
+            "--listen",
+            &listen,
+        ],
+    );
+    assert!(ok, "magnet download over the DHT failed:\n{so}\n{se}");
+    assert!(so.contains("metadata: "), "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+    let state =
+        std::fs::read_to_string(out.join(".ourtorrent-dht.state")).expect("DHT state saved");
+    assert!(state.lines().count() >= 3, "no node saved:\n{state}");
+}
+
+/// The other way: our seeder announces to the DHT through our own
+/// `shell-std dht` router; a libtorrent leecher with only the magnet finds
+/// it there, gets the metadata from it (BEP 9) and the data.
+#[test]
+fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), "");
+    let router = Proc::spawn(
+        "dht",
+        Command::new(BIN)
+            .args(["dht", "--listen", "127.0.0.1:0", "--state"])
+            .arg(d.path().join("router.state")),
+    );
+    let line = router.wait_for("dht listening on", Duration::from_secs(10));
+    let raddr: std::net::SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let port = free_tcp_udp_port();
+    let seed = Proc::spawn(
+        "seed",
+        Command::new(BIN)
+            .args(["client", "seed"])
+            .arg(&torrent)
+            .arg("--data")
+            .arg(&tree)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--quiet",
+                "--dht-bootstrap",
+                &raddr.to_string(),
+            ]),
+    );
+    seed.wait_for("seeding:", Duration::from_secs(20));
+    let save = d.path().join("lt");
+    std::fs::create_dir_all(&save).unwrap();
+    let magnet = format!("magnet:?xt=urn:btih:{hex}");
+    let r = raddr.port().to_string();
+    let leech = lt_dht(
+        &py,
+        "leech",
+        free_tcp_udp_port(),
+        &[
+            &magnet,
+            save.to_str().unwrap(),
+            "--router",
+            &r,
+            "--max-seconds",
+            "60",
+        ],
+    );
+    leech.wait_for("METADATA", Duration::from_secs(60));
+    leech.wait_for("DONE", Duration::from_secs(60));
+    assert_same_tree(&tree, &save.join("tree"));
 }

@@ -14,6 +14,7 @@
 //!   the front end shows.
 
 pub mod announce;
+pub mod dht;
 pub mod magnet;
 pub mod meta;
 mod open;
@@ -153,6 +154,11 @@ pub struct Common {
     /// router.utorrent.com, port 6881).
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
     pub dht_bootstrap: Vec<String>,
+    /// The DHT routing table, loaded on start and saved on exit. Default:
+    /// `.ourtorrent-dht.state` in `--out` (download) or beside the first
+    /// `--data` (seed).
+    #[arg(long, value_name = "FILE")]
+    pub dht_state: Option<PathBuf>,
 }
 
 struct Plan {
@@ -294,7 +300,19 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             }
         }
     }
-    start(plans, magnets)
+    let dht_state = match &cmd {
+        ClientCmd::Download { out, common, .. } => common
+            .dht_state
+            .clone()
+            .unwrap_or_else(|| out.join(dht::DHT_STATE_FILE)),
+        ClientCmd::Seed { data, common, .. } => common.dht_state.clone().unwrap_or_else(|| {
+            data.first()
+                .and_then(|d| d.parent())
+                .unwrap_or(Path::new("."))
+                .join(dht::DHT_STATE_FILE)
+        }),
+    };
+    start(plans, magnets, dht_state)
 }
 
 /// A magnet link to open once its metadata is fetched, with the flags its
@@ -322,18 +340,22 @@ async fn magnet_main(
     let link = &job.link;
     let t0 = std::time::Instant::now();
     println!(
-        "magnet: {} ({}): fetching the metadata ({} trackers, {} peers given)",
-        link.label(),
-        link.info_hash,
+        "magnet: {}: fetching the metadata ({} trackers, {} peers given)",
+        match &link.name {
+            Some(n) => format!("{n} ({})", link.info_hash),
+            None => link.info_hash.to_string(),
+        },
         link.trackers.len(),
         link.peers.len() + job.common.peers.len()
     );
-    if link.peers.is_empty()
+    let dht = session.dht.get().cloned();
+    if dht.is_none()
+        && link.peers.is_empty()
         && job.common.peers.is_empty()
         && (job.common.no_trackers || link.trackers.is_empty())
     {
         bail!(
-            "nothing to connect to: the magnet has no x.pe, {} and no --peer was given",
+            "nothing to connect to: the magnet has no x.pe, {}, no DHT and no --peer was given",
             if job.common.no_trackers {
                 "--no-trackers"
             } else {
@@ -341,12 +363,26 @@ async fn magnet_main(
             }
         );
     }
+    let (extra, feeder) = match dht {
+        Some(d) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            (
+                Some(rx),
+                Some(tokio::spawn(dht::feed(d, link.info_hash, tx))),
+            )
+        }
+        None => (None, None),
+    };
     let sources = magnet::Sources {
         direct: job.common.peers.clone(),
         trackers: !job.common.no_trackers,
-        extra: None,
+        extra,
     };
-    let Some(f) = magnet::fetch(session.clone(), link, sources, signals.clone()).await? else {
+    let fetched = magnet::fetch(session.clone(), link, sources, signals.clone()).await;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    let Some(f) = fetched? else {
         return Err(Interrupted("before the metadata".into()).into());
     };
     println!(
@@ -416,7 +452,7 @@ pub(crate) fn random_u32() -> u32 {
 }
 
 /// Runs every torrent in one session: one listener, one peer id.
-fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>) -> anyhow::Result<()> {
+fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyhow::Result<()> {
     let Some(first) = plans
         .first()
         .map(|p| &p.common)
@@ -426,6 +462,7 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>) -> anyhow::Result<()> {
     };
     let listen = first.listen;
     let max_conns = first.max_connections.max(1);
+    let (no_dht, dht_bootstrap) = (first.no_dht, first.dht_bootstrap.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -444,6 +481,21 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>) -> anyhow::Result<()> {
         }
     })?;
     tracing::info!(listen = %session.listen, "listening");
+    // The DHT only once something will run (not for --check-only).
+    let dht_wanted = !no_dht && (!magnets.is_empty() || plans.iter().any(|p| !p.common.check_only));
+    if dht_wanted {
+        if let Some(parent) = dht_state.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let node = rt.block_on(dht::SessionDht::start(
+            session.listen,
+            &dht_bootstrap,
+            dht_state,
+        ));
+        if let Some(node) = node {
+            let _ = session.dht.set(Arc::new(node));
+        }
+    }
     let mut torrents = Vec::new();
     let mut incomplete = 0;
     for plan in plans {
@@ -486,6 +538,10 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>) -> anyhow::Result<()> {
         let mut out = Vec::new();
         for (name, h) in handles {
             out.push((name, h.await));
+        }
+        // The DHT saves its table.
+        if let Some(d) = session.dht.get() {
+            d.stop().await;
         }
         out
     });
@@ -549,6 +605,14 @@ async fn main_loop(
                 }
             }
         });
+    }
+    // BEP 5, not for private torrents (BEP 27).
+    if let Some(d) = session.dht.get().filter(|_| !ctx.info.private) {
+        tokio::spawn(dht::torrent_loop(
+            d.clone(),
+            ctx.clone(),
+            session.listen.port(),
+        ));
     }
     let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -86,6 +86,8 @@ pub struct Session {
     pub conns: Arc<Semaphore>,
     torrents: Mutex<HashMap<InfoHash, Arc<Ctx>>>,
     pending: Mutex<Pending>,
+    /// The session's DHT node (BEP 5), unless `--no-dht`.
+    pub dht: std::sync::OnceLock<Arc<super::dht::SessionDht>>,
 }
 
 impl Session {
@@ -107,6 +109,7 @@ impl Session {
             conns: Arc::new(Semaphore::new(max_connections)),
             torrents: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
+            dht: std::sync::OnceLock::new(),
         });
         Ok((s, listener))
     }
