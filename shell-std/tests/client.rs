@@ -945,7 +945,7 @@ fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
 }
 
 /// A download with no source that could ever appear (no tracker to ask, no
-/// `--peer`) says so and exits non-zero instead of waiting forever.
+/// `--peer`, no DHT) says so and exits non-zero instead of waiting forever.
 #[test]
 fn download_with_nothing_to_connect_to_says_so_and_exits() {
     let d = tempfile::tempdir().unwrap();
@@ -956,7 +956,13 @@ fn download_with_nothing_to_connect_to_says_so_and_exits() {
             .arg(&t)
             .arg("--out")
             .arg(d.path().join("out"))
-            .args(["--no-trackers", "--quiet", "--listen", "127.0.0.1:0"]),
+            .args([
+                "--no-trackers",
+                "--no-dht",
+                "--quiet",
+                "--listen",
+                "127.0.0.1:0",
+            ]),
         Duration::from_secs(20),
     );
     assert!(!ok, "{so}");

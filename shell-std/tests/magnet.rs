@@ -399,7 +399,7 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
     std::fs::create_dir_all(&save).unwrap();
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
     let r = raddr.port().to_string();
-    let leech = lt_dht(
+    let mut leech = lt_dht(
         &py,
         "leech",
         free_tcp_udp_port(),
@@ -414,5 +414,7 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
     );
     leech.wait_for("METADATA", Duration::from_secs(60));
     leech.wait_for("DONE", Duration::from_secs(60));
+    // Its files are complete once it has closed them.
+    assert!(leech.wait_exit(Duration::from_secs(20)).success());
     assert_same_tree(&tree, &save.join("tree"));
 }

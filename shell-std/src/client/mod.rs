@@ -481,21 +481,6 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyho
         }
     })?;
     tracing::info!(listen = %session.listen, "listening");
-    // The DHT only once something will run (not for --check-only).
-    let dht_wanted = !no_dht && (!magnets.is_empty() || plans.iter().any(|p| !p.common.check_only));
-    if dht_wanted {
-        if let Some(parent) = dht_state.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let node = rt.block_on(dht::SessionDht::start(
-            session.listen,
-            &dht_bootstrap,
-            dht_state,
-        ));
-        if let Some(node) = node {
-            let _ = session.dht.set(Arc::new(node));
-        }
-    }
     let mut torrents = Vec::new();
     let mut incomplete = 0;
     for plan in plans {
@@ -519,6 +504,21 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyho
     }
     if incomplete > 0 {
         bail!("{incomplete} torrent(s) incomplete on disk");
+    }
+    // The DHT once every torrent opened (not for --check-only).
+    let dht_wanted = !no_dht && (!magnets.is_empty() || !torrents.is_empty());
+    if dht_wanted {
+        if let Some(parent) = dht_state.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let node = rt.block_on(dht::SessionDht::start(
+            session.listen,
+            &dht_bootstrap,
+            dht_state,
+        ));
+        if let Some(node) = node {
+            let _ = session.dht.set(Arc::new(node));
+        }
     }
     rt.spawn(session.clone().accept_loop(listener));
     let several = torrents.len() + magnets.len() > 1;
