@@ -51,6 +51,11 @@ pub const MAX_STATE_BYTES: u64 = 1 << 20;
 /// seen whole and counted (the core refuses anything over
 /// [`MAX_DATAGRAM_LEN`]).
 const RECV_BUF: usize = 65_536;
+/// A lookup asked for while the routing table is empty waits this long
+/// for the bootstrap to bring a node.
+pub const WAIT_FOR_NODES: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often waiting lookups look at the table.
+const PARKED_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// First line of a state file.
 const STATE_HEADER: &str = "# ourtorrent dht state v1";
 
@@ -404,8 +409,8 @@ pub enum Cmd {
 pub enum Found {
     /// Peers from one reply.
     Peers(Vec<SocketAddr>),
-    /// The lookup ended (at once, with zeros, when the node had no lookup
-    /// slot free or knew no node yet).
+    /// The lookup ended (with zeros when the node had no lookup slot free,
+    /// or knew no node after [`WAIT_FOR_NODES`]).
     Done {
         /// Peers received in all.
         peers: u32,
@@ -501,6 +506,7 @@ pub async fn drive(sock: UdpSocket, setup: NodeSetup, mut cmds: mpsc::Receiver<C
     let mut rx = vec![0u8; RECV_BUF];
     let mut tx = [0u8; MAX_DATAGRAM_LEN];
     let mut routers_pending = !setup.routers.is_empty();
+    let mut parked: Vec<(InfoHash, Option<u16>, mpsc::Sender<Found>, StdInstant)> = Vec::new();
     loop {
         let now = clock();
         while let Some((to, n)) = dht.poll_transmit(now, &mut tx) {
@@ -535,6 +541,13 @@ pub async fn drive(sock: UdpSocket, setup: NodeSetup, mut cmds: mpsc::Receiver<C
         let wake = dht
             .poll_timeout()
             .map(|t| start + std::time::Duration::from_millis(t.millis()));
+        // Parked lookups are looked at again at least this often.
+        let wake = if parked.is_empty() {
+            wake
+        } else {
+            let soon = StdInstant::now() + PARKED_POLL;
+            Some(wake.map_or(soon, |w| w.min(soon)))
+        };
         let sleep = async {
             match wake {
                 Some(w) => tokio::time::sleep_until(tokio::time::Instant::from_std(w)).await,
@@ -565,23 +578,10 @@ pub async fn drive(sock: UdpSocket, setup: NodeSetup, mut cmds: mpsc::Receiver<C
             }
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Lookup { info_hash, announce, reply }) => {
-                    let now = clock();
-                    let started = if dht.table().is_empty() {
-                        None
-                    } else {
-                        match announce {
-                            Some(port) => dht.announce(now, info_hash, port, false).ok(),
-                            None => dht.get_peers(now, info_hash).ok(),
-                        }
-                    };
-                    match started {
-                        Some(id) => {
-                            lookups.insert(id, reply);
-                        }
-                        None => {
-                            let _ = reply.try_send(Found::Done { peers: 0, announced: 0 });
-                        }
-                    }
+                    // While the table is empty (bootstrapping) a lookup
+                    // waits, up to WAIT_FOR_NODES.
+                    let until = StdInstant::now() + WAIT_FOR_NODES;
+                    parked.push((info_hash, announce, reply, until));
                 }
                 Some(Cmd::PrintStats) => println!("{}", stats_json(&dht, &c, clock())),
                 Some(Cmd::Stop) | None => break,
@@ -591,6 +591,34 @@ pub async fn drive(sock: UdpSocket, setup: NodeSetup, mut cmds: mpsc::Receiver<C
         let now = clock();
         if dht.poll_timeout().is_some_and(|t| t <= now) {
             dht.handle_timeout(now);
+        }
+        // Parked lookups start once the table has a node, or end empty.
+        let wall = StdInstant::now();
+        let has_nodes = !dht.table().is_empty();
+        for (info_hash, announce, reply, until) in std::mem::take(&mut parked) {
+            if !has_nodes && wall < until {
+                parked.push((info_hash, announce, reply, until));
+                continue;
+            }
+            let started = if has_nodes {
+                match announce {
+                    Some(port) => dht.announce(now, info_hash, port, false).ok(),
+                    None => dht.get_peers(now, info_hash).ok(),
+                }
+            } else {
+                None
+            };
+            match started {
+                Some(id) => {
+                    lookups.insert(id, reply);
+                }
+                None => {
+                    let _ = reply.try_send(Found::Done {
+                        peers: 0,
+                        announced: 0,
+                    });
+                }
+            }
         }
     }
     if setup.standalone {

@@ -418,3 +418,141 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
     assert!(leech.wait_exit(Duration::from_secs(20)).success());
     assert_same_tree(&tree, &save.join("tree"));
 }
+
+/// BEP 11, receiving: our client knows only a libtorrent leecher A (slowed
+/// down, so it stays connected to its seeder B); A's PEX tells us of B, we
+/// dial B and the download completes; the address book counts B as PEX.
+#[test]
+fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree, hex) = fixture(d.path(), "");
+    let src = d.path().join("src");
+    let b = free_tcp_port();
+    let _b = lt_dht(
+        &py,
+        "seed",
+        b,
+        &[
+            torrent.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "--max-seconds",
+            "60",
+        ],
+    );
+    let a = free_tcp_port();
+    let a_save = d.path().join("a");
+    std::fs::create_dir_all(&a_save).unwrap();
+    let magnet = format!("magnet:?xt=urn:btih:{hex}");
+    let bs = b.to_string();
+    let a_proc = lt_dht(
+        &py,
+        "leech",
+        a,
+        &[
+            &magnet,
+            a_save.to_str().unwrap(),
+            "--connect",
+            &bs,
+            "--download-limit",
+            "20000",
+            "--linger",
+            "--report-peers",
+            "--max-seconds",
+            "60",
+        ],
+    );
+    a_proc.wait_for(&format!("PEER 127.0.0.1:{b}"), Duration::from_secs(20));
+    let out = d.path().join("out");
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download"])
+            .arg(&torrent)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--peer",
+                &format!("127.0.0.1:{a}"),
+                "--no-trackers",
+                "--no-dht",
+                "--no-seed",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "download failed:\n{so}\n{se}");
+    let known = so
+        .lines()
+        .find(|l| l.starts_with("peers known:"))
+        .unwrap_or_else(|| panic!("no 'peers known' line:\n{so}"));
+    assert!(known.contains("PEX 1"), "{known}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+/// BEP 11, sending: a libtorrent seeder B (upload-limited, so our download
+/// stays connected to it), our client downloading from B, and a libtorrent
+/// leecher L that knows only our client: our PEX tells L of B, and L
+/// connects to B.
+#[test]
+fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, _tree, hex) = fixture(d.path(), "");
+    let src = d.path().join("src");
+    let b = free_tcp_port();
+    let _b = lt_dht(
+        &py,
+        "seed",
+        b,
+        &[
+            torrent.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "--upload-limit",
+            "60000",
+            "--max-seconds",
+            "60",
+        ],
+    );
+    let ours = free_tcp_port();
+    let _client = Proc::spawn(
+        "ours",
+        Command::new(BIN)
+            .args(["client", "download"])
+            .arg(&torrent)
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{ours}"),
+                "--peer",
+                &format!("127.0.0.1:{b}"),
+                "--no-trackers",
+                "--no-dht",
+                "--quiet",
+            ]),
+    );
+    let l_save = d.path().join("l");
+    std::fs::create_dir_all(&l_save).unwrap();
+    let magnet = format!("magnet:?xt=urn:btih:{hex}");
+    let os = ours.to_string();
+    let l = lt_dht(
+        &py,
+        "leech",
+        free_tcp_port(),
+        &[
+            &magnet,
+            l_save.to_str().unwrap(),
+            "--connect",
+            &os,
+            "--report-peers",
+            "--max-seconds",
+            "40",
+        ],
+    );
+    l.wait_for(&format!("PEER 127.0.0.1:{b}"), Duration::from_secs(30));
+}

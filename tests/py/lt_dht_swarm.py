@@ -9,12 +9,15 @@ magnet benchmark, all on 127.0.0.1.
 router: a DHT node that bootstraps from nobody (others bootstrap from it).
 seed:   seeds TORRENT's data in SAVE_DIR (seed_mode, no re-hash) and, with
         --router, announces it to the DHT every 2 s (force_dht_announce).
-leech:  downloads MAGNET (metadata from peers, BEP 9) into SAVE_DIR.
+leech:  downloads MAGNET (metadata from peers, BEP 9) into SAVE_DIR; with
+        --router, looks it up again every 2 s while it has no peer.
 Options:
   --router R        DHT on, bootstrapping from 127.0.0.1:R (else DHT off)
   --connect P       also connect to 127.0.0.1:P (retried every 0.5 s)
   --max-seconds N   give up (leech) or stop (router, seed) after N s (120)
   --report-peers    print "PEER ip:port" for every peer seen connected
+  --download-limit B / --upload-limit B   cap the torrent at B bytes/s
+  --linger          leech: once done, keep seeding until --max-seconds
 
 Prints, one a line, flushed:
   READY port=P                  listening (and, with --router, DHT started)
@@ -66,6 +69,9 @@ def main():
     ap.add_argument("--connect", action="append", default=[])
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--report-peers", action="store_true")
+    ap.add_argument("--download-limit", type=int, default=0)
+    ap.add_argument("--upload-limit", type=int, default=0)
+    ap.add_argument("--linger", action="store_true")
     a = ap.parse_args()
     stop = {"flag": False}
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,10 +92,14 @@ def main():
         p = lt.parse_magnet_uri(a.what)
     p.save_path = a.save_dir
     h = ses.add_torrent(p)
+    if a.download_limit:
+        h.set_download_limit(a.download_limit)
+    if a.upload_limit:
+        h.set_upload_limit(a.upload_limit)
     print("READY port=%d" % ses.listen_port(), flush=True)
     peers = [("127.0.0.1", int(c)) for c in a.connect]
     seen = set()
-    got_meta = False
+    got_meta = done = False
     last_connect = last_announce = 0.0
     while not stop["flag"] and time.monotonic() - t0 < a.max_seconds:
         for al in ses.wait_for_alert(50) and ses.pop_alerts() or []:
@@ -97,7 +107,10 @@ def main():
                 got_meta = True
                 print("METADATA seconds=%.3f" % (time.monotonic() - t0), flush=True)
         now = time.monotonic()
-        if a.role == "seed" and a.router and now - last_announce > 2:
+        # A seeder announces every 2 s; a leecher looks up again every 2 s
+        # while it has no peer (libtorrent's own interval is 15 min).
+        if a.router and now - last_announce > 2 and (
+                a.role == "seed" or h.status().num_peers == 0):
             last_announce = now
             h.force_dht_announce()
         if peers and now - last_connect > 0.5:
@@ -110,14 +123,16 @@ def main():
                 if key not in seen:
                     seen.add(key)
                     print("PEER %s" % key, flush=True)
-        if a.role == "leech":
+        if a.role == "leech" and not done:
             st = h.status()
             if st.has_metadata and st.is_seeding:
+                done = True
                 if not got_meta:
                     print("METADATA seconds=%.3f" % (now - t0), flush=True)
                 print("DONE seconds=%.3f" % (time.monotonic() - t0), flush=True)
-                return 0
-    if a.role == "leech":
+                if not a.linger:
+                    return 0
+    if a.role == "leech" and not done:
         print("TIMEOUT", flush=True)
         return 1
     return 0

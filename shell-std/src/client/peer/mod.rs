@@ -144,6 +144,8 @@ pub(crate) struct Conn<'a> {
     ext_pending: bool,
     /// The peer's extensions (BEP 9 serving, BEP 11).
     ext: extensions::ExtState,
+    /// The peer connected to us.
+    inbound: bool,
     /// The peer has every piece (counted in the stats).
     seed: bool,
 }
@@ -153,6 +155,10 @@ impl Conn<'_> {
         loop {
             let now = self.ctx.now();
             let (pos, err) = self.receive(now);
+            if !self.ext.pex_learned.is_empty() {
+                let learned = std::mem::take(&mut self.ext.pex_learned);
+                self.ctx.learn(&learned, Source::Pex);
+            }
             if let Err(e) = self
                 .writer
                 .submit(self.ctx, &mut self.rbuf, &mut self.filled, pos)
