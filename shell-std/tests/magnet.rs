@@ -489,6 +489,17 @@ fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
         .find(|l| l.starts_with("peers known:"))
         .unwrap_or_else(|| panic!("no 'peers known' line:\n{so}"));
     assert!(known.contains("PEX 1"), "{known}");
+    // The swarm table has the same count in its PEX row.
+    let row = so
+        .lines()
+        .find(|l| l.contains(" PEX "))
+        .unwrap_or_else(|| panic!("no swarm table:\n{so}"));
+    let cells: Vec<&str> = row
+        .split(['│', '┆'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells.get(..2), Some(&["PEX", "1"][..]), "{row}");
     assert_same_tree(&tree, &out.join("tree"));
 }
 

@@ -683,6 +683,8 @@ async fn main_loop(
                 st.hash_failures, st.banned
             );
             if !quiet {
+                print!("{}", ui::swarm_table(&st));
+                println!();
                 let known: Vec<String> = st
                     .known
                     .iter()

@@ -273,6 +273,7 @@ impl Ctx {
             complete: self.complete.load(Relaxed),
             failed: self.failure(),
             known: book.known,
+            connected_by: book.connected_by,
         }
     }
 
