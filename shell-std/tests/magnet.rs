@@ -567,3 +567,151 @@ fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
     );
     l.wait_for(&format!("PEER 127.0.0.1:{b}"), Duration::from_secs(30));
 }
+
+/// A magnet stopped by `--max-pieces`, then the same magnet and a .torrent
+/// in one command (one session): the magnet's metadata is fetched again
+/// from its `x.pe` libtorrent seeder and only its missing pieces are
+/// downloaded (resume); the .torrent's data comes from a second libtorrent
+/// seeder (`--peer`); both finish byte-identical.
+#[test]
+fn libtorrent_seeders_a_magnet_resumes_beside_a_torrent_in_one_command() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (t1, tree, hex) = fixture(d.path(), "");
+    let one = d.path().join("src2/one.bin");
+    write_data(&one, 700_000, 77);
+    let t2 = d.path().join("two.torrent");
+    run(Command::new(BIN)
+        .arg("create")
+        .arg(&one)
+        .args(["--piece-length", "32768", "-o"])
+        .arg(&t2));
+    // Slow (~4 s for the 1.6 MB): the first run stops long before the end.
+    let p1 = free_tcp_port();
+    let _s1 = lt_seeder_with(
+        &py,
+        &t1,
+        &d.path().join("src"),
+        p1,
+        &["--upload-limit", "400000"],
+    );
+    let p2 = free_tcp_port();
+    let _s2 = lt_seeder_with(&py, &t2, &d.path().join("src2"), p2, &[]);
+    let magnet = format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{p1}");
+    let out = d.path().join("out");
+    let (ok, so, se) = download_magnet(&magnet, &out, &["--no-dht", "--max-pieces", "10"]);
+    assert!(ok && so.contains("stopped after"), "{so}\n{se}");
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download", &magnet])
+            .arg(&t2)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--peer",
+                &format!("127.0.0.1:{p2}"),
+                "--no-dht",
+                "--no-seed",
+                "--quiet",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "{so}\n{se}");
+    assert!(so.contains("metadata: "), "{so}");
+    let resumed: u64 = so
+        .lines()
+        .filter_map(|l| l.strip_prefix("resumed: "))
+        .find(|l| l.contains(" of 51 "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no resumed line for the magnet:\n{so}"));
+    assert!(resumed >= 10, "{so}");
+    assert_same_tree(&tree, &out.join("tree"));
+    assert!(
+        std::fs::read(&one).unwrap() == std::fs::read(out.join("one.bin")).unwrap_or_default(),
+        "one.bin differs:\n{so}"
+    );
+}
+
+/// BEP 27: a private torrent's connections offer no `ut_pex` (and still
+/// serve its metadata); a public one's offer both.
+#[test]
+fn private_torrents_offer_no_pex() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("p.bin");
+    write_data(&data, 100_000, 5);
+    for private in [true, false] {
+        let t = d.path().join(format!("p{private}.torrent"));
+        let mut c = Command::new(BIN);
+        c.arg("create")
+            .arg(&data)
+            .args(["--tracker", "http://127.0.0.1:9/a", "-o"])
+            .arg(&t);
+        if private {
+            c.arg("--private");
+        }
+        run(&mut c);
+        let port = free_tcp_port();
+        let seed = Proc::spawn(
+            "seed",
+            Command::new(BIN)
+                .args(["client", "seed"])
+                .arg(&t)
+                .arg("--data")
+                .arg(&data)
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--quiet",
+                    "--no-trackers",
+                ]),
+        );
+        seed.wait_for("seeding:", Duration::from_secs(20));
+        let ih = InfoHash::from_hex(
+            serde_json::from_str::<serde_json::Value>(&run(Command::new(BIN)
+                .args(["info", "--json"])
+                .arg(&t)))
+            .unwrap()["info_hash"]
+                .as_str()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let m = their_extension_handshake(port, ih);
+        assert!(m.contains("ut_metadata"), "{m}");
+        assert_eq!(m.contains("ut_pex"), !private, "private {private}: {m}");
+    }
+}
+
+/// Connects to 127.0.0.1:`port` for `ih` and returns the peer's BEP 10
+/// handshake payload (lossy text).
+fn their_extension_handshake(port: u16, ih: InfoHash) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let hs = Handshake {
+        reserved: Reserved::default().with_extension_protocol(true),
+        info_hash: ih,
+        peer_id: ourtorrent_core::id::PeerId(*b"-XX0001-probeprobepr"),
+    };
+    s.write_all(&hs.to_bytes()).unwrap();
+    let mut framer = Framer::with_handshake(1 << 20);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the extension handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut pos = 0;
+        while let Ok(Status::Complete((f, k))) = framer.parse(&buf[pos..]) {
+            pos += k;
+            if let Frame::Message(Message::Extended { id: 0, payload }) = f {
+                return String::from_utf8_lossy(payload).into_owned();
+            }
+        }
+        buf.drain(..pos);
+    }
+}
