@@ -236,8 +236,10 @@ fn fake_conn(
 }
 
 /// Hostile: the first peer's metadata does not hash to the info-hash. It
-/// is refused (and banned); the honest libtorrent seeder, which comes up
-/// only after the fake served, gives the real metadata and the data.
+/// is refused (and banned); a second fake offers a `metadata_size` over
+/// the 4 MiB limit and is never asked; the honest libtorrent seeder, which
+/// comes up only after the first fake served, gives the real metadata and
+/// the data.
 #[test]
 fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
     let Some(py) = require_libtorrent() else {
@@ -249,8 +251,13 @@ fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
     let ih = InfoHash::from_hex(hex.as_bytes()).unwrap();
     let (tx, served) = mpsc::channel();
     let fake = fake_metadata_peer(ih, size, tx);
+    let (tx_big, asked_big) = mpsc::channel();
+    let big = fake_metadata_peer(ih, 5 << 20, tx_big);
     let honest = free_tcp_port();
-    let magnet = format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{fake}&x.pe=127.0.0.1:{honest}");
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{fake}&x.pe=127.0.0.1:{big}\
+         &x.pe=127.0.0.1:{honest}"
+    );
     let out = d.path().join("out");
     let mut client = Proc::spawn(
         "client",
@@ -268,18 +275,28 @@ fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
     served
         .recv_timeout(Duration::from_secs(20))
         .expect("the fake peer was asked for the metadata");
-    let _seed = lt_seeder_with(
+    let src = d.path().join("src");
+    let _seed = lt_dht(
         &py,
-        &torrent,
-        &d.path().join("src"),
+        "seed",
         honest,
-        &["--no-trackers"],
+        &[
+            torrent.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "--report-peers",
+            "--max-seconds",
+            "60",
+        ],
     );
     let line = client.wait_for("metadata:", Duration::from_secs(40));
     assert!(line.contains("(1 refused)"), "{line}");
     client.wait_for("complete:", Duration::from_secs(40));
     assert!(client.wait_exit(Duration::from_secs(10)).success());
     assert_same_tree(&tree, &out.join("tree"));
+    assert!(
+        asked_big.try_recv().is_err(),
+        "the peer offering 5 MiB of metadata was asked for a piece"
+    );
 }
 
 /// Length of the `info` value of a .torrent (the metadata size, BEP 9).

@@ -15,7 +15,8 @@ Options:
   --router R        DHT on, bootstrapping from 127.0.0.1:R (else DHT off)
   --connect P       also connect to 127.0.0.1:P (retried every 0.5 s)
   --max-seconds N   give up (leech) or stop (router, seed) after N s (120)
-  --report-peers    print "PEER ip:port" for every peer seen connected
+  --report-peers    print "PEER ip:port" for every peer seen connected, and
+                    "GONE ip:port why" when one disconnects
   --download-limit B / --upload-limit B   cap the torrent at B bytes/s
   --linger          leech: once done, keep seeding until --max-seconds
 
@@ -103,6 +104,9 @@ def main():
     last_connect = last_announce = 0.0
     while not stop["flag"] and time.monotonic() - t0 < a.max_seconds:
         for al in ses.wait_for_alert(50) and ses.pop_alerts() or []:
+            if a.report_peers and isinstance(al, lt.peer_disconnected_alert):
+                print("GONE %s:%d %s" % (al.endpoint[0], al.endpoint[1], al.message()),
+                      flush=True)
             if isinstance(al, lt.metadata_received_alert) and not got_meta:
                 got_meta = True
                 print("METADATA seconds=%.3f" % (time.monotonic() - t0), flush=True)

@@ -309,9 +309,12 @@ pub async fn fetch(
             match fetch.add_peer(id, c.size.unwrap_or(0)) {
                 Ok(()) => c.attached = true,
                 Err(e) => {
+                    // Too large, or not the size agreed: dropped, and
+                    // dialled again only after a growing backoff.
                     tracing::warn!(addr = %c.addr, "metadata: {e}");
-                    c.size = None;
+                    let addr = c.addr;
                     conns.remove(&id);
+                    book.disconnected(addr, true, StdInstant::now());
                 }
             }
         }
@@ -380,6 +383,7 @@ pub async fn fetch(
                             if let Err(e) = fetch.handle_message(core_now(), id, &m) {
                                 if let Some(c) = conns.remove(&id) {
                                     tracing::warn!(addr = %c.addr, "metadata: {e}");
+                                    book.disconnected(c.addr, true, StdInstant::now());
                                 }
                             }
                         }

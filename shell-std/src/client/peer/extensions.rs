@@ -196,6 +196,11 @@ impl Conn<'_> {
         let Some(theirs) = self.ext.their_pex else {
             return;
         };
+        // Never before our own BEP 10 handshake: libtorrent drops a peer
+        // that sends an extended message first.
+        if self.ext_pending {
+            return;
+        }
         if !self.ext.pex.may_send(now) || now < self.ext.pex_next_check {
             return;
         }
