@@ -111,7 +111,7 @@ fn libtorrent_seeder_magnet_with_only_x_pe() {
 /// serves the metadata (BEP 9) and the data.
 #[test]
 fn magnet_with_only_tr_to_our_tracker_and_our_seeder() {
-    let tracker = Tracker::start(&[]);
+    let tracker = Tracker::start(&["--no-db"]);
     let url = format!("http://{}/announce", tracker.http);
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), &url);
