@@ -50,6 +50,9 @@ pub const RETRY_MAX: Duration = Duration::from_secs(60);
 pub const REANNOUNCE: Duration = Duration::from_secs(15 * 60);
 /// A metadata phase asks again this often once it found peers.
 pub const META_LOOKUP_EVERY: Duration = Duration::from_secs(30);
+/// Events one lookup can report: one per reply (the core sends at most
+/// `Config::max_lookup_messages`, 64, queries per lookup), plus its end.
+const LOOKUP_EVENTS: usize = 128;
 /// Time the node has to save its table when the session ends.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -109,7 +112,10 @@ impl SessionDht {
         announce: Option<u16>,
         mut on_peers: impl FnMut(Vec<SocketAddr>),
     ) -> Option<(u32, u16)> {
-        let (tx, mut rx) = mpsc::channel(16);
+        // Room for every event of one lookup (one per reply, at most the
+        // core's message budget) and its end: the driver never blocks on
+        // us, and never has to drop the `Done`.
+        let (tx, mut rx) = mpsc::channel(LOOKUP_EVENTS);
         self.cmds
             .send(Cmd::Lookup {
                 info_hash,
@@ -198,6 +204,12 @@ pub async fn feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookups_events_fit_its_reply_channel() {
+        let budget = ourtorrent_core::dht::Config::default().max_lookup_messages;
+        assert!(LOOKUP_EVENTS > usize::from(budget));
+    }
 
     #[test]
     fn retries_double_to_their_cap_and_reset_on_success() {
