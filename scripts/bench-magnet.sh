@@ -13,7 +13,9 @@
 #   ours  shell-std client download MAGNET --dht-bootstrap 127.0.0.1:R
 #         (a fresh output folder and DHT table each time)
 #   lt    tests/py/lt_dht_swarm.py leech (libtorrent with DHT, bootstrapping
-#         from the same router)
+#         from the same router), as added by default (auto-managed: queued,
+#         started ~0.5 s later)
+#   lt0   the same with --start-now (not auto-managed: starts at once)
 # Both are timed the same way: from the process's launch to the line that
 # says the metadata arrived (ours "metadata:", libtorrent "METADATA") and
 # to the line that says the download is complete and verified ("complete:",
@@ -85,20 +87,24 @@ ours() { # $1: run
   rm -rf "$o"
 }
 
-lt() { # $1: run
-  local o="$W/lt$1" p; p=$(port); mkdir -p "$o"
+lt() { # $1: run, $2: name, $3…: extra options
+  local o="$W/$2$1" p; p=$(port); mkdir -p "$o"
   local t0; t0=$($PY -c 'import time; print(time.time())')
-  timeout 120 $PY "$LT" leech "$p" "$MAGNET" "$o" --router "$R" --max-seconds 110 2>"$o.err" \
-    | stamp "$t0" "$o.log"
+  timeout 120 $PY "$LT" leech "$p" "$MAGNET" "$o" --router "$R" --max-seconds 110 "${@:3}" \
+    2>"$o.err" | stamp "$t0" "$o.log"
   local m c; m=$(at "$o.log" METADATA); c=$(at "$o.log" DONE)
   cmp -s "$W/src/data.bin" "$o/data.bin" || c="BAD"
-  echo "lt   $1 ${m:-NA} ${c:-NA}" | tee -a "$W/results"
+  printf '%-4s %s %s %s\n' "$2" "$1" "${m:-NA}" "${c:-NA}" | tee -a "$W/results"
   rm -rf "$o"
 }
 
 echo "==> $RUNS rounds (client run metadata_s complete_s)"
 for i in $(seq "$RUNS"); do
-  if [ $((i % 2)) -eq 1 ]; then ours "$i"; lt "$i"; else lt "$i"; ours "$i"; fi
+  if [ $((i % 2)) -eq 1 ]; then
+    ours "$i"; lt "$i" lt; lt "$i" lt0 --start-now
+  else
+    lt "$i" lt0 --start-now; lt "$i" lt; ours "$i"
+  fi
 done
 
 echo "==> summary: median [min..max] seconds from launch, $SIZE_MIB MiB"
@@ -106,7 +112,7 @@ $PY - "$W/results" "$SIZE_MIB" <<'PYEOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 size = float(sys.argv[2])
-for who in ("ours", "lt"):
+for who in ("ours", "lt", "lt0"):
     r = [x for x in rows if x[0] == who]
     bad = sum(1 for x in r if "NA" in x or "BAD" in x)
     ok = [x for x in r if "NA" not in x and "BAD" not in x]

@@ -521,9 +521,10 @@ fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
 }
 
 /// BEP 11, sending: a libtorrent seeder B (upload-limited, so our download
-/// stays connected to it), our client downloading from B, and a libtorrent
-/// leecher L that knows only our client: our PEX tells L of B, and L
-/// connects to B.
+/// stays connected to it; its PEX off, so it cannot learn L from us and
+/// dial it first), our client downloading from B, and a libtorrent leecher
+/// L that knows only our client: our PEX tells L of B, and L connects to
+/// B's listening port.
 #[test]
 fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
     let Some(py) = require_libtorrent() else {
@@ -542,6 +543,7 @@ fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
             src.to_str().unwrap(),
             "--upload-limit",
             "60000",
+            "--no-pex",
             "--max-seconds",
             "60",
         ],
@@ -730,5 +732,78 @@ fn their_extension_handshake(port: u16, ih: InfoHash) -> String {
             }
         }
         buf.drain(..pos);
+    }
+}
+
+/// Two magnets in one command, each with its own libtorrent seeder in
+/// `x.pe`, and `--save-torrent DIR`: both download byte-identical and each
+/// metadata is saved as `DIR/NAME.torrent` with the magnet's info-hash.
+#[test]
+fn libtorrent_seeders_two_magnets_in_one_command_save_their_torrents() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut magnets = Vec::new();
+    let mut seeds = Vec::new();
+    let mut files = Vec::new();
+    for (i, len) in [(1u64, 300_000usize), (2, 500_000)] {
+        let data = d.path().join(format!("src{i}/m{i}.bin"));
+        write_data(&data, len, 100 + i);
+        let t = d.path().join(format!("m{i}.torrent"));
+        run(Command::new(BIN)
+            .arg("create")
+            .arg(&data)
+            .args(["--piece-length", "16384", "-o"])
+            .arg(&t));
+        let v: serde_json::Value =
+            serde_json::from_str(&run(Command::new(BIN).args(["info", "--json"]).arg(&t))).unwrap();
+        let hex = v["info_hash"].as_str().unwrap().to_string();
+        let port = free_tcp_port();
+        let src = d.path().join(format!("src{i}"));
+        seeds.push(lt_dht(
+            &py,
+            "seed",
+            port,
+            &[
+                t.to_str().unwrap(),
+                src.to_str().unwrap(),
+                "--report-peers",
+                "--max-seconds",
+                "60",
+            ],
+        ));
+        magnets.push(format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{port}"));
+        files.push((data, hex, format!("m{i}.bin")));
+    }
+    let out = d.path().join("out");
+    let saved = d.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download"])
+            .args(&magnets)
+            .arg("--out")
+            .arg(&out)
+            .arg("--save-torrent")
+            .arg(&saved)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-dht",
+                "--no-seed",
+                "--quiet",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "{so}\n{se}");
+    for (data, hex, name) in &files {
+        assert!(
+            std::fs::read(data).unwrap() == std::fs::read(out.join(name)).unwrap_or_default(),
+            "{name} differs:\n{so}"
+        );
+        let t = saved.join(format!("{name}.torrent"));
+        let info = run(Command::new(BIN).args(["info", "--json"]).arg(&t));
+        assert!(info.contains(hex.as_str()), "{}: {info}", t.display());
     }
 }

@@ -19,9 +19,13 @@ Options:
                     "GONE ip:port why" when one disconnects
   --download-limit B / --upload-limit B   cap the torrent at B bytes/s
   --linger          leech: once done, keep seeding until --max-seconds
+  --no-pex          neither send nor use ut_pex for this torrent
+  --start-now       leech: not auto-managed (libtorrent's default queues a
+                    new torrent and starts it ~0.5 s later)
 
 Prints, one a line, flushed:
-  READY port=P                  listening (and, with --router, DHT started)
+  READY port=P                  listening (a seeder's torrent is not
+                                auto-managed: it serves at once)
   PEER ip:port                  (--report-peers)
   METADATA seconds=S            (leech) the metadata arrived, S after start
   DONE seconds=S                (leech) complete; exit 0
@@ -73,6 +77,8 @@ def main():
     ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--linger", action="store_true")
+    ap.add_argument("--start-now", action="store_true")
+    ap.add_argument("--no-pex", action="store_true")
     a = ap.parse_args()
     stop = {"flag": False}
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,9 +95,18 @@ def main():
         p = lt.add_torrent_params()
         p.ti = lt.torrent_info(a.what)
         p.flags |= lt.torrent_flags.seed_mode
+        # Not auto-managed: an auto-managed torrent starts paused and is
+        # resumed ~0.5 s later, and connections before that are reset.
+        p.flags &= ~lt.torrent_flags.auto_managed
+        p.flags &= ~lt.torrent_flags.paused
     else:
         p = lt.parse_magnet_uri(a.what)
+        if a.start_now:
+            p.flags &= ~lt.torrent_flags.auto_managed
+            p.flags &= ~lt.torrent_flags.paused
     p.save_path = a.save_dir
+    if a.no_pex:
+        p.flags |= lt.torrent_flags.disable_pex
     h = ses.add_torrent(p)
     if a.download_limit:
         h.set_download_limit(a.download_limit)
