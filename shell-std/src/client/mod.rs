@@ -284,6 +284,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                 );
             }
             for (t, d) in torrents.iter().zip(data) {
+                if t.to_str().is_some_and(MagnetLink::is_magnet) {
+                    bail!("seed needs a .torrent: a magnet link has no metadata (download it first, or use --save-torrent)");
+                }
                 plans.push(Plan {
                     info: load(t)?,
                     learned: Vec::new(),
