@@ -211,7 +211,7 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
     let seeder = Proc::spawn(
         "shell-std client seed",
         Command::new(&bin)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t)
             .arg("--data")
             .arg(&blob)
@@ -231,7 +231,7 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
             Proc::spawn(
                 "shell-std client download",
                 Command::new(&bin)
-                    .args(["client", "download"])
+                    .args(["client", "download", "--no-dht"])
                     .arg(&t)
                     .arg("--out")
                     .arg(&out)

@@ -72,7 +72,7 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
     let seeder = Proc::spawn(
         "shell-std client seed",
         Command::new(&bin)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t)
             .arg("--data")
             .arg(&blob)
@@ -95,7 +95,7 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
             Proc::spawn(
                 "shell-std client download",
                 Command::new(&bin)
-                    .args(["client", "download"])
+                    .args(["client", "download", "--no-dht"])
                     .arg(&t)
                     .arg("--out")
                     .arg(&out)

@@ -1,5 +1,7 @@
 //! `shell-std dht`: a standalone Mainline DHT node (BEP 5) — a long-lived
-//! node, or with no `--bootstrap` a bootstrap router that only answers.
+//! node, or with no `--bootstrap` a bootstrap router that only answers —
+//! and [`drive`], the one UDP driver of a node, which every client session
+//! runs too (its owner sends [`Cmd`]s: lookups, announces, stop).
 //!
 //! A thin driver around the core's sans-IO [`Dht`] on one tokio UDP socket:
 //! every datagram goes to [`Dht::handle_datagram`], every
@@ -16,6 +18,7 @@
 //! nodes, a peer store of [`MAX_STORED_PEERS`], a state file of at most
 //! [`MAX_STATE_BYTES`]; the core bounds the rest (lookups, queues).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -25,13 +28,16 @@ use std::time::Instant as StdInstant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ourtorrent_core::dht::krpc::{self, Body, Query, Token, MAX_DATAGRAM_LEN, RECOMMENDED_TOKENS};
+use ourtorrent_core::dht::node::LookupId;
 use ourtorrent_core::dht::node::MAX_ROUTERS;
 use ourtorrent_core::dht::{
     bep42, Config, Dht, Event, NodeId, NodeSlot, PeerSlot, RoutingTable, Stats, K,
 };
+use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
 use serde_json::json;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Routing-table buckets (of K = 8 nodes): 32 cover the Mainline DHT
@@ -45,6 +51,11 @@ pub const MAX_STATE_BYTES: u64 = 1 << 20;
 /// seen whole and counted (the core refuses anything over
 /// [`MAX_DATAGRAM_LEN`]).
 const RECV_BUF: usize = 65_536;
+/// A lookup asked for while the routing table is empty waits this long
+/// for the bootstrap to bring a node.
+pub const WAIT_FOR_NODES: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often waiting lookups look at the table.
+const PARKED_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// First line of a state file.
 const STATE_HEADER: &str = "# ourtorrent dht state v1";
 
@@ -284,8 +295,10 @@ pub fn save_state(path: &Path, id: NodeId, table: &RoutingTable<'_>) -> Result<u
 }
 
 /// Resolves `HOST:PORT` routers to IPv4 addresses (at most [`MAX_ROUTERS`];
-/// one that does not resolve is skipped with a warning).
-async fn resolve_routers(names: &[String]) -> Vec<SocketAddrV4> {
+/// one that does not resolve is skipped, with a warning unless `quiet`: a
+/// client's default routers are not worth a warning on a machine without
+/// DNS).
+async fn resolve_routers(names: &[String], quiet: bool) -> Vec<SocketAddrV4> {
     let mut out = Vec::new();
     for name in names {
         match tokio::net::lookup_host(name.as_str()).await {
@@ -301,10 +314,11 @@ async fn resolve_routers(names: &[String]) -> Vec<SocketAddrV4> {
                         out.push(a);
                     }
                 }
-                if !any {
+                if !any && !quiet {
                     warn!("bootstrap {name}: no IPv4 address");
                 }
             }
+            Err(e) if quiet => debug!("bootstrap {name}: {e}"),
             Err(e) => warn!("bootstrap {name}: {e}"),
         }
     }
@@ -345,25 +359,113 @@ async fn serve(args: DhtArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let sock = UdpSocket::bind(args.listen)
+        .await
+        .with_context(|| format!("bind udp {}", args.listen))?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let cmd = tokio::select! {
+                _ = sigusr1.recv() => Cmd::PrintStats,
+                _ = sigint.recv() => Cmd::Stop,
+                _ = sigterm.recv() => Cmd::Stop,
+            };
+            let stop = matches!(cmd, Cmd::Stop);
+            if tx.send(cmd).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let setup = NodeSetup {
+        state: args.state,
+        routers: args.bootstrap,
+        quiet_routers: false,
+        standalone: true,
+    };
+    drive(sock, setup, rx).await
+}
 
-    let state = load_state(&args.state)?.unwrap_or_default();
+/// What the owner of a node ([`drive`]) asks of it.
+pub enum Cmd {
+    /// Look `info_hash` up (`get_peers`) and, with `announce`, announce us
+    /// on that TCP port to the closest nodes (`announce_peer`). Peers go to
+    /// `reply` as replies bring them, then one [`Found::Done`].
+    Lookup {
+        /// The torrent.
+        info_hash: InfoHash,
+        /// Our TCP port to announce, if any.
+        announce: Option<u16>,
+        /// Where the peers go.
+        reply: mpsc::Sender<Found>,
+    },
+    /// Print the counters as one JSON line.
+    PrintStats,
+    /// Save the table and end.
+    Stop,
+}
+
+/// What a [`Cmd::Lookup`] reports.
+#[derive(Debug)]
+pub enum Found {
+    /// Peers from one reply.
+    Peers(Vec<SocketAddr>),
+    /// The lookup ended (with zeros when the node had no lookup slot free,
+    /// or knew no node after [`WAIT_FOR_NODES`]).
+    Done {
+        /// Peers received in all.
+        peers: u32,
+        /// `announce_peer` queries sent.
+        announced: u16,
+    },
+}
+
+/// How [`drive`] sets a node up.
+pub struct NodeSetup {
+    /// Routing table file: loaded now, written at [`Cmd::Stop`].
+    pub state: PathBuf,
+    /// Bootstrap routers (`HOST:PORT`), resolved in the background.
+    pub routers: Vec<String>,
+    /// Routers that do not resolve are logged at debug level only.
+    pub quiet_routers: bool,
+    /// `shell-std dht`: print the "dht listening" line, and the counters
+    /// at the end.
+    pub standalone: bool,
+}
+
+/// Runs the core's [`Dht`] on `sock` (the one UDP driver of `shell-std
+/// dht` and of every client session) until [`Cmd::Stop`] or until every
+/// sender is gone; then saves the table to `setup.state`.
+pub async fn drive(sock: UdpSocket, setup: NodeSetup, mut cmds: mpsc::Receiver<Cmd>) -> Result<()> {
+    let state = load_state(&setup.state)?.unwrap_or_default();
     if state.bad_lines > 0 {
         warn!(
             "{}: {} bad lines skipped (the first: line {})",
-            args.state.display(),
+            setup.state.display(),
             state.bad_lines,
             state.first_bad.unwrap_or_default()
         );
     }
-    let id = choose_id(state.id, *args.listen.ip(), random()?);
-    let routers = resolve_routers(&args.bootstrap).await;
-    if !args.bootstrap.is_empty() && routers.is_empty() {
-        warn!("no bootstrap router resolved");
-    }
-    let sock = UdpSocket::bind(args.listen)
-        .await
-        .with_context(|| format!("bind udp {}", args.listen))?;
     let bound = sock.local_addr()?;
+    let listen_ip = match bound {
+        SocketAddr::V4(a) => *a.ip(),
+        SocketAddr::V6(_) => bail!("the DHT is IPv4 only: {bound}"),
+    };
+    let id = choose_id(state.id, listen_ip, random()?);
+    // Routers resolve in the background: a slow resolver never holds the
+    // node (nor the session's exit) back.
+    let (rtx, mut routers_rx) = mpsc::channel(1);
+    if !setup.routers.is_empty() {
+        let (names, quiet) = (setup.routers.clone(), setup.quiet_routers);
+        tokio::spawn(async move {
+            let r = resolve_routers(&names, quiet).await;
+            if r.is_empty() && !quiet {
+                warn!("no bootstrap router resolved");
+            }
+            let _ = rtx.send(r).await;
+        });
+    } else {
+        drop(rtx);
+    }
 
     let start = StdInstant::now();
     let clock = move || Instant::from_millis(start.elapsed().as_millis() as u64);
@@ -385,21 +487,26 @@ async fn serve(args: DhtArgs) -> Result<()> {
     if !state.nodes.is_empty() {
         info!(
             "{}: {restored} of {} nodes restored",
-            args.state.display(),
+            setup.state.display(),
             state.nodes.len()
         );
     }
-    if !routers.is_empty() || restored > 0 {
-        // Refreshes our neighbourhood through the routers and the saved
-        // table; a lookup slot is always free at start.
-        let _ = dht.bootstrap(clock(), &routers);
+    if restored > 0 {
+        // Refreshes our neighbourhood through the saved table; a lookup
+        // slot is always free at start.
+        let _ = dht.bootstrap(clock(), &[]);
     }
-    println!("dht listening on {bound} node-id {}", hex(&id.0));
+    if setup.standalone {
+        println!("dht listening on {bound} node-id {}", hex(&id.0));
+    }
 
+    let mut lookups: HashMap<LookupId, mpsc::Sender<Found>> = HashMap::new();
     let mut c = Counters::default();
     let mut tokens = vec![Token::EMPTY; RECOMMENDED_TOKENS];
     let mut rx = vec![0u8; RECV_BUF];
     let mut tx = [0u8; MAX_DATAGRAM_LEN];
+    let mut routers_pending = !setup.routers.is_empty();
+    let mut parked: Vec<(InfoHash, Option<u16>, mpsc::Sender<Found>, StdInstant)> = Vec::new();
     loop {
         let now = clock();
         while let Some((to, n)) = dht.poll_transmit(now, &mut tx) {
@@ -412,10 +519,35 @@ async fn serve(args: DhtArgs) -> Result<()> {
         }
         while let Some(e) = dht.poll_event() {
             log_event(&e);
+            match e {
+                Event::PeersFound { lookup, peers, .. } => {
+                    if let Some(r) = lookups.get(&lookup) {
+                        let v = peers.iter().map(|a| SocketAddr::V4(*a)).collect();
+                        let _ = r.try_send(Found::Peers(v));
+                    }
+                }
+                Event::LookupDone {
+                    lookup,
+                    peers,
+                    announced,
+                    ..
+                } => {
+                    if let Some(r) = lookups.remove(&lookup) {
+                        let _ = r.try_send(Found::Done { peers, announced });
+                    }
+                }
+            }
         }
         let wake = dht
             .poll_timeout()
             .map(|t| start + std::time::Duration::from_millis(t.millis()));
+        // Parked lookups are looked at again at least this often.
+        let wake = if parked.is_empty() {
+            wake
+        } else {
+            let soon = StdInstant::now() + PARKED_POLL;
+            Some(wake.map_or(soon, |w| w.min(soon)))
+        };
         let sleep = async {
             match wake {
                 Some(w) => tokio::time::sleep_until(tokio::time::Instant::from_std(w)).await,
@@ -438,17 +570,60 @@ async fn serve(args: DhtArgs) -> Result<()> {
                     debug!("recv: {e}");
                 }
             },
+            r = routers_rx.recv(), if routers_pending => {
+                routers_pending = false;
+                if let Some(r) = r.filter(|r| !r.is_empty()) {
+                    let _ = dht.bootstrap(clock(), &r);
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Lookup { info_hash, announce, reply }) => {
+                    // While the table is empty (bootstrapping) a lookup
+                    // waits, up to WAIT_FOR_NODES.
+                    let until = StdInstant::now() + WAIT_FOR_NODES;
+                    parked.push((info_hash, announce, reply, until));
+                }
+                Some(Cmd::PrintStats) => println!("{}", stats_json(&dht, &c, clock())),
+                Some(Cmd::Stop) | None => break,
+            },
             _ = sleep => {}
-            _ = sigusr1.recv() => println!("{}", stats_json(&dht, &c, clock())),
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
         }
         let now = clock();
         if dht.poll_timeout().is_some_and(|t| t <= now) {
             dht.handle_timeout(now);
         }
+        // Parked lookups start once the table has a node, or end empty.
+        let wall = StdInstant::now();
+        let has_nodes = !dht.table().is_empty();
+        for (info_hash, announce, reply, until) in std::mem::take(&mut parked) {
+            if !has_nodes && wall < until {
+                parked.push((info_hash, announce, reply, until));
+                continue;
+            }
+            let started = if has_nodes {
+                match announce {
+                    Some(port) => dht.announce(now, info_hash, port, false).ok(),
+                    None => dht.get_peers(now, info_hash).ok(),
+                }
+            } else {
+                None
+            };
+            match started {
+                Some(id) => {
+                    lookups.insert(id, reply);
+                }
+                None => {
+                    let _ = reply.try_send(Found::Done {
+                        peers: 0,
+                        announced: 0,
+                    });
+                }
+            }
+        }
     }
-    println!("{}", stats_json(&dht, &c, clock()));
+    if setup.standalone {
+        println!("{}", stats_json(&dht, &c, clock()));
+    }
     // Behind a NAT the address others see is known only from their replies
     // (BEP 42 `ip`): the next run gets an id that matches it.
     let next_id = match dht.external_ip() {
@@ -458,8 +633,8 @@ async fn serve(args: DhtArgs) -> Result<()> {
         }
         _ => id,
     };
-    let n = save_state(&args.state, next_id, dht.table())?;
-    info!("{}: {n} nodes saved", args.state.display());
+    let n = save_state(&setup.state, next_id, dht.table())?;
+    info!("{}: {n} nodes saved", setup.state.display());
     Ok(())
 }
 

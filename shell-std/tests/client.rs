@@ -56,7 +56,7 @@ fn assert_same_tree(a: &Path, b: &Path) {
 
 fn download(torrent: &Path, out: &Path, peers: &[u16], extra: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["client", "download"])
+    cmd.args(["client", "download", "--no-dht"])
         .arg(torrent)
         .arg("--out")
         .arg(out)
@@ -114,7 +114,7 @@ fn libtorrent_leecher_from_our_seeder() {
     let seed = Proc::spawn(
         "shell-std",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&torrent)
             .arg("--data")
             .arg(&tree)
@@ -168,7 +168,7 @@ fn libtorrent_leechers_share_our_seeders_upload_slots() {
         Command::new(BIN)
             .env("RUST_LOG", "warn,ourtorrent::choke=debug")
             .stderr(std::fs::File::create(&log).unwrap())
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&torrent)
             .arg("--data")
             .arg(&tree)
@@ -385,7 +385,7 @@ fn out_of_order_blocks_are_verified_by_reading_the_piece_back() {
     let out = d.path().join("out");
     let mut cmd = Command::new(BIN);
     cmd.env("RUST_LOG", "warn,shell_std::client::swarm=debug")
-        .args(["client", "download"])
+        .args(["client", "download", "--no-dht"])
         .arg(&torrent)
         .arg("--out")
         .arg(&out)
@@ -456,7 +456,7 @@ fn traversal_and_absolute_paths_are_refused_with_strict_paths() {
         std::fs::create_dir(&out).unwrap();
         let (ok, so, se) = run_bounded(
             Command::new(BIN)
-                .args(["client", "download"])
+                .args(["client", "download", "--no-dht"])
                 .arg(&t)
                 .arg("--out")
                 .arg(&out)
@@ -486,7 +486,7 @@ fn symlinked_folder_on_disk_is_refused() {
     std::os::unix::fs::symlink(&elsewhere, out.join("tree/sub")).unwrap();
     let (ok, _, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "download"])
+            .args(["client", "download", "--no-dht"])
             .arg(&torrent)
             .arg("--out")
             .arg(&out)
@@ -599,6 +599,7 @@ fn download_that_cannot_fit_is_refused_before_the_first_byte() {
         &[
             "client".as_ref(),
             "download".as_ref(),
+            "--no-dht".as_ref(),
             torrent.as_os_str(),
             "--out".as_ref(),
             out.as_os_str(),
@@ -639,6 +640,7 @@ fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
         &[
             "client".as_ref(),
             "download".as_ref(),
+            "--no-dht".as_ref(),
             torrent.as_os_str(),
             "--out".as_ref(),
             out.as_os_str(),
@@ -715,7 +717,7 @@ fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
     let _s2 = lt_seeder(&py, &t2, &d.path().join("src"), p2);
     let out = d.path().join("out");
     let mut cmd = Command::new(BIN);
-    cmd.args(["client", "download"])
+    cmd.args(["client", "download", "--no-dht"])
         .arg(&t1)
         .arg(&t2)
         .arg("--out")
@@ -754,7 +756,7 @@ fn libtorrent_leechers_of_two_torrents_through_one_listener() {
     let seed = Proc::spawn(
         "shell-std",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t1)
             .arg(&t2)
             .arg("--data")
@@ -802,7 +804,7 @@ fn busy_explicit_listen_port_is_an_error() {
     let port = taken.local_addr().unwrap().port();
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t)
             .arg("--data")
             .arg(&file)
@@ -834,7 +836,7 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
     let seed = Proc::spawn(
         "shell-std",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t)
             .arg("--data")
             .arg(&file)
@@ -906,7 +908,7 @@ fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
     let src = d.path().join("src");
     let _seed = lt_seeder_with(&py, &torrent, &src, port, &["--upload-limit", "200000"]);
     let mut child = Command::new(BIN)
-        .args(["client", "download"])
+        .args(["client", "download", "--no-dht"])
         .arg(&torrent)
         .arg("--out")
         .arg(d.path().join("out"))
@@ -945,14 +947,14 @@ fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
 }
 
 /// A download with no source that could ever appear (no tracker to ask, no
-/// `--peer`) says so and exits non-zero instead of waiting forever.
+/// `--peer`, no DHT) says so and exits non-zero instead of waiting forever.
 #[test]
 fn download_with_nothing_to_connect_to_says_so_and_exits() {
     let d = tempfile::tempdir().unwrap();
     let (t, _file) = single_file_fixture(d.path(), 35);
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "download"])
+            .args(["client", "download", "--no-dht"])
             .arg(&t)
             .arg("--out")
             .arg(d.path().join("out"))
@@ -992,7 +994,7 @@ fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
     let seed = Proc::spawn(
         "ours-seed",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t1)
             .arg(&t2)
             .arg("--data")
@@ -1043,7 +1045,7 @@ fn check_only_reports_the_pieces_on_disk() {
     let check = |args: &[&str], data: &Path| {
         run_bounded(
             Command::new(BIN)
-                .args(["client", args[0]])
+                .args(["client", args[0], "--no-dht"])
                 .arg(&torrent)
                 .arg(if args[0] == "seed" { "--data" } else { "--out" })
                 .arg(data)
@@ -1084,7 +1086,7 @@ fn seed_time_ends_seeding() {
     let (t, file) = single_file_fixture(d.path(), 38);
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&t)
             .arg("--data")
             .arg(&file)

@@ -37,7 +37,7 @@ fn fixture(dir: &Path, trackers: &[&str]) -> (PathBuf, PathBuf) {
 fn seeder(torrent: &Path, data: &Path, ca: Option<&Path>) -> (Proc, u16) {
     let port = free_tcp_port();
     let mut cmd = Command::new(BIN);
-    cmd.args(["client", "seed"])
+    cmd.args(["client", "seed", "--no-dht"])
         .arg(torrent)
         .arg("--data")
         .arg(data)
@@ -81,7 +81,7 @@ fn https_tracker_with_a_test_ca() {
     let out = d.path().join("out");
     let t0 = Instant::now();
     let (ok, so, se) = run_bounded(
-        without_ca_env(Command::new(BIN).args(["client", "download"]))
+        without_ca_env(Command::new(BIN).args(["client", "download", "--no-dht"]))
             .arg(&torrent)
             .arg("--out")
             .arg(&out)
@@ -104,7 +104,7 @@ fn https_tracker_with_a_test_ca() {
         return;
     };
     let cmd = format!(
-        "stty cols 200 rows 24; exec {BIN} client download {} --out {} --listen 127.0.0.1:0 --no-seed",
+        "stty cols 200 rows 24; exec {BIN} client download --no-dht {} --out {} --listen 127.0.0.1:0 --no-seed",
         torrent.display(),
         d.path().join("out2").display()
     );
@@ -185,7 +185,7 @@ fn torrent_urls_download_and_fail_clearly() {
 
     let fetch = |url: &str, out: &Path, ca: Option<&Path>| {
         let mut cmd = Command::new(BIN);
-        cmd.args(["client", "download", url])
+        cmd.args(["client", "download", "--no-dht", url])
             .arg("--out")
             .arg(out)
             .args(["--listen", "127.0.0.1:0", "--no-seed", "--quiet"])
@@ -292,7 +292,7 @@ srv.serve_forever()
     let (_seed, seed_port) = seeder(&torrent, &data, None);
     let out = d.path().join("out");
     let (ok, so, se) = run_bounded(
-        without_ca_env(Command::new(BIN).args(["client", "download"]))
+        without_ca_env(Command::new(BIN).args(["client", "download", "--no-dht"]))
             .arg(format!("https://localhost:{port}/t.torrent"))
             .arg("--out")
             .arg(&out)
@@ -318,7 +318,7 @@ fn every_peer_refusing_ends_with_nothing_to_connect_to() {
     let t0 = Instant::now();
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "download"])
+            .args(["client", "download", "--no-dht"])
             .arg(&torrent)
             .arg("--out")
             .arg(d.path().join("out"))

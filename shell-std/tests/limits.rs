@@ -125,7 +125,7 @@ fn libtorrent_seeder_to_our_client_under_max_down() {
     let out = d.path().join("out");
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
-            .args(["client", "download"])
+            .args(["client", "download", "--no-dht"])
             .arg(&torrent)
             .arg("--out")
             .arg(&out)
@@ -161,7 +161,7 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
     let seed = Proc::spawn(
         "shell-std",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&torrent)
             .arg("--data")
             .arg(&data)
@@ -227,7 +227,7 @@ fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
     }
     let out = d.path().join("out");
     let mut cmd = Command::new(BIN);
-    cmd.args(["client", "download"])
+    cmd.args(["client", "download", "--no-dht"])
         .args(&torrents)
         .arg("--out")
         .arg(&out)

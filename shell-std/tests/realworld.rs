@@ -524,7 +524,7 @@ fn libtorrent_seeder_to_our_client_with_duplicate_and_unsafe_paths() {
     let _seeder = lt_seeder(&py, &t, &seed, port);
     let out = d.path().join("out");
     let o = Command::new(BIN)
-        .args(["client", "download"])
+        .args(["client", "download", "--no-dht"])
         .arg(&t)
         .arg("--out")
         .arg(&out)

@@ -36,7 +36,7 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
 fn download(torrent: &Path, out: &Path, port: u16, extra: &[&str]) -> (bool, String, String) {
     run_bounded(
         Command::new(BIN)
-            .args(["client", "download"])
+            .args(["client", "download", "--no-dht"])
             .arg(torrent)
             .arg("--out")
             .arg(out)

@@ -103,7 +103,7 @@ fn swarm(leecher: Leecher, http: bool) {
             let p = Proc::spawn(
                 "ours",
                 Command::new(BIN)
-                    .args(["client", "download"])
+                    .args(["client", "download", "--no-dht"])
                     .arg(&torrent)
                     .arg("--out")
                     .arg(&leech_dir)
@@ -241,7 +241,7 @@ fn aria2_leecher_from_our_seeder_http_tracker() {
     let seeder = Proc::spawn(
         "ours-seed",
         Command::new(BIN)
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&torrent)
             .arg("--data")
             .arg(seed_dir.join("payload.bin"))
@@ -379,7 +379,7 @@ fn our_session_shares_one_udp_connection_id_across_torrents() {
     let t = Tracker::start(&["--no-db", "--interval", "60"]);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("udp://{}/announce", t.udp);
-    let mut args: Vec<std::ffi::OsString> = vec!["client".into(), "seed".into()];
+    let mut args: Vec<std::ffi::OsString> = vec!["client".into(), "seed".into(), "--no-dht".into()];
     let mut data = Vec::new();
     for seed in [1u64, 2] {
         let f = dir.path().join(format!("f{seed}.bin"));
@@ -428,7 +428,7 @@ fn our_client_announces_stopped_on_sigterm() {
     let mut seeder = Proc::spawn(
         "ours-seed",
         Command::new(env!("CARGO_BIN_EXE_shell-std"))
-            .args(["client", "seed"])
+            .args(["client", "seed", "--no-dht"])
             .arg(&tor)
             .arg("--data")
             .arg(&f)

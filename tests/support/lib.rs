@@ -18,7 +18,7 @@ pub mod web;
 
 pub use bin::shell_std;
 pub use libtorrent::{lt_info, lt_script, lt_swarm_script};
-pub use ports::{free_tcp_port, free_udp_port};
+pub use ports::{free_tcp_port, free_tcp_udp_port, free_udp_port};
 pub use proc::{run_bounded, Proc};
 
 use std::path::{Path, PathBuf};

@@ -19,3 +19,15 @@ pub fn free_udp_port() -> u16 {
         .map(|a| a.port())
         .expect("free UDP port")
 }
+
+/// A port on 127.0.0.1 free for both TCP and UDP a moment ago (a
+/// BitTorrent client's listener and its DHT share one).
+pub fn free_tcp_udp_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("free UDP port");
+        let port = u.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -53,6 +53,9 @@ pub struct Info {
     pub private: bool,
     /// BEP 12 tiers and URLs.
     pub trackers: Vec<(usize, String)>,
+    /// The bencoded info dictionary (what BEP 9 serves; its SHA-1 is
+    /// `info_hash`).
+    pub metadata: std::sync::Arc<[u8]>,
 }
 
 impl Info {
@@ -105,6 +108,7 @@ impl Info {
             multi_file: m.is_multi_file(),
             private: m.is_private(),
             trackers: m.trackers().map(|(t, u)| (t, u.to_string())).collect(),
+            metadata: m.info_bytes().into(),
         }
     }
 

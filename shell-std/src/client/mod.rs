@@ -8,11 +8,15 @@
 //!   dialer; [`peers`]: its address book; [`peer`]: one task per
 //!   connection; [`writes`]: blocks on their way to disk;
 //! - [`announce`]: tracker clients and the announce schedule;
+//! - [`magnet`]: a magnet link's metadata phase (BEP 9), before it runs as
+//!   a `.torrent` would;
 //! - [`meta`], [`storage`]: the torrent's files; [`stats`], [`ui`]: what
 //!   the front end shows.
 
 pub mod announce;
+pub mod dht;
 pub mod fetch;
+pub mod magnet;
 pub mod meta;
 mod open;
 pub mod peer;
@@ -38,6 +42,7 @@ use ourtorrent_core::choker::{DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 
 use announce::{announce_loop, Statuses, TrackerStatus, STOP_ANNOUNCE_TIMEOUT};
+use magnet::MagnetLink;
 use meta::Info;
 use open::prepare;
 pub use open::{IN_PROGRESS_BYTES, MAX_PIECE_LEN, MAX_SLOTS, MIN_SLOTS};
@@ -51,9 +56,17 @@ pub enum ClientCmd {
     /// Download one or more torrents into `--out DIR` (at once, in one
     /// session), then seed them.
     Download {
-        /// The .torrent files (or http:// / https:// URLs of them).
+        /// The .torrent files (or http:// / https:// URLs of them) and
+        /// magnet links (`'magnet:?xt=urn:btih:…'`, with `dn`, `tr` and
+        /// `x.pe`): a magnet's metadata is fetched from its peers first
+        /// (BEP 9).
         #[arg(required = true, num_args = 1..)]
         torrents: Vec<PathBuf>,
+        /// Write the metadata fetched for a magnet as a .torrent here (its
+        /// trackers: the magnet's `tr`). With several magnets: a folder,
+        /// each saved as NAME.torrent.
+        #[arg(long, value_name = "PATH")]
+        save_torrent: Option<PathBuf>,
         /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
         /// single file at `DIR/NAME`.
         #[arg(long, short, default_value = ".")]
@@ -159,10 +172,27 @@ pub struct Common {
     /// together (e.g. `500K`, `2M`).
     #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
     pub max_up: Option<u64>,
+    /// Do not use the DHT (BEP 5): no UDP socket, trackers and peers only.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// A DHT node to bootstrap from (repeatable); replaces the default
+    /// routers (router.bittorrent.com, dht.transmissionbt.com,
+    /// router.utorrent.com, port 6881).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// The DHT routing table, loaded on start and saved on exit. Default:
+    /// `.ourtorrent-dht.state` in `--out` (download) or beside the first
+    /// `--data` (seed).
+    #[arg(long, value_name = "FILE")]
+    pub dht_state: Option<PathBuf>,
 }
 
 struct Plan {
     info: Info,
+    /// Addresses learned before the torrent opened (a magnet's metadata
+    /// phase), with their sources; and those banned there.
+    learned: Vec<(SocketAddr, Source)>,
+    banned: Vec<SocketAddr>,
     root: PathBuf,
     download: bool,
     skip_verify: bool,
@@ -195,8 +225,10 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     let strict_paths = match &cmd {
         ClientCmd::Download { common, .. } | ClientCmd::Seed { common, .. } => common.strict_paths,
     };
-    // One plan per torrent (the flags apply to each).
+    // One plan per torrent (the flags apply to each); magnets wait for
+    // their metadata.
     let mut plans = Vec::new();
+    let mut magnets = Vec::new();
     let load = |torrent: &Path| -> anyhow::Result<Info> {
         let mut tf = fetch::read_torrent(torrent)?;
         let m = tf
@@ -213,6 +245,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     match &cmd {
         ClientCmd::Download {
             torrents,
+            save_torrent,
             out,
             seed_ratio,
             no_seed,
@@ -224,10 +257,28 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             common,
         } => {
             for t in torrents {
+                if let Some(uri) = t.to_str().filter(|s| MagnetLink::is_magnet(s)) {
+                    if common.check_only {
+                        bail!("--check-only needs a .torrent (a magnet has no metadata yet)");
+                    }
+                    magnets.push(MagnetJob {
+                        link: MagnetLink::parse(uri)?,
+                        out: out.clone(),
+                        save: None,
+                        seed_ratio: *seed_ratio,
+                        no_seed: *no_seed,
+                        max_pieces: *max_pieces,
+                        skip_space_check: *skip_space_check,
+                        common: common.clone(),
+                    });
+                    continue;
+                }
                 let info = load(t)?;
                 let root = out.join(storage_name(&info.name)?);
                 plans.push(Plan {
                     info,
+                    learned: Vec::new(),
+                    banned: Vec::new(),
                     root,
                     download: true,
                     skip_verify: false,
@@ -240,6 +291,18 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     sequential: *sequential,
                     common: common.clone(),
                 });
+            }
+            if let Some(save) = save_torrent {
+                let several = magnets.len() > 1;
+                if several && !save.is_dir() {
+                    bail!(
+                        "--save-torrent {}: with several magnets, give an existing folder",
+                        save.display()
+                    );
+                }
+                for m in &mut magnets {
+                    m.save = Some((save.clone(), several || save.is_dir()));
+                }
             }
         }
         ClientCmd::Seed {
@@ -257,8 +320,13 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                 );
             }
             for (t, d) in torrents.iter().zip(data) {
+                if t.to_str().is_some_and(MagnetLink::is_magnet) {
+                    bail!("seed needs a .torrent: a magnet link has no metadata (download it first, or use --save-torrent)");
+                }
                 plans.push(Plan {
                     info: load(t)?,
+                    learned: Vec::new(),
+                    banned: Vec::new(),
                     root: d.clone(),
                     download: false,
                     skip_verify: *skip_verify,
@@ -274,7 +342,138 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             }
         }
     }
-    start(plans)
+    let dht_state = match &cmd {
+        ClientCmd::Download { out, common, .. } => common
+            .dht_state
+            .clone()
+            .unwrap_or_else(|| out.join(dht::DHT_STATE_FILE)),
+        ClientCmd::Seed { data, common, .. } => common.dht_state.clone().unwrap_or_else(|| {
+            data.first()
+                .and_then(|d| d.parent())
+                .unwrap_or(Path::new("."))
+                .join(dht::DHT_STATE_FILE)
+        }),
+    };
+    start(plans, magnets, dht_state)
+}
+
+/// A magnet link to open once its metadata is fetched, with the flags its
+/// plan will take.
+struct MagnetJob {
+    link: MagnetLink,
+    out: PathBuf,
+    /// `--save-torrent`: the path, and whether it is a folder.
+    save: Option<(PathBuf, bool)>,
+    seed_ratio: Option<f64>,
+    no_seed: bool,
+    max_pieces: Option<u32>,
+    skip_space_check: bool,
+    common: Common,
+}
+
+/// A magnet's life: its metadata phase, then the torrent runs as one
+/// opened from a file would (tables, output folder, resume).
+async fn magnet_main(
+    session: Arc<Session>,
+    job: MagnetJob,
+    signals: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let quiet = job.common.quiet;
+    let link = &job.link;
+    let t0 = std::time::Instant::now();
+    println!(
+        "magnet: {}: fetching the metadata ({} trackers, {} peers given)",
+        match &link.name {
+            Some(n) => format!("{n} ({})", link.info_hash),
+            None => link.info_hash.to_string(),
+        },
+        link.trackers.len(),
+        link.peers.len() + job.common.peers.len()
+    );
+    let dht = session.dht.get().cloned();
+    if dht.is_none()
+        && link.peers.is_empty()
+        && job.common.peers.is_empty()
+        && (job.common.no_trackers || link.trackers.is_empty())
+    {
+        bail!(
+            "nothing to connect to: the magnet has no x.pe, {}, no DHT and no --peer was given",
+            if job.common.no_trackers {
+                "--no-trackers"
+            } else {
+                "no tr"
+            }
+        );
+    }
+    let (extra, feeder) = match dht {
+        Some(d) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            (
+                Some(rx),
+                Some(tokio::spawn(dht::feed(d, link.info_hash, tx))),
+            )
+        }
+        None => (None, None),
+    };
+    let sources = magnet::Sources {
+        direct: job.common.peers.clone(),
+        trackers: !job.common.no_trackers,
+        extra,
+    };
+    let fetched = magnet::fetch(session.clone(), link, sources, signals.clone()).await;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    let Some(f) = fetched? else {
+        return Err(Interrupted("before the metadata".into()).into());
+    };
+    println!(
+        "metadata: {} bytes in {:.3} s ({} refused)",
+        f.metadata.len(),
+        t0.elapsed().as_secs_f64(),
+        f.refused
+    );
+    let bytes = magnet::torrent_bytes(&f.metadata, &link.trackers);
+    let mut tf = TorrentFile::from_bytes(bytes.clone());
+    let info = {
+        let m = tf
+            .parse_with(job.common.strict_paths)
+            .map_err(|e| anyhow::anyhow!("the metadata is no torrent: refused: {e}"))?;
+        if !quiet {
+            print!("{}", crate::info::render(&m, false));
+        }
+        Info::from_metainfo(&m)
+    };
+    if let Some((save, folder)) = &job.save {
+        let path = if *folder {
+            save.join(format!("{}.torrent", storage_name(&info.name)?))
+        } else {
+            save.clone()
+        };
+        std::fs::write(&path, &bytes).with_context(|| format!("{}", path.display()))?;
+        println!("saved: {}", path.display());
+    }
+    let root = job.out.join(storage_name(&info.name)?);
+    let plan = Plan {
+        info,
+        learned: f.learned,
+        banned: f.banned,
+        root,
+        download: true,
+        skip_verify: false,
+        seed_ratio: job.seed_ratio,
+        no_seed: job.no_seed,
+        max_pieces: job.max_pieces,
+        skip_space_check: job.skip_space_check,
+        common: job.common,
+    };
+    let ctx = {
+        let s = session.clone();
+        let p = &plan;
+        tokio::task::block_in_place(move || prepare(p, &s))?
+    };
+    session.add(ctx.clone())?;
+    main_loop(session, ctx, plan, signals).await
 }
 
 /// The torrent's name as one safe path component.
@@ -295,12 +494,17 @@ pub(crate) fn random_u32() -> u32 {
 }
 
 /// Runs every torrent in one session: one listener, one peer id.
-fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
-    let Some(first) = plans.first() else {
+fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyhow::Result<()> {
+    let Some(first) = plans
+        .first()
+        .map(|p| &p.common)
+        .or(magnets.first().map(|m| &m.common))
+    else {
         bail!("no torrent given");
     };
-    let listen = first.common.listen;
-    let max_conns = first.common.max_connections.max(1);
+    let listen = first.listen;
+    let max_conns = first.max_connections.max(1);
+    let (no_dht, dht_bootstrap) = (first.no_dht, first.dht_bootstrap.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -347,19 +551,43 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
     if incomplete > 0 {
         bail!("{incomplete} torrent(s) incomplete on disk");
     }
+    // The DHT once every torrent opened (not for --check-only).
+    let dht_wanted = !no_dht && (!magnets.is_empty() || !torrents.is_empty());
+    if dht_wanted {
+        if let Some(parent) = dht_state.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let node = rt.block_on(dht::SessionDht::start(
+            session.listen,
+            &dht_bootstrap,
+            dht_state,
+        ));
+        if let Some(node) = node {
+            let _ = session.dht.set(Arc::new(node));
+        }
+    }
     rt.spawn(session.clone().accept_loop(listener));
-    let several = torrents.len() > 1;
+    let several = torrents.len() + magnets.len() > 1;
     let results = rt.block_on(async {
-        let handles: Vec<_> = torrents
+        let mut handles: Vec<_> = torrents
             .into_iter()
             .map(|(name, ctx, plan)| {
                 let main = main_loop(session.clone(), ctx, plan, signals.clone());
                 (name, tokio::spawn(main))
             })
             .collect();
+        for job in magnets {
+            let name = job.link.label();
+            let main = magnet_main(session.clone(), job, signals.clone());
+            handles.push((name, tokio::spawn(main)));
+        }
         let mut out = Vec::new();
         for (name, h) in handles {
             out.push((name, h.await));
+        }
+        // The DHT saves its table.
+        if let Some(d) = session.dht.get() {
+            d.stop().await;
         }
         out
     });
@@ -407,6 +635,12 @@ async fn main_loop(
     // Direct peers: booked for good, dialled (and re-dialled with backoff)
     // while not connected.
     ctx.learn(&plan.common.peers, Source::Direct);
+    for (addr, source) in &plan.learned {
+        ctx.learn(&[*addr], *source);
+    }
+    for addr in &plan.banned {
+        ctx.lock().book.ban(*addr, std::time::Instant::now());
+    }
     {
         let c = ctx.clone();
         tokio::spawn(async move {
@@ -417,6 +651,14 @@ async fn main_loop(
                 }
             }
         });
+    }
+    // BEP 5, not for private torrents (BEP 27).
+    if let Some(d) = session.dht.get().filter(|_| !ctx.info.private) {
+        tokio::spawn(dht::torrent_loop(
+            d.clone(),
+            ctx.clone(),
+            session.listen.port(),
+        ));
     }
     let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -449,9 +691,11 @@ async fn main_loop(
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut failed = None;
-    // Only `--peer`s can ever give data (no tracker; no DHT here): once
-    // each has failed, say why and stop rather than wait forever.
-    let only_direct = plan.common.no_trackers || ctx.info.trackers.is_empty();
+    // Only `--peer`s can ever give data (no tracker, no DHT for this
+    // torrent): once each has failed, say why and stop rather than wait
+    // forever.
+    let only_direct = (plan.common.no_trackers || ctx.info.trackers.is_empty())
+        && (session.dht.get().is_none() || ctx.info.private);
     let mut unreachable = None;
     if !ctx.complete.load(Relaxed) {
         loop {
@@ -499,6 +743,8 @@ async fn main_loop(
                 st.hash_failures, st.banned
             );
             if !quiet {
+                print!("{}", ui::swarm_table(&st));
+                println!();
                 let known: Vec<String> = st
                     .known
                     .iter()

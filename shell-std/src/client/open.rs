@@ -40,12 +40,16 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     }
     if plan.download {
         // No source can ever appear: say so rather than wait forever.
+        // (A public torrent may still find peers through the DHT.)
+        let dht = !plan.common.no_dht && !info.private;
         if !plan.common.check_only
+            && !dht
             && plan.common.peers.is_empty()
+            && plan.learned.is_empty()
             && (plan.common.no_trackers || info.trackers.is_empty())
         {
             bail!(
-                "nothing to connect to: {} and no --peer was given",
+                "nothing to connect to: {}, no DHT and no --peer was given",
                 if plan.common.no_trackers {
                     "--no-trackers"
                 } else {

@@ -1,5 +1,5 @@
 //! The address book of one torrent: every peer address we learned, where
-//! from (tracker, incoming, direct `--peer`; DHT and PEX later), whether it
+//! from (tracker, incoming, direct `--peer` or `x.pe`, DHT, PEX), whether it
 //! is connected, when it may be dialled again (exponential backoff after a
 //! failure), and whether it is banned.
 //!
@@ -27,15 +27,30 @@ pub enum Source {
     Tracker,
     /// The peer connected to us.
     Incoming,
+    /// A DHT `get_peers` lookup (BEP 5).
+    Dht,
+    /// Another peer's `ut_pex` message (BEP 11).
+    Pex,
 }
 
 impl Source {
+    /// Every source, in the order the swarm table lists them.
+    pub const ALL: [Source; 5] = [
+        Source::Tracker,
+        Source::Dht,
+        Source::Pex,
+        Source::Incoming,
+        Source::Direct,
+    ];
+
     /// The name the tables use.
     pub fn name(self) -> &'static str {
         match self {
             Source::Direct => "direct",
             Source::Tracker => "tracker",
             Source::Incoming => "incoming",
+            Source::Dht => "DHT",
+            Source::Pex => "PEX",
         }
     }
 }
@@ -67,6 +82,9 @@ pub struct AddressBook {
 pub struct BookStats {
     /// Addresses known, by source.
     pub known: Vec<(Source, usize)>,
+    /// Connected addresses, by source (where the address was first
+    /// learned; `--peer` wins).
+    pub connected_by: Vec<(Source, usize)>,
     /// Connected addresses.
     pub connected: usize,
     /// Banned addresses.
@@ -201,17 +219,32 @@ impl AddressBook {
         self.entries.get(addr).is_some_and(|e| e.connected)
     }
 
+    /// Every address not banned, with its source.
+    pub fn addresses(&self) -> Vec<(SocketAddr, Source)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| !e.banned)
+            .map(|(a, e)| (*a, e.source))
+            .collect()
+    }
+
     /// Counts for the tables.
     pub fn stats(&self) -> BookStats {
         let mut by: HashMap<Source, usize> = HashMap::new();
+        let mut conn: HashMap<Source, usize> = HashMap::new();
         let mut s = BookStats::default();
         for e in self.entries.values() {
             *by.entry(e.source).or_default() += 1;
+            if e.connected {
+                *conn.entry(e.source).or_default() += 1;
+            }
             s.connected += usize::from(e.connected);
             s.banned += usize::from(e.banned);
         }
         s.known = by.into_iter().collect();
         s.known.sort_unstable();
+        s.connected_by = conn.into_iter().collect();
+        s.connected_by.sort_unstable();
         s
     }
 }
@@ -287,6 +320,34 @@ mod tests {
     }
 
     #[test]
+    fn stats_count_known_and_connected_addresses_by_source() {
+        let t0 = Instant::now();
+        let mut b = AddressBook::default();
+        b.add(a(1), Source::Dht, t0);
+        b.add(a(2), Source::Dht, t0);
+        b.add(a(3), Source::Pex, t0);
+        b.add(a(4), Source::Tracker, t0);
+        assert!(b.connected(a(2), Source::Tracker, t0));
+        assert!(b.connected(a(3), Source::Tracker, t0));
+        assert!(b.connected(a(5), Source::Incoming, t0));
+        let s = b.stats();
+        assert_eq!(
+            s.known,
+            [
+                (Source::Tracker, 1),
+                (Source::Incoming, 1),
+                (Source::Dht, 2),
+                (Source::Pex, 1)
+            ]
+        );
+        assert_eq!(
+            s.connected_by,
+            [(Source::Incoming, 1), (Source::Dht, 1), (Source::Pex, 1)]
+        );
+        assert_eq!(s.connected, 3);
+    }
+
+    #[test]
     fn bans_stick_direct_peers_come_first_and_the_book_is_bounded() {
         let t0 = Instant::now();
         let mut b = AddressBook::default();
@@ -306,6 +367,7 @@ mod tests {
         assert!(b.entries.contains_key(&a(3)), "direct peers are kept");
         let s = b.stats();
         assert_eq!(s.banned, 1);
+        assert!(s.connected_by.is_empty());
         assert_eq!(s.known.iter().map(|x| x.1).sum::<usize>(), MAX_ADDRESSES);
     }
 }

@@ -88,6 +88,8 @@ pub struct Session {
     pub limits: Arc<super::rate::Limiter>,
     torrents: Mutex<HashMap<InfoHash, Arc<Ctx>>>,
     pending: Mutex<Pending>,
+    /// The session's DHT node (BEP 5), unless `--no-dht`.
+    pub dht: std::sync::OnceLock<Arc<super::dht::SessionDht>>,
 }
 
 impl Session {
@@ -110,6 +112,7 @@ impl Session {
             limits: Arc::default(),
             torrents: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
+            dht: std::sync::OnceLock::new(),
         });
         Ok((s, listener))
     }

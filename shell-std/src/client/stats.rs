@@ -43,6 +43,8 @@ pub struct TorrentStats {
     pub failed: Option<String>,
     /// Addresses known, by where they came from.
     pub known: Vec<(Source, usize)>,
+    /// Connected addresses, by where they came from.
+    pub connected_by: Vec<(Source, usize)>,
 }
 
 /// The session at one moment.

@@ -62,6 +62,9 @@ pub struct Stats {
 /// What the shell keeps of a connected peer (the torrent keeps the rest).
 struct PeerCtl {
     addr: SocketAddr,
+    /// Where the peer accepts connections (the address dialled, or an
+    /// inbound peer's IP with its BEP 10 `p`): what PEX tells others.
+    reachable: Option<SocketAddr>,
     notify: Arc<Notify>,
     /// Banned by address (a protocol error, or a bad piece from any of its
     /// connections): close.
@@ -109,6 +112,23 @@ impl Shared {
     /// The peer was banned by address: its connection must close.
     pub(crate) fn is_killed(&self, key: PeerKey) -> bool {
         self.peers.get(&key).is_none_or(|c| c.kill)
+    }
+
+    /// Records where the peer `key` accepts connections.
+    pub(crate) fn set_reachable(&mut self, key: PeerKey, addr: SocketAddr) {
+        if let Some(c) = self.peers.get_mut(&key) {
+            c.reachable = Some(addr);
+        }
+    }
+
+    /// Where the connected peers accept connections (those we know), but
+    /// `except`'s.
+    pub(crate) fn reachable_peers(&self, except: PeerKey) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .filter(|(k, c)| **k != except && !c.kill)
+            .filter_map(|(_, c)| c.reachable)
+            .collect()
     }
 
     /// Wakes the tasks of the peers the torrent has commands for.
@@ -267,6 +287,7 @@ impl Ctx {
             complete: self.complete.load(Relaxed),
             failed: self.failure(),
             known: book.known,
+            connected_by: book.connected_by,
         }
     }
 
@@ -340,6 +361,7 @@ impl Ctx {
             key,
             PeerCtl {
                 addr,
+                reachable: None,
                 notify,
                 kill: false,
             },

@@ -1,5 +1,6 @@
 //! What the user sees: the tracker table (status, interval, seeders,
-//! leechers, peers) once the first announces are in, and an `indicatif`
+//! leechers, peers) once the first announces are in, the swarm table
+//! (peers by source) when a download ends, and an `indicatif`
 //! progress bar with speed, ETA, peers and seeds, read from the torrent's
 //! [`TorrentStats`](super::stats::TorrentStats) snapshots. Nothing with
 //! `--quiet`.
@@ -33,6 +34,25 @@ pub fn tracker_table(rows: &[TrackerStatus]) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
+    format!("{t}")
+}
+
+/// The swarm table: peer addresses known and connected, by where they
+/// came from (tracker, DHT, PEX, incoming, direct `--peer` or `x.pe`).
+pub fn swarm_table(st: &super::stats::TorrentStats) -> String {
+    let mut t = crate::info::table();
+    t.set_header(["Source", "Known", "Connected"]);
+    let get = |v: &[(super::peers::Source, usize)], s| {
+        v.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n)
+    };
+    let (mut known, mut conn) = (0, 0);
+    for s in super::peers::Source::ALL {
+        let (k, c) = (get(&st.known, s), get(&st.connected_by, s));
+        known += k;
+        conn += c;
+        t.add_row([s.name().to_string(), k.to_string(), c.to_string()]);
+    }
+    t.add_row(["all".to_string(), known.to_string(), conn.to_string()]);
     format!("{t}")
 }
 

@@ -28,6 +28,7 @@ impl Conn<'_> {
                 .poll_transmit(now, &mut self.session, &mut self.tmp);
             self.out.extend_from_slice(&self.tmp[..n]);
         }
+        self.send_pex(now, g);
         g.wake();
         if was_choking != self.session.am_choking() {
             // The test of the choker reads these lines.

@@ -46,6 +46,7 @@ impl<'a> Conn<'a> {
         let mut out: Vec<u8> = Vec::with_capacity(OUT_HIGH_WATER + (64 << 10));
         out.extend_from_slice(&ours.to_bytes());
         let mut out_pos = 0usize;
+        let inbound_conn = inbound.is_some();
         let theirs = match inbound {
             Some((h, rest)) => {
                 let n = rest.len().min(rbuf.len());
@@ -90,6 +91,9 @@ impl<'a> Conn<'a> {
 
         let notify = Arc::new(Notify::new());
         let key = ctx.register(addr, notify.clone()).map_err(closed)?;
+        if !inbound_conn {
+            ctx.lock().set_reachable(key, addr);
+        }
         let cfg = PeerConfig {
             pipeline: PIPELINE,
             ..PeerConfig::default()
@@ -113,6 +117,8 @@ impl<'a> Conn<'a> {
             writer: Writer::default(),
             up_acc: 0,
             ext_pending: ext,
+            ext: super::extensions::ExtState::new(ctx.info.private),
+            inbound: inbound_conn,
             seed: false,
         })
     }

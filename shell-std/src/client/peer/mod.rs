@@ -21,7 +21,7 @@
 //! peer that keeps asking is dropped).
 
 mod control;
-mod extensions;
+pub(crate) mod extensions;
 mod handshake;
 mod receive;
 mod uploads;
@@ -143,6 +143,10 @@ pub(crate) struct Conn<'a> {
     up_acc: u64,
     /// Our BEP 10 handshake is still to be sent.
     ext_pending: bool,
+    /// The peer's extensions (BEP 9 serving, BEP 11).
+    ext: extensions::ExtState,
+    /// The peer connected to us.
+    inbound: bool,
     /// The peer has every piece (counted in the stats).
     seed: bool,
 }
@@ -152,6 +156,10 @@ impl Conn<'_> {
         loop {
             let now = self.ctx.now();
             let (pos, err) = self.receive(now);
+            if !self.ext.pex_learned.is_empty() {
+                let learned = std::mem::take(&mut self.ext.pex_learned);
+                self.ctx.learn(&learned, Source::Pex);
+            }
             if let Err(e) = self
                 .writer
                 .submit(self.ctx, &mut self.rbuf, &mut self.filled, pos)

@@ -1,6 +1,8 @@
 //! Step 1: whole messages in the read buffer go to the torrent (under the
 //! shared lock): blocks are queued for the writer, requests for upload.
 
+use std::net::SocketAddr;
+
 use ourtorrent_core::peer::Handled;
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::wire::{Frame, Status};
@@ -61,7 +63,20 @@ impl Conn<'_> {
                     self.reqs.cancel(r);
                 }
                 Handled::Extended { id, payload } => {
-                    super::extensions::on_extended(&mut self.session, id, payload)
+                    super::extensions::on_extended(
+                        &mut self.ext,
+                        &mut self.session,
+                        &self.ctx.info.metadata,
+                        &mut self.out,
+                        now,
+                        self.addr,
+                        id,
+                        payload,
+                    );
+                    // BEP 10 `p`: where an inbound peer accepts connections.
+                    if let Some(p) = self.ext.their_port.take().filter(|_| self.inbound) {
+                        g.set_reachable(self.key, SocketAddr::new(self.addr.ip(), p));
+                    }
                 }
                 _ => {}
             }
