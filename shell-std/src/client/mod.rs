@@ -269,6 +269,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                         no_seed: *no_seed,
                         max_pieces: *max_pieces,
                         skip_space_check: *skip_space_check,
+                        only: only.clone(),
+                        skip: skip.clone(),
+                        sequential: *sequential,
                         common: common.clone(),
                     });
                     continue;
@@ -368,6 +371,9 @@ struct MagnetJob {
     no_seed: bool,
     max_pieces: Option<u32>,
     skip_space_check: bool,
+    only: Option<String>,
+    skip: Option<String>,
+    sequential: bool,
     common: Common,
 }
 
@@ -434,7 +440,7 @@ async fn magnet_main(
         f.refused
     );
     let bytes = magnet::torrent_bytes(&f.metadata, &link.trackers);
-    let mut tf = TorrentFile::from_bytes(bytes.clone());
+    let mut tf = crate::torrent::TorrentFile::from_bytes(bytes.clone());
     let info = {
         let m = tf
             .parse_with(job.common.strict_paths)
@@ -465,6 +471,9 @@ async fn magnet_main(
         no_seed: job.no_seed,
         max_pieces: job.max_pieces,
         skip_space_check: job.skip_space_check,
+        only: job.only,
+        skip: job.skip,
+        sequential: job.sequential,
         common: job.common,
     };
     let ctx = {
@@ -524,8 +533,8 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyho
     })?;
     tracing::info!(listen = %session.listen, "listening");
     session.set_rate_limits(
-        first.common.max_down.unwrap_or(0),
-        first.common.max_up.unwrap_or(0),
+        first.max_down.unwrap_or(0),
+        first.max_up.unwrap_or(0),
     );
     let mut torrents = Vec::new();
     let mut incomplete = 0;
