@@ -46,6 +46,9 @@ enum Cmd {
     Create(shell_std::create::CreateArgs),
     /// Run a standalone Mainline DHT node (BEP 5), or a bootstrap router.
     Dht(shell_std::dht::DhtArgs),
+    /// Run many torrents in one long-running session, driven over an HTTP
+    /// JSON API (and a web page), state kept in SQLite.
+    Daemon(shell_std::daemon::DaemonArgs),
 }
 
 /// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
@@ -78,6 +81,10 @@ fn main() -> ExitCode {
         Cmd::Dht(a) => {
             init_logging();
             shell_std::dht::run(a)
+        }
+        Cmd::Daemon(a) => {
+            init_logging();
+            shell_std::daemon::run(a)
         }
     };
     match result {

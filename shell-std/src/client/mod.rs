@@ -146,6 +146,9 @@ struct Plan {
     max_pieces: Option<u32>,
     skip_space_check: bool,
     common: Common,
+    /// Pieces known verified (the daemon's fast resume): trusted, nothing
+    /// hashed, and no source required (peers may come later).
+    have: Option<Vec<bool>>,
 }
 
 /// Runs a `client` subcommand.
@@ -204,6 +207,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     max_pieces: *max_pieces,
                     skip_space_check: *skip_space_check,
                     common: common.clone(),
+                    have: None,
                 });
             }
         }
@@ -232,6 +236,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     max_pieces: None,
                     skip_space_check: true,
                     common: common.clone(),
+                    have: None,
                 });
             }
         }
@@ -539,7 +544,7 @@ impl std::error::Error for Interrupted {}
 /// The handlers are installed at once (before any output a user or a
 /// test could react to); the returned receiver turns true on the first
 /// signal.
-fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -554,4 +559,36 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
         let _ = tx.send(true);
     });
     Ok(rx)
+}
+
+/// The daemon's way in (`crate::daemon`): where torrent `info` lives under
+/// `dir` (`dir/NAME`, the name one safe path component).
+pub fn root_in(dir: &Path, info: &Info) -> anyhow::Result<PathBuf> {
+    Ok(dir.join(storage_name(&info.name)?))
+}
+
+/// The daemon's way in: opens torrent `info` at `root` for download (and
+/// then seeding) in `session`, trusting `have` (the pieces the daemon
+/// verified or kept from its fast-resume state: nothing is hashed here).
+/// The caller adds the returned torrent to the session and runs it.
+pub fn open_resumed(
+    session: &Session,
+    info: Info,
+    root: PathBuf,
+    common: Common,
+    have: Vec<bool>,
+) -> anyhow::Result<Arc<Ctx>> {
+    let plan = Plan {
+        info,
+        root,
+        download: true,
+        skip_verify: false,
+        seed_ratio: None,
+        no_seed: false,
+        max_pieces: None,
+        skip_space_check: true,
+        common,
+        have: Some(have),
+    };
+    prepare(&plan, session)
 }

@@ -41,6 +41,7 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     if plan.download {
         // No source can ever appear: say so rather than wait forever.
         if !plan.common.check_only
+            && plan.have.is_none()
             && plan.common.peers.is_empty()
             && (plan.common.no_trackers || info.trackers.is_empty())
         {
@@ -73,7 +74,9 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     }
     let storage = Storage::open(&info, &plan.root, plan.download && !plan.common.check_only)?;
     let n = info.pieces();
-    let have = if plan.skip_verify {
+    let have = if let Some(h) = &plan.have {
+        h.clone()
+    } else if plan.skip_verify {
         vec![true; n as usize]
     } else {
         storage.verify_all(&info, 2, !plan.download)

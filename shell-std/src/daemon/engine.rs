@@ -1,0 +1,922 @@
+//! The daemon's torrents over one client [`Session`]: adding, starting
+//! (fast-resume check, then the same torrent machinery as `client
+//! download`), pausing, resuming, rechecking and removing them, the 1 s
+//! sampler (rates, events) and the periodic fast-resume save.
+//!
+//! A running torrent is a client [`Ctx`] routed by the session plus its
+//! tasks (dialer, 1 s tick, announces); a paused one is only its entry
+//! here with the pieces it had. Pausing stops the `Ctx` (peers closed,
+//! `stopped` announced); resuming opens it again from the saved pieces, so
+//! nothing is hashed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{broadcast, watch};
+
+use super::resume::{self, Stamp};
+use super::store::{self, Resume, Row, Save, Store};
+use crate::client::announce::{announce_loop, Statuses, TrackerStatus};
+use crate::client::meta::Info;
+use crate::client::peers::Source;
+use crate::client::session::Session;
+use crate::client::storage::Storage;
+use crate::client::swarm::{dialer, Ctx};
+use crate::client::{open_resumed, root_in, Common, MAX_PIECE_LEN};
+use crate::torrent::TorrentFile;
+
+/// Fast-resume data is saved this often (what a `kill -9` may lose).
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Threads hashing pieces at start.
+pub const HASH_THREADS: usize = 2;
+/// Time a stopping torrent's tasks get to let go of it (writes land)
+/// before its files are stamped.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Events waiting for a slow SSE client before it misses some.
+pub const EVENT_BACKLOG: usize = 256;
+
+/// Where a torrent is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// Hashing what is on disk.
+    Checking,
+    /// Running (downloading or seeding).
+    Live,
+    /// Paused by the user.
+    Paused,
+    /// Stopped by an error (the message).
+    Error(String),
+}
+
+/// A running torrent.
+struct Live {
+    ctx: Arc<Ctx>,
+    statuses: Statuses,
+    stop: watch::Sender<bool>,
+    announcer: tokio::task::JoinHandle<()>,
+}
+
+/// What changes of a torrent.
+struct State {
+    phase: Phase,
+    live: Option<Live>,
+    /// Pieces verified, as of the last stop (or start).
+    have: Vec<bool>,
+    /// Bytes received and sent before the current run.
+    base_down: u64,
+    base_up: u64,
+    /// Rates over the last sample (bytes/s) and the counters then.
+    down_rate: u64,
+    up_rate: u64,
+    last: (u64, u64, Instant),
+    /// Pieces hashed and found at the last start; pieces trusted from the
+    /// fast-resume data without hashing.
+    hashed: u32,
+    trusted: u32,
+    /// Time from start to running, last start.
+    start_ms: u64,
+    /// The last resume data written (nothing is written when unchanged).
+    saved: Option<Resume>,
+}
+
+/// One torrent of the daemon.
+pub struct Entry {
+    /// Its id in the API.
+    pub id: i64,
+    /// Its metadata.
+    pub info: Info,
+    /// Where its data lives.
+    pub root: PathBuf,
+    /// Peers given when it was added.
+    pub peers: Vec<SocketAddr>,
+    state: Mutex<State>,
+}
+
+impl Entry {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running torrent, if it runs.
+    pub fn ctx(&self) -> Option<Arc<Ctx>> {
+        self.lock().live.as_ref().map(|l| l.ctx.clone())
+    }
+
+    /// Its trackers' status rows (empty unless running).
+    pub fn trackers(&self) -> Vec<TrackerStatus> {
+        self.lock()
+            .live
+            .as_ref()
+            .map(|l| l.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Verified pieces now.
+    pub fn have(&self) -> Vec<bool> {
+        let st = self.lock();
+        match &st.live {
+            Some(l) => l.ctx.have_flags(),
+            None => st.have.clone(),
+        }
+    }
+
+    /// A snapshot for the API.
+    pub fn view(&self) -> View {
+        let st = self.lock();
+        let (snap, failed) = match &st.live {
+            Some(l) => {
+                let s = l.ctx.snapshot();
+                let f = s.failed.clone();
+                (Some(s), f)
+            }
+            None => (None, None),
+        };
+        let pieces = self.info.pieces();
+        let (verified, pieces_verified, down, up, peers, seeds, complete) = match &snap {
+            Some(s) => (
+                s.verified,
+                s.pieces_verified,
+                st.base_down + s.downloaded,
+                st.base_up + s.uploaded,
+                s.peers,
+                s.seeds,
+                s.complete,
+            ),
+            None => {
+                let n = st.have.iter().filter(|h| **h).count() as u32;
+                let bytes = st
+                    .have
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| **h)
+                    .map(|(i, _)| piece_len(&self.info, i as u32))
+                    .sum();
+                (
+                    bytes,
+                    n,
+                    st.base_down,
+                    st.base_up,
+                    0,
+                    0,
+                    n == pieces && pieces > 0,
+                )
+            }
+        };
+        let state = match (&st.phase, failed) {
+            (_, Some(why)) => ("error", Some(why)),
+            (Phase::Error(why), _) => ("error", Some(why.clone())),
+            (Phase::Checking, _) => ("checking", None),
+            (Phase::Paused, _) => ("paused", None),
+            (Phase::Live, _) if complete => ("seeding", None),
+            (Phase::Live, _) => ("downloading", None),
+        };
+        let left = self.info.total.saturating_sub(verified);
+        let live = st.live.is_some();
+        View {
+            id: self.id,
+            info_hash: self.info.info_hash.to_string(),
+            name: self.info.name.clone(),
+            size: self.info.total,
+            progress: if self.info.total == 0 {
+                1.0
+            } else {
+                verified as f64 / self.info.total as f64
+            },
+            state: state.0,
+            error: state.1,
+            down_rate: if live { st.down_rate } else { 0 },
+            up_rate: if live { st.up_rate } else { 0 },
+            downloaded: down,
+            uploaded: up,
+            verified,
+            pieces,
+            pieces_verified,
+            peers,
+            seeds,
+            eta: (live && left > 0 && st.down_rate > 0).then(|| left / st.down_rate),
+            hashed_at_start: st.hashed,
+            trusted_at_start: st.trusted,
+            start_ms: st.start_ms,
+            fetched: snap.as_ref().map_or(0, |s| s.fetched),
+            root: self.root.display().to_string(),
+        }
+    }
+}
+
+/// Bytes in piece `i`.
+fn piece_len(info: &Info, i: u32) -> u64 {
+    let start = u64::from(i) * info.piece_len;
+    info.total.saturating_sub(start).min(info.piece_len)
+}
+
+/// A torrent as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct View {
+    /// Its id.
+    pub id: i64,
+    /// Its info-hash (hex).
+    pub info_hash: String,
+    /// Its name.
+    pub name: String,
+    /// Bytes in all.
+    pub size: u64,
+    /// Verified bytes / size (0–1).
+    pub progress: f64,
+    /// `checking`, `downloading`, `seeding`, `paused` or `error`.
+    pub state: &'static str,
+    /// The error, in state `error`.
+    pub error: Option<String>,
+    /// Payload bytes/s received over the last second.
+    pub down_rate: u64,
+    /// Payload bytes/s sent over the last second.
+    pub up_rate: u64,
+    /// Payload bytes received, all runs.
+    pub downloaded: u64,
+    /// Payload bytes sent, all runs.
+    pub uploaded: u64,
+    /// Bytes of verified pieces.
+    pub verified: u64,
+    /// Pieces in all.
+    pub pieces: u32,
+    /// Pieces verified.
+    pub pieces_verified: u32,
+    /// Connected peers.
+    pub peers: u32,
+    /// Connected peers that have everything.
+    pub seeds: u32,
+    /// Seconds to completion at the current rate (none when idle or done).
+    pub eta: Option<u64>,
+    /// Pieces hashed at the last start (0 after a clean stop).
+    pub hashed_at_start: u32,
+    /// Pieces trusted from the fast-resume data at the last start.
+    pub trusted_at_start: u32,
+    /// Milliseconds from the last start to running.
+    pub start_ms: u64,
+    /// Pieces downloaded and verified since the last start.
+    pub fetched: u32,
+    /// Where the data lives.
+    pub root: String,
+}
+
+/// Why an API call failed; the API maps each to a status.
+#[derive(Debug)]
+pub enum Refused {
+    /// Bad input (400).
+    Bad(String),
+    /// Not allowed (403).
+    Forbidden(String),
+    /// No such torrent (404).
+    NotFound(i64),
+    /// Already there (409), with the id of the one that is.
+    Conflict(String, Option<i64>),
+    /// Our fault (500).
+    Internal(String),
+}
+
+impl From<anyhow::Error> for Refused {
+    fn from(e: anyhow::Error) -> Self {
+        Refused::Internal(format!("{e:#}"))
+    }
+}
+
+/// The daemon.
+pub struct Daemon {
+    /// The client session every torrent runs in.
+    pub session: Arc<Session>,
+    /// Where torrents are downloaded.
+    pub download_dir: PathBuf,
+    store: Mutex<Store>,
+    torrents: Mutex<BTreeMap<i64, Arc<Entry>>>,
+    /// State changes and progress, for SSE.
+    pub events: broadcast::Sender<String>,
+    common: Common,
+}
+
+impl Daemon {
+    /// A daemon over `session`, its state in `store`.
+    pub fn new(
+        session: Arc<Session>,
+        store: Store,
+        download_dir: PathBuf,
+        common: Common,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            session,
+            download_dir,
+            store: Mutex::new(store),
+            torrents: Mutex::new(BTreeMap::new()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            common,
+        })
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<i64, Arc<Entry>>> {
+        self.torrents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, kind: &str, data: serde_json::Value) {
+        let _ = self
+            .events
+            .send(serde_json::json!({ "type": kind, "data": data }).to_string());
+    }
+
+    /// Every torrent, by id.
+    pub fn list(&self) -> Vec<Arc<Entry>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// The torrent `id`.
+    pub fn get(&self, id: i64) -> Result<Arc<Entry>, Refused> {
+        self.map().get(&id).cloned().ok_or(Refused::NotFound(id))
+    }
+
+    /// Loads the stored torrents and starts those not paused.
+    pub fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
+        let rows = self.store().load()?;
+        for row in rows {
+            let id = row.id;
+            match self.entry_from_row(row) {
+                Ok((entry, saved, paused)) => {
+                    self.map().insert(id, entry.clone());
+                    if !paused {
+                        self.clone().spawn_start(entry, saved);
+                    }
+                }
+                Err(e) => tracing::error!(id, "stored torrent not loaded: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn entry_from_row(
+        &self,
+        row: Row,
+    ) -> anyhow::Result<(Arc<Entry>, Option<(Vec<bool>, Vec<Stamp>)>, bool)> {
+        let info = parse(&row.metainfo).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let n = info.pieces() as usize;
+        let kept = row.resume.clone();
+        let saved = row
+            .resume
+            .and_then(|r| store::unpack(&r.have, n).map(|h| (h, r.files)));
+        let peers = row.peers.iter().filter_map(|p| p.parse().ok()).collect();
+        let have = match (&saved, row.paused) {
+            (Some((h, _)), true) => h.clone(),
+            _ => vec![false; n],
+        };
+        let entry = Arc::new(Entry {
+            id: row.id,
+            info,
+            root: row.root,
+            peers,
+            state: Mutex::new(State {
+                phase: if row.paused {
+                    Phase::Paused
+                } else {
+                    Phase::Checking
+                },
+                live: None,
+                have,
+                base_down: row.downloaded,
+                base_up: row.uploaded,
+                down_rate: 0,
+                up_rate: 0,
+                last: (0, 0, Instant::now()),
+                hashed: 0,
+                trusted: 0,
+                start_ms: 0,
+                saved: kept,
+            }),
+        });
+        Ok((entry, saved, row.paused))
+    }
+
+    /// Adds a torrent from its `.torrent` bytes.
+    pub fn add(
+        self: &Arc<Self>,
+        metainfo: Vec<u8>,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) -> Result<(i64, String), Refused> {
+        let info = parse(&metainfo).map_err(Refused::Bad)?;
+        if info.piece_len > MAX_PIECE_LEN {
+            return Err(Refused::Bad(format!(
+                "pieces of {} bytes are larger than the {} MiB this client handles",
+                info.piece_len,
+                MAX_PIECE_LEN >> 20
+            )));
+        }
+        let root = root_in(&self.download_dir, &info).map_err(|e| Refused::Bad(e.to_string()))?;
+        Storage::paths(&info, &root).map_err(|e| Refused::Bad(format!("{e:#}")))?;
+        let ih = info.info_hash.to_string();
+        let mut map = self.map();
+        if let Some(e) = map.values().find(|e| e.info.info_hash == info.info_hash) {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added (id {})", e.id),
+                Some(e.id),
+            ));
+        }
+        if let Some(e) = map.values().find(|e| e.root == root) {
+            return Err(Refused::Conflict(
+                format!(
+                    "{} is already the folder of torrent {} (id {})",
+                    root.display(),
+                    e.info.info_hash,
+                    e.id
+                ),
+                Some(e.id),
+            ));
+        }
+        let peer_text: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+        let id = self
+            .store()
+            .insert(&ih, &metainfo, &root, paused, &peer_text)?;
+        let n = info.pieces() as usize;
+        let entry = Arc::new(Entry {
+            id,
+            info,
+            root,
+            peers,
+            state: Mutex::new(State {
+                phase: if paused {
+                    Phase::Paused
+                } else {
+                    Phase::Checking
+                },
+                live: None,
+                have: vec![false; n],
+                base_down: 0,
+                base_up: 0,
+                down_rate: 0,
+                up_rate: 0,
+                last: (0, 0, Instant::now()),
+                hashed: 0,
+                trusted: 0,
+                start_ms: 0,
+                saved: None,
+            }),
+        });
+        map.insert(id, entry.clone());
+        drop(map);
+        tracing::info!(id, info_hash = %ih, name = %entry.info.name, "added");
+        self.emit("added", serde_json::json!({ "id": id, "info_hash": ih }));
+        if !paused {
+            self.clone().spawn_start(entry, None);
+        }
+        Ok((id, ih))
+    }
+
+    /// Starts `entry` in the background: check, then run.
+    fn spawn_start(self: Arc<Self>, entry: Arc<Entry>, saved: Option<(Vec<bool>, Vec<Stamp>)>) {
+        entry.lock().phase = Phase::Checking;
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let d = self.clone();
+            let e = entry.clone();
+            let r = tokio::task::spawn_blocking(move || d.open(&e, saved)).await;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            };
+            match r {
+                Ok((ctx, hashed, trusted)) => {
+                    let mut st = entry.lock();
+                    if st.phase != Phase::Checking {
+                        // Paused or removed while checking.
+                        st.have = ctx.have_flags();
+                        drop(st);
+                        ctx.stop();
+                        return;
+                    }
+                    if let Err(e) = self.session.add(ctx.clone()) {
+                        st.phase = Phase::Error(format!("{e:#}"));
+                        return;
+                    }
+                    st.hashed = hashed;
+                    st.trusted = trusted;
+                    st.start_ms = t0.elapsed().as_millis() as u64;
+                    st.last = (0, 0, Instant::now());
+                    st.live = Some(self.run(&entry, ctx));
+                    st.phase = Phase::Live;
+                    drop(st);
+                    tracing::info!(id = entry.id, hashed, trusted, "running");
+                    self.emit(
+                        "state",
+                        serde_json::to_value(entry.view()).unwrap_or_default(),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(id = entry.id, "start: {e:#}");
+                    entry.lock().phase = Phase::Error(format!("{e:#}"));
+                    self.emit(
+                        "state",
+                        serde_json::to_value(entry.view()).unwrap_or_default(),
+                    );
+                }
+            }
+        });
+    }
+
+    /// Checks what is on disk (fast resume) and opens the torrent; returns
+    /// it with the pieces hashed and found, and the pieces trusted.
+    fn open(
+        &self,
+        entry: &Entry,
+        saved: Option<(Vec<bool>, Vec<Stamp>)>,
+    ) -> anyhow::Result<(Arc<Ctx>, u32, u32)> {
+        let info = &entry.info;
+        let paths = Storage::paths(info, &entry.root)?;
+        let now = resume::stamps(info, &paths);
+        let check = resume::plan(
+            info,
+            saved.as_ref().map(|(h, s)| (h.as_slice(), s.as_slice())),
+            &now,
+        );
+        if !check.trusted.iter().all(|h| *h) {
+            Storage::check_space(info, &entry.root)?;
+        }
+        if let Some(parent) = entry.root.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+        }
+        let trusted = check.trusted.iter().filter(|h| **h).count() as u32;
+        let mut have = check.trusted;
+        let mut hashed = 0;
+        if !check.hash.is_empty() {
+            let storage = Storage::open(info, &entry.root, true)?;
+            for i in resume::verify(&storage, info, &check.hash, HASH_THREADS) {
+                if let Some(h) = have.get_mut(i as usize) {
+                    *h = true;
+                    hashed += 1;
+                }
+            }
+        }
+        let mut common = self.common.clone();
+        common.peers = entry.peers.clone();
+        let ctx = open_resumed(
+            &self.session,
+            info.clone(),
+            entry.root.clone(),
+            common,
+            have,
+        )?;
+        Ok((ctx, hashed, trusted))
+    }
+
+    /// Runs an opened torrent: dialer, 1 s tick, announces.
+    fn run(&self, entry: &Entry, ctx: Arc<Ctx>) -> Live {
+        tokio::spawn(dialer(ctx.clone(), self.session.conns.clone()));
+        ctx.learn(&entry.peers, Source::Direct);
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => c.tick(),
+                    _ = c.stopped() => return,
+                }
+            }
+        });
+        let statuses: Statuses = Arc::new(Mutex::new(
+            ctx.info
+                .trackers
+                .iter()
+                .map(|(tier, url)| TrackerStatus {
+                    tier: *tier,
+                    url: url.clone(),
+                    status: "connecting".into(),
+                    reply: None,
+                    told_complete: ctx.complete.load(Relaxed),
+                })
+                .collect(),
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let announcer = tokio::spawn(announce_loop(
+            self.session.clone(),
+            ctx.clone(),
+            statuses.clone(),
+            stop_rx,
+        ));
+        Live {
+            ctx,
+            statuses,
+            stop,
+            announcer,
+        }
+    }
+
+    /// Stops a running torrent (if it runs): `stopped` announced (waited
+    /// for when `wait`), its tasks ended, what it has kept in the entry.
+    /// Returns the pieces it had.
+    async fn halt(&self, entry: &Entry, wait: bool) {
+        let live = entry.lock().live.take();
+        let Some(live) = live else {
+            return;
+        };
+        let _ = live.stop.send(true);
+        self.session.remove(&entry.info.info_hash);
+        live.ctx.stop();
+        {
+            let s = live.ctx.snapshot();
+            let mut st = entry.lock();
+            st.have = live.ctx.have_flags();
+            st.base_down += s.downloaded;
+            st.base_up += s.uploaded;
+        }
+        if wait {
+            let _ = tokio::time::timeout(
+                crate::client::announce::STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1),
+                live.announcer,
+            )
+            .await;
+        }
+        // Let the peer tasks and writers let go (their writes land) before
+        // the files are stamped.
+        let until = Instant::now() + STOP_GRACE;
+        while Arc::strong_count(&live.ctx) > 1 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pauses torrent `id`.
+    pub async fn pause(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        self.store().set_paused(id, true)?;
+        entry.lock().phase = Phase::Paused;
+        self.halt(&entry, false).await;
+        self.save_one(&entry);
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
+    }
+
+    /// Resumes torrent `id` from the pieces it had (nothing hashed unless
+    /// its files changed meanwhile).
+    pub async fn resume(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        {
+            let st = entry.lock();
+            if matches!(st.phase, Phase::Live | Phase::Checking) {
+                return Ok(entry.view_unlocked(st));
+            }
+        }
+        self.store().set_paused(id, false)?;
+        let saved = entry.lock().saved.clone().and_then(|r| {
+            store::unpack(&r.have, entry.info.pieces() as usize).map(|h| (h, r.files))
+        });
+        self.clone().spawn_start(entry.clone(), saved);
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
+    }
+
+    /// Stops torrent `id`, hashes everything on disk, and starts it again
+    /// (unless it is paused).
+    pub async fn recheck(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        let paused = entry.lock().phase == Phase::Paused;
+        self.halt(&entry, false).await;
+        entry.lock().saved = None;
+        if paused {
+            // Hash now, stay paused.
+            let d = self.clone();
+            let e = entry.clone();
+            let have = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<bool>> {
+                let info = &e.info;
+                let paths = Storage::paths(info, &e.root)?;
+                let check = resume::plan(info, None, &resume::stamps(info, &paths));
+                let mut have = vec![false; info.pieces() as usize];
+                if !check.hash.is_empty() {
+                    let storage = Storage::open(info, &e.root, true)?;
+                    for i in resume::verify(&storage, info, &check.hash, HASH_THREADS) {
+                        if let Some(h) = have.get_mut(i as usize) {
+                            *h = true;
+                        }
+                    }
+                }
+                drop(d);
+                Ok(have)
+            })
+            .await
+            .map_err(|e| Refused::Internal(e.to_string()))??;
+            entry.lock().have = have;
+            self.save_one(&entry);
+        } else {
+            self.clone().spawn_start(entry.clone(), None);
+        }
+        Ok(entry.view())
+    }
+
+    /// Removes torrent `id`; with `delete_data` also its files (only files
+    /// under the download folder: checked before anything is removed).
+    pub async fn remove(self: &Arc<Self>, id: i64, delete_data: bool) -> Result<(), Refused> {
+        let entry = self.get(id)?;
+        let files = if delete_data {
+            Some(self.data_files(&entry)?)
+        } else {
+            None
+        };
+        entry.lock().phase = Phase::Paused;
+        self.map().remove(&id);
+        self.halt(&entry, false).await;
+        self.store().delete(id)?;
+        if let Some(files) = files {
+            remove_files(&entry.root, &files);
+        }
+        tracing::info!(id, delete_data, "removed");
+        self.emit("removed", serde_json::json!({ "id": id }));
+        Ok(())
+    }
+
+    /// The torrent's files to delete, each checked to lie inside the
+    /// download folder (no symlinked folder on the way).
+    fn data_files(&self, entry: &Entry) -> Result<Vec<PathBuf>, Refused> {
+        let dir = self
+            .download_dir
+            .canonicalize()
+            .map_err(|e| Refused::Internal(format!("{}: {e}", self.download_dir.display())))?;
+        let outside = || {
+            Refused::Forbidden(format!(
+                "{}: not inside the download folder {}; nothing removed",
+                entry.root.display(),
+                dir.display()
+            ))
+        };
+        let paths = Storage::paths(&entry.info, &entry.root).map_err(|_| outside())?;
+        let mut out = Vec::new();
+        for p in paths {
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue; // not there
+            };
+            if m.is_dir() {
+                continue;
+            }
+            let parent = p
+                .parent()
+                .and_then(|x| x.canonicalize().ok())
+                .ok_or_else(outside)?;
+            if !parent.starts_with(&dir) || parent == dir && entry.info.multi_file {
+                return Err(outside());
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// The 1 s sampler (rates, progress events) and the periodic save,
+    /// until `shutdown` turns true.
+    pub async fn ticker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_save = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let mut views = Vec::new();
+            for e in self.list() {
+                let mut st = e.lock();
+                if let Some(l) = &st.live {
+                    let down = l.ctx.stats.downloaded.load(Relaxed);
+                    let up = l.ctx.stats.uploaded.load(Relaxed);
+                    let (d0, u0, t0) = st.last;
+                    let secs = t0.elapsed().as_secs_f64().max(0.001);
+                    st.down_rate = (down.saturating_sub(d0) as f64 / secs) as u64;
+                    st.up_rate = (up.saturating_sub(u0) as f64 / secs) as u64;
+                    st.last = (down, up, Instant::now());
+                }
+                drop(st);
+                views.push(e.view());
+            }
+            if self.events.receiver_count() > 0 {
+                self.emit("torrents", serde_json::to_value(&views).unwrap_or_default());
+            }
+            if last_save.elapsed() >= SAVE_INTERVAL {
+                last_save = Instant::now();
+                let d = self.clone();
+                let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
+            }
+        }
+    }
+
+    /// What to save of one torrent: counters, and its resume data when
+    /// the pieces changed since the last save.
+    fn save_of(&self, e: &Entry) -> Save {
+        let (have, down, up) = {
+            let st = e.lock();
+            match &st.live {
+                Some(l) => {
+                    let s = l.ctx.snapshot();
+                    (
+                        l.ctx.have_flags(),
+                        st.base_down + s.downloaded,
+                        st.base_up + s.uploaded,
+                    )
+                }
+                None => (st.have.clone(), st.base_down, st.base_up),
+            }
+        };
+        let checking = e.lock().phase == Phase::Checking;
+        let mut resume = None;
+        if !checking {
+            // The pieces first, then the stamps: a write after the
+            // bitfield can only make a file look changed (hashed again).
+            let packed = store::pack(&have);
+            let files = Storage::paths(&e.info, &e.root)
+                .map(|p| resume::stamps(&e.info, &p))
+                .unwrap_or_default();
+            let r = Resume {
+                have: packed,
+                files,
+            };
+            let mut st = e.lock();
+            if st.saved.as_ref() != Some(&r) {
+                st.saved = Some(r.clone());
+                resume = Some(r);
+            }
+        }
+        Save {
+            id: e.id,
+            resume,
+            downloaded: down,
+            uploaded: up,
+        }
+    }
+
+    /// Saves every torrent in one transaction.
+    pub fn save_all(&self) {
+        let saves: Vec<Save> = self.list().iter().map(|e| self.save_of(e)).collect();
+        if let Err(e) = self.store().save(&saves) {
+            tracing::error!("saving the state: {e:#}");
+        }
+    }
+
+    fn save_one(&self, e: &Entry) {
+        let s = self.save_of(e);
+        if let Err(e) = self.store().save(&[s]) {
+            tracing::error!("saving the state: {e:#}");
+        }
+    }
+
+    /// Clean stop: every torrent stopped (`stopped` announced), then
+    /// everything saved.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let all = self.list();
+        let halts = all.iter().map(|e| self.halt(e, true));
+        futures_util::future::join_all(halts).await;
+        for e in &all {
+            let mut st = e.lock();
+            if st.phase == Phase::Live {
+                // Runs again at the next start.
+                st.phase = Phase::Checking;
+            }
+        }
+        let d = self.clone();
+        let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
+    }
+}
+
+impl Entry {
+    fn view_unlocked(&self, st: MutexGuard<'_, State>) -> View {
+        drop(st);
+        self.view()
+    }
+}
+
+/// Parses `.torrent` bytes into what the client keeps; the error says why
+/// they are not a torrent.
+pub fn parse(bytes: &[u8]) -> Result<Info, String> {
+    let mut tf = TorrentFile::from_bytes(bytes.to_vec());
+    let m = tf
+        .parse()
+        .map_err(|e| format!("not a valid .torrent: {e}"))?;
+    Ok(Info::from_metainfo(&m))
+}
+
+/// Removes `files` (regular files and symlinks only, never what a link
+/// points to), then the folders under `root` they leave empty, and `root`.
+fn remove_files(root: &Path, files: &[PathBuf]) {
+    for f in files {
+        if let Err(e) = std::fs::remove_file(f) {
+            tracing::warn!("{}: not removed: {e}", f.display());
+        }
+    }
+    // Deepest folders first; remove_dir leaves a folder that is not empty.
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .flat_map(|f| f.ancestors().skip(1))
+        .filter(|d| d.starts_with(root))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}

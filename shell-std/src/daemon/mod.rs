@@ -1,0 +1,166 @@
+//! `shell-std daemon`: one long-running client session with many
+//! torrents, driven over an HTTP JSON API, its state kept in SQLite.
+//!
+//! - [`engine`]: the torrents over the client's `Session` (add, pause,
+//!   resume, recheck, remove; rates; periodic saves);
+//! - [`store`]: `STATE/state.db` (torrents, metainfo, paused, byte
+//!   counters, fast-resume data, settings), written transactionally;
+//! - [`resume`]: fast resume — the saved pieces are trusted for files whose
+//!   size and mtime did not change; only pieces of changed files are hashed;
+//! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`.
+//!
+//! Limits: magnets answer 501 until the session supports them; selective
+//! download, rate limits and streaming are not here yet.
+
+pub mod api;
+pub mod engine;
+pub mod page;
+pub mod resume;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, FromArgMatches};
+use ourtorrent_core::id::PeerId;
+
+use crate::client::session::Session;
+use crate::client::{random_u32, Common, DEFAULT_LISTEN};
+
+/// Where the API listens when `--http` is not given (loopback only).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9080";
+/// Bytes of a generated token (printed as hex).
+pub const TOKEN_BYTES: usize = 16;
+
+/// `shell-std daemon` options.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Serve the HTTP API (and the web page) here. Bound to a
+    /// non-loopback address the API needs a token.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// Torrents are downloaded into DIR/NAME.
+    #[arg(long, value_name = "DIR", default_value = "downloads")]
+    pub download_dir: PathBuf,
+    /// Keep the daemon's state in DIR/state.db.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub state: PathBuf,
+    /// Listen for peers on this address. Without it: 0.0.0.0:6881, or any
+    /// free port if that one is busy.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The API token (`Authorization: Bearer TOKEN`); required, and
+    /// generated and printed once when not given, on a non-loopback
+    /// `--http`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Most peer connections at once, per torrent.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// Most peer connections at once, all torrents together.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub max_connections: usize,
+}
+
+/// The client's options at their defaults (so that options the client
+/// gains later keep their defaults here).
+fn default_common() -> anyhow::Result<Common> {
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        common: Common,
+    }
+    let m = Wrap::command()
+        .try_get_matches_from(["daemon"])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Wrap::from_arg_matches(&m)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .common)
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; TOKEN_BYTES];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs the daemon until SIGINT, SIGTERM or SIGHUP, then stops every
+/// torrent (`stopped` announced) and saves its state.
+pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let mut common = default_common()?;
+    common.max_peers = args.max_peers.max(1);
+    common.max_connections = args.max_connections.max(1);
+    common.quiet = true;
+    std::fs::create_dir_all(&args.download_dir)
+        .with_context(|| format!("{}", args.download_dir.display()))?;
+    let store = store::Store::open(&args.state)?;
+    let token = match (&args.token, args.http.ip().is_loopback()) {
+        (Some(t), _) if t.is_empty() => anyhow::bail!("--token: empty"),
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let t = random_token();
+            println!("token: {t} (send it as Authorization: Bearer TOKEN)");
+            Some(t)
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let signals = super::client::shutdown_signal()?;
+        let id = PeerId::generate(random_u32);
+        let max = common.max_connections;
+        let (session, listener) = match args.listen {
+            Some(addr) => Session::bind(addr, id, max).await?,
+            None => match Session::bind(DEFAULT_LISTEN, id, max).await {
+                Ok(x) => x,
+                Err(_) => Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id, max).await?,
+            },
+        };
+        let http = tokio::net::TcpListener::bind(args.http)
+            .await
+            .with_context(|| format!("--http {}", args.http))?;
+        let http_addr = http.local_addr()?;
+        let download_dir = args
+            .download_dir
+            .canonicalize()
+            .with_context(|| format!("{}", args.download_dir.display()))?;
+        store.set_setting("download_dir", &download_dir.to_string_lossy())?;
+        let daemon = engine::Daemon::new(session.clone(), store, download_dir.clone(), common);
+        daemon.restore()?;
+        tokio::spawn(session.clone().accept_loop(listener));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ticker = tokio::spawn(daemon.clone().ticker(stop_rx.clone()));
+        let app = api::router(api::Api {
+            daemon: daemon.clone(),
+            token: token.map(Arc::from),
+        });
+        println!(
+            "daemon: api on http://{http_addr}/, peers on {}, downloads in {}, state in {}",
+            session.listen,
+            download_dir.display(),
+            args.state.join(store::DB_FILE).display()
+        );
+        let mut sig = signals.clone();
+        let server = axum::serve(http, app).with_graceful_shutdown(async move {
+            let _ = sig.wait_for(|s| *s).await;
+        });
+        let mut sig = signals;
+        tokio::select! {
+            r = server => r.context("http server")?,
+            _ = sig.wait_for(|s| *s) => {}
+        }
+        println!("daemon: stopping");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), ticker).await;
+        daemon.shutdown().await;
+        println!("daemon: stopped, state saved");
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(Duration::from_millis(500));
+    Ok(())
+}
