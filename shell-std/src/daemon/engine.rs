@@ -82,6 +82,10 @@ struct State {
     start_ms: u64,
     /// The last resume data written (nothing is written when unchanged).
     saved: Option<Resume>,
+    /// `have` is what is on disk (the torrent ran, or its saved data was
+    /// loaded): only then is resume data written, so a torrent that never
+    /// got past its check cannot overwrite good data with nothing.
+    known: bool,
 }
 
 /// One torrent of the daemon.
@@ -394,6 +398,7 @@ impl Daemon {
                 hashed: 0,
                 trusted: 0,
                 start_ms: 0,
+                known: row.paused && saved.is_some(),
                 saved: kept,
             }),
         });
@@ -463,6 +468,7 @@ impl Daemon {
                 trusted: 0,
                 start_ms: 0,
                 saved: None,
+                known: false,
             }),
         });
         map.insert(id, entry.clone());
@@ -493,6 +499,7 @@ impl Daemon {
                     if st.phase != Phase::Checking {
                         // Paused or removed while checking.
                         st.have = ctx.have_flags();
+                        st.known = true;
                         drop(st);
                         ctx.stop();
                         return;
@@ -507,6 +514,7 @@ impl Daemon {
                     st.last = (0, 0, Instant::now());
                     st.live = Some(self.run(&entry, ctx));
                     st.phase = Phase::Live;
+                    st.known = true;
                     drop(st);
                     tracing::info!(id = entry.id, hashed, trusted, "running");
                     self.emit(
@@ -706,7 +714,11 @@ impl Daemon {
             })
             .await
             .map_err(|e| Refused::Internal(e.to_string()))??;
-            entry.lock().have = have;
+            {
+                let mut st = entry.lock();
+                st.have = have;
+                st.known = true;
+            }
             self.save_one(&entry);
         } else {
             self.clone().spawn_start(entry.clone(), None);
@@ -823,9 +835,12 @@ impl Daemon {
                 None => (st.have.clone(), st.base_down, st.base_up),
             }
         };
-        let checking = e.lock().phase == Phase::Checking;
+        let trusted = {
+            let st = e.lock();
+            st.known && st.phase != Phase::Checking
+        };
         let mut resume = None;
-        if !checking {
+        if trusted {
             // The pieces first, then the stamps: a write after the
             // bitfield can only make a file look changed (hashed again).
             let packed = store::pack(&have);
@@ -871,13 +886,6 @@ impl Daemon {
         let all = self.list();
         let halts = all.iter().map(|e| self.halt(e, true));
         futures_util::future::join_all(halts).await;
-        for e in &all {
-            let mut st = e.lock();
-            if st.phase == Phase::Live {
-                // Runs again at the next start.
-                st.phase = Phase::Checking;
-            }
-        }
         let d = self.clone();
         let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
     }

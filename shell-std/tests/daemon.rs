@@ -1,0 +1,695 @@
+//! `shell-std daemon` as a process, driven over its HTTP API on real
+//! loopback sockets: downloads from a libtorrent seeder, pause/resume,
+//! removal with data, refused inputs, the token, and restarts (`kill -9`
+//! mid-download; a clean stop that re-hashes nothing).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ourtorrent_tests::libtorrent::lt_seeder_with;
+use ourtorrent_tests::{free_tcp_port, make_tree, require_libtorrent, run, write_data, Proc};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
+
+/// A running daemon (killed on drop) and its API address.
+struct Daemon {
+    proc: Proc,
+    api: SocketAddr,
+}
+
+impl Daemon {
+    /// `shell-std daemon` with its downloads in `dl` and state in `state`,
+    /// plus `extra` flags; returns once the API listens.
+    fn start(dl: &Path, state: &Path, extra: &[&str]) -> Daemon {
+        let proc = Proc::spawn(
+            "daemon",
+            Command::new(BIN)
+                .arg("daemon")
+                .args(["--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+                .arg("--download-dir")
+                .arg(dl)
+                .arg("--state")
+                .arg(state)
+                .args(extra),
+        );
+        let line = proc.wait_for("daemon: api on http://", Duration::from_secs(20));
+        let api = line["daemon: api on http://".len()..]
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad startup line {line:?}"));
+        Daemon { proc, api }
+    }
+
+    fn req(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Value) {
+        http(self.api, method, path, ctype, body, &[])
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (st, v) = self.req("GET", path, None, b"");
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Adds a `.torrent` by upload; returns its id.
+    fn add(&self, torrent: &Path, query: &str) -> i64 {
+        let bytes = std::fs::read(torrent).unwrap();
+        let (st, v) = self.req(
+            "POST",
+            &format!("/api/torrents{query}"),
+            Some("application/x-bittorrent"),
+            &bytes,
+        );
+        assert_eq!(st, 201, "add: {v}");
+        v["id"].as_i64().expect("id")
+    }
+
+    /// Polls torrent `id` every 50 ms until `ok` holds, for `secs`.
+    fn wait(&self, id: i64, secs: u64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.get(&format!("/api/torrents/{id}"));
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out: {what}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit (bounded).
+    fn stop(mut self) {
+        let pid = self.proc.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]));
+        let st = self.proc.wait_exit(Duration::from_secs(20));
+        assert!(st.success(), "daemon exit: {st}");
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close) with bounded waits; returns
+/// the status and the body as JSON (`Value::String` when not JSON).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let (st, raw) = http_raw(addr, method, path, ctype, body, headers);
+    let v = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
+    (st, v)
+}
+
+fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(c) = ctype {
+        head.push_str(&format!("Content-Type: {c}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+    // The server may answer (413) before reading a large body: a failed
+    // body write is not the test's verdict, the answer is.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    (status, raw[at..].to_vec())
+}
+
+/// A multi-file tree (with a larger file) and its torrent, `piece` bytes a
+/// piece; returns (torrent, tree).
+fn fixture(dir: &Path, piece: u32, big: usize) -> (PathBuf, PathBuf) {
+    let tree = dir.join("src/tree");
+    make_tree(&tree);
+    write_data(&tree.join("sub/big.bin"), big, 9);
+    let torrent = dir.join("t.torrent");
+    run(Command::new(BIN)
+        .arg("create")
+        .arg(&tree)
+        .args(["--piece-length", &piece.to_string(), "-o"])
+        .arg(&torrent));
+    (torrent, tree)
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    for rel in [
+        "a.bin",
+        "sub/b.bin",
+        "sub/deeper/c.txt",
+        "empty-not.bin",
+        "sub/big.bin",
+    ] {
+        let x = std::fs::read(a.join(rel)).unwrap();
+        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(x == y, "{rel} differs");
+    }
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[test]
+fn daemon_libtorrent_seeder_download_with_pause_and_resume() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
+    let port = free_tcp_port();
+    // ~2.1 MB at 400 kB/s: ~5 s, time to see progress and pause.
+    let _seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        port,
+        &["--upload-limit", "400000", "--no-trackers"],
+    );
+    let dl = d.path().join("dl");
+    let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
+    let id = daemon.add(&torrent, &format!("?peers=127.0.0.1:{port}"));
+    let v = daemon.wait(id, 30, "progress", |v| {
+        v["state"] == "downloading" && n(v, "pieces_verified") > 5
+    });
+    assert!(v["progress"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["name"], "tree");
+    // The list shows it too.
+    let list = daemon.get("/api/torrents");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id);
+    // Peers and trackers while it runs.
+    let peers = daemon.get(&format!("/api/torrents/{id}/peers"));
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["addr"] == format!("127.0.0.1:{port}")),
+        "{peers}"
+    );
+    // Pause: no peers, no more pieces.
+    let (st, v) = daemon.req("POST", &format!("/api/torrents/{id}/pause"), None, b"");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "paused");
+    let paused_at = n(&v, "pieces_verified");
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = daemon.get(&format!("/api/torrents/{id}"));
+    assert_eq!(v["state"], "paused");
+    assert_eq!(n(&v, "peers"), 0, "{v}");
+    assert_eq!(
+        n(&v, "pieces_verified"),
+        paused_at,
+        "pieces arrived while paused"
+    );
+    let pieces = daemon.get(&format!("/api/torrents/{id}/pieces"));
+    assert_eq!(n(&pieces, "verified"), paused_at);
+    // Resume: the pieces it had are trusted (nothing hashed), it completes.
+    let (st, v) = daemon.req("POST", &format!("/api/torrents/{id}/resume"), None, b"");
+    assert_eq!(st, 200, "{v}");
+    let v = daemon.wait(id, 60, "seeding", |v| v["state"] == "seeding");
+    assert_eq!(n(&v, "hashed_at_start"), 0, "{v}");
+    assert_eq!(n(&v, "trusted_at_start"), paused_at, "{v}");
+    assert_eq!(v["progress"].as_f64(), Some(1.0));
+    assert_eq!(n(&v, "fetched") + paused_at, n(&v, "pieces"), "{v}");
+    same_tree(&tree, &dl.join("tree"));
+    let files = daemon.get(&format!("/api/torrents/{id}/files"));
+    assert_eq!(files.as_array().map(Vec::len), Some(5), "{files}");
+    assert!(files
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["progress"].as_f64() == Some(1.0)));
+    let (st, m) = http_raw(daemon.api, "GET", "/metrics", None, b"", &[]);
+    let m = String::from_utf8_lossy(&m).into_owned();
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("ourtorrent_torrents{state=\"seeding\"} 1"),
+        "{m}"
+    );
+    daemon.stop();
+}
+
+/// Each bad request gets its 4xx with a JSON error, and the daemon's
+/// torrents are as before.
+#[test]
+fn daemon_bad_inputs_get_the_right_4xx_and_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10, 100_000);
+    let dl = d.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    // Data in place: it seeds.
+    copy_tree(&tree, &dl.join("tree"));
+    let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
+    let id = daemon.add(&torrent, "");
+    daemon.wait(id, 20, "seeding", |v| v["state"] == "seeding");
+    let before = daemon.get("/api/torrents");
+    let outside = d.path().join("outside.torrent");
+    std::fs::copy(&torrent, &outside).unwrap();
+    let json = Some("application/json");
+    let bt = Some("application/x-bittorrent");
+    let path_json = |p: &Path| format!("{{\"path\": {:?}}}", p.display().to_string());
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/torrents".into(),
+            bt,
+            b"garbage".to_vec(),
+            400,
+            "not a valid .torrent",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            b"{nope".to_vec(),
+            400,
+            "JSON body",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            b"{\"colour\": 1}".to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            path_json(&outside).into_bytes(),
+            403,
+            "outside the download folder",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            b"{\"path\": \"../outside.torrent\"}".to_vec(),
+            403,
+            "outside the download folder",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            b"{\"path\": \"missing.torrent\"}".to_vec(),
+            400,
+            "missing.torrent",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            json,
+            b"{\"magnet\": \"magnet:?xt=urn:btih:0000000000000000000000000000000000000000\"}"
+                .to_vec(),
+            501,
+            "magnet",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            Some("text/plain"),
+            b"x".to_vec(),
+            415,
+            "Content-Type",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            None,
+            b"x".to_vec(),
+            415,
+            "Content-Type",
+        ),
+        (
+            "POST",
+            "/api/torrents?peers=nonsense".into(),
+            bt,
+            std::fs::read(&torrent).unwrap(),
+            400,
+            "IP:PORT",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            bt,
+            vec![b'd'; 8 * 1024 * 1024 + 1],
+            413,
+            "larger than",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            bt,
+            std::fs::read(&torrent).unwrap(),
+            409,
+            "already added",
+        ),
+        (
+            "GET",
+            "/api/torrents/999".into(),
+            None,
+            Vec::new(),
+            404,
+            "no torrent with id 999",
+        ),
+        (
+            "GET",
+            "/api/torrents/abc".into(),
+            None,
+            Vec::new(),
+            400,
+            "not a number",
+        ),
+        (
+            "GET",
+            "/api/torrents/999/files".into(),
+            None,
+            Vec::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "POST",
+            "/api/torrents/999/pause".into(),
+            None,
+            Vec::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "DELETE",
+            "/api/torrents/999".into(),
+            None,
+            Vec::new(),
+            404,
+            "no torrent",
+        ),
+        (
+            "DELETE",
+            format!("/api/torrents/{id}?delete_data=maybe"),
+            None,
+            Vec::new(),
+            400,
+            "delete_data",
+        ),
+        (
+            "GET",
+            "/api/nothing".into(),
+            None,
+            Vec::new(),
+            404,
+            "no such route",
+        ),
+    ];
+    for (method, path, ctype, body, want, says) in cases {
+        let (st, v) = daemon.req(method, &path, ctype, &body);
+        assert_eq!(st, want, "{method} {path}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no JSON error: {v}"));
+        assert!(
+            msg.contains(says),
+            "{method} {path}: {msg:?} does not say {says:?}"
+        );
+        if want == 409 {
+            assert_eq!(v["id"], id, "409 names the torrent that is there");
+        }
+    }
+    // Headers are bounded too (hyper: 100 at most).
+    let many: Vec<(String, String)> = (0..150).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (st, _) = http_raw(daemon.api, "GET", "/api/torrents", None, b"", &many);
+    assert_eq!(st, 431, "150 headers");
+    // Nothing changed.
+    let mut after = daemon.get("/api/torrents");
+    let mut before = before;
+    for v in [&mut before, &mut after] {
+        for t in v.as_array_mut().unwrap() {
+            for k in [
+                "up_rate",
+                "down_rate",
+                "uploaded",
+                "downloaded",
+                "peers",
+                "seeds",
+            ] {
+                t[k] = Value::Null;
+            }
+        }
+    }
+    assert_eq!(before, after);
+    same_tree(&tree, &dl.join("tree"));
+    assert!(outside.exists());
+    daemon.stop();
+}
+
+/// A bad request: method, path, content type, body, the status it must
+/// get, and what its error must say.
+type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16, &'a str);
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in walk(from) {
+        let rel = e.strip_prefix(from).unwrap();
+        let dst = to.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &dst).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `delete_data=true` removes the torrent's files and its emptied
+/// folders, and nothing else: a stranger's file in its folder, the
+/// download folder's other files and anything outside stay.
+#[test]
+fn daemon_delete_with_data_removes_only_the_torrents_files() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10, 100_000);
+    let dl = d.path().join("dl");
+    copy_tree(&tree, &dl.join("tree"));
+    write_data(&dl.join("neighbour.bin"), 1000, 5);
+    write_data(&dl.join("tree/sub/mine.txt"), 10, 6);
+    // A second torrent of a single file, also in place.
+    write_data(&dl.join("single.bin"), 70_000, 7);
+    let single = d.path().join("single.torrent");
+    run(Command::new(BIN)
+        .arg("create")
+        .arg(dl.join("single.bin"))
+        .arg("-o")
+        .arg(&single));
+    let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
+    let id = daemon.add(&torrent, "");
+    let id2 = daemon.add(&single, "");
+    daemon.wait(id, 20, "seeding", |v| v["state"] == "seeding");
+    daemon.wait(id2, 20, "seeding", |v| v["state"] == "seeding");
+    let (st, v) = daemon.req(
+        "DELETE",
+        &format!("/api/torrents/{id}?delete_data=true"),
+        None,
+        b"",
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data_deleted"], true);
+    for rel in [
+        "a.bin",
+        "sub/b.bin",
+        "sub/deeper/c.txt",
+        "empty-not.bin",
+        "sub/big.bin",
+    ] {
+        assert!(!dl.join("tree").join(rel).exists(), "{rel} left");
+    }
+    assert!(!dl.join("tree/sub/deeper").exists(), "emptied folder left");
+    assert!(
+        dl.join("tree/sub/mine.txt").exists(),
+        "a stranger's file was removed"
+    );
+    assert!(dl.join("neighbour.bin").exists());
+    assert!(dl.join("single.bin").exists());
+    assert!(
+        tree.join("a.bin").exists(),
+        "the source outside was touched"
+    );
+    // Removed without data: the file stays; the list is empty.
+    let (st, v) = daemon.req("DELETE", &format!("/api/torrents/{id2}"), None, b"");
+    assert_eq!(st, 200, "{v}");
+    assert!(dl.join("single.bin").exists());
+    assert_eq!(daemon.get("/api/torrents"), Value::Array(Vec::new()));
+    let (st, _) = daemon.req("GET", &format!("/api/torrents/{id}"), None, b"");
+    assert_eq!(st, 404);
+    daemon.stop();
+}
+
+/// With `--token` every route needs it: 401 without, or with a wrong
+/// one; the right one (header or `?token=`) gets through.
+#[test]
+fn daemon_token_is_required_when_set() {
+    let d = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &d.path().join("dl"),
+        &d.path().join("state"),
+        &["--token", "s3cret"],
+    );
+    for path in ["/api/torrents", "/metrics", "/api/torrents/1", "/"] {
+        let (st, v) = daemon.req("GET", path, None, b"");
+        assert_eq!(st, 401, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
+        let (st, _) = http(
+            daemon.api,
+            "GET",
+            path,
+            None,
+            b"",
+            &[("Authorization", "Bearer s3cre7")],
+        );
+        assert_eq!(st, 401, "{path} with a wrong token");
+    }
+    let (st, v) = http(
+        daemon.api,
+        "GET",
+        "/api/torrents",
+        None,
+        b"",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!((st, v), (200, Value::Array(Vec::new())));
+    let (st, _) = daemon.req("GET", "/api/torrents?token=s3cret", None, b"");
+    assert_eq!(st, 200);
+    daemon.stop();
+}
+
+/// `kill -9` mid-download, then a restart on the same state: every piece
+/// verified before the kill is kept (found again without fetching), the
+/// rest is fetched, the data is byte-identical.
+#[test]
+fn daemon_libtorrent_kill_9_mid_download_resumes_without_refetching() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
+    let port = free_tcp_port();
+    let _seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        port,
+        &["--upload-limit", "300000", "--no-trackers"],
+    );
+    let dl = d.path().join("dl");
+    let state = d.path().join("state");
+    let mut daemon = Daemon::start(&dl, &state, &[]);
+    let id = daemon.add(&torrent, &format!("?peers=127.0.0.1:{port}"));
+    // Past a save or two (every 2 s) and well short of the end.
+    let v = daemon.wait(id, 30, "some pieces", |v| n(v, "pieces_verified") >= 40);
+    std::thread::sleep(Duration::from_millis(2500));
+    let v2 = daemon.get(&format!("/api/torrents/{id}"));
+    assert_eq!(v2["state"], "downloading", "too fast to interrupt: {v2}");
+    let before_kill = n(&v2, "pieces_verified");
+    assert!(before_kill >= n(&v, "pieces_verified"));
+    daemon.proc.child.kill().unwrap(); // SIGKILL
+    daemon.proc.child.wait().unwrap();
+    drop(daemon);
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let v = daemon.wait(id, 60, "seeding after restart", |v| v["state"] == "seeding");
+    let total = n(&v, "pieces");
+    let at_start = total - n(&v, "fetched");
+    assert!(
+        at_start >= before_kill,
+        "{before_kill} pieces verified before the kill, only {at_start} kept: {v}"
+    );
+    assert_eq!(
+        n(&v, "hashed_at_start") + n(&v, "trusted_at_start"),
+        at_start,
+        "{v}"
+    );
+    same_tree(&tree, &dl.join("tree"));
+    daemon.stop();
+}
+
+/// After a clean stop a restart trusts every piece and hashes none; the
+/// time from start to seeding is measured (printed) and bounded.
+#[test]
+fn daemon_clean_restart_rehashes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let size = 64 << 20;
+    let (torrent, tree) = fixture(d.path(), 256 << 10, size);
+    let dl = d.path().join("dl");
+    copy_tree(&tree, &dl.join("tree"));
+    let state = d.path().join("state");
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let id = daemon.add(&torrent, "");
+    let v = daemon.wait(id, 60, "seeding", |v| v["state"] == "seeding");
+    let pieces = n(&v, "pieces");
+    assert_eq!(n(&v, "hashed_at_start"), pieces, "first start hashes: {v}");
+    let first_ms = n(&v, "start_ms");
+    daemon.stop();
+    let t0 = Instant::now();
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let v = daemon.wait(id, 20, "seeding after restart", |v| v["state"] == "seeding");
+    let wall = t0.elapsed();
+    assert_eq!(n(&v, "hashed_at_start"), 0, "{v}");
+    assert_eq!(n(&v, "trusted_at_start"), pieces, "{v}");
+    let restart_ms = n(&v, "start_ms");
+    eprintln!(
+        "figure: {} MiB, {pieces} pieces: first start (hashing) {first_ms} ms; \
+         clean restart to seeding {restart_ms} ms in the daemon, {} ms from spawn",
+        size >> 20,
+        wall.as_millis()
+    );
+    assert!(restart_ms < 1000, "{v}");
+    assert!(wall < Duration::from_secs(5), "{wall:?}");
+    // A file touched while the daemon was down is hashed again (only it).
+    daemon.stop();
+    write_data(&dl.join("tree/a.bin"), 100_000, 1); // same bytes, new mtime
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let v = daemon.wait(id, 20, "seeding after a touch", |v| v["state"] == "seeding");
+    let hashed = n(&v, "hashed_at_start");
+    assert!(hashed > 0 && hashed < 5, "only a.bin's pieces: {v}");
+    assert_eq!(hashed + n(&v, "trusted_at_start"), pieces, "{v}");
+    daemon.stop();
+}
