@@ -147,6 +147,38 @@ fn http_raw(
     (status, raw[at..].to_vec())
 }
 
+/// Opens the SSE stream `GET /api/events`.
+fn sse(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(s, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    s
+}
+
+/// Reads the SSE stream until `needle` shows up (within `secs`); returns
+/// what was read.
+fn sse_wait(s: &mut TcpStream, needle: &str, secs: u64) -> String {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(_) => {} // read timeout: look again
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.contains(needle) {
+            return text.into_owned();
+        }
+    }
+    panic!(
+        "no {needle:?} on the event stream in {secs} s:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 /// A multi-file tree (with a larger file) and its torrent, `piece` bytes a
 /// piece; returns (torrent, tree).
 fn fixture(dir: &Path, piece: u32, big: usize) -> (PathBuf, PathBuf) {
@@ -365,6 +397,14 @@ fn daemon_bad_inputs_get_the_right_4xx_and_change_nothing() {
             "POST",
             "/api/torrents".into(),
             bt,
+            vec![b'd'; 8 * 1024 * 1024],
+            400,
+            "not a valid .torrent",
+        ),
+        (
+            "POST",
+            "/api/torrents".into(),
+            bt,
             vec![b'd'; 8 * 1024 * 1024 + 1],
             413,
             "larger than",
@@ -522,10 +562,26 @@ fn daemon_delete_with_data_removes_only_the_torrents_files() {
         .arg("-o")
         .arg(&single));
     let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
+    let mut events = sse(daemon.api);
+    sse_wait(&mut events, "text/event-stream", 10);
     let id = daemon.add(&torrent, "");
+    sse_wait(
+        &mut events,
+        &format!("{{\"data\":{{\"id\":{id},\"info_hash\""),
+        10,
+    );
     let id2 = daemon.add(&single, "");
     daemon.wait(id, 20, "seeding", |v| v["state"] == "seeding");
     daemon.wait(id2, 20, "seeding", |v| v["state"] == "seeding");
+    // Progress snapshots every second.
+    sse_wait(&mut events, "\"type\":\"torrents\"", 10);
+    // Recheck hashes everything again and seeds.
+    let (st, v) = daemon.req("POST", &format!("/api/torrents/{id2}/recheck"), None, b"");
+    assert_eq!(st, 200, "{v}");
+    let v = daemon.wait(id2, 20, "seeding after recheck", |v| {
+        v["state"] == "seeding" && v["hashed_at_start"] == v["pieces"]
+    });
+    assert_eq!(n(&v, "trusted_at_start"), 0, "{v}");
     let (st, v) = daemon.req(
         "DELETE",
         &format!("/api/torrents/{id}?delete_data=true"),
@@ -534,6 +590,11 @@ fn daemon_delete_with_data_removes_only_the_torrents_files() {
     );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data_deleted"], true);
+    sse_wait(
+        &mut events,
+        &format!("{{\"data\":{{\"id\":{id}}},\"type\":\"removed\"}}"),
+        10,
+    );
     for rel in [
         "a.bin",
         "sub/b.bin",

@@ -87,6 +87,17 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The API's token: the one given, else on a non-loopback `http` a new
+/// one (`true`: generated, to print once), else none.
+fn token_for(http: SocketAddr, given: Option<&str>) -> anyhow::Result<(Option<String>, bool)> {
+    match (given, http.ip().is_loopback()) {
+        (Some(""), _) => anyhow::bail!("--token: empty"),
+        (Some(t), _) => Ok((Some(t.to_string()), false)),
+        (None, true) => Ok((None, false)),
+        (None, false) => Ok((Some(random_token()), true)),
+    }
+}
+
 /// Runs the daemon until SIGINT, SIGTERM or SIGHUP, then stops every
 /// torrent (`stopped` announced) and saves its state.
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
@@ -97,16 +108,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.download_dir)
         .with_context(|| format!("{}", args.download_dir.display()))?;
     let store = store::Store::open(&args.state)?;
-    let token = match (&args.token, args.http.ip().is_loopback()) {
-        (Some(t), _) if t.is_empty() => anyhow::bail!("--token: empty"),
-        (Some(t), _) => Some(t.clone()),
-        (None, true) => None,
-        (None, false) => {
-            let t = random_token();
-            println!("token: {t} (send it as Authorization: Bearer TOKEN)");
-            Some(t)
-        }
-    };
+    let (token, generated) = token_for(args.http, args.token.as_deref())?;
+    if let (Some(t), true) = (&token, generated) {
+        println!("token: {t} (send it as Authorization: Bearer TOKEN)");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -163,4 +168,38 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     })?;
     rt.shutdown_timeout(Duration::from_millis(500));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_loopback_api_always_has_a_token() {
+        let lo: SocketAddr = "127.0.0.1:9080".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:9080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:9080".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.2:9080".parse().unwrap();
+        assert_eq!(token_for(lo, None).unwrap(), (None, false));
+        assert_eq!(token_for(lo6, None).unwrap(), (None, false));
+        assert_eq!(
+            token_for(lo, Some("t")).unwrap(),
+            (Some("t".to_string()), false)
+        );
+        for addr in [any, lan] {
+            let (t, generated) = token_for(addr, None).unwrap();
+            assert!(generated);
+            assert_eq!(t.map(|t| t.len()), Some(2 * TOKEN_BYTES));
+            assert_eq!(
+                token_for(addr, Some("mine")).unwrap(),
+                (Some("mine".to_string()), false)
+            );
+        }
+        assert!(token_for(any, Some("")).is_err());
+        // Two generated tokens differ.
+        assert_ne!(
+            token_for(any, None).unwrap().0,
+            token_for(any, None).unwrap().0
+        );
+    }
 }
