@@ -49,6 +49,8 @@ enum Cmd {
     /// Run many torrents in one long-running session, driven over an HTTP
     /// JSON API (and a web page), state kept in SQLite.
     Daemon(shell_std::daemon::DaemonArgs),
+    /// Drive a running daemon: add, list, pause, resume, remove.
+    Remote(shell_std::daemon::remote::RemoteArgs),
 }
 
 /// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             init_logging();
             shell_std::daemon::run(a)
         }
+        Cmd::Remote(a) => shell_std::daemon::remote::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

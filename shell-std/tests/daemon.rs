@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, make_tree, require_libtorrent, run, write_data, Proc};
+use ourtorrent_tests::{
+    free_tcp_port, make_tree, require_libtorrent, run, run_bounded, write_data, Proc,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
@@ -19,6 +21,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 struct Daemon {
     proc: Proc,
     api: SocketAddr,
+    /// `--token`, sent with [`Daemon::req`].
+    token: Option<String>,
 }
 
 impl Daemon {
@@ -42,11 +46,19 @@ impl Daemon {
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("bad startup line {line:?}"));
-        Daemon { proc, api }
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| format!("Bearer {t}"));
+        Daemon { proc, api, token }
     }
 
     fn req(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Value) {
-        http(self.api, method, path, ctype, body, &[])
+        match &self.token {
+            Some(t) => http(self.api, method, path, ctype, body, &[("Authorization", t)]),
+            None => http(self.api, method, path, ctype, body, &[]),
+        }
     }
 
     fn get(&self, path: &str) -> Value {
@@ -636,7 +648,7 @@ fn daemon_token_is_required_when_set() {
         &["--token", "s3cret"],
     );
     for path in ["/api/torrents", "/metrics", "/api/torrents/1", "/"] {
-        let (st, v) = daemon.req("GET", path, None, b"");
+        let (st, v) = http(daemon.api, "GET", path, None, b"", &[]);
         assert_eq!(st, 401, "{path}: {v}");
         assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
         let (st, _) = http(
@@ -658,7 +670,14 @@ fn daemon_token_is_required_when_set() {
         &[("Authorization", "Bearer s3cret")],
     );
     assert_eq!((st, v), (200, Value::Array(Vec::new())));
-    let (st, _) = daemon.req("GET", "/api/torrents?token=s3cret", None, b"");
+    let (st, _) = http(
+        daemon.api,
+        "GET",
+        "/api/torrents?token=s3cret",
+        None,
+        b"",
+        &[],
+    );
     assert_eq!(st, 200);
     daemon.stop();
 }
@@ -752,5 +771,73 @@ fn daemon_clean_restart_rehashes_nothing() {
     let hashed = n(&v, "hashed_at_start");
     assert!(hashed > 0 && hashed < 5, "only a.bin's pieces: {v}");
     assert_eq!(hashed + n(&v, "trusted_at_start"), pieces, "{v}");
+    daemon.stop();
+}
+
+/// `shell-std remote` against a running daemon: add, list (table and
+/// JSON), pause, resume, remove with data; an unknown id fails with the
+/// daemon's words.
+#[test]
+fn remote_drives_a_running_daemon() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10, 100_000);
+    let dl = d.path().join("dl");
+    copy_tree(&tree, &dl.join("tree"));
+    let daemon = Daemon::start(&dl, &d.path().join("state"), &["--token", "tok"]);
+    let url = format!("http://{}", daemon.api);
+    let remote = |args: &[&str]| {
+        run_bounded(
+            Command::new(BIN)
+                .args(["remote", "--url", &url, "--token", "tok"])
+                .args(args),
+            Duration::from_secs(30),
+        )
+    };
+    let t = torrent.display().to_string();
+    let (ok, so, se) = remote(&["add", &t]);
+    assert!(ok && so.starts_with("added: id 1 info-hash "), "{so}{se}");
+    daemon.wait(1, 20, "seeding", |v| v["state"] == "seeding");
+    let (ok, so, se) = remote(&["list"]);
+    assert!(
+        ok && so.contains("tree") && so.contains("seeding") && so.contains("100.0%"),
+        "{so}{se}"
+    );
+    let (ok, so, _) = remote(&["pause", "1"]);
+    assert!(ok && so.trim() == "1: paused", "{so}");
+    let (ok, so, _) = remote(&["list", "--json"]);
+    let v: Value = serde_json::from_str(&so).unwrap();
+    assert!(ok && v[0]["state"] == "paused", "{so}");
+    let (ok, so, _) = remote(&["resume", "1"]);
+    assert!(ok && so.starts_with("1: "), "{so}");
+    daemon.wait(1, 20, "seeding", |v| v["state"] == "seeding");
+    let (ok, _, se) = remote(&["pause", "99"]);
+    assert!(
+        !ok && se.contains("no torrent with id 99 (HTTP 404)"),
+        "{se}"
+    );
+    // A wrong token is refused with the daemon's words.
+    let (ok, _, se) = run_bounded(
+        Command::new(BIN).args(["remote", "--url", &url, "list"]),
+        Duration::from_secs(30),
+    );
+    assert!(!ok && se.contains("HTTP 401"), "{se}");
+    let (ok, so, _) = remote(&["remove", "1", "--delete-data"]);
+    assert!(ok && so.contains("removed with its data"), "{so}");
+    assert!(!dl.join("tree").exists());
+    daemon.stop();
+}
+
+/// The page at `/` is served by the binary itself, with nothing fetched
+/// from elsewhere.
+#[test]
+fn daemon_serves_its_web_page_with_no_outside_assets() {
+    let d = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&d.path().join("dl"), &d.path().join("state"), &[]);
+    let (st, body) = http_raw(daemon.api, "GET", "/", None, b"", &[]);
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(st, 200);
+    assert!(page.contains("<title>OurTorrent</title>"), "{page}");
+    assert!(page.contains("new EventSource(\"/api/events\""));
+    assert!(!page.contains("://"), "the page refers to another site");
     daemon.stop();
 }

@@ -7,7 +7,8 @@
 //!   counters, fast-resume data, settings), written transactionally;
 //! - [`resume`]: fast resume — the saved pieces are trusted for files whose
 //!   size and mtime did not change; only pieces of changed files are hashed;
-//! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`.
+//! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`;
+//! - [`remote`]: `shell-std remote`, the command-line client of the API.
 //!
 //! Limits: magnets answer 501 until the session supports them; selective
 //! download, rate limits and streaming are not here yet.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod engine;
 pub mod page;
+pub mod remote;
 pub mod resume;
 pub mod store;
 
