@@ -621,11 +621,11 @@ impl Daemon {
     }
 
     /// Stops a running torrent (if it runs): `stopped` announced (waited
-    /// for when `wait`), its tasks ended, what it has kept in the entry.
-    /// Returns the pieces it had.
+    /// for when `wait`), its tasks ended, the pieces it had and its byte
+    /// counters kept in the entry.
     async fn halt(&self, entry: &Entry, wait: bool) {
         let live = entry.lock().live.take();
-        let Some(live) = live else {
+        let Some(mut live) = live else {
             return;
         };
         let _ = live.stop.send(true);
@@ -641,14 +641,19 @@ impl Daemon {
         if wait {
             let _ = tokio::time::timeout(
                 crate::client::announce::STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1),
-                live.announcer,
+                &mut live.announcer,
             )
             .await;
         }
         // Let the peer tasks and writers let go (their writes land) before
-        // the files are stamped.
+        // the files are stamped; an announcer still saying `stopped` (not
+        // waited for on a pause) holds one reference and writes nothing.
         let until = Instant::now() + STOP_GRACE;
-        while Arc::strong_count(&live.ctx) > 1 && Instant::now() < until {
+        loop {
+            let announcing = usize::from(!live.announcer.is_finished());
+            if Arc::strong_count(&live.ctx) <= 1 + announcing || Instant::now() >= until {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
