@@ -28,7 +28,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::engine::{Daemon, Entry, Refused};
+use super::engine::{Daemon, Refused};
+use super::entry::{Entry, View};
 use super::store;
 use crate::torrent::MAX_TORRENT_FILE;
 
@@ -460,7 +461,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         "Torrents by state.",
         &by_state,
     );
-    let sum = |f: fn(&super::engine::View) -> u64| -> Vec<(String, u64)> {
+    let sum = |f: fn(&View) -> u64| -> Vec<(String, u64)> {
         vec![(String::new(), views.iter().map(f).sum())]
     };
     line(

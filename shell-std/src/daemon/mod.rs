@@ -2,7 +2,8 @@
 //! torrents, driven over an HTTP JSON API, its state kept in SQLite.
 //!
 //! - [`engine`]: the torrents over the client's `Session` (add, pause,
-//!   resume, recheck, remove; rates; periodic saves);
+//!   resume, recheck, remove; rates; periodic saves); [`entry`]: one
+//!   torrent, its state and what the API shows of it;
 //! - [`store`]: `STATE/state.db` (torrents, metainfo, paused, byte
 //!   counters, fast-resume data, settings), written transactionally;
 //! - [`resume`]: fast resume — the saved pieces are trusted for files whose
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod entry;
 pub mod page;
 pub mod remote;
 pub mod resume;
