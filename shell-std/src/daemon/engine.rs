@@ -35,6 +35,10 @@ use crate::torrent::TorrentFile;
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
 /// Threads hashing pieces at start.
 pub const HASH_THREADS: usize = 2;
+/// Torrents hashing at once; the others wait their turn in `checking`
+/// (a restart after a crash with many torrents would thrash the disk).
+/// Torrents with nothing to hash never wait.
+pub const MAX_CHECKS: usize = 1;
 /// Time a stopping torrent's tasks get to let go of it (writes land)
 /// before its files are stamped.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -73,6 +77,8 @@ pub struct Daemon {
     /// State changes and progress, for SSE.
     pub events: broadcast::Sender<String>,
     common: Common,
+    /// Permits to hash ([`MAX_CHECKS`]).
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl Daemon {
@@ -89,6 +95,7 @@ impl Daemon {
             store: Mutex::new(store),
             torrents: Mutex::new(BTreeMap::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            checks: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
             common,
         })
     }
@@ -308,6 +315,19 @@ impl Daemon {
         });
     }
 
+    /// Hashes `pieces` of the torrent at `root` once a check permit is
+    /// free (called on a blocking thread); returns those that match.
+    fn hash(&self, info: &Info, root: &Path, pieces: &[u32]) -> anyhow::Result<Vec<u32>> {
+        if pieces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _turn = tokio::runtime::Handle::current()
+            .block_on(self.checks.acquire())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let storage = Storage::open(info, root, true)?;
+        Ok(resume::verify(&storage, info, pieces, HASH_THREADS))
+    }
+
     /// Checks what is on disk (fast resume) and opens the torrent; returns
     /// it with the pieces hashed and found, and the pieces trusted.
     fn open(
@@ -332,13 +352,10 @@ impl Daemon {
         let trusted = check.trusted.iter().filter(|h| **h).count() as u32;
         let mut have = check.trusted;
         let mut hashed = 0;
-        if !check.hash.is_empty() {
-            let storage = Storage::open(info, &entry.root, true)?;
-            for i in resume::verify(&storage, info, &check.hash, HASH_THREADS) {
-                if let Some(h) = have.get_mut(i as usize) {
-                    *h = true;
-                    hashed += 1;
-                }
+        for i in self.hash(info, &entry.root, &check.hash)? {
+            if let Some(h) = have.get_mut(i as usize) {
+                *h = true;
+                hashed += 1;
             }
         }
         let mut common = self.common.clone();
@@ -480,15 +497,11 @@ impl Daemon {
                 let paths = Storage::paths(info, &e.root)?;
                 let check = resume::plan(info, None, &resume::stamps(info, &paths));
                 let mut have = vec![false; info.pieces() as usize];
-                if !check.hash.is_empty() {
-                    let storage = Storage::open(info, &e.root, true)?;
-                    for i in resume::verify(&storage, info, &check.hash, HASH_THREADS) {
-                        if let Some(h) = have.get_mut(i as usize) {
-                            *h = true;
-                        }
+                for i in d.hash(info, &e.root, &check.hash)? {
+                    if let Some(h) = have.get_mut(i as usize) {
+                        *h = true;
                     }
                 }
-                drop(d);
                 Ok(have)
             })
             .await
