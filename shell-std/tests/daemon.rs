@@ -605,3 +605,64 @@ fn daemon_serves_its_web_page_with_no_outside_assets() {
     assert!(!page.contains("://"), "the page refers to another site");
     daemon.stop();
 }
+
+/// The API's server bounds: a client that never finishes its headers is
+/// dropped after the header timeout (10 s); past 64 open connections a
+/// newcomer is closed unanswered, and served again once some close.
+#[test]
+fn daemon_api_drops_slow_clients_and_bounds_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let d = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&d.path().join("dl"), &d.path().join("state"), &[]);
+    let t0 = Instant::now();
+    let mut slow = TcpStream::connect(daemon.api).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /api/torrents HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let r = slow.read(&mut buf);
+    let waited = t0.elapsed();
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_ok_and(|n| buf[..*n].starts_with(b"HTTP/1.1 408")),
+        "slow client not dropped: {r:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    // 64 idle connections fill the server; the 65th is closed unanswered.
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(daemon.api).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(daemon.api).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /api/torrents HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = extra.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0)) || r.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the 65th connection was served"
+    );
+    drop(idle);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Until the server has seen them close, a request may go unanswered.
+        let mut s = TcpStream::connect(daemon.api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /api/torrents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        if got.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < end, "not served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.stop();
+}

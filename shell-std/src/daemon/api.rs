@@ -5,8 +5,8 @@
 //! download folder, 404 no such torrent, 409 already there — with the
 //! `id` of the one that is —, 413 body too large, 415 wrong content type,
 //! 501 magnets until they are supported). A refused request changes
-//! nothing. Request bodies are bounded by [`MAX_BODY`]; headers by hyper's
-//! HTTP/1 parser (at most 100 headers, ~400 KiB in all: 431 past that).
+//! nothing. Request bodies are bounded by [`MAX_BODY`]; headers, their
+//! time and the connections by the server ([`super::serve`]).
 //!
 //! With a token (`--token`, or generated when bound to a non-loopback
 //! address) every route needs `Authorization: Bearer TOKEN` (or

@@ -9,6 +9,7 @@
 //! - [`resume`]: fast resume — the saved pieces are trusted for files whose
 //!   size and mtime did not change; only pieces of changed files are hashed;
 //! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`;
+//!   [`serve`]: the HTTP server's bounds (connections, header time and size);
 //! - [`remote`]: `shell-std remote`, the command-line client of the API.
 //!
 //! Limits: magnets answer 501 until the session supports them; selective
@@ -20,6 +21,7 @@ pub mod entry;
 pub mod page;
 pub mod remote;
 pub mod resume;
+pub mod serve;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -154,15 +156,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             download_dir.display(),
             args.state.join(store::DB_FILE).display()
         );
-        let mut sig = signals.clone();
-        let server = axum::serve(http, app).with_graceful_shutdown(async move {
-            let _ = sig.wait_for(|s| *s).await;
-        });
+        let server = tokio::spawn(serve::serve(http, app));
         let mut sig = signals;
-        tokio::select! {
-            r = server => r.context("http server")?,
-            _ = sig.wait_for(|s| *s) => {}
-        }
+        let _ = sig.wait_for(|s| *s).await;
+        server.abort();
         println!("daemon: stopping");
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), ticker).await;
