@@ -666,3 +666,31 @@ fn daemon_api_drops_slow_clients_and_bounds_connections() {
     }
     daemon.stop();
 }
+
+/// Paused stays paused across a restart, and resuming it then trusts the
+/// saved pieces (nothing hashed); the byte counters survive too.
+#[test]
+fn daemon_paused_torrent_stays_paused_across_restart_and_resumes_without_hashing() {
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 32 << 10, 300_000);
+    let dl = d.path().join("dl");
+    copy_tree(&tree, &dl.join("tree"));
+    let state = d.path().join("state");
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let id = daemon.add(&torrent, "");
+    let v = daemon.wait(id, 20, "seeding", |v| v["state"] == "seeding");
+    let pieces = n(&v, "pieces");
+    let (st, v) = daemon.req("POST", &format!("/api/torrents/{id}/pause"), None, b"");
+    assert_eq!((st, v["state"].as_str()), (200, Some("paused")), "{v}");
+    daemon.stop();
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let v = daemon.get(&format!("/api/torrents/{id}"));
+    assert_eq!(v["state"], "paused", "{v}");
+    assert_eq!(n(&v, "pieces_verified"), pieces, "{v}");
+    let (st, _) = daemon.req("POST", &format!("/api/torrents/{id}/resume"), None, b"");
+    assert_eq!(st, 200);
+    let v = daemon.wait(id, 20, "seeding", |v| v["state"] == "seeding");
+    assert_eq!(n(&v, "hashed_at_start"), 0, "{v}");
+    assert_eq!(n(&v, "trusted_at_start"), pieces, "{v}");
+    daemon.stop();
+}
