@@ -38,10 +38,10 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
             MAX_PIECE_LEN >> 20
         );
     }
-    if plan.download {
+    // (The daemon, giving `have`, checks its own plan: peers may come later.)
+    if plan.download && plan.have.is_none() {
         // No source can ever appear: say so rather than wait forever.
         if !plan.common.check_only
-            && plan.have.is_none()
             && plan.common.peers.is_empty()
             && (plan.common.no_trackers || info.trackers.is_empty())
         {
