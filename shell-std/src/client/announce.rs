@@ -1,6 +1,6 @@
-//! Announcing to trackers: HTTP (a small HTTP/1.1 GET over a tokio
-//! `TcpStream`, the response read with `httparse`, the core builds the
-//! query and decodes the bencoded reply) and UDP (one core sans-IO BEP 15
+//! Announcing to trackers: HTTP and HTTPS (a GET by the shell's one HTTP
+//! client, [`super::fetch`]; the core builds the query and decodes the
+//! bencoded reply) and UDP (one core sans-IO BEP 15
 //! client per tracker, shared by every torrent of the session, so its
 //! connection id is reused). Tracker URLs are checked by the core's parser.
 //!
@@ -24,8 +24,7 @@ use ourtorrent_core::tracker::udp::client::{
 };
 use ourtorrent_core::tracker::url::{Scheme, TrackerUrl};
 use ourtorrent_core::tracker::AddressFamily;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,6 +32,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use ourtorrent_core::tracker::announce::{Announcer, AnnouncerConfig, MAX_TRACKERS};
 use ourtorrent_core::tracker::AnnounceEvent;
 
+use super::fetch;
 use super::peers::Source;
 use super::session::Session;
 use super::swarm::Ctx;
@@ -95,9 +95,8 @@ impl Trackers {
         let u = TrackerUrl::parse(url).map_err(|e| anyhow!("bad tracker URL: {e}"))?;
         tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
             match u.scheme {
-                Scheme::Http => http(&u, a).await,
+                Scheme::Http | Scheme::Https => http(url, &u, a).await,
                 Scheme::Udp => self.udp(&u, a).await,
-                Scheme::Https => bail!("https:// trackers are not supported yet"),
             }
         })
         .await
@@ -130,10 +129,9 @@ impl Trackers {
     }
 }
 
-/// Announces over HTTP: the core builds the query and decodes the
-/// bencoded reply; `httparse` reads the response head, chunked bodies
-/// are reassembled with its chunk-size parser.
-async fn http(u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
+/// Announces over HTTP or HTTPS (BEP 3): the core builds the query and
+/// decodes the bencoded reply; [`fetch::get`] does the GET.
+async fn http(url: &str, u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
     let q = AnnounceQuery {
         info_hash: a.info_hash,
         peer_id: a.peer_id,
@@ -148,32 +146,12 @@ async fn http(u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
     };
     let mut query = String::new();
     q.write_to(&mut query).map_err(|_| anyhow!("query"))?;
-    let path = if u.path.is_empty() { "/" } else { u.path };
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let host = if u.is_ipv6() {
-        format!("[{}]", u.host)
-    } else {
-        u.host.to_string()
-    };
-    let req = format!(
-        "GET {path}{sep}{query} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: OurTorrent/0.1\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        u.port
-    );
-    let mut s = TcpStream::connect((u.host, u.port)).await?;
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        if raw.len() + n > MAX_HTTP_REPLY {
-            bail!("reply larger than {MAX_HTTP_REPLY} bytes");
-        }
-        raw.extend_from_slice(&chunk[..n]);
-    }
-    let payload = http_body(&raw)?;
+    let url = url.split('#').next().unwrap_or_default();
+    let sep = if u.path.contains('?') { '&' } else { '?' };
+    let slash = if u.path.is_empty() { "/" } else { "" };
+    let payload = fetch::get(&format!("{url}{slash}{sep}{query}"), MAX_HTTP_REPLY)
+        .await?
+        .body;
     let mut tokens = vec![Token::EMPTY; payload.len() / 2 + 16];
     let r = AnnounceResponse::decode(&payload, &mut tokens).map_err(|e| anyhow!("{e}"))?;
     if let Some(f) = r.failure_reason {
@@ -186,60 +164,6 @@ async fn http(u: &TrackerUrl<'_>, a: &Announce) -> anyhow::Result<Reply> {
         leechers: r.incomplete,
         peers: r.all_peers().collect(),
     })
-}
-
-/// Most response headers read.
-const MAX_HEADERS: usize = 32;
-
-/// The body of a whole HTTP/1.1 response: status 200 required; chunked
-/// transfer coding undone; `Content-Length` honoured.
-fn http_body(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(raw).context("bad HTTP response")? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => bail!("HTTP response cut short"),
-    };
-    let code = resp.code.unwrap_or(0);
-    if code != 200 {
-        bail!("HTTP {code} {}", resp.reason.unwrap_or(""));
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
-    };
-    let body = &raw[head..];
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut out = Vec::new();
-        let mut b = body;
-        loop {
-            let (start, size) =
-                match httparse::parse_chunk_size(b).map_err(|_| anyhow!("bad chunk size"))? {
-                    httparse::Status::Complete(x) => x,
-                    httparse::Status::Partial => bail!("chunked body cut short"),
-                };
-            let size = usize::try_from(size).context("chunk too large")?;
-            if size == 0 {
-                return Ok(out);
-            }
-            let data = b
-                .get(start..start + size)
-                .context("chunked body cut short")?;
-            out.extend_from_slice(data);
-            b = b
-                .get(start + size + 2..)
-                .context("chunked body cut short")?;
-        }
-    }
-    match header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
-        Some(n) => Ok(body
-            .get(..n)
-            .context("body shorter than Content-Length")?
-            .to_vec()),
-        None => Ok(body.to_vec()),
-    }
 }
 
 /// One UDP tracker's task: a socket and a core BEP 15 client that keeps
@@ -446,35 +370,5 @@ pub(crate) async fn announce_loop(
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_bodies_plain_sized_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nd8:intervali60ee";
-        assert_eq!(http_body(plain).unwrap(), b"d8:intervali60ee");
-        let sized = b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nde!!junk";
-        assert_eq!(http_body(sized).unwrap(), b"de!!");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nd8:in\r\nb;ext=1\r\ntervali60ee\r\n0\r\n\r\n";
-        assert_eq!(http_body(chunked).unwrap(), b"d8:intervali60ee");
-    }
-
-    #[test]
-    fn http_errors_say_what_was_wrong() {
-        let e = http_body(b"HTTP/1.1 404 Not Found\r\n\r\nnope").unwrap_err();
-        assert_eq!(e.to_string(), "HTTP 404 Not Found");
-        assert!(http_body(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
-        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort";
-        assert_eq!(
-            http_body(cut).unwrap_err().to_string(),
-            "chunked body cut short"
-        );
-        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
-        assert!(http_body(short).is_err());
-        assert!(http_body(b"garbage\r\n\r\n").is_err());
     }
 }

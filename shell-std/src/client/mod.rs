@@ -12,6 +12,7 @@
 //!   the front end shows.
 
 pub mod announce;
+pub mod fetch;
 pub mod meta;
 mod open;
 pub mod peer;
@@ -34,7 +35,6 @@ use clap::{Args, Subcommand};
 use ourtorrent_core::choker::{DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use ourtorrent_core::id::PeerId;
 
-use crate::torrent::TorrentFile;
 use announce::{announce_loop, Statuses, TrackerStatus, STOP_ANNOUNCE_TIMEOUT};
 use meta::Info;
 use open::prepare;
@@ -49,7 +49,7 @@ pub enum ClientCmd {
     /// Download one or more torrents into `--out DIR` (at once, in one
     /// session), then seed them.
     Download {
-        /// The .torrent files.
+        /// The .torrent files (or http:// / https:// URLs of them).
         #[arg(required = true, num_args = 1..)]
         torrents: Vec<PathBuf>,
         /// Output folder: a multi-file torrent lands in `DIR/NAME/…`, a
@@ -172,7 +172,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
     // One plan per torrent (the flags apply to each).
     let mut plans = Vec::new();
     let load = |torrent: &Path| -> anyhow::Result<Info> {
-        let mut tf = TorrentFile::read(torrent)?;
+        let mut tf = fetch::read_torrent(torrent)?;
         let m = tf
             .parse_with(strict_paths)
             .map_err(|e| anyhow::anyhow!("{}: refused: {e}", torrent.display()))?;
@@ -412,17 +412,26 @@ async fn main_loop(
     tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut failed = None;
+    // Only `--peer`s can ever give data (no tracker; no DHT here): once
+    // each has failed, say why and stop rather than wait forever.
+    let only_direct = plan.common.no_trackers || ctx.info.trackers.is_empty();
+    let mut unreachable = None;
     if !ctx.complete.load(Relaxed) {
         loop {
             tokio::select! {
                 _ = ctx.done.notified() => {}
                 _ = &mut ctrl_c => { interrupted = true; break }
+                _ = tokio::time::sleep(Duration::from_millis(250)), if only_direct => {}
             }
             if ctx.complete.load(Relaxed) {
                 break;
             }
             if let Some(why) = ctx.failure() {
                 failed = Some(why);
+                break;
+            }
+            if let Some(errs) = only_direct.then(|| ctx.lock().book.unreachable()).flatten() {
+                unreachable = Some(errs);
                 break;
             }
             let n = ctx.stats.fetched_pieces.load(Relaxed);
@@ -435,7 +444,10 @@ async fn main_loop(
         let secs = t0.elapsed().as_secs_f64();
         let bytes = ctx.stats.verified.load(Relaxed) - start_verified;
         bar.finish();
-        if !interrupted && failed.is_none() {
+        for (addr, why) in unreachable.iter().flatten() {
+            eprintln!("{addr}: {why}");
+        }
+        if !interrupted && failed.is_none() && unreachable.is_none() {
             let st = ctx.snapshot();
             // Two short lines (they fit an 80-column terminal).
             println!(
@@ -462,7 +474,7 @@ async fn main_loop(
     } else if plan.download {
         println!("complete: {} (already on disk)", ctx.storage.root.display());
     }
-    if !interrupted && failed.is_none() && !plan.no_seed {
+    if !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed {
         if !quiet {
             println!(
                 "seeding on {} (Ctrl-C to stop{})",
@@ -514,6 +526,16 @@ async fn main_loop(
             ctx.info.pieces()
         ))
         .into());
+    }
+    if unreachable.is_some() {
+        bail!(
+            "nothing to connect to: no --peer accepted a connection and {}",
+            if plan.common.no_trackers {
+                "--no-trackers was given"
+            } else {
+                "the torrent lists no tracker"
+            }
+        );
     }
     if let Some(why) = failed {
         bail!(

@@ -51,6 +51,9 @@ struct Entry {
     /// Not to be dialled before this.
     next_try: Instant,
     seen: Instant,
+    /// Why the last dial failed (`connection refused`); cleared by a
+    /// connection.
+    error: Option<String>,
 }
 
 /// One torrent's peer addresses.
@@ -93,6 +96,7 @@ impl AddressBook {
                 fails: 0,
                 next_try: now,
                 seen: now,
+                error: None,
             },
         );
     }
@@ -129,6 +133,7 @@ impl AddressBook {
             Some(e) if !e.connected && !e.banned => {
                 e.connected = true;
                 e.fails = 0;
+                e.error = None;
                 true
             }
             Some(_) => false,
@@ -149,6 +154,32 @@ impl AddressBook {
                 .min(RETRY_MAX);
             e.next_try = now + if failed { wait } else { RETRY_MIN };
         }
+    }
+
+    /// Dialling `addr` failed before a connection was up: `why`, kept for
+    /// [`AddressBook::unreachable`] (the backoff is
+    /// [`AddressBook::disconnected`]'s).
+    pub fn dial_failed(&mut self, addr: SocketAddr, why: String) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            e.error = Some(why);
+        }
+    }
+
+    /// When the book holds only `--peer` addresses, none connected and each
+    /// dialled and failed: every address with its error (sorted). `None`
+    /// while one may still answer or another source gave addresses.
+    pub fn unreachable(&self) -> Option<Vec<(SocketAddr, String)>> {
+        let mut v = Vec::new();
+        for (a, e) in &self.entries {
+            match &e.error {
+                Some(why) if e.source == Source::Direct && !e.connected => {
+                    v.push((*a, why.clone()))
+                }
+                _ => return None,
+            }
+        }
+        v.sort();
+        (!v.is_empty()).then_some(v)
     }
 
     /// Bans `addr`; true if it was not banned yet.
@@ -223,6 +254,36 @@ mod tests {
         assert!(b.connected(a(1), Source::Tracker, t0));
         b.disconnected(a(1), false, t0);
         assert_eq!(b.to_dial(t0 + RETRY_MIN, 10), [a(1)]);
+    }
+
+    #[test]
+    fn unreachable_once_every_direct_peer_failed() {
+        let t0 = Instant::now();
+        let mut b = AddressBook::default();
+        assert_eq!(b.unreachable(), None, "empty: nothing to report");
+        b.add(a(1), Source::Direct, t0);
+        b.add(a(2), Source::Direct, t0);
+        b.dial_failed(a(1), "connection refused".into());
+        b.disconnected(a(1), true, t0);
+        assert_eq!(b.unreachable(), None, "a(2) not dialled yet");
+        b.dial_failed(a(2), "timed out".into());
+        b.disconnected(a(2), true, t0);
+        assert_eq!(
+            b.unreachable(),
+            Some(vec![
+                (a(1), "connection refused".into()),
+                (a(2), "timed out".into())
+            ])
+        );
+        // A connection clears the error; another source means waiting.
+        assert!(b.connected(a(2), Source::Direct, t0));
+        assert_eq!(b.unreachable(), None);
+        b.disconnected(a(2), false, t0);
+        assert_eq!(b.unreachable(), None, "a(2) answered once");
+        b.dial_failed(a(2), "connection refused".into());
+        assert!(b.unreachable().is_some());
+        b.add(a(3), Source::Incoming, t0);
+        assert_eq!(b.unreachable(), None, "an incoming peer found us");
     }
 
     #[test]

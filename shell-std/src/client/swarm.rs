@@ -506,10 +506,12 @@ pub async fn dialer(ctx: Arc<Ctx>, global: Arc<Semaphore>) {
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, "connect: {e}");
+                        c.lock().book.dial_failed(addr, super::fetch::io_line(&e));
                         c.disconnected(addr, true);
                     }
                     Err(_) => {
                         tracing::debug!(%addr, "connect: timeout");
+                        c.lock().book.dial_failed(addr, "timed out".into());
                         c.disconnected(addr, true);
                     }
                 }
