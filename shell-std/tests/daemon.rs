@@ -694,3 +694,31 @@ fn daemon_paused_torrent_stays_paused_across_restart_and_resumes_without_hashing
     assert_eq!(n(&v, "trusted_at_start"), pieces, "{v}");
     daemon.stop();
 }
+
+/// Without `--download-dir` and `--listen` a restart uses the folder and
+/// the peer address of the last run (kept in the state).
+#[test]
+fn daemon_restart_without_flags_keeps_its_folder_and_peer_port() {
+    let d = tempfile::tempdir().unwrap();
+    let dl = d.path().join("dl");
+    let state = d.path().join("state");
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let first = daemon.startup.clone();
+    daemon.stop();
+    let peers_on = |l: &str| {
+        l.split("peers on ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .map(String::from)
+            .unwrap_or_else(|| panic!("no peers address in {l:?}"))
+    };
+    let daemon = Daemon::start_with(&state.display().to_string(), &[]);
+    let again = daemon.startup.clone();
+    assert_eq!(peers_on(&again), peers_on(&first), "{first}\n{again}");
+    let dl_real = dl.canonicalize().unwrap();
+    assert!(
+        again.contains(&format!("downloads in {},", dl_real.display())),
+        "{again}"
+    );
+    daemon.stop();
+}

@@ -38,6 +38,11 @@ use crate::client::{random_u32, Common, DEFAULT_LISTEN};
 
 /// Where the API listens when `--http` is not given (loopback only).
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9080";
+/// Where torrents go when neither `--download-dir` nor the state says.
+pub const DEFAULT_DOWNLOAD_DIR: &str = "downloads";
+/// The settings kept in the state.
+const SETTING_DOWNLOAD_DIR: &str = "download_dir";
+const SETTING_LISTEN: &str = "listen";
 /// Bytes of a generated token (printed as hex).
 pub const TOKEN_BYTES: usize = 16;
 
@@ -48,14 +53,16 @@ pub struct DaemonArgs {
     /// non-loopback address the API needs a token.
     #[arg(long, default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
-    /// Torrents are downloaded into DIR/NAME.
-    #[arg(long, value_name = "DIR", default_value = "downloads")]
-    pub download_dir: PathBuf,
+    /// Torrents are downloaded into DIR/NAME. Without it: the folder of
+    /// the last run (kept in the state), else `./downloads`.
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
     /// Keep the daemon's state in DIR/state.db.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub state: PathBuf,
-    /// Listen for peers on this address. Without it: 0.0.0.0:6881, or any
-    /// free port if that one is busy.
+    /// Listen for peers on this address. Without it: the address of the
+    /// last run (kept in the state, so trackers and peers keep finding us),
+    /// else 0.0.0.0:6881; any free port if that one is busy.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// The API token (`Authorization: Bearer TOKEN`); required, and
@@ -111,9 +118,22 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     common.max_peers = args.max_peers.max(1);
     common.max_connections = args.max_connections.max(1);
     common.quiet = true;
-    std::fs::create_dir_all(&args.download_dir)
-        .with_context(|| format!("{}", args.download_dir.display()))?;
     let store = store::Store::open(&args.state)?;
+    // Flags win; else what the last run used; else the defaults.
+    let download_dir = match &args.download_dir {
+        Some(d) => d.clone(),
+        None => store
+            .setting(SETTING_DOWNLOAD_DIR)?
+            .map_or_else(|| PathBuf::from(DEFAULT_DOWNLOAD_DIR), PathBuf::from),
+    };
+    let listen = match args.listen {
+        Some(a) => Some(a),
+        None => store
+            .setting(SETTING_LISTEN)?
+            .and_then(|a| a.parse::<SocketAddr>().ok()),
+    };
+    std::fs::create_dir_all(&download_dir)
+        .with_context(|| format!("{}", download_dir.display()))?;
     let (token, generated) = token_for(args.http, args.token.as_deref())?;
     if let (Some(t), true) = (&token, generated) {
         println!("token: {t} (send it as Authorization: Bearer TOKEN)");
@@ -125,22 +145,27 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let signals = super::client::shutdown_signal()?;
         let id = PeerId::generate(random_u32);
         let max = common.max_connections;
-        let (session, listener) = match args.listen {
-            Some(addr) => Session::bind(addr, id, max).await?,
-            None => match Session::bind(DEFAULT_LISTEN, id, max).await {
-                Ok(x) => x,
-                Err(_) => Session::bind(SocketAddr::new(DEFAULT_LISTEN.ip(), 0), id, max).await?,
-            },
+        let (session, listener) = match (args.listen, listen) {
+            // Given: it must bind.
+            (Some(addr), _) => Session::bind(addr, id, max).await?,
+            // Remembered or the default: any port of that address if busy.
+            (None, l) => {
+                let want = l.unwrap_or(DEFAULT_LISTEN);
+                match Session::bind(want, id, max).await {
+                    Ok(x) => x,
+                    Err(_) => Session::bind(SocketAddr::new(want.ip(), 0), id, max).await?,
+                }
+            }
         };
         let http = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("--http {}", args.http))?;
         let http_addr = http.local_addr()?;
-        let download_dir = args
-            .download_dir
+        let download_dir = download_dir
             .canonicalize()
-            .with_context(|| format!("{}", args.download_dir.display()))?;
-        store.set_setting("download_dir", &download_dir.to_string_lossy())?;
+            .with_context(|| format!("{}", download_dir.display()))?;
+        store.set_setting(SETTING_DOWNLOAD_DIR, &download_dir.to_string_lossy())?;
+        store.set_setting(SETTING_LISTEN, &session.listen.to_string())?;
         let daemon = engine::Daemon::new(session.clone(), store, download_dir.clone(), common);
         daemon.restore()?;
         tokio::spawn(session.clone().accept_loop(listener));

@@ -20,22 +20,29 @@ pub struct Daemon {
     pub api: SocketAddr,
     /// `--token`, sent with [`Daemon::req`].
     token: Option<String>,
+    /// Its startup line (`daemon: api on …, peers on …, downloads in …`).
+    pub startup: String,
 }
 
 impl Daemon {
     /// `shell-std daemon` with its downloads in `dl` and state in `state`,
     /// plus `extra` flags; returns once the API listens.
     pub fn start(dl: &Path, state: &Path, extra: &[&str]) -> Daemon {
+        let (dl, state) = (dl.display().to_string(), state.display().to_string());
+        let mut args = vec!["--listen", "127.0.0.1:0", "--download-dir", &dl];
+        args.extend_from_slice(extra);
+        Self::start_with(&state, &args)
+    }
+
+    /// `shell-std daemon --http 127.0.0.1:0 --state STATE ARGS`.
+    pub fn start_with(state: &str, args: &[&str]) -> Daemon {
+        let extra = args;
         let proc = Proc::spawn(
             "daemon",
             Command::new(BIN)
                 .arg("daemon")
-                .args(["--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
-                .arg("--download-dir")
-                .arg(dl)
-                .arg("--state")
-                .arg(state)
-                .args(extra),
+                .args(["--http", "127.0.0.1:0", "--state", state])
+                .args(args),
         );
         let line = proc.wait_for("daemon: api on http://", Duration::from_secs(20));
         let api = line["daemon: api on http://".len()..]
@@ -48,7 +55,12 @@ impl Daemon {
             .position(|a| *a == "--token")
             .and_then(|i| extra.get(i + 1))
             .map(|t| format!("Bearer {t}"));
-        Daemon { proc, api, token }
+        Daemon {
+            proc,
+            api,
+            token,
+            startup: line,
+        }
     }
 
     pub fn req(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Value) {
