@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use daemon_support::*;
 use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data};
+use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data, Proc};
 use serde_json::Value;
 
 #[test]
@@ -721,4 +721,105 @@ fn daemon_restart_without_flags_keeps_its_folder_and_peer_port() {
         "{again}"
     );
     daemon.stop();
+}
+
+/// A disk that fills during a download stops that torrent in state
+/// `error` with the cause naming the file (as the client says it), its
+/// peers closed; once there is room again `resume` finishes it.
+#[test]
+fn daemon_libtorrent_disk_full_mid_download_is_an_error_then_resumes() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let Some(unshare) = ourtorrent_tests::require_tool("unshare") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
+    let port = free_tcp_port();
+    let _seed = lt_seeder_with(
+        &py,
+        &torrent,
+        &d.path().join("src"),
+        port,
+        &["--upload-limit", "400000", "--no-trackers"],
+    );
+    // The download folder is a 3 MiB tmpfs in the daemon's own mount
+    // namespace (the test reaches it through /proc/PID/root).
+    let dl = d.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    let state = d.path().join("state");
+    let proc = Proc::spawn(
+        "daemon",
+        Command::new(unshare)
+            .args(["-m", "sh", "-c"])
+            .arg("mount -t tmpfs -o size=3m none \"$0\" && exec \"$@\"")
+            .arg(&dl)
+            .arg(BIN)
+            .args(["daemon", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .arg("--download-dir")
+            .arg(&dl)
+            .arg("--state")
+            .arg(&state),
+    );
+    let line = proc.wait_for("daemon: api on http://", Duration::from_secs(20));
+    let api: std::net::SocketAddr = line["daemon: api on http://".len()..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    let inside = Path::new("/proc")
+        .join(proc.child.id().to_string())
+        .join("root")
+        .join(dl.strip_prefix("/").unwrap());
+    let bytes = std::fs::read(&torrent).unwrap();
+    let q = format!("/api/torrents?peers=127.0.0.1:{port}");
+    let (st, v) = http(
+        api,
+        "POST",
+        &q,
+        Some("application/x-bittorrent"),
+        &bytes,
+        &[],
+    );
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let get = || http(api, "GET", &format!("/api/torrents/{id}"), None, b"", &[]).1;
+    let wait = |secs: u64, what: &str, ok: &dyn Fn(&Value) -> bool| -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = get();
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out: {what}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(30, "downloading", &|v| n(v, "pieces_verified") > 5);
+    // Fill the file system: the files are sparse, so the next writes fail.
+    let filler = inside.join("filler.bin");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let v = wait(30, "error", &|v| v["state"] == "error");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(why.contains("No space left"), "{v}");
+    assert!(why.contains("tree/"), "names the file: {v}");
+    assert_eq!(n(&v, "peers"), 0, "{v}");
+    // Room again: resume finishes it, byte-identical.
+    std::fs::remove_file(&filler).unwrap();
+    let (st, v) = http(
+        api,
+        "POST",
+        &format!("/api/torrents/{id}/resume"),
+        None,
+        b"",
+        &[],
+    );
+    assert_eq!(st, 200, "{v}");
+    wait(60, "seeding", &|v| v["state"] == "seeding");
+    same_tree(&tree, &inside.join("tree"));
+    drop(proc);
 }

@@ -158,30 +158,16 @@ impl Daemon {
             (Some((h, _)), true) => h.clone(),
             _ => vec![false; n],
         };
+        let mut state = State::new(row.paused, have, kept);
+        state.base_down = row.downloaded;
+        state.base_up = row.uploaded;
+        state.known = row.paused && saved.is_some();
         let entry = Arc::new(Entry {
             id: row.id,
             info,
             root: row.root,
             peers,
-            state: Mutex::new(State {
-                phase: if row.paused {
-                    Phase::Paused
-                } else {
-                    Phase::Checking
-                },
-                live: None,
-                have,
-                base_down: row.downloaded,
-                base_up: row.uploaded,
-                down_rate: 0,
-                up_rate: 0,
-                last: (0, 0, Instant::now()),
-                hashed: 0,
-                trusted: 0,
-                start_ms: 0,
-                known: row.paused && saved.is_some(),
-                saved: kept,
-            }),
+            state: Mutex::new(state),
         });
         Ok((entry, saved, row.paused))
     }
@@ -232,25 +218,7 @@ impl Daemon {
             info,
             root,
             peers,
-            state: Mutex::new(State {
-                phase: if paused {
-                    Phase::Paused
-                } else {
-                    Phase::Checking
-                },
-                live: None,
-                have: vec![false; n],
-                base_down: 0,
-                base_up: 0,
-                down_rate: 0,
-                up_rate: 0,
-                last: (0, 0, Instant::now()),
-                hashed: 0,
-                trusted: 0,
-                start_ms: 0,
-                saved: None,
-                known: false,
-            }),
+            state: Mutex::new(State::new(paused, vec![false; n], None)),
         });
         map.insert(id, entry.clone());
         drop(map);
@@ -416,9 +384,13 @@ impl Daemon {
     /// counters kept in the entry.
     async fn halt(&self, entry: &Entry, wait: bool) {
         let live = entry.lock().live.take();
-        let Some(mut live) = live else {
-            return;
-        };
+        if let Some(live) = live {
+            self.halt_live(entry, live, wait).await;
+        }
+    }
+
+    /// [`Self::halt`] of a run already taken out of the entry.
+    async fn halt_live(&self, entry: &Entry, mut live: Live, wait: bool) {
         let _ = live.stop.send(true);
         self.session.remove(&entry.info.info_hash);
         live.ctx.stop();
@@ -467,10 +439,13 @@ impl Daemon {
         let entry = self.get(id)?;
         {
             let st = entry.lock();
-            if matches!(st.phase, Phase::Live | Phase::Checking) {
+            let failed = st.live.as_ref().is_some_and(|l| l.ctx.failure().is_some());
+            if matches!(st.phase, Phase::Live | Phase::Checking) && !failed {
                 return Ok(entry.view_unlocked(st));
             }
         }
+        // From an error: whatever still runs stops first.
+        self.halt(&entry, false).await;
         self.store().set_paused(id, false)?;
         let saved = entry.lock().saved.clone().and_then(|r| {
             store::unpack(&r.have, entry.info.pieces() as usize).map(|h| (h, r.files))
@@ -586,6 +561,28 @@ impl Daemon {
             }
             let mut views = Vec::new();
             for e in self.list() {
+                // A disk that failed (full, gone, read-only) stops the
+                // torrent with the cause, as the client does; resume
+                // starts it again.
+                let failed = {
+                    let mut st = e.lock();
+                    match st.live.as_ref().and_then(|l| l.ctx.failure()) {
+                        // Taken under the same lock: a resume racing this
+                        // cannot have its new run stopped here.
+                        Some(why) => {
+                            st.phase = Phase::Error(why.clone());
+                            st.live.take().map(|l| (why, l))
+                        }
+                        None => None,
+                    }
+                };
+                if let Some((why, live)) = failed {
+                    tracing::error!(id = e.id, "stopped: {why}");
+                    self.halt_live(&e, live, false).await;
+                    self.emit("state", serde_json::to_value(e.view()).unwrap_or_default());
+                    views.push(e.view());
+                    continue;
+                }
                 let mut st = e.lock();
                 if let Some(l) = &st.live {
                     let down = l.ctx.stats.downloaded.load(Relaxed);

@@ -63,6 +63,31 @@ pub(super) struct State {
     pub(super) known: bool,
 }
 
+impl State {
+    /// A torrent not running yet: paused, or about to be checked.
+    pub(super) fn new(paused: bool, have: Vec<bool>, saved: Option<Resume>) -> State {
+        State {
+            phase: if paused {
+                Phase::Paused
+            } else {
+                Phase::Checking
+            },
+            live: None,
+            have,
+            base_down: 0,
+            base_up: 0,
+            down_rate: 0,
+            up_rate: 0,
+            last: (0, 0, Instant::now()),
+            hashed: 0,
+            trusted: 0,
+            start_ms: 0,
+            saved,
+            known: false,
+        }
+    }
+}
+
 /// One torrent of the daemon.
 pub struct Entry {
     /// Its id in the API.
