@@ -14,6 +14,7 @@
 # (user + system) and peak RSS of the leeching process (ours from /proc at
 # the end; libtorrent's from getrusage, Python interpreter included).
 set -euo pipefail
+trap 'echo "bench-daemon.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 N=${N:-20}
