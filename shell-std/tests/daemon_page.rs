@@ -2,9 +2,9 @@
 //! driven by `chromedriver` over the W3C WebDriver protocol, plain JSON
 //! over HTTP): a torrent added through the page's file input downloads to
 //! 100% from a libtorrent seeder, it is paused and resumed with the page's
-//! buttons, the detail view shows its files and piece map, and a
-//! screenshot is saved as the test's artifact
-//! (`target/tmp/daemon-page.png`).
+//! buttons, the detail view shows its files and piece map, a screenshot is
+//! saved as the test's artifact (`target/tmp/daemon-page.png`), and it is
+//! removed with its data through the page's confirm dialog.
 
 mod common;
 mod daemon_support;
@@ -179,7 +179,7 @@ fn base64(s: &str) -> Vec<u8> {
 }
 
 #[test]
-fn daemon_page_in_chromium_adds_downloads_pauses_and_resumes_from_libtorrent() {
+fn daemon_page_in_chromium_adds_downloads_pauses_resumes_and_removes_from_libtorrent() {
     let Some(py) = require_libtorrent() else {
         return;
     };
@@ -249,11 +249,37 @@ fn daemon_page_in_chromium_adds_downloads_pauses_and_resumes_from_libtorrent() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-page.png");
     std::fs::write(&out, &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", out.display(), png.len());
+    // Remove with its data: the page asks (a confirm dialog), we accept.
+    // Clicked after the script returns: the dialog blocks the page's JS.
+    b.js("setTimeout(() => document.querySelector('#rows tr button:nth-of-type(2)').click(), 0); return true;");
+    let asked = b.wait_alert(10);
+    assert!(asked.contains("delete its files"), "{asked}");
+    b.cmd("POST", "/alert/accept", &json!({}));
+    b.wait_row(10, "the list empty", |r| r.is_empty());
+    assert_eq!(daemon.get("/api/torrents"), json!([]));
+    assert!(
+        !dl.join("tree").exists(),
+        "data left after remove with data"
+    );
     drop(b);
     daemon.stop();
 }
 
 impl Browser {
+    /// Waits for a dialog (alert, confirm) to be open; returns its text.
+    fn wait_alert(&self, secs: u64) -> String {
+        let p = format!("/session/{}/alert/text", self.session);
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (st, v) = http(self.addr, "GET", &p, None, b"", &[]);
+            if st == 200 {
+                return v["value"].as_str().unwrap_or("").to_string();
+            }
+            assert!(Instant::now() < end, "no dialog opened: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the detail view's file rows; returns how many.
     fn wait_row_detail(&self) -> usize {
         let end = Instant::now() + Duration::from_secs(10);
