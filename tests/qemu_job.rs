@@ -4,158 +4,23 @@
 //! through 10.0.2.2, verifies, announces and seeds back through `hostfwd`.
 //! Set-up and the network check: `qemu_net.rs`; skips as there.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
-use ourtorrent_tests::bep15::{announce_seeder, wait_for_scrape, wait_for_udp_tracker};
-use ourtorrent_tests::opentracker::Opentracker;
+use ourtorrent_tests::bep15::{announce_seeder, wait_for_scrape};
 use ourtorrent_tests::qemu::{
     assert_only_gateway, guest_destinations, run_firmware, run_firmware_with, Run,
 };
-use ourtorrent_tests::{
-    free_tcp_port, free_udp_port, lt_info, lt_script, lt_swarm_script, require_libtorrent,
-    require_tool, run, shell_std, write_data, Proc,
+use ourtorrent_tests::qemu_swarm::{
+    corrupt_peer, ih_bytes, lt_peer, make_torrent, opentracker_on, shell_std_create,
+    shell_std_tracker_on, shell_std_with_client, shell_std_with_tracker, wait_for_seeders,
 };
-
-/// opentracker on 127.0.0.1 UDP `port`, tracking only `info_hash`.
-/// Returns it and its UDP port once it answers a BEP 15 connect.
-fn opentracker_on(dir: &Path, info_hash: &str, port: u16) -> (Proc, u16) {
-    std::fs::write(dir.join("whitelist"), format!("{info_hash}\n")).unwrap();
-    let t = Opentracker::start(dir, &dir.join("whitelist"), port, free_tcp_port());
-    (t.proc, t.udp_port)
-}
-
-/// A small torrent on disk: `data/blob.bin` of `len` bytes, `t.torrent`
-/// (with the tracker) and `nt.torrent` (same info, no tracker, for the
-/// leecher). Returns (info-hash hex, piece hashes hex).
-fn make_torrent(
-    dir: &Path,
-    py: &Path,
-    len: usize,
-    piece_len: u32,
-    tracker: u16,
-) -> (String, String) {
-    let blob = dir.join("data/blob.bin");
-    write_data(&blob, len, 42);
-    let script = lt_script();
-    let create = |out: &str, with_tracker: bool| {
-        let mut cmd = Command::new(py);
-        cmd.arg(&script)
-            .arg("create")
-            .arg(&blob)
-            .arg(dir.join(out))
-            .args(["--v1-only", "--piece-size", &piece_len.to_string()]);
-        if with_tracker {
-            cmd.args(["--tracker", &format!("udp://127.0.0.1:{tracker}/announce")]);
-        }
-        run(&mut cmd);
-    };
-    create("t.torrent", true);
-    create("nt.torrent", false);
-    let info = lt_info(py, &dir.join("t.torrent"));
-    let ih = info["info_hash"].as_str().expect("info_hash").to_string();
-    let data = std::fs::read(&blob).unwrap();
-    (ih, piece_hashes(&data, piece_len))
-}
-
-/// A libtorrent peer (tests/py/lt_swarm.py). Seeders say READY once a
-/// tracker replied (the firmware finds them through the tracker).
-fn lt_peer(py: &Path, args: &[&str]) -> Proc {
-    let mut args: Vec<&str> = args.to_vec();
-    if args.first() == Some(&"seed") {
-        args.extend(["--ready-on", "tracker"]);
-    } else {
-        args.push("--no-trackers");
-    }
-    Proc::spawn(
-        &format!("lt_peer {}", args[0]),
-        Command::new(py).arg(lt_swarm_script()).args(args),
-    )
-}
-
-/// A peer that serves every piece but corrupts `bad_piece` (every byte
-/// flipped): the firmware must reject it. Counts the piece messages sent.
-fn corrupt_peer(
-    data: Vec<u8>,
-    piece_len: usize,
-    info_hash: [u8; 20],
-    bad_piece: u32,
-) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let counter = sent.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let data = data.clone();
-            let counter = counter.clone();
-            thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
-                let mut hs = [0u8; 68];
-                if c.read_exact(&mut hs).is_err() || hs[28..48] != info_hash {
-                    return;
-                }
-                let pieces = data.len().div_ceil(piece_len);
-                let mut out = Vec::new();
-                out.extend_from_slice(&hs[..28]);
-                out.extend_from_slice(&info_hash);
-                out.extend_from_slice(b"-BAD001-000000000000");
-                let mut bits = vec![0u8; pieces.div_ceil(8)];
-                for i in 0..pieces {
-                    bits[i / 8] |= 0x80 >> (i % 8);
-                }
-                out.extend_from_slice(&(1 + bits.len() as u32).to_be_bytes());
-                out.push(5);
-                out.extend_from_slice(&bits);
-                out.extend_from_slice(&[0, 0, 0, 1, 1]); // unchoke
-                if c.write_all(&out).is_err() {
-                    return;
-                }
-                loop {
-                    let mut len = [0u8; 4];
-                    if c.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut msg = vec![0u8; u32::from_be_bytes(len) as usize];
-                    if c.read_exact(&mut msg).is_err() {
-                        return;
-                    }
-                    if msg.first() != Some(&6) || msg.len() != 13 {
-                        continue;
-                    }
-                    let word = |o: usize| u32::from_be_bytes(msg[o..o + 4].try_into().unwrap());
-                    let (index, begin, length) = (word(1), word(5), word(9));
-                    let at = index as usize * piece_len + begin as usize;
-                    let Some(block) = data.get(at..at + length as usize) else {
-                        return;
-                    };
-                    let mut block = block.to_vec();
-                    if index == bad_piece {
-                        block.iter_mut().for_each(|b| *b ^= 0xff);
-                    }
-                    let mut m = Vec::new();
-                    m.extend_from_slice(&(9 + length).to_be_bytes());
-                    m.push(7);
-                    m.extend_from_slice(&index.to_be_bytes());
-                    m.extend_from_slice(&begin.to_be_bytes());
-                    m.extend_from_slice(&block);
-                    if c.write_all(&m).is_err() {
-                        return;
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    (port, sent)
-}
+use ourtorrent_tests::{
+    free_tcp_port, free_udp_port, require_libtorrent, require_tool, write_data, Proc,
+};
 
 const TORRENT_LEN: usize = 64 * 1024;
 const PIECE_LEN: u32 = 16 * 1024;
@@ -266,64 +131,6 @@ fn qemu_bittorrent_job_shell_std_tracker_our_client_seeder_and_leecher() {
     assert!(run.elapsed < Duration::from_secs(25), "{:?}", run.elapsed);
 }
 
-/// [`shell_std_with_tracker`], if that binary also has `create` and
-/// `client`.
-fn shell_std_with_client() -> Option<PathBuf> {
-    let bin = shell_std_with_tracker()?;
-    let has = |args: &[&str]| {
-        Command::new(&bin)
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    (has(&["create", "--help"]) && has(&["client", "seed", "--help"])).then_some(bin)
-}
-
-/// `shell-std create` of the single file `blob` into `torrent`, announcing
-/// to `udp://127.0.0.1:TRACKER/announce`. Returns (info-hash hex, piece
-/// hashes hex).
-fn shell_std_create(
-    bin: &Path,
-    blob: &Path,
-    torrent: &Path,
-    piece_len: u32,
-    tracker: u16,
-) -> (String, String) {
-    let out = run(Command::new(bin)
-        .arg("create")
-        .arg(blob)
-        .args(["--tracker", &format!("udp://127.0.0.1:{tracker}/announce")])
-        .args(["--piece-length", &piece_len.to_string(), "--no-date", "-o"])
-        .arg(torrent));
-    let ih = out
-        .split("info-hash ")
-        .nth(1)
-        .map(|r| r.trim().to_string())
-        .unwrap_or_else(|| panic!("no info-hash in `{out}`"));
-    assert_eq!(ih.len(), 40, "{out}");
-    let data = std::fs::read(blob).unwrap();
-    (ih, piece_hashes(&data, piece_len))
-}
-
-/// SHA-1 of every piece, 40 hex digits each, in order.
-fn piece_hashes(data: &[u8], piece_len: u32) -> String {
-    let mut pieces = String::new();
-    for chunk in data.chunks(piece_len as usize) {
-        let mut h = ourtorrent_core::pieces::PieceHasher::new();
-        h.update(chunk);
-        for b in h.finish() {
-            pieces.push_str(&format!("{b:02x}"));
-        }
-    }
-    pieces
-}
-
-/// Waits until the UDP tracker on `port` counts at least `n` seeders of
-/// `info_hash`.
-fn wait_for_seeders(port: u16, info_hash: &[u8; 20], n: u32) {
-    wait_for_scrape(port, info_hash, &format!("{n} seeders"), |c| c.seeders >= n);
-}
-
 /// Runs the job (download from the swarm of the tracker on `tracker_port`,
 /// then seed 15 s through `hostfwd` from 127.0.0.1:`fwd`), starting the
 /// leecher `start_leecher` makes once the firmware listens (QEMU's hostfwd
@@ -374,35 +181,6 @@ fn run_job(
 enum TrackerKind {
     Opentracker,
     ShellStd(PathBuf),
-}
-
-/// The workspace's `shell-std` binary (built by `cargo test` for its own
-/// tests), or the one named by `OURTORRENT_SHELL_STD`, if it has the
-/// `tracker` subcommand.
-fn shell_std_with_tracker() -> Option<PathBuf> {
-    let bin = shell_std();
-    let ok = Command::new(&bin)
-        .args(["tracker", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(bin)
-}
-
-/// `shell-std tracker` on 127.0.0.1 UDP `port`, memory only, tracking
-/// only `info_hash`; returned once it answers a BEP 15 connect.
-fn shell_std_tracker_on(bin: &Path, dir: &Path, info_hash: &str, port: u16) -> (Proc, u16) {
-    std::fs::write(dir.join("allow"), format!("{info_hash}\n")).unwrap();
-    let proc = Proc::spawn(
-        "shell-std tracker",
-        Command::new(bin)
-            .args(["tracker", "--no-db", "--udp", &format!("127.0.0.1:{port}")])
-            .arg("--http")
-            .arg(format!("127.0.0.1:{}", free_tcp_port()))
-            .arg("--allow")
-            .arg(dir.join("allow")),
-    );
-    wait_for_udp_tracker(port);
-    (proc, port)
 }
 
 /// Announce, download from a libtorrent seeder, verify, announce
@@ -515,13 +293,6 @@ fn corrupt_swarm(dir: &Path, py: &Path, bad_piece: u32) -> CorruptSwarm {
         bad_port,
         served,
     }
-}
-
-/// 40 hex digits → 20 bytes.
-fn ih_bytes(ih: &str) -> [u8; 20] {
-    ourtorrent_core::id::InfoHash::from_hex(ih.as_bytes())
-        .unwrap()
-        .0
 }
 
 #[test]
@@ -658,16 +429,16 @@ fn qemu_bittorrent_refuses_torrents_beyond_its_limits() {
     let base = format!("tracker=6969 info_hash={h}");
     let cases = [
         (
-            format!("{base} length=1048576 piece_len=16384 pieces={h}"),
-            "result: FAILED: config: torrent of 1048576 bytes exceeds 65536",
+            format!("{base} length=4194305 piece_len=16384 pieces={h}"),
+            "result: FAILED: config: torrent of 4194305 bytes exceeds 4194304",
         ),
         (
-            format!("{base} length=65536 piece_len=131072 pieces={h}"),
-            "result: FAILED: config: piece of 131072 bytes exceeds 65536",
+            format!("{base} length=65536 piece_len=524288 pieces={h}"),
+            "result: FAILED: config: piece of 524288 bytes exceeds 262144",
         ),
         (
             format!("{base} length=65536 piece_len=512 pieces={h}"),
-            "result: FAILED: config: 128 pieces exceed 64",
+            "result: FAILED: config: piece of 512 bytes is not a multiple of 16384",
         ),
         (
             format!("{base} length=65536 piece_len=16384 pieces={h}{h}"),

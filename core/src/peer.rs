@@ -298,6 +298,13 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
         self.snubbed
     }
 
+    /// Our pipeline (requests in flight to this peer), e.g. lowered under a
+    /// download rate limit so requests do not wait past their timeout; at
+    /// least 1. The peer's `reqq` still bounds it.
+    pub fn set_pipeline(&mut self, n: usize) {
+        self.cfg.pipeline = n.max(1);
+    }
+
     /// BEP 10 `reqq` from the peer's extension handshake: bounds our pipeline.
     pub fn set_peer_reqq(&mut self, reqq: u32) {
         self.peer_reqq = Some(reqq as usize);
@@ -335,6 +342,15 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
         self.update_interest(picker)
     }
 
+    /// Re-checks our interest (the pieces we want changed, e.g. a file's
+    /// priority): `interested` / `not interested` is queued if it flips.
+    pub fn recheck_interest<M: PickerStorage>(
+        &mut self,
+        picker: &Picker<M>,
+    ) -> Result<(), PeerError> {
+        self.update_interest(picker)
+    }
+
     /// Refuses a request the shell will not serve, e.g. one queued before we
     /// choked the peer. BEP 6: with the fast extension a choke no longer
     /// discards requests, so each is rejected; without it this is a no-op
@@ -352,7 +368,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
     }
 
     fn update_interest<M: PickerStorage>(&mut self, picker: &Picker<M>) -> Result<(), PeerError> {
-        let want = self.peer_has.iter_set().any(|i| !picker.have().get(i));
+        let want = self.peer_has.iter_set().any(|i| picker.needs(i));
         if want != self.am_interested {
             self.am_interested = want;
             self.push(if want {
@@ -430,7 +446,7 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> PeerSession<S> {
                     let _ = self.peer_has.set(piece);
                     picker.peer_has(piece);
                     self.event(Event::Have(piece));
-                    if !self.am_interested && !picker.have().get(piece) {
+                    if !self.am_interested && picker.needs(piece) {
                         self.am_interested = true;
                         self.push(Out::Interested)?;
                     }

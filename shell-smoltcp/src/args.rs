@@ -14,9 +14,12 @@ use core::net::Ipv4Addr;
 use ourtorrent_core::id::InfoHash;
 
 use crate::config::GATEWAY;
+use crate::flash::Fault;
 
-/// Longest command line the firmware reads.
-pub const CMDLINE_MAX: usize = 4096;
+/// Longest command line the firmware reads: room for the piece hashes of
+/// the largest torrent ([`crate::job::MAX_PIECES`] × 40 hex digits) and
+/// every other key.
+pub const CMDLINE_MAX: usize = 12 * 1024;
 
 /// What the firmware was asked to do.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,10 @@ pub struct Args<'a> {
     /// `crash=panic|fault`: fail on purpose before any network work, to
     /// test that a panic or a hard fault ends the run with a failure.
     pub crash: Option<Crash>,
+    /// `flash_fault=write:N|erase:N`: the flash model fails its `N`-th
+    /// write or erase once (a test knob: a storage error must fail a
+    /// piece, not the board).
+    pub flash_fault: Option<Fault>,
 }
 
 /// A deliberate failure (`crash=`).
@@ -86,6 +93,7 @@ impl Default for Args<'_> {
             announce_port: crate::config::PEER_PORT,
             seed_ms: 10_000,
             crash: None,
+            flash_fault: None,
         }
     }
 }
@@ -201,6 +209,16 @@ pub fn parse(line: &[u8]) -> Result<Args<'_>, ArgError<'_>> {
                 args.seed_ms = value.parse().map_err(|_| bad)?;
                 13
             }
+            "flash_fault" => {
+                let (op, n) = value.split_once(':').ok_or(bad)?;
+                let n = value_nonzero(n).ok_or(bad)?;
+                args.flash_fault = Some(match op {
+                    "write" => Fault::Write(n),
+                    "erase" => Fault::Erase(n),
+                    _ => return Err(bad),
+                });
+                14
+            }
             _ => return Err(ArgError::UnknownKey(word)),
         };
         if seen & (1 << bit) != 0 {
@@ -209,6 +227,10 @@ pub fn parse(line: &[u8]) -> Result<Args<'_>, ArgError<'_>> {
         seen |= 1 << bit;
     }
     Ok(args)
+}
+
+fn value_nonzero(value: &str) -> Option<u32> {
+    value.parse().ok().filter(|n| *n != 0)
 }
 
 fn port(value: &str) -> Option<u16> {
@@ -253,6 +275,14 @@ mod tests {
         assert_eq!((a.announce_port, a.seed_ms), (5555, 0));
         assert_eq!(parse(b"crash=fault").unwrap().crash, Some(Crash::Fault));
         assert_eq!(parse(b"crash=panic").unwrap().crash, Some(Crash::Panic));
+        assert_eq!(
+            parse(b"flash_fault=write:3").unwrap().flash_fault,
+            Some(Fault::Write(3))
+        );
+        assert_eq!(
+            parse(b"flash_fault=erase:1").unwrap().flash_fault,
+            Some(Fault::Erase(1))
+        );
         // Parsing accepts any address; `Remote::new` refuses it later.
         assert_eq!(
             parse(b"host=10.0.2.3").unwrap().host,
@@ -290,6 +320,9 @@ mod tests {
             ),
             (b"tracker=0", "BadValue"),
             (b"seed_ms=-1", "BadValue"),
+            (b"flash_fault=write", "BadValue"),
+            (b"flash_fault=write:0", "BadValue"),
+            (b"flash_fault=read:1", "BadValue"),
             (b"udp=\xff", "NotUtf8"),
         ];
         for (line, kind) in cases {

@@ -37,8 +37,10 @@
 //!   can be reused for the next connection (`reconnect`, `relisten`).
 //!
 //! On top of them, [`job`] is the firmware's BitTorrent job, a thin driver
-//! of the core's `Torrent`: announce, download and verify a small torrent
-//! into RAM while serving the pieces it has, announce `completed`, seed,
+//! of the core's `Torrent`: announce, download and verify a torrent of up
+//! to 4 MiB into NOR flash ([`flash`]: any `embedded-storage` `NorFlash`,
+//! and a NOR model over RAM) while serving the pieces it has, resume from
+//! the pieces verified in flash after a restart, announce `completed`, seed,
 //! announce `stopped` — all protocol logic from the core, with every limit
 //! a named constant there.
 #![no_std]
@@ -48,6 +50,7 @@
 pub mod args;
 mod config;
 mod error;
+pub mod flash;
 pub mod job;
 mod stack;
 mod tcp;
@@ -59,6 +62,8 @@ pub use stack::{Clock, Stack};
 pub use tcp::{TcpBuffers, TcpStream};
 pub use udp::{Retry, UdpBuffers, UdpRequest, UdpSocket};
 
+/// The storage traits the job's flash implements ([`flash::Flash`]).
+pub use embedded_storage;
 /// The `nb` crate of the polling convention (`nb::block!`, `nb::Error`).
 pub use nb;
 /// The core this driver runs (its codecs and state machines).

@@ -317,5 +317,10 @@ fn new_socket<const RX: usize, const TX: usize>(
         tcp::SocketBuffer::new(&mut buffers.tx[..]),
     );
     socket.set_timeout(Some(Duration::from_millis(TCP_TIMEOUT_MS)));
+    // ACK at once: with windows of a few KiB a delayed ACK (smoltcp's
+    // default 10 ms) stalls the sender once per window.
+    socket.set_ack_delay(None);
+    // Requests and block headers are small writes that must leave now.
+    socket.set_nagle_enabled(false);
     socket
 }

@@ -14,6 +14,8 @@ use common::*;
 use shell_smoltcp::core_protocol::id::InfoHash;
 use shell_smoltcp::core_protocol::pieces::{Geometry, PieceHasher};
 use shell_smoltcp::core_protocol::tracker::AnnounceEvent;
+use shell_smoltcp::embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use shell_smoltcp::flash::{Fault, Flash, RamNor, RamNorError};
 use shell_smoltcp::job::{self, JobBuffers, Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES};
 use shell_smoltcp::smoltcp::iface::{SocketHandle, SocketStorage};
 use shell_smoltcp::smoltcp::socket::{tcp, udp};
@@ -391,6 +393,59 @@ fn run_job_with(
     with_leecher: bool,
     seed_ms: u32,
 ) -> (Result<Report, job::JobError>, String, Rc<RefCell<World>>) {
+    let flash = Box::leak(Box::new(RamNor::new(Vec::leak(vec![0u8; 64 * 1024]), None)));
+    run_job_on(flash, tracker, seeder, with_leecher, seed_ms)
+}
+
+/// A NOR flash whose memory outlives one run (the model over a shared
+/// vector, one operation at a time), so that a second run finds what the
+/// first one programmed.
+#[derive(Clone, Default)]
+struct Persistent(Rc<RefCell<Vec<u8>>>);
+
+impl Persistent {
+    fn new() -> Self {
+        Persistent(Rc::new(RefCell::new(vec![0u8; 64 * 1024])))
+    }
+    fn with<T>(&self, f: impl FnOnce(&mut RamNor<'_>) -> T) -> T {
+        let mut mem = self.0.borrow_mut();
+        f(&mut RamNor::new(&mut mem, None))
+    }
+}
+
+impl ErrorType for Persistent {
+    type Error = RamNorError;
+}
+
+impl ReadNorFlash for Persistent {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.with(|f| ReadNorFlash::read(f, offset, bytes))
+    }
+    fn capacity(&self) -> usize {
+        self.0.borrow().len()
+    }
+}
+
+impl NorFlash for Persistent {
+    const WRITE_SIZE: usize = RamNor::WRITE_SIZE;
+    const ERASE_SIZE: usize = RamNor::ERASE_SIZE;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.with(|f| NorFlash::erase(f, from, to))
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.with(|f| NorFlash::write(f, offset, bytes))
+    }
+}
+
+/// [`run_job_with`] over the given flash.
+fn run_job_on(
+    flash: &'static mut dyn Flash,
+    tracker: impl FnOnce(&mut Tracker),
+    seeder: impl FnOnce(&mut Peer),
+    with_leecher: bool,
+    seed_ms: u32,
+) -> (Result<Report, job::JobError>, String, Rc<RefCell<World>>) {
     let data = content();
     let (guest_end, host_end, _wire) = link(vec![]);
     let mut host = Host::new(host_end, GATEWAY);
@@ -418,8 +473,11 @@ fn run_job_with(
         time: VClock::default(),
         world: world.clone(),
     };
-    let slots: &'static mut [SocketStorage<'static>] =
-        Vec::leak((0..3).map(|_| SocketStorage::EMPTY).collect());
+    let slots: &'static mut [SocketStorage<'static>] = Vec::leak(
+        (0..1 + job::MAX_PEERS)
+            .map(|_| SocketStorage::EMPTY)
+            .collect(),
+    );
     let config = NetConfig {
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         random_seed: 11,
@@ -447,11 +505,8 @@ fn run_job_with(
     };
     let bufs = JobBuffers {
         udp: Box::leak(Box::new(UdpBuffers::<1, 512>::new())),
-        tcp: [
-            Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
-            Box::leak(Box::new(TcpBuffers::<3072, 2048>::new())),
-        ],
-        data: Box::leak(Box::new([0u8; job::MAX_TORRENT_LEN])),
+        tcp: std::array::from_fn(|_| Box::leak(Box::new(TcpBuffers::<3072, 2048>::new()))),
+        flash,
         frame: Box::leak(Box::new([0u8; FRAME_BUF_LEN])),
     };
     let mut log = String::new();
@@ -597,4 +652,75 @@ fn a_long_seed_announces_again_at_the_tracker_interval() {
         "announces\n{log}"
     );
     assert!(log.contains("announce: ok event=none"), "{log}");
+}
+
+// ------------------------------------------------------------ the flash
+
+#[test]
+fn a_restart_over_the_same_flash_resumes_and_fetches_nothing() {
+    let flash = Persistent::new();
+    let (r, _, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    let first = r.unwrap();
+    assert_eq!((first.verified, first.resumed), (3, 0));
+    assert!(first.ready_to_boot);
+    let (r, log, world) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    let second = r.unwrap();
+    assert!(log.contains("flash: kept"), "{log}");
+    assert!(
+        log.contains("resume: verified=3 marked=3 pieces=3"),
+        "{log}"
+    );
+    assert_eq!((second.verified, second.resumed), (0, 3));
+    assert!(second.ready_to_boot);
+    let w = world.borrow();
+    assert_eq!(w.seeder.max_outstanding, 0, "a block was asked for again");
+    // BEP 3: nothing left from the first announce on.
+    assert_eq!(
+        w.tracker.events.first(),
+        Some(&(2, 0)),
+        "{:?}",
+        w.tracker.events
+    );
+}
+
+#[test]
+fn a_marked_piece_whose_bytes_changed_is_fetched_again() {
+    let flash = Persistent::new();
+    let (r, log, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    r.unwrap();
+    // Clear bits of piece 1 (a program can): its hash no longer matches.
+    let data_at: usize = log
+        .split("data_at=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    flash
+        .with(|f| NorFlash::write(f, (data_at + PIECE as usize) as u32, &[0; 4]))
+        .unwrap();
+    let (r, log, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    let second = r.unwrap();
+    assert!(
+        log.contains("resume: piece 1 marked but its hash differs: unmarked"),
+        "{log}"
+    );
+    assert_eq!((second.verified, second.resumed), (1, 2));
+    // Fetched again and marked again: a third start keeps all three.
+    let (r, log, _) = run_job_on(Box::leak(Box::new(flash.clone())), |_| {}, |_| {}, false, 0);
+    assert_eq!(r.unwrap().resumed, 3, "{log}");
+}
+
+#[test]
+fn a_flash_write_error_fails_the_piece_not_the_job() {
+    // Write 1 formats the header; write 2 is the first block.
+    let flash = Box::leak(Box::new(RamNor::new(
+        Vec::leak(vec![0u8; 64 * 1024]),
+        Some(Fault::Write(2)),
+    )));
+    let (r, log, _) = run_job_on(flash, |_| {}, |_| {}, false, 0);
+    let report = r.unwrap();
+    assert_eq!(report.flash_errors, 1);
+    assert_eq!(report.verified, 3);
+    assert!(report.ready_to_boot);
+    assert!(log.contains("not stored: flash write at"), "{log}");
 }

@@ -19,6 +19,7 @@ Options:
                        (torrent-level, so it applies on loopback too)
   --upload-limit B     cap this torrent's upload at B bytes/s (likewise)
   --report-choke       print every change of a peer choking us
+  --progress-every S   print a PROGRESS line every S seconds
 
 Prints, one a line, flushed:
   READY port=P              (seed) see --ready-on
@@ -28,6 +29,10 @@ Prints, one a line, flushed:
   CHOKED <ip:port> t=T      (--report-choke) the peer choked us; T is wall
   UNCHOKED <ip:port> t=T    clock seconds (comparable across processes)
   DONE bytes=N seconds=S MiB/s=R   (leech) complete and verified; exit 0
+  PROGRESS t=T wall=W down=D up=U  (--progress-every) T: seconds since the
+                            torrent was added; W: wall clock (comparable
+                            across processes); D, U: payload bytes received
+                            and sent
   TIMEOUT progress=P        (leech) gave up; exit 1
 Seeds (seed_mode, no re-hash) until SIGTERM/SIGINT or --max-seconds.
 
@@ -83,6 +88,7 @@ def main():
     ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--report-choke", action="store_true")
+    ap.add_argument("--progress-every", type=float, default=0)
     a = ap.parse_args()
     limit = a.max_seconds or (300 if a.role == "seed" else 120)
     stop = {"flag": False}
@@ -110,6 +116,7 @@ def main():
     ready = False
     seen = set()
     last_connect = 0.0
+    last_progress = 0.0
     while not stop["flag"] and time.monotonic() - t0 < limit:
         time.sleep(0.01)
         now = time.monotonic()
@@ -140,6 +147,11 @@ def main():
                           flush=True)
                 choked_by[key] = c
         s = h.status()
+        if a.progress_every and now - last_progress >= a.progress_every:
+            last_progress = now
+            print("PROGRESS t=%.3f wall=%.3f down=%d up=%d"
+                  % (now - t0, time.time(), s.total_payload_download, s.total_payload_upload),
+                  flush=True)
         if peers and s.num_peers < len(peers) and now - last_connect > 0.5:
             last_connect = now
             for peer in peers:

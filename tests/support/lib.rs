@@ -13,6 +13,7 @@ pub mod opentracker;
 pub mod ports;
 pub mod proc;
 pub mod qemu;
+pub mod qemu_swarm;
 pub mod web;
 
 pub use bin::shell_std;

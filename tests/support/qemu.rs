@@ -9,7 +9,8 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,64 @@ pub type Trigger = (&'static str, Box<dyn FnOnce() + Send>);
 /// [`run_firmware`], calling `trigger` when its line appears (e.g. start a
 /// leecher once the firmware listens).
 pub fn run_firmware_with(append: &str, host_port: Option<u16>, trigger: Option<Trigger>) -> Run {
+    run_board(Board {
+        host_port,
+        trigger,
+        ..Board::new(append)
+    })
+}
+
+/// Bytes of the board's PSRAM, the firmware's NOR flash (AN385: 16 MiB).
+pub const FLASH_LEN: usize = 16 * 1024 * 1024;
+
+/// One QEMU run of the firmware, with everything a test may vary.
+pub struct Board {
+    /// The firmware's command line.
+    pub append: String,
+    /// `hostfwd` from 127.0.0.1:PORT to the guest's 6881.
+    pub host_port: Option<u16>,
+    /// A file behind the board's PSRAM (its NOR flash), shared with QEMU:
+    /// what the firmware programs is in the file, and survives a kill.
+    pub flash: Option<PathBuf>,
+    /// Called once when a line with this prefix appears.
+    pub trigger: Option<Trigger>,
+    /// `kill -9` QEMU once this many lines with this prefix appeared (a
+    /// power cut).
+    pub kill_after: Option<(&'static str, usize)>,
+    /// The outer timeout.
+    pub timeout: Duration,
+}
+
+impl Board {
+    /// A board running `append`, no forwarding, no flash file.
+    pub fn new(append: &str) -> Self {
+        Board {
+            append: append.to_string(),
+            host_port: None,
+            flash: None,
+            trigger: None,
+            kill_after: None,
+            timeout: QEMU_TIMEOUT,
+        }
+    }
+}
+
+/// A fresh, erased flash file ([`FLASH_LEN`] bytes of 0xFF) at `path`.
+pub fn erased_flash(path: &Path) {
+    std::fs::write(path, vec![0xFFu8; FLASH_LEN]).expect("write flash file");
+}
+
+/// Runs one board (see [`Board`]) until it exits, is killed, or times out.
+pub fn run_board(board: Board) -> Run {
+    let Board {
+        append,
+        host_port,
+        flash,
+        trigger,
+        kill_after,
+        timeout,
+    } = board;
+    let append = append.as_str();
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap_path = dir.path().join("lan9118.pcap");
     let mut netdev = String::from("user,id=n0");
@@ -108,36 +167,46 @@ pub fn run_firmware_with(append: &str, host_port: Option<u16>, trigger: Option<T
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:6881"));
     }
     let mut cmd = Command::new("qemu-system-arm");
-    cmd.args([
-        "-M",
-        "mps2-an385",
-        "-nographic",
-        "-monitor",
-        "none",
-        "-serial",
-        "none",
-    ])
-    .args(["-semihosting-config", "enable=on,target=native"])
-    .args(["-netdev", &netdev])
-    .args(["-net", "nic,netdev=n0,model=lan9118"])
-    .arg("-object")
-    .arg(format!(
-        "filter-dump,id=dump0,netdev=n0,file={}",
-        pcap_path.display()
-    ))
-    .arg("-kernel")
-    .arg(firmware())
-    .args(["-append", append])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    match &flash {
+        Some(f) => {
+            // The machine's RAM ("mps.ram") is the AN385 PSRAM at
+            // 0x2100_0000; the firmware's own RAM is the SSRAM below it.
+            cmd.args(["-M", "mps2-an385,memory-backend=flash0"])
+                .arg("-object")
+                .arg(format!(
+                    "memory-backend-file,id=flash0,size=16M,mem-path={},share=on",
+                    f.display()
+                ));
+        }
+        None => {
+            cmd.args(["-M", "mps2-an385"]);
+        }
+    }
+    cmd.args(["-nographic", "-monitor", "none", "-serial", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-netdev", &netdev])
+        .args(["-net", "nic,netdev=n0,model=lan9118"])
+        .arg("-object")
+        .arg(format!(
+            "filter-dump,id=dump0,netdev=n0,file={}",
+            pcap_path.display()
+        ))
+        .arg("-kernel")
+        .arg(firmware())
+        .args(["-append", append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let start = Instant::now();
     let mut qemu = Qemu(cmd.spawn().expect("spawn qemu-system-arm"));
     let mut pipe = qemu.0.stdout.take().expect("stdout");
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_seen = cut.clone();
     let reader = thread::spawn(move || {
         use std::io::BufRead;
         let mut s = String::new();
         let mut trigger = trigger;
+        let mut kill_count = 0;
         let mut lines = std::io::BufReader::new(&mut pipe);
         let mut line = String::new();
         while lines.read_line(&mut line).unwrap_or(0) > 0 {
@@ -146,30 +215,89 @@ pub fn run_firmware_with(append: &str, host_port: Option<u16>, trigger: Option<T
                     f();
                 }
             }
+            if let Some((p, n)) = kill_after {
+                if line.starts_with(p) {
+                    kill_count += 1;
+                    if kill_count >= n {
+                        cut.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
             s.push_str(&line);
             line.clear();
         }
         s
     });
     let code = loop {
+        if cut_seen.load(Ordering::SeqCst) {
+            // SIGKILL: a power cut, nothing flushed by the guest.
+            let _ = qemu.0.kill();
+            let _ = qemu.0.wait();
+            break None;
+        }
         if let Some(status) = qemu.0.try_wait().expect("wait qemu") {
             break status.code();
         }
-        if start.elapsed() > QEMU_TIMEOUT {
+        if start.elapsed() > timeout {
             break None; // killed by Drop
         }
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(2));
     };
     let elapsed = start.elapsed();
     drop(qemu);
     let stdout = reader.join().expect("stdout reader");
-    eprintln!("--- firmware `{append}` ({elapsed:?}, exit {code:?}):\n{stdout}");
+    eprintln!(
+        "--- firmware `{}` ({elapsed:?}, exit {code:?}):\n{stdout}",
+        short(append)
+    );
     let pcap = std::fs::read(&pcap_path).unwrap_or_default();
     Run {
         code,
         stdout,
         elapsed,
         pcap,
+    }
+}
+
+/// A command line cut for the log (piece hashes are long).
+fn short(append: &str) -> String {
+    append
+        .split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some(("pieces", v)) if v.len() > 40 => format!("pieces=<{} hashes>", v.len() / 40),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The job's flash as the firmware lays it out (`shell_smoltcp::job`'s
+/// store: a 64-byte header, a 4-byte mark per piece at 64, the data at
+/// `data_at`, printed by the firmware as `flash: … data_at=N`).
+pub struct FlashImage {
+    pub bytes: Vec<u8>,
+    pub data_at: usize,
+}
+
+impl FlashImage {
+    /// Reads the flash file; `data_at` from the run's `flash:` line.
+    pub fn read(path: &Path, run: &Run) -> FlashImage {
+        let data_at = run.figure("flash:", "data_at").expect("no `flash:` line") as usize;
+        FlashImage {
+            bytes: std::fs::read(path).expect("read flash file"),
+            data_at,
+        }
+    }
+
+    /// Whether piece `i` carries the verified mark (programmed to zero).
+    pub fn marked(&self, i: usize) -> bool {
+        self.bytes[64 + 4 * i..68 + 4 * i] == [0; 4]
+    }
+
+    /// Piece `i`'s bytes as stored.
+    pub fn piece(&self, i: usize, piece_len: usize, size: usize) -> &[u8] {
+        let at = self.data_at + i * piece_len;
+        &self.bytes[at..at + size]
     }
 }
 

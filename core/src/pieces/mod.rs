@@ -182,6 +182,8 @@ impl Geometry {
 }
 
 #[cfg(test)]
+mod priority_tests;
+#[cfg(test)]
 mod tests;
 
 /// Test storage: borrowed bitfield and counts, slots and blocks in `Vec`s.

@@ -1,6 +1,13 @@
 //! The piece picker and block request bookkeeping (the four policies of
 //! Cohen's "Incentives Build Robustness in BitTorrent": strict priority,
 //! rarest first, random first piece, end-game mode).
+//!
+//! Piece priorities (selective download, streaming) are optional bitfields
+//! in the caller's storage, set at any time: a *wanted* mask (pieces
+//! outside it are never picked, and the download is complete once every
+//! wanted piece is: [`Picker::wanted_complete`]), a *high* mask (picked
+//! before the others), and a sequential mode (lowest index first instead
+//! of rarest first).
 
 use super::{
     Availability, Bitfield, BlockRequest, Geometry, InOrderHasher, PeerKey, PiecesError, BLOCK_LEN,
@@ -202,6 +209,12 @@ pub struct Picker<M: PickerStorage> {
     per: usize,
     cfg: PickerConfig,
     rng: XorShift32,
+    /// Pieces to fetch (`None`: all).
+    wanted: Option<Bitfield<M::Have>>,
+    /// Pieces to fetch first (`None`: none).
+    high: Option<Bitfield<M::Have>>,
+    /// New pieces in index order rather than rarest first.
+    sequential: bool,
 }
 
 impl<M: PickerStorage> core::fmt::Debug for Picker<M> {
@@ -290,7 +303,76 @@ impl<M: PickerStorage> Picker<M> {
             per,
             cfg,
             rng: XorShift32::new(seed),
+            wanted: None,
+            high: None,
+            sequential: false,
         })
+    }
+
+    /// Fetch only the pieces set in `wanted` (`None`: every piece); hands
+    /// back the previous mask's storage. Pieces in progress are finished.
+    /// A mask of another length is refused ([`PiecesError::CountMismatch`]).
+    pub fn set_wanted(
+        &mut self,
+        wanted: Option<Bitfield<M::Have>>,
+    ) -> Result<Option<Bitfield<M::Have>>, PiecesError> {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| w.len() != self.geo.piece_count())
+        {
+            return Err(PiecesError::CountMismatch);
+        }
+        Ok(core::mem::replace(&mut self.wanted, wanted))
+    }
+
+    /// Fetch the pieces set in `high` before any other (`None`: no
+    /// preference); hands back the previous mask's storage.
+    pub fn set_high(
+        &mut self,
+        high: Option<Bitfield<M::Have>>,
+    ) -> Result<Option<Bitfield<M::Have>>, PiecesError> {
+        if high
+            .as_ref()
+            .is_some_and(|w| w.len() != self.geo.piece_count())
+        {
+            return Err(PiecesError::CountMismatch);
+        }
+        Ok(core::mem::replace(&mut self.high, high))
+    }
+
+    /// Sequential mode: new pieces are picked in index order (within their
+    /// priority) instead of rarest first (streaming; fewer peers help).
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
+    }
+
+    /// True if piece `i` is wanted (no mask: every piece).
+    pub fn is_wanted(&self, i: u32) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w.get(i))
+    }
+
+    /// True if piece `i` is wanted and not ours yet.
+    pub fn needs(&self, i: u32) -> bool {
+        !self.have.get(i) && self.is_wanted(i)
+    }
+
+    /// Wanted pieces not verified yet.
+    pub fn wanted_missing(&self) -> u32 {
+        match &self.wanted {
+            None => self.geo.piece_count().saturating_sub(self.have.count()),
+            Some(w) => w
+                .as_bytes()
+                .iter()
+                .zip(self.have.as_bytes())
+                .map(|(w, h)| (w & !h).count_ones())
+                .sum(),
+        }
+    }
+
+    /// True when every wanted piece is verified (the download is done;
+    /// without a mask, the same as [`Self::is_complete`]).
+    pub fn wanted_complete(&self) -> bool {
+        self.wanted_missing() == 0
     }
 
     /// Hands the caller's storage back.
@@ -440,7 +522,7 @@ impl<M: PickerStorage> Picker<M> {
 
     /// End-game: every missing block has been requested.
     pub fn is_end_game(&self) -> bool {
-        let missing = self.geo.piece_count().saturating_sub(self.have.count());
+        let missing = self.wanted_missing();
         missing > 0
             && missing as usize == self.active_count()
             && !self.active().any(|(slot, s)| self.slot_has_free(slot, s))
@@ -508,18 +590,37 @@ impl<M: PickerStorage> Picker<M> {
         None
     }
 
-    /// A missing piece not in progress that the peer has: random while we
-    /// have fewer than `random_first` pieces, else the rarest (ties broken
-    /// at random when `draw`, else lowest index).
+    /// A missing wanted piece not in progress that the peer has: high
+    /// priority first; then the lowest index in sequential mode, random
+    /// while we have fewer than `random_first` pieces, else the rarest
+    /// (ties broken at random when `draw`, else lowest index).
     fn best_new<S: AsRef<[u8]>>(&mut self, peer_has: &Bitfield<S>, draw: bool) -> Option<u32> {
         let random = self.have.count() < self.cfg.random_first;
-        let mut best: Option<(u32, u16)> = None;
+        // (piece, rank): lower ranks win; high priority halves the range.
+        let mut best: Option<(u32, u32)> = None;
         let mut ties = 0u32;
         for i in peer_has.iter_set() {
-            if self.have.get(i) || self.find(i).is_some() {
+            if !self.needs(i) || self.find(i).is_some() {
                 continue;
             }
-            let n = if random { 0 } else { self.avail.get(i) };
+            let base: u32 = if self.high.as_ref().is_some_and(|h| h.get(i)) {
+                0
+            } else {
+                1 << 31
+            };
+            if self.sequential {
+                // Index order: the first one of the best priority wins.
+                if best.is_none_or(|(_, m)| base < m) {
+                    best = Some((i, base));
+                }
+                continue;
+            }
+            let n = base
+                | if random {
+                    0
+                } else {
+                    u32::from(self.avail.get(i))
+                };
             match best {
                 Some((_, m)) if n > m => {}
                 Some((_, m)) if n == m => {

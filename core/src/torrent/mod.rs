@@ -101,6 +101,8 @@ pub struct PeerEntry {
     close: bool,
     wake: bool,
     rep: Reputation,
+    /// Piece priorities changed: re-check our interest in the peer.
+    recheck: bool,
 }
 
 /// The caller's buffers for a [`Torrent`]: the picker's, plus a peer table,
@@ -236,6 +238,36 @@ impl<M: TorrentStorage> Torrent<M> {
     /// The picker (read-only: our pieces, availability, geometry).
     pub fn picker(&self) -> &Picker<M> {
         &self.picker
+    }
+
+    /// Piece priorities: fetch only `wanted` (`None`: all), see
+    /// [`Picker::set_wanted`]; hands back the previous mask's storage.
+    /// Every peer re-checks its interest at its next
+    /// [`Self::poll_transmit`] (woken: [`Self::poll_wake`]).
+    pub fn set_wanted(
+        &mut self,
+        wanted: Option<crate::pieces::Bitfield<M::Have>>,
+    ) -> Result<Option<crate::pieces::Bitfield<M::Have>>, TorrentError> {
+        let old = self.picker.set_wanted(wanted)?;
+        for e in self.peers.as_mut().iter_mut().filter(|e| e.used) {
+            e.recheck = true;
+            e.wake = true;
+        }
+        Ok(old)
+    }
+
+    /// Piece priorities: fetch `high` first (`None`: no preference), see
+    /// [`Picker::set_high`].
+    pub fn set_high(
+        &mut self,
+        high: Option<crate::pieces::Bitfield<M::Have>>,
+    ) -> Result<Option<crate::pieces::Bitfield<M::Have>>, TorrentError> {
+        Ok(self.picker.set_high(high)?)
+    }
+
+    /// Sequential mode, see [`Picker::set_sequential`].
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
     }
 
     /// The choker (e.g. which peer holds the optimistic slot).
@@ -413,6 +445,9 @@ impl<M: TorrentStorage> Torrent<M> {
                 e.cancels.pop_front();
             }
             let _ = session.set_choking(!e.unchoke);
+            if e.recheck && session.recheck_interest(&self.picker).is_ok() {
+                e.recheck = false;
+            }
             while e.have_cursor < log_len {
                 let Some(&i) = self.log.as_ref().get(e.have_cursor) else {
                     break;

@@ -391,3 +391,34 @@ fn a_torrent_over_borrowed_slices_bounds_peers_by_its_table() {
         Err(TorrentError::Pieces(PiecesError::StorageTooSmall { needed })) if needed == PIECES as usize
     ));
 }
+
+/// A peer with every piece, while we want none: not interested; once the
+/// wanted mask changes the torrent wakes the peer and its next transmit
+/// says `interested` (no `have` from the peer needed).
+#[test]
+fn a_changed_wanted_mask_rechecks_interest() {
+    let geo = Geometry::new(TOTAL, PIECE).unwrap();
+    let mut t = torrent(geo, false, 3);
+    let now = Instant::from_millis(5);
+    let none = Bitfield::new(vec![0u8; (PIECES as usize).div_ceil(8)], PIECES).unwrap();
+    assert!(t.set_wanted(Some(none)).unwrap().is_none());
+    let key = t.add_peer(now).unwrap();
+    let bits = vec![0u8; (PIECES as usize).div_ceil(8)];
+    let mut s = PeerSession::new(key, bits, PIECES, true, PeerConfig::default(), now).unwrap();
+    t.handle_message(now, &mut s, Message::HaveAll).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let _ = t.poll_transmit(now, &mut s, &mut buf);
+    assert!(!s.am_interested());
+    while t.poll_wake().is_some() {}
+    let old = t.set_wanted(None).unwrap();
+    assert!(old.is_some());
+    assert_eq!(t.poll_wake(), Some(key));
+    let n = t.poll_transmit(now, &mut s, &mut buf);
+    assert!(s.am_interested());
+    let interested = [0, 0, 0, 1, 2];
+    assert!(
+        buf[..n].windows(5).any(|w| w == interested),
+        "no interested message in {:?}",
+        &buf[..n]
+    );
+}

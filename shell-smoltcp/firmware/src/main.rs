@@ -4,8 +4,10 @@
 //!
 //! With `tracker=PORT` it runs the BitTorrent job (`shell_smoltcp::job`):
 //! announce to the BEP 15 tracker at `10.0.2.2:PORT`, download the torrent
-//! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into RAM
-//! from the peers the tracker returns while serving the pieces it has on
+//! given by `info_hash=`, `length=`, `piece_len=` and `pieces=` into the
+//! NOR flash model over the board's PSRAM (pieces verified there before a
+//! restart are kept) from the peers the tracker returns while serving the
+//! pieces it has on
 //! port 6881 (forwarded from the host), verify every piece, announce
 //! `completed`, seed, and announce `stopped`. Without
 //! it, a network check against the host: a UDP request/response (with
@@ -34,9 +36,8 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use shell_smoltcp::args::Crash;
-use shell_smoltcp::job::{
-    self, JobBuffers, TorrentConfig, FRAME_BUF_LEN, MAX_PEERS, MAX_TORRENT_LEN,
-};
+use shell_smoltcp::flash::{Fault, RamNor};
+use shell_smoltcp::job::{self, JobBuffers, TorrentConfig, FRAME_BUF_LEN, MAX_PEERS};
 use shell_smoltcp::smoltcp::iface::SocketStorage;
 use shell_smoltcp::{
     nb, Clock, ConfigError, Error, NetConfig, Remote, Retry, Stack, TcpBuffers, TcpStream,
@@ -53,15 +54,24 @@ const SYSTICK_RELOAD: u32 = CORE_HZ / 1000 - 1;
 
 /// Socket slots: UDP and one TCP socket per peer connection.
 const SOCKETS: usize = 1 + MAX_PEERS;
-/// TCP windows. Static RAM is the budget (96 KiB): 64 KiB of torrent data
-/// and a 16 KiB frame buffer leave room for small windows only. The
-/// network check uses the same two sockets.
-const TCP_RX: usize = 3 * 1024;
-const TCP_TX: usize = 2 * 1024;
+/// TCP windows. Static RAM is the budget (96 KiB): the torrent's data is
+/// in flash, so the RAM goes to the windows: MAX_PEERS × (RX + TX) and the
+/// 16 KiB frame buffer. An 8 KiB receive window stays under what QEMU's
+/// LAN9118 RX FIFO holds (~10.5 KB), so a window's worth of frames never
+/// overflows it between two polls. The network check uses the first two
+/// sockets.
+const TCP_RX: usize = 8 * 1024;
+const TCP_TX: usize = 4 * 1024;
 /// UDP: 1 datagram of up to 512 bytes each way (a BEP 15 announce is 98
 /// bytes, its reply 20 + 6 per peer: `NUM_WANT` = 16 peers fit).
 const UDP_PACKETS: usize = 1;
 const UDP_BYTES: usize = 512;
+/// The board's PSRAM (AN385: 16 MiB at 0x2100_0000, QEMU's machine RAM
+/// "mps.ram"), used as the NOR flash the image is written to. The
+/// firmware's own RAM is the SSRAM at 0x2000_0000, so a memory backend
+/// file behind the PSRAM holds exactly the flash contents.
+const PSRAM_BASE: usize = 0x2100_0000;
+const PSRAM_LEN: usize = 16 * 1024 * 1024;
 /// Exit code for a refused command line.
 const EXIT_CONFIG: u32 = 2;
 /// The UDP check's retransmission schedule: 250 ms doubling, 6 sends
@@ -160,7 +170,7 @@ impl fmt::Display for Failure {
 }
 
 /// Bytes of stack painted at boot to measure the run's high-water mark.
-const STACK_PAINT: usize = 64 * 1024;
+const STACK_PAINT: usize = 128 * 1024;
 const PAINT: u32 = 0xA5A5_A5A5;
 
 /// Paints the `STACK_PAINT` bytes below the current stack pointer (less a
@@ -218,6 +228,7 @@ struct Plan {
     kib: u32,
     serve: bool,
     deadline: u64,
+    flash_fault: Option<Fault>,
 }
 
 /// Reads and checks the command line. Out of line, so that its 4 KiB
@@ -277,6 +288,7 @@ fn read_plan() -> Result<Plan, Failure> {
         kib: args.kib,
         serve: args.serve,
         deadline: u64::from(args.deadline_ms),
+        flash_fault: args.flash_fault,
     })
 }
 
@@ -295,6 +307,7 @@ fn run() -> Result<(), Failure> {
         kib,
         serve: inbound,
         deadline,
+        flash_fault,
     } = read_plan()?;
 
     // SAFETY: MPS2_LAN9118_BASE is the board's LAN9118 (AN385 memory map)
@@ -315,7 +328,14 @@ fn run() -> Result<(), Failure> {
             .ok_or(Failure::NoMemory)?;
     let config = NetConfig {
         mac,
-        random_seed: 0x6f75_7274 ^ u64::from(cortex_m::peripheral::SYST::get_current()),
+        // The SysTick count at boot varies little between boards started
+        // alike; the announced port (unique per board of a fleet) keeps
+        // their peer ids and piece choices apart.
+        random_seed: 0x6f75_7274
+            ^ u64::from(cortex_m::peripheral::SYST::get_current())
+            ^ torrent
+                .as_ref()
+                .map_or(0, |t| u64::from(t.announce_port).wrapping_mul(0x9E37_79B9)),
     };
     // In a static, like every other buffer, so that the ELF's static RAM
     // is the firmware's whole memory budget but for the call stack.
@@ -326,39 +346,47 @@ fn run() -> Result<(), Failure> {
     // Every buffer is static: these are the whole memory of the run.
     let udp_bufs = cortex_m::singleton!(: UdpBuffers<UDP_PACKETS, UDP_BYTES> = UdpBuffers::new())
         .ok_or(Failure::NoMemory)?;
-    let tcp0 = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
-        .ok_or(Failure::NoMemory)?;
-    let tcp1 = cortex_m::singleton!(: TcpBuffers<TCP_RX, TCP_TX> = TcpBuffers::new())
-        .ok_or(Failure::NoMemory)?;
+    let tcp = cortex_m::singleton!(: [TcpBuffers<TCP_RX, TCP_TX>; MAX_PEERS] =
+        [const { TcpBuffers::new() }; MAX_PEERS])
+    .ok_or(Failure::NoMemory)?;
 
     if let Some(torrent) = &torrent {
-        let data = cortex_m::singleton!(: [u8; MAX_TORRENT_LEN] = [0; MAX_TORRENT_LEN])
+        // SAFETY: the PSRAM region is RAM of the board's memory map that
+        // nothing else uses (not in memory.x: no static or stack is there);
+        // this is its only reference.
+        let psram: &'static mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(PSRAM_BASE as *mut u8, PSRAM_LEN) };
+        let flash = cortex_m::singleton!(: RamNor<'static> = RamNor::new(psram, flash_fault))
             .ok_or(Failure::NoMemory)?;
         let frame = cortex_m::singleton!(: [u8; FRAME_BUF_LEN] = [0; FRAME_BUF_LEN])
             .ok_or(Failure::NoMemory)?;
         let bufs = JobBuffers {
             udp: udp_bufs,
-            tcp: [tcp0, tcp1],
-            data,
+            tcp: tcp.each_mut(),
+            flash,
             frame,
         };
         let seed = config.random_seed as u32;
         let report =
             job::run(net, bufs, torrent, deadline, seed, &mut Log).map_err(Failure::Job)?;
         hprintln!(
-            "report: bytes={} verified={} rejected={} peers={} download_ms={} uploaded={} leecher_complete={}",
+            "report: bytes={} verified={} rejected={} peers={} download_ms={} uploaded={} leecher_complete={} resumed={} flash_errors={} ready_to_boot={}",
             report.bytes,
             report.verified,
             report.rejected,
             report.peers_used,
             report.download_ms,
             report.uploaded,
-            u8::from(report.leecher_complete)
+            u8::from(report.leecher_complete),
+            report.resumed,
+            report.flash_errors,
+            u8::from(report.ready_to_boot)
         );
     } else {
         if let Some(remote) = udp_remote {
             udp_check(net, udp_bufs, remote, deadline)?;
         }
+        let [tcp0, tcp1, ..] = tcp;
         if let Some(remote) = tcp_remote {
             tcp_check(net, tcp0, remote, kib, deadline)?;
         }

@@ -53,11 +53,37 @@ impl TransactionIds for Tids {
     }
 }
 
-/// Tracker peers to try, as ports at the gateway, in the order received.
+/// Connections to one tracker peer before it is given up (each ended
+/// connection counts, failed or not, so a peer that keeps closing on us
+/// is not retried forever).
+pub const MAX_TRIES: u8 = 5;
+/// Wait before trying a peer again after a connection ended; it doubles
+/// with each try. A board's forwarded port accepts before its firmware
+/// listens (QEMU's `hostfwd`), so a first try may fail that way.
+pub const RETRY_MS: u64 = 500;
+
+/// One tracker peer to try.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    port: u16,
+    /// Not before this time.
+    next_try: u64,
+    tries: u8,
+    banned: bool,
+}
+
+impl Candidate {
+    fn usable(&self) -> bool {
+        !self.banned && self.tries < MAX_TRIES
+    }
+}
+
+/// Tracker peers to try, as ports at the gateway, in the order received;
+/// each is tried again after a connection to it ends ([`RETRY_MS`],
+/// doubling, at most [`MAX_TRIES`] times) unless it was banned.
 #[derive(Debug, Default)]
 pub(super) struct Candidates {
-    ports: heapless::Vec<u16, MAX_PEER_ATTEMPTS>,
-    next: usize,
+    ports: heapless::Vec<Candidate, MAX_PEER_ATTEMPTS>,
     /// Usable peers not kept: the list was full.
     pub dropped: usize,
 }
@@ -76,10 +102,16 @@ pub(super) enum Offer {
 impl Candidates {
     /// Adds `port` unless known or the list is full.
     pub fn offer(&mut self, port: u16) -> Offer {
-        if self.ports.contains(&port) {
+        if self.ports.iter().any(|c| c.port == port) {
             return Offer::Known;
         }
-        match self.ports.push(port) {
+        let c = Candidate {
+            port,
+            next_try: 0,
+            tries: 0,
+            banned: false,
+        };
+        match self.ports.push(c) {
             Ok(()) => Offer::Added,
             Err(_) => {
                 self.dropped += 1;
@@ -88,16 +120,36 @@ impl Candidates {
         }
     }
 
-    /// The next peer not tried yet.
-    pub fn next(&mut self) -> Option<u16> {
-        let p = self.ports.get(self.next).copied()?;
-        self.next += 1;
-        Some(p)
+    /// The next peer due at `now` that is not `busy` (connected already).
+    pub fn next(&mut self, now: u64, busy: impl Fn(u16) -> bool) -> Option<u16> {
+        let c = self
+            .ports
+            .iter_mut()
+            .find(|c| c.usable() && c.next_try <= now && !busy(c.port))?;
+        c.tries += 1;
+        // Not again until this connection ends (`ended` sets the time).
+        c.next_try = u64::MAX;
+        Some(c.port)
     }
 
-    /// Every peer kept has been tried.
+    /// The connection to `port` ended at `now`: try again later.
+    pub fn ended(&mut self, port: u16, now: u64) {
+        if let Some(c) = self.ports.iter_mut().find(|c| c.port == port) {
+            let shift = u32::from(c.tries.saturating_sub(1)).min(16);
+            c.next_try = now.saturating_add(RETRY_MS << shift);
+        }
+    }
+
+    /// `port` sent a bad piece: never again.
+    pub fn ban(&mut self, port: u16) {
+        if let Some(c) = self.ports.iter_mut().find(|c| c.port == port) {
+            c.banned = true;
+        }
+    }
+
+    /// Every peer kept is banned or was tried [`MAX_TRIES`] times.
     pub fn exhausted(&self) -> bool {
-        self.next >= self.ports.len()
+        !self.ports.iter().any(Candidate::usable)
     }
 }
 
@@ -432,13 +484,37 @@ mod tests {
         assert_eq!(c.offer(9999), Offer::Full);
         assert_eq!(c.offer(9998), Offer::Full);
         assert_eq!(c.dropped, 2);
-        assert_eq!(c.next(), Some(7000));
+        assert_eq!(c.next(0, |_| false), Some(7000));
         assert!(!c.exhausted());
-        for _ in 1..MAX_PEER_ATTEMPTS {
-            assert!(c.next().is_some());
+        assert_eq!(c.next(0, |p| p == 7001), Some(7002), "busy is skipped");
+        for _ in 2..MAX_PEER_ATTEMPTS {
+            assert!(c.next(0, |_| false).is_some());
         }
-        assert_eq!(c.next(), None);
+        assert_eq!(c.next(0, |_| false), None, "each is in use");
+    }
+
+    #[test]
+    fn a_peer_is_tried_again_with_a_doubling_wait_until_max_tries() {
+        let mut c = Candidates::default();
+        c.offer(7000);
+        let mut now = 0;
+        for t in 0..MAX_TRIES {
+            assert!(!c.exhausted());
+            assert_eq!(c.next(now, |_| false), Some(7000), "try {t}");
+            assert_eq!(c.next(now, |_| false), None, "in use");
+            c.ended(7000, now);
+            let wait = RETRY_MS << t;
+            assert_eq!(c.next(now + wait - 1, |_| false), None, "too early");
+            now += wait;
+        }
+        assert_eq!(c.next(now, |_| false), None);
         assert!(c.exhausted());
+        // A banned peer is never tried again.
+        c.offer(7001);
+        assert!(!c.exhausted());
+        c.ban(7001);
+        assert!(c.exhausted());
+        assert_eq!(c.next(u64::MAX, |_| false), None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! checked against the job's limits before any packet exists.
 //!
 //! Refused (each a [`LimitError`]): a missing key; more than
-//! [`MAX_TORRENT_LEN`] bytes of data (held in RAM); a piece longer than
-//! [`MAX_PIECE_LEN`]; more than [`MAX_PIECES`] pieces; a count of piece
+//! [`MAX_TORRENT_LEN`] bytes of data; a piece shorter than
+//! [`MIN_PIECE_LEN`], longer than [`MAX_PIECE_LEN`] or not a multiple of
+//! [`MIN_PIECE_LEN`] (so that pieces start on flash sectors); more than [`MAX_PIECES`] pieces; a count of piece
 //! hashes other than the piece count; a tracker not at the gateway.
 
 use core::fmt;
@@ -11,7 +12,7 @@ use core::fmt;
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::pieces::Geometry;
 
-use super::{MAX_PIECES, MAX_PIECE_LEN, MAX_TORRENT_LEN};
+use super::{MAX_PIECES, MAX_PIECE_LEN, MAX_TORRENT_LEN, MIN_PIECE_LEN};
 use crate::args::Args;
 use crate::config::{ConfigError, Remote};
 
@@ -41,6 +42,8 @@ pub enum LimitError {
     TorrentTooLong(u64),
     /// A piece longer than [`MAX_PIECE_LEN`].
     PieceTooLong(u32),
+    /// A piece shorter than [`MIN_PIECE_LEN`] or not a multiple of it.
+    PieceLen(u32),
     /// More than [`MAX_PIECES`] pieces.
     TooManyPieces(u64),
     /// The number of hashes differs from the number of pieces.
@@ -62,6 +65,9 @@ impl fmt::Display for LimitError {
                 write!(f, "torrent of {n} bytes exceeds {MAX_TORRENT_LEN}")
             }
             LimitError::PieceTooLong(n) => write!(f, "piece of {n} bytes exceeds {MAX_PIECE_LEN}"),
+            LimitError::PieceLen(n) => {
+                write!(f, "piece of {n} bytes is not a multiple of {MIN_PIECE_LEN}")
+            }
             LimitError::TooManyPieces(n) => write!(f, "{n} pieces exceed {MAX_PIECES}"),
             LimitError::HashCount { pieces, hashes } => {
                 write!(f, "{hashes} piece hashes for {pieces} pieces")
@@ -85,6 +91,9 @@ impl TorrentConfig {
         }
         if piece_len > MAX_PIECE_LEN {
             return Err(LimitError::PieceTooLong(piece_len));
+        }
+        if piece_len < MIN_PIECE_LEN || piece_len % MIN_PIECE_LEN != 0 {
+            return Err(LimitError::PieceLen(piece_len));
         }
         let pieces = length.div_ceil(u64::from(piece_len));
         if pieces > MAX_PIECES as u64 {
@@ -143,19 +152,42 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_torrent_and_piece_fit() {
+        let all = H.repeat(256);
+        let c = config(&format!("length=4194304 piece_len=16384 pieces={all}")).unwrap();
+        assert_eq!(c.geometry.piece_count(), MAX_PIECES as u32);
+        let c = config(&format!(
+            "length=4194304 piece_len=262144 pieces={}",
+            H.repeat(16)
+        ))
+        .unwrap();
+        assert_eq!(c.geometry.piece_len(), MAX_PIECE_LEN);
+        // The longest command line a 4 MiB torrent of 16 KiB pieces needs.
+        let line = format!(
+            "fw tracker=65535 info_hash={H} length=4194304 piece_len=16384 port=65535 \
+             seed_ms=4294967295 deadline_ms=4294967295 flash_fault=write:4294967295 pieces={all}"
+        );
+        assert!(line.len() <= crate::args::CMDLINE_MAX, "{}", line.len());
+    }
+
+    #[test]
     fn torrents_beyond_the_limits_are_refused() {
         let cases = [
             (
-                format!("length=65537 piece_len=16384 pieces={H}"),
-                LimitError::TorrentTooLong(65537),
+                format!("length=4194305 piece_len=16384 pieces={H}"),
+                LimitError::TorrentTooLong(4194305),
             ),
             (
-                format!("length=65536 piece_len=131072 pieces={H}"),
-                LimitError::PieceTooLong(131072),
+                format!("length=65536 piece_len=524288 pieces={H}"),
+                LimitError::PieceTooLong(524288),
             ),
             (
-                format!("length=65536 piece_len=512 pieces={H}"),
-                LimitError::TooManyPieces(128),
+                format!("length=65536 piece_len=8192 pieces={H}"),
+                LimitError::PieceLen(8192),
+            ),
+            (
+                format!("length=65536 piece_len=24576 pieces={H}"),
+                LimitError::PieceLen(24576),
             ),
             (
                 format!("length=65536 piece_len=16384 pieces={H}"),

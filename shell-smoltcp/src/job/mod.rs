@@ -1,8 +1,11 @@
 //! The BitTorrent job of the QEMU firmware, generic over the device and the
 //! clock like the rest of the driver: announce to a BEP 15 tracker at the
-//! gateway, download a small torrent into RAM from the peers it returns
-//! while serving the pieces it has to peers that connect to it, announce
-//! `completed`, seed for a while, announce `stopped`.
+//! gateway, download a torrent into NOR flash (`store`: pieces written as
+//! their blocks arrive, verified, marked, read back to seed) from the peers
+//! it returns while serving the pieces it has to peers that connect to it,
+//! announce `completed` (the image is then ready to boot), seed for a
+//! while, announce `stopped`. On start, pieces marked verified in the flash
+//! are hashed again and kept: a board cut off mid-download resumes.
 //!
 //! This module is a thin driver of the core's [`Torrent`]: the torrent owns
 //! the picker, the choker, the verify → ban rule, the haves owed to every
@@ -17,8 +20,10 @@
 //! `poll_timeout`s are due). `config` checks the command line's torrent.
 //!
 //! # Limits (each refused up front by [`TorrentConfig::from_args`])
-//! - [`MAX_TORRENT_LEN`] bytes of data, held in one caller buffer;
-//! - [`MAX_PIECES`] pieces, of at most [`MAX_PIECE_LEN`] bytes;
+//! - [`MAX_TORRENT_LEN`] bytes of data, in the flash (RAM holds the blocks
+//!   in flight: one [`FRAME_BUF_LEN`] frame and the TCP windows);
+//! - [`MAX_PIECES`] pieces, of [`MIN_PIECE_LEN`] to [`MAX_PIECE_LEN`]
+//!   bytes (a multiple of the flash sector);
 //! - [`MAX_PEERS`] connections at once (each slot keeps one TCP socket and
 //!   one peer bitfield, reused connection after connection); while pieces
 //!   are missing, slots go to tracker peers first ([`MAX_PEER_ATTEMPTS`]
@@ -32,7 +37,14 @@
 //! resets it, the torrent's reputation rule bans its sender (a lone sender
 //! at once, one of several once it has shared more bad pieces than good),
 //! the banned connection closes and the piece is requested again from the
-//! others. With no peer left the job fails ([`JobError::NoPeers`]).
+//! others. With no peer left the job fails ([`JobError::NoPeers`]). A
+//! piece is marked verified in flash only after its hash passed.
+//!
+//! # Flash errors
+//! A failed erase or program gives the piece up without blame (it is
+//! fetched again, its sectors erased again first); a failed mark leaves a
+//! verified piece unmarked (fetched again after a restart). Neither ends
+//! the job; both are counted ([`Report::flash_errors`]).
 //!
 //! # When the job ends
 //! Complete, the job seeds for `seed_ms` or until a leecher has every piece
@@ -43,6 +55,7 @@
 mod announce;
 mod config;
 mod conn;
+mod store;
 mod swarm;
 
 use core::fmt::{self, Write};
@@ -68,25 +81,31 @@ pub use ourtorrent_core::wire::BLOCK_LEN;
 pub use announce::STOPPED_WAIT_MS;
 pub use config::{LimitError, TorrentConfig};
 pub use conn::{HANDSHAKE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, UPLOAD_QUEUE};
+pub use store::{Store, StoreError, HEADER_LEN, MAGIC, MARKS_AT, MARK_LEN};
 
 use announce::{Candidates, Tids, Totals, Tracker};
 use conn::{Conn, JobTorrent, Shared};
 
 use crate::error::Error;
+use crate::flash::Flash;
 use crate::stack::{Clock, Stack};
 use crate::tcp::TcpBuffers;
 use crate::udp::{UdpBuffers, UdpSocket};
 
-/// Largest torrent: its data is held in RAM ([`JobBuffers::data`]).
-pub const MAX_TORRENT_LEN: usize = 64 * 1024;
-/// Most pieces.
-pub const MAX_PIECES: usize = 64;
-/// Longest piece (4 blocks).
-pub const MAX_PIECE_LEN: u32 = 64 * 1024;
+/// Largest torrent (a firmware image): its data is in the flash.
+pub const MAX_TORRENT_LEN: usize = 4 * 1024 * 1024;
+/// Most pieces (4 MiB of 16 KiB pieces).
+pub const MAX_PIECES: usize = 256;
+/// Shortest piece: one block (and a whole number of 4 KiB sectors).
+pub const MIN_PIECE_LEN: u32 = BLOCK_LEN;
+/// Longest piece (16 blocks).
+pub const MAX_PIECE_LEN: u32 = 256 * 1024;
 /// Blocks of the longest piece.
 pub const MAX_BLOCKS_PER_PIECE: usize = (MAX_PIECE_LEN / BLOCK_LEN) as usize;
-/// Peer connections open at once (each needs a TCP socket).
-pub const MAX_PEERS: usize = 2;
+/// Peer connections open at once (each needs a TCP socket): while pieces
+/// are missing, up to `MAX_PEERS - 1` outbound (the host seeder and two
+/// other boards of a fleet) and one listening for inbound peers.
+pub const MAX_PEERS: usize = 4;
 /// Tracker peers kept to try.
 pub const MAX_PEER_ATTEMPTS: usize = 8;
 /// Requests in flight to one peer.
@@ -97,8 +116,14 @@ pub const FRAME_BUF_LEN: usize = BLOCK_LEN as usize + PIECE_HEADER_LEN;
 /// Peers asked of the tracker (the reply must fit the UDP buffer).
 pub const NUM_WANT: i32 = 16;
 
-/// Pieces in progress at once in the picker.
-const IN_PROGRESS: usize = 4;
+/// Pieces in progress at once in the picker (at most: also bounded by
+/// [`BLOCKS_IN_PROGRESS`]). A 16 KiB piece is one block, so this bounds
+/// the blocks in flight over all peers: with a slow seeder holding its
+/// pipeline's worth, the rest go to fast peers (other boards).
+const IN_PROGRESS: usize = 16;
+/// Block slots of the pieces in progress: 16 pieces of one block, or 4 of
+/// [`MAX_BLOCKS_PER_PIECE`].
+const BLOCKS_IN_PROGRESS: usize = 4 * MAX_BLOCKS_PER_PIECE;
 /// Bytes of one peer's bitfield.
 const BITS_LEN: usize = MAX_PIECES.div_ceil(8);
 /// Entries of the torrent's peer table: twice the connections, so that a
@@ -112,8 +137,8 @@ pub struct JobBuffers<'a, const UP: usize, const UB: usize, const RX: usize, con
     pub udp: &'a mut UdpBuffers<UP, UB>,
     /// One TCP socket per peer connection, reused from peer to peer.
     pub tcp: [&'a mut TcpBuffers<RX, TX>; MAX_PEERS],
-    /// The torrent's data.
-    pub data: &'a mut [u8; MAX_TORRENT_LEN],
+    /// The flash the torrent's data is stored in.
+    pub flash: &'a mut dyn Flash,
     /// Where long messages are assembled ([`FRAME_BUF_LEN`]).
     pub frame: &'a mut [u8; FRAME_BUF_LEN],
 }
@@ -139,6 +164,13 @@ pub struct Report {
     /// or it was sent every block and then hung up (a finished libtorrent
     /// may close before its last haves go out).
     pub leecher_complete: bool,
+    /// Pieces found verified in flash at start (marked, hash checked).
+    pub resumed: u32,
+    /// Flash erases, programs or reads that failed (each failed a piece).
+    pub flash_errors: u32,
+    /// Every piece is verified in flash: the image is ready to boot (a
+    /// real board would now swap banks).
+    pub ready_to_boot: bool,
 }
 
 /// Why the job failed.
@@ -160,6 +192,8 @@ pub enum JobError {
     Schedule(TooManyTrackers),
     /// The torrent refused its geometry or its storage.
     Torrent(TorrentError),
+    /// The flash store could not be opened.
+    Store(StoreError),
     /// No usable peer is left and pieces are missing.
     NoPeers {
         /// Pieces verified so far.
@@ -185,6 +219,7 @@ impl fmt::Display for JobError {
             }
             JobError::Schedule(e) => write!(f, "tracker: {e}"),
             JobError::Torrent(e) => write!(f, "{e}"),
+            JobError::Store(e) => write!(f, "store: {e}"),
             JobError::NoPeers { verified, rejected } => write!(
                 f,
                 "no usable peer left (verified={verified} rejected={rejected})"
@@ -233,11 +268,23 @@ where
     };
     let mut tracker = Tracker::new(udp, tids, params)?;
 
+    // The pieces on flash; those marked verified are hashed again.
+    let (mut store, formatted) =
+        Store::open(bufs.flash, &cfg.info_hash, geo).map_err(JobError::Store)?;
+    let _ = writeln!(
+        log,
+        "flash: {} data_at={} marks_at={MARKS_AT}",
+        if formatted { "formatted" } else { "kept" },
+        store.data_at()
+    );
     // The torrent's storage: arrays on this stack frame.
     let mut have_bits = [0u8; BITS_LEN];
+    let mut have =
+        Bitfield::new(&mut have_bits[..], pieces).map_err(|e| JobError::Torrent(e.into()))?;
+    let (resumed, marked) = resume(&mut store, cfg, &mut have, log);
     let mut avail = [0u16; MAX_PIECES];
     let mut slots: [Slot; IN_PROGRESS] = core::array::from_fn(|_| Slot::default());
-    let mut blocks: [BlockSlot; IN_PROGRESS * MAX_BLOCKS_PER_PIECE] =
+    let mut blocks: [BlockSlot; BLOCKS_IN_PROGRESS] =
         core::array::from_fn(|_| BlockSlot::default());
     let mut peers: [PeerEntry; PEER_TABLE] = core::array::from_fn(|_| PeerEntry::default());
     let mut verified_log = [0u32; MAX_PIECES];
@@ -245,8 +292,7 @@ where
     let mut flight = [0u16; PEER_TABLE];
     let parts = TorrentParts::<SliceStorage<'_>> {
         picker: PickerParts {
-            have: Bitfield::new(&mut have_bits[..], pieces)
-                .map_err(|e| JobError::Torrent(e.into()))?,
+            have,
             avail: Availability::new(&mut avail[..], pieces)
                 .map_err(|e| JobError::Torrent(e.into()))?,
             slots: &mut slots[..],
@@ -269,11 +315,18 @@ where
     let mut shared = Shared {
         cfg,
         peer_id,
-        data: bufs.data,
+        store,
         frame: bufs.frame,
         frame_owner: None,
-        report: Report::default(),
+        report: Report {
+            resumed,
+            ..Report::default()
+        },
     };
+    let _ = writeln!(
+        log,
+        "resume: verified={resumed} marked={marked} pieces={pieces}"
+    );
     // One peer bitfield per connection slot, handed back by each session
     // that ends (`PeerSession::into_storage`) for the next one.
     let mut bit_slots = [[0u8; BITS_LEN]; MAX_PEERS];
@@ -300,6 +353,51 @@ where
         );
     }
     Ok(report)
+}
+
+/// Sets in `have` every piece marked verified in the store whose hash
+/// still matches. Returns (pieces kept, pieces marked).
+fn resume(
+    store: &mut Store<'_>,
+    cfg: &TorrentConfig,
+    have: &mut Bitfield<&mut [u8]>,
+    log: &mut impl Write,
+) -> (u32, u32) {
+    let (mut kept, mut marked) = (0, 0);
+    for i in 0..cfg.geometry.piece_count() {
+        match store.marked(i) {
+            Ok(true) => marked += 1,
+            Ok(false) => continue,
+            Err(e) => {
+                let _ = writeln!(log, "resume: piece {i}: {e}");
+                continue;
+            }
+        }
+        let good = match store.hash(i) {
+            Ok(h) => cfg.hashes.get(i as usize) == Some(&h),
+            Err(e) => {
+                let _ = writeln!(log, "resume: piece {i}: {e}");
+                false
+            }
+        };
+        if good && have.set(i).is_ok() {
+            kept += 1;
+            continue;
+        }
+        // Never a mark on a piece that does not verify.
+        match store.unmark(i) {
+            Ok(()) => {
+                let _ = writeln!(
+                    log,
+                    "resume: piece {i} marked but its hash differs: unmarked"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(log, "resume: piece {i} marked but its hash differs: {e}");
+            }
+        }
+    }
+    (kept, marked)
 }
 
 /// The tracker `key` and the BEP 15 transaction ids, from `rng`. A child

@@ -195,6 +195,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let total = self.torrent.picker().geometry().total_len();
         r.download_ms = now.saturating_sub(self.dl_start);
         r.bytes = total;
+        r.ready_to_boot = true;
         let _ = writeln!(
             log,
             "download: ok bytes={} pieces={} verified={} rejected={} peers={} ms={} kib_per_s={}",
@@ -205,6 +206,11 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             r.peers_used,
             r.download_ms,
             total * 1000 / 1024 / r.download_ms.max(1)
+        );
+        let _ = writeln!(
+            log,
+            "image: ready_to_boot=1 bytes={total} resumed={} flash_errors={}",
+            r.resumed, r.flash_errors
         );
         self.tracker.set_complete(now);
     }
@@ -224,8 +230,21 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             if self.conns.get(i).is_none_or(|c| c.phase != Phase::Idle) {
                 continue;
             }
-            if !complete {
-                if let Some(port) = self.candidates.next() {
+            // One slot is kept for a listener, so that peers (other boards)
+            // can always reach us while we serve.
+            let outbound = self
+                .conns
+                .iter()
+                .filter(|c| c.port != 0 && c.phase != Phase::Idle)
+                .count();
+            if !complete && (outbound + 1 < MAX_PEERS || !serve) {
+                let mut busy = [0u16; MAX_PEERS];
+                for (b, c) in busy.iter_mut().zip(self.conns.iter()) {
+                    if c.phase != Phase::Idle {
+                        *b = c.port;
+                    }
+                }
+                if let Some(port) = self.candidates.next(now, |p| busy.contains(&p)) {
                     match self.open(stack, i, port) {
                         Ok(()) => {
                             let _ = writeln!(log, "peer: connecting {}", Who(port));
@@ -234,6 +253,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
                             }
                         }
                         Err(e) => {
+                            self.candidates.ended(port, now);
                             let _ = writeln!(log, "peer: {} not connected: {e}", Who(port));
                         }
                     }
@@ -312,12 +332,22 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         let why = match r {
             Ok(false) => return,
             Ok(true) => {
+                if conn.port != 0 {
+                    self.candidates.ended(conn.port, now);
+                }
                 // Flushed: a FIN, not a reset.
                 conn.end(stack, now, self.torrent, self.shared, i, false);
                 return;
             }
             Err(why) => why,
         };
+        if conn.port != 0 {
+            if why == Closed::Banned {
+                self.candidates.ban(conn.port);
+            } else {
+                self.candidates.ended(conn.port, now);
+            }
+        }
         match why {
             Closed::Banned => {
                 let _ = writeln!(log, "peer: {} banned: sent a bad piece", Who(conn.port));
@@ -339,9 +369,23 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         {
             let _ = writeln!(log, "seed: leecher was sent every piece and hung up");
             self.shared.report.leecher_complete = true;
-            self.done = true;
+            conn.end(stack, now, self.torrent, self.shared, i, true);
+            self.done = !self.others_incomplete(i);
+            return;
         }
         conn.end(stack, now, self.torrent, self.shared, i, true);
+    }
+
+    /// Whether a running connection other than slot `i` has a peer that
+    /// still misses pieces.
+    fn others_incomplete(&self, i: usize) -> bool {
+        self.conns.iter().enumerate().any(|(j, c)| {
+            j != i
+                && c.phase == Phase::Running
+                && c.session
+                    .as_ref()
+                    .is_some_and(|s| !s.peer_has().is_complete())
+        })
     }
 
     /// What the job wants of a live connection once we are complete:
@@ -355,6 +399,7 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
         finishing: bool,
         log: &mut impl Write,
     ) -> Result<bool, Closed> {
+        let others_incomplete = self.others_incomplete(i);
         let Some(conn) = self.conns.get_mut(i) else {
             return Ok(false);
         };
@@ -370,11 +415,13 @@ impl<'j, 's, 'a, 'c, 'b, const RX: usize, const TX: usize> Job<'j, 's, 'a, 'c, '
             if conn.uploaded == 0 {
                 return Err(Closed::BothSeeds);
             }
-            if !self.done {
+            if !self.shared.report.leecher_complete {
                 let _ = writeln!(log, "seed: leecher has every piece");
                 self.shared.report.leecher_complete = true;
-                self.done = true;
             }
+            // Seeding ends early only when no connected peer still needs
+            // pieces (in a fleet, other boards may be downloading).
+            self.done |= !others_incomplete;
         }
         if !finishing || !conn.drained() {
             return Ok(false);

@@ -260,7 +260,11 @@ pub(crate) fn announce_params(ctx: &Ctx, event: AnnounceEvent, key: u32) -> Anno
         port: ctx.listen.port(),
         uploaded: ctx.stats.uploaded.load(Relaxed),
         downloaded: ctx.stats.downloaded.load(Relaxed),
-        left: ctx.info.total - ctx.stats.verified.load(Relaxed).min(ctx.info.total),
+        // BEP 3 "bytes still to download": of the wanted files only (as
+        // libtorrent does), so a finished selective download is a seed.
+        left: ctx
+            .wanted_bytes()
+            .saturating_sub(ctx.wanted_verified_bytes()),
         event,
         key,
         num_want: NUM_WANT,

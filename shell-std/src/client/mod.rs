@@ -17,6 +17,8 @@ pub mod meta;
 mod open;
 pub mod peer;
 pub mod peers;
+pub mod rate;
+pub mod select;
 pub mod session;
 pub mod stats;
 pub mod storage;
@@ -69,6 +71,21 @@ pub enum ClientCmd {
         /// during the download).
         #[arg(long, hide = true)]
         skip_space_check: bool,
+        /// Download only these files: indexes as `shell-std info` lists
+        /// them, or globs on their paths (`N[,N…]`, e.g. `0,2` or
+        /// `'*.mkv'`); the others are skipped. Applies to every torrent
+        /// given.
+        #[arg(long, value_name = "N[,N…]", conflicts_with = "skip")]
+        only: Option<String>,
+        /// Skip these files (same forms as `--only`): not created, their
+        /// pieces not fetched, except pieces shared with a wanted file
+        /// (their bytes go to `.<name>.parts` beside the data).
+        #[arg(long, value_name = "N[,N…]")]
+        skip: Option<String>,
+        /// Fetch pieces in order (first piece first) instead of rarest
+        /// first.
+        #[arg(long)]
+        sequential: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -134,6 +151,14 @@ pub struct Common {
     /// Stop seeding after this long (e.g. `90s`, `2h`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub seed_time: Option<Duration>,
+    /// Download at most RATE bytes per second, all torrents together
+    /// (e.g. `500K`, `2M`; token bucket, TCP back-pressure slows peers).
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_down: Option<u64>,
+    /// Upload (send blocks) at most RATE bytes per second, all torrents
+    /// together (e.g. `500K`, `2M`).
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_up: Option<u64>,
 }
 
 struct Plan {
@@ -145,6 +170,10 @@ struct Plan {
     no_seed: bool,
     max_pieces: Option<u32>,
     skip_space_check: bool,
+    /// `--only` / `--skip` (download only).
+    only: Option<String>,
+    skip: Option<String>,
+    sequential: bool,
     common: Common,
     /// Pieces known verified (the daemon's fast resume): trusted, nothing
     /// hashed, and no source required (peers may come later).
@@ -192,6 +221,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             no_seed,
             max_pieces,
             skip_space_check,
+            only,
+            skip,
+            sequential,
             common,
         } => {
             for t in torrents {
@@ -206,6 +238,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     no_seed: *no_seed,
                     max_pieces: *max_pieces,
                     skip_space_check: *skip_space_check,
+                    only: only.clone(),
+                    skip: skip.clone(),
+                    sequential: *sequential,
                     common: common.clone(),
                     have: None,
                 });
@@ -235,6 +270,9 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     no_seed: false,
                     max_pieces: None,
                     skip_space_check: true,
+                    only: None,
+                    skip: None,
+                    sequential: false,
                     common: common.clone(),
                     have: None,
                 });
@@ -286,6 +324,10 @@ fn start(plans: Vec<Plan>) -> anyhow::Result<()> {
         }
     })?;
     tracing::info!(listen = %session.listen, "listening");
+    session.set_rate_limits(
+        first.common.max_down.unwrap_or(0),
+        first.common.max_up.unwrap_or(0),
+    );
     let mut torrents = Vec::new();
     let mut incomplete = 0;
     for plan in plans {
@@ -469,10 +511,18 @@ async fn main_loop(
                     .collect();
                 println!("peers known: {}", known.join(", "));
             }
-            println!("complete: {}", ctx.storage.root.display());
+            println!(
+                "complete: {}{}",
+                ctx.storage.root.display(),
+                ctx.selection_note()
+            );
         }
     } else if plan.download {
-        println!("complete: {} (already on disk)", ctx.storage.root.display());
+        println!(
+            "complete: {} (already on disk){}",
+            ctx.storage.root.display(),
+            ctx.selection_note()
+        );
     }
     if !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed {
         if !quiet {

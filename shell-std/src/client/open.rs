@@ -67,12 +67,23 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
             }
         }
     }
+    // Which files (`--only` / `--skip`): only a download skips any.
+    let prio = if plan.download {
+        super::select::from_flags(&info, plan.only.as_deref(), plan.skip.as_deref())?
+    } else {
+        Vec::new()
+    };
     // Check every path, and the free space, before creating anything.
     Storage::paths(&info, &plan.root)?;
     if plan.download && !plan.skip_space_check {
-        Storage::check_space(&info, &plan.root)?;
+        Storage::check_space_selected(&info, &plan.root, &prio)?;
     }
-    let storage = Storage::open(&info, &plan.root, plan.download && !plan.common.check_only)?;
+    let storage = Storage::open_selected(
+        &info,
+        &plan.root,
+        plan.download && !plan.common.check_only,
+        &prio,
+    )?;
     let n = info.pieces();
     let have = if let Some(h) = &plan.have {
         h.clone()
@@ -136,9 +147,11 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
             optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
         },
     };
-    let torrent =
+    let mut torrent =
         StdTorrent::new(geo, parts, tcfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Arc::new(Ctx::new(
+    super::select::apply(&mut torrent, &info, &prio)?;
+    torrent.set_sequential(plan.sequential);
+    let ctx = Arc::new(Ctx::new(
         torrent,
         storage,
         info,
@@ -147,5 +160,7 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
         plan.common.max_peers,
         session.listen,
         verified,
-    )))
+    ));
+    *ctx.priorities.lock().unwrap_or_else(|e| e.into_inner()) = prio;
+    Ok(ctx)
 }

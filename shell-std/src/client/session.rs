@@ -84,6 +84,8 @@ pub struct Session {
     pub trackers: Trackers,
     /// Connections of all torrents at once.
     pub conns: Arc<Semaphore>,
+    /// Rate limits of every torrent together (`super::rate`).
+    pub limits: Arc<super::rate::Limiter>,
     torrents: Mutex<HashMap<InfoHash, Arc<Ctx>>>,
     pending: Mutex<Pending>,
 }
@@ -105,6 +107,7 @@ impl Session {
             listen,
             trackers: Trackers::default(),
             conns: Arc::new(Semaphore::new(max_connections)),
+            limits: Arc::default(),
             torrents: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
         });
@@ -117,8 +120,16 @@ impl Session {
         if t.contains_key(&ctx.info.info_hash) {
             anyhow::bail!("{} is given twice", ctx.info.info_hash);
         }
+        ctx.limits.attach(self.limits.clone());
         t.insert(ctx.info.info_hash, ctx);
         Ok(())
+    }
+
+    /// Sets the session's rate limits, every torrent together, in bytes/s
+    /// (0: unlimited); in force at once. Each torrent may have its own
+    /// too ([`Ctx::set_rate_limits`]): the smaller applies.
+    pub fn set_rate_limits(&self, down: u64, up: u64) {
+        self.limits.set(down, up);
     }
 
     /// Stops routing inbound connections to this torrent.

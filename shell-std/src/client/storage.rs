@@ -14,12 +14,19 @@
 //! absolute), so every link resolves inside the torrent's folder; a link
 //! whose target would not is skipped with a warning, the rest downloads.
 //! BEP 47 `x` sets the executable bit; `h` (hidden) is not applied.
+//!
+//! Selective download ([`super::select`]): a skipped file that is not on
+//! disk is never created; its bytes in pieces shared with wanted files map
+//! to the part file, the rest reads as zeros and writes are dropped
+//! ([`Storage::open_selected`]); [`Storage::want_file`] creates it later
+//! and moves its bytes out of the part file.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -27,6 +34,7 @@ use anyhow::{bail, Context};
 use ourtorrent_core::pieces::PieceHasher;
 
 use super::meta::Info;
+use super::select::{parts_path, PartsLayout, Priority};
 
 /// One file of the torrent, placed in the byte stream.
 struct Slot {
@@ -39,11 +47,15 @@ struct Slot {
     existed: bool,
     /// Where it is, for error messages.
     path: PathBuf,
+    /// Position in `file` of the slot's first byte (0 but in the part file).
+    base: u64,
+    /// This slot stands for skipped file N (the part file, or nothing).
+    skipped: Option<usize>,
 }
 
 /// The open files of one torrent.
 pub struct Storage {
-    slots: Vec<Slot>,
+    slots: RwLock<Vec<Slot>>,
     total: u64,
     piece_len: u64,
     /// Where the data lives (the file, or the top folder).
@@ -110,7 +122,158 @@ fn make_symlink(root: &Path, comps: &[String], target: &Result<String, String>, 
     }
 }
 
+/// The slots of skipped file `i` (`f`, not on disk): its shared segments
+/// ([`PartsLayout`]) in the part file (opened, and created when `create`,
+/// at the first need), the gaps between them as nothing (zeros; writes
+/// dropped). Without `create` and without a part file: all gap.
+#[allow(clippy::too_many_arguments)]
+fn skipped_slots(
+    slots: &mut Vec<Slot>,
+    parts: &mut Option<(File, bool)>,
+    i: usize,
+    f: &super::meta::FileEntry,
+    layout: &PartsLayout,
+    path: &Path,
+    create: bool,
+) -> anyhow::Result<()> {
+    if !create && parts.is_none() && !path.exists() {
+        let gap = Slot {
+            offset: f.offset,
+            len: f.len,
+            file: None,
+            existed: false,
+            path: path.to_path_buf(),
+            base: 0,
+            skipped: Some(i),
+        };
+        slots.push(gap);
+        return Ok(());
+    }
+    let mut at = f.offset;
+    let end = f.offset + f.len;
+    let gap = |from: u64, to: u64| Slot {
+        offset: from,
+        len: to - from,
+        file: None,
+        existed: false,
+        path: path.to_path_buf(),
+        base: 0,
+        skipped: Some(i),
+    };
+    for &(off, len, base) in layout.segments.get(i).into_iter().flatten() {
+        if off > at {
+            slots.push(gap(at, off));
+        }
+        if parts.is_none() {
+            not_symlink(path)?;
+            let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(create)
+                .create(create)
+                .truncate(false)
+                .open(path)
+                .with_context(|| format!("{}", path.display()))?;
+            *parts = Some((file, existed));
+        }
+        let Some((file, existed)) = parts.as_ref() else {
+            bail!("{}: part file not open", path.display());
+        };
+        slots.push(Slot {
+            offset: off,
+            len,
+            file: Some(file.try_clone()?),
+            existed: *existed,
+            path: path.to_path_buf(),
+            base,
+            skipped: Some(i),
+        });
+        at = off + len;
+    }
+    if at < end {
+        slots.push(gap(at, end));
+    }
+    Ok(())
+}
+
 impl Storage {
+    fn slots(&self) -> RwLockReadGuard<'_, Vec<Slot>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True if file `i` is skipped and not on disk (its bytes go to the
+    /// part file).
+    pub fn is_skipped(&self, i: usize) -> bool {
+        self.slots().iter().any(|s| s.skipped == Some(i))
+    }
+
+    /// File `i` is wanted now: if it was skipped (not on disk), creates it
+    /// (and its folders), copies its bytes out of the part file and maps
+    /// it in. Reads and writes wait meanwhile, so no block lands in the
+    /// part file after the copy.
+    pub fn want_file(&self, info: &Info, i: usize) -> anyhow::Result<()> {
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if !slots.iter().any(|s| s.skipped == Some(i)) {
+            return Ok(());
+        }
+        let Some(f) = info.files.get(i) else {
+            bail!("no file {i}");
+        };
+        let paths = Self::paths(info, &self.root)?;
+        let Some(p) = paths.get(i) else {
+            bail!("no file {i}");
+        };
+        if info.multi_file {
+            let mut dir = self.root.clone();
+            not_symlink(&dir)?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            for c in &f.path[..f.path.len().saturating_sub(1)] {
+                dir.push(plain(c)?);
+                not_symlink(&dir)?;
+                if !dir.exists() {
+                    std::fs::create_dir(&dir).with_context(|| format!("{}", dir.display()))?;
+                }
+            }
+        }
+        not_symlink(p)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .with_context(|| format!("{}", p.display()))?;
+        file.set_len(f.len)
+            .with_context(|| format!("{}: pre-allocate", p.display()))?;
+        for s in slots.iter().filter(|s| s.skipped == Some(i)) {
+            if let Some(parts) = &s.file {
+                let mut buf = vec![0u8; s.len as usize];
+                parts
+                    .read_exact_at(&mut buf, s.base)
+                    .or_else(|e| match e.kind() {
+                        // Never written: the part file ends before it.
+                        io::ErrorKind::UnexpectedEof => Ok(()),
+                        _ => Err(e),
+                    })
+                    .with_context(|| format!("{}", s.path.display()))?;
+                file.write_all_at(&buf, s.offset - f.offset)
+                    .with_context(|| format!("{}", p.display()))?;
+            }
+        }
+        slots.retain(|s| s.skipped != Some(i));
+        slots.push(Slot {
+            offset: f.offset,
+            len: f.len,
+            file: Some(file),
+            existed: false,
+            path: p.clone(),
+            base: 0,
+            skipped: None,
+        });
+        slots.sort_by_key(|s| s.offset);
+        Ok(())
+    }
+
     /// The path of every file under `root` (the data itself: the file of a
     /// single-file torrent or the top folder of a multi-file one), checked.
     pub fn paths(info: &Info, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -138,14 +301,29 @@ impl Storage {
     /// Opens (creating folders and files, pre-allocated to their length
     /// when `create`) every file of the torrent under `root`.
     pub fn open(info: &Info, root: &Path, create: bool) -> anyhow::Result<Storage> {
+        Self::open_selected(info, root, create, &[])
+    }
+
+    /// [`Self::open`], where a file whose priority in `prio` is skip and
+    /// that is not on disk is not created (see the module docs); files
+    /// past the end of `prio` are wanted.
+    pub fn open_selected(
+        info: &Info,
+        root: &Path,
+        create: bool,
+        prio: &[Priority],
+    ) -> anyhow::Result<Storage> {
         let paths = Self::paths(info, root)?;
+        let layout = PartsLayout::of(info);
+        let parts_file = parts_path(info, root);
+        let mut parts: Option<(File, bool)> = None;
         let base = if info.multi_file {
             root.to_path_buf()
         } else {
             root.parent().map(Path::to_path_buf).unwrap_or_default()
         };
         let mut slots = Vec::new();
-        for (f, p) in info.files.iter().zip(&paths) {
+        for (i, (f, p)) in info.files.iter().zip(&paths).enumerate() {
             if f.padding {
                 slots.push(Slot {
                     offset: f.offset,
@@ -153,7 +331,13 @@ impl Storage {
                     file: None,
                     existed: false,
                     path: p.clone(),
+                    base: 0,
+                    skipped: None,
                 });
+                continue;
+            }
+            if prio.get(i).is_some_and(|p| !p.wanted()) && !p.exists() {
+                skipped_slots(&mut slots, &mut parts, i, f, &layout, &parts_file, create)?;
                 continue;
             }
             // Check (and make) each folder from the root down.
@@ -212,6 +396,8 @@ impl Storage {
                     file: Some(file),
                     existed,
                     path: p.clone(),
+                    base: 0,
+                    skipped: None,
                 });
             }
         }
@@ -227,7 +413,7 @@ impl Storage {
         }
         slots.retain(|s| s.len > 0);
         Ok(Storage {
-            slots,
+            slots: RwLock::new(slots),
             total: info.total,
             piece_len: info.piece_len,
             root: root.to_path_buf(),
@@ -242,15 +428,15 @@ impl Storage {
             return Err(io::Error::other("access past the end of the torrent"));
         }
         let mut done = 0usize;
-        let mut i = self.slots.partition_point(|s| s.offset + s.len <= off);
+        let slots = self.slots();
+        let mut i = slots.partition_point(|s| s.offset + s.len <= off);
         while done < len {
-            let s = self
-                .slots
+            let s = slots
                 .get(i)
                 .ok_or_else(|| io::Error::other("no file at offset"))?;
             let in_file = off - s.offset;
             let n = ((s.len - in_file) as usize).min(len - done);
-            f(s, in_file, done..done + n)?;
+            f(s, s.base + in_file, done..done + n)?;
             done += n;
             off += n as u64;
             i += 1;
@@ -272,10 +458,19 @@ impl Storage {
     /// already allocated to them (files are created sparse, so an existing
     /// file of the right length may still need its space).
     pub fn space_needed(info: &Info, paths: &[PathBuf]) -> u64 {
+        Self::space_needed_selected(info, paths, &[])
+    }
+
+    /// [`Self::space_needed`] for the wanted files of `prio` (skipped ones
+    /// take at most two pieces each in the part file: not counted).
+    pub fn space_needed_selected(info: &Info, paths: &[PathBuf], prio: &[Priority]) -> u64 {
         use std::os::unix::fs::MetadataExt;
         info.files
             .iter()
             .zip(paths)
+            .enumerate()
+            .filter(|(i, _)| prio.get(*i).is_none_or(|p| p.wanted()))
+            .map(|(_, x)| x)
             .filter(|(f, _)| !f.padding)
             .map(|(f, p)| {
                 let have = std::fs::metadata(p).map_or(0, |m| m.blocks() * 512);
@@ -287,8 +482,13 @@ impl Storage {
     /// Refuses, before the first byte, a download that cannot fit in the
     /// free space of the file system that will hold `root`.
     pub fn check_space(info: &Info, root: &Path) -> anyhow::Result<()> {
+        Self::check_space_selected(info, root, &[])
+    }
+
+    /// [`Self::check_space`] for the wanted files of `prio`.
+    pub fn check_space_selected(info: &Info, root: &Path, prio: &[Priority]) -> anyhow::Result<()> {
         let paths = Self::paths(info, root)?;
-        let needed = Self::space_needed(info, &paths);
+        let needed = Self::space_needed_selected(info, &paths, prio);
         // The nearest folder that exists is on the file system files will
         // be created on.
         let mut dir = root;
@@ -333,7 +533,7 @@ impl Storage {
     fn worth_checking(&self, i: u32) -> bool {
         let (start, len) = self.piece_range(i);
         let end = start + len as u64;
-        self.slots
+        self.slots()
             .iter()
             .any(|s| s.existed && s.offset < end && start < s.offset + s.len)
     }

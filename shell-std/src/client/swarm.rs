@@ -155,6 +155,10 @@ pub struct Ctx {
     /// Set when the torrent's storage failed (a write error naming the
     /// file and the cause): the download stops, `done` wakes the main task.
     pub failed: Mutex<Option<String>>,
+    /// Rate limits: this torrent's, and the session's once added to one.
+    pub limits: super::rate::Limits,
+    /// Each file's priority (`super::select`; empty: every file normal).
+    pub priorities: Mutex<Vec<super::select::Priority>>,
 }
 
 impl Ctx {
@@ -170,7 +174,8 @@ impl Ctx {
         listen: SocketAddr,
         verified: u64,
     ) -> Self {
-        let complete = torrent.is_complete();
+        // Complete for what is wanted (every piece when no file is skipped).
+        let complete = torrent.picker().wanted_complete();
         let stats = Stats::default();
         stats.verified.store(verified, Relaxed);
         Ctx {
@@ -194,6 +199,8 @@ impl Ctx {
             failed: Mutex::new(None),
             dial: Notify::new(),
             stop: tokio::sync::watch::Sender::new(false),
+            limits: super::rate::Limits::default(),
+            priorities: Mutex::new(Vec::new()),
         }
     }
 
@@ -207,6 +214,13 @@ impl Ctx {
         }
         drop(g);
         self.dial.notify_one();
+    }
+
+    /// Sets this torrent's own rate limits in bytes/s (0: unlimited); in
+    /// force at once. The session's limits apply too
+    /// ([`super::session::Session::set_rate_limits`]): the smaller wins.
+    pub fn set_rate_limits(&self, down: u64, up: u64) {
+        self.limits.torrent.set(down, up);
     }
 
     /// True once [`Self::stop`] was called.
@@ -441,6 +455,8 @@ impl Ctx {
         g.wake();
         match v {
             PieceOutcome::Passed { complete } => {
+                // Done once every wanted piece is (selective download).
+                let complete = complete || g.torrent.picker().wanted_complete();
                 let (_, len) = self.storage.piece_range(index);
                 self.stats.verified.fetch_add(len as u64, Relaxed);
                 let n = self.stats.fetched_pieces.fetch_add(1, Relaxed) + 1;

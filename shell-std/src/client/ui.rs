@@ -86,7 +86,7 @@ impl Progress {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
-            ProgressBar::with_draw_target(Some(ctx.info.total), ProgressDrawTarget::stderr())
+            ProgressBar::with_draw_target(Some(ctx.wanted_bytes()), ProgressDrawTarget::stderr())
         };
         bar.set_style(
             ProgressStyle::with_template(
@@ -99,7 +99,7 @@ impl Progress {
         let task = tokio::spawn(async move {
             loop {
                 let s = ctx.snapshot();
-                b.set_position(s.verified);
+                b.set_position(ctx.wanted_verified_bytes());
                 b.set_message(format!("peers {} seeds {}", s.peers, s.seeds));
                 table.show_once(&b);
                 tokio::time::sleep(Duration::from_millis(200)).await;

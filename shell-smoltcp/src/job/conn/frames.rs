@@ -81,14 +81,23 @@ impl Conn<'_> {
                 data: block,
                 received,
             } => {
-                let geo = *torrent.picker().geometry();
                 if !received.duplicate {
-                    let dst = geo
-                        .offset(request.index, request.begin)
-                        .and_then(|at| usize::try_from(at).ok())
-                        .and_then(|at| shared.data.get_mut(at..at.checked_add(block.len())?))
-                        .ok_or(Closed::OutsideStore(request.index, request.begin))?;
-                    dst.copy_from_slice(block);
+                    if let Err(e) = shared
+                        .store
+                        .write_block(request.index, request.begin, block)
+                    {
+                        // The piece is given up without blame: fetched
+                        // again, its sectors erased again first.
+                        shared.report.flash_errors += 1;
+                        torrent.abandon(request.index);
+                        shared.store.forget(request.index);
+                        let _ = writeln!(
+                            log,
+                            "piece: {} not stored: {e}; fetched again",
+                            request.index
+                        );
+                        return Ok(());
+                    }
                 }
                 if received.piece_complete {
                     verify(torrent, shared, request.index, log)?;
@@ -213,24 +222,40 @@ fn verify(
         )))?;
     let mut outcome = torrent.verify(index, expected).map_err(Closed::Torrent)?;
     if let PieceOutcome::NeedsData { from } = outcome {
-        // Blocks came out of order: hash the rest of the piece from the store.
-        let geo = torrent.picker().geometry();
-        let part = geo
-            .offset(index, from)
-            .zip(geo.offset(index, 0))
-            .zip(geo.piece_size(index))
-            .and_then(|((at, start), size)| {
-                let (at, end) = (usize::try_from(at).ok()?, usize::try_from(start).ok()?);
-                shared.data.get(at..end.checked_add(size as usize)?)
-            })
-            .ok_or(Closed::OutsideStore(index, from))?;
-        torrent.hash_data(index, part).map_err(Closed::Torrent)?;
+        // Blocks came out of order: hash the rest of the piece from flash.
+        let mut fed = Ok(());
+        let read = shared.store.each_chunk(index, from, |chunk| {
+            if fed.is_ok() {
+                fed = torrent.hash_data(index, chunk);
+            }
+        });
+        fed.map_err(Closed::Torrent)?;
+        if let Err(e) = read {
+            shared.report.flash_errors += 1;
+            torrent.abandon(index);
+            shared.store.forget(index);
+            let _ = writeln!(log, "piece: {index} not read back: {e}; fetched again");
+            return Ok(());
+        }
         outcome = torrent.verify(index, expected).map_err(Closed::Torrent)?;
     }
     match outcome {
-        PieceOutcome::Passed { .. } => shared.report.verified += 1,
+        PieceOutcome::Passed { .. } => {
+            shared.report.verified += 1;
+            // Marked only now: a mark always means a verified piece.
+            match shared.store.mark_verified(index) {
+                Ok(()) => {
+                    let _ = writeln!(log, "piece: {index} verified");
+                }
+                Err(e) => {
+                    shared.report.flash_errors += 1;
+                    let _ = writeln!(log, "piece: {index} verified, not marked: {e}");
+                }
+            }
+        }
         PieceOutcome::Failed { .. } => {
             shared.report.rejected += 1;
+            shared.store.forget(index);
             let _ = writeln!(
                 log,
                 "piece: {index} rejected: SHA-1 mismatch, data discarded"
@@ -240,6 +265,7 @@ fn verify(
             // Every byte from `from` on was fed: the picker cannot ask
             // again. Give the piece up without blame; it is fetched again.
             torrent.abandon(index);
+            shared.store.forget(index);
             let _ = writeln!(log, "piece: {index} could not be hashed, fetched again");
         }
     }

@@ -8,6 +8,10 @@ use ourtorrent_core::wire::{piece_header, HANDSHAKE_LEN, LEN_PREFIX, PIECE_HEADE
 use smoltcp::phy::Device;
 
 use super::{Closed, Conn, JobTorrent, Shared, SMALL_LEN};
+use crate::job::store::StoreError;
+
+/// Bytes of a block read from flash at once to upload.
+const UPLOAD_CHUNK: usize = 1024;
 use crate::stack::{Clock, Stack};
 
 impl Conn<'_> {
@@ -90,7 +94,7 @@ impl Conn<'_> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        for _ in 0..8 {
+        for _ in 0..32 {
             if self.out_at < self.out_len {
                 match stream.poll_send(stack, now, &self.out[self.out_at..self.out_len]) {
                     Ok(n) => self.out_at += n,
@@ -122,17 +126,25 @@ impl Conn<'_> {
                 return Ok(());
             };
             let header = piece_header(r.index, r.begin, r.length as usize).map_err(Closed::Wire)?;
-            let block = torrent
-                .picker()
-                .geometry()
-                .offset(r.index, r.begin)
-                .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| shared.data.get(at..at.checked_add(r.length as usize)?))
-                .ok_or(Closed::OutsideStore(r.index, r.begin))?;
+            // The block is read from flash a chunk at a time; what the
+            // socket did not take is read again next time.
+            let mut chunk_buf = [0u8; UPLOAD_CHUNK];
             let chunk = if self.upload_at < PIECE_HEADER_LEN {
-                &header[self.upload_at..]
+                header.get(self.upload_at..).unwrap_or_default()
             } else {
-                &block[self.upload_at - PIECE_HEADER_LEN..]
+                let done = (self.upload_at - PIECE_HEADER_LEN) as u32;
+                let n = (r.length.saturating_sub(done) as usize).min(UPLOAD_CHUNK);
+                let buf = chunk_buf.get_mut(..n).unwrap_or_default();
+                if let Err(e) = shared
+                    .store
+                    .read(r.index, r.begin.saturating_add(done), buf)
+                {
+                    if matches!(e, StoreError::Flash(_)) {
+                        shared.report.flash_errors += 1;
+                    }
+                    return Err(Closed::Flash(e));
+                }
+                buf
             };
             match stream.poll_send(stack, now, chunk) {
                 Ok(n) => self.upload_at += n,

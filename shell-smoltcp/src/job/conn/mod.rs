@@ -33,7 +33,8 @@ use ourtorrent_core::wire::{
 };
 use smoltcp::phy::Device;
 
-use super::{Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES, MAX_TORRENT_LEN, PIPELINE};
+use super::store::{Store, StoreError};
+use super::{Report, TorrentConfig, FRAME_BUF_LEN, MAX_PIECES, PIPELINE};
 use crate::error::Error;
 use crate::stack::{Clock, Stack};
 use crate::tcp::TcpStream;
@@ -67,8 +68,8 @@ pub fn our_reserved() -> Reserved {
 pub(super) struct Shared<'c, 'b> {
     pub cfg: &'c TorrentConfig,
     pub peer_id: ourtorrent_core::id::PeerId,
-    /// The torrent's data.
-    pub data: &'b mut [u8; MAX_TORRENT_LEN],
+    /// The torrent's data, on flash.
+    pub store: Store<'b>,
     /// Where long messages are assembled.
     pub frame: &'b mut [u8; FRAME_BUF_LEN],
     /// The connection assembling a message in `frame`.
@@ -112,8 +113,9 @@ pub enum Closed {
     Banned,
     /// No handshake within [`HANDSHAKE_TIMEOUT_MS`].
     HandshakeTimeout,
-    /// A block the store has no room for (index, begin).
-    OutsideStore(u32, u32),
+    /// A block to upload could not be read (outside the torrent, or the
+    /// flash failed).
+    Flash(StoreError),
     /// Both sides have every piece.
     BothSeeds,
     /// The job is over (a listener, or a handshake not finished).
@@ -135,7 +137,7 @@ impl fmt::Display for Closed {
             Closed::OurSelf => f.write_str("connected to ourselves"),
             Closed::Banned => f.write_str("sent a bad piece"),
             Closed::HandshakeTimeout => f.write_str("handshake timed out"),
-            Closed::OutsideStore(i, b) => write!(f, "block {i}+{b} outside the store"),
+            Closed::Flash(e) => write!(f, "upload: {e}"),
             Closed::BothSeeds => f.write_str("both sides are seeds"),
             Closed::JobOver => f.write_str("the job is over"),
             Closed::NoBitfield => f.write_str("no peer bitfield storage left in the slot"),

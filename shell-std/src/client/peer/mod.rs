@@ -39,6 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::peers::Source;
+use super::rate::Dir;
 use super::swarm::Ctx;
 use writes::Writer;
 
@@ -161,6 +162,14 @@ impl Conn<'_> {
             if let Some(e) = err {
                 break e;
             }
+            // Under a download cap, requests in flight hold a few seconds
+            // of this peer's share (none waits past its timeout).
+            let pipe = self.ctx.limits.pipeline(
+                self.ctx.stats.peers.load(Relaxed),
+                u64::from(ourtorrent_core::pieces::BLOCK_LEN),
+                PIPELINE,
+            );
+            self.session.set_pipeline(pipe);
             let mut deadline = match self.control(now) {
                 Ok(d) => d,
                 Err(e) => break e,
@@ -174,17 +183,39 @@ impl Conn<'_> {
             if deadline.millis() > now.millis() + 1000 {
                 deadline = now.add_millis(1000);
             }
-            let sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
+            let mut sleep = Duration::from_millis(deadline.millis().saturating_sub(now.millis()));
+            // Rate limits (`super::rate`): no tokens, no reading (the
+            // kernel's buffer fills and TCP slows the peer) and no serving;
+            // wake when tokens are back.
+            let limits = &self.ctx.limits;
+            let down_allow = limits.available(Dir::Down);
+            if down_allow == 0 {
+                sleep = sleep.min(limits.wait(Dir::Down));
+            }
+            let up_blocked = !self.reqs.is_empty()
+                && !self.session.am_choking()
+                && limits.available(Dir::Up) == 0;
+            if up_blocked {
+                sleep = sleep.min(limits.wait(Dir::Up));
+            }
             // Queued requests count as output: with the socket still
             // writable `writable()` is ready at once and the loop serves
             // the next batch.
-            let want_write = self.out_pos < self.out.len() || !self.reqs.is_empty();
-            let want_read = self.filled < self.rbuf.len();
+            let want_write =
+                self.out_pos < self.out.len() || (!self.reqs.is_empty() && !up_blocked);
+            let want_read = self.filled < self.rbuf.len() && down_allow > 0;
             let stream = self.stream;
             tokio::select! {
                 r = stream.readable(), if want_read => {
                     if let Err(e) = r { break closed(e) }
-                    match try_fill(stream, &mut self.rbuf, &mut self.filled) {
+                    let before = self.filled;
+                    let end = self
+                        .rbuf
+                        .len()
+                        .min(before.saturating_add(usize::try_from(down_allow).unwrap_or(usize::MAX)));
+                    let got = try_fill(stream, &mut self.rbuf[..end], &mut self.filled);
+                    limits.take(Dir::Down, (self.filled - before) as u64);
+                    match got {
                         Ok(true) => {}
                         Ok(false) => break closed("eof"),
                         Err(e) => break e,
