@@ -661,6 +661,11 @@ pub fn open_resumed(
         skip_space_check: true,
         common,
         have: Some(have),
+        // Every file, rarest first (the daemon's file selection is a
+        // later slice).
+        only: None,
+        skip: None,
+        sequential: false,
     };
     prepare(&plan, session)
 }
