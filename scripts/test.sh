@@ -15,6 +15,8 @@ command -v aria2c >/dev/null || need+=(aria2)
 command -v opentracker >/dev/null || need+=(opentracker)
 command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 /usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
+# the daemon's web page test drives a headless chromium through chromedriver
+command -v chromedriver >/dev/null || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   as_root apt-get update -qq

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod create;
+pub mod daemon;
 pub mod dht;
 pub mod info;
 pub mod loadtest;

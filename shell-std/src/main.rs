@@ -46,6 +46,11 @@ enum Cmd {
     Create(shell_std::create::CreateArgs),
     /// Run a standalone Mainline DHT node (BEP 5), or a bootstrap router.
     Dht(shell_std::dht::DhtArgs),
+    /// Run many torrents in one long-running session, driven over an HTTP
+    /// JSON API (and a web page), state kept in SQLite.
+    Daemon(shell_std::daemon::DaemonArgs),
+    /// Drive a running daemon: add, list, pause, resume, remove.
+    Remote(shell_std::daemon::remote::RemoteArgs),
 }
 
 /// `tracing` to stderr; `RUST_LOG` overrides the default `info` level.
@@ -79,6 +84,11 @@ fn main() -> ExitCode {
             init_logging();
             shell_std::dht::run(a)
         }
+        Cmd::Daemon(a) => {
+            init_logging();
+            shell_std::daemon::run(a)
+        }
+        Cmd::Remote(a) => shell_std::daemon::remote::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -205,6 +205,9 @@ struct Plan {
     skip: Option<String>,
     sequential: bool,
     common: Common,
+    /// Pieces known verified (the daemon's fast resume): trusted, nothing
+    /// hashed, and no source required (peers may come later).
+    have: Option<Vec<bool>>,
 }
 
 /// Runs a `client` subcommand.
@@ -293,6 +296,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     skip: skip.clone(),
                     sequential: *sequential,
                     common: common.clone(),
+                    have: None,
                 });
             }
             if let Some(save) = save_torrent {
@@ -341,6 +345,7 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                     skip: None,
                     sequential: false,
                     common: common.clone(),
+                    have: None,
                 });
             }
         }
@@ -475,6 +480,7 @@ async fn magnet_main(
         skip: job.skip,
         sequential: job.sequential,
         common: job.common,
+        have: None,
     };
     let ctx = {
         let s = session.clone();
@@ -866,7 +872,7 @@ impl std::error::Error for Interrupted {}
 /// The handlers are installed at once (before any output a user or a
 /// test could react to); the returned receiver turns true on the first
 /// signal.
-fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -881,4 +887,43 @@ fn shutdown_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
         let _ = tx.send(true);
     });
     Ok(rx)
+}
+
+/// The daemon's way in (`crate::daemon`): where torrent `info` lives under
+/// `dir` (`dir/NAME`, the name one safe path component).
+pub fn root_in(dir: &Path, info: &Info) -> anyhow::Result<PathBuf> {
+    Ok(dir.join(storage_name(&info.name)?))
+}
+
+/// The daemon's way in: opens torrent `info` at `root` for download (and
+/// then seeding) in `session`, trusting `have` (the pieces the daemon
+/// verified or kept from its fast-resume state: nothing is hashed here).
+/// The caller adds the returned torrent to the session and runs it.
+pub fn open_resumed(
+    session: &Session,
+    info: Info,
+    root: PathBuf,
+    common: Common,
+    have: Vec<bool>,
+) -> anyhow::Result<Arc<Ctx>> {
+    let plan = Plan {
+        info,
+        learned: Vec::new(),
+        banned: Vec::new(),
+        root,
+        download: true,
+        skip_verify: false,
+        seed_ratio: None,
+        no_seed: false,
+        max_pieces: None,
+        skip_space_check: true,
+        common,
+        have: Some(have),
+        // Every file, rarest first (the daemon's file selection is a
+        // later slice).
+        only: None,
+        skip: None,
+        sequential: false,
+    };
+    prepare(&plan, session)
 }

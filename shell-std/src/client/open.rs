@@ -38,7 +38,8 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
             MAX_PIECE_LEN >> 20
         );
     }
-    if plan.download {
+    // (The daemon, giving `have`, checks its own plan: peers may come later.)
+    if plan.download && plan.have.is_none() {
         // No source can ever appear: say so rather than wait forever.
         // (A public torrent may still find peers through the DHT.)
         let dht = !plan.common.no_dht && !info.private;
@@ -88,7 +89,9 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
         &prio,
     )?;
     let n = info.pieces();
-    let have = if plan.skip_verify {
+    let have = if let Some(h) = &plan.have {
+        h.clone()
+    } else if plan.skip_verify {
         vec![true; n as usize]
     } else {
         storage.verify_all(&info, 2, !plan.download)

@@ -395,6 +395,7 @@ mod tests {
             multi_file: true,
             private: false,
             trackers: vec![],
+            metadata: std::sync::Arc::from(&[][..]),
         }
     }
 

@@ -291,6 +291,19 @@ impl Ctx {
         }
     }
 
+    /// The addresses of the connected peers (for the daemon's API).
+    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.lock().peers.values().map(|c| c.addr).collect()
+    }
+
+    /// Which pieces are verified, one flag per piece (the daemon's fast
+    /// resume saves it).
+    pub fn have_flags(&self) -> Vec<bool> {
+        let g = self.lock();
+        let have = g.torrent.picker().have();
+        (0..have.len()).map(|i| have.get(i)).collect()
+    }
+
     /// Pieces verified.
     pub fn picker_have(&self) -> u32 {
         self.lock().torrent.picker().have().count()

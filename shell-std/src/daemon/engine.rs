@@ -1,0 +1,712 @@
+//! The daemon's torrents over one client [`Session`]: adding, starting
+//! (fast-resume check, then the same torrent machinery as `client
+//! download`), pausing, resuming, rechecking and removing them, the 1 s
+//! sampler (rates, events) and the periodic fast-resume save.
+//!
+//! A running torrent is a client [`Ctx`] routed by the session plus its
+//! tasks (dialer, 1 s tick, announces); a paused one is only its entry
+//! here with the pieces it had. Pausing stops the `Ctx` (peers closed,
+//! `stopped` announced); resuming opens it again from the saved pieces, so
+//! nothing is hashed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{broadcast, watch};
+
+use super::entry::{Entry, Live, Phase, State, View};
+use super::resume::{self, Stamp};
+use super::store::{self, Resume, Row, Save, Store};
+use crate::client::announce::{announce_loop, Statuses, TrackerStatus};
+use crate::client::meta::Info;
+use crate::client::peers::Source;
+use crate::client::session::Session;
+use crate::client::storage::Storage;
+use crate::client::swarm::{dialer, Ctx};
+use crate::client::{open_resumed, root_in, Common, MAX_PIECE_LEN};
+use crate::torrent::TorrentFile;
+
+/// Fast-resume data is saved this often (what a `kill -9` may lose).
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Threads hashing pieces at start.
+pub const HASH_THREADS: usize = 2;
+/// Torrents hashing at once; the others wait their turn in `checking`
+/// (a restart after a crash with many torrents would thrash the disk).
+/// Torrents with nothing to hash never wait.
+pub const MAX_CHECKS: usize = 1;
+/// Time a stopping torrent's tasks get to let go of it (writes land)
+/// before its files are stamped.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Events waiting for a slow SSE client before it misses some.
+pub const EVENT_BACKLOG: usize = 256;
+
+/// Why an API call failed; the API maps each to a status.
+#[derive(Debug)]
+pub enum Refused {
+    /// Bad input (400).
+    Bad(String),
+    /// Not allowed (403).
+    Forbidden(String),
+    /// No such torrent (404).
+    NotFound(i64),
+    /// Already there (409), with the id of the one that is.
+    Conflict(String, Option<i64>),
+    /// Our fault (500).
+    Internal(String),
+}
+
+impl From<anyhow::Error> for Refused {
+    fn from(e: anyhow::Error) -> Self {
+        Refused::Internal(format!("{e:#}"))
+    }
+}
+
+/// The daemon.
+pub struct Daemon {
+    /// The client session every torrent runs in.
+    pub session: Arc<Session>,
+    /// Where torrents are downloaded.
+    pub download_dir: PathBuf,
+    store: Mutex<Store>,
+    torrents: Mutex<BTreeMap<i64, Arc<Entry>>>,
+    /// State changes and progress, for SSE.
+    pub events: broadcast::Sender<String>,
+    common: Common,
+    /// Permits to hash ([`MAX_CHECKS`]).
+    checks: Arc<tokio::sync::Semaphore>,
+}
+
+impl Daemon {
+    /// A daemon over `session`, its state in `store`.
+    pub fn new(
+        session: Arc<Session>,
+        store: Store,
+        download_dir: PathBuf,
+        common: Common,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            session,
+            download_dir,
+            store: Mutex::new(store),
+            torrents: Mutex::new(BTreeMap::new()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            checks: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
+            common,
+        })
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<i64, Arc<Entry>>> {
+        self.torrents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, kind: &str, data: serde_json::Value) {
+        let _ = self
+            .events
+            .send(serde_json::json!({ "type": kind, "data": data }).to_string());
+    }
+
+    /// Every torrent, by id.
+    pub fn list(&self) -> Vec<Arc<Entry>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// The torrent `id`.
+    pub fn get(&self, id: i64) -> Result<Arc<Entry>, Refused> {
+        self.map().get(&id).cloned().ok_or(Refused::NotFound(id))
+    }
+
+    /// Loads the stored torrents and starts those not paused.
+    pub fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
+        let rows = self.store().load()?;
+        for row in rows {
+            let id = row.id;
+            match self.entry_from_row(row) {
+                Ok((entry, saved, paused)) => {
+                    self.map().insert(id, entry.clone());
+                    if !paused {
+                        self.clone().spawn_start(entry, saved);
+                    }
+                }
+                Err(e) => tracing::error!(id, "stored torrent not loaded: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn entry_from_row(
+        &self,
+        row: Row,
+    ) -> anyhow::Result<(Arc<Entry>, Option<(Vec<bool>, Vec<Stamp>)>, bool)> {
+        let info = parse(&row.metainfo).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let n = info.pieces() as usize;
+        let kept = row.resume.clone();
+        let saved = row
+            .resume
+            .and_then(|r| store::unpack(&r.have, n).map(|h| (h, r.files)));
+        let peers = row.peers.iter().filter_map(|p| p.parse().ok()).collect();
+        let have = match (&saved, row.paused) {
+            (Some((h, _)), true) => h.clone(),
+            _ => vec![false; n],
+        };
+        let mut state = State::new(row.paused, have, kept);
+        state.base_down = row.downloaded;
+        state.base_up = row.uploaded;
+        state.known = row.paused && saved.is_some();
+        let entry = Arc::new(Entry {
+            id: row.id,
+            info,
+            root: row.root,
+            peers,
+            state: Mutex::new(state),
+        });
+        Ok((entry, saved, row.paused))
+    }
+
+    /// Adds a torrent from its `.torrent` bytes.
+    pub fn add(
+        self: &Arc<Self>,
+        metainfo: Vec<u8>,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) -> Result<(i64, String), Refused> {
+        let info = parse(&metainfo).map_err(Refused::Bad)?;
+        if info.piece_len > MAX_PIECE_LEN {
+            return Err(Refused::Bad(format!(
+                "pieces of {} bytes are larger than the {} MiB this client handles",
+                info.piece_len,
+                MAX_PIECE_LEN >> 20
+            )));
+        }
+        let root = root_in(&self.download_dir, &info).map_err(|e| Refused::Bad(e.to_string()))?;
+        Storage::paths(&info, &root).map_err(|e| Refused::Bad(format!("{e:#}")))?;
+        let ih = info.info_hash.to_string();
+        let mut map = self.map();
+        if let Some(e) = map.values().find(|e| e.info.info_hash == info.info_hash) {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added (id {})", e.id),
+                Some(e.id),
+            ));
+        }
+        if let Some(e) = map.values().find(|e| e.root == root) {
+            return Err(Refused::Conflict(
+                format!(
+                    "{} is already the folder of torrent {} (id {})",
+                    root.display(),
+                    e.info.info_hash,
+                    e.id
+                ),
+                Some(e.id),
+            ));
+        }
+        let peer_text: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+        let id = self
+            .store()
+            .insert(&ih, &metainfo, &root, paused, &peer_text)?;
+        let n = info.pieces() as usize;
+        let entry = Arc::new(Entry {
+            id,
+            info,
+            root,
+            peers,
+            state: Mutex::new(State::new(paused, vec![false; n], None)),
+        });
+        map.insert(id, entry.clone());
+        drop(map);
+        tracing::info!(id, info_hash = %ih, name = %entry.info.name, "added");
+        self.emit("added", serde_json::json!({ "id": id, "info_hash": ih }));
+        if !paused {
+            self.clone().spawn_start(entry, None);
+        }
+        Ok((id, ih))
+    }
+
+    /// Starts `entry` in the background: check, then run.
+    fn spawn_start(self: Arc<Self>, entry: Arc<Entry>, saved: Option<(Vec<bool>, Vec<Stamp>)>) {
+        entry.lock().phase = Phase::Checking;
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let d = self.clone();
+            let e = entry.clone();
+            let r = tokio::task::spawn_blocking(move || d.open(&e, saved)).await;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            };
+            match r {
+                Ok((ctx, hashed, trusted)) => {
+                    let mut st = entry.lock();
+                    if st.phase != Phase::Checking {
+                        // Paused or removed while checking.
+                        st.have = ctx.have_flags();
+                        st.known = true;
+                        drop(st);
+                        ctx.stop();
+                        return;
+                    }
+                    if let Err(e) = self.session.add(ctx.clone()) {
+                        st.phase = Phase::Error(format!("{e:#}"));
+                        return;
+                    }
+                    st.hashed = hashed;
+                    st.trusted = trusted;
+                    st.start_ms = t0.elapsed().as_millis() as u64;
+                    st.last = (0, 0, Instant::now());
+                    st.live = Some(self.run(&entry, ctx));
+                    st.phase = Phase::Live;
+                    st.known = true;
+                    drop(st);
+                    tracing::info!(id = entry.id, hashed, trusted, "running");
+                    self.emit(
+                        "state",
+                        serde_json::to_value(entry.view()).unwrap_or_default(),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(id = entry.id, "start: {e:#}");
+                    entry.lock().phase = Phase::Error(format!("{e:#}"));
+                    self.emit(
+                        "state",
+                        serde_json::to_value(entry.view()).unwrap_or_default(),
+                    );
+                }
+            }
+        });
+    }
+
+    /// Hashes `pieces` of the torrent at `root` once a check permit is
+    /// free (called on a blocking thread); returns those that match.
+    fn hash(&self, info: &Info, root: &Path, pieces: &[u32]) -> anyhow::Result<Vec<u32>> {
+        if pieces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _turn = tokio::runtime::Handle::current()
+            .block_on(self.checks.acquire())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let storage = Storage::open(info, root, true)?;
+        Ok(resume::verify(&storage, info, pieces, HASH_THREADS))
+    }
+
+    /// Checks what is on disk (fast resume) and opens the torrent; returns
+    /// it with the pieces hashed and found, and the pieces trusted.
+    fn open(
+        &self,
+        entry: &Entry,
+        saved: Option<(Vec<bool>, Vec<Stamp>)>,
+    ) -> anyhow::Result<(Arc<Ctx>, u32, u32)> {
+        let info = &entry.info;
+        let paths = Storage::paths(info, &entry.root)?;
+        let now = resume::stamps(info, &paths);
+        let check = resume::plan(
+            info,
+            saved.as_ref().map(|(h, s)| (h.as_slice(), s.as_slice())),
+            &now,
+        );
+        if !check.trusted.iter().all(|h| *h) {
+            Storage::check_space(info, &entry.root)?;
+        }
+        if let Some(parent) = entry.root.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+        }
+        let trusted = check.trusted.iter().filter(|h| **h).count() as u32;
+        let mut have = check.trusted;
+        let mut hashed = 0;
+        for i in self.hash(info, &entry.root, &check.hash)? {
+            if let Some(h) = have.get_mut(i as usize) {
+                *h = true;
+                hashed += 1;
+            }
+        }
+        let mut common = self.common.clone();
+        common.peers = entry.peers.clone();
+        let ctx = open_resumed(
+            &self.session,
+            info.clone(),
+            entry.root.clone(),
+            common,
+            have,
+        )?;
+        Ok((ctx, hashed, trusted))
+    }
+
+    /// Runs an opened torrent: dialer, 1 s tick, announces.
+    fn run(&self, entry: &Entry, ctx: Arc<Ctx>) -> Live {
+        tokio::spawn(dialer(ctx.clone(), self.session.conns.clone()));
+        ctx.learn(&entry.peers, Source::Direct);
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => c.tick(),
+                    _ = c.stopped() => return,
+                }
+            }
+        });
+        let statuses: Statuses = Arc::new(Mutex::new(
+            ctx.info
+                .trackers
+                .iter()
+                .map(|(tier, url)| TrackerStatus {
+                    tier: *tier,
+                    url: url.clone(),
+                    status: "connecting".into(),
+                    reply: None,
+                    told_complete: ctx.complete.load(Relaxed),
+                })
+                .collect(),
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let announcer = tokio::spawn(announce_loop(
+            self.session.clone(),
+            ctx.clone(),
+            statuses.clone(),
+            stop_rx,
+        ));
+        Live {
+            ctx,
+            statuses,
+            stop,
+            announcer,
+        }
+    }
+
+    /// Stops a running torrent (if it runs): `stopped` announced (waited
+    /// for when `wait`), its tasks ended, the pieces it had and its byte
+    /// counters kept in the entry.
+    async fn halt(&self, entry: &Entry, wait: bool) {
+        let live = entry.lock().live.take();
+        if let Some(live) = live {
+            self.halt_live(entry, live, wait).await;
+        }
+    }
+
+    /// [`Self::halt`] of a run already taken out of the entry.
+    async fn halt_live(&self, entry: &Entry, mut live: Live, wait: bool) {
+        let _ = live.stop.send(true);
+        self.session.remove(&entry.info.info_hash);
+        live.ctx.stop();
+        {
+            let s = live.ctx.snapshot();
+            let mut st = entry.lock();
+            st.have = live.ctx.have_flags();
+            st.base_down += s.downloaded;
+            st.base_up += s.uploaded;
+        }
+        if wait {
+            let _ = tokio::time::timeout(
+                crate::client::announce::STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1),
+                &mut live.announcer,
+            )
+            .await;
+        }
+        // Let the peer tasks and writers let go (their writes land) before
+        // the files are stamped; an announcer still saying `stopped` (not
+        // waited for on a pause) holds one reference and writes nothing.
+        let until = Instant::now() + STOP_GRACE;
+        loop {
+            let announcing = usize::from(!live.announcer.is_finished());
+            if Arc::strong_count(&live.ctx) <= 1 + announcing || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pauses torrent `id`.
+    pub async fn pause(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        self.store().set_paused(id, true)?;
+        entry.lock().phase = Phase::Paused;
+        self.halt(&entry, false).await;
+        self.save_one(&entry);
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
+    }
+
+    /// Resumes torrent `id` from the pieces it had (nothing hashed unless
+    /// its files changed meanwhile).
+    pub async fn resume(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        {
+            let st = entry.lock();
+            let failed = st.live.as_ref().is_some_and(|l| l.ctx.failure().is_some());
+            if matches!(st.phase, Phase::Live | Phase::Checking) && !failed {
+                return Ok(entry.view_unlocked(st));
+            }
+        }
+        // From an error: whatever still runs stops first.
+        self.halt(&entry, false).await;
+        self.store().set_paused(id, false)?;
+        let saved = entry.lock().saved.clone().and_then(|r| {
+            store::unpack(&r.have, entry.info.pieces() as usize).map(|h| (h, r.files))
+        });
+        self.clone().spawn_start(entry.clone(), saved);
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
+    }
+
+    /// Stops torrent `id`, hashes everything on disk, and starts it again
+    /// (unless it is paused).
+    pub async fn recheck(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        let paused = entry.lock().phase == Phase::Paused;
+        self.halt(&entry, false).await;
+        entry.lock().saved = None;
+        if paused {
+            // Hash now, stay paused.
+            let d = self.clone();
+            let e = entry.clone();
+            let have = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<bool>> {
+                let info = &e.info;
+                let paths = Storage::paths(info, &e.root)?;
+                let check = resume::plan(info, None, &resume::stamps(info, &paths));
+                let mut have = vec![false; info.pieces() as usize];
+                for i in d.hash(info, &e.root, &check.hash)? {
+                    if let Some(h) = have.get_mut(i as usize) {
+                        *h = true;
+                    }
+                }
+                Ok(have)
+            })
+            .await
+            .map_err(|e| Refused::Internal(e.to_string()))??;
+            {
+                let mut st = entry.lock();
+                st.have = have;
+                st.known = true;
+            }
+            self.save_one(&entry);
+        } else {
+            self.clone().spawn_start(entry.clone(), None);
+        }
+        Ok(entry.view())
+    }
+
+    /// Removes torrent `id`; with `delete_data` also its files (only files
+    /// under the download folder: checked before anything is removed).
+    pub async fn remove(self: &Arc<Self>, id: i64, delete_data: bool) -> Result<(), Refused> {
+        let entry = self.get(id)?;
+        let files = if delete_data {
+            Some(self.data_files(&entry)?)
+        } else {
+            None
+        };
+        entry.lock().phase = Phase::Paused;
+        self.map().remove(&id);
+        self.halt(&entry, false).await;
+        self.store().delete(id)?;
+        if let Some(files) = files {
+            remove_files(&entry.root, &files);
+        }
+        tracing::info!(id, delete_data, "removed");
+        self.emit("removed", serde_json::json!({ "id": id }));
+        Ok(())
+    }
+
+    /// The torrent's files to delete, each checked to lie inside the
+    /// download folder (no symlinked folder on the way).
+    fn data_files(&self, entry: &Entry) -> Result<Vec<PathBuf>, Refused> {
+        let dir = self
+            .download_dir
+            .canonicalize()
+            .map_err(|e| Refused::Internal(format!("{}: {e}", self.download_dir.display())))?;
+        let outside = || {
+            Refused::Forbidden(format!(
+                "{}: not inside the download folder {}; nothing removed",
+                entry.root.display(),
+                dir.display()
+            ))
+        };
+        let paths = Storage::paths(&entry.info, &entry.root).map_err(|_| outside())?;
+        let mut out = Vec::new();
+        for p in paths {
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue; // not there
+            };
+            if m.is_dir() {
+                continue;
+            }
+            let parent = p
+                .parent()
+                .and_then(|x| x.canonicalize().ok())
+                .ok_or_else(outside)?;
+            if !parent.starts_with(&dir) || parent == dir && entry.info.multi_file {
+                return Err(outside());
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// The 1 s sampler (rates, progress events) and the periodic save,
+    /// until `shutdown` turns true.
+    pub async fn ticker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_save = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let mut views = Vec::new();
+            for e in self.list() {
+                // A disk that failed (full, gone, read-only) stops the
+                // torrent with the cause, as the client does; resume
+                // starts it again.
+                let failed = {
+                    let mut st = e.lock();
+                    match st.live.as_ref().and_then(|l| l.ctx.failure()) {
+                        // Taken under the same lock: a resume racing this
+                        // cannot have its new run stopped here.
+                        Some(why) => {
+                            st.phase = Phase::Error(why.clone());
+                            st.live.take().map(|l| (why, l))
+                        }
+                        None => None,
+                    }
+                };
+                if let Some((why, live)) = failed {
+                    tracing::error!(id = e.id, "stopped: {why}");
+                    self.halt_live(&e, live, false).await;
+                    self.emit("state", serde_json::to_value(e.view()).unwrap_or_default());
+                    views.push(e.view());
+                    continue;
+                }
+                let mut st = e.lock();
+                if let Some(l) = &st.live {
+                    let down = l.ctx.stats.downloaded.load(Relaxed);
+                    let up = l.ctx.stats.uploaded.load(Relaxed);
+                    let (d0, u0, t0) = st.last;
+                    let secs = t0.elapsed().as_secs_f64().max(0.001);
+                    st.down_rate = (down.saturating_sub(d0) as f64 / secs) as u64;
+                    st.up_rate = (up.saturating_sub(u0) as f64 / secs) as u64;
+                    st.last = (down, up, Instant::now());
+                }
+                drop(st);
+                views.push(e.view());
+            }
+            if self.events.receiver_count() > 0 {
+                self.emit("torrents", serde_json::to_value(&views).unwrap_or_default());
+            }
+            if last_save.elapsed() >= SAVE_INTERVAL {
+                last_save = Instant::now();
+                let d = self.clone();
+                let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
+            }
+        }
+    }
+
+    /// What to save of one torrent: counters, and its resume data when
+    /// the pieces changed since the last save.
+    fn save_of(&self, e: &Entry) -> Save {
+        let (have, down, up) = {
+            let st = e.lock();
+            match &st.live {
+                Some(l) => {
+                    let s = l.ctx.snapshot();
+                    (
+                        l.ctx.have_flags(),
+                        st.base_down + s.downloaded,
+                        st.base_up + s.uploaded,
+                    )
+                }
+                None => (st.have.clone(), st.base_down, st.base_up),
+            }
+        };
+        let trusted = {
+            let st = e.lock();
+            st.known && st.phase != Phase::Checking
+        };
+        let mut resume = None;
+        if trusted {
+            // The pieces first, then the stamps: a write after the
+            // bitfield can only make a file look changed (hashed again).
+            let packed = store::pack(&have);
+            let files = Storage::paths(&e.info, &e.root)
+                .map(|p| resume::stamps(&e.info, &p))
+                .unwrap_or_default();
+            let r = Resume {
+                have: packed,
+                files,
+            };
+            let mut st = e.lock();
+            if st.saved.as_ref() != Some(&r) {
+                st.saved = Some(r.clone());
+                resume = Some(r);
+            }
+        }
+        Save {
+            id: e.id,
+            resume,
+            downloaded: down,
+            uploaded: up,
+        }
+    }
+
+    /// Saves every torrent in one transaction.
+    pub fn save_all(&self) {
+        let saves: Vec<Save> = self.list().iter().map(|e| self.save_of(e)).collect();
+        if let Err(e) = self.store().save(&saves) {
+            tracing::error!("saving the state: {e:#}");
+        }
+    }
+
+    fn save_one(&self, e: &Entry) {
+        let s = self.save_of(e);
+        if let Err(e) = self.store().save(&[s]) {
+            tracing::error!("saving the state: {e:#}");
+        }
+    }
+
+    /// Clean stop: every torrent stopped (`stopped` announced), then
+    /// everything saved.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let all = self.list();
+        let halts = all.iter().map(|e| self.halt(e, true));
+        futures_util::future::join_all(halts).await;
+        let d = self.clone();
+        let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
+    }
+}
+
+/// Parses `.torrent` bytes into what the client keeps; the error says why
+/// they are not a torrent.
+pub fn parse(bytes: &[u8]) -> Result<Info, String> {
+    let mut tf = TorrentFile::from_bytes(bytes.to_vec());
+    let m = tf
+        .parse()
+        .map_err(|e| format!("not a valid .torrent: {e}"))?;
+    Ok(Info::from_metainfo(&m))
+}
+
+/// Removes `files` (regular files and symlinks only, never what a link
+/// points to), then the folders under `root` they leave empty, and `root`.
+fn remove_files(root: &Path, files: &[PathBuf]) {
+    for f in files {
+        if let Err(e) = std::fs::remove_file(f) {
+            tracing::warn!("{}: not removed: {e}", f.display());
+        }
+    }
+    // Deepest folders first; remove_dir leaves a folder that is not empty.
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .flat_map(|f| f.ancestors().skip(1))
+        .filter(|d| d.starts_with(root))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
