@@ -538,10 +538,7 @@ fn start(plans: Vec<Plan>, magnets: Vec<MagnetJob>, dht_state: PathBuf) -> anyho
         }
     })?;
     tracing::info!(listen = %session.listen, "listening");
-    session.set_rate_limits(
-        first.max_down.unwrap_or(0),
-        first.max_up.unwrap_or(0),
-    );
+    session.set_rate_limits(first.max_down.unwrap_or(0), first.max_up.unwrap_or(0));
     let mut torrents = Vec::new();
     let mut incomplete = 0;
     for plan in plans {
