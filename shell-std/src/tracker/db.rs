@@ -149,9 +149,19 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
-/// Loads torrents and the peers last seen at or after `cutoff` (ms) into
-/// `shards` (each torrent into its [`shard_of`]).
-pub fn load(conn: &Connection, shards: &mut [Swarms], cutoff: u64) -> Result<Loaded> {
+/// Loads torrents and peers into `shards` (each torrent into its
+/// [`shard_of`]). A stored last-seen time trails the real one by less than
+/// `slack_ms` (the swarm's last-seen period, see [`super::swarm`]), so a
+/// peer is restored as seen at `stored + slack_ms` (never after `now_ms`)
+/// and kept if that is at or after `cutoff` (ms): a restart never expires
+/// a live peer early.
+pub fn load(
+    conn: &Connection,
+    shards: &mut [Swarms],
+    cutoff: u64,
+    slack_ms: u64,
+    now_ms: u64,
+) -> Result<Loaded> {
     let n = shards.len();
     let mut out = Loaded::default();
     let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
@@ -181,7 +191,10 @@ pub fn load(conn: &Connection, shards: &mut [Swarms], cutoff: u64) -> Result<Loa
     })?;
     for row in rows {
         let (ih, ip, port, seeder, last_seen) = row?;
-        let last_seen = u64::try_from(last_seen).unwrap_or(0);
+        let last_seen = u64::try_from(last_seen)
+            .unwrap_or(0)
+            .saturating_add(slack_ms)
+            .min(now_ms);
         let (Some(ih), Some(ip), Ok(port)) =
             (InfoHash::from_slice(&ih), ip_from(&ip), u16::try_from(port))
         else {
@@ -191,7 +204,6 @@ pub fn load(conn: &Connection, shards: &mut [Swarms], cutoff: u64) -> Result<Loa
         let peer = Peer {
             addr: SocketAddr::new(ip, port),
             last_seen,
-            persisted: last_seen,
             seeder,
         };
         if last_seen >= cutoff

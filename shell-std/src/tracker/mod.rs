@@ -327,10 +327,11 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     let (udp_addrs, http_addrs) = listen_addrs(&args)?;
     let allow = args.allow.as_deref().map(read_allow_list).transpose()?;
     let expiry_ms = (u64::from(args.interval) + u64::from(args.grace)) * 1000;
-    // A peer's row is rewritten when only its last-seen time changed at
-    // most this often; keep it under the grace so a restart never expires
-    // a live peer early.
-    let refresh_ms = (u64::from(args.grace) * 1000 / 2).clamp(100, 60_000);
+    // A known peer's row is rewritten when only its last-seen time changed
+    // at most once per this period (half the expiry window); a restart adds
+    // it back (db::load), so a live peer is never expired early and a
+    // silent one lives at most this much longer across a restart.
+    let refresh_ms = (expiry_ms / 2).max(1000);
     let workers = args.workers.unwrap_or_else(default_workers).max(1);
     // One shard per worker; --max-torrents is split among them.
     let limits = swarm::Limits {
@@ -356,7 +357,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let mut conn = db::open(&args.db)?;
         secrets = initial_secrets(Some(&mut conn), clock.now_ms())?;
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
-        let loaded = db::load(&conn, &mut swarms, cutoff)?;
+        let loaded = db::load(&conn, &mut swarms, cutoff, refresh_ms, clock.now_ms())?;
         info!(
             torrents = loaded.torrents,
             peers = loaded.peers,
