@@ -768,8 +768,10 @@ impl Swarms {
             self.completed_total += 1;
         }
         if persist {
-            if dirty {
-                self.dirty_peers.push((a.info_hash, a.addr));
+            // A peer changed twice in a row is logged once.
+            let entry = (a.info_hash, a.addr);
+            if dirty && self.dirty_peers.last() != Some(&entry) {
+                self.dirty_peers.push(entry);
             }
             if completed {
                 self.dirty_torrents.push(a.info_hash);
