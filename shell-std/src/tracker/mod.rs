@@ -134,7 +134,15 @@ pub struct TrackerArgs {
     /// locks. Default: the number of cores.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Receive buffer of each UDP socket, in bytes (`SO_RCVBUF`; the kernel
+    /// caps it at `net.core.rmem_max`). A burst that overflows it is
+    /// dropped by the kernel.
+    #[arg(long, default_value_t = DEFAULT_RECV_BUFFER)]
+    pub recv_buffer: usize,
 }
+
+/// Default `--recv-buffer`: 8 MB, enough for ~50 ms of 1M datagrams/s.
+pub const DEFAULT_RECV_BUFFER: usize = 8_000_000;
 
 /// Where both protocols listen when neither `--udp` nor `--http` is given.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -272,7 +280,7 @@ pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
 /// A UDP socket bound to `addr`, with `SO_REUSEPORT` when several workers
 /// share the address (the kernel spreads datagrams over their sockets by
 /// source address and port).
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> Result<UdpSocket> {
     use rustix::net::{bind, socket, sockopt, AddressFamily, SocketType};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
@@ -282,6 +290,12 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket> {
     let fd = socket(family, SocketType::DGRAM, None)?;
     if reuse_port {
         sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    if recv_buffer > 0 {
+        // Capped by the kernel, never an error: the default stays.
+        if let Err(e) = sockopt::set_socket_recv_buffer_size(&fd, recv_buffer) {
+            warn!("udp {addr}: SO_RCVBUF {recv_buffer}: {e}");
+        }
     }
     bind(&fd, &addr)?;
     Ok(UdpSocket::from(fd))
@@ -438,11 +452,13 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             drop(UdpSocket::bind(a).with_context(|| format!("bind udp {a}"))?);
         }
         // The first socket may ask for port 0; the others join its port.
-        let first = bind_udp(*a, workers > 1).with_context(|| format!("bind udp {a}"))?;
+        let first =
+            bind_udp(*a, workers > 1, args.recv_buffer).with_context(|| format!("bind udp {a}"))?;
         let bound = first.local_addr()?;
         udp.push(first);
         for _ in 1..workers {
-            let s = bind_udp(bound, true).with_context(|| format!("bind udp {bound}"))?;
+            let s = bind_udp(bound, true, args.recv_buffer)
+                .with_context(|| format!("bind udp {bound}"))?;
             udp.push(s);
         }
     }
