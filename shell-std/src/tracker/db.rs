@@ -107,8 +107,22 @@ pub fn lock(db: &Path) -> Result<DbLock> {
     }
 }
 
-/// Opens (creating if needed) the database in WAL mode.
+/// Mode of a database file the tracker creates: owner only (it holds the
+/// connection-id secret and the peers' addresses). SQLite gives its `-wal`
+/// and `-shm` files the database's mode.
+pub const DB_FILE_MODE: u32 = 0o600;
+
+/// Opens (creating if needed, with [`DB_FILE_MODE`]) the database in WAL
+/// mode. An existing file keeps its mode.
 pub fn open(path: &Path) -> Result<Connection> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(DB_FILE_MODE)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
     let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     anyhow::ensure!(
@@ -519,7 +533,11 @@ mod tests {
         write(&mut conn, &b).unwrap();
         for t in [1210, 1240] {
             s.announce(&ann(2), at(t)).unwrap();
-            assert_eq!(s.take_batch().rows(), 0, "re-announce at {t} writes nothing");
+            assert_eq!(
+                s.take_batch().rows(),
+                0,
+                "re-announce at {t} writes nothing"
+            );
         }
         // Restart at 1330 with a 100 s window: cutoff 1230. Peer 2 (seen
         // at 1240, stored 1200) is kept; peer 1 (stored 1100) is not.
@@ -534,6 +552,31 @@ mod tests {
         load(&conn, &mut shards, at(1200), period, at(1210)).unwrap();
         let t = shards[0].get(&InfoHash([7; 20])).unwrap();
         assert_eq!(t.get(&ann(2).addr).unwrap().last_seen, at(1210));
+    }
+
+    #[test]
+    fn a_new_database_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let mut conn = open(&db).unwrap();
+        save_secrets(
+            &mut conn,
+            &Secrets {
+                current: [1; SECRET_LEN],
+                previous: None,
+                rotated_at: 0,
+            },
+        )
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), DB_FILE_MODE);
+        assert_eq!(mode(&dir.path().join("t.db-wal")), DB_FILE_MODE);
+        // An existing file keeps the mode its owner gave it.
+        drop(conn);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(open(&db).unwrap());
+        assert_eq!(mode(&db), 0o640);
     }
 
     #[test]

@@ -515,7 +515,6 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             Duration::from_secs(SECRET_ROTATION_SECS),
         );
         let mut rate = tokio::time::interval(Duration::from_secs(1));
-        let (mut last_total, mut last_at) = (0u64, std::time::Instant::now());
         loop {
             tokio::select! {
                 _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
@@ -555,11 +554,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 }
                 _ = rate.tick() => {
                     shared.prune_abuse(clock.now_ms());
-                    let total = shared.total();
-                    let secs = last_at.elapsed().as_secs_f64().max(1e-3);
-                    shared.set_rate(total.saturating_sub(last_total) as f64 / secs);
-                    last_total = total;
-                    last_at = std::time::Instant::now();
+                    shared.sample_rate();
                 }
             }
         }

@@ -593,7 +593,55 @@ pub struct Tracker {
     /// The SQLite writer's flush latencies, if any.
     pub flush: Option<Arc<FlushLatency>>,
     allow_len: Option<usize>,
-    rate: Mutex<f64>,
+    rate: Mutex<RateWindow>,
+}
+
+/// Seconds over which `/stats` `requests_per_second` is averaged.
+pub const RATE_WINDOW_SECS: u64 = 10;
+
+/// Requests per second over the last [`RATE_WINDOW_SECS`]: samples of the
+/// request total (one a second, by the shell's timer), the rate taken
+/// between the oldest kept sample and the newest.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    /// (when, requests received so far), oldest first; at most one more
+    /// than the window's seconds.
+    samples: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl RateWindow {
+    /// Records the total at `at` and forgets samples older than the window.
+    pub fn sample(&mut self, at: std::time::Instant, total: u64) {
+        self.samples.push_back((at, total));
+        let window = std::time::Duration::from_secs(RATE_WINDOW_SECS);
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| at.saturating_duration_since(*t) >= window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Requests per second between the oldest and newest sample (0 until
+    /// there are two).
+    pub fn rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                n1.saturating_sub(*n0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Seconds the rate is taken over (up to [`RATE_WINDOW_SECS`]).
+    pub fn span_secs(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, _)), Some((t1, _))) => t1.saturating_duration_since(*t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
 }
 
 impl Tracker {
@@ -613,7 +661,7 @@ impl Tracker {
             db_path: None,
             flush: None,
             allow_len,
-            rate: Mutex::new(0.0),
+            rate: Mutex::new(RateWindow::default()),
         }
     }
 
@@ -719,14 +767,20 @@ impl Tracker {
             .sum()
     }
 
-    /// Requests per second over the last rate tick.
-    pub fn rate(&self) -> f64 {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    /// Requests per second over the last [`RATE_WINDOW_SECS`], and the
+    /// seconds it is actually taken over (less just after start).
+    pub fn rate(&self) -> (f64, f64) {
+        let w = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        (w.rate(), w.span_secs())
     }
 
-    /// Sets the request rate.
-    pub fn set_rate(&self, r: f64) {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    /// Records the request total now (the shell calls it once a second).
+    pub fn sample_rate(&self) {
+        let total = self.total();
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(std::time::Instant::now(), total);
     }
 
     /// Drains every shard's changes into one batch, a shard at a time.
@@ -921,6 +975,7 @@ impl Tracker {
     pub fn stats_json(&self) -> serde_json::Value {
         let snap = self.snapshot();
         let s = &snap.swarms;
+        let (rate, span) = self.rate();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -937,7 +992,8 @@ impl Tracker {
             "requests": snap.stats.requests,
             "errors": snap.stats.errors,
             "requests_total": snap.stats.total,
-            "requests_per_second": self.rate(),
+            "requests_per_second": rate,
+            "requests_per_second_window_secs": span,
             "peer_limit_hits": s.peer_limit_hits,
             "abuse": {
                 "sources": snap.abuse.sources,
@@ -965,6 +1021,31 @@ pub fn rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_rate_is_taken_over_the_last_window() {
+        let t0 = std::time::Instant::now();
+        let s = |n: u64| t0 + std::time::Duration::from_secs(n);
+        let mut w = RateWindow::default();
+        assert_eq!(w.rate(), 0.0);
+        w.sample(s(0), 0);
+        assert_eq!((w.rate(), w.span_secs()), (0.0, 0.0), "one sample: no rate");
+        w.sample(s(1), 500);
+        assert_eq!((w.rate(), w.span_secs()), (500.0, 1.0));
+        // 1000/s for the window's seconds, then idle: the burst leaves the
+        // window exactly RATE_WINDOW_SECS later.
+        for i in 2..=RATE_WINDOW_SECS + 1 {
+            w.sample(s(i), 500 + 1000 * (i - 1));
+        }
+        assert_eq!(w.span_secs(), RATE_WINDOW_SECS as f64);
+        assert_eq!(w.rate(), 1000.0);
+        let top = 500 + 1000 * RATE_WINDOW_SECS;
+        for i in RATE_WINDOW_SECS + 2..=2 * RATE_WINDOW_SECS + 1 {
+            w.sample(s(i), top);
+        }
+        assert_eq!(w.rate(), 0.0);
+        assert!(w.samples.len() <= RATE_WINDOW_SECS as usize + 1);
+    }
 
     #[test]
     fn prefixes_parse_and_match_at_their_edges() {
