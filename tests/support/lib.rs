@@ -13,6 +13,7 @@ pub mod opentracker;
 pub mod ports;
 pub mod proc;
 pub mod qemu;
+pub mod redis;
 
 pub use bin::shell_std;
 pub use libtorrent::{lt_info, lt_script, lt_swarm_script};

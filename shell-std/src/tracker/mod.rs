@@ -26,6 +26,7 @@ pub mod abuse;
 pub mod db;
 mod http_server;
 pub mod state;
+pub mod store;
 pub mod swarm;
 
 use std::collections::HashSet;
@@ -139,6 +140,11 @@ pub struct TrackerArgs {
     /// dropped by the kernel.
     #[arg(long, default_value_t = DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
+    /// Where swarms live: `memory` (the default, the fast path) or
+    /// `redis://HOST:PORT` (shared by every tracker instance using it;
+    /// SQLite then keeps only the connection-id secret).
+    #[arg(long, default_value = "memory")]
+    pub store: String,
 }
 
 /// Default `--recv-buffer`: 8 MB, enough for ~50 ms of 1M datagrams/s.
@@ -406,6 +412,20 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     let shards = Arc::new(Shards::new(swarms));
     let allow = allow.map(Arc::new);
     let udp_fronts = udp_addrs.len() * workers;
+    let store: Arc<dyn store::SwarmStore> = if args.store == "memory" {
+        shards.clone()
+    } else if args.store.starts_with("redis://") {
+        let r = store::RedisStore::new(&args.store, udp_fronts + 1, expiry_ms, args.max_peers)?;
+        if r.ping().is_err() {
+            warn!("{}: not answering yet; will retry", args.store);
+        }
+        Arc::new(r)
+    } else {
+        anyhow::bail!(
+            "--store {}: expected `memory` or `redis://HOST:PORT`",
+            args.store
+        );
+    };
     let mut tracker = Tracker::new(
         shards.clone(),
         udp_fronts,
@@ -414,6 +434,8 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             State::new(
                 server.clone(),
                 shards.clone(),
+                store.clone(),
+                i,
                 allow.clone(),
                 settings,
                 abuse::Abuse::new(abuse_limits),

@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::abuse::{Abuse, Verdict};
 use super::db::{self, FlushLatency, FLUSH_BUCKETS};
-use super::swarm::{shard_of, Announce, AnnounceError, Batch, ExpiryStep, Swarms};
+use super::store::{StoreError, SwarmStore};
+use super::swarm::{shard_of, Announce, Batch, Counts, ExpiryStep, Swarms};
 use super::MAX_DATAGRAM;
 
 /// Tunables of the handlers.
@@ -172,8 +173,12 @@ impl Shards {
 pub struct State {
     /// The core's stateless UDP triage.
     pub server: Server,
-    /// Swarms (shared by all fronts).
+    /// Swarms in memory (shared by all fronts; empty with another store).
     pub swarms: Arc<Shards>,
+    /// Where announces and scrapes go: `swarms`, or Redis.
+    pub store: Arc<dyn SwarmStore>,
+    /// This front's index (its connection in a store that keeps one each).
+    pub front: usize,
     /// Counters.
     pub stats: Stats,
     /// Allowed info-hashes, if restricted.
@@ -213,9 +218,12 @@ fn drop_reason(r: &DropReason) -> &'static str {
 
 impl State {
     /// New state; `seed` starts the sampling PRNG.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: Server,
         swarms: Arc<Shards>,
+        store: Arc<dyn SwarmStore>,
+        front: usize,
         allow: Option<Arc<HashSet<InfoHash>>>,
         settings: Settings,
         abuse: Abuse,
@@ -224,6 +232,8 @@ impl State {
         State {
             server,
             swarms,
+            store,
+            front,
             stats: Stats::default(),
             allow,
             settings,
@@ -319,27 +329,36 @@ impl State {
                 let mut req = a;
                 req.num_want = i32::try_from(want).unwrap_or(i32::MAX);
                 let start = self.next_rand();
-                let mut sw = self.swarms.lock(&a.info_hash);
-                let counts = match sw.announce(&ann, now_ms) {
-                    Ok(c) => c,
-                    Err(AnnounceError::TorrentLimit) => {
-                        drop(sw);
+                let mut reply = Err(());
+                let (server, front) = (&self.server, self.front);
+                // No Arc clone here: its count would be one cache line
+                // shared by every worker.
+                let done = self.store.announce(
+                    front,
+                    &ann,
+                    now_ms,
+                    want as usize,
+                    start,
+                    &mut |c, peers| {
+                        let info = SwarmInfo {
+                            interval: self.settings.interval,
+                            leechers: c.leechers,
+                            seeders: c.seeders,
+                        };
+                        reply = server
+                            .announce_reply(&req, datagram.len(), &from, info, peers, out)
+                            .map_err(drop);
+                    },
+                );
+                match done {
+                    Ok(()) => {}
+                    Err(StoreError::TorrentLimit) => {
                         return refuse(self, "torrent_limit", b"tracker full", out);
                     }
-                };
-                let info = SwarmInfo {
-                    interval: self.settings.interval,
-                    leechers: counts.leechers,
-                    seeders: counts.seeders,
-                };
-                let peers = sw
-                    .get(&a.info_hash)
-                    .into_iter()
-                    .flat_map(|t| t.sample(addr, start, want as usize));
-                let reply =
-                    self.server
-                        .announce_reply(&req, datagram.len(), &from, info, peers, out);
-                drop(sw);
+                    Err(StoreError::Unavailable) => {
+                        return refuse(self, "store_unavailable", b"swarm store unavailable", out);
+                    }
+                }
                 match reply {
                     Ok(n) => {
                         self.stats.req("udp_announce");
@@ -352,14 +371,21 @@ impl State {
                 }
             }
             Decision::Scrape(s) => {
-                let swarms = &self.swarms;
-                let stats = s.info_hashes.iter().map(|ih| {
-                    let c = swarms.lock(&ih).counts(&ih);
-                    TorrentStats {
-                        seeders: c.seeders,
-                        completed: c.completed,
-                        leechers: c.leechers,
-                    }
+                let (store, front) = (&self.store, self.front);
+                let counts: Result<Vec<Counts>, StoreError> = s
+                    .info_hashes
+                    .iter()
+                    .map(|ih| store.counts(front, &ih))
+                    .collect();
+                let Ok(counts) = counts else {
+                    self.stats.err("store_unavailable");
+                    let msg = b"swarm store unavailable";
+                    return error_reply(datagram.len(), s.transaction_id, msg, out).ok();
+                };
+                let stats = counts.iter().map(|c| TorrentStats {
+                    seeders: c.seeders,
+                    completed: c.completed,
+                    leechers: c.leechers,
                 });
                 match encode_scrape_response(s.transaction_id, stats, out) {
                     Ok(n) => {
@@ -426,14 +452,25 @@ impl State {
             self.numwant(q.numwant) as usize
         };
         let start = self.next_rand();
-        let sw = self.swarms.clone();
-        let mut sw = sw.lock(&q.info_hash);
-        let counts = match sw.announce(&ann, now_ms) {
-            Ok(c) => c,
-            Err(AnnounceError::TorrentLimit) => {
+        let mut got: Option<(Counts, Vec<SocketAddr>)> = None;
+        let store = self.store.clone();
+        let done = store.announce(self.front, &ann, now_ms, want, start, &mut |c, peers| {
+            got = Some((c, peers.collect()));
+        });
+        match done {
+            Ok(()) => {}
+            Err(StoreError::TorrentLimit) => {
                 self.stats.err("torrent_limit");
                 return failure("tracker full");
             }
+            Err(StoreError::Unavailable) => {
+                self.stats.err("store_unavailable");
+                return failure("swarm store unavailable");
+            }
+        }
+        let Some((counts, peers)) = got else {
+            self.stats.err("http_encode");
+            return failure("internal error");
         };
         // Always compact (BEP 23 lets a tracker answer compact even to
         // `compact=0`; the core encodes only that model): IPv4 peers in
@@ -441,11 +478,7 @@ impl State {
         let mut out = vec![0u8; 256 + want * 24];
         let mut v4 = vec![0u8; want * AddressFamily::V4.peer_len()];
         let mut v6 = vec![0u8; want * AddressFamily::V6.peer_len()];
-        let sample = || {
-            sw.get(&q.info_hash)
-                .into_iter()
-                .flat_map(|t| t.sample(addr, start, want))
-        };
+        let sample = || peers.iter().copied();
         let mut r = AnnounceResponse::new(self.settings.interval);
         r.min_interval = Some((self.settings.interval / 2).max(1));
         r.complete = Some(counts.seeders);
@@ -453,7 +486,6 @@ impl State {
         r.peers = Peers::Compact(http::compact_peers(sample(), AddressFamily::V4, &mut v4));
         r.peers6 = http::compact_peers(sample(), AddressFamily::V6, &mut v6);
         let encoded = http::encode_announce_response(&r, &mut out);
-        drop(sw);
         match encoded {
             Ok(n) => {
                 out.truncate(n);
@@ -480,18 +512,23 @@ impl State {
                 return failure(&e.to_string());
             }
         };
-        let mut entries: Vec<(InfoHash, TorrentStats)> = hashes
+        let (store, front) = (self.store.clone(), self.front);
+        let entries: Result<Vec<(InfoHash, TorrentStats)>, StoreError> = hashes
             .iter()
             .map(|ih| {
-                let c = self.swarms.lock(ih).counts(ih);
+                let c = store.counts(front, ih)?;
                 let s = TorrentStats {
                     seeders: c.seeders,
                     completed: c.completed,
                     leechers: c.leechers,
                 };
-                (*ih, s)
+                Ok((*ih, s))
             })
             .collect();
+        let Ok(mut entries) = entries else {
+            self.stats.err("store_unavailable");
+            return failure("swarm store unavailable");
+        };
         // Bencode dict keys are unique: a hash asked twice is answered once.
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by_key(|e| e.0);
