@@ -15,7 +15,12 @@
 #
 # Per run: responses/s (the generator's average), server CPU seconds
 # (utime+stime of /proc/PID/stat), responses per server CPU-second, datagrams
-# the server's socket dropped (ss), server RSS and (ours) peers at the end.
+# the server's socket dropped (ss), server RSS and peers at the end (ours from
+# /stats; aquatic's from its statistics in the memory runs, where it counts
+# them every 10 s). Note the generator sends while at least 90% of its
+# requests so far were answered (else only now and then), so it drives every
+# server to about 10% drops: the responses/s it reports is what the server
+# kept up with, and a server stall costs it more than the stall.
 #
 # Install the anchors first:
 #   cargo install --locked aquatic_udp_load_test
@@ -75,6 +80,10 @@ start_server() { # KIND WORKERS UDP_PORT HTTP_PORT
     aq)   aquatic_udp -p > "$W/aq.toml"
           sed -i -e "s/^socket_workers = .*/socket_workers = $2/" \
                  -e "s/^address = .*/address = \"127.0.0.1:$3\"/" "$W/aq.toml"
+          if [ "${MEMRUN:-0}" = 1 ]; then # print its peer count (kept every 10 s)
+            sed -i -e "s/^print_to_stdout = .*/print_to_stdout = true/" \
+                   -e "s/^torrent_cleaning_interval = .*/torrent_cleaning_interval = 10/" "$W/aq.toml"
+          fi
           taskset -c $cpus aquatic_udp -c "$W/aq.toml" >"$W/server.log" 2>&1 & ;;
   esac
   pid=$!
@@ -98,11 +107,13 @@ run() { # KIND WORKERS DURATION -> one result line
   local r; r=$(taskset -c 1 aquatic_udp_load_test -c "$W/gen.toml" 2>&1 | awk '/Average responses per second/ {print $5}')
   local c1; c1=$(cpu_secs "$pid")
   local p="-"; [ "$1" != aq ] && p=$(peers "$h")
+  [ "$1" = aq ] && [ "${MEMRUN:-0}" = 1 ] && p=$(awk '/^ *peers:/ {n=$2} END {gsub(",", "", n); print n}' "$W/server.log")
   local line
-  line=$(awk -v k="$1" -v w="$2" -v r="${r:-0}" -v c0="$c0" -v c1="$c1" -v d="$3" -v rss="$(rss_mib "$pid")" \
+  local label=$1; [ "${MEMRUN:-0}" = 1 ] && label=$1-mem
+  line=$(awk -v k="$label" -v w="$2" -v r="${r:-0}" -v c0="$c0" -v c1="$c1" -v d="$3" -v rss="$(rss_mib "$pid")" \
     -v dr="$(drops "$u")" -v p="$p" 'BEGIN {
       cpu = c1 - c0; per = cpu > 0 ? r * d / cpu : 0;
-      printf "%-5s workers %d  responses/s %8.0f  server CPU s %6.2f  responses/CPU-s %8.0f  drops %8d  RSS MiB %7.1f  peers %s\n", k, w, r, cpu, per, dr, rss, p }')
+      printf "%-8s workers %d  responses/s %8.0f  server CPU s %6.2f  responses/CPU-s %8.0f  drops %8d  RSS MiB %7.1f  peers %s\n", k, w, r, cpu, per, dr, rss, p }')
   stop_server
   echo "$line" | tee -a "$W/results"
 }
@@ -115,7 +126,7 @@ for w in $WORKERS; do
 done
 if [ "$MEM" = 1 ]; then
   echo "==> memory: $MEM_DURATION s fill, 1 worker (the generator cycles through its 2M peers)"
-  for k in nodb aq; do run "$k" 1 "$MEM_DURATION"; done
+  for k in nodb aq; do MEMRUN=1 run "$k" 1 "$MEM_DURATION"; done
 fi
 echo "==> summary (median responses/s and responses/CPU-s by server and workers)"
 python3 - "$W/results" <<'PY'
@@ -125,6 +136,6 @@ for line in open(sys.argv[1]):
     f = line.split()
     rows[(f[0], int(f[2]))].append((float(f[4]), float(f[10])))
 for (k, w), v in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
-    print(f"{k:5} workers {w}: responses/s {statistics.median(a for a, _ in v):9.0f}  "
+    print(f"{k:8} workers {w}: responses/s {statistics.median(a for a, _ in v):9.0f}  "
           f"responses/CPU-s {statistics.median(b for _, b in v):9.0f}  (n={len(v)})")
 PY
