@@ -311,19 +311,21 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
             "INSERT INTO peers (info_hash, ip, port, seeder, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (info_hash, ip, port) DO UPDATE SET seeder = ?4, last_seen = ?5",
         )?;
-        for (ih, p) in &b.upsert {
-            up.execute(params![
-                &ih.as_bytes()[..],
-                ip_bytes(&p.addr.ip()),
-                p.addr.port(),
-                p.seeder,
-                i64::try_from(p.last_seen).unwrap_or(i64::MAX),
-            ])?;
-        }
         let mut del =
             tx.prepare_cached("DELETE FROM peers WHERE info_hash = ?1 AND ip = ?2 AND port = ?3")?;
-        for (ih, a) in &b.delete {
-            del.execute(params![&ih.as_bytes()[..], ip_bytes(&a.ip()), a.port()])?;
+        // In order: a later change of a row overrides an earlier one.
+        for c in &b.peers {
+            let ih = &c.info_hash.as_bytes()[..];
+            match &c.peer {
+                Some(p) => up.execute(params![
+                    ih,
+                    ip_bytes(&p.addr.ip()),
+                    p.addr.port(),
+                    p.seeder,
+                    i64::try_from(p.last_seen).unwrap_or(i64::MAX),
+                ])?,
+                None => del.execute(params![ih, ip_bytes(&c.addr.ip()), c.addr.port()])?,
+            };
         }
         let mut t = tx.prepare_cached(
             "INSERT INTO torrents (info_hash, completed) VALUES (?1, ?2)
@@ -447,10 +449,11 @@ impl Writer {
                     Some(rustix::thread::gettid()),
                     WRITER_NICE,
                 );
-                for b in rx {
+                for mut b in rx {
+                    b.sort();
                     let start = std::time::Instant::now();
                     let result = write(&mut conn, &b);
-                    let rows = b.upsert.len() + b.delete.len() + b.torrents.len();
+                    let rows = b.rows();
                     lat.record(start.elapsed(), rows, result.is_ok());
                     if let Err(e) = result {
                         on_error(&e.to_string());
@@ -552,6 +555,43 @@ mod tests {
         load(&conn, &mut shards, at(1200), period, at(1210)).unwrap();
         let t = shards[0].get(&InfoHash([7; 20])).unwrap();
         assert_eq!(t.get(&ann(2).addr).unwrap().last_seen, at(1210));
+    }
+
+    /// Changes are written in the order they happened: a leave then a
+    /// rejoin in one flush interval leaves the row; a join then a leave
+    /// leaves none.
+    #[test]
+    fn changes_are_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let mut conn = open(&db).unwrap();
+        let limits = Limits {
+            max_torrents: 10,
+            max_peers_per_torrent: 10,
+        };
+        let mut s = Swarms::new(limits, 60_000);
+        let ann = |port: u16, event| Announce {
+            info_hash: InfoHash([9; 20]),
+            addr: SocketAddr::from(([10, 0, 0, 2], port)),
+            event,
+            seeder: false,
+        };
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        s.announce(&ann(1, AnnounceEvent::Started), now).unwrap();
+        write(&mut conn, &s.take_batch()).unwrap();
+        s.announce(&ann(1, AnnounceEvent::Stopped), now).unwrap();
+        s.announce(&ann(1, AnnounceEvent::Started), now).unwrap();
+        s.announce(&ann(2, AnnounceEvent::Started), now).unwrap();
+        s.announce(&ann(2, AnnounceEvent::Stopped), now).unwrap();
+        write(&mut conn, &s.take_batch()).unwrap();
+        let ports: Vec<i64> = conn
+            .prepare("SELECT port FROM peers")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ports, vec![1]);
     }
 
     #[test]

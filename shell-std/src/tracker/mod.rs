@@ -589,7 +589,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     }
     if let Some(w) = writer {
         let batch = shared.take_batch();
-        let rows = batch.upsert.len() + batch.delete.len() + batch.torrents.len();
+        let rows = batch.rows();
         w.send(batch);
         w.finish();
         info!(rows, "final flush done; stopped");

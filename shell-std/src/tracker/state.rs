@@ -826,8 +826,7 @@ impl Tracker {
         for i in 0..self.shards.len() {
             if let Some(mut s) = self.shards.lock_index(i) {
                 let part = s.take_batch();
-                b.upsert.extend(part.upsert);
-                b.delete.extend(part.delete);
+                b.peers.extend(part.peers);
                 b.torrents.extend(part.torrents);
             }
         }
