@@ -570,6 +570,8 @@ pub struct Swarms {
     dirty_peers: Vec<PeerChange>,
     /// Completed counts to write, in order (a later one wins).
     dirty_torrents: Vec<(InfoHash, u32)>,
+    /// Log length at which it is compacted (see [`COMPACT_LOG_AT`]).
+    compact_at: usize,
     /// Length of a last-seen period, in seconds (at least 1): a
     /// re-announce is logged when it enters a new one.
     refresh_secs: u32,
@@ -630,7 +632,8 @@ impl Batch {
     /// many times faster than random inserts. Done by the writer thread,
     /// off the hot path.
     pub fn sort(&mut self) {
-        self.peers.sort_by(|x, y| (x.info_hash, x.addr).cmp(&(y.info_hash, y.addr)));
+        self.peers
+            .sort_by(|x, y| (x.info_hash, x.addr).cmp(&(y.info_hash, y.addr)));
         self.torrents.sort_by_key(|t| t.0);
     }
 
@@ -638,6 +641,25 @@ impl Batch {
     pub fn rows(&self) -> usize {
         self.peers.len() + self.torrents.len()
     }
+}
+
+/// Change-log length (entries, per shard) at which the log is compacted to
+/// one entry per row (the latest), when the writer falls behind: the log
+/// then stays within about twice the rows changed, as a set of dirty rows
+/// would. The next compaction waits until the log doubles again.
+pub const COMPACT_LOG_AT: usize = 1 << 20;
+
+/// Keeps the latest entry of each key, in key order (a stable sort, then
+/// the last of each run).
+fn compact<T: Copy, K: Ord>(log: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    log.sort_by(|a, b| key(a).cmp(&key(b)));
+    log.dedup_by(|later, kept| {
+        let same = key(later) == key(kept);
+        if same {
+            *kept = *later;
+        }
+        same
+    });
 }
 
 /// Logs a peer row's new state; a peer changed twice in a row is logged
@@ -666,6 +688,7 @@ impl Swarms {
             seeders: 0,
             dirty_peers: Vec::new(),
             dirty_torrents: Vec::new(),
+            compact_at: COMPACT_LOG_AT,
             refresh_secs: u32::try_from(refresh_ms / 1000).unwrap_or(u32::MAX).max(1),
             persist: true,
             peer_limit_hits: 0,
@@ -797,6 +820,12 @@ impl Swarms {
             self.completed_total += 1;
         }
         if persist {
+            if self.dirty_peers.len() + self.dirty_torrents.len() >= self.compact_at {
+                compact(&mut self.dirty_peers, |c| (c.info_hash, c.addr));
+                compact(&mut self.dirty_torrents, |t| t.0);
+                let left = self.dirty_peers.len() + self.dirty_torrents.len();
+                self.compact_at = self.compact_at.max(2 * left);
+            }
             if dirty {
                 let p = Peer {
                     addr: a.addr,
@@ -923,6 +952,7 @@ impl Swarms {
     /// Drains the change log into rows to write, in order (a swap: no
     /// work under the lock).
     pub fn take_batch(&mut self) -> Batch {
+        self.compact_at = COMPACT_LOG_AT;
         Batch {
             peers: std::mem::take(&mut self.dirty_peers),
             torrents: std::mem::take(&mut self.dirty_torrents),
@@ -1232,5 +1262,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A log the writer does not drain is compacted to the latest state of
+    /// each row once it reaches its bound, and written the same.
+    #[test]
+    fn an_undrained_log_is_compacted_at_its_bound() {
+        let mut s = swarms();
+        s.compact_at = 8;
+        for i in 0..100u64 {
+            let seeder = i % 2 == 1;
+            s.announce(
+                &ann(1, 1 + (i % 3) as u16, AnnounceEvent::None, seeder),
+                at(i * 60),
+            )
+            .unwrap();
+            assert!(s.dirty_count() <= 16, "{} entries", s.dirty_count());
+        }
+        let b = s.take_batch();
+        // Peer 1 last announced at i = 99 (seeder), 2 at 97 (seeder), 3 at
+        // 98 (leecher): one entry each, the latest.
+        let mut last: Vec<(u16, bool, u64)> = b
+            .peers
+            .iter()
+            .filter_map(|c| c.peer.map(|p| (c.addr.port(), p.seeder, p.last_seen)))
+            .collect();
+        // The latest entry of each port (the log may hold older ones
+        // logged since the last compaction, before the latest).
+        last.sort_by_key(|e| (e.0, std::cmp::Reverse(e.2)));
+        last.dedup_by_key(|e| e.0);
+        assert!(last.contains(&(1, true, at(99 * 60))), "{last:?}");
+        assert!(last.contains(&(2, true, at(97 * 60))), "{last:?}");
+        assert!(last.contains(&(3, false, at(98 * 60))), "{last:?}");
     }
 }
