@@ -632,8 +632,7 @@ impl Batch {
     /// many times faster than random inserts. Done by the writer thread,
     /// off the hot path.
     pub fn sort(&mut self) {
-        self.peers
-            .sort_by(|x, y| (x.info_hash, x.addr).cmp(&(y.info_hash, y.addr)));
+        self.peers.sort_by_key(|x| (x.info_hash, x.addr));
         self.torrents.sort_by_key(|t| t.0);
     }
 
@@ -652,7 +651,7 @@ pub const COMPACT_LOG_AT: usize = 1 << 20;
 /// Keeps the latest entry of each key, in key order (a stable sort, then
 /// the last of each run).
 fn compact<T: Copy, K: Ord>(log: &mut Vec<T>, key: impl Fn(&T) -> K) {
-    log.sort_by(|a, b| key(a).cmp(&key(b)));
+    log.sort_by_key(|a| key(a));
     log.dedup_by(|later, kept| {
         let same = key(later) == key(kept);
         if same {
