@@ -358,9 +358,9 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
     {
         let mut run: Vec<(InfoHash, Peer)> = Vec::with_capacity(UPSERT_ROWS_PER_STATEMENT);
         for c in &b.peers {
-            match &c.peer {
+            match c.peer() {
                 Some(p) => {
-                    run.push((c.info_hash, *p));
+                    run.push((c.info_hash, p));
                     if run.len() == UPSERT_ROWS_PER_STATEMENT {
                         upsert(&tx, &run)?;
                         run.clear();
@@ -372,10 +372,11 @@ pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
                     let mut del = tx.prepare_cached(
                         "DELETE FROM peers WHERE info_hash = ?1 AND ip = ?2 AND port = ?3",
                     )?;
+                    let a = c.addr();
                     del.execute(params![
                         &c.info_hash.as_bytes()[..],
-                        ip_bytes(&c.addr.ip()),
-                        c.addr.port()
+                        ip_bytes(&a.ip()),
+                        a.port()
                     ])?;
                 }
             }
@@ -662,15 +663,18 @@ mod tests {
                     last_seen: now,
                     seeder: false,
                 };
-                b.peers.push(PeerChange {
-                    info_hash: InfoHash([n as u8; 20]),
-                    addr: p.addr,
-                    peer: Some(p),
-                });
+                b.peers
+                    .push(PeerChange::new(InfoHash([n as u8; 20]), p.addr, Some(p)));
             }
-            let mut last = b.peers[0];
-            last.peer = last.peer.map(|p| Peer { seeder: true, ..p });
-            b.peers.insert(1, last);
+            let first = b.peers[0].peer().unwrap();
+            let flipped = Peer {
+                seeder: true,
+                ..first
+            };
+            b.peers.insert(
+                1,
+                PeerChange::new(b.peers[0].info_hash, first.addr, Some(flipped)),
+            );
             b.sort();
             write(&mut conn, &b).unwrap();
             let q = format!(

@@ -597,15 +597,78 @@ pub struct ExpiryStep {
     pub wrapped: bool,
 }
 
-/// One logged change of a peer's row.
+/// One logged change of a peer's row, compact ([`PEER_CHANGE_BYTES`]): the
+/// torrent, the peer's address, and its state after the change (present
+/// with a coarse last-seen and the seeder flag, or removed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerChange {
     /// The torrent.
     pub info_hash: InfoHash,
-    /// The peer.
-    pub addr: SocketAddr,
-    /// Its state after the change (upsert), or `None` (delete).
-    pub peer: Option<Peer>,
+    /// Address bytes (an IPv4 address in the first 4), then the port.
+    addr: ([u8; 16], [u8; 2]),
+    v6: bool,
+    /// Present (coarse seen with the seeder bit), or `None` (removed).
+    state: Option<[u8; 4]>,
+}
+
+/// Bytes of one [`PeerChange`] in the log.
+pub const PEER_CHANGE_BYTES: usize = std::mem::size_of::<PeerChange>();
+const _: () = assert!(PEER_CHANGE_BYTES <= 48);
+
+impl PeerChange {
+    /// A change of `addr`'s row in `info_hash` to `peer` (`None`: removed).
+    pub fn new(info_hash: InfoHash, addr: SocketAddr, peer: Option<Peer>) -> Self {
+        let mut ip = [0u8; 16];
+        let v6 = match addr.ip() {
+            IpAddr::V4(a) => {
+                ip[..4].copy_from_slice(&a.octets());
+                false
+            }
+            IpAddr::V6(a) => {
+                ip = a.octets();
+                true
+            }
+        };
+        let state = peer.map(|p| {
+            let flag = if p.seeder { SEEDER_BIT } else { 0 };
+            (coarse(p.last_seen) | flag).to_be_bytes()
+        });
+        PeerChange {
+            info_hash,
+            addr: (ip, addr.port().to_be_bytes()),
+            v6,
+            state,
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        let (ip, port) = self.addr;
+        let port = u16::from_be_bytes(port);
+        if self.v6 {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)
+        } else {
+            let [a, b, c, d, ..] = ip;
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port)
+        }
+    }
+
+    /// The peer's state after the change, or `None` if it was removed.
+    pub fn peer(&self) -> Option<Peer> {
+        self.state.map(|m| {
+            let m = u32::from_be_bytes(m);
+            Peer {
+                addr: self.addr(),
+                last_seen: ms_of(m),
+                seeder: m & SEEDER_BIT != 0,
+            }
+        })
+    }
+
+    /// The row's key (for sorting and compaction).
+    fn key(&self) -> (InfoHash, bool, ([u8; 16], [u8; 2])) {
+        (self.info_hash, self.v6, self.addr)
+    }
 }
 
 /// Rows for the SQLite writer, to be applied in order (a later change of a
@@ -632,7 +695,7 @@ impl Batch {
     /// many times faster than random inserts. Done by the writer thread,
     /// off the hot path.
     pub fn sort(&mut self) {
-        self.peers.sort_by_key(|x| (x.info_hash, x.addr));
+        self.peers.sort_by_key(PeerChange::key);
         self.torrents.sort_by_key(|t| t.0);
     }
 
@@ -664,13 +727,10 @@ fn compact<T: Copy, K: Ord>(log: &mut Vec<T>, key: impl Fn(&T) -> K) {
 /// Logs a peer row's new state; a peer changed twice in a row is logged
 /// once (the later state).
 fn log(dirty: &mut Vec<PeerChange>, info_hash: InfoHash, addr: SocketAddr, peer: Option<Peer>) {
+    let c = PeerChange::new(info_hash, addr, peer);
     match dirty.last_mut() {
-        Some(c) if c.info_hash == info_hash && c.addr == addr => c.peer = peer,
-        _ => dirty.push(PeerChange {
-            info_hash,
-            addr,
-            peer,
-        }),
+        Some(last) if last.key() == c.key() => *last = c,
+        _ => dirty.push(c),
     }
 }
 
@@ -820,7 +880,7 @@ impl Swarms {
         }
         if persist {
             if self.dirty_peers.len() + self.dirty_torrents.len() >= self.compact_at {
-                compact(&mut self.dirty_peers, |c| (c.info_hash, c.addr));
+                compact(&mut self.dirty_peers, PeerChange::key);
                 compact(&mut self.dirty_torrents, |t| t.0);
                 let left = self.dirty_peers.len() + self.dirty_torrents.len();
                 self.compact_at = self.compact_at.max(2 * left);
@@ -1044,7 +1104,7 @@ mod tests {
             .unwrap();
         let b = s.take_batch();
         assert_eq!(b.peers.len(), 2);
-        assert!(b.peers.iter().all(|c| c.peer.is_some()));
+        assert!(b.peers.iter().all(|c| c.peer().is_some()));
         // A refresh within the same 60 s period is not rewritten; one in
         // the next period is.
         s.announce(&ann(1, 2, AnnounceEvent::None, false), at(6))
@@ -1061,7 +1121,7 @@ mod tests {
             .unwrap();
         let b = s.take_batch();
         assert_eq!(b.peers.len(), 1, "changed twice in a row, logged once");
-        let p = b.peers[0].peer.unwrap();
+        let p = b.peers[0].peer().unwrap();
         assert!(p.seeder);
         assert_eq!(p.last_seen, at(61));
         s.announce(&ann(1, 2, AnnounceEvent::None, false), at(61))
@@ -1070,14 +1130,7 @@ mod tests {
         assert_eq!(s.expire(at(1)), 1);
         assert_eq!((s.peer_count(), s.seeder_count()), (1, 0));
         let b = s.take_batch();
-        assert_eq!(
-            b.peers,
-            vec![PeerChange {
-                info_hash: ih(1),
-                addr: addr(1),
-                peer: None
-            }]
-        );
+        assert_eq!(b.peers, vec![PeerChange::new(ih(1), addr(1), None)]);
         assert_eq!(s.expire(at(100)), 1);
         assert_eq!(s.torrent_count(), 0);
     }
@@ -1284,7 +1337,7 @@ mod tests {
         let mut last: Vec<(u16, bool, u64)> = b
             .peers
             .iter()
-            .filter_map(|c| c.peer.map(|p| (c.addr.port(), p.seeder, p.last_seen)))
+            .filter_map(|c| c.peer().map(|p| (p.addr.port(), p.seeder, p.last_seen)))
             .collect();
         // The latest entry of each port (the log may hold older ones
         // logged since the last compaction, before the latest).
@@ -1293,5 +1346,24 @@ mod tests {
         assert!(last.contains(&(1, true, at(99 * 60))), "{last:?}");
         assert!(last.contains(&(2, true, at(97 * 60))), "{last:?}");
         assert!(last.contains(&(3, false, at(98 * 60))), "{last:?}");
+    }
+
+    #[test]
+    fn a_peer_change_round_trips() {
+        for a in [
+            "10.1.2.3:6881",
+            "[2001:db8::7]:51413",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let p = Peer {
+                addr: a,
+                last_seen: at(5),
+                seeder: true,
+            };
+            let c = PeerChange::new(ih(1), a, Some(p));
+            assert_eq!((c.addr(), c.peer()), (a, Some(p)));
+            assert_eq!(PeerChange::new(ih(1), a, None).peer(), None);
+        }
     }
 }
