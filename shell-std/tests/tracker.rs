@@ -896,7 +896,7 @@ fn assert_clean_run(r: &serde_json::Value) {
 fn udp_batch_sizes_answer_every_request() {
     for batch in ["1", "64"] {
         let t = Tracker::start(&["--no-db", "--workers", "1", "--udp-batch", batch]);
-        let r = loadtest(t.udp, &["--concurrency", "128"]);
+        let r = loadtest(t.udp, &["--sockets", "4"]);
         assert_clean_run(&r);
         assert_eq!(t.stats()["peers"], 0, "batch {batch}");
     }
