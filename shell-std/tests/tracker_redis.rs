@@ -124,3 +124,39 @@ fn a_redis_outage_is_survived() {
     );
     assert!(t.signal_and_wait("-TERM").success());
 }
+
+/// A silent peer expires in Redis too (the announce script removes peers
+/// whose last-seen time is past `--interval` + `--grace`).
+#[test]
+fn silent_peers_expire_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let t = Tracker::start(&[
+        "--no-db",
+        "--store",
+        &redis.url(),
+        "--interval",
+        "1",
+        "--grace",
+        "1",
+    ]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    u.announce(c, ih(5), 6001, 10, AnnounceEvent::Started);
+    let r = u.announce(c, ih(5), 6002, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(6001)]);
+    // 6002 keeps announcing; 6001 is silent and goes after ~2 s.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = u.announce(c, ih(5), 6002, 10, AnnounceEvent::None);
+        if peers_of(&r).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "6001 never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = u.scrape(c, &[ih(5)]);
+    assert_eq!((s[0].seeders, s[0].leechers), (0, 1));
+}
