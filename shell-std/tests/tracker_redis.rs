@@ -122,6 +122,7 @@ fn a_redis_outage_is_survived() {
         st["errors"]["store_unavailable"].as_u64().unwrap_or(0) >= 1,
         "{st}"
     );
+    assert_eq!(st["store"], redis.url());
     assert!(t.signal_and_wait("-TERM").success());
 }
 

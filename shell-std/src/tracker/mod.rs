@@ -558,6 +558,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     if !args.stats_from.is_empty() {
         tracker.stats_from = args.stats_from.clone();
     }
+    tracker.store = args.store.clone();
     if let Some(w) = &writer {
         tracker.flush = Some(w.latency());
         tracker.db_path = Some(args.db.clone());

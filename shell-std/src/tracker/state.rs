@@ -629,6 +629,10 @@ pub struct Tracker {
     pub db_path: Option<std::path::PathBuf>,
     /// The SQLite writer's flush latencies, if any.
     pub flush: Option<Arc<FlushLatency>>,
+    /// Where swarms live (`memory`, or the Redis URL): with Redis, the
+    /// torrent and peer counts of `/stats` are those of this process's
+    /// (unused) memory store, i.e. zero.
+    pub store: String,
     allow_len: Option<usize>,
     rate: Mutex<RateWindow>,
 }
@@ -697,6 +701,7 @@ impl Tracker {
             started: std::time::Instant::now(),
             db_path: None,
             flush: None,
+            store: "memory".into(),
             allow_len,
             rate: Mutex::new(RateWindow::default()),
         }
@@ -1041,6 +1046,7 @@ impl Tracker {
             "pending_db_rows": s.dirty_count(),
             "workers": snap.workers,
             "shards": self.shards.len(),
+            "store": self.store,
         })
     }
 }
