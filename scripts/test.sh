@@ -13,6 +13,7 @@ need=()
 command -v mktorrent >/dev/null || need+=(mktorrent)
 command -v aria2c >/dev/null || need+=(aria2)
 command -v opentracker >/dev/null || need+=(opentracker)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 /usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
 # the daemon's web page test drives a headless chromium through chromedriver

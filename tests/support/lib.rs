@@ -14,6 +14,7 @@ pub mod ports;
 pub mod proc;
 pub mod qemu;
 pub mod qemu_swarm;
+pub mod redis;
 pub mod web;
 
 pub use bin::shell_std;

@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::abuse::{Abuse, Verdict};
 use super::db::{self, FlushLatency, FLUSH_BUCKETS};
-use super::swarm::{shard_of, Announce, AnnounceError, Batch, ExpiryStep, Swarms};
+use super::store::{StoreError, SwarmStore};
+use super::swarm::{shard_of, Announce, Batch, Counts, ExpiryStep, Swarms};
 use super::MAX_DATAGRAM;
 
 /// Tunables of the handlers.
@@ -172,8 +173,12 @@ impl Shards {
 pub struct State {
     /// The core's stateless UDP triage.
     pub server: Server,
-    /// Swarms (shared by all fronts).
+    /// Swarms in memory (shared by all fronts; empty with another store).
     pub swarms: Arc<Shards>,
+    /// Where announces and scrapes go: `swarms`, or Redis.
+    pub store: Arc<dyn SwarmStore>,
+    /// This front's index (its connection in a store that keeps one each).
+    pub front: usize,
     /// Counters.
     pub stats: Stats,
     /// Allowed info-hashes, if restricted.
@@ -213,9 +218,12 @@ fn drop_reason(r: &DropReason) -> &'static str {
 
 impl State {
     /// New state; `seed` starts the sampling PRNG.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: Server,
         swarms: Arc<Shards>,
+        store: Arc<dyn SwarmStore>,
+        front: usize,
         allow: Option<Arc<HashSet<InfoHash>>>,
         settings: Settings,
         abuse: Abuse,
@@ -224,6 +232,8 @@ impl State {
         State {
             server,
             swarms,
+            store,
+            front,
             stats: Stats::default(),
             allow,
             settings,
@@ -319,27 +329,36 @@ impl State {
                 let mut req = a;
                 req.num_want = i32::try_from(want).unwrap_or(i32::MAX);
                 let start = self.next_rand();
-                let mut sw = self.swarms.lock(&a.info_hash);
-                let counts = match sw.announce(&ann, now_ms) {
-                    Ok(c) => c,
-                    Err(AnnounceError::TorrentLimit) => {
-                        drop(sw);
+                let mut reply = Err(());
+                let (server, front) = (&self.server, self.front);
+                // No Arc clone here: its count would be one cache line
+                // shared by every worker.
+                let done = self.store.announce(
+                    front,
+                    &ann,
+                    now_ms,
+                    want as usize,
+                    start,
+                    &mut |c, peers| {
+                        let info = SwarmInfo {
+                            interval: self.settings.interval,
+                            leechers: c.leechers,
+                            seeders: c.seeders,
+                        };
+                        reply = server
+                            .announce_reply(&req, datagram.len(), &from, info, peers, out)
+                            .map_err(drop);
+                    },
+                );
+                match done {
+                    Ok(()) => {}
+                    Err(StoreError::TorrentLimit) => {
                         return refuse(self, "torrent_limit", b"tracker full", out);
                     }
-                };
-                let info = SwarmInfo {
-                    interval: self.settings.interval,
-                    leechers: counts.leechers,
-                    seeders: counts.seeders,
-                };
-                let peers = sw
-                    .get(&a.info_hash)
-                    .into_iter()
-                    .flat_map(|t| t.sample(addr, start, want as usize));
-                let reply =
-                    self.server
-                        .announce_reply(&req, datagram.len(), &from, info, peers, out);
-                drop(sw);
+                    Err(StoreError::Unavailable) => {
+                        return refuse(self, "store_unavailable", b"swarm store unavailable", out);
+                    }
+                }
                 match reply {
                     Ok(n) => {
                         self.stats.req("udp_announce");
@@ -352,14 +371,21 @@ impl State {
                 }
             }
             Decision::Scrape(s) => {
-                let swarms = &self.swarms;
-                let stats = s.info_hashes.iter().map(|ih| {
-                    let c = swarms.lock(&ih).counts(&ih);
-                    TorrentStats {
-                        seeders: c.seeders,
-                        completed: c.completed,
-                        leechers: c.leechers,
-                    }
+                let (store, front) = (&self.store, self.front);
+                let counts: Result<Vec<Counts>, StoreError> = s
+                    .info_hashes
+                    .iter()
+                    .map(|ih| store.counts(front, &ih))
+                    .collect();
+                let Ok(counts) = counts else {
+                    self.stats.err("store_unavailable");
+                    let msg = b"swarm store unavailable";
+                    return error_reply(datagram.len(), s.transaction_id, msg, out).ok();
+                };
+                let stats = counts.iter().map(|c| TorrentStats {
+                    seeders: c.seeders,
+                    completed: c.completed,
+                    leechers: c.leechers,
                 });
                 match encode_scrape_response(s.transaction_id, stats, out) {
                     Ok(n) => {
@@ -426,14 +452,25 @@ impl State {
             self.numwant(q.numwant) as usize
         };
         let start = self.next_rand();
-        let sw = self.swarms.clone();
-        let mut sw = sw.lock(&q.info_hash);
-        let counts = match sw.announce(&ann, now_ms) {
-            Ok(c) => c,
-            Err(AnnounceError::TorrentLimit) => {
+        let mut got: Option<(Counts, Vec<SocketAddr>)> = None;
+        let store = self.store.clone();
+        let done = store.announce(self.front, &ann, now_ms, want, start, &mut |c, peers| {
+            got = Some((c, peers.collect()));
+        });
+        match done {
+            Ok(()) => {}
+            Err(StoreError::TorrentLimit) => {
                 self.stats.err("torrent_limit");
                 return failure("tracker full");
             }
+            Err(StoreError::Unavailable) => {
+                self.stats.err("store_unavailable");
+                return failure("swarm store unavailable");
+            }
+        }
+        let Some((counts, peers)) = got else {
+            self.stats.err("http_encode");
+            return failure("internal error");
         };
         // Always compact (BEP 23 lets a tracker answer compact even to
         // `compact=0`; the core encodes only that model): IPv4 peers in
@@ -441,11 +478,7 @@ impl State {
         let mut out = vec![0u8; 256 + want * 24];
         let mut v4 = vec![0u8; want * AddressFamily::V4.peer_len()];
         let mut v6 = vec![0u8; want * AddressFamily::V6.peer_len()];
-        let sample = || {
-            sw.get(&q.info_hash)
-                .into_iter()
-                .flat_map(|t| t.sample(addr, start, want))
-        };
+        let sample = || peers.iter().copied();
         let mut r = AnnounceResponse::new(self.settings.interval);
         r.min_interval = Some((self.settings.interval / 2).max(1));
         r.complete = Some(counts.seeders);
@@ -453,7 +486,6 @@ impl State {
         r.peers = Peers::Compact(http::compact_peers(sample(), AddressFamily::V4, &mut v4));
         r.peers6 = http::compact_peers(sample(), AddressFamily::V6, &mut v6);
         let encoded = http::encode_announce_response(&r, &mut out);
-        drop(sw);
         match encoded {
             Ok(n) => {
                 out.truncate(n);
@@ -480,18 +512,23 @@ impl State {
                 return failure(&e.to_string());
             }
         };
-        let mut entries: Vec<(InfoHash, TorrentStats)> = hashes
+        let (store, front) = (self.store.clone(), self.front);
+        let entries: Result<Vec<(InfoHash, TorrentStats)>, StoreError> = hashes
             .iter()
             .map(|ih| {
-                let c = self.swarms.lock(ih).counts(ih);
+                let c = store.counts(front, ih)?;
                 let s = TorrentStats {
                     seeders: c.seeders,
                     completed: c.completed,
                     leechers: c.leechers,
                 };
-                (*ih, s)
+                Ok((*ih, s))
             })
             .collect();
+        let Ok(mut entries) = entries else {
+            self.stats.err("store_unavailable");
+            return failure("swarm store unavailable");
+        };
         // Bencode dict keys are unique: a hash asked twice is answered once.
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by_key(|e| e.0);
@@ -592,8 +629,60 @@ pub struct Tracker {
     pub db_path: Option<std::path::PathBuf>,
     /// The SQLite writer's flush latencies, if any.
     pub flush: Option<Arc<FlushLatency>>,
+    /// Where swarms live (`memory`, or the Redis URL): with Redis, the
+    /// torrent and peer counts of `/stats` are those of this process's
+    /// (unused) memory store, i.e. zero.
+    pub store: String,
     allow_len: Option<usize>,
-    rate: Mutex<f64>,
+    rate: Mutex<RateWindow>,
+}
+
+/// Seconds over which `/stats` `requests_per_second` is averaged.
+pub const RATE_WINDOW_SECS: u64 = 10;
+
+/// Requests per second over the last [`RATE_WINDOW_SECS`]: samples of the
+/// request total (one a second, by the shell's timer), the rate taken
+/// between the oldest kept sample and the newest.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    /// (when, requests received so far), oldest first; at most one more
+    /// than the window's seconds.
+    samples: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl RateWindow {
+    /// Records the total at `at` and forgets samples older than the window.
+    pub fn sample(&mut self, at: std::time::Instant, total: u64) {
+        self.samples.push_back((at, total));
+        let window = std::time::Duration::from_secs(RATE_WINDOW_SECS);
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| at.saturating_duration_since(*t) >= window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Requests per second between the oldest and newest sample (0 until
+    /// there are two).
+    pub fn rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                n1.saturating_sub(*n0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Seconds the rate is taken over (up to [`RATE_WINDOW_SECS`]).
+    pub fn span_secs(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, _)), Some((t1, _))) => t1.saturating_duration_since(*t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
 }
 
 impl Tracker {
@@ -612,8 +701,9 @@ impl Tracker {
             started: std::time::Instant::now(),
             db_path: None,
             flush: None,
+            store: "memory".into(),
             allow_len,
-            rate: Mutex::new(0.0),
+            rate: Mutex::new(RateWindow::default()),
         }
     }
 
@@ -719,14 +809,20 @@ impl Tracker {
             .sum()
     }
 
-    /// Requests per second over the last rate tick.
-    pub fn rate(&self) -> f64 {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    /// Requests per second over the last [`RATE_WINDOW_SECS`], and the
+    /// seconds it is actually taken over (less just after start).
+    pub fn rate(&self) -> (f64, f64) {
+        let w = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        (w.rate(), w.span_secs())
     }
 
-    /// Sets the request rate.
-    pub fn set_rate(&self, r: f64) {
-        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    /// Records the request total now (the shell calls it once a second).
+    pub fn sample_rate(&self) {
+        let total = self.total();
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(std::time::Instant::now(), total);
     }
 
     /// Drains every shard's changes into one batch, a shard at a time.
@@ -735,8 +831,7 @@ impl Tracker {
         for i in 0..self.shards.len() {
             if let Some(mut s) = self.shards.lock_index(i) {
                 let part = s.take_batch();
-                b.upsert.extend(part.upsert);
-                b.delete.extend(part.delete);
+                b.peers.extend(part.peers);
                 b.torrents.extend(part.torrents);
             }
         }
@@ -921,6 +1016,7 @@ impl Tracker {
     pub fn stats_json(&self) -> serde_json::Value {
         let snap = self.snapshot();
         let s = &snap.swarms;
+        let (rate, span) = self.rate();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -937,7 +1033,8 @@ impl Tracker {
             "requests": snap.stats.requests,
             "errors": snap.stats.errors,
             "requests_total": snap.stats.total,
-            "requests_per_second": self.rate(),
+            "requests_per_second": rate,
+            "requests_per_second_window_secs": span,
             "peer_limit_hits": s.peer_limit_hits,
             "abuse": {
                 "sources": snap.abuse.sources,
@@ -949,6 +1046,7 @@ impl Tracker {
             "pending_db_rows": s.dirty_count(),
             "workers": snap.workers,
             "shards": self.shards.len(),
+            "store": self.store,
         })
     }
 }
@@ -965,6 +1063,31 @@ pub fn rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_rate_is_taken_over_the_last_window() {
+        let t0 = std::time::Instant::now();
+        let s = |n: u64| t0 + std::time::Duration::from_secs(n);
+        let mut w = RateWindow::default();
+        assert_eq!(w.rate(), 0.0);
+        w.sample(s(0), 0);
+        assert_eq!((w.rate(), w.span_secs()), (0.0, 0.0), "one sample: no rate");
+        w.sample(s(1), 500);
+        assert_eq!((w.rate(), w.span_secs()), (500.0, 1.0));
+        // 1000/s for the window's seconds, then idle: the burst leaves the
+        // window exactly RATE_WINDOW_SECS later.
+        for i in 2..=RATE_WINDOW_SECS + 1 {
+            w.sample(s(i), 500 + 1000 * (i - 1));
+        }
+        assert_eq!(w.span_secs(), RATE_WINDOW_SECS as f64);
+        assert_eq!(w.rate(), 1000.0);
+        let top = 500 + 1000 * RATE_WINDOW_SECS;
+        for i in RATE_WINDOW_SECS + 2..=2 * RATE_WINDOW_SECS + 1 {
+            w.sample(s(i), top);
+        }
+        assert_eq!(w.rate(), 0.0);
+        assert!(w.samples.len() <= RATE_WINDOW_SECS as usize + 1);
+    }
 
     #[test]
     fn prefixes_parse_and_match_at_their_edges() {

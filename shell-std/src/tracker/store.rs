@@ -1,0 +1,419 @@
+//! The swarm store as an interface ([`SwarmStore`]) with two
+//! implementations: the in-memory [`Shards`] (the default and the fast
+//! path) and [`RedisStore`] (`--store redis://HOST:PORT`), which lets
+//! several tracker instances behind one address share their swarms.
+//!
+//! # Redis layout (Redis Cluster compatible)
+//! Every key of a torrent carries the torrent's hex info-hash as a hash
+//! tag, so all of them live in one hash slot: `ot:{HEX}:peers` (hash: peer
+//! → `1` seeder / `0` leecher), `ot:{HEX}:seen` (sorted set: peer →
+//! last-seen ms, for expiry; Redis 7.0 has no per-field `HEXPIRE`),
+//! `ot:{HEX}:seeders` (counter) and `ot:{HEX}:completed` (counter, kept
+//! for good). A peer is its compact address: 4 or 16 address bytes and 2
+//! port bytes (BEP 23 / BEP 7 order).
+//!
+//! # One round trip per announce
+//! One server-side Lua script ([`ANNOUNCE_LUA`], run by `EVALSHA`, loaded
+//! again after a Redis restart) expires up to [`EXPIRE_PER_ANNOUNCE`]
+//! stale peers of the torrent, applies the announce, refreshes the keys'
+//! time to live (a forgotten torrent's peers vanish by themselves), and
+//! returns the counts and a random subset of peers (`HRANDFIELD`). A
+//! scrape is one pipeline per info-hash.
+//!
+//! # Outages
+//! Each front (UDP worker, HTTP) has its own connection with
+//! [`IO_TIMEOUT`]. When Redis does not answer, the request gets
+//! [`StoreError::Unavailable`] (the shell answers with a BEP 15 / BEP 3
+//! error and counts it), the connection is dropped and a new one is tried
+//! at most every [`RETRY_AFTER`]; losing and regaining Redis are logged
+//! once each. Nothing panics; connects (stateless) keep being answered.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ourtorrent_core::id::InfoHash;
+use ourtorrent_core::tracker::AnnounceEvent;
+
+use super::state::Shards;
+use super::swarm::{Announce, AnnounceError, Counts};
+
+/// Why a store could not serve a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// A new torrent beyond the torrent limit.
+    TorrentLimit,
+    /// The store did not answer (Redis down, timed out, or refused).
+    Unavailable,
+}
+
+/// Where swarms live. `front` is the caller's front (a UDP worker or the
+/// HTTP side), so an implementation may keep one connection per front.
+pub trait SwarmStore: Send + Sync {
+    /// Applies `a` at `now_ms` (ms since the Unix epoch) and hands the
+    /// torrent's counts and up to `want` peers other than the announcer
+    /// (`start` picks where a deterministic sample begins) to `reply`.
+    fn announce(
+        &self,
+        front: usize,
+        a: &Announce,
+        now_ms: u64,
+        want: usize,
+        start: usize,
+        reply: &mut dyn FnMut(Counts, &mut dyn Iterator<Item = SocketAddr>),
+    ) -> Result<(), StoreError>;
+
+    /// Seeders, leechers and completed count of a torrent (zeros if unknown).
+    fn counts(&self, front: usize, ih: &InfoHash) -> Result<Counts, StoreError>;
+}
+
+impl SwarmStore for Shards {
+    fn announce(
+        &self,
+        _front: usize,
+        a: &Announce,
+        now_ms: u64,
+        want: usize,
+        start: usize,
+        reply: &mut dyn FnMut(Counts, &mut dyn Iterator<Item = SocketAddr>),
+    ) -> Result<(), StoreError> {
+        let mut sw = self.lock(&a.info_hash);
+        let counts = sw
+            .announce(a, now_ms)
+            .map_err(|AnnounceError::TorrentLimit| StoreError::TorrentLimit)?;
+        let mut peers = sw
+            .get(&a.info_hash)
+            .into_iter()
+            .flat_map(|t| t.sample(a.addr, start, want));
+        reply(counts, &mut peers);
+        Ok(())
+    }
+
+    fn counts(&self, _front: usize, ih: &InfoHash) -> Result<Counts, StoreError> {
+        Ok(self.lock(ih).counts(ih))
+    }
+}
+
+/// Stale peers one announce removes from its torrent at most.
+pub const EXPIRE_PER_ANNOUNCE: usize = 64;
+/// Read, write and connect timeout of a Redis connection.
+pub const IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// Least time between two connection attempts of one front.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The announce script. KEYS: peers, seen, seeders, completed. ARGV: peer,
+/// now (ms), cutoff (ms), event (0 none, 1 completed, 2 started, 3
+/// stopped), seeder (`1`/`0`), want, time to live (ms), most peers, most
+/// stale peers to expire.
+/// Returns {seeders, peers, completed, {peer...}}.
+pub const ANNOUNCE_LUA: &str = r#"
+local peers, seen, nseed, ncomp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local peer, now = ARGV[1], ARGV[2]
+local event, seeder, want = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local ttl, maxp = tonumber(ARGV[7]), tonumber(ARGV[8])
+local old = redis.call('ZRANGEBYSCORE', seen, '-inf', '(' .. ARGV[3], 'LIMIT', 0, tonumber(ARGV[9]))
+for _, p in ipairs(old) do
+  if redis.call('HGET', peers, p) == '1' then redis.call('DECR', nseed) end
+  redis.call('HDEL', peers, p)
+  redis.call('ZREM', seen, p)
+end
+local was = redis.call('HGET', peers, peer)
+if event == 3 then
+  if was then
+    if was == '1' then redis.call('DECR', nseed) end
+    redis.call('HDEL', peers, peer)
+    redis.call('ZREM', seen, peer)
+  end
+else
+  if event == 1 then redis.call('INCR', ncomp) end
+  if was or redis.call('HLEN', peers) < maxp then
+    if was ~= seeder then
+      if was == '1' then redis.call('DECR', nseed) end
+      if seeder == '1' then redis.call('INCR', nseed) end
+      redis.call('HSET', peers, peer, seeder)
+    end
+    redis.call('ZADD', seen, now, peer)
+  end
+end
+local n = redis.call('HLEN', peers)
+local s = tonumber(redis.call('GET', nseed) or '0')
+local c = tonumber(redis.call('GET', ncomp) or '0')
+local sample = {}
+if want > 0 and n > 0 then sample = redis.call('HRANDFIELD', peers, want + 1) end
+if n > 0 then
+  redis.call('PEXPIRE', peers, ttl)
+  redis.call('PEXPIRE', seen, ttl)
+  redis.call('PEXPIRE', nseed, ttl)
+else
+  redis.call('DEL', peers, seen, nseed)
+end
+return {s, n, c, sample}
+"#;
+
+/// The compact form of a peer address (4 or 16 address bytes, 2 port).
+pub fn compact(a: &SocketAddr) -> Vec<u8> {
+    let mut v = match a.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v
+}
+
+/// A peer address from its compact form (6 or 18 bytes), if well formed.
+pub fn from_compact(b: &[u8]) -> Option<SocketAddr> {
+    match b.len() {
+        6 => {
+            let ip: [u8; 4] = b.get(..4)?.try_into().ok()?;
+            let port: [u8; 2] = b.get(4..)?.try_into().ok()?;
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(ip)),
+                u16::from_be_bytes(port),
+            ))
+        }
+        18 => {
+            let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
+            let port: [u8; 2] = b.get(16..)?.try_into().ok()?;
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(ip)),
+                u16::from_be_bytes(port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The keys of torrent `ih`, all in one Redis Cluster hash slot.
+pub fn keys(ih: &InfoHash) -> [String; 4] {
+    let mut hex = String::with_capacity(40);
+    for b in ih.as_bytes() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    ["peers", "seen", "seeders", "completed"].map(|k| format!("ot:{{{hex}}}:{k}"))
+}
+
+struct Conn {
+    con: Option<redis::Connection>,
+    retry_at: Option<Instant>,
+}
+
+/// Swarms in Redis, shared by every tracker instance that uses it.
+pub struct RedisStore {
+    client: redis::Client,
+    conns: Vec<Mutex<Conn>>,
+    script: redis::Script,
+    expiry_ms: u64,
+    max_peers: usize,
+    /// True while Redis answers (for logging transitions once).
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("fronts", &self.conns.len())
+            .field("expiry_ms", &self.expiry_ms)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://HOST:PORT`) for `fronts` fronts; peers
+    /// silent for `expiry_ms` expire; at most `max_peers` a torrent. No
+    /// connection is made yet (a Redis that is down at start is retried).
+    pub fn new(url: &str, fronts: usize, expiry_ms: u64, max_peers: usize) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--store {url}: {e}"))?;
+        Ok(RedisStore {
+            client,
+            conns: (0..fronts.max(1))
+                .map(|_| {
+                    Mutex::new(Conn {
+                        con: None,
+                        retry_at: None,
+                    })
+                })
+                .collect(),
+            script: redis::Script::new(ANNOUNCE_LUA),
+            expiry_ms,
+            max_peers,
+            up: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Runs `f` on front `front`'s connection, connecting first if needed
+    /// (at most every [`RETRY_AFTER`]); an error drops the connection.
+    fn with_conn<T>(
+        &self,
+        front: usize,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let m = self.conns.get(front).or(self.conns.last());
+        let Some(m) = m else {
+            return Err(StoreError::Unavailable);
+        };
+        let mut c = m.lock().unwrap_or_else(|e| e.into_inner());
+        if c.con.is_none() {
+            if c.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(StoreError::Unavailable);
+            }
+            match self.connect() {
+                Ok(con) => c.con = Some(con),
+                Err(e) => {
+                    c.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    self.down(&e);
+                    return Err(StoreError::Unavailable);
+                }
+            }
+        }
+        let Some(con) = c.con.as_mut() else {
+            return Err(StoreError::Unavailable);
+        };
+        match f(con) {
+            Ok(v) => {
+                if !self.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("redis store reachable again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                c.con = None;
+                c.retry_at = Some(Instant::now() + RETRY_AFTER);
+                self.down(&e);
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        con.set_read_timeout(Some(IO_TIMEOUT))?;
+        con.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(con)
+    }
+
+    fn down(&self, e: &redis::RedisError) {
+        if self.up.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("redis store unavailable: {e}");
+        } else {
+            tracing::debug!("redis store still unavailable: {e}");
+        }
+    }
+
+    /// Checks that Redis answers (at start, to report a wrong address).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(0, |c| redis::cmd("PING").query::<String>(c).map(drop))
+    }
+}
+
+fn int(v: Option<&redis::Value>) -> u32 {
+    match v {
+        Some(redis::Value::Int(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl SwarmStore for RedisStore {
+    fn announce(
+        &self,
+        front: usize,
+        a: &Announce,
+        now_ms: u64,
+        want: usize,
+        _start: usize,
+        reply: &mut dyn FnMut(Counts, &mut dyn Iterator<Item = SocketAddr>),
+    ) -> Result<(), StoreError> {
+        let [peers, seen, nseed, ncomp] = keys(&a.info_hash);
+        let me = compact(&a.addr);
+        let event = match a.event {
+            AnnounceEvent::None => 0,
+            AnnounceEvent::Completed => 1,
+            AnnounceEvent::Started => 2,
+            AnnounceEvent::Stopped => 3,
+        };
+        let cutoff = now_ms.saturating_sub(self.expiry_ms);
+        let v: redis::Value = self.with_conn(front, |c| {
+            self.script
+                .key(&peers)
+                .key(&seen)
+                .key(&nseed)
+                .key(&ncomp)
+                .arg(&me[..])
+                .arg(now_ms)
+                .arg(cutoff)
+                .arg(event)
+                .arg(if a.seeder { "1" } else { "0" })
+                .arg(want)
+                .arg(self.expiry_ms)
+                .arg(self.max_peers)
+                .arg(EXPIRE_PER_ANNOUNCE)
+                .invoke(c)
+        })?;
+        let redis::Value::Array(parts) = v else {
+            return Err(StoreError::Unavailable);
+        };
+        let (seeders, n, completed) = (int(parts.first()), int(parts.get(1)), int(parts.get(2)));
+        let counts = Counts {
+            seeders,
+            leechers: n.saturating_sub(seeders),
+            completed,
+        };
+        let sample: &[redis::Value] = match parts.get(3) {
+            Some(redis::Value::Array(s)) => s,
+            _ => &[],
+        };
+        let mut it = sample
+            .iter()
+            .filter_map(|v| match v {
+                redis::Value::BulkString(b) => from_compact(b),
+                _ => None,
+            })
+            .filter(|p| *p != a.addr)
+            .take(want);
+        reply(counts, &mut it);
+        Ok(())
+    }
+
+    fn counts(&self, front: usize, ih: &InfoHash) -> Result<Counts, StoreError> {
+        let [peers, _, nseed, ncomp] = keys(ih);
+        let (n, s, c): (u32, Option<u32>, Option<u32>) = self.with_conn(front, |con| {
+            redis::pipe()
+                .cmd("HLEN")
+                .arg(&peers)
+                .cmd("GET")
+                .arg(&nseed)
+                .cmd("GET")
+                .arg(&ncomp)
+                .query(con)
+        })?;
+        let s = s.unwrap_or(0);
+        Ok(Counts {
+            seeders: s,
+            leechers: n.saturating_sub(s),
+            completed: c.unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_round_trips_and_refuses_other_lengths() {
+        for a in ["10.1.2.3:6881", "[2001:db8::7]:51413"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(from_compact(&compact(&a)), Some(a));
+        }
+        for n in [0, 5, 7, 17, 19] {
+            assert_eq!(from_compact(&vec![1; n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn a_torrents_keys_share_one_hash_tag() {
+        let k = keys(&InfoHash([0xab; 20]));
+        let tag = format!("{{{}}}", "ab".repeat(20));
+        assert!(k.iter().all(|k| k.contains(&tag)), "{k:?}");
+        assert_eq!(k[0], format!("ot:{tag}:peers"));
+    }
+}

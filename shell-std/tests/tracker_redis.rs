@@ -1,0 +1,163 @@
+//! `shell-std tracker --store redis://…` against Debian's `redis-server`
+//! (started here on a free loopback port): two tracker instances share one
+//! swarm, a tracker restart loses nothing, and a Redis outage is survived
+//! (error replies while it is down, no panic, service again once it is
+//! back).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ourtorrent_core::tracker::udp::Response;
+use ourtorrent_core::tracker::AnnounceEvent;
+use ourtorrent_tests::redis::Redis;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn peers_of(r: &Response<'_>) -> Vec<SocketAddr> {
+    match r {
+        Response::Announce(a) => {
+            let mut v: Vec<SocketAddr> = a.peers.iter().collect();
+            v.sort();
+            v
+        }
+        other => panic!("not an announce reply: {other:?}"),
+    }
+}
+
+fn with_redis(r: &Redis) -> Tracker {
+    Tracker::start(&["--no-db", "--workers", "2", "--store", &r.url()])
+}
+
+/// Waits (bounded) for a log line containing `what`.
+fn wait_log(t: &Tracker, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match t.log.recv_timeout(left) {
+            Ok(l) if l.contains(what) => return,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {what:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_instances_share_a_swarm_and_a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let a = with_redis(&redis);
+    let b = with_redis(&redis);
+    let (mut ua, mut ub) = (Udp::new(a.udp), Udp::new(b.udp));
+    let (ca, cb) = (ua.connect(), ub.connect());
+    let r = ua.announce(ca, ih(1), 4001, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![]);
+    let r = ub.announce(cb, ih(1), 4002, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(4001)], "B sees A's peer");
+    ub.announce(cb, ih(1), 4002, 0, AnnounceEvent::Completed);
+    let s = ua.scrape(ca, &[ih(1), ih(2)]);
+    assert_eq!((s[0].seeders, s[0].leechers, s[0].completed), (1, 1, 1));
+    assert_eq!((s[1].seeders, s[1].leechers, s[1].completed), (0, 0, 0));
+    // HTTP on A sees the same swarm.
+    let (code, body) = a.get(&format!("/scrape?info_hash={}", pct(&ih(1).0)));
+    assert_eq!(code, 200);
+    assert!(contains(&body, b"8:completei1e"), "{body:?}");
+    // Kill A; a new instance serves the same swarm.
+    drop(a);
+    let a2 = with_redis(&redis);
+    let mut u2 = Udp::new(a2.udp);
+    let c2 = u2.connect();
+    let r = u2.announce(c2, ih(1), 4003, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(4001), local(4002)]);
+    // A stop leaves the swarm for every instance.
+    ua = Udp::new(a2.udp);
+    let c = ua.connect();
+    ua.announce(c, ih(1), 4001, 10, AnnounceEvent::Stopped);
+    let r = ub.announce(cb, ih(1), 4002, 0, AnnounceEvent::None);
+    assert_eq!(peers_of(&r), vec![local(4003)]);
+}
+
+#[test]
+fn a_redis_outage_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let mut t = with_redis(&redis);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    u.announce(c, ih(3), 5001, 10, AnnounceEvent::Started);
+    redis.stop();
+    // Down: announces and scrapes get a BEP 15 error, connects still work.
+    let r = u.announce(c, ih(3), 5002, 10, AnnounceEvent::Started);
+    match r {
+        Response::Error(e) => assert_eq!(e.message, b"swarm store unavailable"),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    wait_log(&t, "redis store unavailable");
+    let c = u.connect();
+    assert!(t.child.try_wait().unwrap().is_none(), "the tracker runs on");
+    // Back (its append-only file kept the swarm): served again within the
+    // retry interval.
+    redis.restart();
+    let end = Instant::now() + Duration::from_secs(10);
+    let peers = loop {
+        if let Response::Announce(_) = u.announce(c, ih(3), 5002, 10, AnnounceEvent::Started) {
+            let r = u.announce(c, ih(3), 5002, 10, AnnounceEvent::None);
+            break peers_of(&r);
+        }
+        assert!(Instant::now() < end, "no service after Redis came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(peers, vec![local(5001)]);
+    wait_log(&t, "redis store reachable again");
+    let st = t.stats();
+    assert!(
+        st["errors"]["store_unavailable"].as_u64().unwrap_or(0) >= 1,
+        "{st}"
+    );
+    assert_eq!(st["store"], redis.url());
+    assert!(t.signal_and_wait("-TERM").success());
+}
+
+/// A silent peer expires in Redis too (the announce script removes peers
+/// whose last-seen time is past `--interval` + `--grace`).
+#[test]
+fn silent_peers_expire_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let t = Tracker::start(&[
+        "--no-db",
+        "--store",
+        &redis.url(),
+        "--interval",
+        "1",
+        "--grace",
+        "1",
+    ]);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    u.announce(c, ih(5), 6001, 10, AnnounceEvent::Started);
+    let r = u.announce(c, ih(5), 6002, 10, AnnounceEvent::Started);
+    assert_eq!(peers_of(&r), vec![local(6001)]);
+    // 6002 keeps announcing; 6001 is silent and goes after ~2 s.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = u.announce(c, ih(5), 6002, 10, AnnounceEvent::None);
+        if peers_of(&r).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "6001 never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = u.scrape(c, &[ih(5)]);
+    assert_eq!((s[0].seeders, s[0].leechers), (0, 1));
+}
