@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 
 /// Addresses kept per torrent.
 pub const MAX_ADDRESSES: usize = 2000;
-/// First wait before dialling an address again after a failure.
+/// Wait before dialling an address again after a connection that came
+/// up and ended.
 pub const RETRY_MIN: Duration = Duration::from_secs(5);
+/// Wait after a first failure, doubled by each failure in a row up to
+/// [`RETRY_MAX`]: short, since a peer that has just started (libtorrent
+/// resets connections for ~0.5 s after a torrent is added) answers the
+/// second try.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -167,8 +173,8 @@ impl AddressBook {
             if failed {
                 e.fails = e.fails.saturating_add(1);
             }
-            let wait = RETRY_MIN
-                .saturating_mul(1u32 << e.fails.min(10))
+            let wait = RETRY_FIRST
+                .saturating_mul(1u32 << e.fails.saturating_sub(1).min(10))
                 .min(RETRY_MAX);
             e.next_try = now + if failed { wait } else { RETRY_MIN };
         }
@@ -270,16 +276,19 @@ mod tests {
         );
         assert!(b.to_dial(t0, 10).is_empty());
         b.disconnected(a(1), true, t0);
+        let just_before = RETRY_FIRST - Duration::from_millis(1);
         assert!(
-            b.to_dial(t0 + RETRY_MIN, 10).is_empty(),
-            "one failure: 10 s"
+            b.to_dial(t0 + just_before, 10).is_empty(),
+            "one failure: 1 s"
         );
-        assert_eq!(b.to_dial(t0 + 2 * RETRY_MIN, 10), [a(1)]);
+        assert_eq!(b.to_dial(t0 + RETRY_FIRST, 10), [a(1)]);
         b.disconnected(a(1), true, t0);
         assert!(
-            b.to_dial(t0 + 3 * RETRY_MIN, 10).is_empty(),
-            "two failures: 20 s"
+            b.to_dial(t0 + 2 * RETRY_FIRST - Duration::from_millis(1), 10)
+                .is_empty(),
+            "two failures: 2 s"
         );
+        assert_eq!(b.to_dial(t0 + 2 * RETRY_FIRST, 10), [a(1)]);
         for _ in 0..20 {
             b.disconnected(a(1), true, t0);
         }
