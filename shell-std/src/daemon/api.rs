@@ -3,8 +3,8 @@
 //! Every error is JSON `{"error": "…"}` with a 4xx that says what was
 //! wrong (400 bad input, 401 no or wrong token, 403 a path outside the
 //! download folder, 404 no such torrent, 409 already there — with the
-//! `id` of the one that is —, 413 body too large, 415 wrong content type,
-//! 501 magnets until they are supported). A refused request changes
+//! `id` of the one that is —, 413 body too large,
+//! 415 wrong content type). A refused request changes
 //! nothing. Request bodies are bounded by [`MAX_BODY`]; headers, their
 //! time and the connections by the server ([`super::serve`]).
 //!
@@ -144,12 +144,11 @@ fn entry(api: &Api, id: &str) -> Result<Arc<Entry>> {
 }
 
 async fn list(State(api): State<Api>) -> Json<serde_json::Value> {
-    let views: Vec<_> = api.daemon.list().iter().map(|e| e.view()).collect();
-    Json(json!(views))
+    Json(json!(api.daemon.views()))
 }
 
 async fn one(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
-    Ok(Json(json!(entry(&api, &id)?.view())))
+    Ok(Json(json!(api.daemon.view(id_of(&id)?)?)))
 }
 
 /// `POST /api/torrents` as JSON.
@@ -199,6 +198,20 @@ async fn add(
         .trim()
         .to_ascii_lowercase();
     let (metainfo, paused, peers) = match ctype.as_str() {
+        "application/json" if is_magnet(&body) => {
+            let req: AddJson =
+                serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
+            let peers = parse_peers(req.peers.iter().map(String::as_str))?;
+            let (Some(uri), None) = (req.magnet, req.path) else {
+                return Err(bad("give \"path\" or \"magnet\", not both"));
+            };
+            let (id, ih) = api.daemon.add_magnet(&uri, req.paused, peers)?;
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({ "id": id, "info_hash": ih, "state": "fetching_metadata" })),
+            )
+                .into_response());
+        }
         "application/x-bittorrent" => {
             // Options in the query: ?paused=true&peers=IP:PORT,IP:PORT
             let mut paused = false;
@@ -219,14 +232,8 @@ async fn add(
                 serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
             let peers = parse_peers(req.peers.iter().map(String::as_str))?;
             match (req.path, req.magnet) {
-                (Some(_), Some(_)) => return Err(bad("give \"path\" or \"magnet\", not both")),
-                (None, Some(_)) => {
-                    return Err(ApiError(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "magnet links are not supported by this daemon yet".into(),
-                        None,
-                    ))
-                }
+                // Magnets took the branch above.
+                (_, Some(_)) => return Err(bad("give \"path\" or \"magnet\", not both")),
                 (None, None) => return Err(bad("give \"path\" (a .torrent) or \"magnet\"")),
                 (Some(p), None) => (read_torrent(&api, &p)?, req.paused, peers),
             }
@@ -252,6 +259,11 @@ async fn add(
         Json(json!({ "id": id, "info_hash": ih })),
     )
         .into_response())
+}
+
+/// True if a JSON add request names a magnet.
+fn is_magnet(body: &[u8]) -> bool {
+    serde_json::from_slice::<AddJson>(body).is_ok_and(|r| r.magnet.is_some())
 }
 
 /// Reads a `.torrent` from the daemon's disk: only inside the download

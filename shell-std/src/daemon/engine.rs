@@ -23,6 +23,8 @@ use super::entry::{Entry, Live, Phase, State, View};
 use super::resume::{self, Stamp};
 use super::store::{self, Resume, Row, Save, Store};
 use crate::client::announce::{announce_loop, Statuses, TrackerStatus};
+use crate::client::dht;
+use crate::client::magnet::{self, MagnetLink};
 use crate::client::meta::Info;
 use crate::client::peers::Source;
 use crate::client::session::Session;
@@ -79,6 +81,55 @@ pub struct Daemon {
     common: Common,
     /// Permits to hash ([`MAX_CHECKS`]).
     checks: Arc<tokio::sync::Semaphore>,
+    /// Magnets fetching their metadata, by id (the id they keep as
+    /// torrents).
+    magnets: Mutex<BTreeMap<i64, Arc<Pending>>>,
+}
+
+/// A magnet in its metadata phase (BEP 9).
+pub struct Pending {
+    id: i64,
+    link: MagnetLink,
+    paused: bool,
+    peers: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    error: Mutex<Option<String>>,
+}
+
+impl Pending {
+    /// What the API shows of it: state `fetching_metadata` (or `error`),
+    /// its `dn` (else the info-hash) as the name, nothing known yet.
+    pub fn view(&self) -> View {
+        let error = self.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        View {
+            id: self.id,
+            info_hash: self.link.info_hash.to_string(),
+            name: self.link.label(),
+            size: 0,
+            progress: 0.0,
+            state: if error.is_some() {
+                "error"
+            } else {
+                "fetching_metadata"
+            },
+            error,
+            down_rate: 0,
+            up_rate: 0,
+            downloaded: 0,
+            uploaded: 0,
+            verified: 0,
+            pieces: 0,
+            pieces_verified: 0,
+            peers: 0,
+            seeds: 0,
+            eta: None,
+            hashed_at_start: 0,
+            trusted_at_start: 0,
+            start_ms: 0,
+            fetched: 0,
+            root: String::new(),
+        }
+    }
 }
 
 impl Daemon {
@@ -97,6 +148,7 @@ impl Daemon {
             events: broadcast::channel(EVENT_BACKLOG).0,
             checks: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
             common,
+            magnets: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -112,6 +164,26 @@ impl Daemon {
         let _ = self
             .events
             .send(serde_json::json!({ "type": kind, "data": data }).to_string());
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<i64, Arc<Pending>>> {
+        self.magnets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the API shows of every torrent and magnet, by id.
+    pub fn views(&self) -> Vec<View> {
+        let mut v: Vec<View> = self.list().iter().map(|e| e.view()).collect();
+        v.extend(self.pending().values().map(|p| p.view()));
+        v.sort_by_key(|v| v.id);
+        v
+    }
+
+    /// What the API shows of torrent or magnet `id`.
+    pub fn view(&self, id: i64) -> Result<View, Refused> {
+        if let Some(p) = self.pending().get(&id) {
+            return Ok(p.view());
+        }
+        Ok(self.get(id)?.view())
     }
 
     /// Every torrent, by id.
@@ -138,6 +210,165 @@ impl Daemon {
                 }
                 Err(e) => tracing::error!(id, "stored torrent not loaded: {e:#}"),
             }
+        }
+        let magnets = self.store().load_magnets()?;
+        for (id, uri, paused, peers) in magnets {
+            match MagnetLink::parse(&uri) {
+                Ok(link) => {
+                    let peers = peers.iter().filter_map(|p| p.parse().ok()).collect();
+                    self.spawn_fetch(id, link, paused, peers);
+                }
+                Err(e) => tracing::error!(id, "stored magnet not loaded: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a magnet link: its metadata is fetched (from its `x.pe`,
+    /// `peers`, its trackers and the DHT), then it runs as a `.torrent`
+    /// would, with the same id (`paused`: added paused once the metadata
+    /// is in).
+    pub fn add_magnet(
+        self: &Arc<Self>,
+        uri: &str,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) -> Result<(i64, String), Refused> {
+        let link = MagnetLink::parse(uri).map_err(|e| Refused::Bad(format!("magnet: {e:#}")))?;
+        let ih = link.info_hash.to_string();
+        if self.session.dht.get().is_none()
+            && link.peers.is_empty()
+            && peers.is_empty()
+            && link.trackers.is_empty()
+        {
+            return Err(Refused::Bad(
+                "nothing to connect to: the magnet has no x.pe and no tr, no peers were given and the DHT is off".into(),
+            ));
+        }
+        let taken = self
+            .map()
+            .values()
+            .find(|e| e.info.info_hash == link.info_hash)
+            .map(|e| e.id)
+            .or_else(|| {
+                self.pending()
+                    .values()
+                    .find(|p| p.link.info_hash == link.info_hash)
+                    .map(|p| p.id)
+            });
+        if let Some(id) = taken {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added (id {id})"),
+                Some(id),
+            ));
+        }
+        let peer_text: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+        let id = self.store().insert_magnet(&ih, uri, paused, &peer_text)?;
+        tracing::info!(id, info_hash = %ih, "magnet added");
+        self.emit("added", serde_json::json!({ "id": id, "info_hash": ih }));
+        self.spawn_fetch(id, link, paused, peers);
+        Ok((id, ih))
+    }
+
+    /// Runs magnet `id`'s metadata phase in the background, then adopts it.
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        id: i64,
+        link: MagnetLink,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) {
+        let (stop, stop_rx) = watch::channel(false);
+        let p = Arc::new(Pending {
+            id,
+            link,
+            paused,
+            peers,
+            stop,
+            error: Mutex::new(None),
+        });
+        self.pending().insert(id, p.clone());
+        let d = self.clone();
+        tokio::spawn(async move {
+            let (extra, feeder) = match d.session.dht.get().cloned() {
+                Some(node) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(64);
+                    let f = tokio::spawn(dht::feed(node, p.link.info_hash, tx));
+                    (Some(rx), Some(f))
+                }
+                None => (None, None),
+            };
+            let sources = magnet::Sources {
+                direct: p.peers.clone(),
+                trackers: true,
+                extra,
+            };
+            let r = magnet::fetch(d.session.clone(), &p.link, sources, stop_rx).await;
+            if let Some(f) = feeder {
+                f.abort();
+            }
+            let r = match r {
+                Ok(Some(f)) => d.adopt(&p, f),
+                Ok(None) => return, // removed
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::error!(id, "magnet: {e:#}");
+                *p.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
+                d.emit("state", serde_json::to_value(p.view()).unwrap_or_default());
+            }
+        });
+    }
+
+    /// A magnet whose metadata came: stored as its `.torrent` (never
+    /// fetched again) and started as one, under the same id.
+    fn adopt(self: &Arc<Self>, p: &Pending, f: magnet::Fetched) -> anyhow::Result<()> {
+        let bytes = magnet::torrent_bytes(&f.metadata, &p.link.trackers);
+        let info = parse(&bytes).map_err(|e| anyhow::anyhow!("the metadata: {e}"))?;
+        if info.piece_len > MAX_PIECE_LEN {
+            anyhow::bail!(
+                "pieces of {} bytes are larger than the {} MiB this client handles",
+                info.piece_len,
+                MAX_PIECE_LEN >> 20
+            );
+        }
+        let root = root_in(&self.download_dir, &info)?;
+        Storage::paths(&info, &root)?;
+        let mut map = self.map();
+        if let Some(e) = map.values().find(|e| e.root == root) {
+            anyhow::bail!(
+                "{} is already the folder of torrent {} (id {})",
+                root.display(),
+                e.info.info_hash,
+                e.id
+            );
+        }
+        if self.pending().remove(&p.id).is_none() {
+            return Ok(()); // removed meanwhile
+        }
+        self.store().set_metainfo(p.id, &bytes, &root)?;
+        let mut peers = p.peers.clone();
+        peers.extend(p.link.peers.iter().copied());
+        peers.extend(f.learned.iter().map(|(a, _)| *a));
+        peers.sort();
+        peers.dedup();
+        let n = info.pieces() as usize;
+        tracing::info!(id = p.id, name = %info.name, bytes = f.metadata.len(), "metadata fetched");
+        let entry = Arc::new(Entry {
+            id: p.id,
+            info,
+            root,
+            peers,
+            state: Mutex::new(State::new(p.paused, vec![false; n], None)),
+        });
+        map.insert(p.id, entry.clone());
+        drop(map);
+        self.emit(
+            "state",
+            serde_json::to_value(entry.view()).unwrap_or_default(),
+        );
+        if !p.paused {
+            self.clone().spawn_start(entry, None);
         }
         Ok(())
     }
@@ -342,6 +573,14 @@ impl Daemon {
     fn run(&self, entry: &Entry, ctx: Arc<Ctx>) -> Live {
         tokio::spawn(dialer(ctx.clone(), self.session.conns.clone()));
         ctx.learn(&entry.peers, Source::Direct);
+        // BEP 5, never for private torrents (BEP 27).
+        if let Some(node) = self.session.dht.get().filter(|_| !ctx.info.private) {
+            tokio::spawn(dht::torrent_loop(
+                node.clone(),
+                ctx.clone(),
+                self.session.listen.port(),
+            ));
+        }
         let c = ctx.clone();
         tokio::spawn(async move {
             loop {
@@ -496,6 +735,14 @@ impl Daemon {
     /// Removes torrent `id`; with `delete_data` also its files (only files
     /// under the download folder: checked before anything is removed).
     pub async fn remove(self: &Arc<Self>, id: i64, delete_data: bool) -> Result<(), Refused> {
+        let gone = self.pending().remove(&id);
+        if let Some(p) = gone {
+            let _ = p.stop.send(true);
+            self.store().delete(id)?;
+            tracing::info!(id, "magnet removed");
+            self.emit("removed", serde_json::json!({ "id": id }));
+            return Ok(());
+        }
         let entry = self.get(id)?;
         let files = if delete_data {
             Some(self.data_files(&entry)?)
@@ -675,6 +922,13 @@ impl Daemon {
         let all = self.list();
         let halts = all.iter().map(|e| self.halt(e, true));
         futures_util::future::join_all(halts).await;
+        for p in self.pending().values() {
+            let _ = p.stop.send(true);
+        }
+        // The DHT saves its table.
+        if let Some(node) = self.session.dht.get() {
+            node.stop().await;
+        }
         let d = self.clone();
         let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
     }

@@ -12,8 +12,10 @@
 //!   [`serve`]: the HTTP server's bounds (connections, header time and size);
 //! - [`remote`]: `shell-std remote`, the command-line client of the API.
 //!
-//! Limits: magnets answer 501 until the session supports them; selective
-//! download, rate limits and streaming are not here yet.
+//! Magnets (BEP 9) are fetched from their `x.pe`, trackers and the
+//! session's DHT (BEP 5; `--no-dht`, table in `--state`); the metadata is
+//! stored so a restart does not fetch it again. Private torrents never use
+//! the DHT. Limits: a magnet cannot be paused before its metadata is in.
 
 pub mod api;
 pub mod engine;
@@ -76,6 +78,12 @@ pub struct DaemonArgs {
     /// Most peer connections at once, all torrents together.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub max_connections: usize,
+    /// No DHT (BEP 5): magnets then need `x.pe`, trackers or peers.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// DHT bootstrap nodes instead of the public routers (repeatable).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// The client's options at their defaults (so that options the client
@@ -166,6 +174,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}", download_dir.display()))?;
         store.set_setting(SETTING_DOWNLOAD_DIR, &download_dir.to_string_lossy())?;
         store.set_setting(SETTING_LISTEN, &session.listen.to_string())?;
+        if !args.no_dht {
+            let state = args.state.join(crate::client::dht::DHT_STATE_FILE);
+            let node =
+                crate::client::dht::SessionDht::start(session.listen, &args.dht_bootstrap, state)
+                    .await;
+            if let Some(node) = node {
+                let _ = session.dht.set(Arc::new(node));
+            }
+        }
         let daemon = engine::Daemon::new(session.clone(), store, download_dir.clone(), common);
         daemon.restore()?;
         tokio::spawn(session.clone().accept_loop(listener));

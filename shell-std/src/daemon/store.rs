@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS resume(
     saved_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS magnets(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    uri TEXT NOT NULL
+);
 ";
 
 fn now_secs() -> i64 {
@@ -163,7 +167,8 @@ impl Store {
         let mut st = self.db.prepare(
             "SELECT t.id, t.metainfo, t.root, t.paused, t.peers, t.downloaded, t.uploaded,
                     r.have, r.files
-             FROM torrents t LEFT JOIN resume r ON r.torrent_id = t.id ORDER BY t.id",
+             FROM torrents t LEFT JOIN resume r ON r.torrent_id = t.id
+             WHERE length(t.metainfo) > 0 ORDER BY t.id",
         )?;
         let rows = st.query_map([], |r| {
             let have: Option<Vec<u8>> = r.get(7)?;
@@ -235,9 +240,72 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a magnet waiting for its metadata (a torrent row with no
+    /// metainfo yet, so its id stays when the metadata comes); returns its id.
+    pub fn insert_magnet(
+        &self,
+        info_hash: &str,
+        uri: &str,
+        paused: bool,
+        peers: &[String],
+    ) -> anyhow::Result<i64> {
+        let tx = self.db.unchecked_transaction()?;
+        let id = {
+            tx.execute(
+                "INSERT INTO torrents(info_hash, metainfo, root, paused, peers, added_at)
+                 VALUES (?1, x'', '', ?2, ?3, ?4)",
+                params![info_hash, paused, peers.join(","), now_secs()],
+            )?;
+            tx.last_insert_rowid()
+        };
+        tx.execute(
+            "INSERT INTO magnets(torrent_id, uri) VALUES (?1, ?2)",
+            params![id, uri],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Magnets still waiting for their metadata: (id, uri, paused, peers).
+    pub fn load_magnets(&self) -> anyhow::Result<Vec<(i64, String, bool, Vec<String>)>> {
+        let mut st = self.db.prepare(
+            "SELECT t.id, m.uri, t.paused, t.peers FROM magnets m
+             JOIN torrents t ON t.id = m.torrent_id
+             WHERE length(t.metainfo) = 0 ORDER BY t.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            let peers: String = r.get(3)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? != 0,
+                peers
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A magnet's fetched metadata (as `.torrent` bytes) and its folder:
+    /// from now on it loads as any torrent, and is never fetched again.
+    pub fn set_metainfo(&self, id: i64, metainfo: &[u8], root: &Path) -> anyhow::Result<()> {
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE torrents SET metainfo = ?2, root = ?3 WHERE id = ?1",
+            params![id, metainfo, root.to_string_lossy()],
+        )?;
+        tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a torrent (and its resume data).
     pub fn delete(&self, id: i64) -> anyhow::Result<()> {
         let tx = self.db.unchecked_transaction()?;
+        tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM resume WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM torrents WHERE id = ?1", [id])?;
         tx.commit()?;
