@@ -1,7 +1,7 @@
 //! `shell-std daemon` with magnet links (BEP 9) and its session DHT
 //! (BEP 5), against libtorrent on 127.0.0.1: a magnet with only `x.pe`,
-//! a bare magnet found through a libtorrent DHT router, and a restart that
-//! does not fetch the metadata again.
+//! a bare magnet (`remote add`) found through a libtorrent DHT router, and
+//! a restart that does not fetch the metadata again.
 
 mod daemon_support;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use daemon_support::*;
 use ourtorrent_tests::libtorrent::lt_seeder_with;
 use ourtorrent_tests::{
-    free_tcp_port, free_tcp_udp_port, repo_root, require_libtorrent, run, Proc,
+    free_tcp_port, free_tcp_udp_port, repo_root, require_libtorrent, run, run_bounded, Proc,
 };
 
 /// The info-hash (hex) of `torrent`.
@@ -119,7 +119,15 @@ fn daemon_libtorrent_dht_router_and_seeder_to_a_bare_magnet() {
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let boot = format!("127.0.0.1:{router}");
     let daemon = Daemon::start(&dl, &state, &["--dht-bootstrap", &boot]);
-    let id = daemon.add_magnet(&format!("magnet:?xt=urn:btih:{hex}"));
+    // Through `remote add`, as a user would.
+    let url = format!("http://{}", daemon.api);
+    let magnet = format!("magnet:?xt=urn:btih:{hex}");
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN).args(["remote", "--url", &url, "add", &magnet]),
+        Duration::from_secs(30),
+    );
+    assert!(ok && so.starts_with("added: id 1 "), "{so}{se}");
+    let id = 1;
     let v = daemon.wait(id, 60, "seeding", |v| v["state"] == "seeding");
     assert_eq!(v["name"], "tree", "{v}");
     same_tree(&tree, &dl.join("tree"));

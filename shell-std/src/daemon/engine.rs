@@ -843,6 +843,8 @@ impl Daemon {
                 drop(st);
                 views.push(e.view());
             }
+            views.extend(self.pending().values().map(|p| p.view()));
+            views.sort_by_key(|v| v.id);
             if self.events.receiver_count() > 0 {
                 self.emit("torrents", serde_json::to_value(&views).unwrap_or_default());
             }

@@ -35,9 +35,9 @@ pub struct RemoteArgs {
 /// What to ask the daemon.
 #[derive(Subcommand, Debug)]
 pub enum RemoteCmd {
-    /// Add a .torrent file (uploaded to the daemon).
+    /// Add a .torrent file (uploaded to the daemon) or a magnet link.
     Add {
-        /// The .torrent file.
+        /// The .torrent file, or `'magnet:?xt=urn:btih:…'`.
         torrent: PathBuf,
         /// Add it paused.
         #[arg(long)]
@@ -188,6 +188,32 @@ pub fn render(list: &[Value]) -> String {
 /// Runs a `remote` subcommand.
 pub fn run(a: RemoteArgs) -> anyhow::Result<()> {
     match &a.cmd {
+        RemoteCmd::Add {
+            torrent,
+            paused,
+            peers,
+        } if torrent
+            .to_str()
+            .is_some_and(crate::client::magnet::MagnetLink::is_magnet) =>
+        {
+            let body = serde_json::json!({
+                "magnet": torrent.to_string_lossy(),
+                "paused": paused,
+                "peers": peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            });
+            let v = ok(call(
+                &a,
+                "POST",
+                "/api/torrents",
+                Some("application/json"),
+                body.to_string().as_bytes(),
+            )?)?;
+            println!(
+                "added: id {} info-hash {} (fetching the metadata)",
+                v["id"],
+                v["info_hash"].as_str().unwrap_or("")
+            );
+        }
         RemoteCmd::Add {
             torrent,
             paused,
