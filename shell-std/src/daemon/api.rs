@@ -28,9 +28,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::engine::{Daemon, Refused};
+use super::engine::{prio_name, Daemon, Refused};
 use super::entry::{Entry, View};
 use super::store;
+use crate::client::select::Priority;
 use crate::torrent::MAX_TORRENT_FILE;
 
 /// Largest request body: a `.torrent` upload or a JSON request.
@@ -86,7 +87,7 @@ pub fn router(api: Api) -> Router {
         .route("/", get(super::page::index))
         .route("/api/torrents", get(list).post(add))
         .route("/api/torrents/{id}", get(one).delete(remove))
-        .route("/api/torrents/{id}/files", get(files))
+        .route("/api/torrents/{id}/files", get(files).put(set_files))
         .route("/api/torrents/{id}/peers", get(peers))
         .route("/api/torrents/{id}/trackers", get(trackers))
         .route("/api/torrents/{id}/pieces", get(pieces))
@@ -340,6 +341,7 @@ async fn recheck(
 async fn files(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
     let e = entry(&api, &id)?;
     let have = e.have();
+    let prio = e.priorities();
     let info = &e.info;
     let out: Vec<_> = info
         .files
@@ -367,10 +369,47 @@ async fn files(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<se
                 "offset": f.offset,
                 "done": done,
                 "progress": if f.len == 0 { 1.0 } else { done as f64 / f.len as f64 },
+                "priority": prio_name(prio.get(i).copied().unwrap_or_default()),
             })
         })
         .collect();
     Ok(Json(json!(out)))
+}
+
+/// One change of `PUT /api/torrents/{id}/files`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePriority {
+    index: usize,
+    priority: String,
+}
+
+/// `PUT /api/torrents/{id}/files` with `[{"index": N, "priority":
+/// "skip"|"normal"|"high"}, …]`: the files' priorities, in force at once
+/// and kept across restarts; answers every file as `GET` does.
+async fn set_files(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let n = id_of(&id)?;
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text(), None))?;
+    let req: Vec<FilePriority> = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "JSON body: want [{{\"index\": N, \"priority\": \"skip|normal|high\"}}]: {e}"
+        ))
+    })?;
+    let changes = req
+        .into_iter()
+        .map(|c| {
+            c.priority
+                .parse::<Priority>()
+                .map(|p| (c.index, p))
+                .map_err(|e| bad(format!("file {}: priority {e}", c.index)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    api.daemon.set_priorities(n, changes).await?;
+    files(State(api), Path(id)).await
 }
 
 async fn peers(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {

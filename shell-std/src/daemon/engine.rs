@@ -27,10 +27,11 @@ use crate::client::dht;
 use crate::client::magnet::{self, MagnetLink};
 use crate::client::meta::Info;
 use crate::client::peers::Source;
+use crate::client::select::Priority;
 use crate::client::session::Session;
 use crate::client::storage::Storage;
 use crate::client::swarm::{dialer, Ctx};
-use crate::client::{open_resumed, root_in, Common, MAX_PIECE_LEN};
+use crate::client::{open_resumed_skipping, root_in, Common, MAX_PIECE_LEN};
 use crate::torrent::TorrentFile;
 
 /// Fast-resume data is saved this often (what a `kill -9` may lose).
@@ -393,6 +394,11 @@ impl Daemon {
         state.base_down = row.downloaded;
         state.base_up = row.uploaded;
         state.known = row.paused && saved.is_some();
+        if let Some(text) = self.store().priorities(row.id)? {
+            state.prio = prio_from_text(&text, info.files.len()).ok_or_else(|| {
+                anyhow::anyhow!("stored file priorities {text:?}: not understood")
+            })?;
+        }
         let entry = Arc::new(Entry {
             id: row.id,
             info,
@@ -516,14 +522,20 @@ impl Daemon {
 
     /// Hashes `pieces` of the torrent at `root` once a check permit is
     /// free (called on a blocking thread); returns those that match.
-    fn hash(&self, info: &Info, root: &Path, pieces: &[u32]) -> anyhow::Result<Vec<u32>> {
+    fn hash(
+        &self,
+        info: &Info,
+        root: &Path,
+        prio: &[Priority],
+        pieces: &[u32],
+    ) -> anyhow::Result<Vec<u32>> {
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
         let _turn = tokio::runtime::Handle::current()
             .block_on(self.checks.acquire())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let storage = Storage::open(info, root, true)?;
+        let storage = Storage::open_selected(info, root, true, prio)?;
         Ok(resume::verify(&storage, info, pieces, HASH_THREADS))
     }
 
@@ -551,7 +563,8 @@ impl Daemon {
         let trusted = check.trusted.iter().filter(|h| **h).count() as u32;
         let mut have = check.trusted;
         let mut hashed = 0;
-        for i in self.hash(info, &entry.root, &check.hash)? {
+        let prio = entry.lock().prio.clone();
+        for i in self.hash(info, &entry.root, &prio, &check.hash)? {
             if let Some(h) = have.get_mut(i as usize) {
                 *h = true;
                 hashed += 1;
@@ -559,13 +572,26 @@ impl Daemon {
         }
         let mut common = self.common.clone();
         common.peers = entry.peers.clone();
-        let ctx = open_resumed(
+        let prio = entry.lock().prio.clone();
+        let skip: Vec<String> = prio
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.wanted())
+            .map(|(i, _)| i.to_string())
+            .collect();
+        let ctx = open_resumed_skipping(
             &self.session,
             info.clone(),
             entry.root.clone(),
             common,
             have,
+            (!skip.is_empty()).then(|| skip.join(",")),
         )?;
+        for (i, p) in prio.iter().enumerate() {
+            if *p == Priority::High {
+                ctx.set_file_priority(i, *p)?;
+            }
+        }
         Ok((ctx, hashed, trusted))
     }
 
@@ -660,6 +686,63 @@ impl Daemon {
         }
     }
 
+    /// Sets file priorities of torrent `id` (`(index, priority)` pairs),
+    /// stored, and in force at once when it runs; refused (nothing
+    /// changed) for an index out of range or a padding file, or when every
+    /// file with data would be skipped. Returns every file's priority.
+    pub async fn set_priorities(
+        self: &Arc<Self>,
+        id: i64,
+        changes: Vec<(usize, Priority)>,
+    ) -> Result<Vec<Priority>, Refused> {
+        let entry = self.get(id)?;
+        let files = &entry.info.files;
+        let mut prio = entry.priorities();
+        for (i, p) in &changes {
+            match (files.get(*i), prio.get_mut(*i)) {
+                (Some(f), Some(slot)) if !f.padding => *slot = *p,
+                _ => {
+                    return Err(Refused::Bad(format!(
+                        "file {i}: not a file of torrent {id} (it has files 0..={})",
+                        files.len().saturating_sub(1)
+                    )))
+                }
+            }
+        }
+        let any_wanted = files
+            .iter()
+            .zip(&prio)
+            .any(|(f, p)| !f.padding && f.len > 0 && p.wanted());
+        if !any_wanted {
+            return Err(Refused::Bad(
+                "every file would be skipped: nothing to download".into(),
+            ));
+        }
+        self.store().set_priorities(id, &prio_to_text(&prio))?;
+        let ctx = {
+            let mut st = entry.lock();
+            st.prio = prio.clone();
+            st.live.as_ref().map(|l| l.ctx.clone())
+        };
+        if let Some(ctx) = ctx {
+            // Disk I/O (a file made wanted is created): off the async threads.
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                for (i, p) in changes {
+                    ctx.set_file_priority(i, p)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Refused::Internal(e.to_string()))??;
+        }
+        tracing::info!(id, prios = %prio_to_text(&prio), "file priorities");
+        self.emit(
+            "state",
+            serde_json::to_value(entry.view()).unwrap_or_default(),
+        );
+        Ok(prio)
+    }
+
     /// Pauses torrent `id`.
     pub async fn pause(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
         let entry = self.get(id)?;
@@ -711,7 +794,8 @@ impl Daemon {
                 let paths = Storage::paths(info, &e.root)?;
                 let check = resume::plan(info, None, &resume::stamps(info, &paths));
                 let mut have = vec![false; info.pieces() as usize];
-                for i in d.hash(info, &e.root, &check.hash)? {
+                let prio = e.lock().prio.clone();
+                for i in d.hash(info, &e.root, &prio, &check.hash)? {
                     if let Some(h) = have.get_mut(i as usize) {
                         *h = true;
                     }
@@ -934,6 +1018,31 @@ impl Daemon {
         let d = self.clone();
         let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
     }
+}
+
+/// The name of a priority in the API and the state.
+pub fn prio_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Skip => "skip",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+    }
+}
+
+/// Priorities as stored: one word a file, comma-separated.
+fn prio_to_text(prio: &[Priority]) -> String {
+    let words: Vec<&str> = prio.iter().map(|p| prio_name(*p)).collect();
+    words.join(",")
+}
+
+/// The stored priorities back; `None` unless there is one known word per
+/// file (`n` files).
+fn prio_from_text(text: &str, n: usize) -> Option<Vec<Priority>> {
+    let prio: Vec<Priority> = text
+        .split(',')
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    (prio.len() == n).then_some(prio)
 }
 
 /// Parses `.torrent` bytes into what the client keeps; the error says why

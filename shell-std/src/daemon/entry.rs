@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::store::Resume;
 use crate::client::announce::{Statuses, TrackerStatus};
 use crate::client::meta::Info;
+use crate::client::select::Priority;
 use crate::client::swarm::Ctx;
 
 /// Where a torrent is.
@@ -61,6 +62,8 @@ pub(super) struct State {
     /// loaded): only then is resume data written, so a torrent that never
     /// got past its check cannot overwrite good data with nothing.
     pub(super) known: bool,
+    /// File priorities (empty: every file normal); applied at each start.
+    pub(super) prio: Vec<Priority>,
 }
 
 impl State {
@@ -84,6 +87,7 @@ impl State {
             start_ms: 0,
             saved,
             known: false,
+            prio: Vec::new(),
         }
     }
 }
@@ -118,6 +122,17 @@ impl Entry {
             .as_ref()
             .map(|l| l.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    /// Each file's priority now (in torrent order).
+    pub fn priorities(&self) -> Vec<Priority> {
+        let st = self.lock();
+        match &st.live {
+            Some(l) => l.ctx.file_priorities(),
+            None => (0..self.info.files.len())
+                .map(|i| st.prio.get(i).copied().unwrap_or_default())
+                .collect(),
+        }
     }
 
     /// Verified pieces now.

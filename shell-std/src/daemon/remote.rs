@@ -62,6 +62,15 @@ pub enum RemoteCmd {
         /// Its id.
         id: i64,
     },
+    /// A torrent's files, with their progress and priority; with `--set`,
+    /// change priorities first.
+    Files {
+        /// Its id.
+        id: i64,
+        /// `INDEX=skip|normal|high` (repeatable; indexes as listed).
+        #[arg(long = "set", value_name = "INDEX=PRIORITY")]
+        set: Vec<String>,
+    },
     /// Remove a torrent.
     Remove {
         /// Its id.
@@ -278,6 +287,41 @@ pub fn run(a: RemoteArgs) -> anyhow::Result<()> {
                 b"",
             )?)?;
             println!("{id}: {}", v["state"].as_str().unwrap_or(""));
+        }
+        RemoteCmd::Files { id, set } => {
+            let path = format!("/api/torrents/{id}/files");
+            let v = if set.is_empty() {
+                ok(call(&a, "GET", &path, None, b"")?)?
+            } else {
+                let mut changes = Vec::new();
+                for s in set {
+                    let Some((i, p)) = s.split_once('=') else {
+                        bail!("--set {s}: want INDEX=skip|normal|high");
+                    };
+                    let i: usize = i
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--set {s}: {i:?} is not a file index"))?;
+                    changes.push(serde_json::json!({ "index": i, "priority": p }));
+                }
+                let body = serde_json::Value::from(changes).to_string();
+                ok(call(
+                    &a,
+                    "PUT",
+                    &path,
+                    Some("application/json"),
+                    body.as_bytes(),
+                )?)?
+            };
+            for f in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!(
+                    "{:>4} {:<7} {:>6.1}% {:>12}  {}",
+                    f["index"],
+                    f["priority"].as_str().unwrap_or(""),
+                    f["progress"].as_f64().unwrap_or(0.0) * 100.0,
+                    f["size"],
+                    f["path"].as_str().unwrap_or("")
+                );
+            }
         }
         RemoteCmd::Remove { id, delete_data } => {
             ok(call(

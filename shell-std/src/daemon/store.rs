@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS resume(
     saved_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS priorities(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    prios TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS magnets(
     torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
     uri TEXT NOT NULL
@@ -306,6 +310,7 @@ impl Store {
     pub fn delete(&self, id: i64) -> anyhow::Result<()> {
         let tx = self.db.unchecked_transaction()?;
         tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
+        tx.execute("DELETE FROM priorities WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM resume WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM torrents WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -332,6 +337,29 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Sets a torrent's file priorities (one word a file, comma-separated:
+    /// `skip`, `normal`, `high`).
+    pub fn set_priorities(&self, id: i64, prios: &str) -> anyhow::Result<()> {
+        self.db.execute(
+            "INSERT INTO priorities(torrent_id, prios) VALUES (?1, ?2)
+             ON CONFLICT(torrent_id) DO UPDATE SET prios = ?2",
+            params![id, prios],
+        )?;
+        Ok(())
+    }
+
+    /// A torrent's file priorities as stored, if set.
+    pub fn priorities(&self, id: i64) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT prios FROM priorities WHERE torrent_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// A setting, if set.
