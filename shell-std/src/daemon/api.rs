@@ -86,7 +86,11 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(super::page::index))
         .route("/api/torrents", get(list).post(add))
-        .route("/api/torrents/{id}", get(one).delete(remove))
+        .route(
+            "/api/torrents/{id}",
+            get(one).delete(remove).put(set_torrent),
+        )
+        .route("/api/settings", get(settings).put(set_settings))
         .route("/api/torrents/{id}/files", get(files).put(set_files))
         .route("/api/torrents/{id}/peers", get(peers))
         .route("/api/torrents/{id}/trackers", get(trackers))
@@ -374,6 +378,68 @@ async fn files(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<se
         })
         .collect();
     Ok(Json(json!(out)))
+}
+
+/// The JSON body of a PUT, bounded by the router's body limit.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: std::result::Result<Bytes, BytesRejection>,
+    want: &str,
+) -> Result<T> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text(), None))?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: want {want}: {e}")))
+}
+
+async fn settings(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(json!(api.daemon.settings()))
+}
+
+/// `PUT /api/settings`: any of `download_limit`, `upload_limit` (bytes/s,
+/// 0: none), `max_connections`; the others stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsJson {
+    download_limit: Option<u64>,
+    upload_limit: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+async fn set_settings(
+    State(api): State<Api>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let req: SettingsJson = json_body(
+        body,
+        r#"{"download_limit": B, "upload_limit": B, "max_connections": N}"#,
+    )?;
+    let mut s = api.daemon.settings();
+    s.download_limit = req.download_limit.unwrap_or(s.download_limit);
+    s.upload_limit = req.upload_limit.unwrap_or(s.upload_limit);
+    s.max_connections = req.max_connections.unwrap_or(s.max_connections);
+    Ok(Json(json!(api.daemon.set_settings(s)?)))
+}
+
+/// `PUT /api/torrents/{id}`: the torrent's own `download_limit`,
+/// `upload_limit` (bytes/s, 0: none); an absent one stays.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TorrentJson {
+    download_limit: Option<u64>,
+    upload_limit: Option<u64>,
+}
+
+async fn set_torrent(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let e = entry(&api, &id)?;
+    let req: TorrentJson = json_body(body, r#"{"download_limit": B, "upload_limit": B}"#)?;
+    let v = e.view();
+    let down = req.download_limit.unwrap_or(v.download_limit);
+    let up = req.upload_limit.unwrap_or(v.upload_limit);
+    Ok(Json(json!(api
+        .daemon
+        .set_torrent_limits(e.id, down, up)?)))
 }
 
 /// One change of `PUT /api/torrents/{id}/files`.

@@ -85,7 +85,34 @@ pub struct Daemon {
     /// Magnets fetching their metadata, by id (the id they keep as
     /// torrents).
     magnets: Mutex<BTreeMap<i64, Arc<Pending>>>,
+    /// The global settings in force.
+    settings: Mutex<Settings>,
+    /// Connection permits still to take back after the connection limit
+    /// was lowered below the connections open (taken as they close).
+    conn_debt: std::sync::atomic::AtomicUsize,
 }
+
+/// The daemon's global settings (`/api/settings`), kept in the state.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// Bytes/s received, all torrents together (0: no limit).
+    pub download_limit: u64,
+    /// Bytes/s sent, all torrents together (0: no limit).
+    pub upload_limit: u64,
+    /// Peer connections at once, all torrents together.
+    pub max_connections: usize,
+}
+
+/// The most `max_connections` may be (file descriptors run out long
+/// before).
+pub const MAX_CONNECTIONS_LIMIT: usize = 10_000;
+
+/// Setting keys in the state.
+pub const SETTING_DOWN: &str = "download_limit";
+/// See [`SETTING_DOWN`].
+pub const SETTING_UP: &str = "upload_limit";
+/// See [`SETTING_DOWN`].
+pub const SETTING_CONNS: &str = "max_connections";
 
 /// A magnet in its metadata phase (BEP 9).
 pub struct Pending {
@@ -129,6 +156,8 @@ impl Pending {
             start_ms: 0,
             fetched: 0,
             root: String::new(),
+            download_limit: 0,
+            upload_limit: 0,
         }
     }
 }
@@ -141,7 +170,16 @@ impl Daemon {
         download_dir: PathBuf,
         common: Common,
     ) -> Arc<Daemon> {
+        let (down, up) = (common.max_down.unwrap_or(0), common.max_up.unwrap_or(0));
+        session.set_rate_limits(down, up);
+        let settings = Settings {
+            download_limit: down,
+            upload_limit: up,
+            max_connections: common.max_connections,
+        };
         Arc::new(Daemon {
+            settings: Mutex::new(settings),
+            conn_debt: std::sync::atomic::AtomicUsize::new(0),
             session,
             download_dir,
             store: Mutex::new(store),
@@ -394,6 +432,7 @@ impl Daemon {
         state.base_down = row.downloaded;
         state.base_up = row.uploaded;
         state.known = row.paused && saved.is_some();
+        state.limits = self.store().limits(row.id)?;
         if let Some(text) = self.store().priorities(row.id)? {
             state.prio = prio_from_text(&text, info.files.len()).ok_or_else(|| {
                 anyhow::anyhow!("stored file priorities {text:?}: not understood")
@@ -587,6 +626,8 @@ impl Daemon {
             have,
             (!skip.is_empty()).then(|| skip.join(",")),
         )?;
+        let (down, up) = entry.lock().limits;
+        ctx.set_rate_limits(down, up);
         for (i, p) in prio.iter().enumerate() {
             if *p == Priority::High {
                 ctx.set_file_priority(i, *p)?;
@@ -684,6 +725,73 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The global settings in force.
+    pub fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the global settings (the rate limits at once; a lower
+    /// connection limit as connections close), stored for the next run.
+    pub fn set_settings(&self, new: Settings) -> Result<Settings, Refused> {
+        if new.max_connections == 0 || new.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(Refused::Bad(format!(
+                "max_connections {}: give 1..={MAX_CONNECTIONS_LIMIT}",
+                new.max_connections
+            )));
+        }
+        {
+            let st = self.store();
+            st.set_setting(SETTING_DOWN, &new.download_limit.to_string())?;
+            st.set_setting(SETTING_UP, &new.upload_limit.to_string())?;
+            st.set_setting(SETTING_CONNS, &new.max_connections.to_string())?;
+        }
+        let mut cur = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        self.session
+            .set_rate_limits(new.download_limit, new.upload_limit);
+        let debt = &self.conn_debt;
+        if new.max_connections > cur.max_connections {
+            // Pay what is owed first, then add permits.
+            let mut more = new.max_connections - cur.max_connections;
+            let owed = debt.load(Relaxed).min(more);
+            debt.fetch_sub(owed, Relaxed);
+            more -= owed;
+            self.session.conns.add_permits(more);
+        } else {
+            debt.fetch_add(cur.max_connections - new.max_connections, Relaxed);
+            self.take_back_permits();
+        }
+        *cur = new;
+        tracing::info!(?new, "settings");
+        Ok(new)
+    }
+
+    /// Takes back the connection permits owed, as far as they are free.
+    fn take_back_permits(&self) {
+        let owed = self.conn_debt.load(Relaxed);
+        if owed > 0 {
+            let n = self.session.conns.forget_permits(owed);
+            self.conn_debt.fetch_sub(n, Relaxed);
+        }
+    }
+
+    /// Sets torrent `id`'s own rate limits (bytes/s, 0: none; the global
+    /// ones apply too), stored, and in force at once when it runs.
+    pub fn set_torrent_limits(&self, id: i64, down: u64, up: u64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        self.store().set_limits(id, down, up)?;
+        let ctx = {
+            let mut st = entry.lock();
+            st.limits = (down, up);
+            st.live.as_ref().map(|l| l.ctx.clone())
+        };
+        if let Some(ctx) = ctx {
+            ctx.set_rate_limits(down, up);
+        }
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
     }
 
     /// Sets file priorities of torrent `id` (`(index, priority)` pairs),
@@ -890,6 +998,7 @@ impl Daemon {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+            self.take_back_permits();
             let mut views = Vec::new();
             for e in self.list() {
                 // A disk that failed (full, gone, read-only) stops the

@@ -64,6 +64,8 @@ pub(super) struct State {
     pub(super) known: bool,
     /// File priorities (empty: every file normal); applied at each start.
     pub(super) prio: Vec<Priority>,
+    /// Its own rate limits, bytes/s (0: none); applied at each start.
+    pub(super) limits: (u64, u64),
 }
 
 impl State {
@@ -88,6 +90,7 @@ impl State {
             saved,
             known: false,
             prio: Vec::new(),
+            limits: (0, 0),
         }
     }
 }
@@ -223,6 +226,8 @@ impl Entry {
             start_ms: st.start_ms,
             fetched: snap.as_ref().map_or(0, |s| s.fetched),
             root: self.root.display().to_string(),
+            download_limit: st.limits.0,
+            upload_limit: st.limits.1,
         }
     }
 }
@@ -280,6 +285,11 @@ pub struct View {
     pub fetched: u32,
     /// Where the data lives.
     pub root: String,
+    /// Its own download limit, bytes/s (0: none; the global one applies
+    /// too).
+    pub download_limit: u64,
+    /// Its own upload limit, bytes/s (0: none).
+    pub upload_limit: u64,
 }
 
 impl Entry {

@@ -45,6 +45,8 @@ pub const DEFAULT_DOWNLOAD_DIR: &str = "downloads";
 /// The settings kept in the state.
 const SETTING_DOWNLOAD_DIR: &str = "download_dir";
 const SETTING_LISTEN: &str = "listen";
+/// Peer connections at once, all torrents, unless set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
 /// Bytes of a generated token (printed as hex).
 pub const TOKEN_BYTES: usize = 16;
 
@@ -75,9 +77,18 @@ pub struct DaemonArgs {
     /// Most peer connections at once, per torrent.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
-    /// Most peer connections at once, all torrents together.
-    #[arg(long, value_name = "N", default_value_t = 500)]
-    pub max_connections: usize,
+    /// Most peer connections at once, all torrents together. Without
+    /// it: the last value set (`/api/settings`), else 500.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Download at most RATE bytes/s, all torrents together (e.g. `2M`).
+    /// Without it: the last value set (`/api/settings`), else no limit.
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_down: Option<u64>,
+    /// Upload at most RATE bytes/s, all torrents together.
+    /// Without it: the last value set, else no limit.
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_up: Option<u64>,
     /// No DHT (BEP 5): magnets then need `x.pe`, trackers or peers.
     #[arg(long)]
     pub no_dht: bool,
@@ -124,9 +135,19 @@ fn token_for(http: SocketAddr, given: Option<&str>) -> anyhow::Result<(Option<St
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut common = default_common()?;
     common.max_peers = args.max_peers.max(1);
-    common.max_connections = args.max_connections.max(1);
     common.quiet = true;
     let store = store::Store::open(&args.state)?;
+    // Flags win; else what was last set; else the defaults.
+    let stored = |key: &str| -> anyhow::Result<Option<u64>> {
+        Ok(store.setting(key)?.and_then(|v| v.parse().ok()))
+    };
+    common.max_connections = match args.max_connections {
+        Some(n) => n,
+        None => stored(engine::SETTING_CONNS)?.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+    }
+    .clamp(1, engine::MAX_CONNECTIONS_LIMIT);
+    common.max_down = args.max_down.or(stored(engine::SETTING_DOWN)?);
+    common.max_up = args.max_up.or(stored(engine::SETTING_UP)?);
     // Flags win; else what the last run used; else the defaults.
     let download_dir = match &args.download_dir {
         Some(d) => d.clone(),

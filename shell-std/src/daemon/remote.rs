@@ -71,6 +71,23 @@ pub enum RemoteCmd {
         #[arg(long = "set", value_name = "INDEX=PRIORITY")]
         set: Vec<String>,
     },
+    /// Show or set the rate limits: the global ones (and the connection
+    /// limit), or with `--id` one torrent's own. Rates in bytes/s (`500K`,
+    /// `2M`; `0`: no limit).
+    Limits {
+        /// One torrent's own limits instead of the global ones.
+        #[arg(long)]
+        id: Option<i64>,
+        /// Download limit.
+        #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+        down: Option<u64>,
+        /// Upload limit.
+        #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+        up: Option<u64>,
+        /// Peer connections at once, all torrents (global only).
+        #[arg(long, value_name = "N", conflicts_with = "id")]
+        connections: Option<usize>,
+    },
     /// Remove a torrent.
     Remove {
         /// Its id.
@@ -321,6 +338,51 @@ pub fn run(a: RemoteArgs) -> anyhow::Result<()> {
                     f["size"],
                     f["path"].as_str().unwrap_or("")
                 );
+            }
+        }
+        RemoteCmd::Limits {
+            id,
+            down,
+            up,
+            connections,
+        } => {
+            let path = match id {
+                Some(id) => format!("/api/torrents/{id}"),
+                None => "/api/settings".into(),
+            };
+            let mut body = serde_json::Map::new();
+            if let Some(d) = down {
+                body.insert("download_limit".into(), (*d).into());
+            }
+            if let Some(u) = up {
+                body.insert("upload_limit".into(), (*u).into());
+            }
+            if let Some(c) = connections {
+                body.insert("max_connections".into(), (*c).into());
+            }
+            let v = if body.is_empty() {
+                ok(call(&a, "GET", &path, None, b"")?)?
+            } else {
+                let b = serde_json::Value::Object(body).to_string();
+                ok(call(
+                    &a,
+                    "PUT",
+                    &path,
+                    Some("application/json"),
+                    b.as_bytes(),
+                )?)?
+            };
+            let rate = |k: &str| match v[k].as_u64() {
+                Some(0) | None => "none".to_string(),
+                Some(r) => format!("{r} B/s"),
+            };
+            print!(
+                "download limit: {}\nupload limit: {}\n",
+                rate("download_limit"),
+                rate("upload_limit")
+            );
+            if id.is_none() {
+                println!("max connections: {}", v["max_connections"]);
             }
         }
         RemoteCmd::Remove { id, delete_data } => {

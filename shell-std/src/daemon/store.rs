@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS priorities(
     torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
     prios TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS limits(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    down INTEGER NOT NULL,
+    up INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS magnets(
     torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
     uri TEXT NOT NULL
@@ -311,6 +316,7 @@ impl Store {
         let tx = self.db.unchecked_transaction()?;
         tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM priorities WHERE torrent_id = ?1", [id])?;
+        tx.execute("DELETE FROM limits WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM resume WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM torrents WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -360,6 +366,34 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// Sets a torrent's own rate limits (bytes/s, 0: none).
+    pub fn set_limits(&self, id: i64, down: u64, up: u64) -> anyhow::Result<()> {
+        self.db.execute(
+            "INSERT INTO limits(torrent_id, down, up) VALUES (?1, ?2, ?3)
+             ON CONFLICT(torrent_id) DO UPDATE SET down = ?2, up = ?3",
+            params![id, down as i64, up as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A torrent's own rate limits as stored ((0, 0) when never set).
+    pub fn limits(&self, id: i64) -> anyhow::Result<(u64, u64)> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT down, up FROM limits WHERE torrent_id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
+            )
+            .optional()?
+            .unwrap_or((0, 0)))
     }
 
     /// A setting, if set.
