@@ -37,6 +37,9 @@ pub struct Row {
     pub resume: Option<Resume>,
 }
 
+/// A stored magnet waiting for its metadata: (id, uri, paused, peers).
+pub type MagnetRow = (i64, String, bool, Vec<String>);
+
 /// The fast-resume data of one torrent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resume {
@@ -275,8 +278,8 @@ impl Store {
         Ok(id)
     }
 
-    /// Magnets still waiting for their metadata: (id, uri, paused, peers).
-    pub fn load_magnets(&self) -> anyhow::Result<Vec<(i64, String, bool, Vec<String>)>> {
+    /// Magnets still waiting for their metadata.
+    pub fn load_magnets(&self) -> anyhow::Result<Vec<MagnetRow>> {
         let mut st = self.db.prepare(
             "SELECT t.id, m.uri, t.paused, t.peers FROM magnets m
              JOIN torrents t ON t.id = m.torrent_id
