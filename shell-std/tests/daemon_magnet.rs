@@ -136,3 +136,40 @@ fn daemon_libtorrent_dht_router_and_seeder_to_a_bare_magnet() {
         .expect("DHT state saved in --state");
     assert!(table.lines().count() >= 3, "no node saved:\n{table}");
 }
+
+/// A magnet whose peer never answers stays `fetching_metadata`, across a
+/// restart too (the magnet is stored); removing it forgets it for good.
+#[test]
+fn daemon_magnet_waiting_for_metadata_survives_a_restart_and_can_be_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let (dl, state) = (d.path().join("dl"), d.path().join("state"));
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let closed = free_tcp_port();
+    let hex = "0123456789abcdef0123456789abcdef01234567";
+    let id = daemon.add_magnet(&format!(
+        "magnet:?xt=urn:btih:{hex}&dn=waiting&x.pe=127.0.0.1:{closed}"
+    ));
+    let v = daemon.get(&format!("/api/torrents/{id}"));
+    assert_eq!(v["state"], "fetching_metadata", "{v}");
+    assert_eq!(v["name"], "waiting", "{v}");
+    assert_eq!(v["info_hash"], hex);
+    daemon.stop();
+    let daemon = Daemon::start(&dl, &state, &[]);
+    let list = daemon.get("/api/torrents");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["state"], "fetching_metadata", "{list}");
+    // Nothing to pause or list files of yet: 409, saying why.
+    let (st, v) = daemon.req("POST", &format!("/api/torrents/{id}/pause"), None, b"");
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("metadata"), "{v}");
+    let (st, v) = daemon.req("GET", &format!("/api/torrents/{id}/files"), None, b"");
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = daemon.req("DELETE", &format!("/api/torrents/{id}"), None, b"");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(daemon.get("/api/torrents"), serde_json::json!([]));
+    daemon.stop();
+    let daemon = Daemon::start(&dl, &state, &[]);
+    assert_eq!(daemon.get("/api/torrents"), serde_json::json!([]));
+    daemon.stop();
+}

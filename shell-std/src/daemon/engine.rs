@@ -232,7 +232,17 @@ impl Daemon {
 
     /// The torrent `id`.
     pub fn get(&self, id: i64) -> Result<Arc<Entry>, Refused> {
-        self.map().get(&id).cloned().ok_or(Refused::NotFound(id))
+        if let Some(e) = self.map().get(&id) {
+            return Ok(e.clone());
+        }
+        if self.pending().contains_key(&id) {
+            // A magnet: nothing to pause, list or limit before its metadata.
+            return Err(Refused::Conflict(
+                format!("torrent {id} is still fetching its metadata"),
+                Some(id),
+            ));
+        }
+        Err(Refused::NotFound(id))
     }
 
     /// Loads the stored torrents and starts those not paused.
@@ -466,6 +476,17 @@ impl Daemon {
         let root = root_in(&self.download_dir, &info).map_err(|e| Refused::Bad(e.to_string()))?;
         Storage::paths(&info, &root).map_err(|e| Refused::Bad(format!("{e:#}")))?;
         let ih = info.info_hash.to_string();
+        let waiting = self
+            .pending()
+            .values()
+            .find(|p| p.link.info_hash == info.info_hash)
+            .map(|p| p.id);
+        if let Some(id) = waiting {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added as a magnet (id {id})"),
+                Some(id),
+            ));
+        }
         let mut map = self.map();
         if let Some(e) = map.values().find(|e| e.info.info_hash == info.info_hash) {
             return Err(Refused::Conflict(
@@ -1182,5 +1203,22 @@ fn remove_files(root: &Path, files: &[PathBuf]) {
     dirs.dedup();
     for d in dirs {
         let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_priorities_round_trip_and_garbage_is_refused() {
+        let p = vec![Priority::Skip, Priority::Normal, Priority::High];
+        assert_eq!(prio_to_text(&p), "skip,normal,high");
+        assert_eq!(prio_from_text("skip,normal,high", 3), Some(p));
+        // One word a file, known words only.
+        assert_eq!(prio_from_text("skip,normal", 3), None);
+        assert_eq!(prio_from_text("skip,normal,high,high", 3), None);
+        assert_eq!(prio_from_text("skip,later,high", 3), None);
+        assert_eq!(prio_from_text("", 0), None);
     }
 }

@@ -480,4 +480,56 @@ mod tests {
         assert!(s.load().unwrap().is_empty());
         assert_eq!(s.find("ab").unwrap(), None);
     }
+
+    #[test]
+    fn a_magnet_keeps_its_id_and_loads_as_a_torrent_once_it_has_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let id = s
+            .insert_magnet("cd", "magnet:?xt=urn:btih:cd", false, &["1.2.3.4:5".into()])
+            .unwrap();
+        // A magnet is no torrent yet, and its info-hash is taken.
+        assert!(s.load().unwrap().is_empty());
+        assert_eq!(
+            s.load_magnets().unwrap(),
+            vec![(
+                id,
+                "magnet:?xt=urn:btih:cd".into(),
+                false,
+                vec!["1.2.3.4:5".into()]
+            )]
+        );
+        assert!(s
+            .insert("cd", b"d4:infodee", Path::new("/x"), false, &[])
+            .is_err());
+        s.set_metainfo(id, b"d4:infodee", Path::new("/x/y"))
+            .unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert!(s.load_magnets().unwrap().is_empty());
+        let rows = s.load().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, id);
+        assert_eq!(rows[0].root, PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn priorities_and_limits_are_kept_and_go_with_the_torrent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let id = s
+            .insert("ab", b"d4:infodee", Path::new("/x"), false, &[])
+            .unwrap();
+        assert_eq!(s.priorities(id).unwrap(), None);
+        assert_eq!(s.limits(id).unwrap(), (0, 0));
+        s.set_priorities(id, "skip,high").unwrap();
+        s.set_limits(id, 1 << 20, u64::from(u32::MAX)).unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.priorities(id).unwrap().as_deref(), Some("skip,high"));
+        assert_eq!(s.limits(id).unwrap(), (1 << 20, u64::from(u32::MAX)));
+        s.delete(id).unwrap();
+        assert_eq!(s.priorities(id).unwrap(), None);
+        assert_eq!(s.limits(id).unwrap(), (0, 0));
+    }
 }
