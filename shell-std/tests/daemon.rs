@@ -168,8 +168,8 @@ fn daemon_bad_inputs_get_the_right_4xx_and_change_nothing() {
             json,
             b"{\"magnet\": \"magnet:?xt=urn:btih:0000000000000000000000000000000000000000\"}"
                 .to_vec(),
-            501,
-            "magnet",
+            400,
+            "nothing to connect to",
         ),
         (
             "POST",

@@ -903,6 +903,19 @@ pub fn open_resumed(
     common: Common,
     have: Vec<bool>,
 ) -> anyhow::Result<Arc<Ctx>> {
+    open_resumed_skipping(session, info, root, common, have, None)
+}
+
+/// [`open_resumed`] with files skipped from the start (`skip`: indexes,
+/// as `--skip` takes them): skipped files are not created.
+pub fn open_resumed_skipping(
+    session: &Session,
+    info: Info,
+    root: PathBuf,
+    common: Common,
+    have: Vec<bool>,
+    skip: Option<String>,
+) -> anyhow::Result<Arc<Ctx>> {
     let plan = Plan {
         info,
         learned: Vec::new(),
@@ -916,10 +929,8 @@ pub fn open_resumed(
         skip_space_check: true,
         common,
         have: Some(have),
-        // Every file, rarest first (the daemon's file selection is a
-        // later slice).
         only: None,
-        skip: None,
+        skip,
         sequential: false,
     };
     prepare(&plan, session)

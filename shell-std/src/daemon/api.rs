@@ -3,8 +3,8 @@
 //! Every error is JSON `{"error": "…"}` with a 4xx that says what was
 //! wrong (400 bad input, 401 no or wrong token, 403 a path outside the
 //! download folder, 404 no such torrent, 409 already there — with the
-//! `id` of the one that is —, 413 body too large, 415 wrong content type,
-//! 501 magnets until they are supported). A refused request changes
+//! `id` of the one that is —, 413 body too large,
+//! 415 wrong content type). A refused request changes
 //! nothing. Request bodies are bounded by [`MAX_BODY`]; headers, their
 //! time and the connections by the server ([`super::serve`]).
 //!
@@ -28,9 +28,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::engine::{Daemon, Refused};
+use super::engine::{prio_name, Daemon, Refused};
 use super::entry::{Entry, View};
 use super::store;
+use crate::client::select::Priority;
 use crate::torrent::MAX_TORRENT_FILE;
 
 /// Largest request body: a `.torrent` upload or a JSON request.
@@ -85,8 +86,12 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(super::page::index))
         .route("/api/torrents", get(list).post(add))
-        .route("/api/torrents/{id}", get(one).delete(remove))
-        .route("/api/torrents/{id}/files", get(files))
+        .route(
+            "/api/torrents/{id}",
+            get(one).delete(remove).put(set_torrent),
+        )
+        .route("/api/settings", get(settings).put(set_settings))
+        .route("/api/torrents/{id}/files", get(files).put(set_files))
         .route("/api/torrents/{id}/peers", get(peers))
         .route("/api/torrents/{id}/trackers", get(trackers))
         .route("/api/torrents/{id}/pieces", get(pieces))
@@ -144,12 +149,11 @@ fn entry(api: &Api, id: &str) -> Result<Arc<Entry>> {
 }
 
 async fn list(State(api): State<Api>) -> Json<serde_json::Value> {
-    let views: Vec<_> = api.daemon.list().iter().map(|e| e.view()).collect();
-    Json(json!(views))
+    Json(json!(api.daemon.views()))
 }
 
 async fn one(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
-    Ok(Json(json!(entry(&api, &id)?.view())))
+    Ok(Json(json!(api.daemon.view(id_of(&id)?)?)))
 }
 
 /// `POST /api/torrents` as JSON.
@@ -199,6 +203,20 @@ async fn add(
         .trim()
         .to_ascii_lowercase();
     let (metainfo, paused, peers) = match ctype.as_str() {
+        "application/json" if is_magnet(&body) => {
+            let req: AddJson =
+                serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
+            let peers = parse_peers(req.peers.iter().map(String::as_str))?;
+            let (Some(uri), None) = (req.magnet, req.path) else {
+                return Err(bad("give \"path\" or \"magnet\", not both"));
+            };
+            let (id, ih) = api.daemon.add_magnet(&uri, req.paused, peers)?;
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({ "id": id, "info_hash": ih, "state": "fetching_metadata" })),
+            )
+                .into_response());
+        }
         "application/x-bittorrent" => {
             // Options in the query: ?paused=true&peers=IP:PORT,IP:PORT
             let mut paused = false;
@@ -219,14 +237,8 @@ async fn add(
                 serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
             let peers = parse_peers(req.peers.iter().map(String::as_str))?;
             match (req.path, req.magnet) {
-                (Some(_), Some(_)) => return Err(bad("give \"path\" or \"magnet\", not both")),
-                (None, Some(_)) => {
-                    return Err(ApiError(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "magnet links are not supported by this daemon yet".into(),
-                        None,
-                    ))
-                }
+                // Magnets took the branch above.
+                (_, Some(_)) => return Err(bad("give \"path\" or \"magnet\", not both")),
                 (None, None) => return Err(bad("give \"path\" (a .torrent) or \"magnet\"")),
                 (Some(p), None) => (read_torrent(&api, &p)?, req.paused, peers),
             }
@@ -252,6 +264,11 @@ async fn add(
         Json(json!({ "id": id, "info_hash": ih })),
     )
         .into_response())
+}
+
+/// True if a JSON add request names a magnet.
+fn is_magnet(body: &[u8]) -> bool {
+    serde_json::from_slice::<AddJson>(body).is_ok_and(|r| r.magnet.is_some())
 }
 
 /// Reads a `.torrent` from the daemon's disk: only inside the download
@@ -328,6 +345,7 @@ async fn recheck(
 async fn files(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {
     let e = entry(&api, &id)?;
     let have = e.have();
+    let prio = e.priorities();
     let info = &e.info;
     let out: Vec<_> = info
         .files
@@ -355,10 +373,109 @@ async fn files(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<se
                 "offset": f.offset,
                 "done": done,
                 "progress": if f.len == 0 { 1.0 } else { done as f64 / f.len as f64 },
+                "priority": prio_name(prio.get(i).copied().unwrap_or_default()),
             })
         })
         .collect();
     Ok(Json(json!(out)))
+}
+
+/// The JSON body of a PUT, bounded by the router's body limit.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: std::result::Result<Bytes, BytesRejection>,
+    want: &str,
+) -> Result<T> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text(), None))?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: want {want}: {e}")))
+}
+
+async fn settings(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(json!(api.daemon.settings()))
+}
+
+/// `PUT /api/settings`: any of `download_limit`, `upload_limit` (bytes/s,
+/// 0: none), `max_connections`; the others stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsJson {
+    download_limit: Option<u64>,
+    upload_limit: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+async fn set_settings(
+    State(api): State<Api>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let req: SettingsJson = json_body(
+        body,
+        r#"{"download_limit": B, "upload_limit": B, "max_connections": N}"#,
+    )?;
+    let mut s = api.daemon.settings();
+    s.download_limit = req.download_limit.unwrap_or(s.download_limit);
+    s.upload_limit = req.upload_limit.unwrap_or(s.upload_limit);
+    s.max_connections = req.max_connections.unwrap_or(s.max_connections);
+    Ok(Json(json!(api.daemon.set_settings(s)?)))
+}
+
+/// `PUT /api/torrents/{id}`: the torrent's own `download_limit`,
+/// `upload_limit` (bytes/s, 0: none); an absent one stays.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TorrentJson {
+    download_limit: Option<u64>,
+    upload_limit: Option<u64>,
+}
+
+async fn set_torrent(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let e = entry(&api, &id)?;
+    let req: TorrentJson = json_body(body, r#"{"download_limit": B, "upload_limit": B}"#)?;
+    let v = e.view();
+    let down = req.download_limit.unwrap_or(v.download_limit);
+    let up = req.upload_limit.unwrap_or(v.upload_limit);
+    Ok(Json(json!(api
+        .daemon
+        .set_torrent_limits(e.id, down, up)?)))
+}
+
+/// One change of `PUT /api/torrents/{id}/files`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePriority {
+    index: usize,
+    priority: String,
+}
+
+/// `PUT /api/torrents/{id}/files` with `[{"index": N, "priority":
+/// "skip"|"normal"|"high"}, …]`: the files' priorities, in force at once
+/// and kept across restarts; answers every file as `GET` does.
+async fn set_files(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let n = id_of(&id)?;
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text(), None))?;
+    let req: Vec<FilePriority> = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "JSON body: want [{{\"index\": N, \"priority\": \"skip|normal|high\"}}]: {e}"
+        ))
+    })?;
+    let changes = req
+        .into_iter()
+        .map(|c| {
+            c.priority
+                .parse::<Priority>()
+                .map(|p| (c.index, p))
+                .map_err(|e| bad(format!("file {}: priority {e}", c.index)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    api.daemon.set_priorities(n, changes).await?;
+    files(State(api), Path(id)).await
 }
 
 async fn peers(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<serde_json::Value>> {

@@ -23,12 +23,15 @@ use super::entry::{Entry, Live, Phase, State, View};
 use super::resume::{self, Stamp};
 use super::store::{self, Resume, Row, Save, Store};
 use crate::client::announce::{announce_loop, Statuses, TrackerStatus};
+use crate::client::dht;
+use crate::client::magnet::{self, MagnetLink};
 use crate::client::meta::Info;
 use crate::client::peers::Source;
+use crate::client::select::Priority;
 use crate::client::session::Session;
 use crate::client::storage::Storage;
 use crate::client::swarm::{dialer, Ctx};
-use crate::client::{open_resumed, root_in, Common, MAX_PIECE_LEN};
+use crate::client::{open_resumed_skipping, root_in, Common, MAX_PIECE_LEN};
 use crate::torrent::TorrentFile;
 
 /// Fast-resume data is saved this often (what a `kill -9` may lose).
@@ -79,6 +82,84 @@ pub struct Daemon {
     common: Common,
     /// Permits to hash ([`MAX_CHECKS`]).
     checks: Arc<tokio::sync::Semaphore>,
+    /// Magnets fetching their metadata, by id (the id they keep as
+    /// torrents).
+    magnets: Mutex<BTreeMap<i64, Arc<Pending>>>,
+    /// The global settings in force.
+    settings: Mutex<Settings>,
+    /// Connection permits still to take back after the connection limit
+    /// was lowered below the connections open (taken as they close).
+    conn_debt: std::sync::atomic::AtomicUsize,
+}
+
+/// The daemon's global settings (`/api/settings`), kept in the state.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// Bytes/s received, all torrents together (0: no limit).
+    pub download_limit: u64,
+    /// Bytes/s sent, all torrents together (0: no limit).
+    pub upload_limit: u64,
+    /// Peer connections at once, all torrents together.
+    pub max_connections: usize,
+}
+
+/// The most `max_connections` may be (file descriptors run out long
+/// before).
+pub const MAX_CONNECTIONS_LIMIT: usize = 10_000;
+
+/// Setting keys in the state.
+pub const SETTING_DOWN: &str = "download_limit";
+/// See [`SETTING_DOWN`].
+pub const SETTING_UP: &str = "upload_limit";
+/// See [`SETTING_DOWN`].
+pub const SETTING_CONNS: &str = "max_connections";
+
+/// A magnet in its metadata phase (BEP 9).
+pub struct Pending {
+    id: i64,
+    link: MagnetLink,
+    paused: bool,
+    peers: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    error: Mutex<Option<String>>,
+}
+
+impl Pending {
+    /// What the API shows of it: state `fetching_metadata` (or `error`),
+    /// its `dn` (else the info-hash) as the name, nothing known yet.
+    pub fn view(&self) -> View {
+        let error = self.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        View {
+            id: self.id,
+            info_hash: self.link.info_hash.to_string(),
+            name: self.link.label(),
+            size: 0,
+            progress: 0.0,
+            state: if error.is_some() {
+                "error"
+            } else {
+                "fetching_metadata"
+            },
+            error,
+            down_rate: 0,
+            up_rate: 0,
+            downloaded: 0,
+            uploaded: 0,
+            verified: 0,
+            pieces: 0,
+            pieces_verified: 0,
+            peers: 0,
+            seeds: 0,
+            eta: None,
+            hashed_at_start: 0,
+            trusted_at_start: 0,
+            start_ms: 0,
+            fetched: 0,
+            root: String::new(),
+            download_limit: 0,
+            upload_limit: 0,
+        }
+    }
 }
 
 impl Daemon {
@@ -89,7 +170,16 @@ impl Daemon {
         download_dir: PathBuf,
         common: Common,
     ) -> Arc<Daemon> {
+        let (down, up) = (common.max_down.unwrap_or(0), common.max_up.unwrap_or(0));
+        session.set_rate_limits(down, up);
+        let settings = Settings {
+            download_limit: down,
+            upload_limit: up,
+            max_connections: common.max_connections,
+        };
         Arc::new(Daemon {
+            settings: Mutex::new(settings),
+            conn_debt: std::sync::atomic::AtomicUsize::new(0),
             session,
             download_dir,
             store: Mutex::new(store),
@@ -97,6 +187,7 @@ impl Daemon {
             events: broadcast::channel(EVENT_BACKLOG).0,
             checks: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
             common,
+            magnets: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -114,6 +205,26 @@ impl Daemon {
             .send(serde_json::json!({ "type": kind, "data": data }).to_string());
     }
 
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<i64, Arc<Pending>>> {
+        self.magnets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the API shows of every torrent and magnet, by id.
+    pub fn views(&self) -> Vec<View> {
+        let mut v: Vec<View> = self.list().iter().map(|e| e.view()).collect();
+        v.extend(self.pending().values().map(|p| p.view()));
+        v.sort_by_key(|v| v.id);
+        v
+    }
+
+    /// What the API shows of torrent or magnet `id`.
+    pub fn view(&self, id: i64) -> Result<View, Refused> {
+        if let Some(p) = self.pending().get(&id) {
+            return Ok(p.view());
+        }
+        Ok(self.get(id)?.view())
+    }
+
     /// Every torrent, by id.
     pub fn list(&self) -> Vec<Arc<Entry>> {
         self.map().values().cloned().collect()
@@ -121,7 +232,17 @@ impl Daemon {
 
     /// The torrent `id`.
     pub fn get(&self, id: i64) -> Result<Arc<Entry>, Refused> {
-        self.map().get(&id).cloned().ok_or(Refused::NotFound(id))
+        if let Some(e) = self.map().get(&id) {
+            return Ok(e.clone());
+        }
+        if self.pending().contains_key(&id) {
+            // A magnet: nothing to pause, list or limit before its metadata.
+            return Err(Refused::Conflict(
+                format!("torrent {id} is still fetching its metadata"),
+                Some(id),
+            ));
+        }
+        Err(Refused::NotFound(id))
     }
 
     /// Loads the stored torrents and starts those not paused.
@@ -138,6 +259,165 @@ impl Daemon {
                 }
                 Err(e) => tracing::error!(id, "stored torrent not loaded: {e:#}"),
             }
+        }
+        let magnets = self.store().load_magnets()?;
+        for (id, uri, paused, peers) in magnets {
+            match MagnetLink::parse(&uri) {
+                Ok(link) => {
+                    let peers = peers.iter().filter_map(|p| p.parse().ok()).collect();
+                    self.spawn_fetch(id, link, paused, peers);
+                }
+                Err(e) => tracing::error!(id, "stored magnet not loaded: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a magnet link: its metadata is fetched (from its `x.pe`,
+    /// `peers`, its trackers and the DHT), then it runs as a `.torrent`
+    /// would, with the same id (`paused`: added paused once the metadata
+    /// is in).
+    pub fn add_magnet(
+        self: &Arc<Self>,
+        uri: &str,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) -> Result<(i64, String), Refused> {
+        let link = MagnetLink::parse(uri).map_err(|e| Refused::Bad(format!("magnet: {e:#}")))?;
+        let ih = link.info_hash.to_string();
+        if self.session.dht.get().is_none()
+            && link.peers.is_empty()
+            && peers.is_empty()
+            && link.trackers.is_empty()
+        {
+            return Err(Refused::Bad(
+                "nothing to connect to: the magnet has no x.pe and no tr, no peers were given and the DHT is off".into(),
+            ));
+        }
+        let taken = self
+            .map()
+            .values()
+            .find(|e| e.info.info_hash == link.info_hash)
+            .map(|e| e.id)
+            .or_else(|| {
+                self.pending()
+                    .values()
+                    .find(|p| p.link.info_hash == link.info_hash)
+                    .map(|p| p.id)
+            });
+        if let Some(id) = taken {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added (id {id})"),
+                Some(id),
+            ));
+        }
+        let peer_text: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+        let id = self.store().insert_magnet(&ih, uri, paused, &peer_text)?;
+        tracing::info!(id, info_hash = %ih, "magnet added");
+        self.emit("added", serde_json::json!({ "id": id, "info_hash": ih }));
+        self.spawn_fetch(id, link, paused, peers);
+        Ok((id, ih))
+    }
+
+    /// Runs magnet `id`'s metadata phase in the background, then adopts it.
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        id: i64,
+        link: MagnetLink,
+        paused: bool,
+        peers: Vec<SocketAddr>,
+    ) {
+        let (stop, stop_rx) = watch::channel(false);
+        let p = Arc::new(Pending {
+            id,
+            link,
+            paused,
+            peers,
+            stop,
+            error: Mutex::new(None),
+        });
+        self.pending().insert(id, p.clone());
+        let d = self.clone();
+        tokio::spawn(async move {
+            let (extra, feeder) = match d.session.dht.get().cloned() {
+                Some(node) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(64);
+                    let f = tokio::spawn(dht::feed(node, p.link.info_hash, tx));
+                    (Some(rx), Some(f))
+                }
+                None => (None, None),
+            };
+            let sources = magnet::Sources {
+                direct: p.peers.clone(),
+                trackers: true,
+                extra,
+            };
+            let r = magnet::fetch(d.session.clone(), &p.link, sources, stop_rx).await;
+            if let Some(f) = feeder {
+                f.abort();
+            }
+            let r = match r {
+                Ok(Some(f)) => d.adopt(&p, f),
+                Ok(None) => return, // removed
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::error!(id, "magnet: {e:#}");
+                *p.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
+                d.emit("state", serde_json::to_value(p.view()).unwrap_or_default());
+            }
+        });
+    }
+
+    /// A magnet whose metadata came: stored as its `.torrent` (never
+    /// fetched again) and started as one, under the same id.
+    fn adopt(self: &Arc<Self>, p: &Pending, f: magnet::Fetched) -> anyhow::Result<()> {
+        let bytes = magnet::torrent_bytes(&f.metadata, &p.link.trackers);
+        let info = parse(&bytes).map_err(|e| anyhow::anyhow!("the metadata: {e}"))?;
+        if info.piece_len > MAX_PIECE_LEN {
+            anyhow::bail!(
+                "pieces of {} bytes are larger than the {} MiB this client handles",
+                info.piece_len,
+                MAX_PIECE_LEN >> 20
+            );
+        }
+        let root = root_in(&self.download_dir, &info)?;
+        Storage::paths(&info, &root)?;
+        let mut map = self.map();
+        if let Some(e) = map.values().find(|e| e.root == root) {
+            anyhow::bail!(
+                "{} is already the folder of torrent {} (id {})",
+                root.display(),
+                e.info.info_hash,
+                e.id
+            );
+        }
+        if self.pending().remove(&p.id).is_none() {
+            return Ok(()); // removed meanwhile
+        }
+        self.store().set_metainfo(p.id, &bytes, &root)?;
+        let mut peers = p.peers.clone();
+        peers.extend(p.link.peers.iter().copied());
+        peers.extend(f.learned.iter().map(|(a, _)| *a));
+        peers.sort();
+        peers.dedup();
+        let n = info.pieces() as usize;
+        tracing::info!(id = p.id, name = %info.name, bytes = f.metadata.len(), "metadata fetched");
+        let entry = Arc::new(Entry {
+            id: p.id,
+            info,
+            root,
+            peers,
+            state: Mutex::new(State::new(p.paused, vec![false; n], None)),
+        });
+        map.insert(p.id, entry.clone());
+        drop(map);
+        self.emit(
+            "state",
+            serde_json::to_value(entry.view()).unwrap_or_default(),
+        );
+        if !p.paused {
+            self.clone().spawn_start(entry, None);
         }
         Ok(())
     }
@@ -162,6 +442,12 @@ impl Daemon {
         state.base_down = row.downloaded;
         state.base_up = row.uploaded;
         state.known = row.paused && saved.is_some();
+        state.limits = self.store().limits(row.id)?;
+        if let Some(text) = self.store().priorities(row.id)? {
+            state.prio = prio_from_text(&text, info.files.len()).ok_or_else(|| {
+                anyhow::anyhow!("stored file priorities {text:?}: not understood")
+            })?;
+        }
         let entry = Arc::new(Entry {
             id: row.id,
             info,
@@ -190,6 +476,17 @@ impl Daemon {
         let root = root_in(&self.download_dir, &info).map_err(|e| Refused::Bad(e.to_string()))?;
         Storage::paths(&info, &root).map_err(|e| Refused::Bad(format!("{e:#}")))?;
         let ih = info.info_hash.to_string();
+        let waiting = self
+            .pending()
+            .values()
+            .find(|p| p.link.info_hash == info.info_hash)
+            .map(|p| p.id);
+        if let Some(id) = waiting {
+            return Err(Refused::Conflict(
+                format!("torrent {ih} is already added as a magnet (id {id})"),
+                Some(id),
+            ));
+        }
         let mut map = self.map();
         if let Some(e) = map.values().find(|e| e.info.info_hash == info.info_hash) {
             return Err(Refused::Conflict(
@@ -285,14 +582,20 @@ impl Daemon {
 
     /// Hashes `pieces` of the torrent at `root` once a check permit is
     /// free (called on a blocking thread); returns those that match.
-    fn hash(&self, info: &Info, root: &Path, pieces: &[u32]) -> anyhow::Result<Vec<u32>> {
+    fn hash(
+        &self,
+        info: &Info,
+        root: &Path,
+        prio: &[Priority],
+        pieces: &[u32],
+    ) -> anyhow::Result<Vec<u32>> {
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
         let _turn = tokio::runtime::Handle::current()
             .block_on(self.checks.acquire())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let storage = Storage::open(info, root, true)?;
+        let storage = Storage::open_selected(info, root, true, prio)?;
         Ok(resume::verify(&storage, info, pieces, HASH_THREADS))
     }
 
@@ -320,7 +623,8 @@ impl Daemon {
         let trusted = check.trusted.iter().filter(|h| **h).count() as u32;
         let mut have = check.trusted;
         let mut hashed = 0;
-        for i in self.hash(info, &entry.root, &check.hash)? {
+        let prio = entry.lock().prio.clone();
+        for i in self.hash(info, &entry.root, &prio, &check.hash)? {
             if let Some(h) = have.get_mut(i as usize) {
                 *h = true;
                 hashed += 1;
@@ -328,13 +632,28 @@ impl Daemon {
         }
         let mut common = self.common.clone();
         common.peers = entry.peers.clone();
-        let ctx = open_resumed(
+        let prio = entry.lock().prio.clone();
+        let skip: Vec<String> = prio
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.wanted())
+            .map(|(i, _)| i.to_string())
+            .collect();
+        let ctx = open_resumed_skipping(
             &self.session,
             info.clone(),
             entry.root.clone(),
             common,
             have,
+            (!skip.is_empty()).then(|| skip.join(",")),
         )?;
+        let (down, up) = entry.lock().limits;
+        ctx.set_rate_limits(down, up);
+        for (i, p) in prio.iter().enumerate() {
+            if *p == Priority::High {
+                ctx.set_file_priority(i, *p)?;
+            }
+        }
         Ok((ctx, hashed, trusted))
     }
 
@@ -342,6 +661,14 @@ impl Daemon {
     fn run(&self, entry: &Entry, ctx: Arc<Ctx>) -> Live {
         tokio::spawn(dialer(ctx.clone(), self.session.conns.clone()));
         ctx.learn(&entry.peers, Source::Direct);
+        // BEP 5, never for private torrents (BEP 27).
+        if let Some(node) = self.session.dht.get().filter(|_| !ctx.info.private) {
+            tokio::spawn(dht::torrent_loop(
+                node.clone(),
+                ctx.clone(),
+                self.session.listen.port(),
+            ));
+        }
         let c = ctx.clone();
         tokio::spawn(async move {
             loop {
@@ -421,6 +748,130 @@ impl Daemon {
         }
     }
 
+    /// The global settings in force.
+    pub fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the global settings (the rate limits at once; a lower
+    /// connection limit as connections close), stored for the next run.
+    pub fn set_settings(&self, new: Settings) -> Result<Settings, Refused> {
+        if new.max_connections == 0 || new.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(Refused::Bad(format!(
+                "max_connections {}: give 1..={MAX_CONNECTIONS_LIMIT}",
+                new.max_connections
+            )));
+        }
+        {
+            let st = self.store();
+            st.set_setting(SETTING_DOWN, &new.download_limit.to_string())?;
+            st.set_setting(SETTING_UP, &new.upload_limit.to_string())?;
+            st.set_setting(SETTING_CONNS, &new.max_connections.to_string())?;
+        }
+        let mut cur = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        self.session
+            .set_rate_limits(new.download_limit, new.upload_limit);
+        let debt = &self.conn_debt;
+        if new.max_connections > cur.max_connections {
+            // Pay what is owed first, then add permits.
+            let mut more = new.max_connections - cur.max_connections;
+            let owed = debt.load(Relaxed).min(more);
+            debt.fetch_sub(owed, Relaxed);
+            more -= owed;
+            self.session.conns.add_permits(more);
+        } else {
+            debt.fetch_add(cur.max_connections - new.max_connections, Relaxed);
+            self.take_back_permits();
+        }
+        *cur = new;
+        tracing::info!(?new, "settings");
+        Ok(new)
+    }
+
+    /// Takes back the connection permits owed, as far as they are free.
+    fn take_back_permits(&self) {
+        let owed = self.conn_debt.load(Relaxed);
+        if owed > 0 {
+            let n = self.session.conns.forget_permits(owed);
+            self.conn_debt.fetch_sub(n, Relaxed);
+        }
+    }
+
+    /// Sets torrent `id`'s own rate limits (bytes/s, 0: none; the global
+    /// ones apply too), stored, and in force at once when it runs.
+    pub fn set_torrent_limits(&self, id: i64, down: u64, up: u64) -> Result<View, Refused> {
+        let entry = self.get(id)?;
+        self.store().set_limits(id, down, up)?;
+        let ctx = {
+            let mut st = entry.lock();
+            st.limits = (down, up);
+            st.live.as_ref().map(|l| l.ctx.clone())
+        };
+        if let Some(ctx) = ctx {
+            ctx.set_rate_limits(down, up);
+        }
+        let v = entry.view();
+        self.emit("state", serde_json::to_value(&v).unwrap_or_default());
+        Ok(v)
+    }
+
+    /// Sets file priorities of torrent `id` (`(index, priority)` pairs),
+    /// stored, and in force at once when it runs; refused (nothing
+    /// changed) for an index out of range or a padding file, or when every
+    /// file with data would be skipped. Returns every file's priority.
+    pub async fn set_priorities(
+        self: &Arc<Self>,
+        id: i64,
+        changes: Vec<(usize, Priority)>,
+    ) -> Result<Vec<Priority>, Refused> {
+        let entry = self.get(id)?;
+        let files = &entry.info.files;
+        let mut prio = entry.priorities();
+        for (i, p) in &changes {
+            match (files.get(*i), prio.get_mut(*i)) {
+                (Some(f), Some(slot)) if !f.padding => *slot = *p,
+                _ => {
+                    return Err(Refused::Bad(format!(
+                        "file {i}: not a file of torrent {id} (it has files 0..={})",
+                        files.len().saturating_sub(1)
+                    )))
+                }
+            }
+        }
+        let any_wanted = files
+            .iter()
+            .zip(&prio)
+            .any(|(f, p)| !f.padding && f.len > 0 && p.wanted());
+        if !any_wanted {
+            return Err(Refused::Bad(
+                "every file would be skipped: nothing to download".into(),
+            ));
+        }
+        self.store().set_priorities(id, &prio_to_text(&prio))?;
+        let ctx = {
+            let mut st = entry.lock();
+            st.prio = prio.clone();
+            st.live.as_ref().map(|l| l.ctx.clone())
+        };
+        if let Some(ctx) = ctx {
+            // Disk I/O (a file made wanted is created): off the async threads.
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                for (i, p) in changes {
+                    ctx.set_file_priority(i, p)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Refused::Internal(e.to_string()))??;
+        }
+        tracing::info!(id, prios = %prio_to_text(&prio), "file priorities");
+        self.emit(
+            "state",
+            serde_json::to_value(entry.view()).unwrap_or_default(),
+        );
+        Ok(prio)
+    }
+
     /// Pauses torrent `id`.
     pub async fn pause(self: &Arc<Self>, id: i64) -> Result<View, Refused> {
         let entry = self.get(id)?;
@@ -472,7 +923,8 @@ impl Daemon {
                 let paths = Storage::paths(info, &e.root)?;
                 let check = resume::plan(info, None, &resume::stamps(info, &paths));
                 let mut have = vec![false; info.pieces() as usize];
-                for i in d.hash(info, &e.root, &check.hash)? {
+                let prio = e.lock().prio.clone();
+                for i in d.hash(info, &e.root, &prio, &check.hash)? {
                     if let Some(h) = have.get_mut(i as usize) {
                         *h = true;
                     }
@@ -496,6 +948,14 @@ impl Daemon {
     /// Removes torrent `id`; with `delete_data` also its files (only files
     /// under the download folder: checked before anything is removed).
     pub async fn remove(self: &Arc<Self>, id: i64, delete_data: bool) -> Result<(), Refused> {
+        let gone = self.pending().remove(&id);
+        if let Some(p) = gone {
+            let _ = p.stop.send(true);
+            self.store().delete(id)?;
+            tracing::info!(id, "magnet removed");
+            self.emit("removed", serde_json::json!({ "id": id }));
+            return Ok(());
+        }
         let entry = self.get(id)?;
         let files = if delete_data {
             Some(self.data_files(&entry)?)
@@ -559,6 +1019,7 @@ impl Daemon {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+            self.take_back_permits();
             let mut views = Vec::new();
             for e in self.list() {
                 // A disk that failed (full, gone, read-only) stops the
@@ -596,6 +1057,8 @@ impl Daemon {
                 drop(st);
                 views.push(e.view());
             }
+            views.extend(self.pending().values().map(|p| p.view()));
+            views.sort_by_key(|v| v.id);
             if self.events.receiver_count() > 0 {
                 self.emit("torrents", serde_json::to_value(&views).unwrap_or_default());
             }
@@ -675,9 +1138,41 @@ impl Daemon {
         let all = self.list();
         let halts = all.iter().map(|e| self.halt(e, true));
         futures_util::future::join_all(halts).await;
+        for p in self.pending().values() {
+            let _ = p.stop.send(true);
+        }
+        // The DHT saves its table.
+        if let Some(node) = self.session.dht.get() {
+            node.stop().await;
+        }
         let d = self.clone();
         let _ = tokio::task::spawn_blocking(move || d.save_all()).await;
     }
+}
+
+/// The name of a priority in the API and the state.
+pub fn prio_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Skip => "skip",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+    }
+}
+
+/// Priorities as stored: one word a file, comma-separated.
+fn prio_to_text(prio: &[Priority]) -> String {
+    let words: Vec<&str> = prio.iter().map(|p| prio_name(*p)).collect();
+    words.join(",")
+}
+
+/// The stored priorities back; `None` unless there is one known word per
+/// file (`n` files).
+fn prio_from_text(text: &str, n: usize) -> Option<Vec<Priority>> {
+    let prio: Vec<Priority> = text
+        .split(',')
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    (prio.len() == n).then_some(prio)
 }
 
 /// Parses `.torrent` bytes into what the client keeps; the error says why
@@ -708,5 +1203,22 @@ fn remove_files(root: &Path, files: &[PathBuf]) {
     dirs.dedup();
     for d in dirs {
         let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_priorities_round_trip_and_garbage_is_refused() {
+        let p = vec![Priority::Skip, Priority::Normal, Priority::High];
+        assert_eq!(prio_to_text(&p), "skip,normal,high");
+        assert_eq!(prio_from_text("skip,normal,high", 3), Some(p));
+        // One word a file, known words only.
+        assert_eq!(prio_from_text("skip,normal", 3), None);
+        assert_eq!(prio_from_text("skip,normal,high,high", 3), None);
+        assert_eq!(prio_from_text("skip,later,high", 3), None);
+        assert_eq!(prio_from_text("", 0), None);
     }
 }

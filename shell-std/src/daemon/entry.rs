@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::store::Resume;
 use crate::client::announce::{Statuses, TrackerStatus};
 use crate::client::meta::Info;
+use crate::client::select::Priority;
 use crate::client::swarm::Ctx;
 
 /// Where a torrent is.
@@ -61,6 +62,10 @@ pub(super) struct State {
     /// loaded): only then is resume data written, so a torrent that never
     /// got past its check cannot overwrite good data with nothing.
     pub(super) known: bool,
+    /// File priorities (empty: every file normal); applied at each start.
+    pub(super) prio: Vec<Priority>,
+    /// Its own rate limits, bytes/s (0: none); applied at each start.
+    pub(super) limits: (u64, u64),
 }
 
 impl State {
@@ -84,6 +89,8 @@ impl State {
             start_ms: 0,
             saved,
             known: false,
+            prio: Vec::new(),
+            limits: (0, 0),
         }
     }
 }
@@ -118,6 +125,17 @@ impl Entry {
             .as_ref()
             .map(|l| l.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    /// Each file's priority now (in torrent order).
+    pub fn priorities(&self) -> Vec<Priority> {
+        let st = self.lock();
+        match &st.live {
+            Some(l) => l.ctx.file_priorities(),
+            None => (0..self.info.files.len())
+                .map(|i| st.prio.get(i).copied().unwrap_or_default())
+                .collect(),
+        }
     }
 
     /// Verified pieces now.
@@ -208,6 +226,8 @@ impl Entry {
             start_ms: st.start_ms,
             fetched: snap.as_ref().map_or(0, |s| s.fetched),
             root: self.root.display().to_string(),
+            download_limit: st.limits.0,
+            upload_limit: st.limits.1,
         }
     }
 }
@@ -265,6 +285,11 @@ pub struct View {
     pub fetched: u32,
     /// Where the data lives.
     pub root: String,
+    /// Its own download limit, bytes/s (0: none; the global one applies
+    /// too).
+    pub download_limit: u64,
+    /// Its own upload limit, bytes/s (0: none).
+    pub upload_limit: u64,
 }
 
 impl Entry {

@@ -12,8 +12,10 @@
 //!   [`serve`]: the HTTP server's bounds (connections, header time and size);
 //! - [`remote`]: `shell-std remote`, the command-line client of the API.
 //!
-//! Limits: magnets answer 501 until the session supports them; selective
-//! download, rate limits and streaming are not here yet.
+//! Magnets (BEP 9) are fetched from their `x.pe`, trackers and the
+//! session's DHT (BEP 5; `--no-dht`, table in `--state`); the metadata is
+//! stored so a restart does not fetch it again. Private torrents never use
+//! the DHT. Limits: a magnet cannot be paused before its metadata is in.
 
 pub mod api;
 pub mod engine;
@@ -43,6 +45,8 @@ pub const DEFAULT_DOWNLOAD_DIR: &str = "downloads";
 /// The settings kept in the state.
 const SETTING_DOWNLOAD_DIR: &str = "download_dir";
 const SETTING_LISTEN: &str = "listen";
+/// Peer connections at once, all torrents, unless set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
 /// Bytes of a generated token (printed as hex).
 pub const TOKEN_BYTES: usize = 16;
 
@@ -73,9 +77,24 @@ pub struct DaemonArgs {
     /// Most peer connections at once, per torrent.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
-    /// Most peer connections at once, all torrents together.
-    #[arg(long, value_name = "N", default_value_t = 500)]
-    pub max_connections: usize,
+    /// Most peer connections at once, all torrents together. Without
+    /// it: the last value set (`/api/settings`), else 500.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Download at most RATE bytes/s, all torrents together (e.g. `2M`).
+    /// Without it: the last value set (`/api/settings`), else no limit.
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_down: Option<u64>,
+    /// Upload at most RATE bytes/s, all torrents together.
+    /// Without it: the last value set, else no limit.
+    #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+    pub max_up: Option<u64>,
+    /// No DHT (BEP 5): magnets then need `x.pe`, trackers or peers.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// DHT bootstrap nodes instead of the public routers (repeatable).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// The client's options at their defaults (so that options the client
@@ -116,9 +135,19 @@ fn token_for(http: SocketAddr, given: Option<&str>) -> anyhow::Result<(Option<St
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut common = default_common()?;
     common.max_peers = args.max_peers.max(1);
-    common.max_connections = args.max_connections.max(1);
     common.quiet = true;
     let store = store::Store::open(&args.state)?;
+    // Flags win; else what was last set; else the defaults.
+    let stored = |key: &str| -> anyhow::Result<Option<u64>> {
+        Ok(store.setting(key)?.and_then(|v| v.parse().ok()))
+    };
+    common.max_connections = match args.max_connections {
+        Some(n) => n,
+        None => stored(engine::SETTING_CONNS)?.map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+    }
+    .clamp(1, engine::MAX_CONNECTIONS_LIMIT);
+    common.max_down = args.max_down.or(stored(engine::SETTING_DOWN)?);
+    common.max_up = args.max_up.or(stored(engine::SETTING_UP)?);
     // Flags win; else what the last run used; else the defaults.
     let download_dir = match &args.download_dir {
         Some(d) => d.clone(),
@@ -166,6 +195,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}", download_dir.display()))?;
         store.set_setting(SETTING_DOWNLOAD_DIR, &download_dir.to_string_lossy())?;
         store.set_setting(SETTING_LISTEN, &session.listen.to_string())?;
+        if !args.no_dht {
+            let state = args.state.join(crate::client::dht::DHT_STATE_FILE);
+            let node =
+                crate::client::dht::SessionDht::start(session.listen, &args.dht_bootstrap, state)
+                    .await;
+            if let Some(node) = node {
+                let _ = session.dht.set(Arc::new(node));
+            }
+        }
         let daemon = engine::Daemon::new(session.clone(), store, download_dir.clone(), common);
         daemon.restore()?;
         tokio::spawn(session.clone().accept_loop(listener));

@@ -35,9 +35,9 @@ pub struct RemoteArgs {
 /// What to ask the daemon.
 #[derive(Subcommand, Debug)]
 pub enum RemoteCmd {
-    /// Add a .torrent file (uploaded to the daemon).
+    /// Add a .torrent file (uploaded to the daemon) or a magnet link.
     Add {
-        /// The .torrent file.
+        /// The .torrent file, or `'magnet:?xt=urn:btih:…'`.
         torrent: PathBuf,
         /// Add it paused.
         #[arg(long)]
@@ -61,6 +61,32 @@ pub enum RemoteCmd {
     Resume {
         /// Its id.
         id: i64,
+    },
+    /// A torrent's files, with their progress and priority; with `--set`,
+    /// change priorities first.
+    Files {
+        /// Its id.
+        id: i64,
+        /// `INDEX=skip|normal|high` (repeatable; indexes as listed).
+        #[arg(long = "set", value_name = "INDEX=PRIORITY")]
+        set: Vec<String>,
+    },
+    /// Show or set the rate limits: the global ones (and the connection
+    /// limit), or with `--id` one torrent's own. Rates in bytes/s (`500K`,
+    /// `2M`; `0`: no limit).
+    Limits {
+        /// One torrent's own limits instead of the global ones.
+        #[arg(long)]
+        id: Option<i64>,
+        /// Download limit.
+        #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+        down: Option<u64>,
+        /// Upload limit.
+        #[arg(long, value_name = "RATE", value_parser = crate::create::parse_size)]
+        up: Option<u64>,
+        /// Peer connections at once, all torrents (global only).
+        #[arg(long, value_name = "N", conflicts_with = "id")]
+        connections: Option<usize>,
     },
     /// Remove a torrent.
     Remove {
@@ -192,6 +218,32 @@ pub fn run(a: RemoteArgs) -> anyhow::Result<()> {
             torrent,
             paused,
             peers,
+        } if torrent
+            .to_str()
+            .is_some_and(crate::client::magnet::MagnetLink::is_magnet) =>
+        {
+            let body = serde_json::json!({
+                "magnet": torrent.to_string_lossy(),
+                "paused": paused,
+                "peers": peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            });
+            let v = ok(call(
+                &a,
+                "POST",
+                "/api/torrents",
+                Some("application/json"),
+                body.to_string().as_bytes(),
+            )?)?;
+            println!(
+                "added: id {} info-hash {} (fetching the metadata)",
+                v["id"],
+                v["info_hash"].as_str().unwrap_or("")
+            );
+        }
+        RemoteCmd::Add {
+            torrent,
+            paused,
+            peers,
         } => {
             let len = std::fs::metadata(torrent)
                 .with_context(|| format!("{}", torrent.display()))?
@@ -252,6 +304,86 @@ pub fn run(a: RemoteArgs) -> anyhow::Result<()> {
                 b"",
             )?)?;
             println!("{id}: {}", v["state"].as_str().unwrap_or(""));
+        }
+        RemoteCmd::Files { id, set } => {
+            let path = format!("/api/torrents/{id}/files");
+            let v = if set.is_empty() {
+                ok(call(&a, "GET", &path, None, b"")?)?
+            } else {
+                let mut changes = Vec::new();
+                for s in set {
+                    let Some((i, p)) = s.split_once('=') else {
+                        bail!("--set {s}: want INDEX=skip|normal|high");
+                    };
+                    let i: usize = i
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--set {s}: {i:?} is not a file index"))?;
+                    changes.push(serde_json::json!({ "index": i, "priority": p }));
+                }
+                let body = serde_json::Value::from(changes).to_string();
+                ok(call(
+                    &a,
+                    "PUT",
+                    &path,
+                    Some("application/json"),
+                    body.as_bytes(),
+                )?)?
+            };
+            for f in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!(
+                    "{:>4} {:<7} {:>6.1}% {:>12}  {}",
+                    f["index"],
+                    f["priority"].as_str().unwrap_or(""),
+                    f["progress"].as_f64().unwrap_or(0.0) * 100.0,
+                    f["size"],
+                    f["path"].as_str().unwrap_or("")
+                );
+            }
+        }
+        RemoteCmd::Limits {
+            id,
+            down,
+            up,
+            connections,
+        } => {
+            let path = match id {
+                Some(id) => format!("/api/torrents/{id}"),
+                None => "/api/settings".into(),
+            };
+            let mut body = serde_json::Map::new();
+            if let Some(d) = down {
+                body.insert("download_limit".into(), (*d).into());
+            }
+            if let Some(u) = up {
+                body.insert("upload_limit".into(), (*u).into());
+            }
+            if let Some(c) = connections {
+                body.insert("max_connections".into(), (*c).into());
+            }
+            let v = if body.is_empty() {
+                ok(call(&a, "GET", &path, None, b"")?)?
+            } else {
+                let b = serde_json::Value::Object(body).to_string();
+                ok(call(
+                    &a,
+                    "PUT",
+                    &path,
+                    Some("application/json"),
+                    b.as_bytes(),
+                )?)?
+            };
+            let rate = |k: &str| match v[k].as_u64() {
+                Some(0) | None => "none".to_string(),
+                Some(r) => format!("{r} B/s"),
+            };
+            print!(
+                "download limit: {}\nupload limit: {}\n",
+                rate("download_limit"),
+                rate("upload_limit")
+            );
+            if id.is_none() {
+                println!("max connections: {}", v["max_connections"]);
+            }
         }
         RemoteCmd::Remove { id, delete_data } => {
             ok(call(

@@ -37,6 +37,9 @@ pub struct Row {
     pub resume: Option<Resume>,
 }
 
+/// A stored magnet waiting for its metadata: (id, uri, paused, peers).
+pub type MagnetRow = (i64, String, bool, Vec<String>);
+
 /// The fast-resume data of one torrent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resume {
@@ -83,6 +86,19 @@ CREATE TABLE IF NOT EXISTS resume(
     saved_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS priorities(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    prios TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS limits(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    down INTEGER NOT NULL,
+    up INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS magnets(
+    torrent_id INTEGER PRIMARY KEY REFERENCES torrents(id) ON DELETE CASCADE,
+    uri TEXT NOT NULL
+);
 ";
 
 fn now_secs() -> i64 {
@@ -163,7 +179,8 @@ impl Store {
         let mut st = self.db.prepare(
             "SELECT t.id, t.metainfo, t.root, t.paused, t.peers, t.downloaded, t.uploaded,
                     r.have, r.files
-             FROM torrents t LEFT JOIN resume r ON r.torrent_id = t.id ORDER BY t.id",
+             FROM torrents t LEFT JOIN resume r ON r.torrent_id = t.id
+             WHERE length(t.metainfo) > 0 ORDER BY t.id",
         )?;
         let rows = st.query_map([], |r| {
             let have: Option<Vec<u8>> = r.get(7)?;
@@ -235,9 +252,74 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a magnet waiting for its metadata (a torrent row with no
+    /// metainfo yet, so its id stays when the metadata comes); returns its id.
+    pub fn insert_magnet(
+        &self,
+        info_hash: &str,
+        uri: &str,
+        paused: bool,
+        peers: &[String],
+    ) -> anyhow::Result<i64> {
+        let tx = self.db.unchecked_transaction()?;
+        let id = {
+            tx.execute(
+                "INSERT INTO torrents(info_hash, metainfo, root, paused, peers, added_at)
+                 VALUES (?1, x'', '', ?2, ?3, ?4)",
+                params![info_hash, paused, peers.join(","), now_secs()],
+            )?;
+            tx.last_insert_rowid()
+        };
+        tx.execute(
+            "INSERT INTO magnets(torrent_id, uri) VALUES (?1, ?2)",
+            params![id, uri],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Magnets still waiting for their metadata.
+    pub fn load_magnets(&self) -> anyhow::Result<Vec<MagnetRow>> {
+        let mut st = self.db.prepare(
+            "SELECT t.id, m.uri, t.paused, t.peers FROM magnets m
+             JOIN torrents t ON t.id = m.torrent_id
+             WHERE length(t.metainfo) = 0 ORDER BY t.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            let peers: String = r.get(3)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? != 0,
+                peers
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A magnet's fetched metadata (as `.torrent` bytes) and its folder:
+    /// from now on it loads as any torrent, and is never fetched again.
+    pub fn set_metainfo(&self, id: i64, metainfo: &[u8], root: &Path) -> anyhow::Result<()> {
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE torrents SET metainfo = ?2, root = ?3 WHERE id = ?1",
+            params![id, metainfo, root.to_string_lossy()],
+        )?;
+        tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a torrent (and its resume data).
     pub fn delete(&self, id: i64) -> anyhow::Result<()> {
         let tx = self.db.unchecked_transaction()?;
+        tx.execute("DELETE FROM magnets WHERE torrent_id = ?1", [id])?;
+        tx.execute("DELETE FROM priorities WHERE torrent_id = ?1", [id])?;
+        tx.execute("DELETE FROM limits WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM resume WHERE torrent_id = ?1", [id])?;
         tx.execute("DELETE FROM torrents WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -264,6 +346,57 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Sets a torrent's file priorities (one word a file, comma-separated:
+    /// `skip`, `normal`, `high`).
+    pub fn set_priorities(&self, id: i64, prios: &str) -> anyhow::Result<()> {
+        self.db.execute(
+            "INSERT INTO priorities(torrent_id, prios) VALUES (?1, ?2)
+             ON CONFLICT(torrent_id) DO UPDATE SET prios = ?2",
+            params![id, prios],
+        )?;
+        Ok(())
+    }
+
+    /// A torrent's file priorities as stored, if set.
+    pub fn priorities(&self, id: i64) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT prios FROM priorities WHERE torrent_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets a torrent's own rate limits (bytes/s, 0: none).
+    pub fn set_limits(&self, id: i64, down: u64, up: u64) -> anyhow::Result<()> {
+        self.db.execute(
+            "INSERT INTO limits(torrent_id, down, up) VALUES (?1, ?2, ?3)
+             ON CONFLICT(torrent_id) DO UPDATE SET down = ?2, up = ?3",
+            params![id, down as i64, up as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A torrent's own rate limits as stored ((0, 0) when never set).
+    pub fn limits(&self, id: i64) -> anyhow::Result<(u64, u64)> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT down, up FROM limits WHERE torrent_id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
+            )
+            .optional()?
+            .unwrap_or((0, 0)))
     }
 
     /// A setting, if set.
@@ -346,5 +479,57 @@ mod tests {
         s.delete(id).unwrap();
         assert!(s.load().unwrap().is_empty());
         assert_eq!(s.find("ab").unwrap(), None);
+    }
+
+    #[test]
+    fn a_magnet_keeps_its_id_and_loads_as_a_torrent_once_it_has_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let id = s
+            .insert_magnet("cd", "magnet:?xt=urn:btih:cd", false, &["1.2.3.4:5".into()])
+            .unwrap();
+        // A magnet is no torrent yet, and its info-hash is taken.
+        assert!(s.load().unwrap().is_empty());
+        assert_eq!(
+            s.load_magnets().unwrap(),
+            vec![(
+                id,
+                "magnet:?xt=urn:btih:cd".into(),
+                false,
+                vec!["1.2.3.4:5".into()]
+            )]
+        );
+        assert!(s
+            .insert("cd", b"d4:infodee", Path::new("/x"), false, &[])
+            .is_err());
+        s.set_metainfo(id, b"d4:infodee", Path::new("/x/y"))
+            .unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert!(s.load_magnets().unwrap().is_empty());
+        let rows = s.load().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, id);
+        assert_eq!(rows[0].root, PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn priorities_and_limits_are_kept_and_go_with_the_torrent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let id = s
+            .insert("ab", b"d4:infodee", Path::new("/x"), false, &[])
+            .unwrap();
+        assert_eq!(s.priorities(id).unwrap(), None);
+        assert_eq!(s.limits(id).unwrap(), (0, 0));
+        s.set_priorities(id, "skip,high").unwrap();
+        s.set_limits(id, 1 << 20, u64::from(u32::MAX)).unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.priorities(id).unwrap().as_deref(), Some("skip,high"));
+        assert_eq!(s.limits(id).unwrap(), (1 << 20, u64::from(u32::MAX)));
+        s.delete(id).unwrap();
+        assert_eq!(s.priorities(id).unwrap(), None);
+        assert_eq!(s.limits(id).unwrap(), (0, 0));
     }
 }

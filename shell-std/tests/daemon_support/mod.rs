@@ -26,10 +26,15 @@ pub struct Daemon {
 
 impl Daemon {
     /// `shell-std daemon` with its downloads in `dl` and state in `state`,
-    /// plus `extra` flags; returns once the API listens.
+    /// plus `extra` flags (`--no-dht` unless they give `--dht-bootstrap`:
+    /// the public routers are not on loopback); returns once the API
+    /// listens.
     pub fn start(dl: &Path, state: &Path, extra: &[&str]) -> Daemon {
         let (dl, state) = (dl.display().to_string(), state.display().to_string());
         let mut args = vec!["--listen", "127.0.0.1:0", "--download-dir", &dl];
+        if !extra.contains(&"--dht-bootstrap") {
+            args.push("--no-dht");
+        }
         args.extend_from_slice(extra);
         Self::start_with(&state, &args)
     }
@@ -86,6 +91,20 @@ impl Daemon {
             &bytes,
         );
         assert_eq!(st, 201, "add: {v}");
+        v["id"].as_i64().expect("id")
+    }
+
+    /// Adds a magnet link (JSON); returns its id.
+    pub fn add_magnet(&self, magnet: &str) -> i64 {
+        let body = serde_json::json!({ "magnet": magnet }).to_string();
+        let (st, v) = self.req(
+            "POST",
+            "/api/torrents",
+            Some("application/json"),
+            body.as_bytes(),
+        );
+        assert_eq!(st, 201, "add magnet: {v}");
+        assert_eq!(v["state"], "fetching_metadata", "{v}");
         v["id"].as_i64().expect("id")
     }
 
