@@ -69,13 +69,24 @@ impl<'a> Conn<'a> {
                         }
                         Ok(Status::Partial) => {}
                         // Not a ban: e.g. an encrypted (MSE) attempt before a plain retry.
-                        Err(e) => return Err(closed(format!("handshake: {e}"))),
+                        Err(e) => return Err(closed(e)),
                     }
                     tokio::select! {
                         r = stream.readable() => {
                             r.map_err(closed)?;
                             if !try_fill(stream, &mut rbuf, &mut filled)? {
-                                return Err(closed("eof during handshake"));
+                                // What came before the EOF says more than
+                                // the EOF: garbage, or another torrent.
+                                return Err(closed(match framer.parse(&rbuf[..filled]) {
+                                    Err(e) => e.to_string(),
+                                    Ok(Status::Complete((Frame::Handshake(h), _))) => {
+                                        match h.accept(&ours) {
+                                            Err(Refused::WrongInfoHash) => "wrong info-hash".into(),
+                                            _ => "eof after the handshake".into(),
+                                        }
+                                    }
+                                    _ => "eof during handshake".into(),
+                                }));
                             }
                         }
                         _ = tokio::time::sleep_until(deadline) => return Err(closed("handshake timeout")),

@@ -85,6 +85,7 @@ pub async fn peer_task(
     if inbound.is_some() && !ctx.connected(addr, Source::Incoming) {
         return;
     }
+    let inbound_conn = inbound.is_some();
     let _ = stream.set_nodelay(true);
     ctx.stats.peers.fetch_add(1, Relaxed);
     let mut seed = false;
@@ -98,6 +99,14 @@ pub async fn peer_task(
         }
         Err(e) => {
             failed = true;
+            // Issue 16: a peer that took the TCP connection but failed the
+            // BEP 3 handshake is as unreachable as one that refused it.
+            if !inbound_conn {
+                let why = match &e {
+                    End::Protocol(w) | End::Closed(w) => w.clone(),
+                };
+                ctx.lock().book.dial_failed(addr, why);
+            }
             e
         }
     };
