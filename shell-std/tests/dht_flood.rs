@@ -125,7 +125,7 @@ fn dht_flood_of_get_peers_and_find_node_is_bounded() {
     let t0 = Instant::now();
     let mut buf = [0u8; 2048];
     for w in (0..SOCKETS).step_by(WINDOW) {
-        let mut got = vec![[false; PER_SOCKET]; WINDOW];
+        let mut got = [[false; PER_SOCKET]; WINDOW];
         for (i, s) in socks[w..w + WINDOW].iter().enumerate() {
             for (q, rl) in req_len.iter_mut().enumerate() {
                 let len = query(w + i, q, &mut buf);
@@ -203,8 +203,8 @@ fn dht_flood_of_get_peers_and_find_node_is_bounded() {
     let half = (SOCKETS * PER_SOCKET / 2) as u64;
     assert_eq!(n(&s, &["in", "get_peers"]), half + 1, "{s}");
     assert_eq!(n(&s, &["in", "find_node"]), half, "{s}");
-    assert!(n(&s, &["core", "queries_in"]) >= 2 * half + 1, "{s}");
-    assert!(n(&s, &["out", "response"]) >= 2 * half + 1, "{s}");
+    assert!(n(&s, &["core", "queries_in"]) > 2 * half, "{s}");
+    assert!(n(&s, &["out", "response"]) > 2 * half, "{s}");
     assert!(n(&s, &["table_nodes"]) > 0, "{s}");
     assert_eq!(n(&s, &["core", "replies_capped"]), 0, "{s}");
 }
