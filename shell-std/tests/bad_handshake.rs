@@ -2,7 +2,9 @@
 //! handshake (close at once, send garbage, answer another info-hash, stay
 //! silent) are reported like refused dials: one line per peer with the
 //! reason, then `nothing to connect to` and a failed exit, and no
-//! `uploaded:` line after the errors.
+//! `uploaded:` line after the errors. A reset or EOF counts after
+//! `HANDSHAKE_RESETS_TO_GIVE_UP` in a row (retried 1 s apart); the rest at
+//! once.
 
 mod common;
 
