@@ -11,7 +11,7 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use ourtorrent_core::dht::{Config, Dht, Event, NodeId, NodeSlot, PeerSlot, K};
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::{Duration, Instant};
-use ourtorrent_tests::{repo_root, require_libtorrent};
+use ourtorrent_tests::{free_tcp_udp_port, repo_root, require_libtorrent};
 
 struct Driver<'s> {
     dht: Dht<'s>,
@@ -65,16 +65,6 @@ impl Driver<'_> {
     }
 }
 
-fn free_udp_and_tcp_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 struct Lt(Child);
 
 impl Drop for Lt {
@@ -90,7 +80,7 @@ fn dht_core_node_and_libtorrent_find_each_others_peers() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (router, node) = (free_udp_and_tcp_port(), free_udp_and_tcp_port());
+    let (router, node) = (free_tcp_udp_port(), free_tcp_udp_port());
     let theirs = InfoHash([0x3c; 20]);
     let mut lt = Lt(Command::new(py)
         .arg(repo_root().join("tests/py/lt_dht.py"))

@@ -335,7 +335,7 @@ fn every_peer_refusing_ends_with_nothing_to_connect_to() {
     );
     assert!(
         se.contains(
-            "error: nothing to connect to: no --peer accepted a connection and the torrent lists no tracker"
+            "error: nothing to connect to: no --peer completed a handshake and the torrent lists no tracker"
         ),
         "{se}"
     );

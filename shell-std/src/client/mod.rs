@@ -777,7 +777,8 @@ async fn main_loop(
             ctx.selection_note()
         );
     }
-    if !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed {
+    let seeded = !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed;
+    if seeded {
         if !quiet {
             println!(
                 "seeding on {} (Ctrl-C to stop{})",
@@ -810,7 +811,12 @@ async fn main_loop(
         }
         bar.finish();
     }
-    println!("uploaded: {} bytes", ctx.stats.uploaded.load(Relaxed));
+    // Only where it means something: after seeding, or when a download
+    // also served bytes; never after an error line.
+    let up = ctx.stats.uploaded.load(Relaxed);
+    if (seeded || up > 0) && failed.is_none() && unreachable.is_none() {
+        println!("uploaded: {up} bytes");
+    }
     // BEP 3: tell the trackers we leave (best effort, bounded), after
     // `completed` if the download finished since the last announce (e.g.
     // with --no-seed), so that they count the completion.
@@ -832,7 +838,7 @@ async fn main_loop(
     }
     if unreachable.is_some() {
         bail!(
-            "nothing to connect to: no --peer accepted a connection and {}",
+            "nothing to connect to: no --peer completed a handshake and {}",
             if plan.common.no_trackers {
                 "--no-trackers was given"
             } else {

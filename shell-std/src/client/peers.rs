@@ -23,6 +23,10 @@ pub const RETRY_MIN: Duration = Duration::from_secs(5);
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Handshakes reset (or cut short by an EOF) in a row before a `--peer`
+/// counts as unreachable: libtorrent resets connections for ~0.5 s after
+/// adding a torrent, and the retries 1 s and 2 s later get past that.
+pub const HANDSHAKE_RESETS_TO_GIVE_UP: u8 = 3;
 
 /// Where an address came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +79,9 @@ struct Entry {
     /// Why the last dial failed (`connection refused`); cleared by a
     /// connection.
     error: Option<String>,
+    /// Handshakes reset or cut short in a row (see
+    /// [`HANDSHAKE_RESETS_TO_GIVE_UP`]).
+    resets: u8,
 }
 
 /// One torrent's peer addresses.
@@ -121,6 +128,7 @@ impl AddressBook {
                 next_try: now,
                 seen: now,
                 error: None,
+                resets: 0,
             },
         );
     }
@@ -172,6 +180,8 @@ impl AddressBook {
             e.connected = false;
             if failed {
                 e.fails = e.fails.saturating_add(1);
+            } else {
+                e.resets = 0;
             }
             let wait = RETRY_FIRST
                 .saturating_mul(1u32 << e.fails.saturating_sub(1).min(10))
@@ -185,6 +195,22 @@ impl AddressBook {
     /// [`AddressBook::disconnected`]'s).
     pub fn dial_failed(&mut self, addr: SocketAddr, why: String) {
         if let Some(e) = self.entries.get_mut(&addr) {
+            e.error = Some(why);
+        }
+    }
+
+    /// The TCP connection to `addr` came up but the BEP 3 handshake
+    /// failed: `why`, kept for [`AddressBook::unreachable`] at once, or
+    /// when `transient` (a reset or EOF) only after
+    /// [`HANDSHAKE_RESETS_TO_GIVE_UP`] in a row.
+    pub fn handshake_failed(&mut self, addr: SocketAddr, why: String, transient: bool) {
+        if let Some(e) = self.entries.get_mut(&addr) {
+            if transient {
+                e.resets = e.resets.saturating_add(1);
+                if e.resets < HANDSHAKE_RESETS_TO_GIVE_UP {
+                    return;
+                }
+            }
             e.error = Some(why);
         }
     }
@@ -326,6 +352,34 @@ mod tests {
         assert!(b.unreachable().is_some());
         b.add(a(3), Source::Incoming, t0);
         assert_eq!(b.unreachable(), None, "an incoming peer found us");
+    }
+
+    #[test]
+    fn handshake_resets_count_only_at_the_limit_other_failures_at_once() {
+        let t0 = Instant::now();
+        let mut b = AddressBook::default();
+        b.add(a(1), Source::Direct, t0);
+        for i in 1..HANDSHAKE_RESETS_TO_GIVE_UP {
+            assert!(b.connected(a(1), Source::Direct, t0));
+            b.handshake_failed(a(1), "reset".into(), true);
+            b.disconnected(a(1), true, t0);
+            assert_eq!(b.unreachable(), None, "reset {i} of the limit");
+        }
+        assert!(b.connected(a(1), Source::Direct, t0));
+        b.handshake_failed(a(1), "reset".into(), true);
+        b.disconnected(a(1), true, t0);
+        assert_eq!(b.unreachable(), Some(vec![(a(1), "reset".into())]));
+        // A handshake that got through starts the count again.
+        assert!(b.connected(a(1), Source::Direct, t0));
+        b.disconnected(a(1), false, t0);
+        b.handshake_failed(a(1), "reset".into(), true);
+        assert_eq!(b.unreachable(), None);
+        // Not transient (garbage, another torrent, timeout): at once.
+        b.handshake_failed(a(1), "wrong info-hash".into(), false);
+        assert_eq!(
+            b.unreachable(),
+            Some(vec![(a(1), "wrong info-hash".into())])
+        );
     }
 
     #[test]

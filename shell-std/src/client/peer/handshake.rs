@@ -57,7 +57,7 @@ impl<'a> Conn<'a> {
             None => {
                 let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                 loop {
-                    flush(stream, &out, &mut out_pos)?;
+                    flush(stream, &out, &mut out_pos).map_err(End::transient)?;
                     match framer.parse(&rbuf[..filled]) {
                         Ok(Status::Complete((Frame::Handshake(h), n))) => {
                             rbuf.copy_within(n..filled, 0);
@@ -69,13 +69,24 @@ impl<'a> Conn<'a> {
                         }
                         Ok(Status::Partial) => {}
                         // Not a ban: e.g. an encrypted (MSE) attempt before a plain retry.
-                        Err(e) => return Err(closed(format!("handshake: {e}"))),
+                        Err(e) => return Err(closed(e)),
                     }
                     tokio::select! {
                         r = stream.readable() => {
-                            r.map_err(closed)?;
-                            if !try_fill(stream, &mut rbuf, &mut filled)? {
-                                return Err(closed("eof during handshake"));
+                            r.map_err(closed).map_err(End::transient)?;
+                            if !try_fill(stream, &mut rbuf, &mut filled).map_err(End::transient)? {
+                                // What came before the EOF says more than
+                                // the EOF: garbage, or another torrent.
+                                return Err(match framer.parse(&rbuf[..filled]) {
+                                    Err(e) => closed(e),
+                                    Ok(Status::Complete((Frame::Handshake(h), _))) => {
+                                        match h.accept(&ours) {
+                                            Err(Refused::WrongInfoHash) => closed("wrong info-hash"),
+                                            _ => End::Reset("eof after the handshake".into()),
+                                        }
+                                    }
+                                    _ => End::Reset("eof during handshake".into()),
+                                });
                             }
                         }
                         _ = tokio::time::sleep_until(deadline) => return Err(closed("handshake timeout")),

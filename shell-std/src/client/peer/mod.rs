@@ -65,6 +65,19 @@ pub(crate) enum End {
     Protocol(String),
     /// I/O error, EOF, timeout, or we chose to close.
     Closed(String),
+    /// Reset or EOF during our handshake: maybe transient (libtorrent
+    /// resets connections for ~0.5 s after adding a torrent).
+    Reset(String),
+}
+
+impl End {
+    /// `Closed` becomes `Reset` (I/O during the handshake).
+    fn transient(self) -> End {
+        match self {
+            End::Closed(w) => End::Reset(w),
+            e => e,
+        }
+    }
 }
 
 fn closed(e: impl std::fmt::Display) -> End {
@@ -85,6 +98,7 @@ pub async fn peer_task(
     if inbound.is_some() && !ctx.connected(addr, Source::Incoming) {
         return;
     }
+    let inbound_conn = inbound.is_some();
     let _ = stream.set_nodelay(true);
     ctx.stats.peers.fetch_add(1, Relaxed);
     let mut seed = false;
@@ -98,6 +112,15 @@ pub async fn peer_task(
         }
         Err(e) => {
             failed = true;
+            // Issue 16: a peer that took the TCP connection but failed the
+            // BEP 3 handshake is as unreachable as one that refused it.
+            if !inbound_conn {
+                let (why, transient) = match &e {
+                    End::Protocol(w) | End::Closed(w) => (w.clone(), false),
+                    End::Reset(w) => (w.clone(), true),
+                };
+                ctx.lock().book.handshake_failed(addr, why, transient);
+            }
             e
         }
     };
@@ -108,7 +131,7 @@ pub async fn peer_task(
     ctx.disconnected(addr, failed);
     match r {
         End::Protocol(why) => ctx.ban(addr, &why),
-        End::Closed(why) => tracing::debug!(%addr, "closed: {why}"),
+        End::Closed(why) | End::Reset(why) => tracing::debug!(%addr, "closed: {why}"),
     }
     drop(permits);
 }
