@@ -17,9 +17,10 @@
 # Both start their lookup once their table holds a node (bootstrap runs
 # alongside) and count every DHT datagram they sent from start to the end
 # of the lookup (ours: the shell's counters; libtorrent:
-# dht.dht_messages_out). Time: ours from the command to the first reply
-# with the seeder; libtorrent from its session's creation to
-# dht_get_peers_reply_alert (it reports peers only at the end).
+# dht.dht_messages_out). Time to the seeder: ours from the command (its
+# bootstrap wait included) to the first reply with the seeder; libtorrent
+# from its dht_get_peers call to dht_get_peers_reply_alert (it reports
+# peers only at the end of the lookup). Time to the end of the lookup too.
 # Prints per-run lines and a summary (medians).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,16 +68,20 @@ kind, seeder = sys.argv[1], sys.argv[2]
 try:
     l = json.loads(sys.stdin.read())["lookup"]
 except Exception:
-    print(kind, "-", "-", "-", 0); sys.exit()
+    print(kind, "-", "-", "-", "-", 0); sys.exit()
 found = int(seeder in l["peers"])
-ms = l["first_peer_ms"] if l["first_peer_ms"] is not None else l["done_ms"]
-print(kind, l["messages_sent"], l["messages_received"], ms, found,
+# Time to the seeder, from the start of the lookup itself for libtorrent
+# (its session start and table wait are not counted; ours counts its wait).
+start = l.get("lookup_started_ms", 0)
+ms = (l["first_peer_ms"] if l["first_peer_ms"] is not None else l["done_ms"]) - start
+print(kind, l["messages_sent"], l["messages_received"], round(ms, 1),
+      round(l["done_ms"] - start, 1), found,
       "queries=" + json.dumps({k: v for k, v in l["out"].items() if k in
         ("ping", "find_node", "get_peers", "announce_peer")}, separators=(",", ":")))
 ' "$1" "$SEEDER" | tee -a "$W/results"
 }
 
-echo "kind sent received ms found queries-sent"
+echo "kind sent received ms-to-seeder ms-to-end found queries-sent"
 for r in $(seq "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then one ours "$r"; one lt "$r"; else one lt "$r"; one ours "$r"; fi
 done
@@ -85,13 +90,13 @@ $PY - "$W/results" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 for kind in ("ours", "lt"):
-    ok = [r for r in rows if r[0] == kind and r[4] == "1"]
+    ok = [r for r in rows if r[0] == kind and r[5] == "1"]
     n = len([r for r in rows if r[0] == kind])
     if not ok:
         print("%-4s found the seeder in 0 of %d runs" % (kind, n)); continue
-    med = lambda i: statistics.median(int(r[i]) for r in ok)
-    rng = lambda i: "%d-%d" % (min(int(r[i]) for r in ok), max(int(r[i]) for r in ok))
+    med = lambda i: statistics.median(float(r[i]) for r in ok)
+    rng = lambda i: "%g-%g" % (min(float(r[i]) for r in ok), max(float(r[i]) for r in ok))
     print("%-4s found the seeder in %d of %d runs; median messages sent %g (%s), "
-          "received %g, time to the seeder %g ms (%s)"
-          % (kind, len(ok), n, med(1), rng(1), med(2), med(3), rng(3)))
+          "received %g, time to the seeder %g ms (%s), to the lookup's end %g ms (%s)"
+          % (kind, len(ok), n, med(1), rng(1), med(2), med(3), rng(3), med(4), rng(4)))
 EOF

@@ -15,7 +15,8 @@ net:    one process holding N libtorrent DHT sessions. Without --router the
         then runs until SIGTERM/SIGINT or --max-seconds (600).
 lookup: a fresh session bootstrapping from 127.0.0.1:ROUTER; once its table
         holds a node it runs one dht_get_peers(INFOHASH) and prints one JSON
-        line: peers, first_peer_ms/done_ms (since the session was created),
+        line: peers, lookup_started_ms and first_peer_ms/done_ms (since the
+        session was created; libtorrent reports peers only at the end),
         messages_sent/messages_received (libtorrent's dht.dht_messages_out
         and _in counters, from session start to the reply: bootstrap
         included, as for `shell-std dht --lookup`), and per-kind queries
@@ -106,7 +107,7 @@ def net(a):
 
 def lookup(a):
     t0 = time.monotonic()
-    ms = lambda: int((time.monotonic() - t0) * 1000)
+    ms = lambda: round((time.monotonic() - t0) * 1000, 1)
     ses = session(a.router)
     end = t0 + a.timeout
     # Like `shell-std dht --lookup`: the lookup starts once the table
