@@ -42,6 +42,11 @@ def session(router):
         "dht_bootstrap_nodes": "" if router is None else "127.0.0.1:%d" % router,
         "dht_restrict_routing_ips": False,
         "dht_restrict_search_ips": False,
+        # Every node is on 127.0.0.1: libtorrent's per-IP limit (5 queries/s,
+        # then the IP is ignored for 5 min) and its DHT upload cap (8000 B/s)
+        # would make the router and busy nodes go silent.
+        "dht_block_ratelimit": 1000000,
+        "dht_upload_rate_limit": 100000000,
         "enable_ip_notifier": False,
         "enable_lsd": False,
         "enable_upnp": False,
