@@ -283,3 +283,131 @@ fn dht_garbage_and_oversized_datagrams_are_counted() {
     assert_eq!(n(&s, &["in", "ping"]), 1, "{s}");
     node.stop();
 }
+
+/// `shell-std dht --lookup IH --json …` run to its end (bounded by `--timeout`
+/// plus a margin): the exit code and the JSON object's `lookup`.
+fn lookup_once(state: &Path, router: u16, ih: &str, timeout_s: u64) -> (Option<i32>, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shell-std"))
+        .args(["dht", "--listen", "127.0.0.1:0", "--state"])
+        .arg(state)
+        .args(["--bootstrap", &format!("127.0.0.1:{router}")])
+        .args([
+            "--lookup",
+            ih,
+            "--json",
+            "--timeout",
+            &timeout_s.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(out), &mut s);
+        let _ = tx.send(s);
+    });
+    // WAIT_FOR_NODES (10 s) or the timeout, plus start and exit.
+    let s = rx
+        .recv_timeout(Duration::from_secs(timeout_s.max(10) + 20))
+        .expect("--lookup ends within its timeout");
+    let code = child.wait().unwrap().code();
+    let v: Value = serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"));
+    (code, v["lookup"].clone())
+}
+
+#[test]
+fn dht_lookup_finds_the_libtorrent_seeder_and_counts_its_messages() {
+    let Some(py) = require_libtorrent() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ih = "a7".repeat(20);
+    // A libtorrent router, 4 more nodes, the last one announcing `ih`.
+    let mut net = Command::new(py)
+        .arg(repo_root().join("tests/py/lt_dht_net.py"))
+        .args(["net", "6", &ih, "--max-seconds", "120"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(net.stdout.take().unwrap());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let router: u16 = rx.recv_timeout(Duration::from_secs(20)).unwrap()["ROUTER port=".len()..]
+        .parse()
+        .unwrap();
+    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let seeder = ready
+        .strip_prefix("READY seeder=")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{ready}"))
+        .to_string();
+    // The seeder's first announce can miss a router it has not yet joined:
+    // a few tries, each bounded.
+    let mut last = Value::Null;
+    for _ in 0..5 {
+        let (code, l) = lookup_once(&tmp.path().join("l.state"), router, &ih, 20);
+        let found = l["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p.as_str() == Some(seeder.as_str())));
+        if found {
+            assert_eq!(code, Some(0), "{l}");
+            assert!(n(&l, &["messages_sent"]) >= 2, "{l}");
+            assert!(n(&l, &["messages_received"]) >= 2, "{l}");
+            assert!(n(&l, &["out", "get_peers"]) >= 1, "{l}");
+            assert!(n(&l, &["in", "response"]) >= 1, "{l}");
+            let ms = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("{k} in {l}"));
+            assert!(ms("first_peer_ms") <= ms("done_ms"), "{l}");
+            let _ = net.kill();
+            let _ = net.wait();
+            return;
+        }
+        last = l;
+        std::fs::remove_file(tmp.path().join("l.state")).ok();
+    }
+    let _ = net.kill();
+    let _ = net.wait();
+    panic!("the seeder {seeder} was never found: {last}");
+}
+
+#[test]
+fn dht_lookup_without_peers_exits_1_within_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let router = Node::start(&tmp.path().join("router.state"), &[]);
+    let started = Instant::now();
+    let (code, l) = lookup_once(
+        &tmp.path().join("l.state"),
+        router.addr.port(),
+        &"0c".repeat(20),
+        5,
+    );
+    assert_eq!(code, Some(1), "{l}");
+    assert_eq!(l["peers"].as_array().map(Vec::len), Some(0), "{l}");
+    assert!(l["first_peer_ms"].is_null(), "{l}");
+    assert!(n(&l, &["out", "get_peers"]) >= 1, "{l}");
+    assert!(n(&l, &["in", "response"]) >= 1, "{l}");
+    assert!(started.elapsed() < Duration::from_secs(5 + 10), "{l}");
+    router.stop();
+}
+
+#[test]
+fn dht_lookup_refuses_a_bad_info_hash_and_timeout() {
+    for args in [
+        ["--lookup", "abc", "--timeout", "5"],
+        ["--lookup", &"zz".repeat(20), "--timeout", "5"],
+        ["--lookup", &"ab".repeat(20), "--timeout", "0"],
+        ["--lookup", &"ab".repeat(20), "--timeout", "3601"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_shell-std"))
+            .args(["dht", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+}

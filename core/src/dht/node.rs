@@ -1087,12 +1087,23 @@ impl<'s> Dht<'s> {
                 .iter()
                 .filter(|c| c.state == CandState::InFlight)
                 .count();
-            let mut window = lk
-                .cands
-                .iter_mut()
-                .filter(|c| c.state != CandState::Failed)
-                .take(K);
-            let next = window.find(|c| c.state == CandState::New);
+            // The window: the closest live candidates up to the K-th that
+            // responded. A query still in flight (a slow or dead node)
+            // holds the lookup only while fewer than K closer-or-equal
+            // nodes have answered (Kademlia's end: the K closest known
+            // nodes have responded).
+            let mut responded = 0;
+            let mut next = None;
+            for c in lk.cands.iter_mut().filter(|c| c.state != CandState::Failed) {
+                if responded >= K {
+                    break;
+                }
+                match c.state {
+                    CandState::Responded => responded += 1,
+                    CandState::New if next.is_none() => next = Some(c),
+                    _ => {}
+                }
+            }
             let can_send = in_flight < ALPHA && lk.sent < max;
             match next {
                 Some(c) if can_send => {
@@ -1120,7 +1131,7 @@ impl<'s> Dht<'s> {
                 }
                 _ => {
                     let more = next.is_some() && lk.sent < max;
-                    if in_flight == 0 && !more {
+                    if (in_flight == 0 || responded >= K) && !more {
                         self.finish(slot, now);
                     }
                     return;

@@ -653,3 +653,52 @@ fn dht_node_restore_node_enters_table_and_is_pinged() {
     d.handle_timeout(later);
     assert_eq!(d.table().nodes().next().map(|n| n.fails), Some(1));
 }
+
+#[test]
+fn dht_node_lookup_ends_once_k_answered_without_waiting_for_a_silent_node() {
+    let mut s = store();
+    let mut d = node(&mut s, 1);
+    let routers: Vec<_> = (0..10).map(|i| a(50 + i, 6881)).collect();
+    let silent = routers[0];
+    let lid = d
+        .bootstrap_lookup(T0, LookupKind::FindNode, &routers)
+        .unwrap();
+    // Everyone but `silent` answers at once (with its id, no nodes).
+    let mut sent = 0;
+    let mut done = None;
+    for _ in 0..routers.len() + 1 {
+        let out = drain(&mut d, T0);
+        sent += out.len();
+        for (to, q) in out.iter().filter(|(to, _)| *to != silent) {
+            let mut toks = [Token::EMPTY; 64];
+            let tid = krpc::decode(q, &mut toks).unwrap().tid.to_vec();
+            let mut buf = [0u8; 100];
+            let parts = ResponseParts {
+                id: NodeId([to.ip().octets()[3]; 20]),
+                nodes: None,
+                values: None::<core::iter::Empty<_>>,
+                token: None,
+                ip: None,
+            };
+            let n = krpc::encode_response(&tid, false, parts, &mut buf).unwrap();
+            d.handle_datagram(T0, *to, &buf[..n]);
+        }
+        while let Some(e) = d.poll_event() {
+            if let Event::LookupDone {
+                lookup,
+                responded,
+                messages,
+                ..
+            } = e
+            {
+                assert_eq!(lookup, lid);
+                done = Some((responded, messages));
+            }
+        }
+    }
+    // Done at T0: K answered, so the silent node's timeout is not awaited.
+    let (responded, messages) = done.expect("the lookup ended before any timeout");
+    assert!(usize::from(responded) >= K, "{responded}");
+    assert!(usize::from(messages) <= routers.len(), "{messages}");
+    assert!(sent <= routers.len(), "{sent}");
+}
