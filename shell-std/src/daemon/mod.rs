@@ -23,6 +23,7 @@ pub mod remote;
 pub mod resume;
 pub mod serve;
 pub mod store;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
