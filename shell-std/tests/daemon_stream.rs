@@ -22,6 +22,8 @@ const SEED_RATE: &str = "300000";
 /// The range asked for: 100 kB in the middle of `sub/big.bin`.
 const FIRST: u64 = 3_000_000;
 const LAST: u64 = 3_099_999;
+/// The range must be answered before this much of the torrent is there.
+const MAX_PROGRESS: f64 = 0.6;
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
@@ -98,10 +100,13 @@ fn daemon_streams_a_range_before_the_torrent_completes() {
         body == src[FIRST as usize..=LAST as usize],
         "wrong bytes for {range}"
     );
-    // Answered well before the whole torrent was there.
+    // Answered well before the whole torrent was there. The read position
+    // waits behind the blocks already requested from the seeder (a 2 MiB
+    // pipeline, ~1/3 of the torrent here): measured 0.38 with the
+    // read-ahead made high priority, 0.74 without it.
     assert_eq!(after["state"], "downloading", "{after}");
     let progress = after["progress"].as_f64().unwrap();
-    assert!(progress < 0.8, "{after}");
+    assert!(progress < MAX_PROGRESS, "{after}");
     eprintln!(
         "range of {} pieces ({there} there at the request) answered in {took:?}; \
          progress {:.3} -> {progress:.3}",
