@@ -10,10 +10,11 @@
 //!   size and mtime did not change; only pieces of changed files are hashed;
 //! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`;
 //!   [`serve`]: the HTTP server's bounds (connections, header time and size);
-//! - [`remote`]: `shell-std remote`, the command-line client of the API.
+//! - [`remote`]: `shell-std remote`, the command-line client of the API;
+//!   [`stream`]: a file served with HTTP `Range` while it downloads.
 //!
 //! Limits: magnets answer 501 until the session supports them; selective
-//! download, rate limits and streaming are not here yet.
+//! download and rate limits are not here yet.
 
 pub mod api;
 pub mod engine;
