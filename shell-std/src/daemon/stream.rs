@@ -11,10 +11,13 @@
 //!
 //! Limits: one range per request (a multi-range or malformed `Range` is
 //! ignored and the whole file served, as RFC 9110 allows); the torrent must
-//! be running (a paused or checking torrent answers 409); the read-ahead
-//! priority replaces the files' own high-priority pieces while a stream
-//! waits and they are given back when it ends, and two streams of one
-//! torrent each set their own window (the last one wins).
+//! be running and the file wanted (a paused or checking torrent, or a
+//! skipped file, answers 409); the read-ahead priority replaces the files'
+//! own high-priority pieces while a stream waits (they are given back when
+//! it ends), and two streams of one torrent each set their own window (the
+//! last one wins). The read position still waits behind the blocks already
+//! requested from peers (up to the client's 128-block pipeline per peer):
+//! queued requests of other pieces are not cancelled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +180,13 @@ pub async fn stream(
             format!("torrent {id} is not running (paused, checking or stopped)"),
         ));
     };
+    // A skipped file's pieces are never fetched: waiting would only time out.
+    if ctx.file_priorities().get(n).is_some_and(|p| !p.wanted()) {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!("file {n} of torrent {id} is skipped: set its priority first"),
+        ));
+    }
     let size = file.len;
     let name = file.path.last().map(String::as_str).unwrap_or("");
     let range = headers
