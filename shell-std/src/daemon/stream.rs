@@ -369,6 +369,13 @@ impl Reader {
     }
 }
 
+/// A client that goes away mid-stream (or a `HEAD`) gives the priority back.
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.unboost();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
