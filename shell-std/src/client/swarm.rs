@@ -179,6 +179,9 @@ pub struct Ctx {
     pub limits: super::rate::Limits,
     /// Each file's priority (`super::select`; empty: every file normal).
     pub priorities: Mutex<Vec<super::select::Priority>>,
+    /// Wakes every waiter each time a piece passes its hash check (the
+    /// daemon's streams wait on it for the bytes at their read position).
+    pub piece_passed: Notify,
 }
 
 impl Ctx {
@@ -221,6 +224,7 @@ impl Ctx {
             stop: tokio::sync::watch::Sender::new(false),
             limits: super::rate::Limits::default(),
             priorities: Mutex::new(Vec::new()),
+            piece_passed: Notify::new(),
         }
     }
 
@@ -483,6 +487,7 @@ impl Ctx {
                 self.stats.verified.fetch_add(len as u64, Relaxed);
                 let n = self.stats.fetched_pieces.fetch_add(1, Relaxed) + 1;
                 drop(g);
+                self.piece_passed.notify_waiters();
                 if complete {
                     self.complete.store(true, Relaxed);
                     self.done.notify_one();

@@ -98,6 +98,10 @@ pub fn router(api: Api) -> Router {
         .route("/api/torrents/{id}/pause", post(pause))
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/torrents/{id}/recheck", post(recheck))
+        .route(
+            "/api/torrents/{id}/files/{n}/stream",
+            get(super::stream::stream),
+        )
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into(), None) })

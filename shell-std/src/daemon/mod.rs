@@ -10,7 +10,8 @@
 //!   size and mtime did not change; only pieces of changed files are hashed;
 //! - [`api`]: the routes, errors, limits and the token; [`page`]: `/`;
 //!   [`serve`]: the HTTP server's bounds (connections, header time and size);
-//! - [`remote`]: `shell-std remote`, the command-line client of the API.
+//! - [`remote`]: `shell-std remote`, the command-line client of the API;
+//!   [`stream`]: a file served with HTTP `Range` while it downloads.
 //!
 //! Magnets (BEP 9) are fetched from their `x.pe`, trackers and the
 //! session's DHT (BEP 5; `--no-dht`, table in `--state`); the metadata is
@@ -25,6 +26,7 @@ pub mod remote;
 pub mod resume;
 pub mod serve;
 pub mod store;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

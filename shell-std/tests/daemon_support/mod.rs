@@ -154,6 +154,19 @@ pub fn http_raw(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> (u16, Vec<u8>) {
+    let (st, _, body) = http_parts(addr, method, path, ctype, body, headers);
+    (st, body)
+}
+
+/// [`http_raw`] with the response head too (lower-cased, for header checks).
+pub fn http_parts(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -201,7 +214,8 @@ pub fn http_raw(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(raw.len(), |i| i + 4);
-    (status, raw[at..].to_vec())
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    (status, head, raw[at..].to_vec())
 }
 
 /// Opens the SSE stream `GET /api/events`.
