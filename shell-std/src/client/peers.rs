@@ -163,8 +163,10 @@ impl AddressBook {
         self.add(addr, source, now);
         match self.entries.get_mut(&addr) {
             Some(e) if !e.connected && !e.banned => {
+                // `fails` is kept: the dialer books an address as
+                // connected before it dials; only a connection that
+                // worked (see `disconnected`) clears it.
                 e.connected = true;
-                e.fails = 0;
                 e.error = None;
                 true
             }
@@ -181,6 +183,7 @@ impl AddressBook {
             if failed {
                 e.fails = e.fails.saturating_add(1);
             } else {
+                e.fails = 0;
                 e.resets = 0;
             }
             let wait = RETRY_FIRST
@@ -308,6 +311,8 @@ mod tests {
             "one failure: 1 s"
         );
         assert_eq!(b.to_dial(t0 + RETRY_FIRST, 10), [a(1)]);
+        // The dialer books it as connected, then the dial fails again.
+        assert!(b.connected(a(1), Source::Tracker, t0));
         b.disconnected(a(1), true, t0);
         assert!(
             b.to_dial(t0 + 2 * RETRY_FIRST - Duration::from_millis(1), 10)
