@@ -853,6 +853,16 @@ impl Tracker {
         all
     }
 
+    /// Makes `ids` the connection ids of every front (e.g. the secrets
+    /// shared through Redis changed).
+    pub fn set_connection_ids(&self, ids: &ourtorrent_core::tracker::udp::server::ConnectionIds) {
+        for i in 0..self.fronts.len() {
+            let mut f = self.front(i);
+            let limits = *f.server.limits();
+            f.server = Server::with_ids(ids.clone(), limits);
+        }
+    }
+
     /// Rotates the connection-id secret of every front.
     pub fn rotate_secret(&self, secret: &[u8; ourtorrent_core::tracker::udp::server::SECRET_LEN]) {
         for i in 0..self.fronts.len() {

@@ -27,13 +27,27 @@
 //! error and counts it), the connection is dropped and a new one is tried
 //! at most every [`RETRY_AFTER`]; losing and regaining Redis are logged
 //! once each. Nothing panics; connects (stateless) keep being answered.
+//!
+//! # Shared connection ids (BEP 15)
+//! Instances on one Redis share the connection-id secrets, so a client that
+//! connected through one instance may announce through another: the hash
+//! [`SECRETS_KEY`] (`current`, `previous`, `rotated_at` ms) is created once
+//! and rotated by [`SECRETS_LUA`], which every instance runs each
+//! [`SECRET_SYNC`] ([`RedisStore::sync_secrets`]); the first instance to
+//! run it after the rotation period rotates, the others adopt the result.
+//! Limit: for up to one [`SECRET_SYNC`] after a rotation (and by the
+//! instances' clock skew), an id issued with the new secret by one
+//! instance can be refused by another that has not synced yet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ourtorrent_core::id::InfoHash;
+use ourtorrent_core::tracker::udp::server::SECRET_LEN;
 use ourtorrent_core::tracker::AnnounceEvent;
+
+use super::db::Secrets;
 
 use super::state::Shards;
 use super::swarm::{Announce, AnnounceError, Counts};
@@ -100,6 +114,34 @@ pub const EXPIRE_PER_ANNOUNCE: usize = 64;
 pub const IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Least time between two connection attempts of one front.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The key of the shared connection-id secrets (not torrent data, so in
+/// a slot of its own).
+pub const SECRETS_KEY: &str = "ot:udp_secrets";
+
+/// How often each instance runs [`SECRETS_LUA`] (and so the longest an
+/// instance lags behind a rotation made by another).
+pub const SECRET_SYNC: Duration = Duration::from_secs(1);
+
+/// The secrets script. KEYS: [`SECRETS_KEY`]. ARGV: now (ms), a fresh
+/// secret, rotation period (ms). Creates the secrets when missing or
+/// malformed, rotates them when the period is over, and returns
+/// {current, previous or nil, rotated_at}.
+pub const SECRETS_LUA: &str = r#"
+local k, now, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[3])
+local h = redis.call('HMGET', k, 'current', 'previous', 'rotated_at')
+local at = tonumber(h[3])
+if not h[1] or not at or string.len(h[1]) ~= string.len(ARGV[2]) then
+  redis.call('DEL', k)
+  redis.call('HSET', k, 'current', ARGV[2], 'rotated_at', ARGV[1])
+  return {ARGV[2], false, ARGV[1]}
+end
+if now - at >= period then
+  redis.call('HSET', k, 'current', ARGV[2], 'previous', h[1], 'rotated_at', ARGV[1])
+  return {ARGV[2], h[1], ARGV[1]}
+end
+return {h[1], h[2], h[3]}
+"#;
 
 /// The announce script. KEYS: peers, seen, seeders, completed. ARGV: peer,
 /// now (ms), cutoff (ms), event (0 none, 1 completed, 2 started, 3
@@ -202,6 +244,7 @@ pub struct RedisStore {
     client: redis::Client,
     conns: Vec<Mutex<Conn>>,
     script: redis::Script,
+    secrets: redis::Script,
     expiry_ms: u64,
     max_peers: usize,
     /// True while Redis answers (for logging transitions once).
@@ -234,6 +277,7 @@ impl RedisStore {
                 })
                 .collect(),
             script: redis::Script::new(ANNOUNCE_LUA),
+            secrets: redis::Script::new(SECRETS_LUA),
             expiry_ms,
             max_peers,
             up: std::sync::atomic::AtomicBool::new(true),
@@ -299,10 +343,57 @@ impl RedisStore {
         }
     }
 
+    /// The shared connection-id secrets at `now_ms`, created from `fresh`
+    /// when Redis has none, rotated to `fresh` when `period_ms` has passed
+    /// since the last rotation (see the module docs). Runs on the last
+    /// front's connection (the HTTP/timer thread's).
+    pub fn sync_secrets(
+        &self,
+        now_ms: u64,
+        fresh: &[u8; SECRET_LEN],
+        period_ms: u64,
+    ) -> Result<Secrets, StoreError> {
+        let front = self.conns.len().saturating_sub(1);
+        let v: redis::Value = self.with_conn(front, |c| {
+            self.secrets
+                .key(SECRETS_KEY)
+                .arg(now_ms)
+                .arg(&fresh[..])
+                .arg(period_ms)
+                .invoke(c)
+        })?;
+        parse_secrets(&v).ok_or(StoreError::Unavailable)
+    }
+
     /// Checks that Redis answers (at start, to report a wrong address).
     pub fn ping(&self) -> Result<(), StoreError> {
         self.with_conn(0, |c| redis::cmd("PING").query::<String>(c).map(drop))
     }
+}
+
+/// The secrets in a [`SECRETS_LUA`] reply, if well formed.
+fn parse_secrets(v: &redis::Value) -> Option<Secrets> {
+    let redis::Value::Array(parts) = v else {
+        return None;
+    };
+    let bytes = |v: Option<&redis::Value>| -> Option<[u8; SECRET_LEN]> {
+        match v {
+            Some(redis::Value::BulkString(b)) => b.as_slice().try_into().ok(),
+            _ => None,
+        }
+    };
+    let current = bytes(parts.first())?;
+    let previous = bytes(parts.get(1));
+    let rotated_at = match parts.get(2) {
+        Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok()?.parse().ok()?,
+        Some(redis::Value::Int(n)) => u64::try_from(*n).ok()?,
+        _ => return None,
+    };
+    Some(Secrets {
+        current,
+        previous,
+        rotated_at,
+    })
 }
 
 fn int(v: Option<&redis::Value>) -> u32 {
@@ -407,6 +498,31 @@ mod tests {
         for n in [0, 5, 7, 17, 19] {
             assert_eq!(from_compact(&vec![1; n]), None, "{n} bytes");
         }
+    }
+
+    #[test]
+    fn secrets_replies_parse_and_malformed_ones_are_refused() {
+        use redis::Value::{Array, BulkString, Int, Nil};
+        let key = |b: u8, n: usize| BulkString(vec![b; n]);
+        let at = BulkString(b"1234".to_vec());
+        let s = parse_secrets(&Array(vec![key(1, SECRET_LEN), Nil, at.clone()])).unwrap();
+        assert_eq!(
+            (s.current, s.previous, s.rotated_at),
+            ([1; SECRET_LEN], None, 1234)
+        );
+        let s = parse_secrets(&Array(vec![key(1, SECRET_LEN), key(2, SECRET_LEN), Int(5)]));
+        assert_eq!(s.map(|s| s.previous), Some(Some([2; SECRET_LEN])));
+        // A secret one byte short or long, a bad time, a short reply: none.
+        for bad in [
+            vec![key(1, SECRET_LEN - 1), Nil, at.clone()],
+            vec![key(1, SECRET_LEN + 1), Nil, at.clone()],
+            vec![key(1, SECRET_LEN), Nil, BulkString(b"x".to_vec())],
+            vec![key(1, SECRET_LEN), Nil, Int(-1)],
+            vec![key(1, SECRET_LEN)],
+        ] {
+            assert_eq!(parse_secrets(&Array(bad)), None);
+        }
+        assert_eq!(parse_secrets(&Nil), None);
     }
 
     #[test]
