@@ -233,3 +233,59 @@ fn instances_share_connection_ids() {
         )));
     }
 }
+
+/// `/stats` and `/metrics` count the torrents, peers and seeders in Redis
+/// (the store's windowed approximation), whichever instance they
+/// announced through; re-announces are not counted twice.
+#[test]
+fn stats_count_swarms_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let (a, b) = (with_redis(&redis), with_redis(&redis));
+    let (mut ua, mut ub) = (Udp::new(a.udp), Udp::new(b.udp));
+    let (ca, cb) = (ua.connect(), ub.connect());
+    for _ in 0..2 {
+        // (port, left): two leechers on one torrent, a seeder on another.
+        assert!(answered(&ua.announce(
+            ca,
+            ih(8),
+            8001,
+            10,
+            AnnounceEvent::Started
+        )));
+        assert!(answered(&ub.announce(
+            cb,
+            ih(8),
+            8002,
+            10,
+            AnnounceEvent::Started
+        )));
+        assert!(answered(&ub.announce(
+            cb,
+            ih(9),
+            8003,
+            0,
+            AnnounceEvent::Completed
+        )));
+    }
+    // A stopped peer is not counted.
+    ua.announce(ca, ih(10), 8004, 0, AnnounceEvent::Stopped);
+    for t in [&a, &b] {
+        let st = poll(10, "the counts of Redis in /stats", || {
+            let st = t.stats();
+            (st["peers"] == 3).then_some(st)
+        });
+        assert_eq!(
+            (&st["torrents"], &st["seeders"], &st["leechers"]),
+            (&2.into(), &1.into(), &2.into()),
+            "{st}"
+        );
+        let (code, body) = t.get("/metrics");
+        assert_eq!(code, 200);
+        for line in [&b"_torrents 2\n"[..], b"_peers 3\n", b"_seeders 1\n"] {
+            assert!(contains(&body, line), "{}", String::from_utf8_lossy(&body));
+        }
+    }
+}

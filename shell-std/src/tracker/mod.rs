@@ -579,6 +579,9 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         tracker.stats_from = args.stats_from.clone();
     }
     tracker.store = args.store.clone();
+    if let Some(r) = &redis {
+        tracker.counter = Some(r.clone());
+    }
     if let Some(w) = &writer {
         tracker.flush = Some(w.latency());
         tracker.db_path = Some(args.db.clone());
@@ -727,6 +730,10 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                         _ => None,
                     };
                     redis_ok = got.is_some();
+                    if let Some(r) = &redis {
+                        // Errors are logged by the store; the figures wait.
+                        let _ = r.flush_counts(clock.now_ms());
+                    }
                     if let Some(s) = got.filter(|s| *s != secrets) {
                         shared.set_connection_ids(&ids_of(&s));
                         secrets = s;
