@@ -28,6 +28,14 @@
 //! at most every [`RETRY_AFTER`]; losing and regaining Redis are logged
 //! once each. Nothing panics; connects (stateless) keep being answered.
 //!
+//! # Counts for `/stats` and `/metrics` (approximate, no `SCAN`)
+//! The announce script also says whether the announce is the first of the
+//! peer, and of any peer of the torrent, in the current counting window
+//! (interval + grace long, so every live peer announces in each); fronts
+//! tally these and add them to `ot:stats:{WINDOW}` once a second
+//! ([`RedisStore::flush_counts`]), and the counts are the larger of the
+//! last complete window and the current one ([`RedisStore::totals`]).
+//!
 //! # Shared connection ids (BEP 15)
 //! Instances on one Redis share the connection-id secrets, so a client that
 //! connected through one instance may announce through another: the hash
