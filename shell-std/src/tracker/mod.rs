@@ -549,6 +549,13 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             Ok(s) => {
                 secrets = s;
                 redis_ok = true;
+                // SQLite keeps them too (the fallback at a later start).
+                if let Some(w) = &writer {
+                    w.send(swarm::Batch {
+                        secrets: Some(secrets),
+                        ..Default::default()
+                    });
+                }
             }
             Err(_) => warn!("{}: not answering yet; will retry", args.store),
         }
