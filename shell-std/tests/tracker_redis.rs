@@ -2,7 +2,7 @@
 //! (started here on a free loopback port): two tracker instances share one
 //! swarm, a tracker restart loses nothing, and a Redis outage is survived
 //! (error replies while it is down, no panic, service again once it is
-//! back).
+//! back); the instances share BEP 15 connection ids through Redis.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ourtorrent_core::tracker::udp::Response;
+use ourtorrent_core::tracker::udp::{ConnectionId, Response};
 use ourtorrent_core::tracker::AnnounceEvent;
 use ourtorrent_tests::redis::Redis;
 
@@ -160,4 +160,132 @@ fn silent_peers_expire_in_redis() {
     }
     let s = u.scrape(c, &[ih(5)]);
     assert_eq!((s[0].seeders, s[0].leechers), (0, 1));
+}
+
+fn answered(r: &Response<'_>) -> bool {
+    matches!(r, Response::Announce(_))
+}
+
+/// BEP 15 connection ids are shared: an id from instance A is accepted by
+/// instance B (a forged one is not), across a restart of both, and a
+/// rotation made by one instance through Redis is adopted by the other.
+#[test]
+fn instances_share_connection_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let (a, b) = (with_redis(&redis), with_redis(&redis));
+    let mut u = Udp::new(a.udp);
+    let c = u.connect();
+    u.target = b.udp;
+    assert!(answered(&u.announce(
+        c,
+        ih(7),
+        7001,
+        10,
+        AnnounceEvent::Started
+    )));
+    let forged = ConnectionId(c.0 ^ 1);
+    let req = u.announce_bytes(forged, ih(7), 7001, 0, AnnounceEvent::None, -1);
+    assert_eq!(u.raw(&req), None, "a forged id is dropped");
+    assert_eq!(b.stats()["errors"]["udp_bad_connection_id"], 1);
+    // Both restart (SIGKILL): the id stays valid, in both directions.
+    drop((a, b));
+    let (a, b) = (with_redis(&redis), with_redis(&redis));
+    for t in [&a, &b] {
+        u.target = t.udp;
+        assert!(answered(&u.announce(
+            c,
+            ih(7),
+            7001,
+            10,
+            AnnounceEvent::None
+        )));
+    }
+    // A rotation is due (as if the period were over): the first instance
+    // to sync rotates in Redis, the other adopts it; the old id stays
+    // valid (previous secret) and new ids work across instances.
+    let old = redis.cli(&["HGET", "ot:udp_secrets", "current"]);
+    redis.cli(&["HSET", "ot:udp_secrets", "rotated_at", "0"]);
+    poll(10, "a rotation through Redis", || {
+        (redis.cli(&["HGET", "ot:udp_secrets", "previous"]) == old).then_some(())
+    });
+    assert_ne!(redis.cli(&["HGET", "ot:udp_secrets", "current"]), old);
+    poll(10, "both instances on the new secret", || {
+        u.target = a.udp;
+        let c2 = u.connect();
+        u.target = b.udp;
+        let c3 = u.connect();
+        let on_b = answered(&u.announce(c2, ih(7), 7001, 0, AnnounceEvent::None));
+        u.target = a.udp;
+        let on_a = answered(&u.announce(c3, ih(7), 7001, 0, AnnounceEvent::None));
+        (on_a && on_b && c2 != c).then_some(())
+    });
+    for t in [&a, &b] {
+        u.target = t.udp;
+        assert!(answered(&u.announce(
+            c,
+            ih(7),
+            7001,
+            0,
+            AnnounceEvent::None
+        )));
+    }
+}
+
+/// `/stats` and `/metrics` count the torrents, peers and seeders in Redis
+/// (the store's windowed approximation), whichever instance they
+/// announced through; re-announces are not counted twice.
+#[test]
+fn stats_count_swarms_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(dir.path()) else {
+        return;
+    };
+    let (a, b) = (with_redis(&redis), with_redis(&redis));
+    let (mut ua, mut ub) = (Udp::new(a.udp), Udp::new(b.udp));
+    let (ca, cb) = (ua.connect(), ub.connect());
+    for _ in 0..2 {
+        // (port, left): two leechers on one torrent, a seeder on another.
+        assert!(answered(&ua.announce(
+            ca,
+            ih(8),
+            8001,
+            10,
+            AnnounceEvent::Started
+        )));
+        assert!(answered(&ub.announce(
+            cb,
+            ih(8),
+            8002,
+            10,
+            AnnounceEvent::Started
+        )));
+        assert!(answered(&ub.announce(
+            cb,
+            ih(9),
+            8003,
+            0,
+            AnnounceEvent::Completed
+        )));
+    }
+    // A stopped peer is not counted.
+    ua.announce(ca, ih(10), 8004, 0, AnnounceEvent::Stopped);
+    for t in [&a, &b] {
+        let st = poll(10, "the counts of Redis in /stats", || {
+            let st = t.stats();
+            (st["peers"] == 3).then_some(st)
+        });
+        assert_eq!(
+            (&st["torrents"], &st["seeders"], &st["leechers"]),
+            (&2.into(), &1.into(), &2.into()),
+            "{st}"
+        );
+        let (code, body) = t.get("/metrics");
+        assert_eq!(code, 200);
+        for line in [&b"_torrents 2\n"[..], b"_peers 3\n", b"_seeders 1\n"] {
+            assert!(contains(&body, line), "{}", String::from_utf8_lossy(&body));
+        }
+    }
 }

@@ -6,7 +6,9 @@
 //! - this shell owns the sockets, the clock (ms since the Unix epoch, made
 //!   monotonic from `std::time::Instant`), the OS RNG (connection-id
 //!   secrets, rotated every [`SECRET_ROTATION_SECS`] and kept in SQLite so
-//!   a restart does not invalidate the ids clients hold), the swarms
+//!   a restart does not invalidate the ids clients hold; with `--store
+//!   redis://` they are shared by every instance through Redis, see
+//!   [`store`]), the swarms
 //!   ([`swarm`]) and SQLite ([`db`]).
 //!
 //! Threads: `--workers N` blocking threads per `--udp` address, each with
@@ -514,6 +516,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     };
     let seed = u64::from_le_bytes(secret()?[..8].try_into().unwrap_or_default());
     let server = Server::with_ids(ids_of(&secrets), UdpLimits::default());
+    let rotation_ms = SECRET_ROTATION_SECS * 1000;
     let abuse_limits = abuse::Limits {
         burst: args.bad_burst,
         per_sec: args.bad_per_sec,
@@ -524,19 +527,43 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     let shards = Arc::new(Shards::new(swarms));
     let allow = allow.map(Arc::new);
     let udp_fronts = udp_addrs.len() * workers;
+    let mut redis = None;
     let store: Arc<dyn store::SwarmStore> = if args.store == "memory" {
         shards.clone()
     } else if args.store.starts_with("redis://") {
         let r = store::RedisStore::new(&args.store, udp_fronts + 1, expiry_ms, args.max_peers)?;
-        if r.ping().is_err() {
-            warn!("{}: not answering yet; will retry", args.store);
-        }
-        Arc::new(r)
+        let r = Arc::new(r);
+        redis = Some(r.clone());
+        r
     } else {
         anyhow::bail!(
             "--store {}: expected `memory` or `redis://HOST:PORT`",
             args.store
         );
+    };
+    // With Redis, the connection-id secrets are those every instance
+    // shares (store.rs); SQLite's are the fallback while Redis is down.
+    let mut redis_ok = false;
+    if let Some(r) = &redis {
+        match r.sync_secrets(clock.now_ms(), &secret()?, rotation_ms) {
+            Ok(s) => {
+                secrets = s;
+                redis_ok = true;
+                // SQLite keeps them too (the fallback at a later start).
+                if let Some(w) = &writer {
+                    w.send(swarm::Batch {
+                        secrets: Some(secrets),
+                        ..Default::default()
+                    });
+                }
+            }
+            Err(_) => warn!("{}: not answering yet; will retry", args.store),
+        }
+    }
+    let server = if redis_ok {
+        Server::with_ids(ids_of(&secrets), UdpLimits::default())
+    } else {
+        server
     };
     let mut tracker = Tracker::new(
         shards.clone(),
@@ -559,6 +586,9 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         tracker.stats_from = args.stats_from.clone();
     }
     tracker.store = args.store.clone();
+    if let Some(r) = &redis {
+        tracker.counter = Some(r.clone());
+    }
     if let Some(w) = &writer {
         tracker.flush = Some(w.latency());
         tracker.db_path = Some(args.db.clone());
@@ -657,6 +687,8 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             Duration::from_secs(SECRET_ROTATION_SECS),
         );
         let mut rate = tokio::time::interval(Duration::from_secs(1));
+        let mut sync = tokio::time::interval(store::SECRET_SYNC);
+        sync.tick().await; // the secrets were just synced
         loop {
             tokio::select! {
                 _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
@@ -676,6 +708,10 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                     }
                 }
                 _ = rotate.tick() => {
+                    // With Redis up, rotations are agreed through it.
+                    if redis_ok {
+                        continue;
+                    }
                     match secret() {
                         Ok(s) => {
                             shared.rotate_secret(&s);
@@ -692,6 +728,28 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                             }
                         }
                         Err(e) => warn!("secret rotation skipped: {e}"),
+                    }
+                }
+                _ = sync.tick(), if redis.is_some() => {
+                    let fresh = secret();
+                    let got = match (&redis, fresh) {
+                        (Some(r), Ok(f)) => r.sync_secrets(clock.now_ms(), &f, rotation_ms).ok(),
+                        _ => None,
+                    };
+                    redis_ok = got.is_some();
+                    if let Some(r) = &redis {
+                        // Errors are logged by the store; the figures wait.
+                        let _ = r.flush_counts(clock.now_ms());
+                    }
+                    if let Some(s) = got.filter(|s| *s != secrets) {
+                        shared.set_connection_ids(&ids_of(&s));
+                        secrets = s;
+                        if let Some(w) = &writer {
+                            w.send(swarm::Batch {
+                                secrets: Some(secrets),
+                                ..Default::default()
+                            });
+                        }
                     }
                 }
                 _ = rate.tick() => {

@@ -630,9 +630,11 @@ pub struct Tracker {
     /// The SQLite writer's flush latencies, if any.
     pub flush: Option<Arc<FlushLatency>>,
     /// Where swarms live (`memory`, or the Redis URL): with Redis, the
-    /// torrent and peer counts of `/stats` are those of this process's
-    /// (unused) memory store, i.e. zero.
+    /// torrent, peer and seeder counts of `/stats` and `/metrics` are the
+    /// store's approximation ([`super::store::RedisStore::totals`]).
     pub store: String,
+    /// The store that counts its own swarms (Redis), if any.
+    pub counter: Option<Arc<dyn SwarmStore>>,
     allow_len: Option<usize>,
     rate: Mutex<RateWindow>,
 }
@@ -702,6 +704,7 @@ impl Tracker {
             db_path: None,
             flush: None,
             store: "memory".into(),
+            counter: None,
             allow_len,
             rate: Mutex::new(RateWindow::default()),
         }
@@ -799,6 +802,12 @@ impl Tracker {
                 snap.swarms.add(&s);
             }
         }
+        if let Some([t, p, s]) = self.counter.as_ref().and_then(|c| c.totals()) {
+            let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+            snap.swarms.torrents = n(t);
+            snap.swarms.peers = n(p);
+            snap.swarms.seeders = n(s).min(n(p));
+        }
         snap
     }
 
@@ -851,6 +860,16 @@ impl Tracker {
             }
         }
         all
+    }
+
+    /// Makes `ids` the connection ids of every front (e.g. the secrets
+    /// shared through Redis changed).
+    pub fn set_connection_ids(&self, ids: &ourtorrent_core::tracker::udp::server::ConnectionIds) {
+        for i in 0..self.fronts.len() {
+            let mut f = self.front(i);
+            let limits = *f.server.limits();
+            f.server = Server::with_ids(ids.clone(), limits);
+        }
     }
 
     /// Rotates the connection-id secret of every front.
