@@ -936,7 +936,13 @@ fn opentracker_loadtest_with_whitelist() {
     ]));
     assert_eq!(std::fs::read_to_string(&wl).unwrap().lines().count(), 50);
     let port = free_udp_port();
-    let _ot = Opentracker::start(dir.path(), &wl, port, port);
+    // Its TCP port must be free too (the same number may not be).
+    let _ot = Opentracker::start(
+        dir.path(),
+        &wl,
+        port,
+        ourtorrent_tests::ports::free_tcp_port(),
+    );
     let target = local(port);
     let r = loadtest(target, &[]);
     assert_clean_run(&r);
