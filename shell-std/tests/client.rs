@@ -966,6 +966,36 @@ fn download_with_nothing_to_connect_to_says_so_and_exits() {
     assert!(!d.path().join("out").exists(), "files were created");
 }
 
+/// Two downloads that would write one file are refused before a byte is
+/// written (they would overwrite each other's pieces).
+#[test]
+fn two_torrents_with_one_output_path_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut torrents = Vec::new();
+    for (k, seed) in [("a", 1), ("b", 2)] {
+        let data = d.path().join(k).join("same.bin");
+        write_data(&data, 100_000, seed);
+        let t = d.path().join(format!("{k}.torrent"));
+        run(Command::new(BIN)
+            .args(["create", "--tracker", "http://127.0.0.1:9/announce", "-o"])
+            .arg(&t)
+            .arg(&data));
+        torrents.push(t);
+    }
+    let (ok, so, se) = run_bounded(
+        Command::new(BIN)
+            .args(["client", "download", "--no-dht", "--quiet"])
+            .args(&torrents)
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .args(["--listen", "127.0.0.1:0"]),
+        Duration::from_secs(20),
+    );
+    assert!(!ok, "{so}");
+    assert!(se.contains("same path"), "{se}");
+    assert!(!d.path().join("out").exists(), "files were created");
+}
+
 /// The info-hash of a torrent, from `shell-std info --json`.
 fn info_hash(torrent: &Path) -> [u8; 20] {
     let out = run(Command::new(BIN).args(["info", "--json"]).arg(torrent));

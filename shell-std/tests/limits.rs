@@ -25,9 +25,19 @@ const WINDOW_S: f64 = 3.0;
 /// `seed`) in `dir`;
 /// returns (torrent, data file).
 fn single(dir: &Path, len: usize, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    single_named(dir, "data.bin", len, seed)
+}
+
+/// [`single`] with the file (and torrent) named `name`.
+fn single_named(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    seed: u64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let data = src.join("data.bin");
+    let data = src.join(name);
     write_data(&data, len, seed);
     let torrent = dir.join("t.torrent");
     run(Command::new(BIN)
@@ -210,7 +220,8 @@ fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
     let mut ports = Vec::new();
     for k in 0..2 {
         let dir = d.path().join(format!("t{k}"));
-        let (torrent, _) = single(&dir, 5 << 20, 20 + k);
+        // Two names: one --out folder holds both.
+        let (torrent, _) = single_named(&dir, &format!("data{k}.bin"), 5 << 20, 20 + k);
         let port = free_tcp_port();
         seeds.push(lt_seeder_with(
             &py,

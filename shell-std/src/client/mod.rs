@@ -362,6 +362,20 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                 .join(dht::DHT_STATE_FILE)
         }),
     };
+    // Two downloads of one command must not write the same file (seeding
+    // one folder for two torrents is fine: it is only read).
+    let mut roots: Vec<&Path> = plans
+        .iter()
+        .filter(|p| p.download)
+        .map(|p| p.root.as_path())
+        .collect();
+    roots.sort_unstable();
+    if let Some(w) = roots.windows(2).find(|w| w.first() == w.get(1)) {
+        bail!(
+            "two torrents would use the same path {}: give them different --out folders (or --data)",
+            w.first().map(|r| r.display().to_string()).unwrap_or_default()
+        );
+    }
     start(plans, magnets, dht_state)
 }
 
