@@ -102,3 +102,49 @@ fn daemon_add_with_skipped_file_never_creates_it() {
     }
     daemon.stop();
 }
+
+/// `listen_port` in `/api/settings`: stored, `restart_required` until
+/// the next start, which listens for peers there; 0 and 65536 refused.
+#[test]
+fn daemon_settings_listen_port_applies_at_next_start() {
+    let d = tempfile::tempdir().unwrap();
+    let (dl, state) = (d.path().join("dl"), d.path().join("state"));
+    let (dl, state) = (dl.display().to_string(), state.display().to_string());
+    let daemon = Daemon::start(dl.as_ref(), state.as_ref(), &[]);
+    let s = daemon.get("/api/settings");
+    assert_eq!(s["restart_required"], false, "{s}");
+    assert_eq!(s["listen_port"], s["listen_port_in_use"], "{s}");
+    let put = |body: &str| {
+        daemon.req(
+            "PUT",
+            "/api/settings",
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    for bad in [0, 65536] {
+        let (st, v) = put(&format!(r#"{{"listen_port": {bad}}}"#));
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    assert_eq!(daemon.get("/api/settings"), s);
+    let port = free_tcp_port();
+    let (st, v) = put(&format!(r#"{{"listen_port": {port}}}"#));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["listen_port"], port, "{v}");
+    assert_eq!(v["restart_required"], true, "{v}");
+    assert_eq!(v["listen_port_in_use"], s["listen_port_in_use"], "{v}");
+    daemon.stop();
+    // Next start without --listen: the stored port.
+    let daemon = Daemon::start_with(&state, &["--download-dir", &dl, "--no-dht"]);
+    assert!(
+        daemon
+            .startup
+            .contains(&format!("peers on 127.0.0.1:{port},")),
+        "{}",
+        daemon.startup
+    );
+    let s = daemon.get("/api/settings");
+    assert_eq!(s["listen_port_in_use"], port, "{s}");
+    assert_eq!(s["restart_required"], false, "{s}");
+    daemon.stop();
+}

@@ -426,18 +426,34 @@ fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: want {want}: {e}")))
 }
 
-async fn settings(State(api): State<Api>) -> Json<serde_json::Value> {
-    Json(json!(api.daemon.settings()))
+/// The settings as JSON: the live ones, `listen_port` (the peer port of
+/// the next start), and `restart_required` while that differs from the
+/// port in use.
+fn settings_json(api: &Api, s: crate::daemon::engine::Settings) -> Result<serde_json::Value> {
+    let (now, next) = api.daemon.listen_ports()?;
+    let mut v = json!(s);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("listen_port".into(), json!(next));
+        o.insert("listen_port_in_use".into(), json!(now));
+        o.insert("restart_required".into(), json!(now != next));
+    }
+    Ok(v)
+}
+
+async fn settings(State(api): State<Api>) -> Result<Json<serde_json::Value>> {
+    Ok(Json(settings_json(&api, api.daemon.settings())?))
 }
 
 /// `PUT /api/settings`: any of `download_limit`, `upload_limit` (bytes/s,
-/// 0: none), `max_connections`; the others stay.
+/// 0: none), `max_connections` (in force at once), `listen_port` (stored,
+/// in force at the next start); the others stay.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsJson {
     download_limit: Option<u64>,
     upload_limit: Option<u64>,
     max_connections: Option<usize>,
+    listen_port: Option<u16>,
 }
 
 async fn set_settings(
@@ -446,13 +462,21 @@ async fn set_settings(
 ) -> Result<Json<serde_json::Value>> {
     let req: SettingsJson = json_body(
         body,
-        r#"{"download_limit": B, "upload_limit": B, "max_connections": N}"#,
+        r#"{"download_limit": B, "upload_limit": B, "max_connections": N, "listen_port": P}"#,
     )?;
     let mut s = api.daemon.settings();
     s.download_limit = req.download_limit.unwrap_or(s.download_limit);
     s.upload_limit = req.upload_limit.unwrap_or(s.upload_limit);
     s.max_connections = req.max_connections.unwrap_or(s.max_connections);
-    Ok(Json(json!(api.daemon.set_settings(s)?)))
+    if req.listen_port == Some(0) {
+        // Checked before anything changes.
+        return Err(bad("listen_port 0: give 1..=65535"));
+    }
+    let s = api.daemon.set_settings(s)?;
+    if let Some(p) = req.listen_port {
+        api.daemon.set_listen_port(p)?;
+    }
+    Ok(Json(settings_json(&api, s)?))
 }
 
 /// `PUT /api/torrents/{id}`: the torrent's own `download_limit`,

@@ -799,6 +799,31 @@ impl Daemon {
         Ok(new)
     }
 
+    /// The peer port in use and the one the next start listens on (the
+    /// stored listen address; `--listen` given at that start wins).
+    pub fn listen_ports(&self) -> Result<(u16, u16), Refused> {
+        let now = self.session.listen.port();
+        let next = self
+            .store()
+            .setting(super::SETTING_LISTEN)?
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map_or(now, |a| a.port());
+        Ok((now, next))
+    }
+
+    /// Stores peer port `port` (1..=65535) for the next start, on the
+    /// address in use; the running session keeps its port.
+    pub fn set_listen_port(&self, port: u16) -> Result<(), Refused> {
+        if port == 0 {
+            return Err(Refused::Bad("listen_port 0: give 1..=65535".into()));
+        }
+        let addr = SocketAddr::new(self.session.listen.ip(), port);
+        self.store()
+            .set_setting(super::SETTING_LISTEN, &addr.to_string())?;
+        tracing::info!(%addr, "listen address for the next start");
+        Ok(())
+    }
+
     /// Takes back the connection permits owed, as far as they are free.
     fn take_back_permits(&self) {
         let owed = self.conn_debt.load(Relaxed);
