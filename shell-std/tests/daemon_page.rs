@@ -1,8 +1,9 @@
 //! The daemon's web page in a real headless browser (Debian `chromium`,
 //! driven by `chromedriver` over the W3C WebDriver protocol, plain JSON
-//! over HTTP): a torrent added through the page's file input downloads to
-//! 100% from a libtorrent seeder, it is paused and resumed with the page's
-//! buttons, the detail view shows its files and piece map, a screenshot is
+//! over HTTP): a torrent added paused through the page's file input gets
+//! one file unticked in the detail view (never created), then downloads
+//! the rest from a libtorrent seeder, it is paused and resumed with the
+//! page's buttons, the detail view shows its files and piece map, a screenshot is
 //! saved as the test's artifact (`target/tmp/daemon-page.png`), and it is
 //! removed with its data through the page's confirm dialog.
 
@@ -208,7 +209,8 @@ fn daemon_page_in_chromium_adds_downloads_pauses_resumes_and_removes_from_libtor
         &json!({"url": format!("http://{}/", daemon.api)}),
     );
     assert_eq!(b.js("return document.title;"), "OurTorrent");
-    // Add through the file input (WebDriver types the path into it).
+    // Add paused through the file input (WebDriver types the path into it).
+    b.click("#startPaused");
     let input = b.find("#file");
     b.cmd(
         "POST",
@@ -218,6 +220,29 @@ fn daemon_page_in_chromium_adds_downloads_pauses_resumes_and_removes_from_libtor
     b.wait_row(20, "the torrent listed", |r| r.contains("tree"));
     let list = daemon.get("/api/torrents");
     let id = list[0]["id"].as_i64().expect("added through the page");
+    b.wait_row(10, "paused", |r| r.contains("paused"));
+    // Untick sub/b.bin in the detail view before any byte: it is never
+    // created, the other files complete.
+    b.click("#rows td.name");
+    b.wait_row_detail();
+    let unticked = b.js(
+        "for (const tr of document.querySelectorAll('#files tr')) \
+           if (tr.cells[1].innerText === 'sub/b.bin') { tr.querySelector('input').click(); return true; } \
+         return false;",
+    );
+    assert_eq!(unticked, true, "no sub/b.bin row");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !daemon
+        .get(&format!("/api/torrents/{id}/files"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["path"] == "sub/b.bin" && f["priority"] == "skip")
+    {
+        assert!(Instant::now() < end, "the untick did not reach the API");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.click("#rows tr button");
     let row = b.wait_row(30, "downloading", |r| r.contains("downloading"));
     assert!(row.contains("%"), "{row}");
     // Pause with the page's button; the API agrees.
@@ -228,11 +253,17 @@ fn daemon_page_in_chromium_adds_downloads_pauses_resumes_and_removes_from_libtor
     });
     // Resume with the page's button; it reaches 100%.
     b.click("#rows tr button");
-    let row = b.wait_row(60, "seeding at 100%", |r| {
-        r.contains("seeding") && r.contains("100.0%")
-    });
+    let row = b.wait_row(60, "seeding", |r| r.contains("seeding"));
     assert!(row.contains("Pause"), "{row}");
-    same_tree(&tree, &dl.join("tree"));
+    assert!(
+        !dl.join("tree/sub/b.bin").exists(),
+        "the unticked file was created"
+    );
+    for rel in ["a.bin", "sub/deeper/c.txt", "empty-not.bin", "sub/big.bin"] {
+        let x = std::fs::read(tree.join(rel)).unwrap();
+        let y = std::fs::read(dl.join("tree").join(rel)).unwrap();
+        assert!(x == y, "{rel} differs");
+    }
     // The detail view: files and a full piece map.
     b.click("#rows td.name");
     let files = b.wait_row_detail();

@@ -170,6 +170,35 @@ struct AddJson {
     paused: bool,
     #[serde(default)]
     peers: Vec<String>,
+    /// File priorities to start with, as `PUT /api/torrents/{id}/files`.
+    #[serde(default)]
+    files: Vec<FilePriority>,
+}
+
+/// `(index, priority)` pairs from the JSON form; a word other than
+/// `skip`, `normal`, `high` is refused.
+fn parse_changes(req: Vec<FilePriority>) -> Result<Vec<(usize, Priority)>> {
+    req.into_iter()
+        .map(|c| {
+            c.priority
+                .parse::<Priority>()
+                .map(|p| (c.index, p))
+                .map_err(|e| bad(format!("file {}: priority {e}", c.index)))
+        })
+        .collect()
+}
+
+/// `?files=skip,normal,high`: one priority per file, by index.
+fn parse_file_list(v: &str) -> Result<Vec<(usize, Priority)>> {
+    v.split(',')
+        .enumerate()
+        .map(|(i, w)| {
+            w.trim()
+                .parse::<Priority>()
+                .map(|p| (i, p))
+                .map_err(|e| bad(format!("files= entry {i}: priority {e}")))
+        })
+        .collect()
 }
 
 fn parse_peers<'a>(peers: impl Iterator<Item = &'a str>) -> Result<Vec<SocketAddr>> {
@@ -206,7 +235,7 @@ async fn add(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let (metainfo, paused, peers) = match ctype.as_str() {
+    let (metainfo, paused, peers, files) = match ctype.as_str() {
         "application/json" if is_magnet(&body) => {
             let req: AddJson =
                 serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
@@ -223,28 +252,32 @@ async fn add(
         }
         "application/x-bittorrent" => {
             // Options in the query: ?paused=true&peers=IP:PORT,IP:PORT
+            // &files=skip,normal,high
             let mut paused = false;
             let mut peers = Vec::new();
+            let mut files = Vec::new();
             for kv in query.as_deref().unwrap_or("").split('&') {
                 match kv.split_once('=') {
                     Some(("paused", v)) => paused = v == "true" || v == "1",
                     Some(("peers", v)) => {
                         peers = parse_peers(v.split(',').map(|p| p.trim()))?;
                     }
+                    Some(("files", v)) => files = parse_file_list(v)?,
                     _ => {}
                 }
             }
-            (body.to_vec(), paused, peers)
+            (body.to_vec(), paused, peers, files)
         }
         "application/json" => {
             let req: AddJson =
                 serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
             let peers = parse_peers(req.peers.iter().map(String::as_str))?;
+            let files = parse_changes(req.files)?;
             match (req.path, req.magnet) {
                 // Magnets took the branch above.
                 (_, Some(_)) => return Err(bad("give \"path\" or \"magnet\", not both")),
                 (None, None) => return Err(bad("give \"path\" (a .torrent) or \"magnet\"")),
-                (Some(p), None) => (read_torrent(&api, &p)?, req.paused, peers),
+                (Some(p), None) => (read_torrent(&api, &p)?, req.paused, peers, files),
             }
         }
         "" => {
@@ -262,7 +295,7 @@ async fn add(
             ))
         }
     };
-    let (id, ih) = api.daemon.add(metainfo, paused, peers)?;
+    let (id, ih) = api.daemon.add(metainfo, paused, peers, &files)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "info_hash": ih })),
@@ -393,18 +426,34 @@ fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: want {want}: {e}")))
 }
 
-async fn settings(State(api): State<Api>) -> Json<serde_json::Value> {
-    Json(json!(api.daemon.settings()))
+/// The settings as JSON: the live ones, `listen_port` (the peer port of
+/// the next start), and `restart_required` while that differs from the
+/// port in use.
+fn settings_json(api: &Api, s: crate::daemon::engine::Settings) -> Result<serde_json::Value> {
+    let (now, next) = api.daemon.listen_ports()?;
+    let mut v = json!(s);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("listen_port".into(), json!(next));
+        o.insert("listen_port_in_use".into(), json!(now));
+        o.insert("restart_required".into(), json!(now != next));
+    }
+    Ok(v)
+}
+
+async fn settings(State(api): State<Api>) -> Result<Json<serde_json::Value>> {
+    Ok(Json(settings_json(&api, api.daemon.settings())?))
 }
 
 /// `PUT /api/settings`: any of `download_limit`, `upload_limit` (bytes/s,
-/// 0: none), `max_connections`; the others stay.
+/// 0: none), `max_connections` (in force at once), `listen_port` (stored,
+/// in force at the next start); the others stay.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsJson {
     download_limit: Option<u64>,
     upload_limit: Option<u64>,
     max_connections: Option<usize>,
+    listen_port: Option<u16>,
 }
 
 async fn set_settings(
@@ -413,13 +462,21 @@ async fn set_settings(
 ) -> Result<Json<serde_json::Value>> {
     let req: SettingsJson = json_body(
         body,
-        r#"{"download_limit": B, "upload_limit": B, "max_connections": N}"#,
+        r#"{"download_limit": B, "upload_limit": B, "max_connections": N, "listen_port": P}"#,
     )?;
     let mut s = api.daemon.settings();
     s.download_limit = req.download_limit.unwrap_or(s.download_limit);
     s.upload_limit = req.upload_limit.unwrap_or(s.upload_limit);
     s.max_connections = req.max_connections.unwrap_or(s.max_connections);
-    Ok(Json(json!(api.daemon.set_settings(s)?)))
+    if req.listen_port == Some(0) {
+        // Checked before anything changes.
+        return Err(bad("listen_port 0: give 1..=65535"));
+    }
+    let s = api.daemon.set_settings(s)?;
+    if let Some(p) = req.listen_port {
+        api.daemon.set_listen_port(p)?;
+    }
+    Ok(Json(settings_json(&api, s)?))
 }
 
 /// `PUT /api/torrents/{id}`: the torrent's own `download_limit`,
@@ -469,15 +526,7 @@ async fn set_files(
             "JSON body: want [{{\"index\": N, \"priority\": \"skip|normal|high\"}}]: {e}"
         ))
     })?;
-    let changes = req
-        .into_iter()
-        .map(|c| {
-            c.priority
-                .parse::<Priority>()
-                .map(|p| (c.index, p))
-                .map_err(|e| bad(format!("file {}: priority {e}", c.index)))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let changes = parse_changes(req)?;
     api.daemon.set_priorities(n, changes).await?;
     files(State(api), Path(id)).await
 }

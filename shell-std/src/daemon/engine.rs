@@ -458,14 +458,20 @@ impl Daemon {
         Ok((entry, saved, row.paused))
     }
 
-    /// Adds a torrent from its `.torrent` bytes.
+    /// Adds a torrent from its `.torrent` bytes, with file priorities
+    /// `files` (`(index, priority)` pairs, as [`Self::set_priorities`]
+    /// takes) in force before the first byte: a skipped file is never
+    /// created. A bad priority refuses the whole add.
     pub fn add(
         self: &Arc<Self>,
         metainfo: Vec<u8>,
         paused: bool,
         peers: Vec<SocketAddr>,
+        files: &[(usize, Priority)],
     ) -> Result<(i64, String), Refused> {
         let info = parse(&metainfo).map_err(Refused::Bad)?;
+        let mut prio = vec![Priority::default(); info.files.len()];
+        apply_priorities(&info, &mut prio, files)?;
         if info.piece_len > MAX_PIECE_LEN {
             return Err(Refused::Bad(format!(
                 "pieces of {} bytes are larger than the {} MiB this client handles",
@@ -509,13 +515,18 @@ impl Daemon {
         let id = self
             .store()
             .insert(&ih, &metainfo, &root, paused, &peer_text)?;
+        if !files.is_empty() {
+            self.store().set_priorities(id, &prio_to_text(&prio))?;
+        }
         let n = info.pieces() as usize;
+        let mut state = State::new(paused, vec![false; n], None);
+        state.prio = prio;
         let entry = Arc::new(Entry {
             id,
             info,
             root,
             peers,
-            state: Mutex::new(State::new(paused, vec![false; n], None)),
+            state: Mutex::new(state),
         });
         map.insert(id, entry.clone());
         drop(map);
@@ -788,6 +799,31 @@ impl Daemon {
         Ok(new)
     }
 
+    /// The peer port in use and the one the next start listens on (the
+    /// stored listen address; `--listen` given at that start wins).
+    pub fn listen_ports(&self) -> Result<(u16, u16), Refused> {
+        let now = self.session.listen.port();
+        let next = self
+            .store()
+            .setting(super::SETTING_LISTEN)?
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map_or(now, |a| a.port());
+        Ok((now, next))
+    }
+
+    /// Stores peer port `port` (1..=65535) for the next start, on the
+    /// address in use; the running session keeps its port.
+    pub fn set_listen_port(&self, port: u16) -> Result<(), Refused> {
+        if port == 0 {
+            return Err(Refused::Bad("listen_port 0: give 1..=65535".into()));
+        }
+        let addr = SocketAddr::new(self.session.listen.ip(), port);
+        self.store()
+            .set_setting(super::SETTING_LISTEN, &addr.to_string())?;
+        tracing::info!(%addr, "listen address for the next start");
+        Ok(())
+    }
+
     /// Takes back the connection permits owed, as far as they are free.
     fn take_back_permits(&self) {
         let owed = self.conn_debt.load(Relaxed);
@@ -825,28 +861,8 @@ impl Daemon {
         changes: Vec<(usize, Priority)>,
     ) -> Result<Vec<Priority>, Refused> {
         let entry = self.get(id)?;
-        let files = &entry.info.files;
         let mut prio = entry.priorities();
-        for (i, p) in &changes {
-            match (files.get(*i), prio.get_mut(*i)) {
-                (Some(f), Some(slot)) if !f.padding => *slot = *p,
-                _ => {
-                    return Err(Refused::Bad(format!(
-                        "file {i}: not a file of torrent {id} (it has files 0..={})",
-                        files.len().saturating_sub(1)
-                    )))
-                }
-            }
-        }
-        let any_wanted = files
-            .iter()
-            .zip(&prio)
-            .any(|(f, p)| !f.padding && f.len > 0 && p.wanted());
-        if !any_wanted {
-            return Err(Refused::Bad(
-                "every file would be skipped: nothing to download".into(),
-            ));
-        }
+        apply_priorities(&entry.info, &mut prio, &changes)?;
         self.store().set_priorities(id, &prio_to_text(&prio))?;
         let ctx = {
             let mut st = entry.lock();
@@ -1163,6 +1179,40 @@ pub fn prio_name(p: Priority) -> &'static str {
 fn prio_to_text(prio: &[Priority]) -> String {
     let words: Vec<&str> = prio.iter().map(|p| prio_name(*p)).collect();
     words.join(",")
+}
+
+/// Applies `changes` (`(index, priority)` pairs) to `prio`, the
+/// priorities of `info`'s files; refused (an error naming the file) for an
+/// index out of range or a padding file, or when every file with data
+/// would be skipped.
+fn apply_priorities(
+    info: &Info,
+    prio: &mut [Priority],
+    changes: &[(usize, Priority)],
+) -> Result<(), Refused> {
+    let files = &info.files;
+    for (i, p) in changes {
+        match (files.get(*i), prio.get_mut(*i)) {
+            (Some(f), Some(slot)) if !f.padding => *slot = *p,
+            _ => {
+                return Err(Refused::Bad(format!(
+                    "file {i}: not a file of torrent {} (it has files 0..={})",
+                    info.name,
+                    files.len().saturating_sub(1)
+                )))
+            }
+        }
+    }
+    let any_wanted = files
+        .iter()
+        .zip(prio.iter())
+        .any(|(f, p)| !f.padding && f.len > 0 && p.wanted());
+    if !any_wanted {
+        return Err(Refused::Bad(
+            "every file would be skipped: nothing to download".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The stored priorities back; `None` unless there is one known word per

@@ -46,6 +46,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9080";
 pub const DEFAULT_DOWNLOAD_DIR: &str = "downloads";
 /// The settings kept in the state.
 const SETTING_DOWNLOAD_DIR: &str = "download_dir";
+/// The peer listen address (a `PUT /api/settings` `listen_port` changes
+/// its port for the next start).
 const SETTING_LISTEN: &str = "listen";
 /// Peer connections at once, all torrents, unless set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
