@@ -2,7 +2,7 @@
 # UDP tracker benchmark on loopback: `shell-std loadtest` against
 #   1. our tracker, memory only (--no-db),
 #   2. our tracker with SQLite persistence (WAL, 1 s flushes),
-#   3. opentracker (Debian, listen.udp.workers 1, whitelist of the test's hashes),
+#   3. opentracker (Debian, listen.udp.workers $WORKERS, whitelist of the test's hashes),
 # each with the same load, the server pinned to one core and the load
 # generator to another (taskset). Prints responses/s, the server's CPU time
 # per response (from /proc/PID/stat: robust when other load shares the
@@ -11,6 +11,9 @@
 #
 #   scripts/bench-tracker.sh            # 3 rounds of 10 s per server
 #   DURATION=5 ROUNDS=5 CONCURRENCY=128 MIX=1:8:1 scripts/bench-tracker.sh
+#   WORKERS=2 scripts/bench-tracker.sh  # 2 UDP workers each (ours --workers 2, opentracker
+#                                       # listen.udp.workers 2) on CPUs 0-1; the generator
+#                                       # shares CPU 1, so compare CPU per response too
 #
 # Needs: opentracker (apt-get install opentracker), taskset, python3, ss.
 set -euo pipefail
@@ -22,7 +25,8 @@ CONCURRENCY=${CONCURRENCY:-64}
 MIX=${MIX:-1:8:1}
 TORRENTS=${TORRENTS:-1000}
 PEERS=${PEERS:-10000}
-SERVER_CPU=${SERVER_CPU:-0}
+WORKERS=${WORKERS:-1}
+if [ "$WORKERS" -gt 1 ]; then SERVER_CPU=${SERVER_CPU:-0-1}; else SERVER_CPU=${SERVER_CPU:-0}; fi
 GEN_CPU=${GEN_CPU:-1}
 
 cargo build --release -q -p shell-std
@@ -88,7 +92,7 @@ run_ours() { # name round extra-args...
   local name=$1 round=$2 p
   shift 2
   p=$(free_port)
-  taskset -c "$SERVER_CPU" "$BIN" tracker --udp "127.0.0.1:$p" --http "127.0.0.1:$(free_port)" "$@" 2>"$tmp/$name.log" &
+  taskset -c "$SERVER_CPU" "$BIN" tracker --workers "$WORKERS" --udp "127.0.0.1:$p" --http "127.0.0.1:$(free_port)" "$@" 2>"$tmp/$name.log" &
   server_pid=$!
   wait_udp "$p"
   load "$p" "$name" "$round"
@@ -98,8 +102,8 @@ run_ours() { # name round extra-args...
 run_opentracker() { # round
   local p
   p=$(free_port)
-  printf 'listen.udp 127.0.0.1:%s\nlisten.tcp 127.0.0.1:%s\nlisten.udp.workers 1\naccess.whitelist %s\n' \
-    "$p" "$(free_port)" "$tmp/whitelist" > "$tmp/opentracker.conf"
+  printf 'listen.udp 127.0.0.1:%s\nlisten.tcp 127.0.0.1:%s\nlisten.udp.workers %s\naccess.whitelist %s\n' \
+    "$p" "$(free_port)" "$WORKERS" "$tmp/whitelist" > "$tmp/opentracker.conf"
   (cd "$tmp" && exec taskset -c "$SERVER_CPU" opentracker -f "$tmp/opentracker.conf" >/dev/null 2>&1) &
   server_pid=$!
   wait_udp "$p"
@@ -107,7 +111,7 @@ run_opentracker() { # round
   stop_server
 }
 
-echo "loadtest: ${ROUNDS} rounds of ${DURATION}s, ${CONCURRENCY} in flight, mix ${MIX}, ${TORRENTS} torrents, ${PEERS} peers; server on CPU ${SERVER_CPU}, generator on CPU ${GEN_CPU}"
+echo "loadtest: ${WORKERS} server worker(s), ${ROUNDS} rounds of ${DURATION}s, ${CONCURRENCY} in flight, mix ${MIX}, ${TORRENTS} torrents, ${PEERS} peers; server on CPU ${SERVER_CPU}, generator on CPU ${GEN_CPU}"
 "$BIN" loadtest --torrents "$TORRENTS" --duration 0 --write-whitelist "$tmp/whitelist"
 
 for r in $(seq "$ROUNDS"); do
