@@ -155,13 +155,6 @@ pub struct TrackerArgs {
     /// [`MAX_UDP_BATCH`]. Measured: ~15% less server CPU per response.
     #[arg(long, default_value_t = DEFAULT_UDP_BATCH)]
     pub udp_batch: usize,
-    /// How a worker reads a batch (`--udp-batch` > 1): `each`, one
-    /// `recvfrom` per datagram, or `mmsg`, one `recvmmsg` call. Measured
-    /// on loopback: `mmsg` is no faster at 1 worker and ~20% slower per
-    /// CPU-second at 2 (the syscall entry is not where the time goes), so
-    /// `each` is the default; `mmsg` stays for measuring elsewhere.
-    #[arg(long, value_enum, default_value_t = RecvMode::Each)]
-    pub udp_recv: RecvMode,
 }
 
 /// Default `--udp-batch`.
@@ -366,16 +359,6 @@ fn udp_loop(sock: UdpSocket, shared: Shared, front: usize, clock: Clock, stop: A
     }
 }
 
-/// How a batching worker reads its datagrams (`--udp-recv`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvMode {
-    /// One `recvmmsg` per batch (`MSG_WAITFORONE`: waits for the first
-    /// datagram, then takes only what is already queued). Linux.
-    Mmsg,
-    /// One `recvfrom` per datagram (the first waits, the rest do not).
-    Each,
-}
-
 /// One received datagram of a batch: its receive slot, length and source.
 #[derive(Clone, Copy)]
 struct Received {
@@ -398,50 +381,12 @@ fn is_idle(e: &std::io::Error) -> bool {
     )
 }
 
-/// Receives up to `max` datagrams with one `recvmmsg`, datagram `i` into
-/// the `i`-th [`RECV_SLOT`]-byte slot of `bufs`, waiting (up to the
-/// socket's read timeout) for the first one only; appends them to `got`.
-/// nix's preallocated `headers` make it allocation-free.
-fn recv_mmsg(
-    sock: &UdpSocket,
-    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
-    bufs: &mut [u8],
-    max: usize,
-    got: &mut Vec<Received>,
-) -> std::io::Result<()> {
-    use nix::sys::socket::{recvmmsg, MsgFlags};
-    use std::io::IoSliceMut;
-    use std::os::fd::AsRawFd;
-    let mut slots = bufs.chunks_exact_mut(RECV_SLOT);
-    let mut iovs: [[IoSliceMut<'_>; 1]; MAX_UDP_BATCH] =
-        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-    let msgs = recvmmsg(
-        sock.as_raw_fd(),
-        headers,
-        iovs.iter_mut().take(max.min(MAX_UDP_BATCH)),
-        MsgFlags::MSG_WAITFORONE,
-        None,
-    )?;
-    for (slot, m) in msgs.enumerate() {
-        let from = m.address.and_then(|a| match a.as_sockaddr_in() {
-            Some(v4) => Some(SocketAddr::from(*v4)),
-            None => a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)),
-        });
-        // A datagram with no IP source cannot be answered: skipped.
-        if let Some(from) = from {
-            got.push(Received {
-                slot,
-                len: m.bytes,
-                from,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Receives up to `max` datagrams with one `recvfrom` each (the first
-/// waits, the others take only what is queued), into the slots of `bufs`
-/// as [`recv_mmsg`] does; appends them to `got`.
+/// waits, the others take only what is queued), datagram `i` into the
+/// `i`-th [`RECV_SLOT`]-byte slot of `bufs`; appends them to `got`.
+/// (`recvmmsg` was measured in its place: no faster at 1 worker, slower
+/// at 2 — the per-datagram kernel work is the same and entering the
+/// syscall is ~0.1% of the time — so it was dropped, as issue 13 asks.)
 fn recv_each(
     sock: &UdpSocket,
     bufs: &mut [u8],
@@ -467,8 +412,8 @@ fn recv_each(
     Ok(())
 }
 
-/// [`udp_loop`] handling up to `batch` queued datagrams per wake-up, read
-/// as `recv` says and answered with one `sendmmsg` (Linux).
+/// [`udp_loop`] handling up to `batch` queued datagrams per wake-up,
+/// answered with one `sendmmsg` (Linux).
 fn udp_loop_batched(
     sock: UdpSocket,
     shared: Shared,
@@ -476,24 +421,18 @@ fn udp_loop_batched(
     clock: Clock,
     stop: Arc<AtomicBool>,
     batch: usize,
-    recv: RecvMode,
 ) {
     use rustix::net::SocketAddrAny;
     use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
     let batch = batch.clamp(1, MAX_UDP_BATCH);
     let mut bufs = vec![0u8; batch * RECV_SLOT];
-    let mut headers = nix::sys::socket::MultiHeaders::preallocate(batch, None);
     let mut got: Vec<Received> = Vec::with_capacity(batch);
     let mut out = vec![0u8; batch * BATCH_REPLY_BYTES];
     let mut replies: Vec<(SocketAddr, usize)> = Vec::with_capacity(batch);
     while !stop.load(Ordering::Relaxed) {
         replies.clear();
         got.clear();
-        let r = match recv {
-            RecvMode::Mmsg => recv_mmsg(&sock, &mut headers, &mut bufs, batch, &mut got),
-            RecvMode::Each => recv_each(&sock, &mut bufs, batch, &mut got),
-        };
-        if let Err(e) = r {
+        if let Err(e) = recv_each(&sock, &mut bufs, batch, &mut got) {
             // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
             if !is_idle(&e) {
                 shared.front(front).stats.err("udp_recv_error");
@@ -762,7 +701,6 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let batch = args.udp_batch.clamp(1, MAX_UDP_BATCH);
-    let recv = args.udp_recv;
     for (front, s) in udp.into_iter().enumerate() {
         let (sh, st) = (shared.clone(), stop.clone());
         threads.push(
@@ -770,7 +708,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
                 .name(format!("udp-{front}"))
                 .spawn(move || {
                     if batch > 1 {
-                        udp_loop_batched(s, sh, front, clock, st, batch, recv)
+                        udp_loop_batched(s, sh, front, clock, st, batch)
                     } else {
                         udp_loop(s, sh, front, clock, st)
                     }
