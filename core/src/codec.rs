@@ -69,6 +69,7 @@ pub(crate) struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    #[inline]
     pub(crate) fn new(buf: &'a mut [u8]) -> Self {
         Writer {
             buf,
@@ -77,6 +78,7 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn put(&mut self, b: &[u8]) {
         let end = self.pos.saturating_add(b.len());
         match self.buf.get_mut(self.pos..end) {
@@ -86,18 +88,23 @@ impl<'a> Writer<'a> {
         self.pos = end;
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, v: u8) {
         self.put(&[v]);
     }
+    #[inline]
     pub(crate) fn u16(&mut self, v: u16) {
         self.put(&v.to_be_bytes());
     }
+    #[inline]
     pub(crate) fn u32(&mut self, v: u32) {
         self.put(&v.to_be_bytes());
     }
+    #[inline]
     pub(crate) fn i32(&mut self, v: i32) {
         self.put(&v.to_be_bytes());
     }
+    #[inline]
     pub(crate) fn u64(&mut self, v: u64) {
         self.put(&v.to_be_bytes());
     }

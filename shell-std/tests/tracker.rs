@@ -902,6 +902,31 @@ fn udp_batch_sizes_answer_every_request() {
     }
 }
 
+/// A batching worker answers every request and sees a datagram one byte
+/// over MAX_DATAGRAM (4096) as oversized (dropped, counted) while one of
+/// exactly 4096 bytes is parsed (here a scrape of 204 hashes, refused with
+/// a BEP 15 error).
+#[test]
+fn udp_batch_reads_answer_every_request_and_drop_oversized() {
+    let t = Tracker::start(&["--no-db", "--workers", "1", "--udp-batch", "64"]);
+    let r = loadtest(t.udp, &["--sockets", "4"]);
+    assert_clean_run(&r);
+    let mut u = Udp::new(t.udp);
+    let c = u.connect();
+    let mut scrape = Vec::new();
+    scrape.extend_from_slice(&c.0.to_be_bytes());
+    scrape.extend_from_slice(&2u32.to_be_bytes());
+    scrape.extend_from_slice(&77u32.to_be_bytes());
+    scrape.resize(4096, 1);
+    let reply = u.raw(&scrape).expect("4096 bytes: no reply");
+    assert!(matches!(u.parse(&reply), Response::Error(_)));
+    scrape.push(1);
+    assert_eq!(u.raw(&scrape), None, "4097 bytes must be dropped");
+    let st = t.stats();
+    assert_eq!(st["errors"]["udp_oversized"], 1, "{st}");
+    assert_eq!(st["peers"], 0, "{st}");
+}
+
 #[test]
 fn loadtest_smoke_against_our_tracker() {
     let t = Tracker::start(&["--no-db"]);

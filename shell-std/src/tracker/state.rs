@@ -17,7 +17,9 @@ use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::time::Instant;
 use ourtorrent_core::tracker::http::{self, AnnounceResponse, Peers};
 use ourtorrent_core::tracker::udp::server::{error_reply, Decision, DropReason, Server, SwarmInfo};
-use ourtorrent_core::tracker::udp::{encode_scrape_response, ParseErrorKind, TorrentStats};
+use ourtorrent_core::tracker::udp::{
+    encode_scrape_response, ParseErrorKind, TorrentStats, MAX_SCRAPE_HASHES,
+};
 use ourtorrent_core::tracker::{AddressFamily, AnnounceEvent};
 use serde_json::json;
 
@@ -372,17 +374,31 @@ impl State {
             }
             Decision::Scrape(s) => {
                 let (store, front) = (&self.store, self.front);
-                let counts: Result<Vec<Counts>, StoreError> = s
-                    .info_hashes
-                    .iter()
-                    .map(|ih| store.counts(front, &ih))
-                    .collect();
-                let Ok(counts) = counts else {
-                    self.stats.err("store_unavailable");
-                    let msg = b"swarm store unavailable";
+                // On the stack: the parser bounds a scrape's hashes at the
+                // server's limit, the default MAX_SCRAPE_HASHES (a larger
+                // limit is refused here rather than answered in part).
+                if s.info_hashes.len() > MAX_SCRAPE_HASHES {
+                    self.stats.err("udp_malformed_replied");
+                    let msg = b"too many info-hashes";
                     return error_reply(datagram.len(), s.transaction_id, msg, out).ok();
+                }
+                let zero = Counts {
+                    seeders: 0,
+                    leechers: 0,
+                    completed: 0,
                 };
-                let stats = counts.iter().map(|c| TorrentStats {
+                let mut counts = [zero; MAX_SCRAPE_HASHES];
+                let mut n = 0;
+                for (slot, ih) in counts.iter_mut().zip(s.info_hashes.iter()) {
+                    let Ok(c) = store.counts(front, &ih) else {
+                        self.stats.err("store_unavailable");
+                        let msg = b"swarm store unavailable";
+                        return error_reply(datagram.len(), s.transaction_id, msg, out).ok();
+                    };
+                    *slot = c;
+                    n += 1;
+                }
+                let stats = counts.iter().take(n).map(|c| TorrentStats {
                     seeders: c.seeders,
                     completed: c.completed,
                     leechers: c.leechers,

@@ -110,11 +110,11 @@ impl SwarmStore for Shards {
         let counts = sw
             .announce(a, now_ms)
             .map_err(|AnnounceError::TorrentLimit| StoreError::TorrentLimit)?;
-        let mut peers = sw
-            .get(&a.info_hash)
-            .into_iter()
-            .flat_map(|t| t.sample(a.addr, start, want));
-        reply(counts, &mut peers);
+        // No FlatMap over the Option: it costs a branch per peer.
+        match sw.get(&a.info_hash).filter(|_| want > 0) {
+            Some(t) => reply(counts, &mut t.sample(a.addr, start, want)),
+            None => reply(counts, &mut std::iter::empty()),
+        }
         Ok(())
     }
 

@@ -508,20 +508,73 @@ impl Torrent {
     }
 
     /// Up to `max` peers other than `exclude`, starting at `start` (mod the
-    /// peer count) and wrapping: a cheap, fair-enough sample.
-    pub fn sample(
-        &self,
-        exclude: SocketAddr,
-        start: usize,
-        max: usize,
-    ) -> impl Iterator<Item = SocketAddr> + '_ {
-        let n = self.peers.len();
-        let start = if n == 0 { 0 } else { start % n };
-        (0..n)
-            .filter_map(move |k| self.peers.at((start + k) % n))
-            .map(|p| p.addr)
-            .filter(move |a| *a != exclude)
-            .take(max)
+    /// peer count) and wrapping: a cheap, fair-enough sample. The order is
+    /// that of [`Torrent::peers`] rotated by `start`; the hot path of every
+    /// announce, so it walks the compact slices directly ([`Sample`]).
+    pub fn sample(&self, exclude: SocketAddr, start: usize, max: usize) -> Sample<'_> {
+        let (v4, v6): (&[Peer4], &[Peer6]) = match &self.peers {
+            PeerSet::Inline { .. } => (self.peers.inline(), &[]),
+            PeerSet::List(l) => (&l.v4, &l.v6),
+        };
+        let n = v4.len() + v6.len();
+        Sample {
+            v4,
+            v6,
+            next: if n == 0 { 0 } else { start % n },
+            steps: n,
+            left: max,
+            exclude: Key::of(&exclude),
+        }
+    }
+}
+
+/// The iterator of [`Torrent::sample`]: one step per stored peer at most,
+/// round the ring [IPv4 peers | IPv6 peers] (no per-peer division, and the
+/// asker is compared in compact form).
+pub struct Sample<'a> {
+    v4: &'a [Peer4],
+    v6: &'a [Peer6],
+    /// Ring position of the next peer looked at.
+    next: usize,
+    /// Peers not yet looked at.
+    steps: usize,
+    /// Peers still to return.
+    left: usize,
+    exclude: Key,
+}
+
+impl Iterator for Sample<'_> {
+    type Item = SocketAddr;
+
+    fn next(&mut self) -> Option<SocketAddr> {
+        while self.steps > 0 && self.left > 0 {
+            self.steps -= 1;
+            let i = self.next;
+            self.next = i + 1;
+            let addr = match self.v4.get(i) {
+                Some(p) => match self.exclude {
+                    Key::V4(ip, port) if p.is(&ip, port) => None,
+                    _ => Some(p.addr()),
+                },
+                None => match self.v6.get(i - self.v4.len()) {
+                    Some(p) => match self.exclude {
+                        Key::V6(ip, port) if p.is(&ip, port) => None,
+                        _ => Some(p.addr()),
+                    },
+                    None => {
+                        // Past the end: wrap to the ring's start.
+                        self.next = 0;
+                        self.steps += 1;
+                        continue;
+                    }
+                },
+            };
+            if addr.is_some() {
+                self.left -= 1;
+                return addr;
+            }
+        }
+        None
     }
 }
 
@@ -1060,6 +1113,60 @@ mod tests {
             },
             60_000,
         )
+    }
+
+    /// The reference sample: [`Torrent::peers`] rotated by `start`, without
+    /// `exclude`, at most `max`.
+    fn sample_by_definition(
+        t: &Torrent,
+        exclude: SocketAddr,
+        start: usize,
+        max: usize,
+    ) -> Vec<SocketAddr> {
+        let all: Vec<SocketAddr> = t.peers().map(|p| p.addr).collect();
+        let n = all.len();
+        let start = if n == 0 { 0 } else { start % n };
+        (0..n)
+            .filter_map(|k| all.get((start + k) % n).copied())
+            .filter(|a| *a != exclude)
+            .take(max)
+            .collect()
+    }
+
+    #[test]
+    fn sample_is_the_rotated_peer_list_without_the_asker() {
+        let v6 = |port: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], port));
+        let limits = Limits {
+            max_torrents: 1,
+            max_peers_per_torrent: 100,
+        };
+        let mut s = Swarms::new(limits, 60_000).without_persistence();
+        let mut addrs = Vec::new();
+        // Inline (1-2 IPv4), then a list, then a list with IPv6 and an
+        // index (past LINEAR_MAX IPv4 peers).
+        for i in 0..(LINEAR_MAX as u16 + 8) {
+            let a = if i % 5 == 3 { v6(i + 1) } else { addr(i + 1) };
+            let mut x = ann(1, 0, AnnounceEvent::None, i % 2 == 0);
+            x.addr = a;
+            s.announce(&x, at(0)).unwrap();
+            addrs.push(a);
+            let t = s.get(&ih(1)).unwrap();
+            let others = [addrs[0], a, addr(9999), v6(9999)];
+            for exclude in others {
+                for start in [0, 1, 2, i as usize, i as usize + 1, 1000, usize::MAX] {
+                    for max in [0, 1, 3, 50] {
+                        let got: Vec<SocketAddr> = t.sample(exclude, start, max).collect();
+                        let want = sample_by_definition(t, exclude, start, max);
+                        assert_eq!(got, want, "{} peers, start {start}, max {max}", i + 1);
+                    }
+                }
+            }
+        }
+        // No peer: nothing, whatever the start.
+        let mut e = Swarms::new(limits, 60_000).without_persistence();
+        e.load_torrent(ih(2), 1);
+        let t = e.get(&ih(2)).unwrap();
+        assert_eq!(t.sample(addr(1), 7, 5).count(), 0);
     }
 
     #[test]

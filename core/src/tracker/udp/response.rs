@@ -19,7 +19,7 @@ use super::{
     ANNOUNCE_RESPONSE_HEADER_LEN, RESPONSE_HEADER_LEN, SCRAPE_STATS_LEN,
 };
 use crate::codec::{Reader, Writer};
-use crate::tracker::{write_compact_peer, AddressFamily, CompactPeers};
+use crate::tracker::{AddressFamily, CompactPeers};
 
 /// A connect response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,11 +261,21 @@ pub fn encode_announce_response<I: IntoIterator<Item = SocketAddr>>(
         if n >= max_peers {
             break;
         }
-        let mut entry = [0u8; 18];
-        let len = write_compact_peer(&p, family, &mut entry).unwrap_or(0);
-        if len > 0 {
-            w.put(entry.get(..len).unwrap_or_default());
-            n += 1;
+        // Compact form (BEP 15): address then port, big-endian; peers of
+        // the other family are skipped. Written in place (the hot path of
+        // every announce reply).
+        match (p, family) {
+            (SocketAddr::V4(a), AddressFamily::V4) => {
+                w.put(&a.ip().octets());
+                w.u16(a.port());
+                n += 1;
+            }
+            (SocketAddr::V6(a), AddressFamily::V6) => {
+                w.put(&a.ip().octets());
+                w.u16(a.port());
+                n += 1;
+            }
+            _ => {}
         }
     }
     w.finish().map_err(|needed| EncodeError { needed })
