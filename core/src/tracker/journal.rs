@@ -247,7 +247,11 @@ impl<'a> Records<'a> {
         self.r.pos()
     }
 
-    fn fail(&mut self, kind: JournalErrorKind, offset: usize) -> Option<Result<Record, JournalError>> {
+    fn fail(
+        &mut self,
+        kind: JournalErrorKind,
+        offset: usize,
+    ) -> Option<Result<Record, JournalError>> {
         self.done = true;
         Some(Err(JournalError { kind, offset }))
     }

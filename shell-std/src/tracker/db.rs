@@ -671,8 +671,8 @@ impl ShardCopy {
 pub enum Step {
     /// `*_next` tables created.
     Created,
-    /// Shard `i` copied and its log appended to the journal.
-    Copied(usize),
+    /// Shard `i` copied and its log appended to the journal (this much).
+    Copied(usize, Appended),
     /// A transaction of checkpoint rows committed.
     Rows,
     /// Swapped in (the checkpoint is complete).
@@ -717,7 +717,7 @@ pub fn checkpoint(
         done.appended.bytes += a.bytes;
         done.appended.records += a.records;
         drop(std::mem::take(&mut copy.batch));
-        if !step(Step::Copied(i)) {
+        if !step(Step::Copied(i, a)) {
             return Ok(None);
         }
         i += 1;
@@ -874,7 +874,8 @@ impl JournalStats {
         self.rows.fetch_add(a.rows, Ordering::Relaxed);
         self.bytes.fetch_add(a.bytes, Ordering::Relaxed);
         self.records.fetch_add(a.records, Ordering::Relaxed);
-        self.since_checkpoint.fetch_add(a.records, Ordering::Relaxed);
+        self.since_checkpoint
+            .fetch_add(a.records, Ordering::Relaxed);
     }
 
     /// Reads a counter.
@@ -901,10 +902,16 @@ fn checkpoint_shards(
     let done = checkpoint(
         conn,
         |i| shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s)),
-        |_| true,
+        |step| {
+            // The shards' logs are in the journal: count them at once.
+            if let Step::Copied(_, a) = step {
+                stats.add(&a);
+            }
+            true
+        },
     )?
     .context("checkpoint stopped")?;
-    stats.add(&done.appended);
+    // Records appended during the checkpoint are in it.
     stats.since_checkpoint.store(0, Ordering::Relaxed);
     stats.checkpoints.fetch_add(1, Ordering::Relaxed);
     stats
@@ -1298,7 +1305,10 @@ mod tests {
         let ih = InfoHash([r.below(7) as u8; 20]);
         let port = 1000 + r.below(40) as u16;
         let addr = if r.below(4) == 0 {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), port)
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                port,
+            )
         } else {
             SocketAddr::from(([10, 0, 0, r.below(3) as u8], port))
         };
@@ -1329,8 +1339,7 @@ mod tests {
             // A long refresh period: re-announces write nothing, so the
             // stored last-seen may trail; compare with the times as
             // stored (whole periods are not the point here).
-            let mut shards: Vec<Swarms> =
-                (0..3).map(|_| Swarms::new(limits_big(), 1000)).collect();
+            let mut shards: Vec<Swarms> = (0..3).map(|_| Swarms::new(limits_big(), 1000)).collect();
             let mut now = (TIME_BASE_SECS + 10) * 1000;
             let mut checkpoints = 0;
             for round in 0..60 {
@@ -1397,10 +1406,15 @@ mod tests {
                 assert_eq!(got.torrents, want.torrents, "seed {seed} round {round}");
                 // The journal keeps a re-announce's time only per period;
                 // the rows and flags must match exactly.
-                let strip = |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
-                    m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
-                };
-                assert_eq!(strip(&got.peers), strip(&want.peers), "seed {seed} round {round}");
+                let strip =
+                    |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
+                        m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
+                    };
+                assert_eq!(
+                    strip(&got.peers),
+                    strip(&want.peers),
+                    "seed {seed} round {round}"
+                );
                 for (k, (_, seen)) in &got.peers {
                     let real = want.peers[k].1;
                     assert!(*seen <= real && real - seen < 1000 * 1000, "{k:?}");
@@ -1421,8 +1435,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("t.db");
             let mut conn = open(&db).unwrap();
-            let mut shards: Vec<Swarms> =
-                (0..2).map(|_| Swarms::new(limits_big(), 1000)).collect();
+            let mut shards: Vec<Swarms> = (0..2).map(|_| Swarms::new(limits_big(), 1000)).collect();
             let mut r = Rng(77 + stop_at);
             for _ in 0..300 {
                 let a = random_announce(&mut r);
@@ -1447,7 +1460,11 @@ mod tests {
             .unwrap();
             drop(conn);
             let conn = open(&db).unwrap();
-            assert_eq!(read_state(&conn).unwrap(), before, "stopped after {stop_at} steps");
+            assert_eq!(
+                read_state(&conn).unwrap(),
+                before,
+                "stopped after {stop_at} steps"
+            );
             if done.is_some() {
                 let (p, j): (i64, i64) = conn
                     .query_row(

@@ -499,7 +499,10 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let started = std::time::Instant::now();
         let loaded = db::load(&conn, &mut swarms, cutoff, refresh_ms, clock.now_ms())?;
         for (seq, e) in &loaded.bad_rows {
-            warn!("{}: journal row {seq}: {e}; its later records skipped", args.db.display());
+            warn!(
+                "{}: journal row {seq}: {e}; its later records skipped",
+                args.db.display()
+            );
         }
         journal.replayed.store(loaded.replayed, Ordering::Relaxed);
         journal

@@ -1026,15 +1026,47 @@ impl Tracker {
         if let Some(j) = &self.journal {
             let g = db::JournalStats::get;
             for (name, help, v) in [
-                ("journal_rows_total", "Journal rows appended to SQLite.", g(&j.rows)),
-                ("journal_bytes_total", "Bytes of journal rows appended.", g(&j.bytes)),
-                ("journal_records_total", "Change records appended to the journal.", g(&j.records)),
-                ("checkpoints_total", "Checkpoints of the swarms completed.", g(&j.checkpoints)),
-                ("checkpoint_failures_total", "Checkpoints that failed.", g(&j.checkpoint_failures)),
-                ("journal_replayed_records", "Journal records replayed at start.", g(&j.replayed)),
-                ("journal_bad_rows", "Journal rows that did not decode at start (skipped from the error on).", g(&j.bad_rows)),
+                (
+                    "journal_rows_total",
+                    "Journal rows appended to SQLite.",
+                    g(&j.rows),
+                ),
+                (
+                    "journal_bytes_total",
+                    "Bytes of journal rows appended.",
+                    g(&j.bytes),
+                ),
+                (
+                    "journal_records_total",
+                    "Change records appended to the journal.",
+                    g(&j.records),
+                ),
+                (
+                    "checkpoints_total",
+                    "Checkpoints of the swarms completed.",
+                    g(&j.checkpoints),
+                ),
+                (
+                    "checkpoint_failures_total",
+                    "Checkpoints that failed.",
+                    g(&j.checkpoint_failures),
+                ),
+                (
+                    "journal_replayed_records",
+                    "Journal records replayed at start.",
+                    g(&j.replayed),
+                ),
+                (
+                    "journal_bad_rows",
+                    "Journal rows that did not decode at start (skipped from the error on).",
+                    g(&j.bad_rows),
+                ),
             ] {
-                let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
                 metric(name, kind, help, &one(v.to_string()));
             }
             metric(

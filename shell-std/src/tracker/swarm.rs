@@ -1052,7 +1052,11 @@ impl Swarms {
         else {
             return false;
         };
-        match t.peers.find(Key::of(&addr)).and_then(|j| t.peers.remove_at(j)) {
+        match t
+            .peers
+            .find(Key::of(&addr))
+            .and_then(|j| t.peers.remove_at(j))
+        {
             Some(gone) => {
                 self.peers -= 1;
                 self.seeders -= usize::from(gone.seeder);
