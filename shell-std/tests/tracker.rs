@@ -765,6 +765,15 @@ fn metrics_in_prometheus_text_format() {
     assert!(g(&format!("{p}db_size_bytes")) > 0.0);
     assert!(g(&format!("{p}resident_memory_bytes")) > 0.0);
     assert!(g(&format!("{p}flush_rows_total")) >= 3.0);
+    // The journal: rows with records (a flush is one row here).
+    let rows = g(&format!("{p}journal_rows_total"));
+    assert!(rows >= 1.0 && rows <= g(&format!("{p}flush_duration_seconds_count")));
+    assert!(g(&format!("{p}journal_records_total")) >= 3.0);
+    assert!(g(&format!("{p}journal_bytes_total")) >= 1.0 + 3.0 * 25.0);
+    assert_eq!(g(&format!("{p}journal_replayed_records")), 0.0);
+    assert_eq!(g(&format!("{p}journal_bad_rows")), 0.0);
+    assert_eq!(g(&format!("{p}checkpoints_total")), 0.0);
+    assert_eq!(g(&format!("{p}last_checkpoint_seconds")), 0.0);
     // Histogram buckets are cumulative and end at +Inf = count.
     let buckets: Vec<f64> = m
         .iter()

@@ -1564,4 +1564,51 @@ mod tests {
             assert_eq!(blobs[0].len(), 1 + 32 * n.min(per_blob));
         }
     }
+
+    /// A database written before the journal (no `journal` table, no
+    /// `checkpoint_seq`) is a checkpoint with an empty journal: it loads
+    /// as it is, and journal rows then apply on top of it.
+    #[test]
+    fn a_database_from_before_the_journal_loads_as_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(
+                "CREATE TABLE torrents (info_hash BLOB PRIMARY KEY NOT NULL,
+                   completed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                 CREATE TABLE peers (info_hash BLOB NOT NULL, ip BLOB NOT NULL,
+                   port INTEGER NOT NULL, seeder INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+                   PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let ih = [5u8; 20];
+            c.execute("INSERT INTO torrents VALUES (?1, 3)", [&ih[..]])
+                .unwrap();
+            for port in [1, 2] {
+                c.execute(
+                    "INSERT INTO peers VALUES (?1, x'0a000001', ?2, 1, 1700000100000)",
+                    params![&ih[..], port],
+                )
+                .unwrap();
+            }
+        }
+        let mut conn = open(&db).unwrap();
+        let st = read_state(&conn).unwrap();
+        assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(st.peers.len(), 2);
+        let b = Batch {
+            peers: vec![PeerChange::new(
+                InfoHash([5; 20]),
+                SocketAddr::from(([10, 0, 0, 1], 1)),
+                None,
+            )],
+            torrents: vec![(InfoHash([5; 20]), 4)],
+            secrets: None,
+        };
+        write(&mut conn, &b).unwrap();
+        let st = read_state(&conn).unwrap();
+        assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [4]);
+        assert_eq!(st.peers.len(), 1);
+    }
 }
