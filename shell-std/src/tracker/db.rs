@@ -574,11 +574,10 @@ pub fn write(conn: &mut Connection, b: &Batch) -> Result<Appended> {
     };
     let tx = conn.transaction()?;
     {
-        let mut seq = next_seq(&tx)?;
+        let first = next_seq(&tx)?;
         let mut put = tx.prepare_cached("INSERT INTO journal (seq, body) VALUES (?1, ?2)")?;
-        for blob in &blobs {
+        for (seq, blob) in (first..).zip(&blobs) {
             put.execute(params![seq, blob])?;
-            seq += 1;
             out.rows += 1;
             out.bytes += blob.len() as u64;
         }
@@ -1355,44 +1354,41 @@ mod tests {
                         s.expire(cutoff);
                     }
                 }
-                match r.below(4) {
-                    0 => {
-                        // A checkpoint taken while announces go on: each
-                        // shard changes between the copies.
-                        let stop_at = r.below(14);
-                        let mut steps = 0;
-                        let mut rr = Rng(r.next() | 1);
-                        let cells: Vec<std::cell::RefCell<&mut Swarms>> =
-                            shards.iter_mut().map(std::cell::RefCell::new).collect();
-                        let done = checkpoint(
-                            &mut conn,
-                            |i| {
-                                let cell = cells.get(i)?;
-                                let mut s = cell.borrow_mut();
-                                let c = ShardCopy::take(&mut s);
-                                // Changes after the copy, before the swap.
-                                for _ in 0..rr.below(20) {
-                                    let a = random_announce(&mut rr);
-                                    if shard_of(&a.info_hash, 3) == i {
-                                        s.announce(&a, now).unwrap();
-                                    }
+                if r.below(4) == 0 {
+                    // A checkpoint taken while announces go on: each
+                    // shard changes between the copies.
+                    let stop_at = r.below(14);
+                    let mut steps = 0;
+                    let mut rr = Rng(r.next() | 1);
+                    let cells: Vec<std::cell::RefCell<&mut Swarms>> =
+                        shards.iter_mut().map(std::cell::RefCell::new).collect();
+                    let done = checkpoint(
+                        &mut conn,
+                        |i| {
+                            let cell = cells.get(i)?;
+                            let mut s = cell.borrow_mut();
+                            let c = ShardCopy::take(&mut s);
+                            // Changes after the copy, before the swap.
+                            for _ in 0..rr.below(20) {
+                                let a = random_announce(&mut rr);
+                                if shard_of(&a.info_hash, 3) == i {
+                                    s.announce(&a, now).unwrap();
                                 }
-                                Some(c)
-                            },
-                            |_| {
-                                steps += 1;
-                                steps <= stop_at
-                            },
-                        )
-                        .unwrap();
-                        checkpoints += usize::from(done.is_some());
-                        if done.is_none() {
-                            // A crash: reopen (drops the *_next tables).
-                            drop(conn);
-                            conn = open(&dir.path().join("t.db")).unwrap();
-                        }
+                            }
+                            Some(c)
+                        },
+                        |_| {
+                            steps += 1;
+                            steps <= stop_at
+                        },
+                    )
+                    .unwrap();
+                    checkpoints += usize::from(done.is_some());
+                    if done.is_none() {
+                        // A crash: reopen (drops the *_next tables).
+                        drop(conn);
+                        conn = open(&dir.path().join("t.db")).unwrap();
                     }
-                    _ => {}
                 }
                 let mut flushed = Batch::default();
                 for s in &mut shards {
