@@ -593,9 +593,9 @@ pub fn write(conn: &mut Connection, b: &Batch) -> Result<Appended> {
 /// (fewer statement steps a row; SQLite allows 32,766 parameters, 5 a row).
 pub const INSERT_ROWS_PER_STATEMENT: usize = 64;
 
-/// Checkpoint rows written per transaction (bounds the WAL a checkpoint
-/// adds between SQLite's own WAL checkpoints).
-pub const CHECKPOINT_ROWS_PER_TX: usize = 262_144;
+/// Checkpoint rows written per transaction (~0.1 s of SQLite; between two,
+/// the writer appends the journal if a flush interval has passed).
+pub const CHECKPOINT_ROWS_PER_TX: usize = 65_536;
 
 /// Records since the last checkpoint that start a new one, at least (and
 /// at least the peer count, so the journal stays within about the size of
@@ -693,20 +693,22 @@ pub struct CheckpointDone {
 
 /// Takes a checkpoint (see the module docs). `shard(i)` drains and copies
 /// shard `i` ([`ShardCopy::take`] under its lock), `None` past the last.
-/// `step` is told each step done and may return `false` to stop there
-/// (the tables are then as a crash at that point leaves them); the result
-/// is `None` then.
+/// `step` is told each step done, with the connection: the writer appends
+/// the journal there as usual (a checkpoint takes seconds at millions of
+/// peers; the flush interval stays the loss bound), and tests may return
+/// `false` to stop there (the tables are then as a crash at that point
+/// leaves them); the result is `None` then.
 pub fn checkpoint(
     conn: &mut Connection,
     mut shard: impl FnMut(usize) -> Option<ShardCopy>,
-    mut step: impl FnMut(Step) -> bool,
+    mut step: impl FnMut(&mut Connection, Step) -> Result<bool>,
 ) -> Result<Option<CheckpointDone>> {
     let mut done = CheckpointDone {
         seq: next_seq(conn)?,
         ..Default::default()
     };
     conn.execute_batch(SCHEMA_NEXT)?;
-    if !step(Step::Created) {
+    if !step(conn, Step::Created)? {
         return Ok(None);
     }
     let mut i = 0;
@@ -716,7 +718,7 @@ pub fn checkpoint(
         done.appended.bytes += a.bytes;
         done.appended.records += a.records;
         drop(std::mem::take(&mut copy.batch));
-        if !step(Step::Copied(i, a)) {
+        if !step(conn, Step::Copied(i, a))? {
             return Ok(None);
         }
         i += 1;
@@ -729,7 +731,7 @@ pub fn checkpoint(
             }
             tx.commit()?;
             done.peers += chunk.len() as u64;
-            if !step(Step::Rows) {
+            if !step(conn, Step::Rows)? {
                 return Ok(None);
             }
         }
@@ -758,7 +760,7 @@ pub fn checkpoint(
         [&u64::try_from(done.seq).unwrap_or(0).to_be_bytes()[..]],
     )?;
     tx.commit()?;
-    step(Step::Swapped);
+    step(conn, Step::Swapped)?;
     Ok(Some(done))
 }
 
@@ -889,6 +891,9 @@ pub struct CheckpointPolicy {
     /// Records since the last checkpoint that start one, at least (see
     /// [`DEFAULT_CHECKPOINT_RECORDS`]); the peer count is the other bound.
     pub min_records: u64,
+    /// The flush interval: during a checkpoint the writer appends the
+    /// journal this often too.
+    pub flush_every: std::time::Duration,
 }
 
 /// Takes a checkpoint of the live shards (each locked only to copy it).
@@ -896,17 +901,33 @@ fn checkpoint_shards(
     conn: &mut Connection,
     shards: &super::state::Shards,
     stats: &JournalStats,
+    flush_every: std::time::Duration,
 ) -> Result<CheckpointDone> {
     let start = std::time::Instant::now();
+    let mut appended_at = start;
     let done = checkpoint(
         conn,
         |i| shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s)),
-        |step| {
-            // The shards' logs are in the journal: count them at once.
-            if let Step::Copied(_, a) = step {
-                stats.add(&a);
+        |conn, step| {
+            match step {
+                // The shards' logs are in the journal: count them at once.
+                Step::Copied(_, a) => stats.add(&a),
+                // Meanwhile the journal goes on as at every flush.
+                Step::Rows if appended_at.elapsed() >= flush_every => {
+                    let mut b = Batch::default();
+                    for i in 0..shards.len() {
+                        if let Some(mut s) = shards.lock_index(i) {
+                            let part = s.take_batch();
+                            b.peers.extend(part.peers);
+                            b.torrents.extend(part.torrents);
+                        }
+                    }
+                    stats.add(&write(conn, &b)?);
+                    appended_at = std::time::Instant::now();
+                }
+                _ => {}
             }
-            true
+            Ok(true)
         },
     )?
     .context("checkpoint stopped")?;
@@ -979,7 +1000,9 @@ impl Writer {
                     }
                     let since = JournalStats::get(&stats.since_checkpoint);
                     if since >= policy.min_records.max(peer_count(&shards) as u64) {
-                        if let Err(e) = checkpoint_shards(&mut conn, &shards, &stats) {
+                        if let Err(e) =
+                            checkpoint_shards(&mut conn, &shards, &stats, policy.flush_every)
+                        {
                             stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
                             on_error(&format!("checkpoint: {e:#}"));
                         }
@@ -991,7 +1014,9 @@ impl Writer {
                 if JournalStats::get(&stats.since_checkpoint) > 0
                     && peer_count(&shards) <= SHUTDOWN_CHECKPOINT_MAX_PEERS
                 {
-                    if let Err(e) = checkpoint_shards(&mut conn, &shards, &stats) {
+                    if let Err(e) =
+                        checkpoint_shards(&mut conn, &shards, &stats, policy.flush_every)
+                    {
                         on_error(&format!("checkpoint at stop: {e:#}"));
                     }
                 }
@@ -1170,7 +1195,7 @@ mod tests {
             let mut shards = [Swarms::new(limits_big(), 60_000)];
             load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
             let mut one = Some(ShardCopy::take(&mut shards[0]));
-            checkpoint(&mut conn, |_| one.take(), |_| true)
+            checkpoint(&mut conn, |_| one.take(), |_, _| Ok(true))
                 .unwrap()
                 .unwrap();
             let q = format!(
@@ -1377,9 +1402,19 @@ mod tests {
                             }
                             Some(c)
                         },
-                        |_| {
+                        |conn, _| {
+                            // The writer's flushes go on between steps.
                             steps += 1;
-                            steps <= stop_at
+                            if steps % 2 == 0 {
+                                let mut b = Batch::default();
+                                for cell in &cells {
+                                    let part = cell.borrow_mut().take_batch();
+                                    b.peers.extend(part.peers);
+                                    b.torrents.extend(part.torrents);
+                                }
+                                write(conn, &b)?;
+                            }
+                            Ok(steps <= stop_at)
                         },
                     )
                     .unwrap();
@@ -1448,9 +1483,9 @@ mod tests {
             let done = checkpoint(
                 &mut conn,
                 |i| shards.get_mut(i).map(ShardCopy::take),
-                |_| {
+                |_, _| {
                     steps += 1;
-                    steps <= stop_at
+                    Ok(steps <= stop_at)
                 },
             )
             .unwrap();

@@ -546,6 +546,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         Some((conn, l)) => {
             let policy = db::CheckpointPolicy {
                 min_records: args.checkpoint_records,
+                flush_every: Duration::from_millis(args.flush_ms.max(1)),
             };
             let w = db::Writer::spawn(conn, shards.clone(), policy, journal.clone(), |e| {
                 warn!("sqlite write failed: {e}")
