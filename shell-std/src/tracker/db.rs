@@ -862,6 +862,8 @@ pub struct JournalStats {
     pub last_checkpoint_us: AtomicU64,
     /// Peers in the last checkpoint.
     pub last_checkpoint_peers: AtomicU64,
+    /// Longest a shard was locked for a copy in the last checkpoint, µs.
+    pub last_checkpoint_lock_us: AtomicU64,
     /// Records replayed at start.
     pub replayed: AtomicU64,
     /// Journal rows that did not decode at start.
@@ -905,9 +907,15 @@ fn checkpoint_shards(
 ) -> Result<CheckpointDone> {
     let start = std::time::Instant::now();
     let mut appended_at = start;
+    let mut lock_us = 0u64;
     let done = checkpoint(
         conn,
-        |i| shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s)),
+        |i| {
+            let t = std::time::Instant::now();
+            let c = shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s));
+            lock_us = lock_us.max(t.elapsed().as_micros() as u64);
+            c
+        },
         |conn, step| {
             match step {
                 // The shards' logs are in the journal: count them at once.
@@ -940,6 +948,9 @@ fn checkpoint_shards(
     stats
         .last_checkpoint_peers
         .store(done.peers, Ordering::Relaxed);
+    stats
+        .last_checkpoint_lock_us
+        .store(lock_us, Ordering::Relaxed);
     Ok(done)
 }
 

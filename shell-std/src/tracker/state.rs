@@ -1130,6 +1130,7 @@ impl Tracker {
                     "checkpoint_failures": g(&j.checkpoint_failures),
                     "last_checkpoint_secs": g(&j.last_checkpoint_us) as f64 / 1e6,
                     "last_checkpoint_peers": g(&j.last_checkpoint_peers),
+                    "last_checkpoint_max_lock_secs": g(&j.last_checkpoint_lock_us) as f64 / 1e6,
                     "replayed_at_start": g(&j.replayed),
                     "bad_journal_rows": g(&j.bad_rows),
                 })
