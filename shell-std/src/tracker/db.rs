@@ -540,7 +540,7 @@ pub fn encode_batch(b: &Batch) -> (Vec<Vec<u8>>, u64) {
     (blobs, records)
 }
 
-/// What one [`write`] appended.
+/// What one [`write()`] appended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Appended {
     /// Journal rows.
