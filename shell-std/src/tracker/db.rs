@@ -1015,6 +1015,9 @@ impl Writer {
                             checkpoint_shards(&mut conn, &shards, &stats, policy.flush_every)
                         {
                             stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                            // Retry after another threshold of records, not
+                            // at every flush (each try copies every shard).
+                            stats.since_checkpoint.store(0, Ordering::Relaxed);
                             on_error(&format!("checkpoint: {e:#}"));
                         }
                     }
