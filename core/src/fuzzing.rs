@@ -6,8 +6,8 @@
 pub use crate::dht::fuzzing::fuzz_krpc as krpc;
 pub use crate::tracker::fuzzing::{
     fuzz_http_announce_query as http_announce_query, fuzz_http_response as http_tracker_response,
-    fuzz_tracker_url as tracker_url, fuzz_udp_request as udp_tracker_request,
-    fuzz_udp_response as udp_tracker_response,
+    fuzz_journal as tracker_journal, fuzz_tracker_url as tracker_url,
+    fuzz_udp_request as udp_tracker_request, fuzz_udp_response as udp_tracker_response,
 };
 pub use crate::wire::fuzzing::{
     fuzz_extension_handshake as extension_handshake, fuzz_handshake as handshake,

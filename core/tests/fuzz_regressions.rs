@@ -27,6 +27,7 @@ fn dispatch(target: &str, data: &[u8]) {
         "extension_handshake" => f::extension_handshake(data),
         "bitfield" => f::bitfield(data),
         "tracker_url" => f::tracker_url(data),
+        "tracker_journal" => f::tracker_journal(data),
         "ut_metadata" => f::ut_metadata(data),
         "ut_pex" => f::ut_pex(data),
         "krpc" => f::krpc(data),

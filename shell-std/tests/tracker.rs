@@ -536,6 +536,23 @@ fn ipv6_udp_and_http() {
     assert!(contains(&body, b"6:peers6"), "BEP 7 peers6: {body:?}");
 }
 
+/// The swarms the database holds as a start would load them (checkpoint
+/// plus journal), read through the tracker's own loader while it runs;
+/// `None` while the file is not readable yet.
+fn stored(db: &std::path::Path) -> Option<shell_std::tracker::db::StoredState> {
+    shell_std::tracker::db::read_state_at(db).ok()
+}
+
+/// (peers, sum of completed counts) stored.
+fn stored_counts(db: &std::path::Path) -> (usize, u64) {
+    stored(db).map_or((0, 0), |s| {
+        (
+            s.peers.len(),
+            s.torrents.values().map(|&c| u64::from(c)).sum(),
+        )
+    })
+}
+
 fn db_rows(db: &std::path::Path, sql: &str) -> i64 {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap();
@@ -569,11 +586,7 @@ fn persistence_survives_kill_9() {
     let mut t = Tracker::with_db(&db, 100, &[]);
     populate(&t);
     // Wait for a flush to reach the file (read through SQLite, WAL aware).
-    poll(10, "flush", || {
-        (db_rows(&db, "SELECT count(*) FROM peers") == 2
-            && db_rows(&db, "SELECT completed FROM torrents") == 1)
-            .then_some(())
-    });
+    poll(10, "flush", || (stored_counts(&db) == (2, 1)).then_some(()));
     t.signal_and_wait("-KILL");
     drop(t);
     let t = Tracker::with_db(&db, 100, &[]);
@@ -636,7 +649,7 @@ fn database_in_use_by_another_tracker_is_refused() {
     // database is free.
     populate(&first);
     poll(10, "flush", || {
-        (db_rows(&db, "SELECT count(*) FROM torrents") == 1).then_some(())
+        (stored(&db).is_some_and(|s| s.torrents.len() == 1)).then_some(())
     });
     first.signal_and_wait("-KILL");
     drop(first);
@@ -752,6 +765,15 @@ fn metrics_in_prometheus_text_format() {
     assert!(g(&format!("{p}db_size_bytes")) > 0.0);
     assert!(g(&format!("{p}resident_memory_bytes")) > 0.0);
     assert!(g(&format!("{p}flush_rows_total")) >= 3.0);
+    // The journal: rows with records (a flush is one row here).
+    let rows = g(&format!("{p}journal_rows_total"));
+    assert!(rows >= 1.0 && rows <= g(&format!("{p}flush_duration_seconds_count")));
+    assert!(g(&format!("{p}journal_records_total")) >= 3.0);
+    assert!(g(&format!("{p}journal_bytes_total")) >= 1.0 + 3.0 * 25.0);
+    assert_eq!(g(&format!("{p}journal_replayed_records")), 0.0);
+    assert_eq!(g(&format!("{p}journal_bad_rows")), 0.0);
+    assert_eq!(g(&format!("{p}checkpoints_total")), 0.0);
+    assert_eq!(g(&format!("{p}last_checkpoint_seconds")), 0.0);
     // Histogram buckets are cumulative and end at +Inf = count.
     let buckets: Vec<f64> = m
         .iter()
@@ -842,9 +864,7 @@ fn persistence_with_workers_survives_kill_9_and_a_new_worker_count() {
         u.announce(c, ih(40 + k), 3002, 10, AnnounceEvent::Started);
     }
     poll(10, "flush", || {
-        (db_rows(&db, "SELECT count(*) FROM peers") == 24
-            && db_rows(&db, "SELECT sum(completed) FROM torrents") == 12)
-            .then_some(())
+        (stored_counts(&db) == (24, 12)).then_some(())
     });
     t.signal_and_wait("-KILL");
     drop(t);
@@ -866,6 +886,182 @@ fn persistence_with_workers_survives_kill_9_and_a_new_worker_count() {
     for s in u.scrape(c, &hashes) {
         assert_eq!((s.seeders, s.leechers, s.completed), (1, 1, 1));
     }
+}
+
+/// Announces to a tracker with a model of what it should hold: (torrent,
+/// port) -> seeder, torrent -> completed, and the records that makes.
+struct Model {
+    peers: std::collections::BTreeMap<(u8, u16), bool>,
+    completed: std::collections::BTreeMap<u8, u32>,
+    records: u64,
+    cursor: usize,
+}
+
+impl Model {
+    fn send(u: &mut Udp, c: ConnectionId, k: u8, port: u16, seeder: bool, ev: AnnounceEvent) {
+        let req = u.announce_bytes(c, ih(100 + k), port, u64::from(!seeder), ev, 0);
+        u.raw(&req).expect("announce reply");
+    }
+
+    /// Flips the seeder flag of `n` peers (one journal record each).
+    fn flip(&mut self, u: &mut Udp, c: ConnectionId, n: usize) {
+        let keys: Vec<(u8, u16)> = self.peers.keys().copied().collect();
+        for _ in 0..n {
+            let key = keys[self.cursor % keys.len()];
+            self.cursor += 1;
+            let seeder = !self.peers[&key];
+            Self::send(u, c, key.0, key.1, seeder, AnnounceEvent::None);
+            self.peers.insert(key, seeder);
+            self.records += 1;
+        }
+    }
+
+    /// Polls `/stats` (every 2 ms, up to 20 s) until the journal holds
+    /// every record sent; returns the stats.
+    fn durable(&self, t: &Tracker) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = t.stats();
+            if st["db"]["journal_records"].as_u64() >= Some(self.records) {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "journal behind: {st}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Changes peers of 40 torrents until a checkpoint is due (records since
+/// the last one reach the peer count: `--checkpoint-records 1`), the last
+/// few hundred in a burst, waits until the journal holds every record,
+/// kills the tracker with SIGKILL at a random time within about a
+/// checkpoint's duration, restarts it and checks it serves exactly the
+/// swarms and completed counts announced. A kill that lands mid-checkpoint
+/// leaves `peers_next` behind; the bounded loop goes on until three have.
+#[test]
+fn kill_9_during_checkpoints_restarts_to_the_same_swarms() {
+    const TORRENTS: u8 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let args = ["--workers", "2", "--checkpoint-records", "1"];
+    let mut t = Tracker::with_db(&db, 20, &args);
+    let mut m = Model {
+        peers: Default::default(),
+        completed: Default::default(),
+        records: 0,
+        cursor: 0,
+    };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let mut u = Udp::new(t.udp);
+    let mut c = u.connect();
+    for k in 0..TORRENTS {
+        for port in 1..=200 {
+            Model::send(&mut u, c, k, port, false, AnnounceEvent::Started);
+            m.peers.insert((k, port), false);
+            m.records += 1;
+        }
+    }
+    let (mut mid, mut last_ckpt_ms) = (0, 50.0f64);
+    for round in 0..16u16 {
+        // One new completed peer per torrent (a peer record and a
+        // completed count); a few earlier ones leave.
+        for k in 0..TORRENTS {
+            let port = 2000 + round;
+            Model::send(&mut u, c, k, port, true, AnnounceEvent::Completed);
+            m.peers.insert((k, port), true);
+            *m.completed.entry(k).or_default() += 1;
+            m.records += 2;
+            let gone = 2000 + rand(u64::from(round)) as u16;
+            if round > 0 && rand(3) == 0 && m.peers.remove(&(k, gone)).is_some() {
+                Model::send(&mut u, c, k, gone, true, AnnounceEvent::Stopped);
+                m.records += 1;
+            }
+        }
+        // Up to one record below the checkpoint threshold (durable), then
+        // one across it: the checkpoint starts as that record is written.
+        let need = |st: &serde_json::Value| {
+            let since = st["db"]["records_since_checkpoint"].as_u64().unwrap();
+            st["peers"].as_u64().unwrap().saturating_sub(since) as usize
+        };
+        for _ in 0..10 {
+            let n = need(&m.durable(&t));
+            if n == 1 {
+                break;
+            }
+            m.flip(&mut u, c, n.max(2) - 1);
+        }
+        m.flip(&mut u, c, 1);
+        let st = m.durable(&t);
+        // `kill` itself takes a few ms: aim at the checkpoint's first part.
+        let delay = rand((last_ckpt_ms * 0.7).max(3.0) as u64);
+        std::thread::sleep(Duration::from_millis(delay));
+        t.signal_and_wait("-KILL");
+        drop(t);
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let next: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'peers_next'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        drop(conn);
+        mid += next;
+        eprintln!(
+            "round {round}: killed {delay} ms after the journal caught up; mid-checkpoint: {}",
+            next == 1
+        );
+        t = Tracker::with_db(&db, 20, &args);
+        let after = t.stats();
+        let seeders = m.peers.values().filter(|&&s| s).count();
+        let done: u32 = m.completed.values().sum();
+        assert_eq!(
+            (
+                &after["peers"],
+                &after["seeders"],
+                &after["completed_total"]
+            ),
+            (&m.peers.len().into(), &seeders.into(), &done.into()),
+            "round {round} (killed {delay} ms after the journal caught up; before: {}): {after}",
+            st["db"]
+        );
+        u = Udp::new(t.udp);
+        c = u.connect();
+        let hashes: Vec<_> = (0..TORRENTS).map(|k| ih(100 + k)).collect();
+        for (k, s) in u.scrape(c, &hashes).iter().enumerate() {
+            let k = k as u8;
+            let mine = m.peers.range((k, 0)..=(k, u16::MAX));
+            let seeds = mine.clone().filter(|(_, &s)| s).count() as u32;
+            let leech = mine.count() as u32 - seeds;
+            assert_eq!(
+                (s.seeders, s.leechers, s.completed),
+                (seeds, leech, m.completed[&k]),
+                "round {round} torrent {k}"
+            );
+        }
+        // The new process counts its own appends.
+        m.records = 0;
+        if let Some(ms) = st["db"]["last_checkpoint_secs"]
+            .as_f64()
+            .map(|s| s * 1000.0)
+        {
+            if ms > 0.0 {
+                last_ckpt_ms = ms;
+            }
+        }
+        if mid >= 3 {
+            break;
+        }
+    }
+    assert!(mid >= 1, "no kill landed mid-checkpoint in 16 rounds");
 }
 
 fn loadtest(target: SocketAddr, extra: &[&str]) -> serde_json::Value {

@@ -274,3 +274,41 @@ pub fn fuzz_tracker_url(data: &[u8]) {
     assert_eq!(shown.get(scheme.len() + 3..), Some(rest), "display differs");
     assert_eq!(TrackerUrl::parse(&shown), Ok(u), "re-parse differs");
 }
+
+/// Tracker journal blobs: decoding never panics; an error's offset lies
+/// within the input; re-encoding the records decoded (after the header)
+/// reproduces the input byte for byte up to where decoding stopped; and
+/// each record alone re-decodes to itself.
+pub fn fuzz_journal(data: &[u8]) {
+    use super::journal::{encode_header, Records, MAX_BLOB_LEN, MAX_RECORD_LEN};
+    let mut out = [0u8; 1 << 16];
+    let mut n = encode_header(&mut out).unwrap();
+    let mut stopped_at = data.len().min(MAX_BLOB_LEN);
+    for r in Records::new(data) {
+        match r {
+            Ok(rec) => {
+                let mut blob = [0u8; MAX_RECORD_LEN + 1];
+                let h = encode_header(&mut blob).unwrap();
+                let k = rec.encode(&mut blob[h..]);
+                assert_eq!(k, Ok(rec.encoded_len()));
+                let k = k.unwrap();
+                let mut again = Records::new(&blob[..h + k]);
+                assert_eq!(again.next(), Some(Ok(rec)));
+                assert_eq!(again.next(), None);
+                if n + k <= out.len() {
+                    out[n..n + k].copy_from_slice(&blob[h..h + k]);
+                }
+                n += k;
+            }
+            Err(e) => {
+                assert!(e.offset <= data.len() && e.offset <= MAX_BLOB_LEN);
+                stopped_at = e.offset;
+            }
+        }
+    }
+    // Past a good header, what decoded is exactly the input's prefix.
+    if stopped_at > 0 && n <= out.len() {
+        assert_eq!(n, stopped_at);
+        assert_eq!(&out[..n], &data[..n]);
+    }
+}

@@ -9,6 +9,8 @@
 //! - [`announce`]: the announce schedule of one torrent over its trackers
 //!   (BEP 12 tiers, intervals, backoff, the started → completed → stopped
 //!   events).
+//! - [`journal`]: the tracker's change journal (absolute records of
+//!   peers and completed counts) for a persistence writer.
 //! - [`url`]: tracker URLs (`udp://`, `http://`, `https://`) parsed and
 //!   checked, with a typed error for each slip.
 //!
@@ -19,6 +21,7 @@ use core::fmt;
 
 pub mod announce;
 pub mod http;
+pub mod journal;
 pub mod udp;
 pub mod url;
 

@@ -1,29 +1,53 @@
-//! SQLite persistence (rusqlite, bundled SQLite, WAL): torrents with their
-//! completed counts and peers, written behind the hot path.
+//! SQLite persistence (rusqlite, bundled SQLite, WAL): a journal of
+//! changes plus a fuzzy checkpoint of the swarms, written behind the hot
+//! path.
 //!
-//! The swarm marks what changed; every flush interval the shell drains that
-//! into a [`Batch`] and hands it to the writer thread, which writes it in
-//! one transaction. A `kill -9` therefore loses at most the changes of one
-//! flush interval (plus the batch in flight); WAL with
+//! The swarm logs what changed; every flush interval the shell drains that
+//! into a [`Batch`] and hands it to the writer thread, which encodes it as
+//! journal records (`ourtorrent_core::tracker::journal`: absolute values)
+//! and appends them as one row (or a few, each at most
+//! [`MAX_BLOB_LEN`] bytes) to `journal`, in one transaction: no per-peer
+//! B-tree work on the flush path. A `kill -9` therefore loses at most the
+//! changes of one flush interval (plus the batch in flight); WAL with
 //! `synchronous=NORMAL` keeps every committed transaction across a process
 //! crash.
 //!
+//! # Checkpoint
+//! `peers` and `torrents` hold the state as of the last checkpoint (a
+//! database from before the journal is a checkpoint with an empty journal).
+//! When the records since it reach the larger of
+//! [`DEFAULT_CHECKPOINT_RECORDS`] (or `--checkpoint-records`) and the peer
+//! count, and at a clean stop (up to [`SHUTDOWN_CHECKPOINT_MAX_PEERS`]),
+//! [`checkpoint`] notes the next journal sequence number `L`, then shard by
+//! shard drains the shard's log into the journal and copies its swarms out
+//! under its lock, writes the copy sorted into `peers_next` /
+//! `torrents_next`, and in one last transaction swaps those in, deletes the
+//! journal rows before `L` and stores `L` as `checkpoint_seq` in `meta`.
+//! The copy is taken while announces go on (fuzzy), but every change after
+//! `L` is in the journal as an absolute value, so loading the checkpoint
+//! and replaying the journal from `L` in order gives the exact state. A
+//! crash mid-checkpoint leaves `*_next` tables, dropped at the next start.
+//!
 //! Schema:
 //! ```sql
-//! torrents(info_hash BLOB PRIMARY KEY, completed INTEGER)
+//! torrents(info_hash BLOB PRIMARY KEY, completed INTEGER) WITHOUT ROWID
 //! peers(info_hash BLOB, ip BLOB, port INTEGER, seeder INTEGER, last_seen INTEGER,
 //!       PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID
+//! journal(seq INTEGER PRIMARY KEY, body BLOB NOT NULL)
 //! ```
 //! `ip` is 4 or 16 bytes; `last_seen` is milliseconds since the Unix epoch.
+//! `sqlite3 t.db 'select count(*) from peers'` shows the state as of the
+//! last checkpoint.
 //!
 //! ```sql
 //! meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID
 //! ```
-//! holds the BEP 15 connection-id secrets ([`Secrets`]: `udp_secret`,
-//! `udp_secret_previous`, `udp_secret_rotated_at`), so ids handed out before
-//! a restart stay valid after it. Whoever can read the file can mint ids for
-//! any address until the next rotation: keep it private (as the tracker does
-//! its peers' addresses).
+//! holds `checkpoint_seq` and the BEP 15 connection-id secrets
+//! ([`Secrets`]: `udp_secret`, `udp_secret_previous`,
+//! `udp_secret_rotated_at`), so ids handed out before a restart stay valid
+//! after it. Whoever can read the file can mint ids for any address until
+//! the next rotation: keep it private (as the tracker does its peers'
+//! addresses).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -33,11 +57,14 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use ourtorrent_core::id::InfoHash;
-use rusqlite::{params, Connection};
+use ourtorrent_core::tracker::journal::{
+    self, JournalError, Record, Records, MAX_BLOB_LEN, MAX_RECORD_LEN,
+};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use ourtorrent_core::tracker::udp::server::SECRET_LEN;
 
-use super::swarm::{shard_of, Batch, Peer, Swarms};
+use super::swarm::{shard_of, Batch, Peer, PeerChange, Swarms};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS torrents (
@@ -55,6 +82,31 @@ CREATE TABLE IF NOT EXISTS peers (
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY NOT NULL,
     value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+DROP TABLE IF EXISTS peers_next;
+DROP TABLE IF EXISTS torrents_next;
+";
+
+/// The checkpoint tables as built by [`checkpoint`] (the schema of
+/// `torrents` and `peers`, under the `_next` names).
+const SCHEMA_NEXT: &str = "
+DROP TABLE IF EXISTS peers_next;
+DROP TABLE IF EXISTS torrents_next;
+CREATE TABLE torrents_next (
+    info_hash BLOB PRIMARY KEY NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE peers_next (
+    info_hash BLOB NOT NULL,
+    ip BLOB NOT NULL,
+    port INTEGER NOT NULL,
+    seeder INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (info_hash, ip, port)
 ) WITHOUT ROWID;
 ";
 
@@ -161,22 +213,47 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// What [`load`] restored.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
-    /// Torrents with a completed count.
+    /// Torrents with a completed count (in the checkpoint).
     pub torrents: usize,
-    /// Peers still fresh.
+    /// Peers loaded (still fresh, after the journal).
     pub peers: usize,
-    /// Rows skipped (expired, malformed or over a limit).
+    /// Checkpoint rows and journal peer records skipped (expired,
+    /// malformed or over a limit).
     pub skipped: usize,
+    /// Journal rows read (since the checkpoint).
+    pub journal_rows: u64,
+    /// Journal records replayed.
+    pub replayed: u64,
+    /// Journal rows that did not decode to the end: (seq, error). The
+    /// records before the error were replayed.
+    pub bad_rows: Vec<(i64, JournalError)>,
 }
 
-/// Loads torrents and peers into `shards` (each torrent into its
-/// [`shard_of`]). A stored last-seen time trails the real one by less than
-/// `slack_ms` (the swarm's last-seen period, see [`super::swarm`]), so a
-/// peer is restored as seen at `stored + slack_ms` (never after `now_ms`)
-/// and kept if that is at or after `cutoff` (ms): a restart never expires
-/// a live peer early.
+/// A stored `meta` integer (8 bytes big-endian), if present and well formed.
+fn meta_u64(conn: &Connection, key: &str) -> Result<Option<u64>> {
+    Ok(meta_get(conn, key)?
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// The journal sequence number the last checkpoint started at (0 if none).
+pub fn checkpoint_seq(conn: &Connection) -> Result<i64> {
+    Ok(meta_u64(conn, "checkpoint_seq")?
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(0))
+}
+
+/// Loads the checkpoint's torrents and peers into `shards` (each torrent
+/// into its [`shard_of`]), then replays the journal from the checkpoint's
+/// sequence number in order. A stored last-seen time trails the real one
+/// by less than `slack_ms` (the swarm's last-seen period, see
+/// [`super::swarm`]), so a peer is restored as seen at `stored + slack_ms`
+/// (never after `now_ms`) and kept if that is at or after `cutoff` (ms): a
+/// restart never expires a live peer early. A journal row that does not
+/// decode keeps the records before the error and is reported in
+/// [`Loaded::bad_rows`]; loading goes on with the next row.
 pub fn load(
     conn: &Connection,
     shards: &mut [Swarms],
@@ -201,6 +278,7 @@ pub fn load(
             _ => out.skipped += 1,
         }
     }
+    let seen = |stored_ms: u64| stored_ms.saturating_add(slack_ms).min(now_ms);
     let mut st = conn.prepare("SELECT info_hash, ip, port, seeder, last_seen FROM peers")?;
     let rows = st.query_map([], |r| {
         Ok((
@@ -213,10 +291,7 @@ pub fn load(
     })?;
     for row in rows {
         let (ih, ip, port, seeder, last_seen) = row?;
-        let last_seen = u64::try_from(last_seen)
-            .unwrap_or(0)
-            .saturating_add(slack_ms)
-            .min(now_ms);
+        let last_seen = seen(u64::try_from(last_seen).unwrap_or(0));
         let (Some(ih), Some(ip), Ok(port)) =
             (InfoHash::from_slice(&ih), ip_from(&ip), u16::try_from(port))
         else {
@@ -238,7 +313,113 @@ pub fn load(
             out.skipped += 1;
         }
     }
+    // The journal since the checkpoint, in order: each record is the
+    // absolute state of its row, so the last one of a row wins.
+    let mut st = conn.prepare("SELECT seq, body FROM journal WHERE seq >= ?1 ORDER BY seq")?;
+    let mut rows = st.query([checkpoint_seq(conn)?])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let body = row.get_ref(1)?.as_bytes().unwrap_or_default();
+        out.journal_rows += 1;
+        for rec in Records::new(body) {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    out.bad_rows.push((seq, e));
+                    break;
+                }
+            };
+            out.replayed += 1;
+            match rec {
+                Record::PeerSet {
+                    info_hash,
+                    addr,
+                    seeder,
+                    last_seen,
+                } => {
+                    let shard = shards.get_mut(shard_of(&info_hash, n));
+                    let last_seen = seen(u64::from(last_seen) * 1000);
+                    if let Some(s) = shard {
+                        if last_seen >= cutoff {
+                            let p = Peer {
+                                addr,
+                                last_seen,
+                                seeder,
+                            };
+                            if !s.replay_peer(info_hash, p) {
+                                out.skipped += 1;
+                            }
+                        } else {
+                            s.replay_remove(info_hash, addr);
+                            out.skipped += 1;
+                        }
+                    }
+                }
+                Record::PeerRemoved { info_hash, addr } => {
+                    if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
+                        s.replay_remove(info_hash, addr);
+                    }
+                }
+                Record::Completed { info_hash, count } => {
+                    if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
+                        s.load_torrent(info_hash, count);
+                    }
+                }
+            }
+        }
+    }
+    out.peers = shards.iter().map(Swarms::peer_count).sum();
     Ok(out)
+}
+
+/// The swarms a database holds, as a start would load them (checkpoint
+/// plus journal; nothing expired): for tools and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// Completed count of every torrent with one.
+    pub torrents: std::collections::BTreeMap<InfoHash, u32>,
+    /// Every peer: (seeder, last seen in ms since the Unix epoch).
+    pub peers: std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>,
+    /// Journal rows that did not decode.
+    pub bad_rows: usize,
+}
+
+impl StoredState {
+    /// The state of `shards` (as [`read_state`] gives it).
+    pub fn of(shards: &[Swarms]) -> Self {
+        let mut out = StoredState::default();
+        for s in shards {
+            let (mut t, mut p) = (Vec::new(), Vec::new());
+            s.copy_out(&mut t, &mut p);
+            out.torrents.extend(t);
+            out.peers.extend(p.iter().filter_map(|c| {
+                c.peer()
+                    .map(|x| ((c.info_hash, x.addr), (x.seeder, x.last_seen)))
+            }));
+        }
+        out
+    }
+}
+
+/// Reads the state stored in `conn` (see [`StoredState`]).
+pub fn read_state(conn: &Connection) -> Result<StoredState> {
+    let limits = super::swarm::Limits {
+        max_torrents: usize::MAX,
+        max_peers_per_torrent: usize::MAX,
+    };
+    let mut shards = [Swarms::new(limits, 1000)];
+    let l = load(conn, &mut shards, 0, 0, u64::MAX)?;
+    let mut out = StoredState::of(&shards);
+    out.bad_rows = l.bad_rows.len();
+    Ok(out)
+}
+
+/// Reads the state stored in the database at `path`, opened read-only (a
+/// running tracker may go on writing).
+pub fn read_state_at(path: &Path) -> Result<StoredState> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("open {}", path.display()))?;
+    read_state(&conn)
 }
 
 /// The UDP connection-id secrets as kept across restarts.
@@ -311,37 +492,144 @@ pub fn save_secrets(conn: &mut Connection, s: &Secrets) -> rusqlite::Result<()> 
     tx.commit()
 }
 
-/// Peer rows upserted by one multi-row statement (fewer statement steps a
-/// row; SQLite allows 32,766 parameters, 5 a row).
-pub const UPSERT_ROWS_PER_STATEMENT: usize = 64;
+/// The journal record of a logged peer change.
+fn record_of(c: &PeerChange) -> Record {
+    match c.peer() {
+        Some(p) => Record::PeerSet {
+            info_hash: c.info_hash,
+            addr: p.addr,
+            seeder: p.seeder,
+            last_seen: u32::try_from(p.last_seen / 1000).unwrap_or(u32::MAX),
+        },
+        None => Record::PeerRemoved {
+            info_hash: c.info_hash,
+            addr: c.addr(),
+        },
+    }
+}
 
-fn upsert_sql(rows: usize) -> String {
+/// Encodes a batch as journal blobs of at most [`MAX_BLOB_LEN`] bytes,
+/// its changes in order (peer changes, then completed counts: they touch
+/// different rows). Returns the blobs and the number of records.
+pub fn encode_batch(b: &Batch) -> (Vec<Vec<u8>>, u64) {
+    let mut blobs = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    let mut records = 0u64;
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    let torrents = b.torrents.iter().map(|(ih, count)| Record::Completed {
+        info_hash: *ih,
+        count: *count,
+    });
+    for rec in b.peers.iter().map(record_of).chain(torrents) {
+        let Ok(n) = rec.encode(&mut buf) else {
+            continue; // never: the buffer fits the longest record
+        };
+        if !cur.is_empty() && cur.len() + n > MAX_BLOB_LEN {
+            blobs.push(std::mem::take(&mut cur));
+        }
+        if cur.is_empty() {
+            cur.reserve((b.rows() * 32).min(MAX_BLOB_LEN) + 1);
+            cur.push(journal::VERSION);
+        }
+        cur.extend_from_slice(buf.get(..n).unwrap_or_default());
+        records += 1;
+    }
+    if !cur.is_empty() {
+        blobs.push(cur);
+    }
+    (blobs, records)
+}
+
+/// What one [`write()`] appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Journal rows.
+    pub rows: u64,
+    /// Bytes of their bodies.
+    pub bytes: u64,
+    /// Records in them.
+    pub records: u64,
+}
+
+/// The sequence number the next journal row gets: after the last row and
+/// never before the checkpoint's (rows before it are deleted, and SQLite
+/// would otherwise reuse their numbers).
+fn next_seq(conn: &Connection) -> Result<i64> {
+    let last: Option<i64> = conn
+        .query_row("SELECT max(seq) FROM journal", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(last
+        .map_or(0, |l| l.saturating_add(1))
+        .max(checkpoint_seq(conn)?))
+}
+
+/// Appends one batch to the journal in one transaction (its secrets, if
+/// any, to `meta`).
+pub fn write(conn: &mut Connection, b: &Batch) -> Result<Appended> {
+    let (blobs, records) = encode_batch(b);
+    let mut out = Appended {
+        records,
+        ..Default::default()
+    };
+    let tx = conn.transaction()?;
+    {
+        let first = next_seq(&tx)?;
+        let mut put = tx.prepare_cached("INSERT INTO journal (seq, body) VALUES (?1, ?2)")?;
+        for (seq, blob) in (first..).zip(&blobs) {
+            put.execute(params![seq, blob])?;
+            out.rows += 1;
+            out.bytes += blob.len() as u64;
+        }
+        if let Some(s) = &b.secrets {
+            put_secrets(&tx, s)?;
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Rows inserted by one multi-row statement while writing a checkpoint
+/// (fewer statement steps a row; SQLite allows 32,766 parameters, 5 a row).
+pub const INSERT_ROWS_PER_STATEMENT: usize = 64;
+
+/// Checkpoint rows written per transaction (~0.1 s of SQLite; between two,
+/// the writer appends the journal if a flush interval has passed).
+pub const CHECKPOINT_ROWS_PER_TX: usize = 65_536;
+
+/// Records since the last checkpoint that start a new one, at least (and
+/// at least the peer count, so the journal stays within about the size of
+/// the state): `--checkpoint-records`.
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1_000_000;
+
+/// At a clean stop a checkpoint is taken if there is a journal since the
+/// last one and at most this many peers (~1 s of SQLite here per million);
+/// beyond, the next start replays the journal instead.
+pub const SHUTDOWN_CHECKPOINT_MAX_PEERS: usize = 4_000_000;
+
+fn insert_sql(rows: usize) -> String {
     let mut sql =
-        String::from("INSERT INTO peers (info_hash, ip, port, seeder, last_seen) VALUES ");
+        String::from("INSERT INTO peers_next (info_hash, ip, port, seeder, last_seen) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
         sql.push_str("(?,?,?,?,?)");
     }
-    // Rows of one statement are applied in order: a later one for the same
-    // key updates the earlier.
-    sql.push_str(
-        " ON CONFLICT (info_hash, ip, port) DO UPDATE SET \
-         seeder = excluded.seeder, last_seen = excluded.last_seen",
-    );
     sql
 }
 
-/// Upserts `rows` (at most [`UPSERT_ROWS_PER_STATEMENT`]) with one statement.
-fn upsert(tx: &rusqlite::Transaction<'_>, rows: &[(InfoHash, Peer)]) -> rusqlite::Result<()> {
+/// Inserts `rows` (at most [`INSERT_ROWS_PER_STATEMENT`], all present)
+/// into `peers_next` with one statement.
+fn insert_peers(tx: &rusqlite::Transaction<'_>, rows: &[PeerChange]) -> rusqlite::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut st = tx.prepare_cached(&upsert_sql(rows.len()))?;
-    for (i, (ih, p)) in rows.iter().enumerate() {
+    let mut st = tx.prepare_cached(&insert_sql(rows.len()))?;
+    for (i, c) in rows.iter().enumerate() {
         let at = i * 5;
-        st.raw_bind_parameter(at + 1, &ih.as_bytes()[..])?;
+        let Some(p) = c.peer() else { continue };
+        st.raw_bind_parameter(at + 1, &c.info_hash.as_bytes()[..])?;
         st.raw_bind_parameter(at + 2, ip_bytes(&p.addr.ip()))?;
         st.raw_bind_parameter(at + 3, p.addr.port())?;
         st.raw_bind_parameter(at + 4, p.seeder)?;
@@ -351,49 +639,129 @@ fn upsert(tx: &rusqlite::Transaction<'_>, rows: &[(InfoHash, Peer)]) -> rusqlite
     Ok(())
 }
 
-/// Writes one batch in one transaction, its changes in order: runs of
-/// upserts [`UPSERT_ROWS_PER_STATEMENT`] rows a statement, a delete alone.
-pub fn write(conn: &mut Connection, b: &Batch) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut run: Vec<(InfoHash, Peer)> = Vec::with_capacity(UPSERT_ROWS_PER_STATEMENT);
-        for c in &b.peers {
-            match c.peer() {
-                Some(p) => {
-                    run.push((c.info_hash, p));
-                    if run.len() == UPSERT_ROWS_PER_STATEMENT {
-                        upsert(&tx, &run)?;
-                        run.clear();
-                    }
-                }
-                None => {
-                    upsert(&tx, &run)?;
-                    run.clear();
-                    let mut del = tx.prepare_cached(
-                        "DELETE FROM peers WHERE info_hash = ?1 AND ip = ?2 AND port = ?3",
-                    )?;
-                    let a = c.addr();
-                    del.execute(params![
-                        &c.info_hash.as_bytes()[..],
-                        ip_bytes(&a.ip()),
-                        a.port()
-                    ])?;
-                }
+/// One shard's part of a checkpoint, taken under its lock: the changes
+/// logged so far (for the journal) and a copy of its torrents with a
+/// completed count and of its peers.
+#[derive(Debug, Default)]
+pub struct ShardCopy {
+    /// The shard's drained change log.
+    pub batch: Batch,
+    /// (info-hash, completed) of every torrent with a count.
+    pub torrents: Vec<(InfoHash, u32)>,
+    /// Every peer (as present changes).
+    pub peers: Vec<PeerChange>,
+}
+
+impl ShardCopy {
+    /// Drains `s`'s log and copies its swarms.
+    pub fn take(s: &mut Swarms) -> Self {
+        let mut c = ShardCopy {
+            batch: s.take_batch(),
+            ..Default::default()
+        };
+        s.copy_out(&mut c.torrents, &mut c.peers);
+        c
+    }
+}
+
+/// The steps of a [`checkpoint`], as reported to its `step` callback
+/// (which may stop it there: tests simulate a crash that way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `*_next` tables created.
+    Created,
+    /// Shard `i` copied and its log appended to the journal (this much).
+    Copied(usize, Appended),
+    /// A transaction of checkpoint rows committed.
+    Rows,
+    /// Swapped in (the checkpoint is complete).
+    Swapped,
+}
+
+/// What one [`checkpoint`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointDone {
+    /// Peers written.
+    pub peers: u64,
+    /// Torrents written.
+    pub torrents: u64,
+    /// Journal appended on the way (the shards' logs).
+    pub appended: Appended,
+    /// The journal sequence number it started at.
+    pub seq: i64,
+}
+
+/// Takes a checkpoint (see the module docs). `shard(i)` drains and copies
+/// shard `i` ([`ShardCopy::take`] under its lock), `None` past the last.
+/// `step` is told each step done, with the connection: the writer appends
+/// the journal there as usual (a checkpoint takes seconds at millions of
+/// peers; the flush interval stays the loss bound), and tests may return
+/// `false` to stop there (the tables are then as a crash at that point
+/// leaves them); the result is `None` then.
+pub fn checkpoint(
+    conn: &mut Connection,
+    mut shard: impl FnMut(usize) -> Option<ShardCopy>,
+    mut step: impl FnMut(&mut Connection, Step) -> Result<bool>,
+) -> Result<Option<CheckpointDone>> {
+    let mut done = CheckpointDone {
+        seq: next_seq(conn)?,
+        ..Default::default()
+    };
+    conn.execute_batch(SCHEMA_NEXT)?;
+    if !step(conn, Step::Created)? {
+        return Ok(None);
+    }
+    let mut i = 0;
+    while let Some(mut copy) = shard(i) {
+        let a = write(conn, &copy.batch)?;
+        done.appended.rows += a.rows;
+        done.appended.bytes += a.bytes;
+        done.appended.records += a.records;
+        drop(std::mem::take(&mut copy.batch));
+        if !step(conn, Step::Copied(i, a))? {
+            return Ok(None);
+        }
+        i += 1;
+        PeerChange::sort_by_row(&mut copy.peers);
+        copy.torrents.sort_unstable_by_key(|t| t.0);
+        for chunk in copy.peers.chunks(CHECKPOINT_ROWS_PER_TX) {
+            let tx = conn.transaction()?;
+            for rows in chunk.chunks(INSERT_ROWS_PER_STATEMENT) {
+                insert_peers(&tx, rows)?;
+            }
+            tx.commit()?;
+            done.peers += chunk.len() as u64;
+            if !step(conn, Step::Rows)? {
+                return Ok(None);
             }
         }
-        upsert(&tx, &run)?;
-        let mut t = tx.prepare_cached(
-            "INSERT INTO torrents (info_hash, completed) VALUES (?1, ?2)
-             ON CONFLICT (info_hash) DO UPDATE SET completed = ?2",
-        )?;
-        for (ih, c) in &b.torrents {
-            t.execute(params![&ih.as_bytes()[..], c])?;
+        let tx = conn.transaction()?;
+        {
+            let mut t = tx.prepare_cached(
+                "INSERT INTO torrents_next (info_hash, completed) VALUES (?1, ?2)",
+            )?;
+            for (ih, c) in &copy.torrents {
+                t.execute(params![&ih.as_bytes()[..], c])?;
+            }
         }
-        if let Some(s) = &b.secrets {
-            put_secrets(&tx, s)?;
-        }
+        tx.commit()?;
+        done.torrents += copy.torrents.len() as u64;
     }
-    tx.commit()
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "DROP TABLE peers; DROP TABLE torrents;
+         ALTER TABLE peers_next RENAME TO peers;
+         ALTER TABLE torrents_next RENAME TO torrents;",
+    )?;
+    tx.execute("DELETE FROM journal WHERE seq < ?1", [done.seq])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('checkpoint_seq', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = ?1",
+        [&u64::try_from(done.seq).unwrap_or(0).to_be_bytes()[..]],
+    )?;
+    tx.commit()?;
+    step(conn, Step::Swapped)?;
+    Ok(Some(done))
 }
 
 /// Scheduling niceness of the writer thread: behind the UDP workers, yet
@@ -476,27 +844,154 @@ pub fn size_on_disk(db: &Path) -> u64 {
     len(db) + len(Path::new(&wal))
 }
 
-/// The writer thread: writes each batch it receives, in order, until the
-/// sender is dropped. A failed write is logged, never fatal (the in-memory
+/// Journal and checkpoint figures, updated by the writer thread (and the
+/// loader at start), read by `/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Journal rows appended.
+    pub rows: AtomicU64,
+    /// Bytes of their bodies.
+    pub bytes: AtomicU64,
+    /// Records in them.
+    pub records: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+    /// Checkpoints that failed.
+    pub checkpoint_failures: AtomicU64,
+    /// Duration of the last checkpoint, microseconds.
+    pub last_checkpoint_us: AtomicU64,
+    /// Peers in the last checkpoint.
+    pub last_checkpoint_peers: AtomicU64,
+    /// Longest a shard was locked for a copy in the last checkpoint, µs.
+    pub last_checkpoint_lock_us: AtomicU64,
+    /// Records replayed at start.
+    pub replayed: AtomicU64,
+    /// Journal rows that did not decode at start.
+    pub bad_rows: AtomicU64,
+    /// Records appended since the last checkpoint.
+    pub since_checkpoint: AtomicU64,
+}
+
+impl JournalStats {
+    fn add(&self, a: &Appended) {
+        self.rows.fetch_add(a.rows, Ordering::Relaxed);
+        self.bytes.fetch_add(a.bytes, Ordering::Relaxed);
+        self.records.fetch_add(a.records, Ordering::Relaxed);
+        self.since_checkpoint
+            .fetch_add(a.records, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// When the writer takes a checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    /// Records since the last checkpoint that start one, at least (see
+    /// [`DEFAULT_CHECKPOINT_RECORDS`]); the peer count is the other bound.
+    pub min_records: u64,
+    /// The flush interval: during a checkpoint the writer appends the
+    /// journal this often too.
+    pub flush_every: std::time::Duration,
+}
+
+/// Takes a checkpoint of the live shards (each locked only to copy it).
+fn checkpoint_shards(
+    conn: &mut Connection,
+    shards: &super::state::Shards,
+    stats: &JournalStats,
+    flush_every: std::time::Duration,
+) -> Result<CheckpointDone> {
+    let start = std::time::Instant::now();
+    let mut appended_at = start;
+    let mut lock_us = 0u64;
+    let done = checkpoint(
+        conn,
+        |i| {
+            let t = std::time::Instant::now();
+            let c = shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s));
+            lock_us = lock_us.max(t.elapsed().as_micros() as u64);
+            c
+        },
+        |conn, step| {
+            match step {
+                // The shards' logs are in the journal: count them at once.
+                Step::Copied(_, a) => stats.add(&a),
+                // Meanwhile the journal goes on as at every flush.
+                Step::Rows if appended_at.elapsed() >= flush_every => {
+                    let mut b = Batch::default();
+                    for i in 0..shards.len() {
+                        if let Some(mut s) = shards.lock_index(i) {
+                            let part = s.take_batch();
+                            b.peers.extend(part.peers);
+                            b.torrents.extend(part.torrents);
+                        }
+                    }
+                    stats.add(&write(conn, &b)?);
+                    appended_at = std::time::Instant::now();
+                }
+                _ => {}
+            }
+            Ok(true)
+        },
+    )?
+    .context("checkpoint stopped")?;
+    // Records appended during the checkpoint are in it.
+    stats.since_checkpoint.store(0, Ordering::Relaxed);
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    stats
+        .last_checkpoint_us
+        .store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats
+        .last_checkpoint_peers
+        .store(done.peers, Ordering::Relaxed);
+    stats
+        .last_checkpoint_lock_us
+        .store(lock_us, Ordering::Relaxed);
+    Ok(done)
+}
+
+fn peer_count(shards: &super::state::Shards) -> usize {
+    (0..shards.len())
+        .filter_map(|i| shards.lock_index(i).map(|s| s.peer_count()))
+        .sum()
+}
+
+/// The writer thread: appends each batch it receives to the journal, in
+/// order, until the sender is dropped, and takes a checkpoint when the
+/// journal since the last one is long enough (see the module docs) and at
+/// a clean stop. A failed write is logged, never fatal (the in-memory
 /// tracker keeps serving). [`Writer::busy`] lets the shell hold the next
-/// batch back while one is being written: the swarm's dirty sets keep
-/// coalescing meanwhile, so memory stays bounded when SQLite is slower than
-/// the flush interval.
+/// batch back while one is being written or a checkpoint runs: the swarm's
+/// change logs keep coalescing meanwhile, so memory stays bounded when
+/// SQLite is slower than the flush interval.
 pub struct Writer {
     tx: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
     in_flight: Arc<AtomicUsize>,
     latency: Arc<FlushLatency>,
+    journal: Arc<JournalStats>,
 }
 
 impl Writer {
-    /// Starts the thread; `on_error` is called for each failed batch.
-    pub fn spawn(mut conn: Connection, on_error: impl Fn(&str) + Send + 'static) -> Result<Self> {
+    /// Starts the thread over `shards` (for checkpoints); `stats` carries
+    /// the loader's figures; `on_error` is called for each failure.
+    pub fn spawn(
+        mut conn: Connection,
+        shards: Arc<super::state::Shards>,
+        policy: CheckpointPolicy,
+        stats: Arc<JournalStats>,
+        on_error: impl Fn(&str) + Send + 'static,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Batch>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
         let latency = Arc::new(FlushLatency::default());
         let lat = latency.clone();
+        let journal = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -506,18 +1001,39 @@ impl Writer {
                     Some(rustix::thread::gettid()),
                     WRITER_NICE,
                 );
-                for mut b in rx {
-                    b.sort();
+                for b in rx {
                     let start = std::time::Instant::now();
                     let result = write(&mut conn, &b);
-                    let rows = b.rows();
-                    lat.record(start.elapsed(), rows, result.is_ok());
-                    if let Err(e) = result {
-                        on_error(&e.to_string());
+                    lat.record(start.elapsed(), b.rows(), result.is_ok());
+                    match result {
+                        Ok(a) => stats.add(&a),
+                        Err(e) => on_error(&format!("journal append: {e:#}")),
+                    }
+                    let since = JournalStats::get(&stats.since_checkpoint);
+                    if since >= policy.min_records.max(peer_count(&shards) as u64) {
+                        if let Err(e) =
+                            checkpoint_shards(&mut conn, &shards, &stats, policy.flush_every)
+                        {
+                            stats.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                            // Retry after another threshold of records, not
+                            // at every flush (each try copies every shard).
+                            stats.since_checkpoint.store(0, Ordering::Relaxed);
+                            on_error(&format!("checkpoint: {e:#}"));
+                        }
                     }
                     done.fetch_sub(1, Ordering::AcqRel);
                 }
-                // Fold the WAL back into the main file on a clean stop.
+                // A clean stop: fold the journal into a checkpoint if that
+                // is cheap, then the WAL back into the main file.
+                if JournalStats::get(&stats.since_checkpoint) > 0
+                    && peer_count(&shards) <= SHUTDOWN_CHECKPOINT_MAX_PEERS
+                {
+                    if let Err(e) =
+                        checkpoint_shards(&mut conn, &shards, &stats, policy.flush_every)
+                    {
+                        on_error(&format!("checkpoint at stop: {e:#}"));
+                    }
+                }
                 let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
             })?;
         Ok(Writer {
@@ -525,6 +1041,7 @@ impl Writer {
             thread: Some(thread),
             in_flight,
             latency,
+            journal,
         })
     }
 
@@ -533,7 +1050,13 @@ impl Writer {
         self.latency.clone()
     }
 
-    /// True while a batch is queued or being written.
+    /// The journal and checkpoint figures.
+    pub fn journal(&self) -> Arc<JournalStats> {
+        self.journal.clone()
+    }
+
+    /// True while a batch is queued or being written (or a checkpoint
+    /// runs).
     pub fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
     }
@@ -550,7 +1073,8 @@ impl Writer {
         }
     }
 
-    /// Waits for every queued batch to be written.
+    /// Waits for every queued batch to be written (and the checkpoint at
+    /// stop).
     pub fn finish(mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
@@ -641,19 +1165,15 @@ mod tests {
         s.announce(&ann(2, AnnounceEvent::Started), now).unwrap();
         s.announce(&ann(2, AnnounceEvent::Stopped), now).unwrap();
         write(&mut conn, &s.take_batch()).unwrap();
-        let ports: Vec<i64> = conn
-            .prepare("SELECT port FROM peers")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let st = read_state(&conn).unwrap();
+        let ports: Vec<u16> = st.peers.keys().map(|(_, a)| a.port()).collect();
         assert_eq!(ports, vec![1]);
-        // More rows than one statement takes, the same row twice in one
-        // statement (a seeder flip: the later state wins), at the edges.
+        // More rows than one checkpoint statement takes, the same row twice
+        // in one batch (a seeder flip: the later state wins), at the edges;
+        // the journal, then a checkpoint of the loaded state, hold them.
         for n in [
-            UPSERT_ROWS_PER_STATEMENT - 1,
-            UPSERT_ROWS_PER_STATEMENT,
+            INSERT_ROWS_PER_STATEMENT - 1,
+            INSERT_ROWS_PER_STATEMENT,
             150,
         ] {
             let mut b = Batch::default();
@@ -677,6 +1197,21 @@ mod tests {
             );
             b.sort();
             write(&mut conn, &b).unwrap();
+            let st = read_state(&conn).unwrap();
+            let mine = st
+                .peers
+                .iter()
+                .filter(|((ih, _), _)| *ih == InfoHash([n as u8; 20]));
+            let (count, seeders) = mine.fold((0, 0), |(c, s), (_, (seeder, _))| {
+                (c + 1, s + usize::from(*seeder))
+            });
+            assert_eq!((count, seeders), (n, 1), "{n} rows in the journal");
+            let mut shards = [Swarms::new(limits_big(), 60_000)];
+            load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
+            let mut one = Some(ShardCopy::take(&mut shards[0]));
+            checkpoint(&mut conn, |_| one.take(), |_, _| Ok(true))
+                .unwrap()
+                .unwrap();
             let q = format!(
                 "SELECT count(*), sum(seeder) FROM peers WHERE info_hash = x'{}'",
                 format!("{:02x}", n as u8).repeat(20)
@@ -684,7 +1219,12 @@ mod tests {
             let got: (i64, i64) = conn
                 .query_row(&q, [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap();
-            assert_eq!(got, (n as i64, 1), "{n} rows");
+            assert_eq!(got, (n as i64, 1), "{n} rows in the checkpoint");
+            let left: i64 = conn
+                .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(left, 0, "the checkpoint deleted the journal before it");
+            assert_eq!(read_state(&conn).unwrap(), st);
         }
     }
 
@@ -774,5 +1314,346 @@ mod tests {
         );
         drop(held);
         let _again = lock(&db).unwrap();
+    }
+
+    fn limits_big() -> Limits {
+        Limits {
+            max_torrents: 1 << 20,
+            max_peers_per_torrent: 1 << 20,
+        }
+    }
+
+    /// A seeded xorshift (tests only).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random announce among few torrents and addresses (IPv4 and IPv6),
+    /// so rows change many times.
+    fn random_announce(r: &mut Rng) -> Announce {
+        let ih = InfoHash([r.below(7) as u8; 20]);
+        let port = 1000 + r.below(40) as u16;
+        let addr = if r.below(4) == 0 {
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                port,
+            )
+        } else {
+            SocketAddr::from(([10, 0, 0, r.below(3) as u8], port))
+        };
+        let event = match r.below(10) {
+            0..=2 => AnnounceEvent::Stopped,
+            3..=4 => AnnounceEvent::Completed,
+            5 => AnnounceEvent::Started,
+            _ => AnnounceEvent::None,
+        };
+        Announce {
+            info_hash: ih,
+            addr,
+            event,
+            seeder: r.below(2) == 0,
+        }
+    }
+
+    /// Model test: random announces and expiry over 3 shards, flushed to
+    /// the journal at random points, checkpoints (some stopped half-way,
+    /// as a crash leaves them) at random points in between; after each
+    /// step the database loads to exactly the in-memory swarms.
+    #[test]
+    fn journal_and_fuzzy_checkpoints_restore_exactly_the_swarms() {
+        for seed in 1..=6u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = open(&dir.path().join("t.db")).unwrap();
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            // A long refresh period: re-announces write nothing, so the
+            // stored last-seen may trail; compare with the times as
+            // stored (whole periods are not the point here).
+            let mut shards: Vec<Swarms> = (0..3).map(|_| Swarms::new(limits_big(), 1000)).collect();
+            let mut now = (TIME_BASE_SECS + 10) * 1000;
+            let mut checkpoints = 0;
+            for round in 0..60 {
+                for _ in 0..r.below(80) {
+                    let a = random_announce(&mut r);
+                    let i = shard_of(&a.info_hash, shards.len());
+                    shards[i].announce(&a, now).unwrap();
+                    now += r.below(3) * 1000;
+                }
+                if r.below(5) == 0 {
+                    let cutoff = now - 20_000;
+                    for s in &mut shards {
+                        s.expire(cutoff);
+                    }
+                }
+                if r.below(4) == 0 {
+                    // A checkpoint taken while announces go on: each
+                    // shard changes between the copies.
+                    let stop_at = r.below(14);
+                    let mut steps = 0;
+                    let mut rr = Rng(r.next() | 1);
+                    let cells: Vec<std::cell::RefCell<&mut Swarms>> =
+                        shards.iter_mut().map(std::cell::RefCell::new).collect();
+                    let done = checkpoint(
+                        &mut conn,
+                        |i| {
+                            let cell = cells.get(i)?;
+                            let mut s = cell.borrow_mut();
+                            let c = ShardCopy::take(&mut s);
+                            // Changes after the copy, before the swap.
+                            for _ in 0..rr.below(20) {
+                                let a = random_announce(&mut rr);
+                                if shard_of(&a.info_hash, 3) == i {
+                                    s.announce(&a, now).unwrap();
+                                }
+                            }
+                            Some(c)
+                        },
+                        |conn, _| {
+                            // The writer's flushes go on between steps.
+                            steps += 1;
+                            if steps % 2 == 0 {
+                                let mut b = Batch::default();
+                                for cell in &cells {
+                                    let part = cell.borrow_mut().take_batch();
+                                    b.peers.extend(part.peers);
+                                    b.torrents.extend(part.torrents);
+                                }
+                                write(conn, &b)?;
+                            }
+                            Ok(steps <= stop_at)
+                        },
+                    )
+                    .unwrap();
+                    checkpoints += usize::from(done.is_some());
+                    if done.is_none() {
+                        // A crash: reopen (drops the *_next tables).
+                        drop(conn);
+                        conn = open(&dir.path().join("t.db")).unwrap();
+                    }
+                }
+                let mut flushed = Batch::default();
+                for s in &mut shards {
+                    let b = s.take_batch();
+                    flushed.peers.extend(b.peers);
+                    flushed.torrents.extend(b.torrents);
+                }
+                write(&mut conn, &flushed).unwrap();
+                let got = read_state(&conn).unwrap();
+                let want = StoredState::of(&shards);
+                assert_eq!(got.torrents, want.torrents, "seed {seed} round {round}");
+                // The journal keeps a re-announce's time only per period;
+                // the rows and flags must match exactly.
+                let strip =
+                    |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
+                        m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
+                    };
+                assert_eq!(
+                    strip(&got.peers),
+                    strip(&want.peers),
+                    "seed {seed} round {round}"
+                );
+                for (k, (_, seen)) in &got.peers {
+                    let real = want.peers[k].1;
+                    assert!(*seen <= real && real - seen < 1000 * 1000, "{k:?}");
+                }
+                assert_eq!(got.bad_rows, 0);
+            }
+            assert!(checkpoints > 0, "seed {seed}: no checkpoint completed");
+        }
+    }
+
+    /// A crash after any step of a checkpoint (the connection dropped with
+    /// the work so far) restarts to the same swarms; a database from
+    /// before the journal loads as a checkpoint.
+    #[test]
+    fn a_crash_at_every_step_of_a_checkpoint_loses_nothing() {
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        for stop_at in 0..8 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("t.db");
+            let mut conn = open(&db).unwrap();
+            let mut shards: Vec<Swarms> = (0..2).map(|_| Swarms::new(limits_big(), 1000)).collect();
+            let mut r = Rng(77 + stop_at);
+            for _ in 0..300 {
+                let a = random_announce(&mut r);
+                let i = shard_of(&a.info_hash, 2);
+                shards[i].announce(&a, now).unwrap();
+            }
+            let mut b = shards[0].take_batch();
+            write(&mut conn, &b).unwrap();
+            b = shards[1].take_batch();
+            write(&mut conn, &b).unwrap();
+            let before = read_state(&conn).unwrap();
+            assert_eq!(before, StoredState::of(&shards));
+            let mut steps = 0;
+            let done = checkpoint(
+                &mut conn,
+                |i| shards.get_mut(i).map(ShardCopy::take),
+                |_, _| {
+                    steps += 1;
+                    Ok(steps <= stop_at)
+                },
+            )
+            .unwrap();
+            drop(conn);
+            let conn = open(&db).unwrap();
+            assert_eq!(
+                read_state(&conn).unwrap(),
+                before,
+                "stopped after {stop_at} steps"
+            );
+            if done.is_some() {
+                let (p, j): (i64, i64) = conn
+                    .query_row(
+                        "SELECT (SELECT count(*) FROM peers), (SELECT count(*) FROM journal)",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!((p as usize, j), (before.peers.len(), 0));
+            }
+            let next: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_next'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(next, 0, "leftover *_next tables are dropped at open");
+        }
+    }
+
+    /// A journal row that does not decode keeps the records before the
+    /// error, is reported with its seq and offset, and loading goes on
+    /// with the next row.
+    #[test]
+    fn a_corrupt_journal_row_is_skipped_from_the_error_on_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        let peer = |port: u16| {
+            let p = Peer {
+                addr: SocketAddr::from(([10, 9, 9, 9], port)),
+                last_seen: now,
+                seeder: false,
+            };
+            PeerChange::new(InfoHash([3; 20]), p.addr, Some(p))
+        };
+        for ports in [[1u16, 2], [3, 4], [5, 6]] {
+            let b = Batch {
+                peers: ports.iter().map(|&p| peer(p)).collect(),
+                ..Default::default()
+            };
+            write(&mut conn, &b).unwrap();
+        }
+        // Row 1 (the second): its second record gets an unknown tag.
+        conn.execute(
+            "UPDATE journal SET body = substr(body, 1, 33) || x'ee' || substr(body, 35) WHERE seq = 1",
+            [],
+        )
+        .unwrap();
+        let mut shards = [Swarms::new(limits_big(), 1000)];
+        let l = load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
+        assert_eq!(l.journal_rows, 3);
+        assert_eq!(l.replayed, 5);
+        assert_eq!(l.bad_rows.len(), 1);
+        let (seq, e) = l.bad_rows[0];
+        assert_eq!(seq, 1);
+        assert_eq!(e.to_string(), "unknown record tag 238 at offset 33");
+        let ports: Vec<u16> = read_state(&conn)
+            .unwrap()
+            .peers
+            .keys()
+            .map(|(_, a)| a.port())
+            .collect();
+        assert_eq!(ports, vec![1, 2, 3, 5, 6]);
+        // Garbage and an empty body: skipped too, never a panic.
+        conn.execute("INSERT INTO journal (seq, body) VALUES (7, x'')", [])
+            .unwrap();
+        conn.execute("INSERT INTO journal (seq, body) VALUES (8, x'09ffff')", [])
+            .unwrap();
+        assert_eq!(read_state(&conn).unwrap().bad_rows, 3);
+    }
+
+    /// Each flush appends one journal row (no per-peer row work), and
+    /// a batch larger than a blob is split at [`MAX_BLOB_LEN`].
+    #[test]
+    fn a_flush_is_one_journal_row_and_big_batches_split_at_the_blob_limit() {
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        let per_blob = (MAX_BLOB_LEN - 1) / 32;
+        for (n, rows) in [(1, 1), (per_blob, 1), (per_blob + 1, 2)] {
+            let b = Batch {
+                peers: (0..n as u32)
+                    .map(|k| {
+                        let p = Peer {
+                            addr: SocketAddr::from((k.to_be_bytes(), 1)),
+                            last_seen: now,
+                            seeder: true,
+                        };
+                        PeerChange::new(InfoHash([1; 20]), p.addr, Some(p))
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let (blobs, records) = encode_batch(&b);
+            assert_eq!((blobs.len(), records), (rows, n as u64), "{n} changes");
+            assert!(blobs.iter().all(|b| b.len() <= MAX_BLOB_LEN));
+            assert_eq!(blobs[0].len(), 1 + 32 * n.min(per_blob));
+        }
+    }
+
+    /// A database written before the journal (no `journal` table, no
+    /// `checkpoint_seq`) is a checkpoint with an empty journal: it loads
+    /// as it is, and journal rows then apply on top of it.
+    #[test]
+    fn a_database_from_before_the_journal_loads_as_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(
+                "CREATE TABLE torrents (info_hash BLOB PRIMARY KEY NOT NULL,
+                   completed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                 CREATE TABLE peers (info_hash BLOB NOT NULL, ip BLOB NOT NULL,
+                   port INTEGER NOT NULL, seeder INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+                   PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let ih = [5u8; 20];
+            c.execute("INSERT INTO torrents VALUES (?1, 3)", [&ih[..]])
+                .unwrap();
+            for port in [1, 2] {
+                c.execute(
+                    "INSERT INTO peers VALUES (?1, x'0a000001', ?2, 1, 1700000100000)",
+                    params![&ih[..], port],
+                )
+                .unwrap();
+            }
+        }
+        let mut conn = open(&db).unwrap();
+        let st = read_state(&conn).unwrap();
+        assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(st.peers.len(), 2);
+        let b = Batch {
+            peers: vec![PeerChange::new(
+                InfoHash([5; 20]),
+                SocketAddr::from(([10, 0, 0, 1], 1)),
+                None,
+            )],
+            torrents: vec![(InfoHash([5; 20]), 4)],
+            secrets: None,
+        };
+        write(&mut conn, &b).unwrap();
+        let st = read_state(&conn).unwrap();
+        assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [4]);
+        assert_eq!(st.peers.len(), 1);
     }
 }

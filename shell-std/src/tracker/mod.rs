@@ -95,6 +95,10 @@ pub struct TrackerArgs {
     /// Milliseconds between SQLite flushes.
     #[arg(long, default_value_t = 1000)]
     pub flush_ms: u64,
+    /// Journal records since the last checkpoint that start a new one, at
+    /// least (the peer count is the other bound; see `tracker::db`).
+    #[arg(long, default_value_t = db::DEFAULT_CHECKPOINT_RECORDS)]
+    pub checkpoint_records: u64,
     /// Announce interval told to clients, in seconds.
     #[arg(long, default_value_t = 1800)]
     pub interval: u32,
@@ -527,7 +531,8 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         })
         .collect();
     let mut secrets;
-    let writer = if args.no_db {
+    let journal = Arc::new(db::JournalStats::default());
+    let opened = if args.no_db {
         secrets = initial_secrets(None, clock.now_ms())?;
         None
     } else {
@@ -535,23 +540,33 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let mut conn = db::open(&args.db)?;
         secrets = initial_secrets(Some(&mut conn), clock.now_ms())?;
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
+        let started = std::time::Instant::now();
         let loaded = db::load(&conn, &mut swarms, cutoff, refresh_ms, clock.now_ms())?;
+        for (seq, e) in &loaded.bad_rows {
+            warn!(
+                "{}: journal row {seq}: {e}; its later records skipped",
+                args.db.display()
+            );
+        }
+        journal.replayed.store(loaded.replayed, Ordering::Relaxed);
+        journal
+            .since_checkpoint
+            .store(loaded.replayed, Ordering::Relaxed);
+        journal
+            .bad_rows
+            .store(loaded.bad_rows.len() as u64, Ordering::Relaxed);
         info!(
             torrents = loaded.torrents,
             peers = loaded.peers,
             skipped = loaded.skipped,
+            journal_rows = loaded.journal_rows,
+            replayed = loaded.replayed,
+            bad_rows = loaded.bad_rows.len(),
+            secs = started.elapsed().as_secs_f64(),
             "loaded {}",
             args.db.display()
         );
-        Some((
-            db::Writer::spawn(conn, |e| warn!("sqlite write failed: {e}"))?,
-            db_lock,
-        ))
-    };
-    // The lock is held until the writer has finished (end of `run`).
-    let (writer, _db_lock) = match writer {
-        Some((w, l)) => (Some(w), Some(l)),
-        None => (None, None),
+        Some((conn, db_lock))
     };
     let settings = Settings {
         interval: args.interval,
@@ -569,6 +584,21 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         max_sources: args.max_sources,
     };
     let shards = Arc::new(Shards::new(swarms));
+    // The writer starts once the shards exist (it copies them out for its
+    // checkpoints). The lock is held until it has finished (end of `run`).
+    let (writer, _db_lock) = match opened {
+        Some((conn, l)) => {
+            let policy = db::CheckpointPolicy {
+                min_records: args.checkpoint_records,
+                flush_every: Duration::from_millis(args.flush_ms.max(1)),
+            };
+            let w = db::Writer::spawn(conn, shards.clone(), policy, journal.clone(), |e| {
+                warn!("sqlite write failed: {e}")
+            })?;
+            (Some(w), Some(l))
+        }
+        None => (None, None),
+    };
     let allow = allow.map(Arc::new);
     let udp_fronts = udp_addrs.len() * workers;
     let mut redis = None;
@@ -635,6 +665,7 @@ pub fn run(args: TrackerArgs) -> Result<()> {
     }
     if let Some(w) = &writer {
         tracker.flush = Some(w.latency());
+        tracker.journal = Some(w.journal());
         tracker.db_path = Some(args.db.clone());
     }
     let shared: Shared = Arc::new(tracker);

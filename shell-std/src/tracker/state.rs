@@ -645,6 +645,8 @@ pub struct Tracker {
     pub db_path: Option<std::path::PathBuf>,
     /// The SQLite writer's flush latencies, if any.
     pub flush: Option<Arc<FlushLatency>>,
+    /// The SQLite journal and checkpoint figures, if any.
+    pub journal: Option<Arc<db::JournalStats>>,
     /// Where swarms live (`memory`, or the Redis URL): with Redis, the
     /// torrent, peer and seeder counts of `/stats` and `/metrics` are the
     /// store's approximation ([`super::store::RedisStore::totals`]).
@@ -719,6 +721,7 @@ impl Tracker {
             started: std::time::Instant::now(),
             db_path: None,
             flush: None,
+            journal: None,
             store: "memory".into(),
             counter: None,
             allow_len,
@@ -1036,6 +1039,59 @@ impl Tracker {
                 &one(snap.failed.to_string()),
             );
         }
+        if let Some(j) = &self.journal {
+            let g = db::JournalStats::get;
+            for (name, help, v) in [
+                (
+                    "journal_rows_total",
+                    "Journal rows appended to SQLite.",
+                    g(&j.rows),
+                ),
+                (
+                    "journal_bytes_total",
+                    "Bytes of journal rows appended.",
+                    g(&j.bytes),
+                ),
+                (
+                    "journal_records_total",
+                    "Change records appended to the journal.",
+                    g(&j.records),
+                ),
+                (
+                    "checkpoints_total",
+                    "Checkpoints of the swarms completed.",
+                    g(&j.checkpoints),
+                ),
+                (
+                    "checkpoint_failures_total",
+                    "Checkpoints that failed.",
+                    g(&j.checkpoint_failures),
+                ),
+                (
+                    "journal_replayed_records",
+                    "Journal records replayed at start.",
+                    g(&j.replayed),
+                ),
+                (
+                    "journal_bad_rows",
+                    "Journal rows that did not decode at start (skipped from the error on).",
+                    g(&j.bad_rows),
+                ),
+            ] {
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                metric(name, kind, help, &one(v.to_string()));
+            }
+            metric(
+                "last_checkpoint_seconds",
+                "gauge",
+                "Duration of the last checkpoint.",
+                &one((g(&j.last_checkpoint_us) as f64 / 1e6).to_string()),
+            );
+        }
         if let Some(p) = &self.db_path {
             metric(
                 "db_size_bytes",
@@ -1079,6 +1135,22 @@ impl Tracker {
                 "untracked": snap.abuse.untracked,
             },
             "pending_db_rows": s.dirty_count(),
+            "db": self.journal.as_ref().map(|j| {
+                let g = db::JournalStats::get;
+                json!({
+                    "journal_rows": g(&j.rows),
+                    "journal_bytes": g(&j.bytes),
+                    "journal_records": g(&j.records),
+                    "records_since_checkpoint": g(&j.since_checkpoint),
+                    "checkpoints": g(&j.checkpoints),
+                    "checkpoint_failures": g(&j.checkpoint_failures),
+                    "last_checkpoint_secs": g(&j.last_checkpoint_us) as f64 / 1e6,
+                    "last_checkpoint_peers": g(&j.last_checkpoint_peers),
+                    "last_checkpoint_max_lock_secs": g(&j.last_checkpoint_lock_us) as f64 / 1e6,
+                    "replayed_at_start": g(&j.replayed),
+                    "bad_journal_rows": g(&j.bad_rows),
+                })
+            }),
             "workers": snap.workers,
             "shards": self.shards.len(),
             "store": self.store,

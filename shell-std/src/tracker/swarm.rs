@@ -718,6 +718,12 @@ impl PeerChange {
         })
     }
 
+    /// Orders changes by row key (info-hash, family, address, port),
+    /// keeping the order of changes to one row (a stable sort).
+    pub fn sort_by_row(v: &mut [PeerChange]) {
+        v.sort_by_key(PeerChange::key);
+    }
+
     /// The row's key (for sorting and compaction).
     fn key(&self) -> (InfoHash, bool, ([u8; 16], [u8; 2])) {
         (self.info_hash, self.v6, self.addr)
@@ -1059,6 +1065,73 @@ impl Swarms {
         self.peers += 1;
         self.seeders += usize::from(peer.seeder);
         true
+    }
+
+    /// Sets a peer's state as a journal record says (at load): added, or
+    /// updated in place if present; not logged for the writer. False if
+    /// the torrent or its swarm is full.
+    pub fn replay_peer(&mut self, ih: InfoHash, peer: Peer) -> bool {
+        let max_peers = self.limits.max_peers_per_torrent;
+        let Some(t) = self.entry(ih) else {
+            return false;
+        };
+        let key = Key::of(&peer.addr);
+        match t.peers.find(key) {
+            Some(j) => {
+                if let Some((_, was)) = t.peers.touch(j, coarse(peer.last_seen), peer.seeder) {
+                    self.seeders = self
+                        .seeders
+                        .saturating_add_signed(isize::from(peer.seeder) - isize::from(was));
+                }
+                true
+            }
+            None if t.peers.len() < max_peers => {
+                t.peers.insert(key, coarse(peer.last_seen), peer.seeder);
+                self.peers += 1;
+                self.seeders += usize::from(peer.seeder);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a peer as a journal record says (at load); not logged. True
+    /// if it was there.
+    pub fn replay_remove(&mut self, ih: InfoHash, addr: SocketAddr) -> bool {
+        let Some(t) = self
+            .map
+            .get(&ih)
+            .and_then(|&i| self.slab.get_mut(i as usize))
+        else {
+            return false;
+        };
+        match t
+            .peers
+            .find(Key::of(&addr))
+            .and_then(|j| t.peers.remove_at(j))
+        {
+            Some(gone) => {
+                self.peers -= 1;
+                self.seeders -= usize::from(gone.seeder);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends a copy of every torrent with a completed count and of every
+    /// peer (for a checkpoint: compact, no I/O, so the shard's lock is held
+    /// only for the copy).
+    pub fn copy_out(&self, torrents: &mut Vec<(InfoHash, u32)>, peers: &mut Vec<PeerChange>) {
+        peers.reserve(self.peers);
+        for t in &self.slab {
+            if t.completed > 0 {
+                torrents.push((t.info_hash, t.completed));
+            }
+            for p in t.peers() {
+                peers.push(PeerChange::new(t.info_hash, p.addr, Some(p)));
+            }
+        }
     }
 
     /// Drains the change log into rows to write, in order (a swap: no
