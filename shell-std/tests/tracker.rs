@@ -604,7 +604,9 @@ fn graceful_stop_flushes(sig: &str) {
     let status = t.signal_and_wait(sig);
     assert!(status.success(), "{status:?}");
     drop(t);
-    assert_eq!(db_rows(&db, "SELECT count(*) FROM peers"), 2);
+    // A clean stop checkpoints: the checkpoint alone holds both peers.
+    assert_eq!(db_rows(&db, "SELECT count(*) FROM journal"), 0);
+    assert_eq!(stored(&db).map(|s| s.peers.len()), Some(2));
     let t = Tracker::with_db(&db, 600_000, &[]);
     assert_restored(&t);
 }
@@ -937,7 +939,7 @@ impl Model {
 /// kills the tracker with SIGKILL at a random time within about a
 /// checkpoint's duration, restarts it and checks it serves exactly the
 /// swarms and completed counts announced. A kill that lands mid-checkpoint
-/// leaves `peers_next` behind; the bounded loop goes on until three have.
+/// leaves `checkpoint_next` behind; the bounded loop goes on until three have.
 #[test]
 fn kill_9_during_checkpoints_restarts_to_the_same_swarms() {
     const TORRENTS: u8 = 40;
@@ -1008,7 +1010,7 @@ fn kill_9_during_checkpoints_restarts_to_the_same_swarms() {
                 .unwrap();
         let next: i64 = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'peers_next'",
+                "SELECT count(*) FROM sqlite_master WHERE name = 'checkpoint_next'",
                 [],
                 |r| r.get(0),
             )

@@ -13,31 +13,39 @@
 //! crash.
 //!
 //! # Checkpoint
-//! `peers` and `torrents` hold the state as of the last checkpoint (a
-//! database from before the journal is a checkpoint with an empty journal).
-//! When the records since it reach the larger of
-//! [`DEFAULT_CHECKPOINT_RECORDS`] (or `--checkpoint-records`) and the peer
-//! count, and at a clean stop (up to [`SHUTDOWN_CHECKPOINT_MAX_PEERS`]),
-//! [`checkpoint`] notes the next journal sequence number `L`, then shard by
-//! shard drains the shard's log into the journal and copies its swarms out
-//! under its lock, writes the copy sorted into `peers_next` /
-//! `torrents_next`, and in one last transaction swaps those in, deletes the
-//! journal rows before `L` and stores `L` as `checkpoint_seq` in `meta`.
-//! The copy is taken while announces go on (fuzzy), but every change after
-//! `L` is in the journal as an absolute value, so loading the checkpoint
-//! and replaying the journal from `L` in order gives the exact state. A
-//! crash mid-checkpoint leaves `*_next` tables, dropped at the next start.
+//! The `checkpoint` table holds the state as of the last checkpoint, as
+//! chunks in the journal's own format: each body is a journal blob (the
+//! version byte, then one `PeerSet` record per peer and one `Completed`
+//! record per torrent with a count, in no particular order), at most
+//! [`CHECKPOINT_CHUNK_LEN`] bytes. When the records since it reach the
+//! larger of [`DEFAULT_CHECKPOINT_RECORDS`] (or `--checkpoint-records`)
+//! and the peer count, and at a clean stop (up to
+//! [`SHUTDOWN_CHECKPOINT_MAX_PEERS`]), [`checkpoint`] notes the next
+//! journal sequence number `L`, then shard by shard drains the shard's log
+//! into the journal and copies its swarms out under its lock, encodes the
+//! copy into chunks of `checkpoint_next` (one transaction each; the writer
+//! appends the journal in between), and in one last transaction swaps
+//! `checkpoint_next` in, deletes the journal rows before `L` and stores
+//! `L` as `checkpoint_seq` in `meta`. The copy is taken while announces go
+//! on (fuzzy), but every change after `L` is in the journal as an absolute
+//! value, so loading the checkpoint and replaying the journal from `L` in
+//! order gives the exact state. A crash mid-checkpoint leaves
+//! `checkpoint_next`, dropped at the next start. A chunk that does not
+//! decode keeps the records before the error and is reported with its
+//! chunk number and offset ([`Loaded::bad_chunks`]); the start goes on.
+//!
+//! A database from before the blob checkpoint has relational `peers` and
+//! `torrents` tables instead (`ip` 4 or 16 bytes, `last_seen` in ms since
+//! the Unix epoch): they load as its checkpoint and are dropped by the swap
+//! of the first new one.
 //!
 //! Schema:
 //! ```sql
-//! torrents(info_hash BLOB PRIMARY KEY, completed INTEGER) WITHOUT ROWID
-//! peers(info_hash BLOB, ip BLOB, port INTEGER, seeder INTEGER, last_seen INTEGER,
-//!       PRIMARY KEY (info_hash, ip, port)) WITHOUT ROWID
+//! checkpoint(chunk INTEGER PRIMARY KEY, body BLOB NOT NULL)
 //! journal(seq INTEGER PRIMARY KEY, body BLOB NOT NULL)
 //! ```
-//! `ip` is 4 or 16 bytes; `last_seen` is milliseconds since the Unix epoch.
-//! `sqlite3 t.db 'select count(*) from peers'` shows the state as of the
-//! last checkpoint.
+//! The stored state is read with [`read_state_at`] (what a start would
+//! load); a running tracker shows its figures in `/stats` `db.*`.
 //!
 //! ```sql
 //! meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID
@@ -67,18 +75,6 @@ use ourtorrent_core::tracker::udp::server::SECRET_LEN;
 use super::swarm::{shard_of, Batch, Peer, PeerChange, Swarms};
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS torrents (
-    info_hash BLOB PRIMARY KEY NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS peers (
-    info_hash BLOB NOT NULL,
-    ip BLOB NOT NULL,
-    port INTEGER NOT NULL,
-    seeder INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    PRIMARY KEY (info_hash, ip, port)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY NOT NULL,
     value BLOB NOT NULL
@@ -87,27 +83,33 @@ CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint (
+    chunk INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+DROP TABLE IF EXISTS checkpoint_next;
 DROP TABLE IF EXISTS peers_next;
 DROP TABLE IF EXISTS torrents_next;
 ";
 
-/// The checkpoint tables as built by [`checkpoint`] (the schema of
-/// `torrents` and `peers`, under the `_next` names).
+/// The checkpoint table as built by [`checkpoint`] (the schema of
+/// `checkpoint`, under the `_next` name).
 const SCHEMA_NEXT: &str = "
-DROP TABLE IF EXISTS peers_next;
-DROP TABLE IF EXISTS torrents_next;
-CREATE TABLE torrents_next (
-    info_hash BLOB PRIMARY KEY NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE peers_next (
-    info_hash BLOB NOT NULL,
-    ip BLOB NOT NULL,
-    port INTEGER NOT NULL,
-    seeder INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    PRIMARY KEY (info_hash, ip, port)
-) WITHOUT ROWID;
+DROP TABLE IF EXISTS checkpoint_next;
+CREATE TABLE checkpoint_next (
+    chunk INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+";
+
+/// Swaps a complete `checkpoint_next` in (with the journal truncation and
+/// `checkpoint_seq`, in the same transaction); drops the relational
+/// checkpoint of a database from before the blob checkpoint, if any.
+const SWAP: &str = "
+DROP TABLE IF EXISTS checkpoint;
+ALTER TABLE checkpoint_next RENAME TO checkpoint;
+DROP TABLE IF EXISTS peers;
+DROP TABLE IF EXISTS torrents;
 ";
 
 /// The lock held on a database for the life of a tracker: an exclusive
@@ -195,13 +197,6 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 fn ip_from(b: &[u8]) -> Option<IpAddr> {
     if let Ok(a) = <[u8; 4]>::try_from(b) {
         Some(IpAddr::V4(Ipv4Addr::from(a)))
@@ -219,9 +214,14 @@ pub struct Loaded {
     pub torrents: usize,
     /// Peers loaded (still fresh, after the journal).
     pub peers: usize,
-    /// Checkpoint rows and journal peer records skipped (expired,
+    /// Checkpoint entries and journal peer records skipped (expired,
     /// malformed or over a limit).
     pub skipped: usize,
+    /// Checkpoint chunks read.
+    pub checkpoint_chunks: u64,
+    /// Checkpoint chunks that did not decode to the end: (chunk, error).
+    /// The records before the error were loaded.
+    pub bad_chunks: Vec<(i64, JournalError)>,
     /// Journal rows read (since the checkpoint).
     pub journal_rows: u64,
     /// Journal records replayed.
@@ -245,40 +245,95 @@ pub fn checkpoint_seq(conn: &Connection) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// Loads the checkpoint's torrents and peers into `shards` (each torrent
-/// into its [`shard_of`]), then replays the journal from the checkpoint's
-/// sequence number in order. A stored last-seen time trails the real one
-/// by less than `slack_ms` (the swarm's last-seen period, see
-/// [`super::swarm`]), so a peer is restored as seen at `stored + slack_ms`
-/// (never after `now_ms`) and kept if that is at or after `cutoff` (ms): a
-/// restart never expires a live peer early. A journal row that does not
-/// decode keeps the records before the error and is reported in
-/// [`Loaded::bad_rows`]; loading goes on with the next row.
-pub fn load(
+/// True if `conn` has a table `name`.
+fn has_table(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
+}
+
+/// Applies one stored record (checkpoint or journal) to `shards`, as the
+/// absolute state it is; `seen` maps a stored last-seen (ms) to the time
+/// restored, and a peer restored before `cutoff` is dropped.
+fn apply(
+    shards: &mut [Swarms],
+    rec: Record,
+    cutoff: u64,
+    seen: impl Fn(u64) -> u64,
+    out: &mut Loaded,
+) {
+    let n = shards.len();
+    match rec {
+        Record::PeerSet {
+            info_hash,
+            addr,
+            seeder,
+            last_seen,
+        } => {
+            let Some(s) = shards.get_mut(shard_of(&info_hash, n)) else {
+                return;
+            };
+            let last_seen = seen(u64::from(last_seen) * 1000);
+            if last_seen >= cutoff {
+                let p = Peer {
+                    addr,
+                    last_seen,
+                    seeder,
+                };
+                if !s.replay_peer(info_hash, p) {
+                    out.skipped += 1;
+                }
+            } else {
+                s.replay_remove(info_hash, addr);
+                out.skipped += 1;
+            }
+        }
+        Record::PeerRemoved { info_hash, addr } => {
+            if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
+                s.replay_remove(info_hash, addr);
+            }
+        }
+        Record::Completed { info_hash, count } => {
+            if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
+                s.load_torrent(info_hash, count);
+            }
+        }
+    }
+}
+
+/// Loads the relational checkpoint of a database from before the blob
+/// checkpoint (`torrents` and `peers` rows; `last_seen` in ms), if it has
+/// one.
+fn load_relational(
     conn: &Connection,
     shards: &mut [Swarms],
     cutoff: u64,
-    slack_ms: u64,
-    now_ms: u64,
-) -> Result<Loaded> {
+    seen: impl Fn(u64) -> u64,
+    out: &mut Loaded,
+) -> Result<()> {
     let n = shards.len();
-    let mut out = Loaded::default();
-    let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (ih, completed) = row?;
-        match InfoHash::from_slice(&ih) {
-            Some(ih)
-                if shards.get_mut(shard_of(&ih, n)).is_some_and(|s| {
-                    s.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32)
-                }) =>
-            {
-                out.torrents += 1
+    if has_table(conn, "torrents")? {
+        let mut st = conn.prepare("SELECT info_hash, completed FROM torrents")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (ih, completed) = row?;
+            match InfoHash::from_slice(&ih) {
+                Some(ih)
+                    if shards.get_mut(shard_of(&ih, n)).is_some_and(|s| {
+                        s.load_torrent(ih, completed.clamp(0, u32::MAX.into()) as u32)
+                    }) =>
+                {
+                    out.torrents += 1
+                }
+                _ => out.skipped += 1,
             }
-            _ => out.skipped += 1,
         }
     }
-    let seen = |stored_ms: u64| stored_ms.saturating_add(slack_ms).min(now_ms);
+    if !has_table(conn, "peers")? {
+        return Ok(());
+    }
     let mut st = conn.prepare("SELECT info_hash, ip, port, seeder, last_seen FROM peers")?;
     let rows = st.query_map([], |r| {
         Ok((
@@ -313,56 +368,70 @@ pub fn load(
             out.skipped += 1;
         }
     }
+    Ok(())
+}
+
+/// Loads the checkpoint into `shards` (each torrent into its
+/// [`shard_of`]), then replays the journal from the checkpoint's sequence
+/// number in order. A stored last-seen time trails the real one by less
+/// than `slack_ms` (the swarm's last-seen period, see [`super::swarm`]),
+/// so a peer is restored as seen at `stored + slack_ms` (never after
+/// `now_ms`) and kept if that is at or after `cutoff` (ms): a restart
+/// never expires a live peer early. A checkpoint chunk or journal row that
+/// does not decode keeps the records before the error and is reported in
+/// [`Loaded::bad_chunks`] / [`Loaded::bad_rows`]; loading goes on with the
+/// next one. A database from before the blob checkpoint (`peers` and
+/// `torrents` tables) loads those as its checkpoint.
+pub fn load(
+    conn: &Connection,
+    shards: &mut [Swarms],
+    cutoff: u64,
+    slack_ms: u64,
+    now_ms: u64,
+) -> Result<Loaded> {
+    let mut out = Loaded::default();
+    let seen = |stored_ms: u64| stored_ms.saturating_add(slack_ms).min(now_ms);
+    load_relational(conn, shards, cutoff, seen, &mut out)?;
+    // The checkpoint: each (torrent, peer) appears once, in any order.
+    if has_table(conn, "checkpoint")? {
+        let mut st = conn.prepare("SELECT chunk, body FROM checkpoint ORDER BY chunk")?;
+        let mut rows = st.query([])?;
+        while let Some(row) = rows.next()? {
+            let chunk: i64 = row.get(0)?;
+            let body = row.get_ref(1)?.as_bytes().unwrap_or_default();
+            out.checkpoint_chunks += 1;
+            for rec in Records::new(body) {
+                match rec {
+                    Ok(r) => {
+                        out.torrents += usize::from(matches!(r, Record::Completed { .. }));
+                        apply(shards, r, cutoff, seen, &mut out);
+                    }
+                    Err(e) => {
+                        out.bad_chunks.push((chunk, e));
+                        break;
+                    }
+                }
+            }
+        }
+    }
     // The journal since the checkpoint, in order: each record is the
     // absolute state of its row, so the last one of a row wins.
-    let mut st = conn.prepare("SELECT seq, body FROM journal WHERE seq >= ?1 ORDER BY seq")?;
-    let mut rows = st.query([checkpoint_seq(conn)?])?;
-    while let Some(row) = rows.next()? {
-        let seq: i64 = row.get(0)?;
-        let body = row.get_ref(1)?.as_bytes().unwrap_or_default();
-        out.journal_rows += 1;
-        for rec in Records::new(body) {
-            let rec = match rec {
-                Ok(r) => r,
-                Err(e) => {
-                    out.bad_rows.push((seq, e));
-                    break;
-                }
-            };
-            out.replayed += 1;
-            match rec {
-                Record::PeerSet {
-                    info_hash,
-                    addr,
-                    seeder,
-                    last_seen,
-                } => {
-                    let shard = shards.get_mut(shard_of(&info_hash, n));
-                    let last_seen = seen(u64::from(last_seen) * 1000);
-                    if let Some(s) = shard {
-                        if last_seen >= cutoff {
-                            let p = Peer {
-                                addr,
-                                last_seen,
-                                seeder,
-                            };
-                            if !s.replay_peer(info_hash, p) {
-                                out.skipped += 1;
-                            }
-                        } else {
-                            s.replay_remove(info_hash, addr);
-                            out.skipped += 1;
-                        }
+    if has_table(conn, "journal")? {
+        let mut st = conn.prepare("SELECT seq, body FROM journal WHERE seq >= ?1 ORDER BY seq")?;
+        let mut rows = st.query([checkpoint_seq(conn)?])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let body = row.get_ref(1)?.as_bytes().unwrap_or_default();
+            out.journal_rows += 1;
+            for rec in Records::new(body) {
+                match rec {
+                    Ok(r) => {
+                        out.replayed += 1;
+                        apply(shards, r, cutoff, seen, &mut out);
                     }
-                }
-                Record::PeerRemoved { info_hash, addr } => {
-                    if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
-                        s.replay_remove(info_hash, addr);
-                    }
-                }
-                Record::Completed { info_hash, count } => {
-                    if let Some(s) = shards.get_mut(shard_of(&info_hash, n)) {
-                        s.load_torrent(info_hash, count);
+                    Err(e) => {
+                        out.bad_rows.push((seq, e));
+                        break;
                     }
                 }
             }
@@ -508,36 +577,60 @@ fn record_of(c: &PeerChange) -> Record {
     }
 }
 
+/// Encodes `records` as blobs of at most `max_len` bytes (a version byte,
+/// then whole records, in order), handing each full one to `emit`, which
+/// may stop the encoding by returning `false`. `hint` is the expected
+/// record count (for the first blob's capacity). Returns the records
+/// encoded, or `None` if `emit` stopped it.
+fn encode_records<E>(
+    records: impl Iterator<Item = Record>,
+    hint: usize,
+    max_len: usize,
+    mut emit: impl FnMut(Vec<u8>) -> Result<bool, E>,
+) -> Result<Option<u64>, E> {
+    let mut cur: Vec<u8> = Vec::new();
+    let mut count = 0u64;
+    let mut buf = [0u8; MAX_RECORD_LEN];
+    for rec in records {
+        let Ok(n) = rec.encode(&mut buf) else {
+            continue; // never: the buffer fits the longest record
+        };
+        if !cur.is_empty() && cur.len() + n > max_len && !emit(std::mem::take(&mut cur))? {
+            return Ok(None);
+        }
+        if cur.is_empty() {
+            cur.reserve((hint * 32).min(max_len) + 1);
+            cur.push(journal::VERSION);
+        }
+        cur.extend_from_slice(buf.get(..n).unwrap_or_default());
+        count += 1;
+    }
+    if !cur.is_empty() && !emit(cur)? {
+        return Ok(None);
+    }
+    Ok(Some(count))
+}
+
 /// Encodes a batch as journal blobs of at most [`MAX_BLOB_LEN`] bytes,
 /// its changes in order (peer changes, then completed counts: they touch
 /// different rows). Returns the blobs and the number of records.
 pub fn encode_batch(b: &Batch) -> (Vec<Vec<u8>>, u64) {
     let mut blobs = Vec::new();
-    let mut cur: Vec<u8> = Vec::new();
-    let mut records = 0u64;
-    let mut buf = [0u8; MAX_RECORD_LEN];
     let torrents = b.torrents.iter().map(|(ih, count)| Record::Completed {
         info_hash: *ih,
         count: *count,
     });
-    for rec in b.peers.iter().map(record_of).chain(torrents) {
-        let Ok(n) = rec.encode(&mut buf) else {
-            continue; // never: the buffer fits the longest record
-        };
-        if !cur.is_empty() && cur.len() + n > MAX_BLOB_LEN {
-            blobs.push(std::mem::take(&mut cur));
-        }
-        if cur.is_empty() {
-            cur.reserve((b.rows() * 32).min(MAX_BLOB_LEN) + 1);
-            cur.push(journal::VERSION);
-        }
-        cur.extend_from_slice(buf.get(..n).unwrap_or_default());
-        records += 1;
-    }
-    if !cur.is_empty() {
-        blobs.push(cur);
-    }
-    (blobs, records)
+    let records = b.peers.iter().map(record_of).chain(torrents);
+    let r: Result<_, std::convert::Infallible> =
+        encode_records(records, b.rows(), MAX_BLOB_LEN, |blob| {
+            blobs.push(blob);
+            Ok(true)
+        });
+    let n = match r {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => match e {},
+    };
+    (blobs, n)
 }
 
 /// What one [`write()`] appended.
@@ -589,13 +682,12 @@ pub fn write(conn: &mut Connection, b: &Batch) -> Result<Appended> {
     Ok(out)
 }
 
-/// Rows inserted by one multi-row statement while writing a checkpoint
-/// (fewer statement steps a row; SQLite allows 32,766 parameters, 5 a row).
-pub const INSERT_ROWS_PER_STATEMENT: usize = 64;
-
-/// Checkpoint rows written per transaction (~0.1 s of SQLite; between two,
-/// the writer appends the journal if a flush interval has passed).
-pub const CHECKPOINT_ROWS_PER_TX: usize = 65_536;
+/// Bytes of one checkpoint chunk at most (~32k IPv4 peers; written in a
+/// transaction of its own, and between two the writer appends the journal
+/// if a flush interval has passed). Within [`MAX_BLOB_LEN`], so a chunk
+/// decodes as a journal blob.
+pub const CHECKPOINT_CHUNK_LEN: usize = 1 << 20;
+const _: () = assert!(CHECKPOINT_CHUNK_LEN <= MAX_BLOB_LEN);
 
 /// Records since the last checkpoint that start a new one, at least (and
 /// at least the peer count, so the journal stays within about the size of
@@ -606,38 +698,6 @@ pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1_000_000;
 /// last one and at most this many peers (~1 s of SQLite here per million);
 /// beyond, the next start replays the journal instead.
 pub const SHUTDOWN_CHECKPOINT_MAX_PEERS: usize = 4_000_000;
-
-fn insert_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO peers_next (info_hash, ip, port, seeder, last_seen) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?,?,?)");
-    }
-    sql
-}
-
-/// Inserts `rows` (at most [`INSERT_ROWS_PER_STATEMENT`], all present)
-/// into `peers_next` with one statement.
-fn insert_peers(tx: &rusqlite::Transaction<'_>, rows: &[PeerChange]) -> rusqlite::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx.prepare_cached(&insert_sql(rows.len()))?;
-    for (i, c) in rows.iter().enumerate() {
-        let at = i * 5;
-        let Some(p) = c.peer() else { continue };
-        st.raw_bind_parameter(at + 1, &c.info_hash.as_bytes()[..])?;
-        st.raw_bind_parameter(at + 2, ip_bytes(&p.addr.ip()))?;
-        st.raw_bind_parameter(at + 3, p.addr.port())?;
-        st.raw_bind_parameter(at + 4, p.seeder)?;
-        st.raw_bind_parameter(at + 5, i64::try_from(p.last_seen).unwrap_or(i64::MAX))?;
-    }
-    st.raw_execute()?;
-    Ok(())
-}
 
 /// One shard's part of a checkpoint, taken under its lock: the changes
 /// logged so far (for the journal) and a copy of its torrents with a
@@ -668,12 +728,12 @@ impl ShardCopy {
 /// (which may stop it there: tests simulate a crash that way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// `*_next` tables created.
+    /// `checkpoint_next` created.
     Created,
     /// Shard `i` copied and its log appended to the journal (this much).
     Copied(usize, Appended),
-    /// A transaction of checkpoint rows committed.
-    Rows,
+    /// A checkpoint chunk written (its own transaction).
+    Chunk,
     /// Swapped in (the checkpoint is complete).
     Swapped,
 }
@@ -685,6 +745,10 @@ pub struct CheckpointDone {
     pub peers: u64,
     /// Torrents written.
     pub torrents: u64,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Bytes of their bodies.
+    pub bytes: u64,
     /// Journal appended on the way (the shards' logs).
     pub appended: Appended,
     /// The journal sequence number it started at.
@@ -722,37 +786,35 @@ pub fn checkpoint(
             return Ok(None);
         }
         i += 1;
-        PeerChange::sort_by_row(&mut copy.peers);
-        copy.torrents.sort_unstable_by_key(|t| t.0);
-        for chunk in copy.peers.chunks(CHECKPOINT_ROWS_PER_TX) {
-            let tx = conn.transaction()?;
-            for rows in chunk.chunks(INSERT_ROWS_PER_STATEMENT) {
-                insert_peers(&tx, rows)?;
-            }
-            tx.commit()?;
-            done.peers += chunk.len() as u64;
-            if !step(conn, Step::Rows)? {
-                return Ok(None);
-            }
+        // No order needed: the loader rebuilds hash maps.
+        let peers = copy.peers.iter().map(record_of);
+        let torrents = copy.torrents.iter().map(|(ih, count)| Record::Completed {
+            info_hash: *ih,
+            count: *count,
+        });
+        let hint = copy.peers.len() + copy.torrents.len();
+        let wrote = encode_records(
+            peers.chain(torrents),
+            hint,
+            CHECKPOINT_CHUNK_LEN,
+            |blob| -> Result<bool> {
+                conn.execute(
+                    "INSERT INTO checkpoint_next (chunk, body) VALUES (?1, ?2)",
+                    params![i64::try_from(done.chunks).unwrap_or(i64::MAX), blob],
+                )?;
+                done.chunks += 1;
+                done.bytes += blob.len() as u64;
+                step(conn, Step::Chunk)
+            },
+        )?;
+        if wrote.is_none() {
+            return Ok(None);
         }
-        let tx = conn.transaction()?;
-        {
-            let mut t = tx.prepare_cached(
-                "INSERT INTO torrents_next (info_hash, completed) VALUES (?1, ?2)",
-            )?;
-            for (ih, c) in &copy.torrents {
-                t.execute(params![&ih.as_bytes()[..], c])?;
-            }
-        }
-        tx.commit()?;
+        done.peers += copy.peers.len() as u64;
         done.torrents += copy.torrents.len() as u64;
     }
     let tx = conn.transaction()?;
-    tx.execute_batch(
-        "DROP TABLE peers; DROP TABLE torrents;
-         ALTER TABLE peers_next RENAME TO peers;
-         ALTER TABLE torrents_next RENAME TO torrents;",
-    )?;
+    tx.execute_batch(SWAP)?;
     tx.execute("DELETE FROM journal WHERE seq < ?1", [done.seq])?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('checkpoint_seq', ?1)
@@ -868,6 +930,8 @@ pub struct JournalStats {
     pub replayed: AtomicU64,
     /// Journal rows that did not decode at start.
     pub bad_rows: AtomicU64,
+    /// Checkpoint chunks that did not decode at start.
+    pub bad_chunks: AtomicU64,
     /// Records appended since the last checkpoint.
     pub since_checkpoint: AtomicU64,
 }
@@ -921,7 +985,7 @@ fn checkpoint_shards(
                 // The shards' logs are in the journal: count them at once.
                 Step::Copied(_, a) => stats.add(&a),
                 // Meanwhile the journal goes on as at every flush.
-                Step::Rows if appended_at.elapsed() >= flush_every => {
+                Step::Chunk if appended_at.elapsed() >= flush_every => {
                     let mut b = Batch::default();
                     for i in 0..shards.len() {
                         if let Some(mut s) = shards.lock_index(i) {
@@ -1171,11 +1235,7 @@ mod tests {
         // More rows than one checkpoint statement takes, the same row twice
         // in one batch (a seeder flip: the later state wins), at the edges;
         // the journal, then a checkpoint of the loaded state, hold them.
-        for n in [
-            INSERT_ROWS_PER_STATEMENT - 1,
-            INSERT_ROWS_PER_STATEMENT,
-            150,
-        ] {
+        for n in [1, 63, 150] {
             let mut b = Batch::default();
             for port in 0..n as u16 {
                 let p = Peer {
@@ -1212,14 +1272,16 @@ mod tests {
             checkpoint(&mut conn, |_| one.take(), |_, _| Ok(true))
                 .unwrap()
                 .unwrap();
-            let q = format!(
-                "SELECT count(*), sum(seeder) FROM peers WHERE info_hash = x'{}'",
-                format!("{:02x}", n as u8).repeat(20)
-            );
-            let got: (i64, i64) = conn
-                .query_row(&q, [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap();
-            assert_eq!(got, (n as i64, 1), "{n} rows in the checkpoint");
+            let got = checkpoint_records(&conn)
+                .iter()
+                .filter_map(|r| match r {
+                    Record::PeerSet {
+                        info_hash, seeder, ..
+                    } if *info_hash == InfoHash([n as u8; 20]) => Some(usize::from(*seeder)),
+                    _ => None,
+                })
+                .fold((0, 0), |(c, s), x| (c + 1, s + x));
+            assert_eq!(got, (n, 1), "{n} peers in the checkpoint");
             let left: i64 = conn
                 .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
                 .unwrap();
@@ -1314,6 +1376,25 @@ mod tests {
         );
         drop(held);
         let _again = lock(&db).unwrap();
+    }
+
+    /// Every record of the `checkpoint` table's chunks, in chunk order
+    /// (each chunk must decode).
+    fn checkpoint_records(conn: &Connection) -> Vec<Record> {
+        let mut st = conn
+            .prepare("SELECT chunk, body FROM checkpoint ORDER BY chunk")
+            .unwrap();
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap();
+        let mut out = Vec::new();
+        for (i, row) in rows.enumerate() {
+            let (chunk, body) = row.unwrap();
+            assert_eq!(chunk, i as i64, "chunks numbered from 0");
+            assert!(body.len() <= CHECKPOINT_CHUNK_LEN);
+            out.extend(Records::new(&body).map(|r| r.unwrap()));
+        }
+        out
     }
 
     fn limits_big() -> Limits {
@@ -1510,15 +1591,28 @@ mod tests {
                 before,
                 "stopped after {stop_at} steps"
             );
-            if done.is_some() {
-                let (p, j): (i64, i64) = conn
-                    .query_row(
-                        "SELECT (SELECT count(*) FROM peers), (SELECT count(*) FROM journal)",
-                        [],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .unwrap();
-                assert_eq!((p as usize, j), (before.peers.len(), 0));
+            let j: i64 = conn
+                .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+                .unwrap();
+            let recs = checkpoint_records(&conn);
+            if let Some(d) = done {
+                // The checkpoint alone holds the state: one record per
+                // peer and per completed count, no journal left.
+                assert_eq!(j, 0);
+                let peers = recs
+                    .iter()
+                    .filter(|r| matches!(r, Record::PeerSet { .. }))
+                    .count();
+                assert_eq!(peers, before.peers.len());
+                assert_eq!(recs.len(), peers + before.torrents.len());
+                assert_eq!(d.peers as usize, peers);
+                let mut shards = [Swarms::new(limits_big(), 1000)];
+                let l = load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
+                assert_eq!((l.journal_rows, l.replayed), (0, 0));
+                assert_eq!(StoredState::of(&shards), before);
+            } else {
+                assert!(recs.is_empty(), "the swap is all or nothing");
+                assert!(j > 0);
             }
             let next: i64 = conn
                 .query_row(
@@ -1610,9 +1704,12 @@ mod tests {
         }
     }
 
-    /// A database written before the journal (no `journal` table, no
-    /// `checkpoint_seq`) is a checkpoint with an empty journal: it loads
-    /// as it is, and journal rows then apply on top of it.
+    /// A database written before the journal and the blob checkpoint
+    /// (relational `peers` and `torrents`, no `journal`, `checkpoint` or
+    /// `checkpoint_seq`) is a checkpoint with an empty journal: it loads as
+    /// it is (read-only too), journal rows then apply on top of it, a
+    /// checkpoint cut short at any step leaves it as it was, and the first
+    /// complete one replaces it (the old tables dropped in the swap).
     #[test]
     fn a_database_from_before_the_journal_loads_as_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -1638,10 +1735,11 @@ mod tests {
                 .unwrap();
             }
         }
-        let mut conn = open(&db).unwrap();
-        let st = read_state(&conn).unwrap();
+        let st = read_state_at(&db).unwrap();
         assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [3]);
         assert_eq!(st.peers.len(), 2);
+        let mut conn = open(&db).unwrap();
+        assert_eq!(read_state(&conn).unwrap(), st);
         let b = Batch {
             peers: vec![PeerChange::new(
                 InfoHash([5; 20]),
@@ -1655,5 +1753,135 @@ mod tests {
         let st = read_state(&conn).unwrap();
         assert_eq!(st.torrents.values().copied().collect::<Vec<_>>(), [4]);
         assert_eq!(st.peers.len(), 1);
+        let tables = |conn: &Connection| {
+            ["peers", "torrents"]
+                .iter()
+                .filter(|t| has_table(conn, t).unwrap())
+                .count()
+        };
+        for stop_at in 0.. {
+            let mut shards = [Swarms::new(limits_big(), 1000)];
+            load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
+            let mut steps = 0;
+            let mut one = Some(ShardCopy::take(&mut shards[0]));
+            let done = checkpoint(
+                &mut conn,
+                |_| one.take(),
+                |_, _| {
+                    steps += 1;
+                    Ok(steps <= stop_at)
+                },
+            )
+            .unwrap();
+            drop(conn);
+            conn = open(&db).unwrap();
+            assert_eq!(read_state(&conn).unwrap(), st, "stopped after {stop_at}");
+            if done.is_some() {
+                assert_eq!(tables(&conn), 0, "the old tables are dropped");
+                assert_eq!(checkpoint_records(&conn).len(), 2);
+                break;
+            }
+            assert_eq!(tables(&conn), 2, "kept until a checkpoint completes");
+        }
+    }
+
+    /// A checkpoint chunk that does not decode keeps the records before
+    /// the error, is reported with its chunk number and offset, and the
+    /// load goes on with the next chunk and the journal (never refuses to
+    /// start).
+    #[test]
+    fn a_corrupt_checkpoint_chunk_is_skipped_from_the_error_on_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        let mut s = Swarms::new(limits_big(), 1000);
+        for port in 1..=3 {
+            let a = Announce {
+                info_hash: InfoHash([3; 20]),
+                addr: SocketAddr::from(([10, 9, 9, 9], port)),
+                event: AnnounceEvent::Started,
+                seeder: false,
+            };
+            s.announce(&a, now).unwrap();
+        }
+        write(&mut conn, &s.take_batch()).unwrap();
+        let mut one = Some(ShardCopy::take(&mut s));
+        checkpoint(&mut conn, |_| one.take(), |_, _| Ok(true))
+            .unwrap()
+            .unwrap();
+        // Chunk 0's second record gets an unknown tag; chunk 1 is garbage
+        // and chunk 2 empty; a journal row after the checkpoint still
+        // applies.
+        conn.execute(
+            "UPDATE checkpoint SET body = substr(body, 1, 33) || x'ee' || substr(body, 35) WHERE chunk = 0",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO checkpoint VALUES (1, x'09ffff'), (2, x'')", [])
+            .unwrap();
+        let p = Peer {
+            addr: SocketAddr::from(([10, 9, 9, 9], 7)),
+            last_seen: now,
+            seeder: true,
+        };
+        let b = Batch {
+            peers: vec![PeerChange::new(InfoHash([3; 20]), p.addr, Some(p))],
+            ..Default::default()
+        };
+        write(&mut conn, &b).unwrap();
+        let mut shards = [Swarms::new(limits_big(), 1000)];
+        let l = load(&conn, &mut shards, 0, 0, u64::MAX).unwrap();
+        assert_eq!((l.checkpoint_chunks, l.bad_chunks.len()), (3, 3));
+        let (chunk, e) = l.bad_chunks[0];
+        assert_eq!(chunk, 0);
+        assert_eq!(e.to_string(), "unknown record tag 238 at offset 33");
+        assert_eq!(l.bad_chunks[1].0, 1);
+        assert_eq!((l.replayed, l.bad_rows.len()), (1, 0));
+        let ports: Vec<u16> = StoredState::of(&shards)
+            .peers
+            .keys()
+            .map(|(_, a)| a.port())
+            .collect();
+        assert_eq!(
+            ports.len(),
+            2,
+            "the first record and the journal's: {ports:?}"
+        );
+        assert!(ports.contains(&7));
+    }
+
+    /// A shard's checkpoint is split into chunks at
+    /// [`CHECKPOINT_CHUNK_LEN`]: exactly full is one chunk, one record more
+    /// is two; every chunk decodes as a journal blob.
+    #[test]
+    fn checkpoint_chunks_split_at_the_chunk_limit() {
+        let now = (TIME_BASE_SECS + 100) * 1000;
+        let per_chunk = (CHECKPOINT_CHUNK_LEN - 1) / 32;
+        for (n, chunks) in [(per_chunk, 1), (per_chunk + 1, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = open(&dir.path().join("t.db")).unwrap();
+            let copy = ShardCopy {
+                peers: (0..n as u32)
+                    .map(|k| {
+                        let p = Peer {
+                            addr: SocketAddr::from((k.to_be_bytes(), 1)),
+                            last_seen: now,
+                            seeder: k % 2 == 0,
+                        };
+                        PeerChange::new(InfoHash([1; 20]), p.addr, Some(p))
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let mut one = Some(copy);
+            let d = checkpoint(&mut conn, |_| one.take(), |_, _| Ok(true))
+                .unwrap()
+                .unwrap();
+            assert_eq!((d.chunks, d.peers), (chunks, n as u64), "{n} peers");
+            assert_eq!(d.bytes, 32 * n as u64 + chunks);
+            assert_eq!(checkpoint_records(&conn).len(), n);
+            let st = read_state(&conn).unwrap();
+            assert_eq!(st.peers.len(), n);
+        }
     }
 }

@@ -542,6 +542,12 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         let cutoff = clock.now_ms().saturating_sub(expiry_ms);
         let started = std::time::Instant::now();
         let loaded = db::load(&conn, &mut swarms, cutoff, refresh_ms, clock.now_ms())?;
+        for (chunk, e) in &loaded.bad_chunks {
+            warn!(
+                "{}: checkpoint chunk {chunk}: {e}; its later records skipped",
+                args.db.display()
+            );
+        }
         for (seq, e) in &loaded.bad_rows {
             warn!(
                 "{}: journal row {seq}: {e}; its later records skipped",
@@ -555,6 +561,9 @@ pub fn run(args: TrackerArgs) -> Result<()> {
         journal
             .bad_rows
             .store(loaded.bad_rows.len() as u64, Ordering::Relaxed);
+        journal
+            .bad_chunks
+            .store(loaded.bad_chunks.len() as u64, Ordering::Relaxed);
         info!(
             torrents = loaded.torrents,
             peers = loaded.peers,
@@ -562,6 +571,8 @@ pub fn run(args: TrackerArgs) -> Result<()> {
             journal_rows = loaded.journal_rows,
             replayed = loaded.replayed,
             bad_rows = loaded.bad_rows.len(),
+            checkpoint_chunks = loaded.checkpoint_chunks,
+            bad_chunks = loaded.bad_chunks.len(),
             secs = started.elapsed().as_secs_f64(),
             "loaded {}",
             args.db.display()

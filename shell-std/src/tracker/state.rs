@@ -1077,6 +1077,11 @@ impl Tracker {
                     "Journal rows that did not decode at start (skipped from the error on).",
                     g(&j.bad_rows),
                 ),
+                (
+                    "checkpoint_bad_chunks",
+                    "Checkpoint chunks that did not decode at start (skipped from the error on).",
+                    g(&j.bad_chunks),
+                ),
             ] {
                 let kind = if name.ends_with("_total") {
                     "counter"
@@ -1149,6 +1154,7 @@ impl Tracker {
                     "last_checkpoint_max_lock_secs": g(&j.last_checkpoint_lock_us) as f64 / 1e6,
                     "replayed_at_start": g(&j.replayed),
                     "bad_journal_rows": g(&j.bad_rows),
+                    "bad_checkpoint_chunks": g(&j.bad_chunks),
                 })
             }),
             "workers": snap.workers,
