@@ -107,11 +107,11 @@ impl SwarmStore for Shards {
         reply: &mut dyn FnMut(Counts, &mut dyn Iterator<Item = SocketAddr>),
     ) -> Result<(), StoreError> {
         let mut sw = self.lock(&a.info_hash);
-        let counts = sw
-            .announce(a, now_ms)
+        let (counts, at) = sw
+            .announce_at(a, now_ms)
             .map_err(|AnnounceError::TorrentLimit| StoreError::TorrentLimit)?;
         // No FlatMap over the Option: it costs a branch per peer.
-        match sw.get(&a.info_hash).filter(|_| want > 0) {
+        match at.and_then(|i| sw.torrent_at(i)).filter(|_| want > 0) {
             Some(t) => reply(counts, &mut t.sample(a.addr, start, want)),
             None => reply(counts, &mut std::iter::empty()),
         }

@@ -846,9 +846,9 @@ impl Swarms {
         self.map.get(ih).and_then(|&i| self.slab.get(i as usize))
     }
 
-    /// The torrent `ih`, created (at the end of the slab) if new and under
-    /// the torrent limit.
-    fn entry(&mut self, ih: InfoHash) -> Option<&mut Torrent> {
+    /// The torrent `ih` and its slab index, created (at the end of the
+    /// slab) if new and under the torrent limit.
+    fn entry(&mut self, ih: InfoHash) -> Option<(usize, &mut Torrent)> {
         let i = match self.map.get(&ih) {
             Some(&i) => i as usize,
             None => {
@@ -861,7 +861,7 @@ impl Swarms {
                 i
             }
         };
-        self.slab.get_mut(i)
+        self.slab.get_mut(i).map(|t| (i, t))
     }
 
     /// Seeders, leechers and completed count of a torrent (zeros if unknown).
@@ -880,8 +880,24 @@ impl Swarms {
         )
     }
 
+    /// The torrent at `slab` index `i` (as [`Swarms::announce_at`] returns).
+    pub fn torrent_at(&self, i: usize) -> Option<&Torrent> {
+        self.slab.get(i)
+    }
+
     /// Applies an announce at `now` (ms since the Unix epoch).
     pub fn announce(&mut self, a: &Announce, now: u64) -> Result<Counts, AnnounceError> {
+        self.announce_at(a, now).map(|(c, _)| c)
+    }
+
+    /// [`Swarms::announce`], also giving the torrent's index for
+    /// [`Swarms::torrent_at`] (none if the torrent is unknown), so the
+    /// reply's peers are sampled without a second hash lookup.
+    pub fn announce_at(
+        &mut self,
+        a: &Announce,
+        now: u64,
+    ) -> Result<(Counts, Option<usize>), AnnounceError> {
         let key = Key::of(&a.addr);
         if a.event == AnnounceEvent::Stopped {
             let i = self.map.get(&a.info_hash).map(|&i| i as usize);
@@ -894,14 +910,26 @@ impl Swarms {
                     }
                 }
             }
-            return Ok(self.counts(&a.info_hash));
+            let counts = match i.and_then(|i| self.slab.get(i)) {
+                Some(t) => Counts {
+                    seeders: t.seeders(),
+                    leechers: t.leechers(),
+                    completed: t.completed,
+                },
+                None => Counts {
+                    seeders: 0,
+                    leechers: 0,
+                    completed: 0,
+                },
+            };
+            return Ok((counts, i));
         }
         let (persist, refresh, max_peers) = (
             self.persist,
             self.refresh_secs,
             self.limits.max_peers_per_torrent,
         );
-        let Some(t) = self.entry(a.info_hash) else {
+        let Some((ti, t)) = self.entry(a.info_hash) else {
             return Err(AnnounceError::TorrentLimit);
         };
         let mut completed = false;
@@ -960,7 +988,7 @@ impl Swarms {
                 }
             }
         }
-        Ok(counts)
+        Ok((counts, Some(ti)))
     }
 
     /// Removes peers last seen before `cutoff` (ms since the Unix epoch)
@@ -1042,7 +1070,7 @@ impl Swarms {
 
     /// Restores a torrent's completed count (at load).
     pub fn load_torrent(&mut self, ih: InfoHash, completed: u32) -> bool {
-        let Some(t) = self.entry(ih) else {
+        let Some((_, t)) = self.entry(ih) else {
             return false;
         };
         let old = t.completed;
@@ -1054,7 +1082,7 @@ impl Swarms {
     /// Restores a peer (at load); not logged for the writer.
     pub fn load_peer(&mut self, ih: InfoHash, peer: Peer) -> bool {
         let max_peers = self.limits.max_peers_per_torrent;
-        let Some(t) = self.entry(ih) else {
+        let Some((_, t)) = self.entry(ih) else {
             return false;
         };
         let key = Key::of(&peer.addr);
@@ -1072,7 +1100,7 @@ impl Swarms {
     /// the torrent or its swarm is full.
     pub fn replay_peer(&mut self, ih: InfoHash, peer: Peer) -> bool {
         let max_peers = self.limits.max_peers_per_torrent;
-        let Some(t) = self.entry(ih) else {
+        let Some((_, t)) = self.entry(ih) else {
             return false;
         };
         let key = Key::of(&peer.addr);

@@ -5,7 +5,7 @@
 //!   from the datagram) and total: every read goes through a bounds-checked
 //!   cursor, so no input can make it panic. Encoders write into a caller's
 //!   `&mut [u8]` and return the length.
-//! - [`server`]: stateless, unguessable connection ids (a keyed HMAC-SHA1 of
+//! - [`server`]: stateless, unguessable connection ids (a keyed SipHash-2-4 of
 //!   the client address and a coarse time) and the triage of one datagram
 //!   into "reply", "process" or "drop", with an amplification bound.
 //! - [`client`]: a sans-IO client session (connect, then announce or scrape;

@@ -7,7 +7,7 @@
 //! reflection). We keep no table: the id is
 //!
 //! ```text
-//! id = tick (16 bits, big-endian) ‖ HMAC-SHA1(secret, tick_u64 ‖ client IP)[..6]
+//! id = tick (16 bits, big-endian) ‖ SipHash-2-4(key, tick_u64 ‖ family ‖ client IP)[..6]
 //! ```
 //!
 //! The id is bound to the client's IP address only, not its port: BEP 15
@@ -18,11 +18,15 @@
 //! address it does not receive at.
 //!
 //! where `tick = now_secs / TICK_SECS`. Validation recomputes the MAC for
-//! the tick the id names and compares in constant time. Why HMAC-SHA1: the
-//! core already depends on `sha1`; HMAC is the standard way to key it (no
-//! length-extension concerns); a 48-bit tag means a blind guess succeeds
-//! with probability 2⁻⁴⁸ per datagram; the inner/outer states are
-//! precomputed once per secret, so one id costs two SHA-1 compressions.
+//! the tick the id names and compares in constant time. Why SipHash-2-4:
+//! it is a keyed pseudo-random function made for short inputs (the 25 bytes
+//! hashed here), about ten times cheaper than the two SHA-1 compressions of
+//! the HMAC-SHA1 used before (2-3% of the tracker's CPU under load, since
+//! every connect and every announce computes a tag); its 128-bit key is
+//! taken from SHA-1 of the 32-byte secret, once per secret; a
+//! 48-bit tag means a blind guess succeeds with probability 2⁻⁴⁸ per
+//! datagram. (Changing the MAC invalidates ids issued by an older build
+//! once; BEP 15 clients then reconnect, as after any id expiry.)
 //!
 //! Lifetime: BEP 15 says "Trackers should accept the connection ID until
 //! two minutes after it has been send". With 15 s ticks an id is accepted
@@ -49,7 +53,10 @@
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
+use core::hash::Hasher;
+
 use sha1::{Digest, Sha1};
+use siphasher::sip::SipHasher24;
 
 use super::request::{AnnounceRequest, Request, RequestError, ScrapeRequest};
 use super::response::{encode_announce_response, ConnectResponse, ErrorResponse};
@@ -82,58 +89,54 @@ pub const MAX_AMPLIFICATION: usize = 4;
 /// Bytes of MAC in a connection id (the other 2 carry the tick).
 const TAG_LEN: usize = 6;
 
-/// SHA-1 block size, for HMAC (RFC 2104).
-const BLOCK: usize = 64;
-
-/// HMAC-SHA1 with precomputed inner and outer states (RFC 2104).
+/// A connection-id MAC: SipHash-2-4 under a key derived from one secret.
 #[derive(Clone)]
-struct Hmac {
-    inner: Sha1,
-    outer: Sha1,
+struct Mac {
+    k0: u64,
+    k1: u64,
 }
 
-impl Hmac {
-    /// RFC 2104 with a key of at most one block (ours are [`SECRET_LEN`]
-    /// bytes; a longer key is cut to a block, never hashed, since no caller
-    /// passes one).
-    fn with_key(key: &[u8]) -> Self {
-        let mut ipad = [0x36u8; BLOCK];
-        let mut opad = [0x5cu8; BLOCK];
-        for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(key) {
-            *i ^= k;
-            *o ^= k;
-        }
-        let mut inner = Sha1::new();
-        inner.update(ipad);
-        let mut outer = Sha1::new();
-        outer.update(opad);
-        Hmac { inner, outer }
-    }
-
+impl Mac {
+    /// The 128-bit SipHash key: the first 16 bytes of SHA-1(secret), so
+    /// every secret byte counts and no pattern in a secret survives into
+    /// the key (hashed once per secret, never per datagram).
     fn new(secret: &[u8; SECRET_LEN]) -> Self {
-        Hmac::with_key(secret)
-    }
-
-    /// HMAC-SHA1 of the concatenation of `parts`.
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 20] {
-        let mut h = self.inner.clone();
-        for p in parts {
-            h.update(p);
+        let d: [u8; 20] = Sha1::digest(secret).into();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            for (o, b) in w.iter_mut().zip(d.iter().skip(i * 8)) {
+                *o = *b;
+            }
+            u64::from_le_bytes(w)
+        };
+        Mac {
+            k0: word(0),
+            k1: word(1),
         }
-        let mut o = self.outer.clone();
-        o.update(h.finalize());
-        o.finalize().into()
     }
 
-    /// The connection-id tag: `HMAC(tick ‖ family ‖ ip)[..6]`.
+    /// SipHash-2-4 of `msg` (the bytes as given, no length prefix).
+    fn hash(&self, msg: &[u8]) -> u64 {
+        let mut h = SipHasher24::new_with_keys(self.k0, self.k1);
+        h.write(msg);
+        h.finish()
+    }
+
+    /// The connection-id tag: `SipHash(tick ‖ family ‖ ip)[..6]`, the
+    /// address v4-mapped so both families hash the same 25 bytes.
     fn tag(&self, tick: u64, client: IpAddr) -> [u8; TAG_LEN] {
         let (family, ip) = match client {
             IpAddr::V4(a) => (4u8, a.to_ipv6_mapped().octets()),
             IpAddr::V6(a) => (6u8, a.octets()),
         };
-        let mac = self.mac(&[&tick.to_be_bytes(), &[family], &ip]);
+        let mut msg = [0u8; 25];
+        let (t, rest) = msg.split_at_mut(8);
+        t.copy_from_slice(&tick.to_be_bytes());
+        let (f, addr) = rest.split_at_mut(1);
+        f.copy_from_slice(&[family]);
+        addr.copy_from_slice(&ip);
         let mut tag = [0u8; TAG_LEN];
-        for (t, m) in tag.iter_mut().zip(mac.iter()) {
+        for (t, m) in tag.iter_mut().zip(self.hash(&msg).to_be_bytes().iter()) {
             *t = *m;
         }
         tag
@@ -148,8 +151,8 @@ fn ct_eq(a: &[u8; TAG_LEN], b: &[u8; TAG_LEN]) -> bool {
 /// Issues and checks stateless connection ids (see the module docs).
 #[derive(Clone)]
 pub struct ConnectionIds {
-    current: Hmac,
-    previous: Option<Hmac>,
+    current: Mac,
+    previous: Option<Mac>,
 }
 
 impl fmt::Debug for ConnectionIds {
@@ -162,7 +165,7 @@ impl ConnectionIds {
     /// With a secret from the OS RNG.
     pub fn new(secret: &[u8; SECRET_LEN]) -> Self {
         ConnectionIds {
-            current: Hmac::new(secret),
+            current: Mac::new(secret),
             previous: None,
         }
     }
@@ -171,14 +174,14 @@ impl ConnectionIds {
     /// restored after a restart).
     pub fn with_previous(current: &[u8; SECRET_LEN], previous: &[u8; SECRET_LEN]) -> Self {
         ConnectionIds {
-            current: Hmac::new(current),
-            previous: Some(Hmac::new(previous)),
+            current: Mac::new(current),
+            previous: Some(Mac::new(previous)),
         }
     }
 
     /// Makes `secret` current and keeps the current one as previous.
     pub fn rotate(&mut self, secret: &[u8; SECRET_LEN]) {
-        let old = core::mem::replace(&mut self.current, Hmac::new(secret));
+        let old = core::mem::replace(&mut self.current, Mac::new(secret));
         self.previous = Some(old);
     }
 
@@ -212,12 +215,14 @@ impl ConnectionIds {
         for (t, b) in tag.iter_mut().zip(bytes.iter().skip(2)) {
             *t = *b;
         }
-        let cur = ct_eq(&self.current.tag(tick, client), &tag);
-        let prev = self
-            .previous
-            .as_ref()
-            .is_some_and(|p| ct_eq(&p.tag(tick, client), &tag));
-        cur | prev
+        // The previous secret is tried only when the current one fails:
+        // the time this takes tells only whether the id was valid, which
+        // the reply tells anyway; each comparison is constant-time.
+        ct_eq(&self.current.tag(tick, client), &tag)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|p| ct_eq(&p.tag(tick, client), &tag))
     }
 }
 

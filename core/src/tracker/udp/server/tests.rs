@@ -25,24 +25,39 @@ fn hex(b: &[u8]) -> std::string::String {
     b.iter().map(|x| std::format!("{x:02x}")).collect()
 }
 
+/// The SipHash reference key 00 01 .. 0f.
+fn reference_mac() -> Mac {
+    Mac {
+        k0: 0x0706_0504_0302_0100,
+        k1: 0x0f0e_0d0c_0b0a_0908,
+    }
+}
+
 #[test]
-fn hmac_sha1_matches_rfc2202() {
-    // RFC 2202, test cases 1, 2 and 6's shape (key of one block is the edge).
-    let h = Hmac::with_key(&[0x0b; 20]);
-    assert_eq!(
-        hex(&h.mac(&[b"Hi There"])),
-        "b617318655057264e28bc0b6fb378c8ef146be00"
-    );
-    let h = Hmac::with_key(b"Jefe");
-    assert_eq!(
-        hex(&h.mac(&[b"what do ya ", b"want for nothing?"])),
-        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-    );
-    let h = Hmac::with_key(&[0xaa; 20]);
-    assert_eq!(
-        hex(&h.mac(&[&[0xdd; 50]])),
-        "125d7342b9ac11cd91a39af48aa17b4f63f175d3"
-    );
+fn siphash_matches_the_reference_vectors() {
+    // Aumasson & Bernstein, "SipHash: a fast short-input PRF", appendix A
+    // (15-byte message), and the reference code's vectors for 0 and 8 bytes.
+    let m = reference_mac();
+    let msg: Vec<u8> = (0u8..15).collect();
+    assert_eq!(m.hash(&msg), 0xa129_ca61_49be_45e5);
+    assert_eq!(m.hash(&[]), 0x726f_db47_dd0e_0e31);
+    assert_eq!(m.hash(&msg[..8]), 0x93f5_f579_9a93_2462);
+}
+
+#[test]
+fn every_secret_byte_keys_the_tag() {
+    let base: [u8; SECRET_LEN] = core::array::from_fn(|i| i as u8);
+    let ip: IpAddr = Ipv4Addr::new(198, 51, 100, 7).into();
+    let tag = Mac::new(&base).tag(1, ip);
+    for i in 0..SECRET_LEN {
+        let mut s = base;
+        s[i] ^= 0x80;
+        assert_ne!(Mac::new(&s).tag(1, ip), tag, "secret byte {i}");
+    }
+    // Tick, family and address are all covered.
+    assert_ne!(Mac::new(&base).tag(2, ip), tag);
+    let mapped: IpAddr = Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped().into();
+    assert_ne!(Mac::new(&base).tag(1, mapped), tag);
 }
 
 #[test]
