@@ -21,10 +21,6 @@ fn a6() -> SocketAddr {
 /// An arbitrary, large "now" so that tick wrap-around is exercised too.
 const T0: u64 = 1_700_000_000_000;
 
-fn hex(b: &[u8]) -> std::string::String {
-    b.iter().map(|x| std::format!("{x:02x}")).collect()
-}
-
 /// The SipHash reference key 00 01 .. 0f.
 fn reference_mac() -> Mac {
     Mac {
