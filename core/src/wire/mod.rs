@@ -9,6 +9,7 @@
 //!   from the shell's own read buffer and yields whole messages.
 //! - [`extension`]: the BEP 10 extension handshake dictionary.
 //! - [`metadata`]: BEP 9 `ut_metadata` messages, fetching and serving metadata.
+//! - [`metadata_blame`]: who is banned when fetched metadata does not hash.
 //! - [`pex`]: BEP 11 `ut_pex` messages and their sending/receiving rules.
 //!
 //! # Limits and refusals
@@ -38,6 +39,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod message;
 pub mod metadata;
+pub mod metadata_blame;
 pub mod pex;
 
 pub use extension::{ExtensionError, ExtensionHandshake, MAX_EXTENSIONS, MAX_EXTENSION_TOKENS};

@@ -14,9 +14,9 @@
 //! [`MAX_METADATA_MESSAGE`] bytes, an assembly that does not hash to the
 //! info-hash: when one peer sent all of it that peer is banned; when several
 //! did, all are dropped and the fetch goes on one peer at a time (so the
-//! next failure names the culprit). Inbound connections are not routed to a
-//! torrent still without metadata (they are refused as for an unknown
-//! info-hash).
+//! next failure names the culprit; the core's [`Blame`] rule). Inbound
+//! connections are not routed to a torrent still without metadata (they
+//! are refused as for an unknown info-hash).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -31,6 +31,7 @@ use ourtorrent_core::tracker::AnnounceEvent;
 use ourtorrent_core::wire::metadata::{
     FetchEvent, FetchLimits, MetadataFetch, MetadataMsg, MAX_METADATA_SIZE,
 };
+use ourtorrent_core::wire::metadata_blame::{Blame, Verdict};
 use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
@@ -239,10 +240,8 @@ pub async fn fetch(
     let mut conns: HashMap<u64, MetaConn> = HashMap::new();
     let mut next_id = 0u64;
     let mut banned = Vec::new();
-    let mut refused = 0u32;
-    let mut bad = Vec::new();
-    // After a refused assembly with several contributors: one peer at a time.
-    let mut one_at_a_time = false;
+    // Who is banned for metadata that does not hash (the core's rule).
+    let mut blame: Blame<SocketAddr> = Blame::new();
     loop {
         // Dial while there is room.
         let free = MAX_METADATA_CONNS
@@ -291,11 +290,7 @@ pub async fn fetch(
         }
         // Attach the ready peers the policy allows.
         let attached = conns.values().filter(|c| c.attached).count();
-        let room = if one_at_a_time {
-            1usize.saturating_sub(attached)
-        } else {
-            MAX_METADATA_PEERS.saturating_sub(attached)
-        };
+        let room = blame.room(attached, MAX_METADATA_PEERS);
         let ready: Vec<u64> = conns
             .iter()
             .filter(|(_, c)| !c.attached && c.size.is_some())
@@ -335,28 +330,22 @@ pub async fn fetch(
                         metadata,
                         learned,
                         banned,
-                        refused,
+                        refused: blame.refused(),
                     }));
                 }
                 FetchEvent::BadPeer(id) => {
                     if let Some(c) = conns.remove(&id) {
                         tracing::warn!(addr = %c.addr, "metadata does not hash to the info-hash: peer dropped");
                         book.disconnected(c.addr, true, StdInstant::now());
-                        bad.push(c.addr);
+                        blame.contributor(c.addr);
                     }
                 }
             }
         }
-        if !bad.is_empty() {
-            refused += 1;
-            if bad.len() == 1 {
-                // It sent every piece: it lied.
-                book.ban(bad[0], StdInstant::now());
-                banned.push(bad[0]);
-            } else {
-                one_at_a_time = true;
-            }
-            bad.clear();
+        if let Some(Verdict::Ban(addr)) = blame.verdict() {
+            // It sent every piece: it lied.
+            book.ban(addr, StdInstant::now());
+            banned.push(addr);
         }
         let wait = fetch
             .poll_timeout()
