@@ -4,10 +4,12 @@
 //! line waiting ([`proc`]), free loopback ports ([`ports`]), libtorrent peers
 //! ([`libtorrent`]), opentracker ([`opentracker`]), BEP 15 by hand
 //! ([`bep15`]), the `shell-std` binary for tests outside its package
-//! ([`bin`]) and the QEMU firmware runs ([`qemu`]).
+//! ([`bin`]), the QEMU firmware runs ([`qemu`]) and the set-ups many tests
+//! share: seeders, libtorrent peers, the test tree ([`fixtures`]).
 
 pub mod bep15;
 pub mod bin;
+pub mod fixtures;
 pub mod libtorrent;
 pub mod opentracker;
 pub mod ports;
