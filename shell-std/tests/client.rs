@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ourtorrent_tests::fixtures::{assert_same_tree, tree_torrent, OurSeeder};
 use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
 use ourtorrent_tests::{
     free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
@@ -19,39 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 /// Makes `dir/tree` (a small multi-file tree plus a larger file) and a
 /// torrent of it with `piece` bytes per piece; returns (torrent, tree).
 fn fixture(dir: &Path, piece: u32) -> (PathBuf, PathBuf) {
-    let tree = dir.join("src/tree");
-    make_tree(&tree);
-    write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
-    let torrent = dir.join("t.torrent");
-    run(Command::new(BIN)
-        .args(["create"])
-        .arg(&tree)
-        .args([
-            "--tracker",
-            "http://127.0.0.1:9/announce",
-            "--piece-length",
-            &piece.to_string(),
-            "-o",
-        ])
-        .arg(&torrent));
-    (torrent, tree)
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let mut n = 0;
-    for rel in [
-        "a.bin",
-        "sub/b.bin",
-        "sub/deeper/c.txt",
-        "empty-not.bin",
-        "sub/big.bin",
-    ] {
-        let x = std::fs::read(a.join(rel)).expect("read source");
-        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(x == y, "{rel} differs");
-        n += 1;
-    }
-    assert_eq!(n, 5);
+    let tracker = Some("http://127.0.0.1:9/announce");
+    tree_torrent(BIN, dir, piece, 1_500_000, tracker)
 }
 
 fn download(torrent: &Path, out: &Path, peers: &[u16], extra: &[&str]) -> (bool, String, String) {
@@ -111,20 +81,11 @@ fn libtorrent_leecher_from_our_seeder() {
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
+    let seed = OurSeeder::new(BIN)
+        .torrent(&torrent, &tree)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .spawn();
     let l = seed.wait_for("resumed:", Duration::from_secs(20));
     assert!(l.starts_with("resumed: 51 of 51"), "{l}");
     seed.wait_for("seeding:", Duration::from_secs(20));
@@ -163,28 +124,22 @@ fn libtorrent_leechers_share_our_seeders_upload_slots() {
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let log = d.path().join("seed.log");
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .env("RUST_LOG", "warn,ourtorrent::choke=debug")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .args(["client", "seed", "--no-dht"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-                "--upload-slots",
-                "1",
-                // Rechoke every second, rotate the optimistic slot every 3 s.
-                "--rechoke-ms",
-                "1000",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let seed = OurSeeder::new(BIN)
+        .env("RUST_LOG", "warn,ourtorrent::choke=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .torrent(&torrent, &tree)
+        .port(port)
+        .opts([
+            "--no-dht",
+            "--no-trackers",
+            "--quiet",
+            "--upload-slots",
+            "1",
+            // Rechoke every second, rotate the optimistic slot every 3 s.
+            "--rechoke-ms",
+            "1000",
+        ])
+        .start();
     let leechers: Vec<_> = (0..3)
         .map(|i| {
             let save = d.path().join(format!("lt{i}"));
@@ -753,25 +708,13 @@ fn libtorrent_leechers_of_two_torrents_through_one_listener() {
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 32);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t1)
-            .arg(&t2)
-            .arg("--data")
-            .arg(&tree)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    // One `seeding:` line a torrent.
+    let _seed = OurSeeder::new(BIN)
+        .torrent(&t1, &tree)
+        .torrent(&t2, &file)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .start();
     let (a, b) = (d.path().join("lt1"), d.path().join("lt2"));
     let (r1, r2) = std::thread::scope(|s| {
         let h1 = s.spawn(|| lt_leech(&py, &t1, &a, port));
@@ -803,17 +746,11 @@ fn busy_explicit_listen_port_is_an_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let (ok, so, se) = run_bounded(
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
+        &mut OurSeeder::new(BIN)
+            .torrent(&t, &file)
+            .port(port)
+            .opts(["--no-dht", "--no-trackers", "--quiet"])
+            .command(),
         Duration::from_secs(30),
     );
     assert!(!ok, "seeded on a busy port:\n{so}");
@@ -833,21 +770,11 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
     let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 34);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let _seed = OurSeeder::new(BIN)
+        .torrent(&t, &file)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .start();
     let mut flood = Vec::new();
     let open = |i: usize| {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -1021,26 +948,15 @@ fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
     let (t1, f1) = single_file_fixture(d.path(), 36);
     let (t2, f2) = single_file_fixture(d.path(), 37);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "ours-seed",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t1)
-            .arg(&t2)
-            .arg("--data")
-            .arg(&f1)
-            .arg("--data")
-            .arg(&f2)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ])
-            .args(["--seed-ratio", "1"]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    // One `seeding:` line a torrent.
+    let seed = OurSeeder::new(BIN)
+        .name("ours-seed")
+        .torrent(&t1, &f1)
+        .torrent(&t2, &f2)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .opts(["--seed-ratio", "1"])
+        .start();
     let (ok, so, se) = lt_leech(&py, &t1, &d.path().join("lt1"), port);
     assert!(ok && so.contains("DONE"), "leecher 1:\n{so}\n{se}");
     // The first torrent reached its ratio and stopped.
@@ -1115,13 +1031,11 @@ fn seed_time_ends_seeding() {
     let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 38);
     let (ok, so, se) = run_bounded(
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args(["--no-trackers", "--quiet", "--listen", "127.0.0.1:0"])
-            .args(["--seed-time", "1s"]),
+        &mut OurSeeder::new(BIN)
+            .torrent(&t, &file)
+            .opts(["--no-dht", "--no-trackers", "--quiet"])
+            .opts(["--seed-time", "1s"])
+            .command(),
         Duration::from_secs(20),
     );
     assert!(ok, "{so}\n{se}");
