@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data};
+use ourtorrent_tests::fixtures::LtSeeder;
+use ourtorrent_tests::{require_libtorrent, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 const PIECE: usize = 64 << 10;
@@ -63,18 +63,12 @@ fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
     };
     let d = tempfile::tempdir().unwrap();
     let torrent = fixture(d.path());
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--progress-every", "0.5"],
-    );
-    // libtorrent resets connections for a moment after it listens and
-    // our redial backs off for 10 s: start once it has reported for a
-    // second.
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let src = d.path().join("src");
+    // Started once it has reported for a second (`start_warm`).
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--progress-every", "0.5"])
+        .start_warm();
+    let port = seed.port;
     let out = d.path().join("out");
     // First run: stopped after 4 pieces (of the 12 wanted).
     let (ok, so, se) = download(&torrent, &out, port, &["--skip", "1", "--max-pieces", "4"]);
@@ -152,15 +146,11 @@ fn libtorrent_seeder_sequential_fetches_the_first_pieces_first() {
     };
     let d = tempfile::tempdir().unwrap();
     let torrent = fixture(d.path());
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--progress-every", "0.5"],
-    );
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--progress-every", "0.5"])
+        .start_warm();
+    let port = seed.port;
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, port, &["--sequential", "--max-pieces", "4"]);
     assert!(ok && so.contains("stopped after"), "{so}\n{se}");
