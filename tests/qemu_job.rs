@@ -5,19 +5,16 @@
 //! Set-up and the network check: `qemu_net.rs`; skips as there.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ourtorrent_tests::bep15::{announce_seeder, wait_for_scrape};
+use ourtorrent_tests::bep15::wait_for_scrape;
 use ourtorrent_tests::qemu::{assert_only_gateway, guest_destinations, run_firmware, Board, Run};
 use ourtorrent_tests::qemu_setup::{
-    lt_leecher, lt_tracker_seeder, our_leecher, run_board_with_leecher, HostTracker, OurSwarm,
-    TrackedTorrent,
+    lt_leecher, lt_tracker_seeder, our_leecher, run_board_with_leecher, CorruptSwarm, HostTracker,
+    OurSwarm, TrackedTorrent,
 };
-use ourtorrent_tests::qemu_swarm::{
-    corrupt_peer, ih_bytes, shell_std_with_client, shell_std_with_tracker,
-};
+use ourtorrent_tests::qemu_swarm::{ih_bytes, shell_std_with_client, shell_std_with_tracker};
 use ourtorrent_tests::{free_tcp_port, require_libtorrent, require_tool, Proc};
 
 const TORRENT_LEN: usize = 64 * 1024;
@@ -169,28 +166,9 @@ fn bittorrent_job(kind: HostTracker) {
     assert!(run.elapsed < Duration::from_secs(25), "{:?}", run.elapsed);
 }
 
-/// A swarm with a corrupt seeder: a torrent (see [`make_torrent`]) that
-/// opentracker tracks, and a [`corrupt_peer`] of `bad_piece` announced to
-/// it as a seeder.
-struct CorruptSwarm {
-    torrent: TrackedTorrent,
-    bad_port: u16,
-    /// Piece messages the corrupt peer sent.
-    served: Arc<AtomicUsize>,
-}
-
+/// A [`CorruptSwarm`] of the job's torrent.
 fn corrupt_swarm(dir: &Path, py: &Path, bad_piece: u32) -> CorruptSwarm {
-    let tracker = HostTracker::Opentracker;
-    let torrent = TrackedTorrent::lt(dir, py, TORRENT_LEN, PIECE_LEN, &tracker);
-    let data = std::fs::read(dir.join("data/blob.bin")).unwrap();
-    let ih_bytes = ih_bytes(&torrent.ih);
-    let (bad_port, served) = corrupt_peer(data, PIECE_LEN as usize, ih_bytes, bad_piece);
-    announce_seeder(torrent.tracker_port, &ih_bytes, bad_port);
-    CorruptSwarm {
-        torrent,
-        bad_port,
-        served,
-    }
+    CorruptSwarm::start(dir, py, TORRENT_LEN, PIECE_LEN, bad_piece)
 }
 
 #[test]

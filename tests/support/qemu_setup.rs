@@ -7,14 +7,16 @@
 //! Every wait is bounded (15 s for a seeder, the board's own timeout).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bep15::announce_seeder;
 use crate::fixtures::OurSeeder;
 use crate::qemu::{run_board, Board, Run};
 use crate::qemu_swarm::{
-    ih_bytes, lt_peer, make_torrent, opentracker_on, shell_std_create, shell_std_tracker_on,
-    wait_for_seeders,
+    corrupt_peer, ih_bytes, lt_peer, make_torrent, opentracker_on, shell_std_create,
+    shell_std_tracker_on, wait_for_seeders,
 };
 use crate::{free_tcp_port, free_udp_port, write_data, Proc};
 
@@ -237,5 +239,32 @@ pub fn lt_leecher(
                 &seconds,
             ],
         )
+    }
+}
+
+/// A swarm with a corrupt seeder: libtorrent's torrent (see
+/// [`make_torrent`]) that opentracker tracks, and a [`corrupt_peer`] of
+/// `bad_piece` announced to it as a seeder.
+pub struct CorruptSwarm {
+    pub torrent: TrackedTorrent,
+    pub bad_port: u16,
+    /// Piece messages the corrupt peer sent.
+    pub served: Arc<AtomicUsize>,
+}
+
+impl CorruptSwarm {
+    /// The torrent of `len` bytes in `dir`, opentracker, and the corrupt
+    /// peer announced.
+    pub fn start(dir: &Path, py: &Path, len: usize, piece_len: u32, bad_piece: u32) -> Self {
+        let torrent = TrackedTorrent::lt(dir, py, len, piece_len, &HostTracker::Opentracker);
+        let data = std::fs::read(dir.join("data/blob.bin")).unwrap();
+        let ih_bytes = ih_bytes(&torrent.ih);
+        let (bad_port, served) = corrupt_peer(data, piece_len as usize, ih_bytes, bad_piece);
+        announce_seeder(torrent.tracker_port, &ih_bytes, bad_port);
+        CorruptSwarm {
+            torrent,
+            bad_port,
+            served,
+        }
     }
 }
