@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ourtorrent_tests::fixtures::{assert_same_tree, tree_torrent, OurSeeder};
+use ourtorrent_tests::fixtures::{assert_same_tree, lt_leech_from, tree_torrent, OurSeeder};
 use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
 use ourtorrent_tests::{
     free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
@@ -90,16 +90,8 @@ fn libtorrent_leecher_from_our_seeder() {
     assert!(l.starts_with("resumed: 51 of 51"), "{l}");
     seed.wait_for("seeding:", Duration::from_secs(20));
     let save = d.path().join("lt");
-    std::fs::create_dir_all(&save).unwrap();
-    let (ok, so, se) = run_bounded(
-        lt_swarm(&py, "leech", &torrent, &save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--max-seconds",
-            "45",
-        ]),
-        Duration::from_secs(60),
-    );
+    let opts = ["--max-seconds", "45"];
+    let (ok, so, se) = lt_leech_from(&py, &torrent, &save, port, &opts, Duration::from_secs(60));
     assert!(
         ok && so.contains("DONE"),
         "libtorrent leech failed:\n{so}\n{se}"
@@ -642,17 +634,8 @@ fn single_file_fixture(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
 }
 
 fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, String, String) {
-    std::fs::create_dir_all(save).unwrap();
-    run_bounded(
-        lt_swarm(py, "leech", torrent, save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{connect}"),
-            "--no-trackers",
-            "--max-seconds",
-            "45",
-        ]),
-        Duration::from_secs(60),
-    )
+    let opts = ["--no-trackers", "--max-seconds", "45"];
+    lt_leech_from(py, torrent, save, connect, &opts, Duration::from_secs(60))
 }
 
 /// Two torrents in one `client download`: each libtorrent seeder seeds one

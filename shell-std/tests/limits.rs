@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::fixtures::{LtSeeder, OurSeeder};
-use ourtorrent_tests::libtorrent::lt_swarm;
+use ourtorrent_tests::fixtures::{lt_leech_from, LtSeeder, OurSeeder};
 use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
@@ -169,18 +168,8 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
         .opts(["--no-dht", "--no-trackers", "--quiet", "--max-up", CAP])
         .start();
     let save = d.path().join("lt");
-    std::fs::create_dir_all(&save).unwrap();
-    let (ok, so, se) = run_bounded(
-        lt_swarm(&py, "leech", &torrent, &save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--max-seconds",
-            "40",
-            "--progress-every",
-            "0.1",
-        ]),
-        Duration::from_secs(50),
-    );
+    let opts = ["--max-seconds", "40", "--progress-every", "0.1"];
+    let (ok, so, se) = lt_leech_from(&py, &torrent, &save, port, &opts, Duration::from_secs(50));
     assert!(
         ok && so.contains("DONE"),
         "libtorrent leech failed:\n{so}\n{se}"

@@ -1,7 +1,8 @@
 //! Test set-ups written once: the multi-file tree and its torrent
 //! ([`tree_torrent`], [`assert_same_tree`]), our own seeder
 //! ([`OurSeeder`]: `shell-std client seed`), a libtorrent seeder
-//! ([`LtSeeder`]: `tests/py/lt_swarm.py seed`) and the libtorrent DHT, magnet
+//! ([`LtSeeder`]: `tests/py/lt_swarm.py seed`) and leecher ([`lt_leech_from`])
+//! and the libtorrent DHT, magnet
 //! and PEX peers ([`LtDhtPeer`]: `tests/py/lt_dht_swarm.py`). Every child is
 //! a [`Proc`] (killed on drop) and every wait is bounded (20 s for a peer to
 //! come up). Builders keep options in the order they are given, so a test
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::libtorrent::lt_seeder_with;
-use crate::{free_tcp_port, make_tree, repo_root, run, write_data, Proc};
+use crate::libtorrent::{lt_seeder_with, lt_swarm};
+use crate::{free_tcp_port, make_tree, repo_root, run, run_bounded, write_data, Proc};
 
 /// How long a peer may take to say it is up (`READY`, `seeding:`,
 /// libtorrent's first second of `PROGRESS`).
@@ -336,4 +337,25 @@ impl LtDhtPeer {
         p.wait_for("READY", PEER_UP);
         p
     }
+}
+
+/// A libtorrent leecher (`tests/py/lt_swarm.py leech`) of `torrent` into
+/// `save` (made here), on a free port, with `--connect 127.0.0.1:CONNECT`
+/// and then `opts`, run to its end within `timeout` (killed and the test
+/// failed after that); returns (success, stdout, stderr).
+pub fn lt_leech_from(
+    py: &Path,
+    torrent: &Path,
+    save: &Path,
+    connect: u16,
+    opts: &[&str],
+    timeout: Duration,
+) -> (bool, String, String) {
+    std::fs::create_dir_all(save).expect("mkdir the leecher's folder");
+    run_bounded(
+        lt_swarm(py, "leech", torrent, save, free_tcp_port())
+            .args(["--connect", &format!("127.0.0.1:{connect}")])
+            .args(opts),
+        timeout,
+    )
 }
