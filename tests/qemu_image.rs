@@ -13,11 +13,11 @@ use ourtorrent_tests::qemu::{
     assert_only_gateway, erased_flash, run_board, Board, FlashImage, Run,
 };
 use ourtorrent_tests::qemu_setup::{
-    lt_leecher, lt_tracker_seeder, our_leecher, run_board_with_leecher, CorruptSwarm, HostTracker,
-    OurSwarm, TrackedTorrent,
+    lt_leecher, lt_tracker_seeder, our_leecher, require_board_opentracker_libtorrent,
+    run_board_with_leecher, CorruptSwarm, LtSwarm, OurSwarm,
 };
 use ourtorrent_tests::qemu_swarm::shell_std_with_client;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, require_tool, Proc};
+use ourtorrent_tests::{free_tcp_port, require_tool, Proc};
 
 /// The image: 1 MiB of 16 KiB pieces (64 pieces).
 const IMAGE_LEN: usize = 1024 * 1024;
@@ -86,21 +86,12 @@ fn run_with_leecher(
 
 #[test]
 fn qemu_image_1mib_from_a_libtorrent_seeder_seeded_back_byte_identical() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let torrent = TrackedTorrent::lt(
-        dir.path(),
-        &py,
-        IMAGE_LEN,
-        PIECE_LEN,
-        &HostTracker::Opentracker,
-    );
-    let _seeder = lt_tracker_seeder(&py, dir.path(), 90);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, IMAGE_LEN, PIECE_LEN, 90);
+    let torrent = &swarm.torrent;
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
     let fwd = free_tcp_port();
@@ -184,10 +175,7 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
 /// verified, fetches the bad piece again and completes.
 #[test]
 fn qemu_image_corrupt_piece_never_marked_and_fetched_again_from_a_good_peer() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     const LEN: usize = 256 * 1024;
@@ -239,21 +227,12 @@ fn qemu_image_corrupt_piece_never_marked_and_fetched_again_from_a_good_peer() {
 /// verified before the cut are hashed again and kept, the rest fetched.
 #[test]
 fn qemu_image_power_cut_resumes_from_the_verified_pieces() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let torrent = TrackedTorrent::lt(
-        dir.path(),
-        &py,
-        IMAGE_LEN,
-        PIECE_LEN,
-        &HostTracker::Opentracker,
-    );
-    let _seeder = lt_tracker_seeder(&py, dir.path(), 90);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, IMAGE_LEN, PIECE_LEN, 90);
+    let torrent = &swarm.torrent;
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
     let line = torrent.job_line();
@@ -290,10 +269,7 @@ fn qemu_image_power_cut_resumes_from_the_verified_pieces() {
 /// the whole verified image.
 #[test]
 fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     // 32 KiB pieces: the 3rd write is always a block (the 1st is the
@@ -302,8 +278,8 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
     const LEN: usize = 256 * 1024;
     const PIECE: u32 = 32 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let torrent = TrackedTorrent::lt(dir.path(), &py, LEN, PIECE, &HostTracker::Opentracker);
-    let _seeder = lt_tracker_seeder(&py, dir.path(), 60);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, LEN, PIECE, 60);
+    let torrent = &swarm.torrent;
     let data = std::fs::read(dir.path().join("data/blob.bin")).unwrap();
     for fault in ["write:3", "erase:2"] {
         let flash = dir.path().join("flash.bin");
@@ -328,17 +304,13 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
 /// blocks each); each verified in flash.
 #[test]
 fn qemu_image_the_largest_image_and_the_longest_pieces() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     for (len, piece_len) in [(4 * IMAGE_LEN, PIECE_LEN), (IMAGE_LEN, 256 * 1024)] {
         let dir = tempfile::tempdir().unwrap();
-        let torrent =
-            TrackedTorrent::lt(dir.path(), &py, len, piece_len, &HostTracker::Opentracker);
-        let _seeder = lt_tracker_seeder(&py, dir.path(), 60);
+        let swarm = LtSwarm::opentracker(dir.path(), &py, len, piece_len, 60);
+        let torrent = &swarm.torrent;
         let flash = dir.path().join("flash.bin");
         erased_flash(&flash);
         let run = run_board(Board {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use ourtorrent_tests::bep15::wait_for_scrape;
 use ourtorrent_tests::qemu::{assert_only_gateway, guest_destinations, run_firmware, Board, Run};
 use ourtorrent_tests::qemu_setup::{
-    lt_leecher, lt_tracker_seeder, our_leecher, run_board_with_leecher, CorruptSwarm, HostTracker,
-    OurSwarm, TrackedTorrent,
+    lt_leecher, lt_tracker_seeder, our_leecher, require_board_opentracker_libtorrent,
+    run_board_with_leecher, CorruptSwarm, HostTracker, LtSwarm, OurSwarm, TrackedTorrent,
 };
 use ourtorrent_tests::qemu_swarm::{ih_bytes, shell_std_with_client, shell_std_with_tracker};
 use ourtorrent_tests::{free_tcp_port, require_libtorrent, require_tool, Proc};
@@ -133,16 +133,16 @@ fn bittorrent_job(kind: HostTracker) {
     };
     let dir = tempfile::tempdir().unwrap();
     // The torrent names the tracker's port; the tracker starts on it.
-    let torrent = TrackedTorrent::lt(dir.path(), &py, TORRENT_LEN, PIECE_LEN, &kind);
+    let swarm = LtSwarm::start(dir.path(), &py, TORRENT_LEN, PIECE_LEN, &kind, 50);
+    let torrent = &swarm.torrent;
     let nt = dir.path().join("nt.torrent");
     let data_dir = dir.path().join("data");
     let leech_dir = dir.path().join("leech");
-    let _seeder = lt_tracker_seeder(&py, dir.path(), 50);
     let fwd = free_tcp_port();
     // The leecher starts once the firmware listens (libtorrent also backs
     // off from a peer that failed).
     let start_leecher = lt_leecher(&py, &nt, &leech_dir, fwd, 30);
-    let (run, leecher) = run_job(&torrent, fwd, start_leecher);
+    let (run, leecher) = run_job(torrent, fwd, start_leecher);
     assert!(run.stdout.contains("announce: ok event=stopped"));
     // BEP 3: the firmware's `completed` was counted, and its `stopped`
     // took it out of the swarm: only the libtorrent seeder is left (the
@@ -173,10 +173,7 @@ fn corrupt_swarm(dir: &Path, py: &Path, bad_piece: u32) -> CorruptSwarm {
 
 #[test]
 fn qemu_bittorrent_rejects_a_corrupt_piece_opentracker() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -236,10 +233,7 @@ fn qemu_bittorrent_rejects_a_corrupt_piece_opentracker() {
 
 #[test]
 fn qemu_bittorrent_refetches_a_corrupt_piece_from_a_good_peer_opentracker() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

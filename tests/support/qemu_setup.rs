@@ -18,7 +18,7 @@ use crate::qemu_swarm::{
     corrupt_peer, ih_bytes, lt_peer, make_torrent, opentracker_on, shell_std_create,
     shell_std_tracker_on, wait_for_seeders,
 };
-use crate::{free_tcp_port, free_udp_port, write_data, Proc};
+use crate::{free_tcp_port, free_udp_port, require_libtorrent, require_tool, write_data, Proc};
 
 /// How long a host seeder may take to be in the swarm.
 pub const SEEDER_UP: Duration = Duration::from_secs(15);
@@ -77,6 +77,45 @@ impl TrackedTorrent {
             "tracker={} info_hash={} length={} piece_len={} pieces={}",
             self.tracker_port, self.ih, self.len, self.piece_len, self.pieces
         )
+    }
+}
+
+/// `qemu-system-arm`, then opentracker, then python3-libtorrent (see
+/// [`require_tool`]): Debian's python3, or `None` when one is missing (the
+/// test returns; under `CI=true` it has failed).
+pub fn require_board_opentracker_libtorrent() -> Option<PathBuf> {
+    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
+        return None;
+    }
+    require_libtorrent()
+}
+
+/// libtorrent's torrent and its tracker ([`TrackedTorrent::lt`]) with a
+/// libtorrent seeder in the swarm ([`lt_tracker_seeder`]).
+pub struct LtSwarm {
+    pub torrent: TrackedTorrent,
+    pub seeder: Proc,
+}
+
+impl LtSwarm {
+    /// The torrent of `len` bytes in `dir`, `tracker`, and the seeder for
+    /// at most `seconds`, returned once the tracker answered it.
+    pub fn start(
+        dir: &Path,
+        py: &Path,
+        len: usize,
+        piece_len: u32,
+        tracker: &HostTracker,
+        seconds: u32,
+    ) -> LtSwarm {
+        let torrent = TrackedTorrent::lt(dir, py, len, piece_len, tracker);
+        let seeder = lt_tracker_seeder(py, dir, seconds);
+        LtSwarm { torrent, seeder }
+    }
+
+    /// [`LtSwarm::start`] with opentracker.
+    pub fn opentracker(dir: &Path, py: &Path, len: usize, piece_len: u32, seconds: u32) -> Self {
+        Self::start(dir, py, len, piece_len, &HostTracker::Opentracker, seconds)
     }
 }
 
