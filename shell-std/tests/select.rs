@@ -4,11 +4,11 @@
 //! byte-identical, the skipped one is never created, its bytes in the
 //! shared pieces sit in the part file, and an interrupted run resumes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::fixtures::LtSeeder;
+use ourtorrent_tests::fixtures::{LtSeed, LtSeeder};
 use ourtorrent_tests::{require_libtorrent, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
@@ -19,7 +19,7 @@ const LENS: [usize; 3] = [300_000, 500_000, 400_000];
 const B_ONLY: std::ops::RangeInclusive<u64> = 5..=11;
 const PIECES: u64 = 19;
 
-fn fixture(dir: &Path) -> std::path::PathBuf {
+fn fixture(dir: &Path) -> PathBuf {
     let tree = dir.join("src/tree");
     for (i, (name, len)) in ["a.bin", "b.bin", "c.bin"].iter().zip(LENS).enumerate() {
         write_data(&tree.join(name), len, 11 + i as u64);
@@ -31,6 +31,20 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
         .args(["--piece-length", &PIECE.to_string(), "-o"])
         .arg(&torrent));
     torrent
+}
+
+/// A temp dir with [`fixture`] and a libtorrent seeder of it, started
+/// once it has reported for a second (`start_warm`); `None` without
+/// python3-libtorrent.
+fn seeded_fixture() -> Option<(tempfile::TempDir, PathBuf, LtSeed)> {
+    let py = require_libtorrent()?;
+    let d = tempfile::tempdir().unwrap();
+    let torrent = fixture(d.path());
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--progress-every", "0.5"])
+        .start_warm();
+    Some((d, torrent, seed))
 }
 
 fn download(torrent: &Path, out: &Path, port: u16, extra: &[&str]) -> (bool, String, String) {
@@ -58,16 +72,9 @@ fn number_after(out: &str, prefix: &str) -> u64 {
 
 #[test]
 fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
-    let Some(py) = require_libtorrent() else {
+    let Some((d, torrent, seed)) = seeded_fixture() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let torrent = fixture(d.path());
-    let src = d.path().join("src");
-    // Started once it has reported for a second (`start_warm`).
-    let seed = LtSeeder::new(&py, &torrent, &src)
-        .opts(&["--progress-every", "0.5"])
-        .start_warm();
     let port = seed.port;
     let out = d.path().join("out");
     // First run: stopped after 4 pieces (of the 12 wanted).
@@ -141,15 +148,9 @@ fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
 /// fails then).
 #[test]
 fn libtorrent_seeder_sequential_fetches_the_first_pieces_first() {
-    let Some(py) = require_libtorrent() else {
+    let Some((d, torrent, seed)) = seeded_fixture() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let torrent = fixture(d.path());
-    let src = d.path().join("src");
-    let seed = LtSeeder::new(&py, &torrent, &src)
-        .opts(&["--progress-every", "0.5"])
-        .start_warm();
     let port = seed.port;
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, port, &["--sequential", "--max-pieces", "4"]);
