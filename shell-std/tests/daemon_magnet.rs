@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
-use ourtorrent_tests::fixtures::{info_hash_hex, LtDhtPeer, LtSeeder};
-use ourtorrent_tests::{free_tcp_port, free_tcp_udp_port, require_libtorrent, run_bounded};
+use ourtorrent_tests::fixtures::{info_hash_hex, LtDhtSwarm, LtSeeder};
+use ourtorrent_tests::{free_tcp_port, require_libtorrent, run_bounded};
 
 /// A magnet with only `x.pe` to a libtorrent seeder: `fetching_metadata`,
 /// then it downloads byte-identical under the same id; after a restart
@@ -72,12 +72,8 @@ fn daemon_libtorrent_dht_router_and_seeder_to_a_bare_magnet() {
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10, 500_000);
     let hex = info_hash_hex(BIN, &torrent);
-    let router = free_tcp_udp_port();
-    let _router = LtDhtPeer::router(router).max_seconds(90).start(&py);
-    let _seed = LtDhtPeer::seed(free_tcp_udp_port(), &torrent, &d.path().join("src"))
-        .dht_router(router)
-        .max_seconds(90)
-        .start(&py);
+    let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));
+    let router = dht.router_port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let boot = format!("127.0.0.1:{router}");
     let daemon = Daemon::start(&dl, &state, &["--dht-bootstrap", &boot]);

@@ -21,7 +21,7 @@ use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
 use ourtorrent_tests::fixtures::{
-    assert_same_tree, info_hash_hex, tree_torrent, LtDhtPeer, LtSeeder, OurSeeder,
+    assert_same_tree, info_hash_hex, tree_torrent, LtDhtPeer, LtDhtSwarm, LtSeeder, OurSeeder,
 };
 use ourtorrent_tests::{
     free_tcp_port, free_tcp_udp_port, require_libtorrent, run, run_bounded, write_data, Proc,
@@ -279,12 +279,8 @@ fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
-    let router = free_tcp_udp_port();
-    let _router = LtDhtPeer::router(router).max_seconds(90).start(&py);
-    let _seed = LtDhtPeer::seed(free_tcp_udp_port(), &torrent, &d.path().join("src"))
-        .dht_router(router)
-        .max_seconds(90)
-        .start(&py);
+    let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));
+    let router = dht.router_port;
     let out = d.path().join("out");
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
     let listen = format!("127.0.0.1:{}", free_tcp_udp_port());

@@ -3,7 +3,8 @@
 //! ([`OurSeeder`]: `shell-std client seed`), a libtorrent seeder
 //! ([`LtSeeder`]: `tests/py/lt_swarm.py seed`) and leecher ([`lt_leech_from`])
 //! and the libtorrent DHT, magnet
-//! and PEX peers ([`LtDhtPeer`]: `tests/py/lt_dht_swarm.py`). Every child is
+//! and PEX peers ([`LtDhtPeer`]: `tests/py/lt_dht_swarm.py`; a router and a
+//! seeder announcing there: [`LtDhtSwarm`]). Every child is
 //! a [`Proc`] (killed on drop) and every wait is bounded (20 s for a peer to
 //! come up). Builders keep options in the order they are given, so a test
 //! reads as the command line it runs.
@@ -15,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::libtorrent::{lt_seeder_with, lt_swarm};
-use crate::{free_tcp_port, make_tree, repo_root, run, run_bounded, write_data, Proc};
+use crate::{
+    free_tcp_port, free_tcp_udp_port, make_tree, repo_root, run, run_bounded, write_data, Proc,
+};
 
 /// How long a peer may take to say it is up (`READY`, `seeding:`,
 /// libtorrent's first second of `PROGRESS`).
@@ -358,4 +361,31 @@ pub fn lt_leech_from(
             .args(opts),
         timeout,
     )
+}
+
+/// BEP 5 on loopback: a libtorrent DHT router and a libtorrent seeder of a
+/// torrent announcing to it, each for at most 90 s on free TCP+UDP ports
+/// (killed on drop). Bootstrap from 127.0.0.1:`router_port`.
+pub struct LtDhtSwarm {
+    pub router_port: u16,
+    pub router: Proc,
+    pub seed: Proc,
+}
+
+impl LtDhtSwarm {
+    /// The router, then the seeder of `torrent` (data in `save`), each
+    /// returned once it listens.
+    pub fn start(py: &Path, torrent: &Path, save: &Path) -> LtDhtSwarm {
+        let router_port = free_tcp_udp_port();
+        let router = LtDhtPeer::router(router_port).max_seconds(90).start(py);
+        let seed = LtDhtPeer::seed(free_tcp_udp_port(), torrent, save)
+            .dht_router(router_port)
+            .max_seconds(90)
+            .start(py);
+        LtDhtSwarm {
+            router_port,
+            router,
+            seed,
+        }
+    }
 }

@@ -56,6 +56,20 @@ impl TrackedTorrent {
     ) -> TrackedTorrent {
         let port = free_udp_port();
         let (ih, pieces) = make_torrent(dir, py, len, piece_len, port);
+        Self::track(dir, tracker, port, ih, pieces, len, piece_len)
+    }
+
+    /// `tracker` started on UDP `port` (the one the torrent names) in
+    /// `dir`, tracking only `ih`.
+    fn track(
+        dir: &Path,
+        tracker: &HostTracker,
+        port: u16,
+        ih: String,
+        pieces: String,
+        len: usize,
+        piece_len: u32,
+    ) -> TrackedTorrent {
         let (tracker, tracker_port) = match tracker {
             HostTracker::Opentracker => opentracker_on(dir, &ih, port),
             HostTracker::ShellStd(bin) => shell_std_tracker_on(bin, dir, &ih, port),
@@ -169,7 +183,8 @@ impl OurSwarm {
         let blob = dir.join("data/blob.bin");
         write_data(&blob, len, seed);
         let (ih, pieces) = shell_std_create(bin, &blob, &torrent_file, piece_len, port);
-        let (tracker, tracker_port) = shell_std_tracker_on(bin, dir, &ih, port);
+        let ours = HostTracker::ShellStd(bin.to_path_buf());
+        let torrent = TrackedTorrent::track(dir, &ours, port, ih, pieces, len, piece_len);
         let seed_port = free_tcp_port();
         let seeder = OurSeeder::new(bin)
             .name("shell-std client seed")
@@ -183,15 +198,7 @@ impl OurSwarm {
                 .is_some(),
             "our seeder never started seeding"
         );
-        wait_for_seeders(tracker_port, &ih_bytes(&ih), 1);
-        let torrent = TrackedTorrent {
-            tracker,
-            tracker_port,
-            ih,
-            pieces,
-            len,
-            piece_len,
-        };
+        wait_for_seeders(torrent.tracker_port, &ih_bytes(&torrent.ih), 1);
         OurSwarm {
             torrent,
             seeder,
