@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ourtorrent_tests::fixtures::{assert_same_tree, lt_leech_from, tree_torrent, OurSeeder};
+use ourtorrent_tests::fixtures::{
+    assert_same_tree, lt_and_tempdir, lt_leech_from, tree_torrent, OurSeeder,
+};
 use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
 use ourtorrent_tests::{
     free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
@@ -59,10 +61,9 @@ fn number_after(out: &str, prefix: &str) -> u64 {
 
 #[test]
 fn libtorrent_seeder_to_our_client() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
@@ -75,10 +76,9 @@ fn libtorrent_seeder_to_our_client() {
 
 #[test]
 fn libtorrent_leecher_from_our_seeder() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let seed = OurSeeder::new(BIN)
@@ -109,10 +109,9 @@ fn libtorrent_leecher_from_our_seeder() {
 /// a leecher may not see a short choke at all.
 #[test]
 fn libtorrent_leechers_share_our_seeders_upload_slots() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let log = d.path().join("seed.log");
@@ -223,10 +222,9 @@ fn aria2_seeder_to_our_client() {
 
 #[test]
 fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10);
     let port = free_tcp_port();
     // A slow seeder (~1.6 MB at 500 kB/s): the first run stops after 20 of
@@ -256,10 +254,9 @@ fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
 }
 
 fn bad_peer_case(mode: &str) {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let info = lt_info(&py, &torrent);
     let bad_port = free_tcp_port();
@@ -481,10 +478,9 @@ fn create_then_info_round_trip() {
 
 #[test]
 fn libtorrent_agrees_with_created_info_hash() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let tree = d.path().join("src/tree");
     make_tree(&tree);
     for (args, single) in [(vec!["--private"], false), (vec![], true)] {
@@ -572,10 +568,9 @@ fn download_that_cannot_fit_is_refused_before_the_first_byte() {
 /// non-zero exit, instead of running on with no progress.
 #[test]
 fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
@@ -644,10 +639,9 @@ fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, Stri
 /// byte-identical in one process.
 #[test]
 fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 31);
     let (p1, p2) = (free_tcp_port(), free_tcp_port());
@@ -684,10 +678,9 @@ fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
 /// handshake and routes it by info-hash before answering. Both finish.
 #[test]
 fn libtorrent_leechers_of_two_torrents_through_one_listener() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 32);
     let port = free_tcp_port();
@@ -747,10 +740,9 @@ fn busy_explicit_listen_port_is_an_error() {
 /// is full).
 #[test]
 fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 34);
     let port = free_tcp_port();
     let _seed = OurSeeder::new(BIN)
@@ -809,10 +801,9 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
 /// saying how far it got (not exit 0 as if it had finished).
 #[test]
 fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 16 << 10);
     let port = free_tcp_port();
     let src = d.path().join("src");
@@ -924,10 +915,9 @@ fn info_hash(torrent: &Path) -> [u8; 20] {
 /// while the second is still served to a libtorrent leecher.
 #[test]
 fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, f1) = single_file_fixture(d.path(), 36);
     let (t2, f2) = single_file_fixture(d.path(), 37);
     let port = free_tcp_port();

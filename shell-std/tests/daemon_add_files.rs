@@ -5,8 +5,8 @@
 mod daemon_support;
 
 use daemon_support::*;
-use ourtorrent_tests::fixtures::LtSeeder;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, LtSeeder};
+use ourtorrent_tests::free_tcp_port;
 use serde_json::Value;
 
 fn index_of(files: &Value, path: &str) -> usize {
@@ -21,10 +21,9 @@ fn index_of(files: &Value, path: &str) -> usize {
 
 #[test]
 fn daemon_add_with_skipped_file_never_creates_it() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10, 300_000);
     let src = d.path().join("src");
     let seed = LtSeeder::new(&py, &torrent, &src)

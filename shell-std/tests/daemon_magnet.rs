@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
-use ourtorrent_tests::fixtures::{info_hash_hex, LtDhtSwarm, LtSeeder};
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run_bounded};
+use ourtorrent_tests::fixtures::{info_hash_hex, lt_and_tempdir, LtDhtSwarm, LtSeeder};
+use ourtorrent_tests::{free_tcp_port, run_bounded};
 
 /// A magnet with only `x.pe` to a libtorrent seeder: `fetching_metadata`,
 /// then it downloads byte-identical under the same id; after a restart
@@ -18,10 +18,9 @@ use ourtorrent_tests::{free_tcp_port, require_libtorrent, run_bounded};
 /// its pieces are trusted from the fast-resume data.
 #[test]
 fn daemon_libtorrent_magnet_x_pe_then_restart_does_not_fetch_again() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10, 1_000_000);
     let hex = info_hash_hex(BIN, &torrent);
     let src = d.path().join("src");
@@ -66,10 +65,9 @@ fn daemon_libtorrent_magnet_x_pe_then_restart_does_not_fetch_again() {
 /// download is byte-identical and the routing table is saved in `--state`.
 #[test]
 fn daemon_libtorrent_dht_router_and_seeder_to_a_bare_magnet() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10, 500_000);
     let hex = info_hash_hex(BIN, &torrent);
     let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
-use ourtorrent_tests::fixtures::{LtSeed, LtSeeder};
-use ourtorrent_tests::{require_libtorrent, run, run_bounded, write_data};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, LtSeed, LtSeeder};
+use ourtorrent_tests::{run, run_bounded, write_data};
 use serde_json::Value;
 
 /// The index of the file at `path` in a `GET …/files` answer.
@@ -38,10 +38,9 @@ fn file<'a>(files: &'a Value, path: &str) -> &'a Value {
 /// completes byte-identical; the priorities are kept across a restart.
 #[test]
 fn daemon_libtorrent_skipped_files_are_not_fetched_and_stay_skipped() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     // ~3 MB at 200 kB/s: ~15 s, time to skip big.bin mid-way.
     let (torrent, tree) = fixture(d.path(), 16 << 10, 3_000_000);
     let src = d.path().join("src");
@@ -214,10 +213,9 @@ fn counted_seeder(py: &Path, torrent: &Path, src: &Path) -> LtSeed {
 /// restart.
 #[test]
 fn daemon_libtorrent_global_download_cap_from_settings_holds() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 9 << 20);
     let seed = counted_seeder(&py, &torrent, &d.path().join("src"));
     let port = seed.port;
@@ -270,10 +268,9 @@ fn daemon_libtorrent_global_download_cap_from_settings_holds() {
 /// at 512 KiB/s ±10 % with no global cap.
 #[test]
 fn daemon_libtorrent_per_torrent_download_cap_holds() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 5 << 20);
     let seed = counted_seeder(&py, &torrent, &d.path().join("src"));
     let port = seed.port;

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::fixtures::{lt_leech_from, LtSeeder, OurSeeder};
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, lt_leech_from, LtSeeder, OurSeeder};
+use ourtorrent_tests::{free_tcp_port, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 const MIB: f64 = (1u64 << 20) as f64;
@@ -113,10 +113,9 @@ fn assert_near_cap(what: &str, rate: f64) {
 
 #[test]
 fn libtorrent_seeder_to_our_client_under_max_down() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     // Big enough that the window ends before the download does (the
     // requests we pipeline fill the kernel's buffers first).
     let (torrent, data) = single(d.path(), 9 << 20, 7);
@@ -156,10 +155,9 @@ fn libtorrent_seeder_to_our_client_under_max_down() {
 
 #[test]
 fn libtorrent_leecher_from_our_seeder_under_max_up() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 7 << 20, 7);
     let port = free_tcp_port();
     let _seed = OurSeeder::new(BIN)
@@ -189,10 +187,9 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
 /// on the wall clock, over the window).
 #[test]
 fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let mut torrents = Vec::new();
     let mut seeds = Vec::new();
     let mut ports = Vec::new();

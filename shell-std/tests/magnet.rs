@@ -21,11 +21,10 @@ use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
 use ourtorrent_tests::fixtures::{
-    assert_same_tree, info_hash_hex, tree_torrent, LtDhtPeer, LtDhtSwarm, LtSeeder, OurSeeder,
+    assert_same_tree, info_hash_hex, lt_and_tempdir, tree_torrent, LtDhtPeer, LtDhtSwarm, LtSeeder,
+    OurSeeder,
 };
-use ourtorrent_tests::{
-    free_tcp_port, free_tcp_udp_port, require_libtorrent, run, run_bounded, write_data, Proc,
-};
+use ourtorrent_tests::{free_tcp_port, free_tcp_udp_port, run, run_bounded, write_data, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 
@@ -54,10 +53,9 @@ fn download_magnet(magnet: &str, out: &Path, extra: &[&str]) -> (bool, String, S
 
 #[test]
 fn libtorrent_seeder_magnet_with_only_x_pe() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
     let src = d.path().join("src");
     let seed = LtSeeder::new(&py, &torrent, &src)
@@ -206,10 +204,9 @@ fn fake_conn(
 /// the data.
 #[test]
 fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
     let size = metadata_size(&torrent);
     let ih = InfoHash::from_hex(hex.as_bytes()).unwrap();
@@ -274,10 +271,9 @@ fn metadata_size(torrent: &Path) -> usize {
 /// table is saved in the output folder on exit.
 #[test]
 fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
     let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));
     let router = dht.router_port;
@@ -307,10 +303,9 @@ fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
 /// it there, gets the metadata from it (BEP 9) and the data.
 #[test]
 fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
     let router = Proc::spawn(
         "dht",
@@ -345,10 +340,9 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
 /// dial B and the download completes; the address book counts B as PEX.
 #[test]
 fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
     let b = free_tcp_port();
     let _b = LtDhtPeer::seed(b, &torrent, &d.path().join("src"))
@@ -411,10 +405,9 @@ fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
 /// B's listening port.
 #[test]
 fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree, hex) = fixture(d.path(), "");
     let b = free_tcp_port();
     let _b = LtDhtPeer::seed(b, &torrent, &d.path().join("src"))
@@ -458,10 +451,9 @@ fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
 /// seeder (`--peer`); both finish byte-identical.
 #[test]
 fn libtorrent_seeders_a_magnet_resumes_beside_a_torrent_in_one_command() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree, hex) = fixture(d.path(), "");
     let one = d.path().join("src2/one.bin");
     write_data(&one, 700_000, 77);
@@ -591,10 +583,9 @@ fn their_extension_handshake(port: u16, ih: InfoHash) -> String {
 /// metadata is saved as `DIR/NAME.torrent` with the magnet's info-hash.
 #[test]
 fn libtorrent_seeders_two_magnets_in_one_command_save_their_torrents() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let mut magnets = Vec::new();
     let mut seeds = Vec::new();
     let mut files = Vec::new();

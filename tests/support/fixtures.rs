@@ -389,3 +389,13 @@ impl LtDhtSwarm {
         }
     }
 }
+
+/// A libtorrent test's start: Debian's python3 with python3-libtorrent
+/// ([`crate::require_libtorrent`]) and a fresh temp dir (removed on
+/// drop); `None` when libtorrent is missing (the test returns; under
+/// `CI=true` it has failed).
+pub fn lt_and_tempdir() -> Option<(PathBuf, tempfile::TempDir)> {
+    let py = crate::require_libtorrent()?;
+    let d = tempfile::tempdir().expect("temp dir");
+    Some((py, d))
+}
