@@ -1,13 +1,12 @@
 //! Test set-ups written once: the multi-file tree and its torrent
-//! ([`tree_torrent`], [`assert_same_tree`]), our own seeder
-//! ([`OurSeeder`]: `shell-std client seed`), a libtorrent seeder
-//! ([`LtSeeder`]: `tests/py/lt_swarm.py seed`) and leecher ([`lt_leech_from`])
-//! and the libtorrent DHT, magnet
-//! and PEX peers ([`LtDhtPeer`]: `tests/py/lt_dht_swarm.py`; a router and a
-//! seeder announcing there: [`LtDhtSwarm`]). Every child is
-//! a [`Proc`] (killed on drop) and every wait is bounded (20 s for a peer to
-//! come up). Builders keep options in the order they are given, so a test
-//! reads as the command line it runs.
+//! ([`tree_torrent`], [`assert_same_tree`]), the start of a libtorrent test
+//! ([`lt_and_tempdir`]), our own seeder ([`OurSeeder`]: `shell-std client
+//! seed`), a libtorrent seeder ([`LtSeeder`]: `tests/py/lt_swarm.py seed`)
+//! and leecher ([`lt_leech_from`]), and the libtorrent DHT, magnet and PEX
+//! peers ([`LtDhtPeer`]: `tests/py/lt_dht_swarm.py`; a router with a seeder
+//! announcing there: [`LtDhtSwarm`]). Every child is a [`Proc`] (killed on
+//! drop) and every wait is bounded (20 s for a peer to come up). Builders
+//! keep options in the order given, so a test reads as the command it runs.
 
 use std::ffi::{OsStr, OsString};
 use std::ops::Deref;
