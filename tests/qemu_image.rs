@@ -7,21 +7,17 @@
 //! pieces; injected flash faults failing a piece, not the board.
 
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ourtorrent_tests::bep15::announce_seeder;
 use ourtorrent_tests::qemu::{
     assert_only_gateway, erased_flash, run_board, Board, FlashImage, Run,
 };
-use ourtorrent_tests::qemu_swarm::{
-    corrupt_peer, ih_bytes, lt_peer, make_torrent, opentracker_on, shell_std_create,
-    shell_std_tracker_on, shell_std_with_client, wait_for_seeders,
+use ourtorrent_tests::qemu_setup::{
+    lt_leecher, lt_tracker_seeder, our_leecher, require_board_opentracker_libtorrent,
+    run_board_with_leecher, CorruptSwarm, LtSwarm, OurSwarm,
 };
-use ourtorrent_tests::{
-    free_tcp_port, free_udp_port, require_libtorrent, require_tool, write_data, Proc,
-};
+use ourtorrent_tests::qemu_swarm::shell_std_with_client;
+use ourtorrent_tests::{free_tcp_port, require_tool, Proc};
 
 /// The image: 1 MiB of 16 KiB pieces (64 pieces).
 const IMAGE_LEN: usize = 1024 * 1024;
@@ -45,11 +41,6 @@ fn stack_used(run: &Run) -> u64 {
         "stack {used} B: near the 128 KiB painted"
     );
     used
-}
-
-/// The firmware's command line for the torrent.
-fn job_line(tracker: u16, ih: &str, pieces: &str, len: usize, piece_len: u32) -> String {
-    format!("tracker={tracker} info_hash={ih} length={len} piece_len={piece_len} pieces={pieces}")
 }
 
 /// Asserts that the flash file holds the image: every piece marked
@@ -76,29 +67,6 @@ fn assert_ready(run: &Run, pieces: u64) {
     assert!(run.stdout.contains("image: ready_to_boot=1"));
 }
 
-/// A libtorrent seeder of `dir`'s torrent (see `make_torrent`) on the
-/// tracker, ready once the tracker answered it.
-fn lt_seeder(py: &Path, dir: &Path, seconds: u32) -> Proc {
-    let t = dir.join("t.torrent");
-    let data = dir.join("data");
-    let seeder = lt_peer(
-        py,
-        &[
-            "seed",
-            t.to_str().unwrap(),
-            data.to_str().unwrap(),
-            &free_tcp_port().to_string(),
-            "--max-seconds",
-            &seconds.to_string(),
-        ],
-    );
-    assert!(
-        seeder.wait_line("READY", Duration::from_secs(15)).is_some(),
-        "the libtorrent seeder never got a tracker reply"
-    );
-    seeder
-}
-
 /// Runs the board on `flash` with a leecher started once it listens;
 /// returns the run and the leecher.
 fn run_with_leecher(
@@ -107,66 +75,32 @@ fn run_with_leecher(
     fwd: u16,
     start_leecher: impl FnOnce() -> Proc + Send + 'static,
 ) -> (Run, Proc) {
-    let slot: Arc<Mutex<Option<Proc>>> = Arc::default();
-    let trigger = {
-        let slot = slot.clone();
-        Box::new(move || *slot.lock().unwrap() = Some(start_leecher()))
-    };
-    let run = run_board(Board {
+    let board = Board {
         host_port: Some(fwd),
         flash: Some(flash.to_path_buf()),
-        trigger: Some(("seed: listening", trigger)),
         timeout: Duration::from_secs(60),
         ..Board::new(&append)
-    });
-    let leecher = slot
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the firmware never listened for a leecher");
-    (run, leecher)
+    };
+    run_board_with_leecher(board, start_leecher)
 }
 
 #[test]
 fn qemu_image_1mib_from_a_libtorrent_seeder_seeded_back_byte_identical() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, IMAGE_LEN, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
-    let _seeder = lt_seeder(&py, dir.path(), 90);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, IMAGE_LEN, PIECE_LEN, 90);
+    let torrent = &swarm.torrent;
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
     let fwd = free_tcp_port();
     let leech_dir = dir.path().join("leech");
-    let start_leecher = {
-        let (py, nt, out) = (py.clone(), dir.path().join("nt.torrent"), leech_dir.clone());
-        move || {
-            let port = free_tcp_port().to_string();
-            let fwd = fwd.to_string();
-            lt_peer(
-                &py,
-                &[
-                    "leech",
-                    nt.to_str().unwrap(),
-                    out.to_str().unwrap(),
-                    &port,
-                    "--connect",
-                    &fwd,
-                    "--max-seconds",
-                    "50",
-                ],
-            )
-        }
-    };
+    let nt = dir.path().join("nt.torrent");
+    let start_leecher = lt_leecher(&py, &nt, &leech_dir, fwd, 50);
     let append = format!(
         "{} port={fwd} seed_ms=40000 deadline_ms=55000",
-        job_line(tracker_port, &ih, &pieces, IMAGE_LEN, PIECE_LEN)
+        torrent.job_line()
     );
     let (run, leecher) = run_with_leecher(append, &flash, fwd, start_leecher);
     assert_ready(&run, PIECES as u64);
@@ -201,49 +135,16 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
         panic!("target/debug/shell-std with `tracker`, `create` and `client` not found: run `cargo build -p shell-std` or set OURTORRENT_SHELL_STD");
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let t = dir.path().join("t.torrent");
-    let blob = dir.path().join("data/blob.bin");
-    write_data(&blob, IMAGE_LEN, 7);
-    let (ih, pieces) = shell_std_create(&bin, &blob, &t, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = shell_std_tracker_on(&bin, dir.path(), &ih, tracker_port);
-    let seed_port = free_tcp_port();
-    let seeder = Proc::spawn(
-        "shell-std client seed",
-        Command::new(&bin)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&blob)
-            .args(["--listen", &format!("127.0.0.1:{seed_port}"), "--quiet"]),
-    );
-    assert!(seeder
-        .wait_line("seeding: listening on", Duration::from_secs(15))
-        .is_some());
-    wait_for_seeders(tracker_port, &ih_bytes(&ih), 1);
+    let swarm = OurSwarm::start(&bin, dir.path(), IMAGE_LEN, PIECE_LEN, 7);
+    let (torrent, seed_port, blob) = (&swarm.torrent, swarm.seed_port, &swarm.blob);
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
     let fwd = free_tcp_port();
     let leech_dir = dir.path().join("leech");
-    let start_leecher = {
-        let (bin, t, out) = (bin.clone(), t.clone(), leech_dir.clone());
-        move || {
-            Proc::spawn(
-                "shell-std client download",
-                Command::new(&bin)
-                    .args(["client", "download", "--no-dht"])
-                    .arg(&t)
-                    .arg("--out")
-                    .arg(&out)
-                    .args(["--peer", &format!("127.0.0.1:{fwd}")])
-                    .args(["--listen", "127.0.0.1:0"])
-                    .args(["--no-trackers", "--no-seed", "--quiet"]),
-            )
-        }
-    };
+    let start_leecher = our_leecher(&bin, &swarm.torrent_file, &leech_dir, fwd);
     let append = format!(
         "{} port={fwd} seed_ms=40000 deadline_ms=55000",
-        job_line(tracker_port, &ih, &pieces, IMAGE_LEN, PIECE_LEN)
+        torrent.job_line()
     );
     let (run, leecher) = run_with_leecher(append, &flash, fwd, start_leecher);
     assert_ready(&run, PIECES as u64);
@@ -256,7 +157,7 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
             .is_some(),
         "our leecher did not finish"
     );
-    let want = std::fs::read(&blob).unwrap();
+    let want = std::fs::read(blob).unwrap();
     let got = std::fs::read(leech_dir.join("blob.bin")).expect("leeched file");
     assert!(got == want, "leeched image differs");
     assert_flash_holds(&flash, &run, &want, PIECE_LEN);
@@ -274,25 +175,18 @@ fn qemu_image_1mib_from_our_seeder_seeded_back_to_our_leecher() {
 /// verified, fetches the bad piece again and completes.
 #[test]
 fn qemu_image_corrupt_piece_never_marked_and_fetched_again_from_a_good_peer() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     const LEN: usize = 256 * 1024;
     const BAD: usize = 5;
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, LEN, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
+    let swarm = CorruptSwarm::start(dir.path(), &py, LEN, PIECE_LEN, BAD as u32);
+    let torrent = &swarm.torrent;
     let data = std::fs::read(dir.path().join("data/blob.bin")).unwrap();
-    let (bad_port, _served) =
-        corrupt_peer(data.clone(), PIECE_LEN as usize, ih_bytes(&ih), BAD as u32);
-    announce_seeder(tracker_port, &ih_bytes(&ih), bad_port);
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
-    let line = job_line(tracker_port, &ih, &pieces, LEN, PIECE_LEN);
+    let line = torrent.job_line();
     let first = run_board(Board {
         flash: Some(flash.clone()),
         ..Board::new(&format!("{line} seed_ms=0 deadline_ms=15000"))
@@ -314,7 +208,7 @@ fn qemu_image_corrupt_piece_never_marked_and_fetched_again_from_a_good_peer() {
         assert!(img.piece(i, PIECE_LEN as usize, want.len()) == want);
     }
     // Again, with a good seeder in the swarm.
-    let _seeder = lt_seeder(&py, dir.path(), 40);
+    let _seeder = lt_tracker_seeder(&py, dir.path(), 40);
     let second = run_board(Board {
         flash: Some(flash.clone()),
         ..Board::new(&format!("{line} seed_ms=0 deadline_ms=20000"))
@@ -333,20 +227,15 @@ fn qemu_image_corrupt_piece_never_marked_and_fetched_again_from_a_good_peer() {
 /// verified before the cut are hashed again and kept, the rest fetched.
 #[test]
 fn qemu_image_power_cut_resumes_from_the_verified_pieces() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, IMAGE_LEN, PIECE_LEN, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
-    let _seeder = lt_seeder(&py, dir.path(), 90);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, IMAGE_LEN, PIECE_LEN, 90);
+    let torrent = &swarm.torrent;
     let flash = dir.path().join("flash.bin");
     erased_flash(&flash);
-    let line = job_line(tracker_port, &ih, &pieces, IMAGE_LEN, PIECE_LEN);
+    let line = torrent.job_line();
     const CUT_AFTER: usize = 16;
     let cut = run_board(Board {
         flash: Some(flash.clone()),
@@ -380,10 +269,7 @@ fn qemu_image_power_cut_resumes_from_the_verified_pieces() {
 /// the whole verified image.
 #[test]
 fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     // 32 KiB pieces: the 3rd write is always a block (the 1st is the
@@ -392,10 +278,8 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
     const LEN: usize = 256 * 1024;
     const PIECE: u32 = 32 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let tracker_port = free_udp_port();
-    let (ih, pieces) = make_torrent(dir.path(), &py, LEN, PIECE, tracker_port);
-    let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
-    let _seeder = lt_seeder(&py, dir.path(), 60);
+    let swarm = LtSwarm::opentracker(dir.path(), &py, LEN, PIECE, 60);
+    let torrent = &swarm.torrent;
     let data = std::fs::read(dir.path().join("data/blob.bin")).unwrap();
     for fault in ["write:3", "erase:2"] {
         let flash = dir.path().join("flash.bin");
@@ -404,7 +288,7 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
             flash: Some(flash.clone()),
             ..Board::new(&format!(
                 "{} flash_fault={fault} seed_ms=0 deadline_ms=20000",
-                job_line(tracker_port, &ih, &pieces, LEN, PIECE)
+                torrent.job_line()
             ))
         });
         assert_ready(&run, (LEN / PIECE as usize) as u64);
@@ -420,25 +304,20 @@ fn qemu_image_flash_faults_fail_a_piece_not_the_board() {
 /// blocks each); each verified in flash.
 #[test]
 fn qemu_image_the_largest_image_and_the_longest_pieces() {
-    if require_tool("qemu-system-arm").is_none() || require_tool("opentracker").is_none() {
-        return;
-    }
-    let Some(py) = require_libtorrent() else {
+    let Some(py) = require_board_opentracker_libtorrent() else {
         return;
     };
     for (len, piece_len) in [(4 * IMAGE_LEN, PIECE_LEN), (IMAGE_LEN, 256 * 1024)] {
         let dir = tempfile::tempdir().unwrap();
-        let tracker_port = free_udp_port();
-        let (ih, pieces) = make_torrent(dir.path(), &py, len, piece_len, tracker_port);
-        let (_tracker, tracker_port) = opentracker_on(dir.path(), &ih, tracker_port);
-        let _seeder = lt_seeder(&py, dir.path(), 60);
+        let swarm = LtSwarm::opentracker(dir.path(), &py, len, piece_len, 60);
+        let torrent = &swarm.torrent;
         let flash = dir.path().join("flash.bin");
         erased_flash(&flash);
         let run = run_board(Board {
             flash: Some(flash.clone()),
             ..Board::new(&format!(
                 "{} seed_ms=0 deadline_ms=25000",
-                job_line(tracker_port, &ih, &pieces, len, piece_len)
+                torrent.job_line()
             ))
         });
         let count = len.div_ceil(piece_len as usize) as u64;

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ourtorrent_tests::fixtures::{
+    assert_same_tree, lt_and_tempdir, lt_leech_from, tree_torrent, OurSeeder,
+};
 use ourtorrent_tests::libtorrent::{lt_info, lt_seeder, lt_seeder_with, lt_swarm};
 use ourtorrent_tests::{
     free_tcp_port, make_tree, repo_root, require_libtorrent, require_tool, run, run_bounded,
@@ -19,39 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 /// Makes `dir/tree` (a small multi-file tree plus a larger file) and a
 /// torrent of it with `piece` bytes per piece; returns (torrent, tree).
 fn fixture(dir: &Path, piece: u32) -> (PathBuf, PathBuf) {
-    let tree = dir.join("src/tree");
-    make_tree(&tree);
-    write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
-    let torrent = dir.join("t.torrent");
-    run(Command::new(BIN)
-        .args(["create"])
-        .arg(&tree)
-        .args([
-            "--tracker",
-            "http://127.0.0.1:9/announce",
-            "--piece-length",
-            &piece.to_string(),
-            "-o",
-        ])
-        .arg(&torrent));
-    (torrent, tree)
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let mut n = 0;
-    for rel in [
-        "a.bin",
-        "sub/b.bin",
-        "sub/deeper/c.txt",
-        "empty-not.bin",
-        "sub/big.bin",
-    ] {
-        let x = std::fs::read(a.join(rel)).expect("read source");
-        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(x == y, "{rel} differs");
-        n += 1;
-    }
-    assert_eq!(n, 5);
+    let tracker = Some("http://127.0.0.1:9/announce");
+    tree_torrent(BIN, dir, piece, 1_500_000, tracker)
 }
 
 fn download(torrent: &Path, out: &Path, peers: &[u16], extra: &[&str]) -> (bool, String, String) {
@@ -89,10 +61,9 @@ fn number_after(out: &str, prefix: &str) -> u64 {
 
 #[test]
 fn libtorrent_seeder_to_our_client() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
@@ -105,40 +76,22 @@ fn libtorrent_seeder_to_our_client() {
 
 #[test]
 fn libtorrent_leecher_from_our_seeder() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
+    let seed = OurSeeder::new(BIN)
+        .torrent(&torrent, &tree)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .spawn();
     let l = seed.wait_for("resumed:", Duration::from_secs(20));
     assert!(l.starts_with("resumed: 51 of 51"), "{l}");
     seed.wait_for("seeding:", Duration::from_secs(20));
     let save = d.path().join("lt");
-    std::fs::create_dir_all(&save).unwrap();
-    let (ok, so, se) = run_bounded(
-        lt_swarm(&py, "leech", &torrent, &save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--max-seconds",
-            "45",
-        ]),
-        Duration::from_secs(60),
-    );
+    let opts = ["--max-seconds", "45"];
+    let (ok, so, se) = lt_leech_from(&py, &torrent, &save, port, &opts, Duration::from_secs(60));
     assert!(
         ok && so.contains("DONE"),
         "libtorrent leech failed:\n{so}\n{se}"
@@ -156,35 +109,28 @@ fn libtorrent_leecher_from_our_seeder() {
 /// a leecher may not see a short choke at all.
 #[test]
 fn libtorrent_leechers_share_our_seeders_upload_slots() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let log = d.path().join("seed.log");
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .env("RUST_LOG", "warn,ourtorrent::choke=debug")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .args(["client", "seed", "--no-dht"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-                "--upload-slots",
-                "1",
-                // Rechoke every second, rotate the optimistic slot every 3 s.
-                "--rechoke-ms",
-                "1000",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let seed = OurSeeder::new(BIN)
+        .env("RUST_LOG", "warn,ourtorrent::choke=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .torrent(&torrent, &tree)
+        .port(port)
+        .opts([
+            "--no-dht",
+            "--no-trackers",
+            "--quiet",
+            "--upload-slots",
+            "1",
+            // Rechoke every second, rotate the optimistic slot every 3 s.
+            "--rechoke-ms",
+            "1000",
+        ])
+        .start();
     let leechers: Vec<_> = (0..3)
         .map(|i| {
             let save = d.path().join(format!("lt{i}"));
@@ -276,10 +222,9 @@ fn aria2_seeder_to_our_client() {
 
 #[test]
 fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10);
     let port = free_tcp_port();
     // A slow seeder (~1.6 MB at 500 kB/s): the first run stops after 20 of
@@ -309,10 +254,9 @@ fn libtorrent_interrupted_download_resumes_only_missing_pieces() {
 }
 
 fn bad_peer_case(mode: &str) {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10);
     let info = lt_info(&py, &torrent);
     let bad_port = free_tcp_port();
@@ -534,10 +478,9 @@ fn create_then_info_round_trip() {
 
 #[test]
 fn libtorrent_agrees_with_created_info_hash() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let tree = d.path().join("src/tree");
     make_tree(&tree);
     for (args, single) in [(vec!["--private"], false), (vec![], true)] {
@@ -625,10 +568,9 @@ fn download_that_cannot_fit_is_refused_before_the_first_byte() {
 /// non-zero exit, instead of running on with no progress.
 #[test]
 fn libtorrent_seeder_download_onto_a_disk_that_fills_fails_naming_the_file() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 32 << 10);
     let port = free_tcp_port();
     let _seed = lt_seeder(&py, &torrent, &d.path().join("src"), port);
@@ -687,17 +629,8 @@ fn single_file_fixture(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
 }
 
 fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, String, String) {
-    std::fs::create_dir_all(save).unwrap();
-    run_bounded(
-        lt_swarm(py, "leech", torrent, save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{connect}"),
-            "--no-trackers",
-            "--max-seconds",
-            "45",
-        ]),
-        Duration::from_secs(60),
-    )
+    let opts = ["--no-trackers", "--max-seconds", "45"];
+    lt_leech_from(py, torrent, save, connect, &opts, Duration::from_secs(60))
 }
 
 /// Two torrents in one `client download`: each libtorrent seeder seeds one
@@ -706,10 +639,9 @@ fn lt_leech(py: &Path, torrent: &Path, save: &Path, connect: u16) -> (bool, Stri
 /// byte-identical in one process.
 #[test]
 fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 31);
     let (p1, p2) = (free_tcp_port(), free_tcp_port());
@@ -746,32 +678,19 @@ fn libtorrent_seeders_two_torrents_downloaded_at_once_in_one_process() {
 /// handshake and routes it by info-hash before answering. Both finish.
 #[test]
 fn libtorrent_leechers_of_two_torrents_through_one_listener() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree) = fixture(d.path(), 32 << 10);
     let (t2, file) = single_file_fixture(d.path(), 32);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t1)
-            .arg(&t2)
-            .arg("--data")
-            .arg(&tree)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    // One `seeding:` line a torrent.
+    let _seed = OurSeeder::new(BIN)
+        .torrent(&t1, &tree)
+        .torrent(&t2, &file)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .start();
     let (a, b) = (d.path().join("lt1"), d.path().join("lt2"));
     let (r1, r2) = std::thread::scope(|s| {
         let h1 = s.spawn(|| lt_leech(&py, &t1, &a, port));
@@ -803,17 +722,11 @@ fn busy_explicit_listen_port_is_an_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let (ok, so, se) = run_bounded(
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
+        &mut OurSeeder::new(BIN)
+            .torrent(&t, &file)
+            .port(port)
+            .opts(["--no-dht", "--no-trackers", "--quiet"])
+            .command(),
         Duration::from_secs(30),
     );
     assert!(!ok, "seeded on a busy port:\n{so}");
@@ -827,27 +740,16 @@ fn busy_explicit_listen_port_is_an_error() {
 /// is full).
 #[test]
 fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 34);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let _seed = OurSeeder::new(BIN)
+        .torrent(&t, &file)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .start();
     let mut flood = Vec::new();
     let open = |i: usize| {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -899,10 +801,9 @@ fn libtorrent_leecher_gets_through_a_flood_of_silent_connections() {
 /// saying how far it got (not exit 0 as if it had finished).
 #[test]
 fn libtorrent_seeder_interrupted_download_exits_130_saying_how_far_it_got() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree) = fixture(d.path(), 16 << 10);
     let port = free_tcp_port();
     let src = d.path().join("src");
@@ -1014,33 +915,21 @@ fn info_hash(torrent: &Path) -> [u8; 20] {
 /// while the second is still served to a libtorrent leecher.
 #[test]
 fn libtorrent_leechers_one_torrent_of_a_session_stops_alone() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, f1) = single_file_fixture(d.path(), 36);
     let (t2, f2) = single_file_fixture(d.path(), 37);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "ours-seed",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t1)
-            .arg(&t2)
-            .arg("--data")
-            .arg(&f1)
-            .arg("--data")
-            .arg(&f2)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--no-trackers",
-                "--quiet",
-            ])
-            .args(["--seed-ratio", "1"]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    // One `seeding:` line a torrent.
+    let seed = OurSeeder::new(BIN)
+        .name("ours-seed")
+        .torrent(&t1, &f1)
+        .torrent(&t2, &f2)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet"])
+        .opts(["--seed-ratio", "1"])
+        .start();
     let (ok, so, se) = lt_leech(&py, &t1, &d.path().join("lt1"), port);
     assert!(ok && so.contains("DONE"), "leecher 1:\n{so}\n{se}");
     // The first torrent reached its ratio and stopped.
@@ -1115,13 +1004,11 @@ fn seed_time_ends_seeding() {
     let d = tempfile::tempdir().unwrap();
     let (t, file) = single_file_fixture(d.path(), 38);
     let (ok, so, se) = run_bounded(
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&t)
-            .arg("--data")
-            .arg(&file)
-            .args(["--no-trackers", "--quiet", "--listen", "127.0.0.1:0"])
-            .args(["--seed-time", "1s"]),
+        &mut OurSeeder::new(BIN)
+            .torrent(&t, &file)
+            .opts(["--no-dht", "--no-trackers", "--quiet"])
+            .opts(["--seed-time", "1s"])
+            .command(),
         Duration::from_secs(20),
     );
     assert!(ok, "{so}\n{se}");

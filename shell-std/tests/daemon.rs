@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data, Proc};
+use ourtorrent_tests::fixtures::LtSeeder;
+use ourtorrent_tests::{require_libtorrent, run, run_bounded, write_data, Proc};
 use serde_json::Value;
 
 #[test]
@@ -21,15 +21,11 @@ fn daemon_libtorrent_seeder_download_with_pause_and_resume() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
-    let port = free_tcp_port();
     // ~2.1 MB at 400 kB/s: ~5 s, time to see progress and pause.
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", "400000", "--no-trackers"],
-    );
+    let seed = LtSeeder::new(&py, &torrent, &d.path().join("src"))
+        .opts(&["--upload-limit", "400000", "--no-trackers"])
+        .start();
+    let port = seed.port;
     let dl = d.path().join("dl");
     let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
     let id = daemon.add(&torrent, &format!("?peers=127.0.0.1:{port}"));
@@ -456,14 +452,10 @@ fn daemon_libtorrent_kill_9_mid_download_resumes_without_refetching() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
-    let port = free_tcp_port();
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", "300000", "--no-trackers"],
-    );
+    let seed = LtSeeder::new(&py, &torrent, &d.path().join("src"))
+        .opts(&["--upload-limit", "300000", "--no-trackers"])
+        .start();
+    let port = seed.port;
     let dl = d.path().join("dl");
     let state = d.path().join("state");
     let mut daemon = Daemon::start(&dl, &state, &[]);
@@ -736,14 +728,10 @@ fn daemon_libtorrent_disk_full_mid_download_is_an_error_then_resumes() {
     };
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10, 2_000_000);
-    let port = free_tcp_port();
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", "400000", "--no-trackers"],
-    );
+    let seed = LtSeeder::new(&py, &torrent, &d.path().join("src"))
+        .opts(&["--upload-limit", "400000", "--no-trackers"])
+        .start();
+    let port = seed.port;
     // The download folder is a 3 MiB tmpfs in the daemon's own mount
     // namespace (the test reaches it through /proc/PID/root).
     let dl = d.path().join("dl");

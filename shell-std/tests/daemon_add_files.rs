@@ -4,11 +4,9 @@
 
 mod daemon_support;
 
-use std::time::Duration;
-
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, LtSeeder};
+use ourtorrent_tests::free_tcp_port;
 use serde_json::Value;
 
 fn index_of(files: &Value, path: &str) -> usize {
@@ -23,20 +21,15 @@ fn index_of(files: &Value, path: &str) -> usize {
 
 #[test]
 fn daemon_add_with_skipped_file_never_creates_it() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 16 << 10, 300_000);
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--no-trackers", "--progress-every", "0.5"],
-    );
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--no-trackers", "--progress-every", "0.5"])
+        .start_warm();
+    let port = seed.port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let daemon = Daemon::start(&dl, &state, &[]);
     let bytes = std::fs::read(&torrent).unwrap();

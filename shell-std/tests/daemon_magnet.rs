@@ -5,22 +5,12 @@
 
 mod daemon_support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{
-    free_tcp_port, free_tcp_udp_port, repo_root, require_libtorrent, run, run_bounded, Proc,
-};
-
-/// The info-hash (hex) of `torrent`.
-fn info_hash(torrent: &Path) -> String {
-    let info = run(Command::new(BIN).arg("info").arg(torrent).arg("--json"));
-    let v: serde_json::Value = serde_json::from_str(&info).expect("info --json");
-    v["info_hash"].as_str().expect("info_hash").to_string()
-}
+use ourtorrent_tests::fixtures::{info_hash_hex, lt_and_tempdir, LtDhtSwarm, LtSeeder};
+use ourtorrent_tests::{free_tcp_port, run_bounded};
 
 /// A magnet with only `x.pe` to a libtorrent seeder: `fetching_metadata`,
 /// then it downloads byte-identical under the same id; after a restart
@@ -28,20 +18,16 @@ fn info_hash(torrent: &Path) -> String {
 /// its pieces are trusted from the fast-resume data.
 #[test]
 fn daemon_libtorrent_magnet_x_pe_then_restart_does_not_fetch_again() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10, 1_000_000);
-    let hex = info_hash(&torrent);
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", "500000", "--no-trackers"],
-    );
+    let hex = info_hash_hex(BIN, &torrent);
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--upload-limit", "500000", "--no-trackers"])
+        .start();
+    let port = seed.port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let daemon = Daemon::start(&dl, &state, &[]);
     let id = daemon.add_magnet(&format!(
@@ -74,48 +60,18 @@ fn daemon_libtorrent_magnet_x_pe_then_restart_does_not_fetch_again() {
     daemon.stop();
 }
 
-/// `tests/py/lt_dht_swarm.py ROLE PORT ARGS…`, waited for until it listens.
-fn lt_dht(py: &Path, role: &str, port: u16, args: &[&str]) -> Proc {
-    let p = Proc::spawn(
-        &format!("lt-{role}"),
-        Command::new(py)
-            .arg(repo_root().join("tests/py/lt_dht_swarm.py"))
-            .arg(role)
-            .arg(port.to_string())
-            .args(args),
-    );
-    p.wait_for("READY", Duration::from_secs(20));
-    p
-}
-
 /// A bare magnet (no `x.pe`, no `tr`): the daemon's DHT, bootstrapped from
 /// a libtorrent router, finds the libtorrent seeder announced there; the
 /// download is byte-identical and the routing table is saved in `--state`.
 #[test]
 fn daemon_libtorrent_dht_router_and_seeder_to_a_bare_magnet() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), 32 << 10, 500_000);
-    let hex = info_hash(&torrent);
-    let router = free_tcp_udp_port();
-    let _router = lt_dht(&py, "router", router, &["--max-seconds", "90"]);
-    let src = d.path().join("src");
-    let r = router.to_string();
-    let _seed = lt_dht(
-        &py,
-        "seed",
-        free_tcp_udp_port(),
-        &[
-            torrent.to_str().unwrap(),
-            src.to_str().unwrap(),
-            "--router",
-            &r,
-            "--max-seconds",
-            "90",
-        ],
-    );
+    let hex = info_hash_hex(BIN, &torrent);
+    let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));
+    let router = dht.router_port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let boot = format!("127.0.0.1:{router}");
     let daemon = Daemon::start(&dl, &state, &["--dht-bootstrap", &boot]);

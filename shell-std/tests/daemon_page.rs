@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
+use ourtorrent_tests::fixtures::LtSeeder;
 use ourtorrent_tests::{free_tcp_port, require_libtorrent, require_tool, Proc};
 use serde_json::{json, Value};
 
@@ -192,14 +192,9 @@ fn daemon_page_in_chromium_adds_downloads_pauses_resumes_and_removes_from_libtor
     let tracker = common::Tracker::start_on("127.0.0.1", &["--no-db"]);
     let announce = format!("http://{}/announce", tracker.http);
     let (torrent, tree) = fixture_with(d.path(), 16 << 10, 2_000_000, Some(&announce));
-    let port = free_tcp_port();
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", "400000", "--ready-on", "tracker"],
-    );
+    let _seed = LtSeeder::new(&py, &torrent, &d.path().join("src"))
+        .opts(&["--upload-limit", "400000", "--ready-on", "tracker"])
+        .start();
     let dl = d.path().join("dl");
     let daemon = Daemon::start(&dl, &d.path().join("state"), &[]);
     let b = Browser::start();

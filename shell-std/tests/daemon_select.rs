@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data, Proc};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, LtSeed, LtSeeder};
+use ourtorrent_tests::{run, run_bounded, write_data};
 use serde_json::Value;
 
 /// The index of the file at `path` in a `GET …/files` answer.
@@ -38,29 +38,18 @@ fn file<'a>(files: &'a Value, path: &str) -> &'a Value {
 /// completes byte-identical; the priorities are kept across a restart.
 #[test]
 fn daemon_libtorrent_skipped_files_are_not_fetched_and_stay_skipped() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     // ~3 MB at 200 kB/s: ~15 s, time to skip big.bin mid-way.
     let (torrent, tree) = fixture(d.path(), 16 << 10, 3_000_000);
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &[
-            "--upload-limit",
-            "200000",
-            "--no-trackers",
-            "--progress-every",
-            "0.5",
-        ],
-    );
-    // libtorrent resets connections just after it listens (and we would
-    // redial 10 s later): start once it has run for a second.
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let src = d.path().join("src");
+    // Started once it has run for a second (`start_warm`).
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--upload-limit", "200000", "--no-trackers"])
+        .opts(&["--progress-every", "0.5"])
+        .start_warm();
+    let port = seed.port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let daemon = Daemon::start(&dl, &state, &[]);
     let id = daemon.add(&torrent, &format!("?paused=true&peers=127.0.0.1:{port}"));
@@ -213,10 +202,10 @@ fn assert_near(what: &str, rate: f64, cap: f64) {
 
 /// A libtorrent seeder (progress every 100 ms) of `torrent`, started for
 /// a second (it resets connections just after it listens).
-fn counted_seeder(py: &Path, torrent: &Path, src: &Path, port: u16) -> Proc {
-    let seed = lt_seeder_with(py, torrent, src, port, &["--progress-every", "0.1"]);
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
-    seed
+fn counted_seeder(py: &Path, torrent: &Path, src: &Path) -> LtSeed {
+    LtSeeder::new(py, torrent, src)
+        .opts(&["--progress-every", "0.1"])
+        .start_warm()
 }
 
 /// `remote limits --down 1M` (global, `/api/settings`): libtorrent's
@@ -224,13 +213,12 @@ fn counted_seeder(py: &Path, torrent: &Path, src: &Path, port: u16) -> Proc {
 /// restart.
 #[test]
 fn daemon_libtorrent_global_download_cap_from_settings_holds() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 9 << 20);
-    let port = free_tcp_port();
-    let seed = counted_seeder(&py, &torrent, &d.path().join("src"), port);
+    let seed = counted_seeder(&py, &torrent, &d.path().join("src"));
+    let port = seed.port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let daemon = Daemon::start(&dl, &state, &[]);
     let url = format!("http://{}", daemon.api);
@@ -280,13 +268,12 @@ fn daemon_libtorrent_global_download_cap_from_settings_holds() {
 /// at 512 KiB/s ±10 % with no global cap.
 #[test]
 fn daemon_libtorrent_per_torrent_download_cap_holds() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 5 << 20);
-    let port = free_tcp_port();
-    let seed = counted_seeder(&py, &torrent, &d.path().join("src"), port);
+    let seed = counted_seeder(&py, &torrent, &d.path().join("src"));
+    let port = seed.port;
     let (dl, state) = (d.path().join("dl"), d.path().join("state"));
     let daemon = Daemon::start(&dl, &state, &[]);
     let id = daemon.add(&torrent, &format!("?paused=true&peers=127.0.0.1:{port}"));

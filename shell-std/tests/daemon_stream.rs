@@ -9,8 +9,8 @@ mod daemon_support;
 use std::time::Instant;
 
 use daemon_support::*;
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent};
+use ourtorrent_tests::fixtures::LtSeeder;
+use ourtorrent_tests::require_libtorrent;
 use serde_json::Value;
 
 /// Piece length of the test torrent.
@@ -46,14 +46,10 @@ fn daemon_streams_a_range_before_the_torrent_completes() {
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree) = fixture(d.path(), PIECE as u32, BIG as usize);
     let src = std::fs::read(tree.join("sub/big.bin")).unwrap();
-    let port = free_tcp_port();
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--upload-limit", SEED_RATE, "--no-trackers"],
-    );
+    let seed = LtSeeder::new(&py, &torrent, &d.path().join("src"))
+        .opts(&["--upload-limit", SEED_RATE, "--no-trackers"])
+        .start();
+    let port = seed.port;
     let daemon = Daemon::start(&d.path().join("dl"), &d.path().join("state"), &[]);
     let id = daemon.add(&torrent, &format!("?peers=127.0.0.1:{port}"));
     daemon.wait(id, 30, "downloading", |v| v["state"] == "downloading");

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::libtorrent::{lt_seeder_with, lt_swarm};
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data, Proc};
+use ourtorrent_tests::fixtures::{lt_and_tempdir, lt_leech_from, LtSeeder, OurSeeder};
+use ourtorrent_tests::{free_tcp_port, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 const MIB: f64 = (1u64 << 20) as f64;
@@ -113,25 +113,18 @@ fn assert_near_cap(what: &str, rate: f64) {
 
 #[test]
 fn libtorrent_seeder_to_our_client_under_max_down() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     // Big enough that the window ends before the download does (the
     // requests we pipeline fill the kernel's buffers first).
     let (torrent, data) = single(d.path(), 9 << 20, 7);
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--progress-every", "0.1"],
-    );
-    // libtorrent resets connections for a moment after it listens (its
-    // torrent is not started yet) and our redial backs off for 10 s: start
-    // once the seeder has reported for a second.
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let src = d.path().join("src");
+    // Started once the seeder has reported for a second (`start_warm`).
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--progress-every", "0.1"])
+        .start_warm();
+    let port = seed.port;
     let out = d.path().join("out");
     let (ok, so, se) = run_bounded(
         Command::new(BIN)
@@ -162,36 +155,19 @@ fn libtorrent_seeder_to_our_client_under_max_down() {
 
 #[test]
 fn libtorrent_leecher_from_our_seeder_under_max_up() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, data) = single(d.path(), 7 << 20, 7);
     let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "shell-std",
-        Command::new(BIN)
-            .args(["client", "seed", "--no-dht"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--no-trackers", "--quiet", "--max-up", CAP]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let _seed = OurSeeder::new(BIN)
+        .torrent(&torrent, &data)
+        .port(port)
+        .opts(["--no-dht", "--no-trackers", "--quiet", "--max-up", CAP])
+        .start();
     let save = d.path().join("lt");
-    std::fs::create_dir_all(&save).unwrap();
-    let (ok, so, se) = run_bounded(
-        lt_swarm(&py, "leech", &torrent, &save, free_tcp_port()).args([
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--max-seconds",
-            "40",
-            "--progress-every",
-            "0.1",
-        ]),
-        Duration::from_secs(50),
-    );
+    let opts = ["--max-seconds", "40", "--progress-every", "0.1"];
+    let (ok, so, se) = lt_leech_from(&py, &torrent, &save, port, &opts, Duration::from_secs(50));
     assert!(
         ok && so.contains("DONE"),
         "libtorrent leech failed:\n{so}\n{se}"
@@ -211,10 +187,9 @@ fn libtorrent_leecher_from_our_seeder_under_max_up() {
 /// on the wall clock, over the window).
 #[test]
 fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let mut torrents = Vec::new();
     let mut seeds = Vec::new();
     let mut ports = Vec::new();
@@ -222,19 +197,16 @@ fn libtorrent_two_seeders_two_torrents_share_the_session_cap() {
         let dir = d.path().join(format!("t{k}"));
         // Two names: one --out folder holds both.
         let (torrent, _) = single_named(&dir, &format!("data{k}.bin"), 5 << 20, 20 + k);
-        let port = free_tcp_port();
-        seeds.push(lt_seeder_with(
-            &py,
-            &torrent,
-            &dir.join("src"),
-            port,
-            &["--progress-every", "0.1"],
-        ));
+        let src = dir.join("src");
+        let seed = LtSeeder::new(&py, &torrent, &src)
+            .opts(&["--progress-every", "0.1"])
+            .start();
         torrents.push(torrent);
-        ports.push(port);
+        ports.push(seed.port);
+        seeds.push(seed);
     }
     for s in &seeds {
-        s.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+        s.warm_up();
     }
     let out = d.path().join("out");
     let mut cmd = Command::new(BIN);

@@ -20,45 +20,21 @@ use ourtorrent_core::wire::metadata::MetadataMsg;
 use ourtorrent_core::wire::{
     ExtensionHandshake, Frame, Framer, Handshake, Message, Reserved, Status,
 };
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{
-    free_tcp_port, free_tcp_udp_port, make_tree, repo_root, require_libtorrent, run, run_bounded,
-    write_data, Proc,
+use ourtorrent_tests::fixtures::{
+    assert_same_tree, info_hash_hex, lt_and_tempdir, tree_torrent, LtDhtPeer, LtDhtSwarm, LtSeeder,
+    OurSeeder,
 };
+use ourtorrent_tests::{free_tcp_port, free_tcp_udp_port, run, run_bounded, write_data, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 
 /// `dir/src/tree` and a torrent of it announcing to `tracker` (none when
 /// empty); returns (torrent, tree, info-hash hex).
 fn fixture(dir: &Path, tracker: &str) -> (PathBuf, PathBuf, String) {
-    let tree = dir.join("src/tree");
-    make_tree(&tree);
-    write_data(&tree.join("sub/big.bin"), 1_500_000, 9);
-    let torrent = dir.join("t.torrent");
-    let mut create = Command::new(BIN);
-    create.arg("create").arg(&tree);
-    if !tracker.is_empty() {
-        create.args(["--tracker", tracker]);
-    }
-    run(create.args(["--piece-length", "32768", "-o"]).arg(&torrent));
-    let info = run(Command::new(BIN).arg("info").arg(&torrent).arg("--json"));
-    let v: serde_json::Value = serde_json::from_str(&info).expect("info --json");
-    let hex = v["info_hash"].as_str().expect("info_hash").to_string();
+    let tracker = (!tracker.is_empty()).then_some(tracker);
+    let (torrent, tree) = tree_torrent(BIN, dir, 32768, 1_500_000, tracker);
+    let hex = info_hash_hex(BIN, &torrent);
     (torrent, tree, hex)
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    for rel in [
-        "a.bin",
-        "sub/b.bin",
-        "sub/deeper/c.txt",
-        "empty-not.bin",
-        "sub/big.bin",
-    ] {
-        let x = std::fs::read(a.join(rel)).expect("read source");
-        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(x == y, "{rel} differs");
-    }
 }
 
 /// `client download MAGNET --out OUT --no-seed --quiet` plus `extra`
@@ -77,19 +53,15 @@ fn download_magnet(magnet: &str, out: &Path, extra: &[&str]) -> (bool, String, S
 
 #[test]
 fn libtorrent_seeder_magnet_with_only_x_pe() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
-    let port = free_tcp_port();
-    let _seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--no-trackers"],
-    );
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--no-trackers"])
+        .start();
+    let port = seed.port;
     let magnet = format!("magnet:?xt=urn:btih:{hex}&dn=tree&x.pe=127.0.0.1:{port}");
     let out = d.path().join("out");
     let saved = d.path().join("saved.torrent");
@@ -115,22 +87,12 @@ fn magnet_with_only_tr_to_our_tracker_and_our_seeder() {
     let url = format!("http://{}/announce", tracker.http);
     let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), &url);
-    let port = free_tcp_port();
-    let seed = Proc::spawn(
-        "seed",
-        Command::new(BIN)
-            .args(["client", "seed"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--quiet",
-                "--no-dht",
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let _seed = OurSeeder::new(BIN)
+        .name("seed")
+        .torrent(&torrent, &tree)
+        .port(free_tcp_port())
+        .opts(["--quiet", "--no-dht"])
+        .start();
     let magnet = format!(
         "magnet:?xt=urn:btih:{hex}&tr={}",
         url.replace(':', "%3A").replace('/', "%2F")
@@ -242,10 +204,9 @@ fn fake_conn(
 /// the data.
 #[test]
 fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "http://127.0.0.1:9/announce");
     let size = metadata_size(&torrent);
     let ih = InfoHash::from_hex(hex.as_bytes()).unwrap();
@@ -275,19 +236,10 @@ fn libtorrent_seeder_completes_a_magnet_after_a_peer_with_bad_metadata() {
     served
         .recv_timeout(Duration::from_secs(20))
         .expect("the fake peer was asked for the metadata");
-    let src = d.path().join("src");
-    let _seed = lt_dht(
-        &py,
-        "seed",
-        honest,
-        &[
-            torrent.to_str().unwrap(),
-            src.to_str().unwrap(),
-            "--report-peers",
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let _seed = LtDhtPeer::seed(honest, &torrent, &d.path().join("src"))
+        .report_peers()
+        .max_seconds(60)
+        .start(&py);
     let line = client.wait_for("metadata:", Duration::from_secs(40));
     assert!(line.contains("(1 refused)"), "{line}");
     client.wait_for("complete:", Duration::from_secs(40));
@@ -312,21 +264,6 @@ fn metadata_size(torrent: &Path) -> usize {
     m.info_bytes().len()
 }
 
-/// `tests/py/lt_dht_swarm.py ROLE PORT ARGS…` (see its docstring), waited
-/// for until it listens.
-fn lt_dht(py: &Path, role: &str, port: u16, args: &[&str]) -> Proc {
-    let p = Proc::spawn(
-        &format!("lt-{role}"),
-        Command::new(py)
-            .arg(repo_root().join("tests/py/lt_dht_swarm.py"))
-            .arg(role)
-            .arg(port.to_string())
-            .args(args),
-    );
-    p.wait_for("READY", Duration::from_secs(20));
-    p
-}
-
 /// BEP 5 + BEP 9: a libtorrent DHT router and a libtorrent seeder of a
 /// trackerless torrent announcing there; our client, given only the
 /// magnet and `--dht-bootstrap` to the router, finds the seeder through
@@ -334,28 +271,12 @@ fn lt_dht(py: &Path, role: &str, port: u16, args: &[&str]) -> Proc {
 /// table is saved in the output folder on exit.
 #[test]
 fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
-    let router = free_tcp_udp_port();
-    let _router = lt_dht(&py, "router", router, &["--max-seconds", "90"]);
-    let src = d.path().join("src");
-    let r = router.to_string();
-    let _seed = lt_dht(
-        &py,
-        "seed",
-        free_tcp_udp_port(),
-        &[
-            torrent.to_str().unwrap(),
-            src.to_str().unwrap(),
-            "--router",
-            &r,
-            "--max-seconds",
-            "90",
-        ],
-    );
+    let dht = LtDhtSwarm::start(&py, &torrent, &d.path().join("src"));
+    let router = dht.router_port;
     let out = d.path().join("out");
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
     let listen = format!("127.0.0.1:{}", free_tcp_udp_port());
@@ -382,10 +303,9 @@ fn libtorrent_dht_router_and_seeder_to_our_magnet_client() {
 /// it there, gets the metadata from it (BEP 9) and the data.
 #[test]
 fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
     let router = Proc::spawn(
         "dht",
@@ -395,40 +315,19 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
     );
     let line = router.wait_for("dht listening on", Duration::from_secs(10));
     let raddr: std::net::SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-    let port = free_tcp_udp_port();
-    let seed = Proc::spawn(
-        "seed",
-        Command::new(BIN)
-            .args(["client", "seed"])
-            .arg(&torrent)
-            .arg("--data")
-            .arg(&tree)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--quiet",
-                "--dht-bootstrap",
-                &raddr.to_string(),
-            ]),
-    );
-    seed.wait_for("seeding:", Duration::from_secs(20));
+    let _seed = OurSeeder::new(BIN)
+        .name("seed")
+        .torrent(&torrent, &tree)
+        .port(free_tcp_udp_port())
+        .opts(["--quiet", "--dht-bootstrap", &raddr.to_string()])
+        .start();
     let save = d.path().join("lt");
     std::fs::create_dir_all(&save).unwrap();
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
-    let r = raddr.port().to_string();
-    let mut leech = lt_dht(
-        &py,
-        "leech",
-        free_tcp_udp_port(),
-        &[
-            &magnet,
-            save.to_str().unwrap(),
-            "--router",
-            &r,
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let mut leech = LtDhtPeer::leech(free_tcp_udp_port(), &magnet, &save)
+        .dht_router(raddr.port())
+        .max_seconds(60)
+        .start(&py);
     leech.wait_for("METADATA", Duration::from_secs(60));
     leech.wait_for("DONE", Duration::from_secs(60));
     // Its files are complete once it has closed them.
@@ -441,46 +340,25 @@ fn libtorrent_leecher_finds_our_seeder_through_our_dht_router() {
 /// dial B and the download completes; the address book counts B as PEX.
 #[test]
 fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, tree, hex) = fixture(d.path(), "");
-    let src = d.path().join("src");
     let b = free_tcp_port();
-    let _b = lt_dht(
-        &py,
-        "seed",
-        b,
-        &[
-            torrent.to_str().unwrap(),
-            src.to_str().unwrap(),
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let _b = LtDhtPeer::seed(b, &torrent, &d.path().join("src"))
+        .max_seconds(60)
+        .start(&py);
     let a = free_tcp_port();
     let a_save = d.path().join("a");
     std::fs::create_dir_all(&a_save).unwrap();
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
-    let bs = b.to_string();
-    let a_proc = lt_dht(
-        &py,
-        "leech",
-        a,
-        &[
-            &magnet,
-            a_save.to_str().unwrap(),
-            "--connect",
-            &bs,
-            "--download-limit",
-            "20000",
-            "--linger",
-            "--report-peers",
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let a_proc = LtDhtPeer::leech(a, &magnet, &a_save)
+        .connect(b)
+        .download_limit(20000)
+        .linger()
+        .report_peers()
+        .max_seconds(60)
+        .start(&py);
     a_proc.wait_for(&format!("PEER 127.0.0.1:{b}"), Duration::from_secs(20));
     let out = d.path().join("out");
     let (ok, so, se) = run_bounded(
@@ -527,27 +405,16 @@ fn libtorrent_pex_tells_our_client_of_a_seeder_it_did_not_know() {
 /// B's listening port.
 #[test]
 fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (torrent, _tree, hex) = fixture(d.path(), "");
-    let src = d.path().join("src");
     let b = free_tcp_port();
-    let _b = lt_dht(
-        &py,
-        "seed",
-        b,
-        &[
-            torrent.to_str().unwrap(),
-            src.to_str().unwrap(),
-            "--upload-limit",
-            "60000",
-            "--no-pex",
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let _b = LtDhtPeer::seed(b, &torrent, &d.path().join("src"))
+        .upload_limit(60000)
+        .no_pex()
+        .max_seconds(60)
+        .start(&py);
     let ours = free_tcp_port();
     let _client = Proc::spawn(
         "ours",
@@ -569,21 +436,11 @@ fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
     let l_save = d.path().join("l");
     std::fs::create_dir_all(&l_save).unwrap();
     let magnet = format!("magnet:?xt=urn:btih:{hex}");
-    let os = ours.to_string();
-    let l = lt_dht(
-        &py,
-        "leech",
-        free_tcp_port(),
-        &[
-            &magnet,
-            l_save.to_str().unwrap(),
-            "--connect",
-            &os,
-            "--report-peers",
-            "--max-seconds",
-            "40",
-        ],
-    );
+    let l = LtDhtPeer::leech(free_tcp_port(), &magnet, &l_save)
+        .connect(ours)
+        .report_peers()
+        .max_seconds(40)
+        .start(&py);
     l.wait_for(&format!("PEER 127.0.0.1:{b}"), Duration::from_secs(30));
 }
 
@@ -594,10 +451,9 @@ fn libtorrent_leecher_learns_a_seeder_from_our_pex() {
 /// seeder (`--peer`); both finish byte-identical.
 #[test]
 fn libtorrent_seeders_a_magnet_resumes_beside_a_torrent_in_one_command() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let (t1, tree, hex) = fixture(d.path(), "");
     let one = d.path().join("src2/one.bin");
     write_data(&one, 700_000, 77);
@@ -608,16 +464,12 @@ fn libtorrent_seeders_a_magnet_resumes_beside_a_torrent_in_one_command() {
         .args(["--piece-length", "32768", "-o"])
         .arg(&t2));
     // Slow (~4 s for the 1.6 MB): the first run stops long before the end.
-    let p1 = free_tcp_port();
-    let _s1 = lt_seeder_with(
-        &py,
-        &t1,
-        &d.path().join("src"),
-        p1,
-        &["--upload-limit", "400000"],
-    );
-    let p2 = free_tcp_port();
-    let _s2 = lt_seeder_with(&py, &t2, &d.path().join("src2"), p2, &[]);
+    let (src, src2) = (d.path().join("src"), d.path().join("src2"));
+    let s1 = LtSeeder::new(&py, &t1, &src)
+        .opts(&["--upload-limit", "400000"])
+        .start();
+    let s2 = LtSeeder::new(&py, &t2, &src2).start();
+    let (p1, p2) = (s1.port, s2.port);
     let magnet = format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{p1}");
     let out = d.path().join("out");
     let (ok, so, se) = download_magnet(&magnet, &out, &["--no-dht", "--max-pieces", "10"]);
@@ -675,21 +527,12 @@ fn private_torrents_offer_no_pex() {
         }
         run(&mut c);
         let port = free_tcp_port();
-        let seed = Proc::spawn(
-            "seed",
-            Command::new(BIN)
-                .args(["client", "seed"])
-                .arg(&t)
-                .arg("--data")
-                .arg(&data)
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--quiet",
-                    "--no-trackers",
-                ]),
-        );
-        seed.wait_for("seeding:", Duration::from_secs(20));
+        let _seed = OurSeeder::new(BIN)
+            .name("seed")
+            .torrent(&t, &data)
+            .port(port)
+            .opts(["--quiet", "--no-trackers"])
+            .start();
         let ih = InfoHash::from_hex(
             serde_json::from_str::<serde_json::Value>(&run(Command::new(BIN)
                 .args(["info", "--json"])
@@ -740,10 +583,9 @@ fn their_extension_handshake(port: u16, ih: InfoHash) -> String {
 /// metadata is saved as `DIR/NAME.torrent` with the magnet's info-hash.
 #[test]
 fn libtorrent_seeders_two_magnets_in_one_command_save_their_torrents() {
-    let Some(py) = require_libtorrent() else {
+    let Some((py, d)) = lt_and_tempdir() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
     let mut magnets = Vec::new();
     let mut seeds = Vec::new();
     let mut files = Vec::new();
@@ -756,23 +598,15 @@ fn libtorrent_seeders_two_magnets_in_one_command_save_their_torrents() {
             .arg(&data)
             .args(["--piece-length", "16384", "-o"])
             .arg(&t));
-        let v: serde_json::Value =
-            serde_json::from_str(&run(Command::new(BIN).args(["info", "--json"]).arg(&t))).unwrap();
-        let hex = v["info_hash"].as_str().unwrap().to_string();
+        let hex = info_hash_hex(BIN, &t);
         let port = free_tcp_port();
         let src = d.path().join(format!("src{i}"));
-        seeds.push(lt_dht(
-            &py,
-            "seed",
-            port,
-            &[
-                t.to_str().unwrap(),
-                src.to_str().unwrap(),
-                "--report-peers",
-                "--max-seconds",
-                "60",
-            ],
-        ));
+        seeds.push(
+            LtDhtPeer::seed(port, &t, &src)
+                .report_peers()
+                .max_seconds(60)
+                .start(&py),
+        );
         magnets.push(format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:{port}"));
         files.push((data, hex, format!("m{i}.bin")));
     }

@@ -4,12 +4,12 @@
 //! byte-identical, the skipped one is never created, its bytes in the
 //! shared pieces sit in the part file, and an interrupted run resumes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ourtorrent_tests::libtorrent::lt_seeder_with;
-use ourtorrent_tests::{free_tcp_port, require_libtorrent, run, run_bounded, write_data};
+use ourtorrent_tests::fixtures::{LtSeed, LtSeeder};
+use ourtorrent_tests::{require_libtorrent, run, run_bounded, write_data};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
 const PIECE: usize = 64 << 10;
@@ -19,7 +19,7 @@ const LENS: [usize; 3] = [300_000, 500_000, 400_000];
 const B_ONLY: std::ops::RangeInclusive<u64> = 5..=11;
 const PIECES: u64 = 19;
 
-fn fixture(dir: &Path) -> std::path::PathBuf {
+fn fixture(dir: &Path) -> PathBuf {
     let tree = dir.join("src/tree");
     for (i, (name, len)) in ["a.bin", "b.bin", "c.bin"].iter().zip(LENS).enumerate() {
         write_data(&tree.join(name), len, 11 + i as u64);
@@ -31,6 +31,20 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
         .args(["--piece-length", &PIECE.to_string(), "-o"])
         .arg(&torrent));
     torrent
+}
+
+/// A temp dir with [`fixture`] and a libtorrent seeder of it, started
+/// once it has reported for a second (`start_warm`); `None` without
+/// python3-libtorrent.
+fn seeded_fixture() -> Option<(tempfile::TempDir, PathBuf, LtSeed)> {
+    let py = require_libtorrent()?;
+    let d = tempfile::tempdir().unwrap();
+    let torrent = fixture(d.path());
+    let src = d.path().join("src");
+    let seed = LtSeeder::new(&py, &torrent, &src)
+        .opts(&["--progress-every", "0.5"])
+        .start_warm();
+    Some((d, torrent, seed))
 }
 
 fn download(torrent: &Path, out: &Path, port: u16, extra: &[&str]) -> (bool, String, String) {
@@ -58,23 +72,10 @@ fn number_after(out: &str, prefix: &str) -> u64 {
 
 #[test]
 fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
-    let Some(py) = require_libtorrent() else {
+    let Some((d, torrent, seed)) = seeded_fixture() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let torrent = fixture(d.path());
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--progress-every", "0.5"],
-    );
-    // libtorrent resets connections for a moment after it listens and
-    // our redial backs off for 10 s: start once it has reported for a
-    // second.
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let port = seed.port;
     let out = d.path().join("out");
     // First run: stopped after 4 pieces (of the 12 wanted).
     let (ok, so, se) = download(&torrent, &out, port, &["--skip", "1", "--max-pieces", "4"]);
@@ -147,20 +148,10 @@ fn libtorrent_seeder_skip_middle_file_shared_pieces_and_resume() {
 /// fails then).
 #[test]
 fn libtorrent_seeder_sequential_fetches_the_first_pieces_first() {
-    let Some(py) = require_libtorrent() else {
+    let Some((d, torrent, seed)) = seeded_fixture() else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let torrent = fixture(d.path());
-    let port = free_tcp_port();
-    let seed = lt_seeder_with(
-        &py,
-        &torrent,
-        &d.path().join("src"),
-        port,
-        &["--progress-every", "0.5"],
-    );
-    seed.wait_for("PROGRESS t=1.", Duration::from_secs(20));
+    let port = seed.port;
     let out = d.path().join("out");
     let (ok, so, se) = download(&torrent, &out, port, &["--sequential", "--max-pieces", "4"]);
     assert!(ok && so.contains("stopped after"), "{so}\n{se}");

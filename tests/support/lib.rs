@@ -4,15 +4,19 @@
 //! line waiting ([`proc`]), free loopback ports ([`ports`]), libtorrent peers
 //! ([`libtorrent`]), opentracker ([`opentracker`]), BEP 15 by hand
 //! ([`bep15`]), the `shell-std` binary for tests outside its package
-//! ([`bin`]) and the QEMU firmware runs ([`qemu`]).
+//! ([`bin`]), the QEMU firmware runs ([`qemu`]; the host side:
+//! [`qemu_setup`]) and the set-ups many tests share: seeders, libtorrent
+//! peers, the test tree ([`fixtures`]).
 
 pub mod bep15;
 pub mod bin;
+pub mod fixtures;
 pub mod libtorrent;
 pub mod opentracker;
 pub mod ports;
 pub mod proc;
 pub mod qemu;
+pub mod qemu_setup;
 pub mod qemu_swarm;
 pub mod redis;
 pub mod web;

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ourtorrent_tests::{make_tree, run, write_data, Proc};
+#[allow(unused_imports)] // not every daemon test compares trees
+pub use ourtorrent_tests::fixtures::assert_same_tree as same_tree;
+use ourtorrent_tests::fixtures::tree_torrent;
+use ourtorrent_tests::{run, Proc};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shell-std");
@@ -263,34 +266,7 @@ pub fn fixture_with(
     big: usize,
     tracker: Option<&str>,
 ) -> (PathBuf, PathBuf) {
-    let tree = dir.join("src/tree");
-    make_tree(&tree);
-    write_data(&tree.join("sub/big.bin"), big, 9);
-    let torrent = dir.join("t.torrent");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("create")
-        .arg(&tree)
-        .args(["--piece-length", &piece.to_string(), "-o"])
-        .arg(&torrent);
-    if let Some(t) = tracker {
-        cmd.args(["--tracker", t]);
-    }
-    run(&mut cmd);
-    (torrent, tree)
-}
-
-pub fn same_tree(a: &Path, b: &Path) {
-    for rel in [
-        "a.bin",
-        "sub/b.bin",
-        "sub/deeper/c.txt",
-        "empty-not.bin",
-        "sub/big.bin",
-    ] {
-        let x = std::fs::read(a.join(rel)).unwrap();
-        let y = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(x == y, "{rel} differs");
-    }
+    tree_torrent(BIN, dir, piece, big, tracker)
 }
 
 pub fn n(v: &Value, k: &str) -> u64 {
