@@ -14,7 +14,7 @@ use crate::tracker::db::{self, FLUSH_BUCKETS};
 impl Tracker {
     /// Handles `GET target` from `peer` at `now_ms`: `/stats` and
     /// `/metrics` here (they read every front and shard), the rest on the
-    /// HTTP front ([`State::handle_http`]).
+    /// HTTP front ([`State::handle_http`](super::State::handle_http)).
     pub fn handle_http(
         &self,
         now_ms: u64,
