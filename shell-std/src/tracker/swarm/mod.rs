@@ -65,8 +65,8 @@ mod sample;
 mod tests;
 mod torrent;
 
+pub use self::log::{Batch, PeerChange, COMPACT_LOG_AT, PEER_CHANGE_BYTES};
 pub use expiry::ExpiryStep;
-pub use log::{Batch, PeerChange, COMPACT_LOG_AT, PEER_CHANGE_BYTES};
 pub use peers::{
     Peer, INLINE_PEERS, LINEAR_MAX, PEER4_BYTES, PEER6_BYTES, TIME_BASE_SECS, TORRENT_ENTRY_BYTES,
 };
