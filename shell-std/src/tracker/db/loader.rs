@@ -263,7 +263,7 @@ pub struct StoredState {
 
 impl StoredState {
     /// The state of `shards` (as [`read_state`] gives it).
-    pub fn of(shards: &[Swarms]) -> Self {
+    pub fn of<'a>(shards: impl IntoIterator<Item = &'a Swarms>) -> Self {
         let mut out = StoredState::default();
         for s in shards {
             let (mut t, mut p) = (Vec::new(), Vec::new());

@@ -21,8 +21,10 @@
 //! larger of [`DEFAULT_CHECKPOINT_RECORDS`] (or `--checkpoint-records`)
 //! and the peer count, and at a clean stop (up to
 //! [`SHUTDOWN_CHECKPOINT_MAX_PEERS`]), [`checkpoint()`] notes the next
-//! journal sequence number `L`, then shard by shard drains the shard's log
-//! into the journal and copies its swarms out under its lock, encodes the
+//! journal sequence number `L`, then part by part ([`Parts`]: a shard's
+//! torrents from the end of its slab down, about [`CHECKPOINT_PART_PEERS`]
+//! peers a part) drains the shard's log into the journal and copies the
+//! part out under the shard's lock (a few ms at most), encodes the
 //! copy into chunks of `checkpoint_next` (one transaction each; the writer
 //! appends the journal in between), and in one last transaction swaps
 //! `checkpoint_next` in, deletes the journal rows before `L` and stores
@@ -80,8 +82,8 @@ mod meta;
 mod writer;
 
 pub use checkpoint::{
-    checkpoint, CheckpointDone, ShardCopy, Step, CHECKPOINT_CHUNK_LEN, DEFAULT_CHECKPOINT_RECORDS,
-    SHUTDOWN_CHECKPOINT_MAX_PEERS,
+    checkpoint, CheckpointDone, Parts, ShardCopy, Step, CHECKPOINT_CHUNK_LEN,
+    CHECKPOINT_PART_PEERS, DEFAULT_CHECKPOINT_RECORDS, SHUTDOWN_CHECKPOINT_MAX_PEERS,
 };
 pub use journal::{encode_batch, write, Appended};
 pub use loader::{load, read_state, read_state_at, Loaded, StoredState};

@@ -412,6 +412,116 @@ fn journal_and_fuzzy_checkpoints_restore_exactly_the_swarms() {
     }
 }
 
+/// Announces over 60 torrents, a third of them `stopped`: torrents empty
+/// out, and expiry then removes them (moving the slab's last torrent into
+/// each hole).
+fn churning_announce(r: &mut Rng) -> Announce {
+    let event = match r.below(10) {
+        0..=3 => AnnounceEvent::Stopped,
+        4 if r.below(20) == 0 => AnnounceEvent::Completed,
+        _ => AnnounceEvent::None,
+    };
+    Announce {
+        info_hash: InfoHash([r.below(60) as u8; 20]),
+        addr: SocketAddr::from(([10, 0, 0, 1], 1000 + r.below(6) as u16)),
+        event,
+        seeder: r.below(2) == 0,
+    }
+}
+
+/// A checkpoint copied in small parts (1-4 peers) while, between parts,
+/// peers come and go, new torrents are appended and expiry removes
+/// emptied torrents (moving others down the slab): the database still
+/// loads to exactly the in-memory swarms, so no torrent that moved was
+/// missed.
+#[test]
+fn checkpoint_parts_miss_no_torrent_that_moves_or_appears() {
+    let (mut moved_total, mut parts_total, mut checkpoints) = (0usize, 0usize, 0usize);
+    for seed in 1..=8u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let cells: Vec<std::cell::RefCell<Swarms>> = (0..2)
+            .map(|_| std::cell::RefCell::new(Swarms::new(limits_big(), 1000)))
+            .collect();
+        let mut now = (TIME_BASE_SECS + 10) * 1000;
+        for round in 0..30 {
+            for _ in 0..r.below(120) {
+                let a = churning_announce(&mut r);
+                let i = shard_of(&a.info_hash, cells.len());
+                cells[i].borrow_mut().announce(&a, now).unwrap();
+            }
+            let mut parts = Parts::new(1 + r.below(4) as usize);
+            let mut rr = Rng(r.next() | 1);
+            let mut steps = 0;
+            let done = checkpoint(
+                &mut conn,
+                |_| {
+                    let c = parts.next(|i| cells.get(i).map(|c| c.borrow_mut()));
+                    parts_total += usize::from(c.is_some());
+                    // Between parts: churn in every shard, then expiry
+                    // of the emptied torrents.
+                    for _ in 0..rr.below(12) {
+                        let a = churning_announce(&mut rr);
+                        let i = shard_of(&a.info_hash, cells.len());
+                        cells[i].borrow_mut().announce(&a, now).unwrap();
+                    }
+                    for cell in &cells {
+                        let mut s = cell.borrow_mut();
+                        let before = s.torrent_count();
+                        s.expire(0);
+                        moved_total += before - s.torrent_count();
+                    }
+                    c
+                },
+                |conn, _| {
+                    steps += 1;
+                    if steps % 2 == 0 {
+                        let mut b = Batch::default();
+                        for cell in &cells {
+                            let part = cell.borrow_mut().take_batch();
+                            b.peers.extend(part.peers);
+                            b.torrents.extend(part.torrents);
+                        }
+                        write(conn, &b)?;
+                    }
+                    Ok(true)
+                },
+            )
+            .unwrap();
+            checkpoints += usize::from(done.is_some());
+            let mut flushed = Batch::default();
+            for cell in &cells {
+                let b = cell.borrow_mut().take_batch();
+                flushed.peers.extend(b.peers);
+                flushed.torrents.extend(b.torrents);
+            }
+            write(&mut conn, &flushed).unwrap();
+            let got = read_state(&conn).unwrap();
+            let shards: Vec<std::cell::Ref<Swarms>> = cells.iter().map(|c| c.borrow()).collect();
+            let want = StoredState::of(shards.iter().map(|s| &**s));
+            assert_eq!(got.torrents, want.torrents, "seed {seed} round {round}");
+            let strip = |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
+                m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                strip(&got.peers),
+                strip(&want.peers),
+                "seed {seed} round {round}"
+            );
+            now += 1000;
+        }
+    }
+    // The churn did what the test is about: many parts a checkpoint, and
+    // torrents removed (so others moved) while checkpoints ran.
+    assert_eq!(checkpoints, 8 * 30);
+    assert!(parts_total > 4 * checkpoints, "{parts_total} parts");
+    assert!(
+        moved_total > 100,
+        "{moved_total} torrents removed mid-checkpoint"
+    );
+}
+
 /// A crash after any step of a checkpoint (the connection dropped with
 /// the work so far) restarts to the same swarms; a database from
 /// before the journal loads as a checkpoint.

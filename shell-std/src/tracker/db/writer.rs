@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 
 use super::checkpoint::{
-    checkpoint, CheckpointDone, ShardCopy, Step, SHUTDOWN_CHECKPOINT_MAX_PEERS,
+    checkpoint, CheckpointDone, Parts, Step, CHECKPOINT_PART_PEERS, SHUTDOWN_CHECKPOINT_MAX_PEERS,
 };
 use super::journal::{write, Appended};
 use crate::tracker::swarm::Batch;
@@ -167,11 +167,12 @@ fn checkpoint_shards(
     let start = std::time::Instant::now();
     let mut appended_at = start;
     let mut lock_us = 0u64;
+    let mut parts = Parts::new(CHECKPOINT_PART_PEERS);
     let done = checkpoint(
         conn,
-        |i| {
+        |_| {
             let t = std::time::Instant::now();
-            let c = shards.lock_index(i).map(|mut s| ShardCopy::take(&mut s));
+            let c = parts.next(|i| shards.lock_index(i));
             lock_us = lock_us.max(t.elapsed().as_micros() as u64);
             c
         },

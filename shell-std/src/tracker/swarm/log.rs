@@ -174,6 +174,36 @@ impl Swarms {
         }
     }
 
+    /// Like [`Swarms::copy_out`] for the torrents at slab indices below
+    /// `end`, from `end - 1` down, stopping once `max_peers` peers are
+    /// copied (always at least one torrent, so a part moves on); returns
+    /// the lowest index copied (`0`: the shard is done). See
+    /// [`db::Parts`](crate::tracker::db::Parts) for why downwards.
+    pub fn copy_out_down(
+        &self,
+        end: usize,
+        max_peers: usize,
+        torrents: &mut Vec<(InfoHash, u32)>,
+        peers: &mut Vec<PeerChange>,
+    ) -> usize {
+        let mut i = end.min(self.slab.len());
+        let mut copied = 0;
+        while let Some(t) = i.checked_sub(1).and_then(|j| self.slab.get(j)) {
+            if copied > 0 && copied + t.peers.len() > max_peers {
+                break;
+            }
+            i -= 1;
+            if t.completed > 0 {
+                torrents.push((t.info_hash, t.completed));
+            }
+            for p in t.peers() {
+                peers.push(PeerChange::new(t.info_hash, p.addr, Some(p)));
+            }
+            copied += t.peers.len().max(1);
+        }
+        i
+    }
+
     /// Drains the change log into rows to write, in order (a swap: no
     /// work under the lock).
     pub fn take_batch(&mut self) -> Batch {
