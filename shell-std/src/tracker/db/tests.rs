@@ -307,6 +307,30 @@ fn random_announce(r: &mut Rng) -> Announce {
     }
 }
 
+/// The writer's flush: the shards' drained logs as one journal row.
+fn write_all(conn: &mut Connection, batches: impl IntoIterator<Item = Batch>) -> Result<Appended> {
+    let mut all = Batch::default();
+    for b in batches {
+        all.peers.extend(b.peers);
+        all.torrents.extend(b.torrents);
+    }
+    write(conn, &all)
+}
+
+/// Asserts that the database loads to `want`'s torrents and peer rows
+/// with their seeder flags (the journal keeps a re-announce's last-seen
+/// time only per period, so times are the caller's to check); returns
+/// what it loaded.
+fn assert_restores(conn: &Connection, want: &StoredState, what: &str) -> StoredState {
+    let got = read_state(conn).unwrap();
+    assert_eq!(got.torrents, want.torrents, "{what}");
+    let strip = |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
+        m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&got.peers), strip(&want.peers), "{what}");
+    got
+}
+
 /// Model test: random announces and expiry over 3 shards, flushed to
 /// the journal at random points, checkpoints (some stopped half-way,
 /// as a crash leaves them) at random points in between; after each
@@ -363,13 +387,7 @@ fn journal_and_fuzzy_checkpoints_restore_exactly_the_swarms() {
                         // The writer's flushes go on between steps.
                         steps += 1;
                         if steps % 2 == 0 {
-                            let mut b = Batch::default();
-                            for cell in &cells {
-                                let part = cell.borrow_mut().take_batch();
-                                b.peers.extend(part.peers);
-                                b.torrents.extend(part.torrents);
-                            }
-                            write(conn, &b)?;
+                            write_all(conn, cells.iter().map(|c| c.borrow_mut().take_batch()))?;
                         }
                         Ok(steps <= stop_at)
                     },
@@ -382,26 +400,9 @@ fn journal_and_fuzzy_checkpoints_restore_exactly_the_swarms() {
                     conn = open(&dir.path().join("t.db")).unwrap();
                 }
             }
-            let mut flushed = Batch::default();
-            for s in &mut shards {
-                let b = s.take_batch();
-                flushed.peers.extend(b.peers);
-                flushed.torrents.extend(b.torrents);
-            }
-            write(&mut conn, &flushed).unwrap();
-            let got = read_state(&conn).unwrap();
+            write_all(&mut conn, shards.iter_mut().map(|s| s.take_batch())).unwrap();
             let want = StoredState::of(&shards);
-            assert_eq!(got.torrents, want.torrents, "seed {seed} round {round}");
-            // The journal keeps a re-announce's time only per period;
-            // the rows and flags must match exactly.
-            let strip = |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
-                m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
-            };
-            assert_eq!(
-                strip(&got.peers),
-                strip(&want.peers),
-                "seed {seed} round {round}"
-            );
+            let got = assert_restores(&conn, &want, &format!("seed {seed} round {round}"));
             for (k, (_, seen)) in &got.peers {
                 let real = want.peers[k].1;
                 assert!(*seen <= real && real - seen < 1000 * 1000, "{k:?}");
@@ -477,38 +478,17 @@ fn checkpoint_parts_miss_no_torrent_that_moves_or_appears() {
                 |conn, _| {
                     steps += 1;
                     if steps % 2 == 0 {
-                        let mut b = Batch::default();
-                        for cell in &cells {
-                            let part = cell.borrow_mut().take_batch();
-                            b.peers.extend(part.peers);
-                            b.torrents.extend(part.torrents);
-                        }
-                        write(conn, &b)?;
+                        write_all(conn, cells.iter().map(|c| c.borrow_mut().take_batch()))?;
                     }
                     Ok(true)
                 },
             )
             .unwrap();
             checkpoints += usize::from(done.is_some());
-            let mut flushed = Batch::default();
-            for cell in &cells {
-                let b = cell.borrow_mut().take_batch();
-                flushed.peers.extend(b.peers);
-                flushed.torrents.extend(b.torrents);
-            }
-            write(&mut conn, &flushed).unwrap();
-            let got = read_state(&conn).unwrap();
+            write_all(&mut conn, cells.iter().map(|c| c.borrow_mut().take_batch())).unwrap();
             let shards: Vec<std::cell::Ref<Swarms>> = cells.iter().map(|c| c.borrow()).collect();
             let want = StoredState::of(shards.iter().map(|s| &**s));
-            assert_eq!(got.torrents, want.torrents, "seed {seed} round {round}");
-            let strip = |m: &std::collections::BTreeMap<(InfoHash, SocketAddr), (bool, u64)>| {
-                m.iter().map(|(k, v)| (*k, v.0)).collect::<Vec<_>>()
-            };
-            assert_eq!(
-                strip(&got.peers),
-                strip(&want.peers),
-                "seed {seed} round {round}"
-            );
+            assert_restores(&conn, &want, &format!("seed {seed} round {round}"));
             now += 1000;
         }
     }
