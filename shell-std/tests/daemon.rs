@@ -635,7 +635,10 @@ fn daemon_api_drops_slow_clients_and_bounds_connections() {
             s.write_all(b"GET /api/torrents HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let n = s.read(&mut buf).unwrap();
-            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "connection {i} not served");
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "connection {i} not served"
+            );
             s
         })
         .collect();
