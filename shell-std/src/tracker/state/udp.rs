@@ -150,12 +150,7 @@ impl State {
                     let msg = b"too many info-hashes";
                     return error_reply(datagram.len(), s.transaction_id, msg, out).ok();
                 }
-                let zero = Counts {
-                    seeders: 0,
-                    leechers: 0,
-                    completed: 0,
-                };
-                let mut counts = [zero; MAX_SCRAPE_HASHES];
+                let mut counts = [Counts::default(); MAX_SCRAPE_HASHES];
                 let mut n = 0;
                 for (slot, ih) in counts.iter_mut().zip(s.info_hashes.iter()) {
                     let Ok(c) = store.counts(front, &ih) else {

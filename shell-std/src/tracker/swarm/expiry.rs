@@ -67,10 +67,12 @@ impl Swarms {
             if t.peers.len() == 0 && t.completed == 0 {
                 // Drop the torrent; the slab's last entry takes its place
                 // and is visited next.
-                self.map.remove(&ih);
+                self.index.remove(self.index.tag(&ih), ti);
                 self.slab.swap_remove(ti);
                 if let Some(moved) = self.slab.get(ti) {
-                    self.map.insert(moved.info_hash, ti as u32);
+                    let from = self.slab.len();
+                    self.index
+                        .repoint(self.index.tag(&moved.info_hash), from, ti);
                 }
                 self.cursor = (ti, 0);
             } else {

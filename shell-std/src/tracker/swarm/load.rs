@@ -67,11 +67,7 @@ impl Swarms {
     /// Removes a peer as a journal record says (at load); not logged. True
     /// if it was there.
     pub fn replay_remove(&mut self, ih: InfoHash, addr: SocketAddr) -> bool {
-        let Some(t) = self
-            .map
-            .get(&ih)
-            .and_then(|&i| self.slab.get_mut(i as usize))
-        else {
+        let Some(t) = self.find(&ih).and_then(|i| self.slab.get_mut(i)) else {
             return false;
         };
         match t

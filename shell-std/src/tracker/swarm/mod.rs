@@ -4,8 +4,8 @@
 //!
 //! # Layout (lean: a peer is a few bytes)
 //! - Torrents live in one slab (`Vec<Torrent>`, [`TORRENT_ENTRY_BYTES`]
-//!   each) found through one `HashMap<InfoHash, u32>`; the slab is also the
-//!   ring that expiry walks.
+//!   each) found through an index of 8-byte slots (`index.rs`); the slab
+//!   is also the ring that expiry walks.
 //! - A peer is stored compact: an IPv4 peer in [`PEER4_BYTES`] bytes (address,
 //!   port, and a coarse last-seen time in whole seconds whose top bit is the
 //!   seeder flag), an IPv6 peer in [`PEER6_BYTES`].
@@ -14,8 +14,9 @@
 //!   allocation at all. A larger swarm has one boxed list (IPv4 and IPv6
 //!   vectors), searched linearly up to [`LINEAR_MAX`] peers of a family and
 //!   through an address index beyond (about 16 bytes more per peer).
-//!   Measured: ~51 B of RSS per peer at 1M torrents / 2M peers
-//!   (`cargo bench -p shell-std --bench swarm_memory`).
+//!   Measured: ~33 B of RSS per peer at 1M torrents / 2M peers
+//!   (`cargo bench -p shell-std --bench swarm_memory`; 50 B with a
+//!   `HashMap<InfoHash, u32>` in place of the index).
 //!
 //! # Bounds
 //! - at most [`Limits::max_torrents`] torrents: an announce for a new torrent
@@ -42,6 +43,7 @@
 //! steps may move a peer past the cursor; it is then checked next round.
 //!
 //! # Files
+//! - `index.rs`: info-hash → slab index;
 //! - `peers.rs`: the compact peer layout and a torrent's peer set;
 //! - `torrent.rs`: [`Torrent`], one slab entry;
 //! - `sample.rs`: [`Torrent::sample`] and its iterator [`Sample`];
@@ -50,13 +52,13 @@
 //! - `load.rs`: restoring swarms from the database at start;
 //! - here: limits, sharding, [`Swarms`] and its announce.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::tracker::AnnounceEvent;
 
 mod expiry;
+mod index;
 mod load;
 mod log;
 mod peers;
@@ -98,8 +100,8 @@ pub const DEFAULT_MAX_TORRENTS: usize = 100_000;
 /// Default for [`Limits::max_peers_per_torrent`].
 pub const DEFAULT_MAX_PEERS_PER_TORRENT: usize = 10_000;
 
-/// Swarm figures after an announce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Swarm figures after an announce (all zero for an unknown torrent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Seeders.
     pub seeders: u32,
@@ -133,7 +135,7 @@ pub struct Announce {
 #[derive(Debug)]
 pub struct Swarms {
     /// Info-hash → index into `slab`.
-    map: HashMap<InfoHash, u32>,
+    index: index::Index,
     /// Every tracked torrent once, in the order expiry visits them.
     slab: Vec<Torrent>,
     limits: Limits,
@@ -165,7 +167,7 @@ impl Swarms {
     /// last-seen time changed at most once per period.
     pub fn new(limits: Limits, refresh_ms: u64) -> Self {
         Swarms {
-            map: HashMap::new(),
+            index: index::Index::default(),
             slab: Vec::new(),
             limits,
             peers: 0,
@@ -209,20 +211,35 @@ impl Swarms {
 
     /// A torrent.
     pub fn get(&self, ih: &InfoHash) -> Option<&Torrent> {
-        self.map.get(ih).and_then(|&i| self.slab.get(i as usize))
+        self.slab.get(self.find(ih)?)
+    }
+
+    /// The slab index of `ih`.
+    fn find(&self, ih: &InfoHash) -> Option<usize> {
+        let slab = &self.slab;
+        self.index.find(self.index.tag(ih), |i| {
+            slab.get(i).is_some_and(|t| t.info_hash == *ih)
+        })
     }
 
     /// The torrent `ih` and its slab index, created (at the end of the
     /// slab) if new and under the torrent limit.
     fn entry(&mut self, ih: InfoHash) -> Option<(usize, &mut Torrent)> {
-        let i = match self.map.get(&ih) {
-            Some(&i) => i as usize,
+        let tag = self.index.tag(&ih);
+        let slab = &self.slab;
+        let found = self
+            .index
+            .find(tag, |i| slab.get(i).is_some_and(|t| t.info_hash == ih));
+        let i = match found {
+            Some(i) => i,
             None => {
                 if self.slab.len() >= self.limits.max_torrents {
                     return None;
                 }
                 let i = self.slab.len();
-                self.map.insert(ih, u32::try_from(i).ok()?);
+                if !self.index.insert(tag, i) {
+                    return None;
+                }
                 self.slab.push(Torrent::new(ih));
                 i
             }
@@ -232,18 +249,7 @@ impl Swarms {
 
     /// Seeders, leechers and completed count of a torrent (zeros if unknown).
     pub fn counts(&self, ih: &InfoHash) -> Counts {
-        self.get(ih).map_or(
-            Counts {
-                seeders: 0,
-                leechers: 0,
-                completed: 0,
-            },
-            |t| Counts {
-                seeders: t.seeders(),
-                leechers: t.leechers(),
-                completed: t.completed,
-            },
-        )
+        self.get(ih).map(Torrent::counts).unwrap_or_default()
     }
 
     /// The torrent at `slab` index `i` (as [`Swarms::announce_at`] returns).
@@ -266,7 +272,7 @@ impl Swarms {
     ) -> Result<(Counts, Option<usize>), AnnounceError> {
         let key = Key::of(&a.addr);
         if a.event == AnnounceEvent::Stopped {
-            let i = self.map.get(&a.info_hash).map(|&i| i as usize);
+            let i = self.find(&a.info_hash);
             if let Some(t) = i.and_then(|i| self.slab.get_mut(i)) {
                 if let Some(gone) = t.peers.find(key).and_then(|j| t.peers.remove_at(j)) {
                     self.peers -= 1;
@@ -276,18 +282,10 @@ impl Swarms {
                     }
                 }
             }
-            let counts = match i.and_then(|i| self.slab.get(i)) {
-                Some(t) => Counts {
-                    seeders: t.seeders(),
-                    leechers: t.leechers(),
-                    completed: t.completed,
-                },
-                None => Counts {
-                    seeders: 0,
-                    leechers: 0,
-                    completed: 0,
-                },
-            };
+            let counts = i
+                .and_then(|i| self.slab.get(i))
+                .map(Torrent::counts)
+                .unwrap_or_default();
             return Ok((counts, i));
         }
         let (persist, refresh, max_peers) = (
@@ -320,11 +318,7 @@ impl Swarms {
             }
             None => full = true,
         }
-        let counts = Counts {
-            seeders: t.seeders(),
-            leechers: t.leechers(),
-            completed: t.completed,
-        };
+        let counts = t.counts();
         self.seeders = self.seeders.saturating_add_signed(seeders);
         self.peers += usize::from(joined);
         self.peer_limit_hits += u64::from(full);

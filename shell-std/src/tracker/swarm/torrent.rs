@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use ourtorrent_core::id::InfoHash;
 
 use super::peers::{Key, Peer, PeerSet};
+use super::Counts;
 
 /// One torrent's swarm (an entry of the slab).
 #[derive(Debug)]
@@ -33,6 +34,16 @@ impl Torrent {
     /// Peers still downloading.
     pub fn leechers(&self) -> u32 {
         (self.peers.len() as u32).saturating_sub(self.seeders())
+    }
+
+    /// Seeders, leechers and completed count (the peers counted once).
+    pub fn counts(&self) -> Counts {
+        let seeders = self.seeders();
+        Counts {
+            seeders,
+            leechers: (self.peers.len() as u32).saturating_sub(seeders),
+            completed: self.completed,
+        }
     }
 
     /// Number of stored peers.
