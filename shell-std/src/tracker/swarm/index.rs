@@ -80,6 +80,12 @@ impl<S: BuildHasher> Index<S> {
     /// The slab index with `tag` for which `is` holds (the caller compares
     /// the info-hash stored at that index).
     pub(super) fn find(&self, tag: u32, is: impl Fn(usize) -> bool) -> Option<usize> {
+        let at = self.position(tag, |s| (s >> 32) as u32 == tag && is(s as u32 as usize))?;
+        self.slots.get(at).map(|&s| s as u32 as usize)
+    }
+
+    /// The first slot of `tag`'s probe run whose value satisfies `hit`.
+    fn position(&self, tag: u32, hit: impl Fn(u64) -> bool) -> Option<usize> {
         let mask = self.mask();
         let mut at = tag as usize & mask;
         // At most half full: an empty slot ends every run; the bound is
@@ -89,9 +95,8 @@ impl<S: BuildHasher> Index<S> {
             if s == EMPTY {
                 return None;
             }
-            let i = s as u32 as usize;
-            if (s >> 32) as u32 == tag && is(i) {
-                return Some(i);
+            if hit(s) {
+                return Some(at);
             }
             at = (at + 1) & mask;
         }
@@ -142,19 +147,7 @@ impl<S: BuildHasher> Index<S> {
     /// The slot holding slab index `i` under `tag`.
     fn slot_of(&self, tag: u32, i: usize) -> Option<usize> {
         let want = u64::from(tag) << 32 | u64::try_from(i).ok()?;
-        let mask = self.mask();
-        let mut at = tag as usize & mask;
-        for _ in 0..self.slots.len() {
-            let s = *self.slots.get(at)?;
-            if s == EMPTY {
-                return None;
-            }
-            if s == want {
-                return Some(at);
-            }
-            at = (at + 1) & mask;
-        }
-        None
+        self.position(tag, |s| s == want)
     }
 
     /// Points the entry of slab index `from` (under `tag`) at `to` (the
