@@ -16,7 +16,7 @@ use ourtorrent_core::choker::{DEFAULT_RECHOKE_MS, DEFAULT_UPLOAD_SLOTS};
 use super::magnet::MagnetLink;
 use super::magnet_job::MagnetJob;
 use super::meta::Info;
-use super::plan::{storage_name, Plan};
+use super::plan::{storage_name, Choices, Plan};
 use super::start::start;
 use super::{dht, fetch};
 
@@ -206,6 +206,16 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
             sequential,
             common,
         } => {
+            let choices = Choices {
+                seed_ratio: *seed_ratio,
+                no_seed: *no_seed,
+                max_pieces: *max_pieces,
+                skip_space_check: *skip_space_check,
+                only: only.clone(),
+                skip: skip.clone(),
+                sequential: *sequential,
+                common: common.clone(),
+            };
             for t in torrents {
                 if let Some(uri) = t.to_str().filter(|s| MagnetLink::is_magnet(s)) {
                     if common.check_only {
@@ -215,36 +225,13 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                         link: MagnetLink::parse(uri)?,
                         out: out.clone(),
                         save: None,
-                        seed_ratio: *seed_ratio,
-                        no_seed: *no_seed,
-                        max_pieces: *max_pieces,
-                        skip_space_check: *skip_space_check,
-                        only: only.clone(),
-                        skip: skip.clone(),
-                        sequential: *sequential,
-                        common: common.clone(),
+                        choices: choices.clone(),
                     });
                     continue;
                 }
                 let info = load(t)?;
                 let root = out.join(storage_name(&info.name)?);
-                plans.push(Plan {
-                    info,
-                    learned: Vec::new(),
-                    banned: Vec::new(),
-                    root,
-                    download: true,
-                    skip_verify: false,
-                    seed_ratio: *seed_ratio,
-                    no_seed: *no_seed,
-                    max_pieces: *max_pieces,
-                    skip_space_check: *skip_space_check,
-                    only: only.clone(),
-                    skip: skip.clone(),
-                    sequential: *sequential,
-                    common: common.clone(),
-                    have: None,
-                });
+                plans.push(Plan::new(info, root, true, choices.clone()));
             }
             if let Some(save) = save_torrent {
                 let several = magnets.len() > 1;
@@ -277,22 +264,10 @@ pub fn run(cmd: ClientCmd) -> anyhow::Result<()> {
                 if t.to_str().is_some_and(MagnetLink::is_magnet) {
                     bail!("seed needs a .torrent: a magnet link has no metadata (download it first, or use --save-torrent)");
                 }
+                let choices = Choices::seeding(common.clone(), *seed_ratio);
                 plans.push(Plan {
-                    info: load(t)?,
-                    learned: Vec::new(),
-                    banned: Vec::new(),
-                    root: d.clone(),
-                    download: false,
                     skip_verify: *skip_verify,
-                    seed_ratio: *seed_ratio,
-                    no_seed: false,
-                    max_pieces: None,
-                    skip_space_check: true,
-                    only: None,
-                    skip: None,
-                    sequential: false,
-                    common: common.clone(),
-                    have: None,
+                    ..Plan::new(load(t)?, d.clone(), false, choices)
                 });
             }
         }

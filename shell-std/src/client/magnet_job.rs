@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use super::dht;
 use super::magnet::{self, MagnetLink};
 use super::main_loop::main_loop;
 use super::meta::Info;
 use super::open::prepare;
-use super::plan::{storage_name, Plan};
+use super::plan::{storage_name, Choices, Plan};
 use super::session::Session;
 use super::signals::Interrupted;
-use super::{dht, Common};
 
 /// A magnet link to open once its metadata is fetched, with the flags its
 /// plan will take.
@@ -27,14 +27,7 @@ pub(super) struct MagnetJob {
     pub(super) out: PathBuf,
     /// `--save-torrent`: the path, and whether it is a folder.
     pub(super) save: Option<(PathBuf, bool)>,
-    pub(super) seed_ratio: Option<f64>,
-    pub(super) no_seed: bool,
-    pub(super) max_pieces: Option<u32>,
-    pub(super) skip_space_check: bool,
-    pub(super) only: Option<String>,
-    pub(super) skip: Option<String>,
-    pub(super) sequential: bool,
-    pub(super) common: Common,
+    pub(super) choices: Choices,
 }
 
 /// A magnet's life: its metadata phase, then the torrent runs as one
@@ -44,7 +37,7 @@ pub(super) async fn magnet_main(
     job: MagnetJob,
     signals: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let quiet = job.common.quiet;
+    let quiet = job.choices.common.quiet;
     let link = &job.link;
     let t0 = std::time::Instant::now();
     println!(
@@ -54,17 +47,17 @@ pub(super) async fn magnet_main(
             None => link.info_hash.to_string(),
         },
         link.trackers.len(),
-        link.peers.len() + job.common.peers.len()
+        link.peers.len() + job.choices.common.peers.len()
     );
     let dht = session.dht.get().cloned();
     if dht.is_none()
         && link.peers.is_empty()
-        && job.common.peers.is_empty()
-        && (job.common.no_trackers || link.trackers.is_empty())
+        && job.choices.common.peers.is_empty()
+        && (job.choices.common.no_trackers || link.trackers.is_empty())
     {
         bail!(
             "nothing to connect to: the magnet has no x.pe, {}, no DHT and no --peer was given",
-            if job.common.no_trackers {
+            if job.choices.common.no_trackers {
                 "--no-trackers"
             } else {
                 "no tr"
@@ -82,8 +75,8 @@ pub(super) async fn magnet_main(
         None => (None, None),
     };
     let sources = magnet::Sources {
-        direct: job.common.peers.clone(),
-        trackers: !job.common.no_trackers,
+        direct: job.choices.common.peers.clone(),
+        trackers: !job.choices.common.no_trackers,
         extra,
     };
     let fetched = magnet::fetch(session.clone(), link, sources, signals.clone()).await;
@@ -103,7 +96,7 @@ pub(super) async fn magnet_main(
     let mut tf = crate::torrent::TorrentFile::from_bytes(bytes.clone());
     let info = {
         let m = tf
-            .parse_with(job.common.strict_paths)
+            .parse_with(job.choices.common.strict_paths)
             .map_err(|e| anyhow::anyhow!("the metadata is no torrent: refused: {e}"))?;
         if !quiet {
             print!("{}", crate::info::render(&m, false));
@@ -121,21 +114,9 @@ pub(super) async fn magnet_main(
     }
     let root = job.out.join(storage_name(&info.name)?);
     let plan = Plan {
-        info,
         learned: f.learned,
         banned: f.banned,
-        root,
-        download: true,
-        skip_verify: false,
-        seed_ratio: job.seed_ratio,
-        no_seed: job.no_seed,
-        max_pieces: job.max_pieces,
-        skip_space_check: job.skip_space_check,
-        only: job.only,
-        skip: job.skip,
-        sequential: job.sequential,
-        common: job.common,
-        have: None,
+        ..Plan::new(info, root, true, job.choices)
     };
     let ctx = {
         let s = session.clone();

@@ -25,11 +25,11 @@ pub(super) async fn main_loop(
     plan: Plan,
     signals: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let quiet = plan.common.quiet;
+    let quiet = plan.choices.common.quiet;
     tokio::spawn(swarm::dialer(ctx.clone(), session.conns.clone()));
     // Direct peers: booked for good, dialled (and re-dialled with backoff)
     // while not connected.
-    ctx.learn(&plan.common.peers, Source::Direct);
+    ctx.learn(&plan.choices.common.peers, Source::Direct);
     for (addr, source) in &plan.learned {
         ctx.learn(&[*addr], *source);
     }
@@ -57,7 +57,7 @@ pub(super) async fn main_loop(
     }
     let statuses: Statuses = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let announcer = (!plan.common.no_trackers).then(|| {
+    let announcer = (!plan.choices.common.no_trackers).then(|| {
         let mut rows = statuses.lock().unwrap_or_else(|e| e.into_inner());
         for (tier, url) in &ctx.info.trackers {
             rows.push(TrackerStatus {
@@ -89,7 +89,7 @@ pub(super) async fn main_loop(
     // Only `--peer`s can ever give data (no tracker, no DHT for this
     // torrent): once each has failed, say why and stop rather than wait
     // forever.
-    let only_direct = (plan.common.no_trackers || ctx.info.trackers.is_empty())
+    let only_direct = (plan.choices.common.no_trackers || ctx.info.trackers.is_empty())
         && (session.dht.get().is_none() || ctx.info.private);
     let mut unreachable = None;
     if !ctx.complete.load(Relaxed) {
@@ -160,13 +160,14 @@ pub(super) async fn main_loop(
             ctx.selection_note()
         );
     }
-    let seeded = !interrupted && failed.is_none() && unreachable.is_none() && !plan.no_seed;
+    let seeded = !interrupted && failed.is_none() && unreachable.is_none() && !plan.choices.no_seed;
     if seeded {
         if !quiet {
             println!(
                 "seeding on {} (Ctrl-C to stop{})",
                 ctx.listen,
-                plan.seed_ratio
+                plan.choices
+                    .seed_ratio
                     .map(|r| format!(", or at ratio {r}"))
                     .unwrap_or_default()
             );
@@ -174,6 +175,7 @@ pub(super) async fn main_loop(
         println!("seeding: listening on {}", ctx.listen);
         let mut bar = ui::Progress::seeding(ctx.clone(), table.clone(), quiet);
         let until = plan
+            .choices
             .common
             .seed_time
             .map(|d| tokio::time::Instant::now() + d);
@@ -185,7 +187,7 @@ pub(super) async fn main_loop(
             if until.is_some_and(|t| tokio::time::Instant::now() >= t) {
                 break;
             }
-            if let Some(r) = plan.seed_ratio {
+            if let Some(r) = plan.choices.seed_ratio {
                 let up = ctx.stats.uploaded.load(Relaxed) as f64;
                 if up >= r * ctx.info.total as f64 {
                     break;
@@ -222,7 +224,7 @@ pub(super) async fn main_loop(
     if unreachable.is_some() {
         bail!(
             "nothing to connect to: no --peer completed a handshake and {}",
-            if plan.common.no_trackers {
+            if plan.choices.common.no_trackers {
                 "--no-trackers was given"
             } else {
                 "the torrent lists no tracker"

@@ -31,6 +31,7 @@ pub const MAX_SLOTS: u64 = 256;
 /// Opens, checks and resumes one torrent's data: its state, ready to run.
 pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>> {
     let info = plan.info.clone();
+    let common = &plan.choices.common;
     if info.piece_len > MAX_PIECE_LEN {
         bail!(
             "pieces of {} bytes are larger than the {} MiB this client handles",
@@ -42,23 +43,23 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     if plan.download && plan.have.is_none() {
         // No source can ever appear: say so rather than wait forever.
         // (A public torrent may still find peers through the DHT.)
-        let dht = !plan.common.no_dht && !info.private;
-        if !plan.common.check_only
+        let dht = !common.no_dht && !info.private;
+        if !common.check_only
             && !dht
-            && plan.common.peers.is_empty()
+            && common.peers.is_empty()
             && plan.learned.is_empty()
-            && (plan.common.no_trackers || info.trackers.is_empty())
+            && (common.no_trackers || info.trackers.is_empty())
         {
             bail!(
                 "nothing to connect to: {}, no DHT and no --peer was given",
-                if plan.common.no_trackers {
+                if common.no_trackers {
                     "--no-trackers"
                 } else {
                     "the torrent lists no tracker"
                 }
             );
         }
-        if plan.common.check_only && !plan.root.exists() {
+        if common.check_only && !plan.root.exists() {
             bail!(
                 "{}: not there: 0 of {} pieces",
                 plan.root.display(),
@@ -73,19 +74,23 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     }
     // Which files (`--only` / `--skip`): only a download skips any.
     let prio = if plan.download {
-        super::select::from_flags(&info, plan.only.as_deref(), plan.skip.as_deref())?
+        super::select::from_flags(
+            &info,
+            plan.choices.only.as_deref(),
+            plan.choices.skip.as_deref(),
+        )?
     } else {
         Vec::new()
     };
     // Check every path, and the free space, before creating anything.
     Storage::paths(&info, &plan.root)?;
-    if plan.download && !plan.skip_space_check {
+    if plan.download && !plan.choices.skip_space_check {
         Storage::check_space_selected(&info, &plan.root, &prio)?;
     }
     let storage = Storage::open_selected(
         &info,
         &plan.root,
-        plan.download && !plan.common.check_only,
+        plan.download && !common.check_only,
         &prio,
     )?;
     let n = info.pieces();
@@ -98,7 +103,7 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     };
     let on_disk = have.iter().filter(|&&h| h).count();
     println!("resumed: {on_disk} of {n} pieces verified on disk");
-    if !plan.download && !plan.common.check_only && on_disk != n as usize {
+    if !plan.download && !common.check_only && on_disk != n as usize {
         bail!(
             "{}: only {on_disk} of {n} pieces match the torrent; refusing to seed",
             plan.root.display()
@@ -124,8 +129,7 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     let slots = (IN_PROGRESS_BYTES / info.piece_len.max(1)).clamp(MIN_SLOTS, MAX_SLOTS) as usize;
     // Headroom over the connection limit: a closing task frees its entry
     // just before its permit.
-    let peers = plan
-        .common
+    let peers = common
         .max_peers
         .saturating_add(8)
         .min(usize::from(u16::MAX));
@@ -146,22 +150,22 @@ pub(super) fn prepare(plan: &Plan, session: &Session) -> anyhow::Result<Arc<Ctx>
     let tcfg = TorrentConfig {
         picker: cfg,
         choker: ChokerConfig {
-            slots: plan.common.upload_slots,
-            rechoke_ms: plan.common.rechoke_ms,
-            optimistic_ms: plan.common.rechoke_ms.saturating_mul(3),
+            slots: common.upload_slots,
+            rechoke_ms: common.rechoke_ms,
+            optimistic_ms: common.rechoke_ms.saturating_mul(3),
         },
     };
     let mut torrent =
         StdTorrent::new(geo, parts, tcfg, random_u32()).map_err(|e| anyhow::anyhow!("{e}"))?;
     super::select::apply(&mut torrent, &info, &prio)?;
-    torrent.set_sequential(plan.sequential);
+    torrent.set_sequential(plan.choices.sequential);
     let ctx = Arc::new(Ctx::new(
         torrent,
         storage,
         info,
         session.peer_id,
-        plan.max_pieces,
-        plan.common.max_peers,
+        plan.choices.max_pieces,
+        common.max_peers,
         session.listen,
         verified,
     ));

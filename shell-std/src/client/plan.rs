@@ -27,6 +27,33 @@ pub(super) struct Plan {
     pub(super) root: PathBuf,
     pub(super) download: bool,
     pub(super) skip_verify: bool,
+    pub(super) choices: Choices,
+    /// Pieces known verified (the daemon's fast resume): trusted, nothing
+    /// hashed, and no source required (peers may come later).
+    pub(super) have: Option<Vec<bool>>,
+}
+
+impl Plan {
+    /// A plan for a torrent opened from its metainfo (nothing learned
+    /// before, no fast resume).
+    pub(super) fn new(info: Info, root: PathBuf, download: bool, choices: Choices) -> Self {
+        Plan {
+            info,
+            learned: Vec::new(),
+            banned: Vec::new(),
+            root,
+            download,
+            skip_verify: false,
+            choices,
+            have: None,
+        }
+    }
+}
+
+/// What the user chose for one torrent (command-line flags or the
+/// daemon's settings): a [`Plan`]'s, and a magnet's until it becomes one.
+#[derive(Clone)]
+pub(super) struct Choices {
     pub(super) seed_ratio: Option<f64>,
     pub(super) no_seed: bool,
     pub(super) max_pieces: Option<u32>,
@@ -36,9 +63,22 @@ pub(super) struct Plan {
     pub(super) skip: Option<String>,
     pub(super) sequential: bool,
     pub(super) common: Common,
-    /// Pieces known verified (the daemon's fast resume): trusted, nothing
-    /// hashed, and no source required (peers may come later).
-    pub(super) have: Option<Vec<bool>>,
+}
+
+impl Choices {
+    /// Seeding data already there: every piece, no space check.
+    pub(super) fn seeding(common: Common, seed_ratio: Option<f64>) -> Self {
+        Choices {
+            seed_ratio,
+            no_seed: false,
+            max_pieces: None,
+            skip_space_check: true,
+            only: None,
+            skip: None,
+            sequential: false,
+            common,
+        }
+    }
 }
 
 /// The torrent's name as one safe path component.
@@ -83,21 +123,16 @@ pub fn open_resumed_skipping(
     skip: Option<String>,
 ) -> anyhow::Result<Arc<Ctx>> {
     let plan = Plan {
-        info,
-        learned: Vec::new(),
-        banned: Vec::new(),
-        root,
-        download: true,
-        skip_verify: false,
-        seed_ratio: None,
-        no_seed: false,
-        max_pieces: None,
-        skip_space_check: true,
-        common,
         have: Some(have),
-        only: None,
-        skip,
-        sequential: false,
+        ..Plan::new(
+            info,
+            root,
+            true,
+            Choices {
+                skip,
+                ..Choices::seeding(common, None)
+            },
+        )
     };
     prepare(&plan, session)
 }

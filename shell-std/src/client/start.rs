@@ -29,8 +29,8 @@ pub(super) fn start(
 ) -> anyhow::Result<()> {
     let Some(first) = plans
         .first()
-        .map(|p| &p.common)
-        .or(magnets.first().map(|m| &m.common))
+        .map(|p| &p.choices.common)
+        .or(magnets.first().map(|m| &m.choices.common))
     else {
         bail!("no torrent given");
     };
@@ -61,7 +61,7 @@ pub(super) fn start(
     for plan in plans {
         let name = plan.info.name.clone();
         let ctx = prepare(&plan, &session).with_context(|| name.clone())?;
-        if plan.common.check_only {
+        if plan.choices.common.check_only {
             let st = ctx.snapshot();
             println!(
                 "checked: {name}: {} of {} pieces verified ({} of {} bytes) in {}",
