@@ -24,23 +24,34 @@
 //! With several workers, per-source limits ([`abuse`]) are kept per worker
 //! (the kernel sends one source port to one socket), and `--max-torrents` is
 //! split evenly among the shards.
+//!
+//! Files: `args.rs` (the command line and its defaults), `udp_loop.rs`
+//! (binding the UDP sockets and the worker loops), `http_server.rs`, and
+//! this one ([`run`]: start-up, the timers and the clean stop).
 
 pub mod abuse;
+mod args;
 pub mod db;
 mod http_server;
 pub mod state;
 pub mod store;
 pub mod swarm;
+mod udp_loop;
+
+pub use args::{
+    default_workers, listen_addrs, TrackerArgs, DEFAULT_ADDR, DEFAULT_RECV_BUFFER,
+    DEFAULT_UDP_BATCH,
+};
+pub use udp_loop::{MAX_DATAGRAM, MAX_UDP_BATCH};
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use ourtorrent_core::id::InfoHash;
 use ourtorrent_core::tracker::udp::server::{ConnectionIds, Server, MIN_ROTATION_SECS, SECRET_LEN};
 use ourtorrent_core::tracker::udp::Limits as UdpLimits;
@@ -48,6 +59,7 @@ use tracing::{info, warn};
 
 use state::{Settings, Shards, State, Tracker};
 use swarm::Swarms;
+use udp_loop::{bind_udp, udp_loop, udp_loop_batched};
 
 /// How often the connection-id secret is replaced (the core keeps the
 /// previous one, so it must be at least [`MIN_ROTATION_SECS`]).
@@ -60,151 +72,6 @@ pub const EXPIRY_TICK_MS: u64 = 100;
 /// millisecond). A round over 2M peers takes 10 s; a silent peer goes at
 /// most one round after its deadline.
 pub const EXPIRY_PEERS_PER_TICK: usize = 20_000;
-
-/// Largest UDP datagram read; a longer one is dropped as oversized (no
-/// BEP 15 request is near this: a 74-hash scrape is 1496 bytes).
-pub const MAX_DATAGRAM: usize = 4096;
-
-/// `shell-std tracker` options.
-#[derive(Args, Debug, Clone)]
-pub struct TrackerArgs {
-    /// UDP (BEP 15) address; repeat for several (e.g. `--udp [::]:6969`).
-    /// With neither `--udp` nor `--http`, both serve on 0.0.0.0:6969; once
-    /// either is given, each protocol listens only where asked.
-    #[arg(long)]
-    pub udp: Vec<SocketAddr>,
-    /// HTTP announce/scrape/stats address; repeat for several.
-    #[arg(long)]
-    pub http: Vec<SocketAddr>,
-    /// Serve no UDP.
-    #[arg(long, conflicts_with = "udp")]
-    pub no_udp: bool,
-    /// Serve no HTTP.
-    #[arg(long, conflicts_with = "http")]
-    pub no_http: bool,
-    /// Who may read `/stats`: an address or prefix (`10.0.0.0/8`, `::1`,
-    /// `0.0.0.0/0` for anyone); repeat for several. Default: loopback only.
-    #[arg(long, value_name = "PREFIX")]
-    pub stats_from: Vec<state::Prefix>,
-    /// SQLite database (created if missing).
-    #[arg(long, default_value = "tracker.db")]
-    pub db: PathBuf,
-    /// Keep everything in memory (no SQLite), e.g. for benchmarks.
-    #[arg(long)]
-    pub no_db: bool,
-    /// Milliseconds between SQLite flushes.
-    #[arg(long, default_value_t = 1000)]
-    pub flush_ms: u64,
-    /// Journal records since the last checkpoint that start a new one, at
-    /// least (the peer count is the other bound; see `tracker::db`).
-    #[arg(long, default_value_t = db::DEFAULT_CHECKPOINT_RECORDS)]
-    pub checkpoint_records: u64,
-    /// Announce interval told to clients, in seconds.
-    #[arg(long, default_value_t = 1800)]
-    pub interval: u32,
-    /// Seconds past the interval before a silent peer expires.
-    #[arg(long, default_value_t = 300)]
-    pub grace: u32,
-    /// Only track these info-hashes (file of hex lines; `#` comments).
-    #[arg(long)]
-    pub allow: Option<PathBuf>,
-    /// Most torrents tracked.
-    #[arg(long, default_value_t = swarm::DEFAULT_MAX_TORRENTS)]
-    pub max_torrents: usize,
-    /// Most peers stored per torrent.
-    #[arg(long, default_value_t = swarm::DEFAULT_MAX_PEERS_PER_TORRENT)]
-    pub max_peers: usize,
-    /// Peers returned when a client does not say (numwant absent or -1).
-    #[arg(long, default_value_t = 50)]
-    pub default_numwant: u32,
-    /// Most peers returned to one announce (UDP replies are further bounded
-    /// by the core's amplification limit).
-    #[arg(long, default_value_t = 200)]
-    pub max_numwant: u32,
-    /// Bad UDP datagrams (bad connection id, garbage) a source may send at
-    /// once before it is throttled (a source: an IPv4 address or IPv6 /64).
-    #[arg(long, default_value_t = abuse::DEFAULT_BURST)]
-    pub bad_burst: u32,
-    /// Bad UDP datagrams per second a source may send in the long run.
-    #[arg(long, default_value_t = abuse::DEFAULT_PER_SEC)]
-    pub bad_per_sec: u32,
-    /// Datagrams dropped from a throttled source before it is ignored.
-    #[arg(long, default_value_t = abuse::DEFAULT_BAN_AFTER)]
-    pub ban_after: u32,
-    /// Seconds an ignored source stays ignored.
-    #[arg(long, default_value_t = abuse::DEFAULT_BAN_SECS)]
-    pub ban_secs: u32,
-    /// Most misbehaving sources tracked at once (per worker).
-    #[arg(long, default_value_t = abuse::DEFAULT_MAX_SOURCES)]
-    pub max_sources: usize,
-    /// UDP worker threads, each with its own socket per `--udp` address
-    /// (`SO_REUSEPORT`); the swarms are sharded by info-hash among as many
-    /// locks. Default: the number of cores.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Receive buffer of each UDP socket, in bytes (`SO_RCVBUF`; the kernel
-    /// caps it at `net.core.rmem_max`). A burst that overflows it is
-    /// dropped by the kernel.
-    #[arg(long, default_value_t = DEFAULT_RECV_BUFFER)]
-    pub recv_buffer: usize,
-    /// Where swarms live: `memory` (the default, the fast path) or
-    /// `redis://HOST:PORT` (shared by every tracker instance using it;
-    /// SQLite then keeps only the connection-id secret).
-    #[arg(long, default_value = "memory")]
-    pub store: String,
-    /// Datagrams a UDP worker handles per wake-up: the first waits, the
-    /// ones already queued behind it are read without blocking, all are
-    /// handled under one front lock and answered with one `sendmmsg`
-    /// (Linux). 1: one `recvfrom`/`sendto` pair each. At most
-    /// [`MAX_UDP_BATCH`]. Measured: ~15% less server CPU per response.
-    #[arg(long, default_value_t = DEFAULT_UDP_BATCH)]
-    pub udp_batch: usize,
-}
-
-/// Default `--udp-batch`.
-pub const DEFAULT_UDP_BATCH: usize = 32;
-/// Largest `--udp-batch`.
-pub const MAX_UDP_BATCH: usize = 64;
-/// Room for one reply in a batch: the core bounds a reply at four times
-/// its request ([`MAX_DATAGRAM`]).
-const BATCH_REPLY_BYTES: usize = 4 * MAX_DATAGRAM;
-
-/// Default `--recv-buffer`: 8 MB, enough for ~50 ms of 1M datagrams/s.
-pub const DEFAULT_RECV_BUFFER: usize = 8_000_000;
-
-/// Where both protocols listen when neither `--udp` nor `--http` is given.
-pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::UNSPECIFIED,
-    6969,
-));
-
-/// The (UDP, HTTP) addresses to serve: both on [`DEFAULT_ADDR`] when
-/// neither flag is given, else each only where asked; `--no-udp` /
-/// `--no-http` switch one off.
-pub fn listen_addrs(args: &TrackerArgs) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
-    let explicit = !args.udp.is_empty() || !args.http.is_empty();
-    let pick = |given: &[SocketAddr], off: bool| {
-        if off {
-            Vec::new()
-        } else if given.is_empty() && !explicit {
-            vec![DEFAULT_ADDR]
-        } else {
-            given.to_vec()
-        }
-    };
-    let udp = pick(&args.udp, args.no_udp);
-    let http = pick(&args.http, args.no_http);
-    anyhow::ensure!(
-        !udp.is_empty() || !http.is_empty(),
-        "nothing to serve: --no-udp and --no-http leave no listener"
-    );
-    Ok((udp, http))
-}
-
-/// The default `--workers`: the number of cores.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
 
 /// Milliseconds since the Unix epoch, never going backwards.
 #[derive(Clone, Copy, Debug)]
@@ -303,204 +170,6 @@ pub type Shared = Arc<Tracker>;
 /// panics, but a poisoned lock must not take the tracker down).
 pub fn lock(s: &Shared) -> MutexGuard<'_, State> {
     s.front(s.http_front())
-}
-
-/// A UDP socket bound to `addr`, with `SO_REUSEPORT` when several workers
-/// share the address (the kernel spreads datagrams over their sockets by
-/// source address and port).
-fn bind_udp(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> Result<UdpSocket> {
-    use rustix::net::{bind, socket, sockopt, AddressFamily, SocketType};
-    let family = if addr.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    let fd = socket(family, SocketType::DGRAM, None)?;
-    if reuse_port {
-        sockopt::set_socket_reuseport(&fd, true)?;
-    }
-    if recv_buffer > 0 {
-        // Capped by the kernel, never an error: the default stays.
-        if let Err(e) = sockopt::set_socket_recv_buffer_size(&fd, recv_buffer) {
-            warn!("udp {addr}: SO_RCVBUF {recv_buffer}: {e}");
-        }
-    }
-    bind(&fd, &addr)?;
-    Ok(UdpSocket::from(fd))
-}
-
-fn udp_loop(sock: UdpSocket, shared: Shared, front: usize, clock: Clock, stop: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut out = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        let (n, from) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
-                shared.front(front).stats.err("udp_recv_error");
-                tracing::debug!("udp recv: {e}");
-                continue;
-            }
-        };
-        let reply = shared
-            .front(front)
-            .handle_udp(clock.now_ms(), from, &buf[..n], &mut out);
-        if let Some(len) = reply {
-            if sock.send_to(&out[..len], from).is_err() {
-                shared.front(front).stats.err("udp_send_error");
-            }
-        }
-    }
-}
-
-/// One received datagram of a batch: its receive slot, length and source.
-#[derive(Clone, Copy)]
-struct Received {
-    slot: usize,
-    len: usize,
-    from: SocketAddr,
-}
-
-/// Bytes of one receive slot: one more than [`MAX_DATAGRAM`], so that an
-/// oversized datagram is seen as such (and dropped), not cut to size.
-const RECV_SLOT: usize = MAX_DATAGRAM + 1;
-
-/// True for the errors that only mean "nothing queued (yet)".
-fn is_idle(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock
-            | std::io::ErrorKind::TimedOut
-            | std::io::ErrorKind::Interrupted
-    )
-}
-
-/// Receives up to `max` datagrams with one `recvfrom` each (the first
-/// waits, the others take only what is queued), datagram `i` into the
-/// `i`-th [`RECV_SLOT`]-byte slot of `bufs`; appends them to `got`.
-/// (`recvmmsg` was measured in its place: no faster at 1 worker, slower
-/// at 2 — the per-datagram kernel work is the same and entering the
-/// syscall is ~0.1% of the time — so it was dropped, as issue 13 asks.)
-fn recv_each(
-    sock: &UdpSocket,
-    bufs: &mut [u8],
-    max: usize,
-    got: &mut Vec<Received>,
-) -> std::io::Result<()> {
-    use rustix::net::{recvfrom, RecvFlags};
-    for (slot, buf) in bufs.chunks_exact_mut(RECV_SLOT).take(max).enumerate() {
-        let (len, from) = if slot == 0 {
-            sock.recv_from(buf)?
-        } else {
-            match recvfrom(sock, &mut buf[..], RecvFlags::DONTWAIT) {
-                Ok((n, _, Some(a))) => match SocketAddr::try_from(a) {
-                    Ok(a) => (n, a),
-                    Err(_) => continue,
-                },
-                Ok((_, _, None)) => continue,
-                Err(_) => break,
-            }
-        };
-        got.push(Received { slot, len, from });
-    }
-    Ok(())
-}
-
-/// [`udp_loop`] handling up to `batch` queued datagrams per wake-up,
-/// answered with one `sendmmsg` (Linux).
-fn udp_loop_batched(
-    sock: UdpSocket,
-    shared: Shared,
-    front: usize,
-    clock: Clock,
-    stop: Arc<AtomicBool>,
-    batch: usize,
-) {
-    use rustix::net::SocketAddrAny;
-    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
-    let batch = batch.clamp(1, MAX_UDP_BATCH);
-    let mut bufs = vec![0u8; batch * RECV_SLOT];
-    let mut got: Vec<Received> = Vec::with_capacity(batch);
-    let mut out = vec![0u8; batch * BATCH_REPLY_BYTES];
-    let mut replies: Vec<(SocketAddr, usize)> = Vec::with_capacity(batch);
-    while !stop.load(Ordering::Relaxed) {
-        replies.clear();
-        got.clear();
-        if let Err(e) = recv_each(&sock, &mut bufs, batch, &mut got) {
-            // e.g. ECONNREFUSED from an earlier reply's ICMP: not fatal.
-            if !is_idle(&e) {
-                shared.front(front).stats.err("udp_recv_error");
-                tracing::debug!("udp recv: {e}");
-            }
-        }
-        if got.is_empty() {
-            continue;
-        }
-        let mut st = shared.front(front);
-        let now = clock.now_ms();
-        for g in &got {
-            let slot = replies.len() * BATCH_REPLY_BYTES;
-            let Some(o) = out.get_mut(slot..slot + BATCH_REPLY_BYTES) else {
-                break;
-            };
-            let at = g.slot * RECV_SLOT;
-            let Some(d) = bufs.get(at..at + g.len) else {
-                continue;
-            };
-            if let Some(len) = st.handle_udp(now, g.from, d, o) {
-                replies.push((g.from, len));
-            }
-        }
-        drop(st);
-        if replies.is_empty() {
-            continue;
-        }
-        let addrs: Vec<SocketAddrAny> = replies
-            .iter()
-            .map(|(a, _)| SocketAddrAny::from(*a))
-            .collect();
-        let iovs: Vec<[std::io::IoSlice<'_>; 1]> = replies
-            .iter()
-            .enumerate()
-            .map(|(i, (_, len))| {
-                let at = i * BATCH_REPLY_BYTES;
-                [std::io::IoSlice::new(out.get(at..at + len).unwrap_or(&[]))]
-            })
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (0..replies.len())
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = addrs
-            .iter()
-            .zip(&iovs)
-            .zip(controls.iter_mut())
-            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-            .collect();
-        let mut sent = 0;
-        while sent < msgs.len() {
-            match msgs
-                .get_mut(sent..)
-                .map(|m| sendmmsg(&sock, m, SendFlags::empty()))
-            {
-                Some(Ok(n)) if n > 0 => sent += n,
-                _ => {
-                    // Skip the one that failed (as a failed sendto would).
-                    shared.front(front).stats.err("udp_send_error");
-                    sent += 1;
-                }
-            }
-        }
-    }
 }
 
 /// Runs the tracker until SIGINT/SIGTERM.
