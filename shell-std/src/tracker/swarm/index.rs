@@ -156,6 +156,9 @@ impl<S: BuildHasher> Index<S> {
         let (Some(at), Ok(to)) = (self.slot_of(tag, from), u32::try_from(to)) else {
             return false;
         };
+        if to == u32::MAX {
+            return false; // reserved: with tag u32::MAX it would read EMPTY
+        }
         match self.slots.get_mut(at) {
             Some(s) => {
                 *s = u64::from(tag) << 32 | u64::from(to);
@@ -173,7 +176,9 @@ impl<S: BuildHasher> Index<S> {
         };
         let mask = self.mask();
         let mut at = hole;
-        loop {
+        // An empty slot ends the run (at most half full); the bound is
+        // only a guard.
+        for _ in 0..self.slots.len() {
             at = (at + 1) & mask;
             let Some(&v) = self.slots.get(at) else {
                 break;
@@ -304,6 +309,7 @@ mod tests {
         assert!(ix.insert(t, 5));
         assert!(!ix.remove(t, 6));
         assert!(!ix.repoint(t, 6, 7));
+        assert!(!ix.repoint(t, 5, u32::MAX as usize), "u32::MAX marks empty");
         assert!(!ix.remove(t.wrapping_add(1), 5));
         assert!(ix.repoint(t, 5, 7));
         assert_eq!(ix.find(t, |i| i == 7), Some(7));
