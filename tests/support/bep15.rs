@@ -108,36 +108,43 @@ pub fn wait_for_udp_tracker(port: u16) {
 
 /// Announces `peer_port` on 127.0.0.1 as a seeder (left 0, `started`) of
 /// `info_hash` to the UDP tracker on `tracker_port`; panics unless it
-/// answers with an announce reply within 2 s a step.
+/// answers with an announce reply within 2 s a step. opentracker loads its
+/// whitelist in a thread of its own, so it may answer connects before it
+/// tracks the hash: its 8-byte refusal is retried (100 tries, 100 ms apart).
 pub fn announce_seeder(tracker_port: u16, info_hash: &[u8; 20], peer_port: u16) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.connect(("127.0.0.1", tracker_port)).unwrap();
-    s.send(&connect_request(11)).unwrap();
     let mut buf = [0u8; 512];
-    let n = s.recv(&mut buf).expect("connect reply");
-    assert_eq!(n, 16);
-    let a = Announce {
-        connection_id: connection_id_of(&buf[..n]),
-        transaction_id: 12,
-        info_hash: *info_hash,
-        peer_id: *b"-FAKE01-000000000000",
-        downloaded: 0,
-        left: 0,
-        uploaded: 0,
-        event: 2,
-        ip: 0,
-        key: 0,
-        num_want: -1,
-        port: peer_port,
-    };
-    s.send(&a.encode()).unwrap();
-    let n = s.recv(&mut buf).expect("announce reply");
-    assert!(
-        n >= 20 && buf[3] == ACTION_ANNOUNCE as u8,
-        "announce refused: {:?}",
-        &buf[..n]
-    );
+    for _ in 0..100 {
+        s.send(&connect_request(11)).unwrap();
+        let n = s.recv(&mut buf).expect("connect reply");
+        assert_eq!(n, 16);
+        let a = Announce {
+            connection_id: connection_id_of(&buf[..n]),
+            transaction_id: 12,
+            info_hash: *info_hash,
+            peer_id: *b"-FAKE01-000000000000",
+            downloaded: 0,
+            left: 0,
+            uploaded: 0,
+            event: 2,
+            ip: 0,
+            key: 0,
+            num_want: -1,
+            port: peer_port,
+        };
+        s.send(&a.encode()).unwrap();
+        let n = s.recv(&mut buf).expect("announce reply");
+        if n >= 20 && buf[3] == ACTION_ANNOUNCE as u8 {
+            return;
+        }
+        // opentracker's refusal of a hash not (yet) on its whitelist.
+        let not_yet = n == 8 && buf[3] == ACTION_ANNOUNCE as u8;
+        assert!(not_yet, "announce refused: {:?}", &buf[..n]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the tracker on {tracker_port} never accepted the announce");
 }
 
 /// One torrent's counts in a scrape reply.
