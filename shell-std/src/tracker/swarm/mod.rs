@@ -216,21 +216,21 @@ impl Swarms {
 
     /// The slab index of `ih`.
     fn find(&self, ih: &InfoHash) -> Option<usize> {
+        self.find_tagged(self.index.tag(ih), ih)
+    }
+
+    /// [`Swarms::find`] with `ih`'s tag already computed.
+    fn find_tagged(&self, tag: u32, ih: &InfoHash) -> Option<usize> {
         let slab = &self.slab;
-        self.index.find(self.index.tag(ih), |i| {
-            slab.get(i).is_some_and(|t| t.info_hash == *ih)
-        })
+        self.index
+            .find(tag, |i| slab.get(i).is_some_and(|t| t.info_hash == *ih))
     }
 
     /// The torrent `ih` and its slab index, created (at the end of the
     /// slab) if new and under the torrent limit.
     fn entry(&mut self, ih: InfoHash) -> Option<(usize, &mut Torrent)> {
         let tag = self.index.tag(&ih);
-        let slab = &self.slab;
-        let found = self
-            .index
-            .find(tag, |i| slab.get(i).is_some_and(|t| t.info_hash == ih));
-        let i = match found {
+        let i = match self.find_tagged(tag, &ih) {
             Some(i) => i,
             None => {
                 if self.slab.len() >= self.limits.max_torrents {
